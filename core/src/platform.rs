@@ -1,0 +1,179 @@
+//! What a CPU backend sees of the machine while it runs.
+//!
+//! [`Platform`] is the only path from a backend to devices: memory, the two buses, the INTR pin
+//! and INTA cycle, NMIs, timers, and system requests (reset, power-off) raised by devices.
+//! [`Board`] is the one implementation the machine and the tests assemble.
+
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::bus::Bus;
+use crate::clock::{Timers, VirtualClock};
+use crate::irq::{InterruptController, IntrPin};
+use crate::memory::GuestMemory;
+
+/// A request from a device to the whole system.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SystemRequest {
+    /// Reset the machine (port 0xCF9, port 0x92 bit 0, i8042 pulse, ACPI reset register).
+    Reset,
+    /// Power off with this exit status (ACPI S5 → 0, isa-debug-exit → (value << 1) | 1).
+    PowerOff(i32),
+}
+
+/// A handle devices use to ask for reset or power-off; the backend returns to the machine loop
+/// at the next instruction boundary.
+#[derive(Clone, Debug, Default)]
+pub struct SystemRequests {
+    kind: Arc<AtomicU8>,
+    status: Arc<AtomicI32>,
+}
+
+impl SystemRequests {
+    const NONE: u8 = 0;
+    const RESET: u8 = 1;
+    const POWER_OFF: u8 = 2;
+
+    /// No request pending.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Ask for a system reset.
+    pub fn request_reset(&self) {
+        self.kind.store(Self::RESET, Ordering::Release);
+    }
+    /// Ask for power-off with an exit status.
+    pub fn request_power_off(&self, status: i32) {
+        self.status.store(status, Ordering::Release);
+        self.kind.store(Self::POWER_OFF, Ordering::Release);
+    }
+    /// A request is pending (cheap; checked after every I/O access).
+    #[inline]
+    pub fn pending(&self) -> bool {
+        self.kind.load(Ordering::Relaxed) != Self::NONE
+    }
+    /// Take the pending request.
+    pub fn take(&self) -> Option<SystemRequest> {
+        match self.kind.swap(Self::NONE, Ordering::AcqRel) {
+            Self::RESET => Some(SystemRequest::Reset),
+            Self::POWER_OFF => Some(SystemRequest::PowerOff(self.status.load(Ordering::Acquire))),
+            _ => None,
+        }
+    }
+    /// Look at the pending request without taking it.
+    pub fn peek(&self) -> Option<SystemRequest> {
+        match self.kind.load(Ordering::Acquire) {
+            Self::RESET => Some(SystemRequest::Reset),
+            Self::POWER_OFF => Some(SystemRequest::PowerOff(self.status.load(Ordering::Acquire))),
+            _ => None,
+        }
+    }
+}
+
+/// The machine as a backend sees it.
+pub trait Platform {
+    /// Guest physical memory.
+    fn memory(&self) -> &GuestMemory;
+    /// Port input (IN, INS).
+    fn io_read(&mut self, port: u16, data: &mut [u8]);
+    /// Port output (OUT, OUTS).
+    fn io_write(&mut self, port: u16, data: &[u8]);
+    /// A load from device memory.
+    fn mmio_read(&mut self, addr: u64, data: &mut [u8]);
+    /// A store to device memory.
+    fn mmio_write(&mut self, addr: u64, data: &[u8]);
+    /// The INTR pin is asserted (cheap; sample at every instruction boundary where IF=1).
+    fn intr(&self) -> bool;
+    /// INTA: the vector to deliver, or `None` if the request vanished.
+    fn acknowledge_interrupt(&mut self) -> Option<u8>;
+    /// Take a pending NMI.
+    fn take_nmi(&mut self) -> bool;
+    /// Fire expired timers; call every few thousand instructions and at every block exit.
+    fn poll(&mut self);
+    /// The virtual clock.
+    fn clock(&self) -> &VirtualClock;
+    /// A device asked for reset or power-off; the backend should return
+    /// [`crate::VmExit::Reset`] / [`crate::VmExit::PowerOff`] at the next instruction boundary.
+    fn system_request(&self) -> Option<SystemRequest>;
+}
+
+/// The assembled machine: memory, buses, timers, interrupt routing.
+pub struct Board {
+    pub memory: Arc<GuestMemory>,
+    pub pio: Bus,
+    pub mmio: Bus,
+    pub clock: VirtualClock,
+    pub timers: Timers,
+    pub intr: IntrPin,
+    pub interrupt_controller: Option<Arc<Mutex<dyn InterruptController>>>,
+    pub requests: SystemRequests,
+    pub nmi: Arc<AtomicBool>,
+}
+
+impl Board {
+    /// A board with no devices.
+    pub fn new(memory: Arc<GuestMemory>, clock: VirtualClock) -> Self {
+        Board {
+            memory,
+            pio: Bus::new(),
+            mmio: Bus::new(),
+            clock,
+            timers: Timers::default(),
+            intr: IntrPin::new(),
+            interrupt_controller: None,
+            requests: SystemRequests::new(),
+            nmi: Arc::default(),
+        }
+    }
+
+    /// The earliest timer deadline (virtual ns), `u64::MAX` if none.
+    pub fn next_deadline(&self) -> u64 {
+        self.timers.next_deadline()
+    }
+}
+
+impl Platform for Board {
+    fn memory(&self) -> &GuestMemory {
+        &self.memory
+    }
+    fn io_read(&mut self, port: u16, data: &mut [u8]) {
+        self.pio.read(u64::from(port), data);
+    }
+    fn io_write(&mut self, port: u16, data: &[u8]) {
+        self.pio.write(u64::from(port), data);
+    }
+    fn mmio_read(&mut self, addr: u64, data: &mut [u8]) {
+        self.mmio.read(addr, data);
+    }
+    fn mmio_write(&mut self, addr: u64, data: &[u8]) {
+        self.mmio.write(addr, data);
+    }
+    #[inline]
+    fn intr(&self) -> bool {
+        self.intr.asserted()
+    }
+    fn acknowledge_interrupt(&mut self) -> Option<u8> {
+        let ctl = self.interrupt_controller.as_ref()?;
+        ctl.lock().ok()?.acknowledge()
+    }
+    fn take_nmi(&mut self) -> bool {
+        self.nmi.swap(false, Ordering::AcqRel)
+    }
+    fn poll(&mut self) {
+        let now = self.clock.now_ns();
+        if self.timers.next_deadline() <= now {
+            self.timers.fire_expired(now);
+        }
+    }
+    fn clock(&self) -> &VirtualClock {
+        &self.clock
+    }
+    #[inline]
+    fn system_request(&self) -> Option<SystemRequest> {
+        if self.requests.pending() {
+            self.requests.peek()
+        } else {
+            None
+        }
+    }
+}
