@@ -59,7 +59,7 @@ impl MemoryLayout {
                 "at most 1 TiB is supported",
             ));
         }
-        if ram_size % PAGE_SIZE != 0 {
+        if !ram_size.is_multiple_of(PAGE_SIZE) {
             return Err(Error::InvalidRamSize(
                 ram_size,
                 "must be a multiple of 4 KiB",
