@@ -1,0 +1,214 @@
+//! Memory access as instructions see it: segment → linear (`segment`), linear → physical
+//! (`mmu`), physical → RAM/ROM through `GuestMemory` or MMIO through the platform.
+//!
+//! Owned jointly: EXEC uses these helpers; SYS owns the `segment` and `mmu` calls they make.
+
+use pcvm_core::memory::PhysRegion;
+use pcvm_core::{Platform, SegReg};
+
+use crate::{Fault, Interpreter};
+
+/// What an access does, for segment and page protection checks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AccessKind {
+    Read,
+    Write,
+    Execute,
+}
+
+impl Interpreter {
+    /// Read physical memory: RAM/ROM directly, everything else from the MMIO bus.
+    pub(crate) fn phys_read(&mut self, p: &mut dyn Platform, phys: u64, buf: &mut [u8]) {
+        match p.memory().classify(phys, false) {
+            PhysRegion::Ram(off) => {
+                if !p.memory().read_ram(off, buf) {
+                    // Straddles the end of RAM: split bytewise.
+                    for (i, b) in buf.iter_mut().enumerate() {
+                        let mut one = [0u8];
+                        self.phys_read(p, phys + i as u64, &mut one);
+                        *b = one[0];
+                    }
+                }
+            }
+            PhysRegion::Rom { index, offset } => {
+                let rom = p.memory().rom(index);
+                for (i, b) in buf.iter_mut().enumerate() {
+                    *b = rom.get(offset as usize + i).copied().unwrap_or(0xFF);
+                }
+            }
+            PhysRegion::Mmio | PhysRegion::Dropped => p.mmio_read(phys, buf),
+        }
+    }
+
+    /// Write physical memory: RAM directly (with code-page tracking), ROM writes dropped,
+    /// everything else to the MMIO bus.
+    pub(crate) fn phys_write(&mut self, p: &mut dyn Platform, phys: u64, buf: &[u8]) {
+        match p.memory().classify(phys, true) {
+            PhysRegion::Ram(off) => {
+                if !p.memory().write_ram(off, buf) {
+                    for (i, b) in buf.iter().enumerate() {
+                        self.phys_write(p, phys + i as u64, &[*b]);
+                    }
+                }
+            }
+            PhysRegion::Dropped | PhysRegion::Rom { .. } => {}
+            PhysRegion::Mmio => p.mmio_write(phys, buf),
+        }
+    }
+
+    /// Read `buf.len()` bytes at a linear address, splitting at page boundaries.
+    pub(crate) fn read_linear(
+        &mut self,
+        p: &mut dyn Platform,
+        linear: u64,
+        buf: &mut [u8],
+        kind: AccessKind,
+    ) -> Result<(), Fault> {
+        let first = 4096 - (linear & 0xFFF) as usize;
+        if buf.len() <= first {
+            let phys = self.translate(p, linear, kind)?;
+            self.phys_read(p, phys, buf);
+        } else {
+            // Translate both pages before touching memory so a fault leaves no side effects.
+            let second_linear = self.wrap_linear(linear.wrapping_add(first as u64));
+            let phys1 = self.translate(p, linear, kind)?;
+            let phys2 = self.translate(p, second_linear, kind)?;
+            let (a, b) = buf.split_at_mut(first);
+            self.phys_read(p, phys1, a);
+            self.phys_read(p, phys2, b);
+        }
+        Ok(())
+    }
+
+    /// Write `buf` at a linear address, splitting at page boundaries; both pages are checked
+    /// before either is written.
+    pub(crate) fn write_linear(
+        &mut self,
+        p: &mut dyn Platform,
+        linear: u64,
+        buf: &[u8],
+    ) -> Result<(), Fault> {
+        self.check_watchpoints(linear, buf.len() as u64, true);
+        let first = 4096 - (linear & 0xFFF) as usize;
+        if buf.len() <= first {
+            let phys = self.translate(p, linear, AccessKind::Write)?;
+            self.phys_write(p, phys, buf);
+        } else {
+            let second_linear = self.wrap_linear(linear.wrapping_add(first as u64));
+            let phys1 = self.translate(p, linear, AccessKind::Write)?;
+            let phys2 = self.translate(p, second_linear, AccessKind::Write)?;
+            let (a, b) = buf.split_at(first);
+            self.phys_write(p, phys1, a);
+            self.phys_write(p, phys2, b);
+        }
+        Ok(())
+    }
+
+    /// Linear addresses wrap at 4 GiB outside 64-bit mode.
+    #[inline]
+    pub(crate) fn wrap_linear(&self, linear: u64) -> u64 {
+        if self.state.long_mode_active() {
+            linear
+        } else {
+            linear & 0xFFFF_FFFF
+        }
+    }
+
+    /// Read an N-byte little-endian value through segment `seg` at `offset`.
+    pub(crate) fn read_seg<const N: usize>(
+        &mut self,
+        p: &mut dyn Platform,
+        seg: SegReg,
+        offset: u64,
+    ) -> Result<[u8; N], Fault> {
+        let linear = self.seg_linear(seg, offset, N as u64, AccessKind::Read)?;
+        self.check_watchpoints(linear, N as u64, false);
+        let mut b = [0u8; N];
+        self.read_linear(p, linear, &mut b, AccessKind::Read)?;
+        Ok(b)
+    }
+
+    /// Write an N-byte little-endian value through segment `seg` at `offset`.
+    pub(crate) fn write_seg<const N: usize>(
+        &mut self,
+        p: &mut dyn Platform,
+        seg: SegReg,
+        offset: u64,
+        bytes: [u8; N],
+    ) -> Result<(), Fault> {
+        let linear = self.seg_linear(seg, offset, N as u64, AccessKind::Write)?;
+        self.write_linear(p, linear, &bytes)
+    }
+
+    /// Record a watchpoint hit for the debugger (reported after the instruction completes).
+    pub(crate) fn check_watchpoints(&mut self, linear: u64, len: u64, write: bool) {
+        if self.debug.watchpoints.is_empty() {
+            return;
+        }
+        for w in &self.debug.watchpoints {
+            let hit_kind = match w.kind {
+                pcvm_core::WatchKind::Write => write,
+                pcvm_core::WatchKind::Read => !write,
+                pcvm_core::WatchKind::Access => true,
+            };
+            if hit_kind && linear < w.addr.wrapping_add(w.len) && w.addr < linear.wrapping_add(len)
+            {
+                self.watch_hit = Some((w.kind, w.addr));
+                return;
+            }
+        }
+    }
+}
+
+impl Interpreter {
+    /// Mask for the stack pointer: SS.B selects ESP over SP outside 64-bit mode
+    /// (Intel SDM Vol. 1 §6.2.3).
+    #[inline]
+    pub(crate) fn stack_mask(&self) -> u64 {
+        if self.state.in_64bit_code() {
+            u64::MAX
+        } else if self.state.protected_mode() && self.state.seg(SegReg::Ss).db() {
+            0xFFFF_FFFF
+        } else {
+            0xFFFF
+        }
+    }
+
+    /// Push the low `size` bytes (2, 4 or 8) of `value`. RSP is updated only if the write
+    /// succeeds, so a faulting push leaves the state unchanged.
+    pub(crate) fn push(&mut self, p: &mut dyn Platform, value: u64, size: u8) -> Result<(), Fault> {
+        let mask = self.stack_mask();
+        let rsp = self.state.gpr[pcvm_core::cpu_state::gpr::RSP];
+        let new_sp = rsp.wrapping_sub(u64::from(size)) & mask;
+        let bytes = value.to_le_bytes();
+        let linear = self.seg_linear(SegReg::Ss, new_sp, u64::from(size), AccessKind::Write)?;
+        self.write_linear(p, linear, &bytes[..usize::from(size)])?;
+        self.state.gpr[pcvm_core::cpu_state::gpr::RSP] = (rsp & !mask) | new_sp;
+        Ok(())
+    }
+
+    /// Pop `size` bytes (2, 4 or 8), zero-extended.
+    pub(crate) fn pop(&mut self, p: &mut dyn Platform, size: u8) -> Result<u64, Fault> {
+        let value = self.peek_stack(p, 0, size)?;
+        let mask = self.stack_mask();
+        let rsp = self.state.gpr[pcvm_core::cpu_state::gpr::RSP];
+        self.state.gpr[pcvm_core::cpu_state::gpr::RSP] =
+            (rsp & !mask) | (rsp.wrapping_add(u64::from(size)) & mask);
+        Ok(value)
+    }
+
+    /// Read `size` bytes at SS:(rSP + `offset`) without moving the stack pointer.
+    pub(crate) fn peek_stack(
+        &mut self,
+        p: &mut dyn Platform,
+        offset: u64,
+        size: u8,
+    ) -> Result<u64, Fault> {
+        let mask = self.stack_mask();
+        let sp = self.state.gpr[pcvm_core::cpu_state::gpr::RSP].wrapping_add(offset) & mask;
+        let linear = self.seg_linear(SegReg::Ss, sp, u64::from(size), AccessKind::Read)?;
+        let mut b = [0u8; 8];
+        self.read_linear(p, linear, &mut b[..usize::from(size)], AccessKind::Read)?;
+        Ok(u64::from_le_bytes(b))
+    }
+}

@@ -1,0 +1,1 @@
+//! Instruction execution, one file per family (owned by EXEC).
