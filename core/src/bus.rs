@@ -9,6 +9,16 @@ use std::sync::{Arc, Mutex};
 
 use crate::{Error, Result};
 
+/// Where an access landed: the offset into the device's range and the absolute address (so a
+/// device registered at several ranges, like the PIC pair at 0x20 and 0xA0, can tell them apart).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BusAccess {
+    /// Offset from the start of the range the device was registered at.
+    pub offset: u64,
+    /// Absolute port or physical address.
+    pub addr: u64,
+}
+
 /// A device on the port-I/O or MMIO bus.
 ///
 /// Device logic is host-agnostic: interrupts go out through an injected [`crate::IrqLine`],
@@ -16,10 +26,10 @@ use crate::{Error, Result};
 pub trait BusDevice: Send {
     /// Name shown in logs and the monitor.
     fn name(&self) -> &str;
-    /// Read `data.len()` bytes at `offset` into the device's range.
-    fn read(&mut self, offset: u64, data: &mut [u8]);
-    /// Write `data` at `offset` into the device's range.
-    fn write(&mut self, offset: u64, data: &[u8]);
+    /// Read `data.len()` bytes (1, 2, 4 or 8) at `access`.
+    fn read(&mut self, access: BusAccess, data: &mut [u8]);
+    /// Write `data` at `access`.
+    fn write(&mut self, access: BusAccess, data: &[u8]);
     /// Return to the power-on state.
     fn reset(&mut self) {}
 }
@@ -103,7 +113,7 @@ impl Bus {
         match self.lookup(addr, data.len()) {
             Some((r, offset)) => {
                 match r.device.lock() {
-                    Ok(mut d) => d.read(offset, data),
+                    Ok(mut d) => d.read(BusAccess { offset, addr }, data),
                     Err(_) => data.fill(0xFF),
                 }
                 true
@@ -120,7 +130,7 @@ impl Bus {
         match self.lookup(addr, data.len()) {
             Some((r, offset)) => {
                 if let Ok(mut d) = r.device.lock() {
-                    d.write(offset, data);
+                    d.write(BusAccess { offset, addr }, data);
                 }
                 true
             }
@@ -152,13 +162,13 @@ mod tests {
         fn name(&self) -> &str {
             "scratch"
         }
-        fn read(&mut self, offset: u64, data: &mut [u8]) {
+        fn read(&mut self, a: BusAccess, data: &mut [u8]) {
             for (i, b) in data.iter_mut().enumerate() {
-                *b = self.0[offset as usize + i];
+                *b = self.0[a.offset as usize + i];
             }
         }
-        fn write(&mut self, offset: u64, data: &[u8]) {
-            self.0[offset as usize..offset as usize + data.len()].copy_from_slice(data);
+        fn write(&mut self, a: BusAccess, data: &[u8]) {
+            self.0[a.offset as usize..a.offset as usize + data.len()].copy_from_slice(data);
         }
     }
 

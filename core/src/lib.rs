@@ -23,7 +23,7 @@ pub use backend::{
     Breakpoint, CpuBackend, DebugConfig, Kicker, RunLimit, StopReason, VmExit, WatchKind,
     Watchpoint,
 };
-pub use bus::{Bus, BusDevice, SharedDevice};
+pub use bus::{Bus, BusAccess, BusDevice, SharedDevice};
 pub use clock::{ClockMode, TimerDevice, TimerHandle, Timers, VirtualClock};
 pub use cpu_state::{CpuState, DescriptorTable, FxsaveArea, Msrs, SegReg, Segment};
 pub use error::{Error, Result};
