@@ -16,5 +16,6 @@
 #![forbid(unsafe_code)]
 
 pub mod error;
+pub mod i8259;
 
 pub use error::{Error, Result};
