@@ -488,7 +488,7 @@ pub struct PicIrqLine {
 
 impl PicIrqLine {
     /// Line `irq` of `pic`, ready to hand to a device.
-    pub fn new(pic: &Arc<Mutex<Pic8259Pair>>, irq: u8) -> Arc<dyn IrqLine> {
+    pub fn shared(pic: &Arc<Mutex<Pic8259Pair>>, irq: u8) -> Arc<dyn IrqLine> {
         Arc::new(PicIrqLine {
             pic: pic.clone(),
             irq,
@@ -691,7 +691,7 @@ mod tests {
             let mut p = pic.lock().unwrap();
             init_pc(&mut p, 0x08, 0x70);
         }
-        let line = PicIrqLine::new(&pic, 4);
+        let line = PicIrqLine::shared(&pic, 4);
         line.pulse();
         assert!(pin.asserted());
         let state = pic.lock().unwrap().state();
@@ -702,6 +702,6 @@ mod tests {
         assert!(pin2.asserted());
         assert_eq!(other.acknowledge(), Some(0x0C));
         // Out-of-range line numbers are ignored.
-        PicIrqLine::new(&pic, 200).pulse();
+        PicIrqLine::shared(&pic, 200).pulse();
     }
 }
