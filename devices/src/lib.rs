@@ -16,6 +16,7 @@
 #![forbid(unsafe_code)]
 
 pub mod error;
+pub mod fw_cfg;
 pub mod i8254;
 pub mod i8259;
 
