@@ -19,5 +19,6 @@ pub mod error;
 pub mod fw_cfg;
 pub mod i8254;
 pub mod i8259;
+pub mod mc146818;
 
 pub use error::{Error, Result};
