@@ -20,5 +20,6 @@ pub mod fw_cfg;
 pub mod i8254;
 pub mod i8259;
 pub mod mc146818;
+pub mod uart16550;
 
 pub use error::{Error, Result};
