@@ -17,6 +17,7 @@
 
 pub mod error;
 pub mod fw_cfg;
+pub mod i8042;
 pub mod i8254;
 pub mod i8259;
 pub mod mc146818;
