@@ -20,6 +20,7 @@ pub mod fw_cfg;
 pub mod i8042;
 pub mod i8254;
 pub mod i8259;
+pub mod ide;
 pub mod mc146818;
 pub mod uart16550;
 
