@@ -347,3 +347,41 @@ pub fn asm_labels(
         .collect();
     (r.inner.code_buffer, ips)
 }
+
+/// Drop to ring 3 at `eip` with the flat ring-3 segments and SS:ESP = SEL_DATA3:STACK3_TOP,
+/// by IRETD from ring 0.
+pub fn iret_to_ring3(a: &mut CodeAssembler, eip: u32) -> Result<(), IcedError> {
+    use iced_x86::code_asm::*;
+    a.mov(ax, u32::from(SEL_DATA3))?;
+    a.mov(ds, ax)?;
+    a.mov(es, ax)?;
+    a.push(u32::from(SEL_DATA3))?;
+    a.push(STACK3_TOP)?;
+    a.push(0x2u32)?;
+    a.push(u32::from(SEL_CODE3))?;
+    a.push(eip)?;
+    a.iretd()
+}
+
+/// GDT slot of a second TSS used by task-switch tests.
+pub const SEL_TSS2: u16 = 0x48;
+
+/// Write a 32-bit TSS at `addr` for a ring-0 task starting at `eip` with stack `esp`, flat
+/// ring-0 segments, EFLAGS = 2, CR3 = `cr3`, and describe it (available) in GDT slot `sel`.
+pub fn write_task(m: &Machine, sel: u16, addr: u64, eip: u32, esp: u32, cr3: u32) {
+    m.write(addr, &[0u8; 0x68]);
+    m.write_u32(addr + 0x1C, cr3);
+    m.write_u32(addr + 0x20, eip);
+    m.write_u32(addr + 0x24, 2);
+    m.write_u32(addr + 0x38, esp);
+    for (i, s) in [
+        SEL_DATA0, SEL_CODE0, SEL_DATA0, SEL_DATA0, SEL_DATA0, SEL_DATA0,
+    ]
+    .iter()
+    .enumerate()
+    {
+        m.write_u32(addr + 0x48 + 4 * i as u64, u32::from(*s));
+    }
+    m.write_u16(addr + 0x66, 0x68);
+    m.set_gdt(sel, seg_desc(addr as u32, 0x67, ACC_TSS32, 0));
+}
