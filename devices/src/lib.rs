@@ -15,6 +15,8 @@
 //! - [`fw_cfg`]: QEMU's firmware configuration interface.
 #![forbid(unsafe_code)]
 
+pub mod debug_exit;
+pub mod debugcon;
 pub mod error;
 pub mod fw_cfg;
 pub mod i8042;
@@ -22,6 +24,9 @@ pub mod i8254;
 pub mod i8259;
 pub mod ide;
 pub mod mc146818;
+pub mod port92;
+pub mod post;
+pub mod reset_control;
 pub mod uart16550;
 
 pub use error::{Error, Result};
