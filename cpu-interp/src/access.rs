@@ -36,7 +36,10 @@ impl Interpreter {
                     *b = rom.get(offset as usize + i).copied().unwrap_or(0xFF);
                 }
             }
-            PhysRegion::Mmio | PhysRegion::Dropped => p.mmio_read(phys, buf),
+            PhysRegion::Mmio | PhysRegion::Dropped => {
+                p.mmio_read(phys, buf);
+                self.io_done = true;
+            }
         }
     }
 
@@ -45,14 +48,22 @@ impl Interpreter {
     pub(crate) fn phys_write(&mut self, p: &mut dyn Platform, phys: u64, buf: &[u8]) {
         match p.memory().classify(phys, true) {
             PhysRegion::Ram(off) => {
-                if !p.memory().write_ram(off, buf) {
+                let mem = p.memory();
+                if !mem.write_ram(off, buf) {
                     for (i, b) in buf.iter().enumerate() {
                         self.phys_write(p, phys + i as u64, &[*b]);
                     }
+                } else if mem.code_dirty() {
+                    // The store hit decoded code: the run loop ends the block (SMC).
+                    self.smc = true;
                 }
             }
             PhysRegion::Dropped | PhysRegion::Rom { .. } => {}
-            PhysRegion::Mmio => p.mmio_write(phys, buf),
+            PhysRegion::Mmio => {
+                p.mmio_write(phys, buf);
+                // A device may have started DMA or changed the memory map.
+                self.io_done = true;
+            }
         }
     }
 

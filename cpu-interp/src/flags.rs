@@ -1,21 +1,262 @@
-//! Lazy arithmetic flags (owned by EXEC). Placeholder: flags are always materialized.
+//! Lazy arithmetic flags (Intel SDM Vol. 1 §3.4.3.1).
+//!
+//! The common flag-setting instructions (ADD/ADC/SUB/SBB/CMP/NEG, the logic group, INC/DEC)
+//! record their operands and result here instead of computing OF/SF/ZF/AF/PF/CF; the flags are
+//! computed only when something reads them. Every other instruction materializes RFLAGS with
+//! [`Interpreter::rflags`] and writes it back with [`Interpreter::set_rflags`].
+
+use pcvm_core::cpu_state::flags as fl;
 
 use crate::Interpreter;
 
+/// The six arithmetic status flags.
+pub(crate) const ARITH: u64 = fl::CF | fl::PF | fl::AF | fl::ZF | fl::SF | fl::OF;
+
+/// Which operation produced the lazy result.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum FlagOp {
+    /// `state.rflags` holds the true flags.
+    #[default]
+    None,
+    /// res = a + b (+ carry in).
+    Add,
+    /// res = a - b (- borrow in).
+    Sub,
+    /// AND/OR/XOR/TEST: CF = OF = 0, AF = 0 (undefined per the SDM).
+    Logic,
+    /// INC: CF preserved (kept in `a`'s companion `cf_in`).
+    Inc,
+    /// DEC: CF preserved.
+    Dec,
+}
+
 /// The last flag-setting operation, evaluated only when a flag is read.
 #[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct LazyFlags {}
+pub(crate) struct LazyFlags {
+    pub op: FlagOp,
+    /// Operand width in bits (8, 16, 32).
+    pub bits: u8,
+    /// Carry flag to keep (INC/DEC).
+    pub cf_in: bool,
+    pub a: u32,
+    pub b: u32,
+    pub res: u32,
+}
+
+/// Parity of the low byte: PF is set when it has an even number of 1 bits.
+#[inline]
+pub(crate) fn parity(v: u32) -> bool {
+    (v as u8).count_ones() & 1 == 0
+}
+
+/// Mask of an operand of `bits` width.
+#[inline]
+pub(crate) const fn width_mask(bits: u8) -> u32 {
+    if bits >= 32 {
+        u32::MAX
+    } else {
+        (1u32 << bits) - 1
+    }
+}
+
+/// SF, ZF and PF of a result of `bits` width.
+#[inline]
+pub(crate) fn szp(res: u32, bits: u8) -> u64 {
+    let m = width_mask(bits);
+    let r = res & m;
+    let mut f = 0;
+    if r == 0 {
+        f |= fl::ZF;
+    }
+    if (r >> (bits - 1)) & 1 != 0 {
+        f |= fl::SF;
+    }
+    if parity(r) {
+        f |= fl::PF;
+    }
+    f
+}
+
+impl LazyFlags {
+    /// The arithmetic flags this operation produced (only the [`ARITH`] bits).
+    #[inline]
+    fn compute(&self) -> u64 {
+        let bits = self.bits;
+        let top = u32::from(bits) - 1;
+        let (a, b, r) = (self.a, self.b, self.res);
+        let mut f = szp(r, bits);
+        match self.op {
+            FlagOp::None => {}
+            FlagOp::Add => {
+                let carry = (a & b) | ((a | b) & !r);
+                if (carry >> top) & 1 != 0 {
+                    f |= fl::CF;
+                }
+                if (((a ^ r) & (b ^ r)) >> top) & 1 != 0 {
+                    f |= fl::OF;
+                }
+                if (a ^ b ^ r) & 0x10 != 0 {
+                    f |= fl::AF;
+                }
+            }
+            FlagOp::Sub => {
+                let borrow = (!a & b) | ((!a | b) & r);
+                if (borrow >> top) & 1 != 0 {
+                    f |= fl::CF;
+                }
+                if (((a ^ b) & (a ^ r)) >> top) & 1 != 0 {
+                    f |= fl::OF;
+                }
+                if (a ^ b ^ r) & 0x10 != 0 {
+                    f |= fl::AF;
+                }
+            }
+            FlagOp::Logic => {}
+            FlagOp::Inc => {
+                if self.cf_in {
+                    f |= fl::CF;
+                }
+                if r & width_mask(bits) == 1 << top {
+                    f |= fl::OF;
+                }
+                if r & 0xF == 0 {
+                    f |= fl::AF;
+                }
+            }
+            FlagOp::Dec => {
+                if self.cf_in {
+                    f |= fl::CF;
+                }
+                if r & width_mask(bits) == (1 << top) - 1 {
+                    f |= fl::OF;
+                }
+                if r & 0xF == 0xF {
+                    f |= fl::AF;
+                }
+            }
+        }
+        f
+    }
+}
 
 impl Interpreter {
     /// RFLAGS with the arithmetic flags materialized.
     #[inline]
     pub(crate) fn rflags(&self) -> u64 {
-        self.state.rflags
+        if self.flags.op == FlagOp::None {
+            self.state.rflags
+        } else {
+            (self.state.rflags & !ARITH) | self.flags.compute()
+        }
     }
 
-    /// Replace RFLAGS (the caller has applied the mode's writable-bit rules).
+    /// Replace RFLAGS (the caller has applied the mode's writable-bit rules). Reserved bits
+    /// 3, 5, 15 and 22–63 read as 0 and bit 1 as 1 (SDM Vol. 1 §3.4.3).
     #[inline]
     pub(crate) fn set_rflags(&mut self, value: u64) {
-        self.state.rflags = value | pcvm_core::cpu_state::flags::FIXED1;
+        self.flags.op = FlagOp::None;
+        self.state.rflags = (value & 0x003F_7FD7) | fl::FIXED1;
+    }
+
+    /// Write the arithmetic flags only, leaving the system flags alone.
+    #[inline]
+    pub(crate) fn set_arith_flags(&mut self, arith: u64) {
+        let f = self.rflags();
+        self.set_rflags((f & !ARITH) | (arith & ARITH));
+    }
+
+    /// Record a lazy flag result.
+    #[inline]
+    pub(crate) fn set_lazy(&mut self, op: FlagOp, bits: u8, a: u32, b: u32, res: u32) {
+        self.flags = LazyFlags {
+            op,
+            bits,
+            cf_in: false,
+            a,
+            b,
+            res,
+        };
+    }
+
+    /// Record INC/DEC, which keep CF.
+    #[inline]
+    pub(crate) fn set_lazy_incdec(&mut self, op: FlagOp, bits: u8, a: u32, res: u32) {
+        let cf_in = self.cf();
+        self.flags = LazyFlags {
+            op,
+            bits,
+            cf_in,
+            a,
+            b: 1,
+            res,
+        };
+    }
+
+    /// The carry flag.
+    #[inline]
+    pub(crate) fn cf(&self) -> bool {
+        self.rflags() & fl::CF != 0
+    }
+
+    /// Evaluate condition code `cc` (the low nibble of Jcc/SETcc/CMOVcc, SDM Vol. 1 App. B).
+    #[inline]
+    pub(crate) fn cond(&self, cc: u8) -> bool {
+        let f = self.rflags();
+        let cf = f & fl::CF != 0;
+        let zf = f & fl::ZF != 0;
+        let sf = f & fl::SF != 0;
+        let of = f & fl::OF != 0;
+        let pf = f & fl::PF != 0;
+        let r = match cc >> 1 {
+            0 => of,
+            1 => cf,
+            2 => zf,
+            3 => cf || zf,
+            4 => sf,
+            5 => pf,
+            6 => sf != of,
+            _ => zf || (sf != of),
+        };
+        r ^ (cc & 1 != 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lazy(op: FlagOp, bits: u8, a: u32, b: u32, res: u32) -> u64 {
+        LazyFlags {
+            op,
+            bits,
+            cf_in: false,
+            a,
+            b,
+            res,
+        }
+        .compute()
+    }
+
+    #[test]
+    fn add_and_sub_flags() {
+        // 0x7F + 1 = 0x80: OF, SF, AF.
+        let f = lazy(FlagOp::Add, 8, 0x7F, 1, 0x80);
+        assert_eq!(f, fl::OF | fl::SF | fl::AF);
+        // 0xFF + 1 = 0x00: CF, ZF, AF, PF.
+        let f = lazy(FlagOp::Add, 8, 0xFF, 1, 0x00);
+        assert_eq!(f, fl::CF | fl::ZF | fl::AF | fl::PF);
+        // 0 - 1 = 0xFFFF: CF, SF, AF, PF.
+        let f = lazy(FlagOp::Sub, 16, 0, 1, 0xFFFF);
+        assert_eq!(f, fl::CF | fl::SF | fl::AF | fl::PF);
+        // 0x80000000 - 1: OF.
+        let f = lazy(FlagOp::Sub, 32, 0x8000_0000, 1, 0x7FFF_FFFF);
+        assert_eq!(f, fl::OF | fl::AF | fl::PF);
+    }
+
+    #[test]
+    fn inc_dec_overflow() {
+        assert_eq!(lazy(FlagOp::Inc, 16, 0x7FFF, 1, 0x8000) & fl::OF, fl::OF);
+        assert_eq!(lazy(FlagOp::Dec, 8, 0x80, 1, 0x7F) & fl::OF, fl::OF);
     }
 }

@@ -28,7 +28,32 @@ mod task;
 pub use error::{Error, Result};
 pub use fault::Fault;
 
-use pcvm_core::{CpuState, DebugConfig, Kicker};
+use std::collections::HashSet;
+use std::io::Write;
+
+use iced_x86::{Decoder, DecoderError, DecoderOptions, Formatter, Instruction, IntelFormatter};
+use pcvm_core::cpu_state::flags as fl;
+use pcvm_core::memory::PhysRegion;
+use pcvm_core::{
+    CpuBackend, CpuState, DebugConfig, Kicker, Platform, RunLimit, SegReg, Segment, StopReason,
+    SystemRequest, VmExit,
+};
+
+use access::AccessKind;
+use decode_cache::{block_key, Block, MAX_BLOCK_INSNS};
+use exception::EventKind;
+use exec::{Decoded, END, SNAP};
+
+/// Instructions between calls to `Platform::poll` (timers), kicker and NMI checks.
+const POLL_INTERVAL: u64 = 2048;
+
+/// Registers saved before an instruction marked `SNAP`, restored if it faults.
+#[derive(Clone, Copy, Default)]
+struct Snapshot {
+    gpr: [u64; 16],
+    rflags: u64,
+    segments: [Segment; 6],
+}
 
 /// The reference interpreter backend.
 ///
@@ -48,12 +73,42 @@ pub struct Interpreter {
     pub(crate) map_generation: u64,
     /// A watchpoint matched during the current instruction: (kind, watched address).
     pub(crate) watch_hit: Option<(pcvm_core::WatchKind, u64)>,
+    /// RIP of the instruction being executed (its first byte).
+    pub(crate) cur_rip: u64,
+    /// A store hit a page holding decoded code: end the block and invalidate.
+    pub(crate) smc: bool,
+    /// The instruction did port or MMIO I/O: check system requests and the memory map.
+    pub(crate) io_done: bool,
+    /// Codes already reported as #UD (logged once each).
+    pub(crate) ud_logged: HashSet<u32>,
+    /// (virtual-clock ns, TSC) at the last TSC reading (SYS: `exec/system.rs` `tsc_now`).
+    pub(crate) tsc_anchor: Option<(u64, u64)>,
+    /// `--trace` output: one line per executed instruction.
+    trace: Option<Box<dyn Write + Send>>,
+    snapshot: Snapshot,
 }
 
 impl Default for Interpreter {
     fn default() -> Self {
         Self::new()
     }
+}
+
+impl std::fmt::Debug for Interpreter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Interpreter")
+            .field("rip", &self.state.rip)
+            .field("retired", &self.retired)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where the instructions to run next come from.
+enum Source {
+    /// A cached block: slab index and key.
+    Cached(u32, u64),
+    /// Decoded for this visit only (MMIO code, an instruction crossing a page).
+    Fresh(Vec<Decoded>),
 }
 
 impl Interpreter {
@@ -69,6 +124,508 @@ impl Interpreter {
             retired: 0,
             map_generation: u64::MAX,
             watch_hit: None,
+            cur_rip: 0,
+            smc: false,
+            io_done: false,
+            ud_logged: HashSet::new(),
+            tsc_anchor: None,
+            trace: None,
+            snapshot: Snapshot::default(),
         }
+    }
+
+    /// Write one line per executed instruction (CS:RIP, bytes, Intel-syntax disassembly) to
+    /// `out`, or stop tracing with `None`. Tracing runs the interpreter one instruction at a time.
+    pub fn set_trace(&mut self, out: Option<Box<dyn Write + Send>>) {
+        self.trace = out;
+    }
+
+    /// Drop decoded blocks and translations if the physical memory map changed (PAM, A20).
+    fn sync_memory_map(&mut self, p: &dyn Platform) {
+        let g = p.memory().map_generation();
+        if g != self.map_generation {
+            self.map_generation = g;
+            self.cache.flush();
+            self.tlb.flush();
+        }
+    }
+
+    /// Apply pending code-page invalidations (guest stores and DMA).
+    fn sync_code_writes(&mut self, p: &dyn Platform) {
+        self.smc = false;
+        if p.memory().code_dirty() {
+            for off in p.memory().take_code_invalidations() {
+                self.cache.invalidate_page(off >> 12);
+            }
+        }
+    }
+
+    /// An interrupt or NMI could be delivered now (wakes a halted CPU).
+    fn event_deliverable(&mut self, p: &mut dyn Platform) -> bool {
+        if p.take_nmi() {
+            self.state.nmi_pending = true;
+        }
+        (self.state.nmi_pending && !self.state.nmi_blocked)
+            || (self.state.rflags & fl::IF != 0
+                && (self.state.pending_interrupt.is_some() || p.intr()))
+    }
+
+    /// Deliver a pending NMI or external interrupt at an instruction boundary. Returns
+    /// `Some(exit)` on shutdown.
+    #[inline]
+    fn deliver_pending(&mut self, p: &mut dyn Platform) -> Option<VmExit> {
+        if self.state.nmi_pending && !self.state.nmi_blocked {
+            self.state.nmi_pending = false;
+            self.state.halted = false;
+            if self
+                .raise_event(p, fault::vector::NMI, None, EventKind::External)
+                .is_err()
+            {
+                return Some(VmExit::Shutdown);
+            }
+            return None;
+        }
+        if self.state.rflags & fl::IF == 0 {
+            return None;
+        }
+        let vector = if let Some(v) = self.state.pending_interrupt.take() {
+            Some(v)
+        } else if p.intr() {
+            p.acknowledge_interrupt()
+        } else {
+            None
+        };
+        if let Some(v) = vector {
+            self.state.halted = false;
+            if self.raise_event(p, v, None, EventKind::External).is_err() {
+                return Some(VmExit::Shutdown);
+            }
+        }
+        None
+    }
+
+    /// Deliver an instruction's fault (escalating per SDM Vol. 3A §6.15).
+    fn fault(&mut self, p: &mut dyn Platform, f: Fault) -> Option<VmExit> {
+        match self.raise(p, f) {
+            Ok(()) => None,
+            Err(_) => Some(VmExit::Shutdown),
+        }
+    }
+
+    /// Decode the instructions starting at the current CS:RIP.
+    fn fetch_block(&mut self, p: &mut dyn Platform) -> std::result::Result<Source, Fault> {
+        let bitness = self.state.code_bitness();
+        let rip = self.state.rip;
+        let cs = *self.state.seg(SegReg::Cs);
+        if bitness != 64 && rip > u64::from(cs.limit) {
+            return Err(Fault::gp(0));
+        }
+        let linear = self.state.linear_rip();
+        let phys = self.translate(p, linear, AccessKind::Execute)?;
+        let key = block_key(phys, bitness);
+        if let Some(idx) = self.cache.lookup(key) {
+            let len = u64::from(self.cache.block(idx).byte_len);
+            let end = rip + len - 1;
+            if bitness == 64 || (end <= u64::from(cs.limit) && (bitness == 32 || end <= 0xFFFF)) {
+                return Ok(Source::Cached(idx, key));
+            }
+        }
+        // Bytes available before the page end, the CS limit and (16-bit code) the IP wrap.
+        let page_room = 4096 - (linear & 0xFFF);
+        let mut seg_room = if bitness == 64 {
+            u64::MAX
+        } else {
+            u64::from(cs.limit) - rip + 1
+        };
+        if bitness == 16 {
+            seg_room = seg_room.min(0x1_0000 - (rip & 0xFFFF));
+        }
+        let room = page_room.min(seg_room) as usize;
+        let region = p.memory().classify(phys, false);
+        let cacheable = matches!(region, PhysRegion::Ram(_) | PhysRegion::Rom { .. });
+        let mut buf = [0u8; 4096];
+        let first_len = if cacheable { room } else { room.min(15) };
+        self.phys_read(p, phys, &mut buf[..first_len]);
+        let mut insns = Vec::new();
+        let mut decoder = Decoder::with_ip(bitness, &buf[..first_len], rip, DecoderOptions::NONE);
+        let mut insn = Instruction::default();
+        let mut pos = 0usize;
+        let mut crossing = false;
+        while decoder.can_decode() {
+            decoder.decode_out(&mut insn);
+            if decoder.last_error() == DecoderError::NoMoreBytes {
+                if insns.is_empty() {
+                    crossing = true;
+                }
+                break;
+            }
+            let len = insn.len();
+            let d = self.predecode(&insn, bitness, &buf[pos..first_len]);
+            pos += len;
+            let end = d.flags & END != 0;
+            insns.push(d);
+            if end || insns.len() >= MAX_BLOCK_INSNS || !cacheable {
+                break;
+            }
+        }
+        if insns.is_empty() && !crossing {
+            crossing = true;
+        }
+        if crossing {
+            // The first instruction runs past the page end (or the fetch window): fetch up to
+            // 15 bytes across it, or fault if the CS limit / IP wrap cuts it short.
+            let avail = seg_room.min(15) as usize;
+            let mut bytes = [0u8; 15];
+            let in_first = first_len.min(avail);
+            bytes[..in_first].copy_from_slice(&buf[..in_first]);
+            if avail > in_first {
+                let next_linear = self.wrap_linear(linear + in_first as u64);
+                let phys2 = self.translate(p, next_linear, AccessKind::Execute)?;
+                self.phys_read(p, phys2, &mut bytes[in_first..avail]);
+            }
+            let mut decoder = Decoder::with_ip(bitness, &bytes[..avail], rip, DecoderOptions::NONE);
+            decoder.decode_out(&mut insn);
+            if decoder.last_error() == DecoderError::NoMoreBytes {
+                // Instruction fetch beyond the CS limit or the 16-bit IP wrap, or an
+                // instruction of more than 15 bytes.
+                return Err(Fault::gp(0));
+            }
+            let d = self.predecode(&insn, bitness, &bytes[..avail]);
+            return Ok(Source::Fresh(vec![d]));
+        }
+        if !cacheable {
+            return Ok(Source::Fresh(insns));
+        }
+        let ram_page = match region {
+            PhysRegion::Ram(off) => {
+                p.memory().mark_code_page(off);
+                off >> 12
+            }
+            _ => u64::MAX,
+        };
+        let idx = self.cache.insert(Block {
+            key,
+            insns,
+            byte_len: pos as u32,
+            ram_page,
+        });
+        Ok(Source::Cached(idx, key))
+    }
+
+    /// Predecode one instruction (`bytes` starts at it and may run past it), turning an
+    /// invalid over-long instruction into #GP(0).
+    fn predecode(&self, insn: &Instruction, bitness: u32, bytes: &[u8]) -> Decoded {
+        let mut d = Decoded::new(insn, bitness, bytes);
+        if insn.is_invalid() && exec::longer_than_15(bytes, bitness) {
+            d.handler = exec::too_long;
+        }
+        d
+    }
+
+    /// Write the trace line for the instruction at CS:RIP.
+    fn trace_insn(&mut self, p: &mut dyn Platform, d: &Decoded) {
+        if self.trace.is_none() {
+            return;
+        }
+        let mut bytes = [0u8; 15];
+        let len = usize::from(d.len).min(15);
+        let lin = self.state.linear_rip();
+        let hex = match self.probe_translate(p, lin) {
+            Some(_)
+                if self
+                    .read_linear(p, lin, &mut bytes[..len], AccessKind::Execute)
+                    .is_ok() =>
+            {
+                bytes[..len]
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<String>()
+            }
+            _ => String::from("??"),
+        };
+        let Some(out) = self.trace.as_mut() else {
+            return;
+        };
+        let mut text = String::new();
+        let mut fmt = IntelFormatter::new();
+        fmt.format(&d.insn, &mut text);
+        let _ = writeln!(
+            out,
+            "{:04x}:{:08x} {:<30} {}",
+            self.state.seg(SegReg::Cs).selector,
+            self.state.rip,
+            hex,
+            text
+        );
+    }
+
+    fn take_snapshot(&mut self) {
+        self.snapshot = Snapshot {
+            gpr: self.state.gpr,
+            rflags: self.rflags(),
+            segments: self.state.segments,
+        };
+    }
+
+    fn restore_snapshot(&mut self) {
+        self.state.gpr = self.snapshot.gpr;
+        self.set_rflags(self.snapshot.rflags);
+        self.state.segments = self.snapshot.segments;
+    }
+
+    /// Execute one decoded instruction at the current RIP. On a fault the state is restored
+    /// to the instruction's start (REP progress excepted) and the fault returned.
+    #[inline(always)]
+    fn exec_one(
+        &mut self,
+        p: &mut dyn Platform,
+        d: &Decoded,
+        ip_mask: u64,
+    ) -> std::result::Result<(), Fault> {
+        let start = self.state.rip;
+        self.cur_rip = start;
+        self.state.rip = start.wrapping_add(u64::from(d.len)) & ip_mask;
+        if d.flags & SNAP != 0 {
+            self.take_snapshot();
+        }
+        match (d.handler)(self, p, d) {
+            Ok(()) => Ok(()),
+            Err(f) => {
+                if d.flags & SNAP != 0 {
+                    self.restore_snapshot();
+                }
+                self.state.rip = start;
+                self.state.halted = false;
+                Err(f)
+            }
+        }
+    }
+
+    /// Whether instructions must run one at a time (debugging, tracing, TF/RF, interrupt
+    /// shadows).
+    #[inline]
+    fn needs_single(&self) -> bool {
+        self.trace.is_some()
+            || self.debug.single_step
+            || !self.debug.breakpoints.is_empty()
+            || !self.debug.watchpoints.is_empty()
+            || self.state.rflags & (fl::TF | fl::RF) != 0
+            || self.state.sti_shadow
+            || self.state.mov_ss_shadow
+    }
+
+    fn run_inner(&mut self, p: &mut dyn Platform, limit: RunLimit) -> VmExit {
+        let mut budget = match limit {
+            RunLimit::Unbounded => u64::MAX,
+            RunLimit::Instructions(n) => n,
+        };
+        self.sync_memory_map(p);
+        self.sync_code_writes(p);
+        if self.state.halted {
+            p.poll();
+            if !self.event_deliverable(p) {
+                return VmExit::Halted;
+            }
+        }
+        let mut since_poll = 0u64;
+        let mut first = true;
+        loop {
+            // --- Instruction boundary: housekeeping and events. ---
+            if since_poll >= POLL_INTERVAL || self.io_done {
+                if since_poll > 0 {
+                    p.clock().add_instructions(since_poll);
+                    since_poll = 0;
+                }
+                self.io_done = false;
+                p.poll();
+                match p.system_request() {
+                    Some(SystemRequest::Reset) => return VmExit::Reset,
+                    Some(SystemRequest::PowerOff(_)) => return VmExit::PowerOff,
+                    None => {}
+                }
+                if self.kicker.take() {
+                    return VmExit::Kicked;
+                }
+                if p.take_nmi() {
+                    self.state.nmi_pending = true;
+                }
+                self.sync_memory_map(p);
+                self.sync_code_writes(p);
+            }
+            if self.smc {
+                self.sync_code_writes(p);
+            }
+            let shadow = self.state.sti_shadow || self.state.mov_ss_shadow;
+            if !shadow {
+                if let Some(exit) = self.deliver_pending(p) {
+                    return exit;
+                }
+            }
+            if self.state.halted {
+                p.clock().add_instructions(since_poll);
+                return VmExit::Halted;
+            }
+            if budget == 0 {
+                p.clock().add_instructions(since_poll);
+                return VmExit::BudgetExhausted;
+            }
+            if !first && !self.debug.breakpoints.is_empty() {
+                let lin = self.state.linear_rip();
+                if self.debug.breakpoints.iter().any(|b| b.addr == lin) {
+                    p.clock().add_instructions(since_poll);
+                    return VmExit::Debug(StopReason::Breakpoint(lin));
+                }
+            }
+            // --- Fetch. ---
+            let source = match self.fetch_block(p) {
+                Ok(s) => s,
+                Err(f) => {
+                    if let Some(exit) = self.fault(p, f) {
+                        return exit;
+                    }
+                    first = false;
+                    continue;
+                }
+            };
+            let ip_mask = if self.state.code_bitness() == 16 {
+                0xFFFF
+            } else {
+                0xFFFF_FFFF
+            };
+            let (insns, cached) = match source {
+                Source::Cached(idx, key) => (self.cache.take_insns(idx), Some((idx, key))),
+                Source::Fresh(v) => (v, None),
+            };
+            // --- Execute. ---
+            let single = self.needs_single();
+            let mut fault = None;
+            let mut executed = 0u64;
+            if single {
+                if let Some(d) = insns.first() {
+                    if shadow {
+                        self.state.sti_shadow = false;
+                        self.state.mov_ss_shadow = false;
+                    }
+                    self.trace_insn(p, d);
+                    let tf = self.state.rflags & fl::TF != 0;
+                    let rf = self.state.rflags & fl::RF != 0;
+                    match self.exec_one(p, d, ip_mask) {
+                        Ok(()) => {
+                            executed = 1;
+                            if rf && d.insn.mnemonic() != iced_x86::Mnemonic::Iretd {
+                                self.state.rflags &= !fl::RF;
+                            }
+                            if tf && !self.state.mov_ss_shadow && !is_software_interrupt(d) {
+                                // Single-step trap after the instruction (SDM Vol. 3A
+                                // §17.3.1.4): DR6.BS, then #DB as a trap.
+                                self.state.dr[6] |= 1 << 14;
+                                fault = Some(Fault::new(fault::vector::DB));
+                            }
+                        }
+                        Err(f) => fault = Some(f),
+                    }
+                }
+            } else {
+                let n = (insns.len() as u64).min(budget) as usize;
+                for d in &insns[..n] {
+                    match self.exec_one(p, d, ip_mask) {
+                        Ok(()) => executed += 1,
+                        Err(f) => {
+                            fault = Some(f);
+                            break;
+                        }
+                    }
+                    if self.smc {
+                        break;
+                    }
+                }
+            }
+            if let Some((idx, key)) = cached {
+                self.cache.put_insns(idx, key, insns);
+            }
+            self.retired += executed;
+            since_poll += executed;
+            budget -= executed.min(budget);
+            if let Some(f) = fault {
+                // A fault counts as the instruction's completion for budget purposes so a
+                // faulting loop still ends.
+                if executed == 0 {
+                    budget = budget.saturating_sub(1);
+                    since_poll += 1;
+                }
+                if let Some(exit) = self.fault(p, f) {
+                    p.clock().add_instructions(since_poll);
+                    return exit;
+                }
+            }
+            first = false;
+            if single {
+                if let Some((kind, addr)) = self.watch_hit.take() {
+                    p.clock().add_instructions(since_poll);
+                    return VmExit::Debug(StopReason::Watchpoint { kind, addr });
+                }
+                if self.debug.single_step {
+                    p.clock().add_instructions(since_poll);
+                    return VmExit::Debug(StopReason::Step);
+                }
+            }
+        }
+    }
+}
+
+/// INT n / INT3 / INTO / INT1 clear TF on entry to the handler; no single-step trap follows.
+fn is_software_interrupt(d: &Decoded) -> bool {
+    use iced_x86::Mnemonic as M;
+    matches!(d.insn.mnemonic(), M::Int | M::Int3 | M::Into | M::Int1)
+}
+
+impl CpuBackend for Interpreter {
+    fn name(&self) -> &'static str {
+        "interp"
+    }
+
+    fn run(&mut self, platform: &mut dyn Platform, limit: RunLimit) -> pcvm_core::Result<VmExit> {
+        Ok(self.run_inner(platform, limit))
+    }
+
+    fn state(&mut self) -> pcvm_core::Result<CpuState> {
+        let mut s = self.state.clone();
+        s.rflags = self.rflags();
+        Ok(s)
+    }
+
+    fn set_state(&mut self, state: &CpuState) -> pcvm_core::Result<()> {
+        state.check_version()?;
+        self.state = state.clone();
+        self.flags = flags::LazyFlags::default();
+        self.set_rflags(state.rflags);
+        self.tlb.flush();
+        Ok(())
+    }
+
+    fn set_debug(&mut self, config: &DebugConfig) -> pcvm_core::Result<()> {
+        self.debug = config.clone();
+        Ok(())
+    }
+
+    fn translate(
+        &mut self,
+        platform: &dyn Platform,
+        linear: u64,
+    ) -> pcvm_core::Result<Option<u64>> {
+        Ok(self.probe_translate(platform, linear))
+    }
+
+    fn kicker(&self) -> Kicker {
+        self.kicker.clone()
+    }
+
+    fn flush_caches(&mut self) {
+        self.cache.flush();
+        self.tlb.flush();
+    }
+
+    fn instructions_retired(&self) -> u64 {
+        self.retired
     }
 }

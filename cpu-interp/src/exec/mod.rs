@@ -1,1 +1,687 @@
 //! Instruction execution, one file per family (owned by EXEC).
+//!
+//! Decoding happens once per basic block (`decode_cache`): each iced-x86 [`Instruction`] is
+//! turned into a [`Decoded`] holding a pre-resolved handler and pre-computed operand locations,
+//! so executing an instruction is one indirect call with no decoding work.
+//!
+//! Contract of a handler: on entry `state.rip` already holds the next instruction's IP. A
+//! handler either completes (returns `Ok`) or returns a [`Fault`] having changed nothing
+//! architectural — except REP string progress, which is documented partial state (SDM Vol. 2B
+//! REP) — so the run loop only has to restore RIP. Handlers marked [`SNAP`] may change several
+//! registers before faulting; the run loop snapshots the registers for them.
+
+mod alu;
+mod bcd;
+mod control;
+mod data;
+mod far;
+mod io;
+mod shift;
+mod stack;
+mod string;
+mod system;
+
+use iced_x86::{Code, CpuidFeature, Instruction, Mnemonic, OpKind, Register};
+use pcvm_core::{Platform, SegReg};
+
+use crate::{Fault, Interpreter};
+
+/// An instruction's executor.
+pub(crate) type Handler = fn(&mut Interpreter, &mut dyn Platform, &Decoded) -> Result<(), Fault>;
+
+/// Ends the decoded block after this instruction (control flow, mode or interrupt-state
+/// changes, I/O).
+pub(crate) const END: u8 = 1;
+/// The run loop snapshots the registers before this instruction so a fault is precise.
+pub(crate) const SNAP: u8 = 2;
+
+/// Operand location codes: 0–15 a GPR (low part of the operand's size), `HI | n` the high
+/// byte of GPR n (AH, CH, DH, BH), [`MEM`], [`IMM`] or [`NONE`].
+pub(crate) const HI: u8 = 0x10;
+pub(crate) const MEM: u8 = 0x20;
+pub(crate) const IMM: u8 = 0x21;
+pub(crate) const NONE: u8 = 0xFF;
+
+/// A predecoded instruction.
+#[derive(Clone)]
+pub(crate) struct Decoded {
+    pub handler: Handler,
+    /// Length in bytes.
+    pub len: u8,
+    /// [`END`] / [`SNAP`].
+    pub flags: u8,
+    /// Operand size in bytes of the main operand (1, 2, 4).
+    pub size: u8,
+    /// Location of operand 0 and 1.
+    pub o0: u8,
+    pub o1: u8,
+    /// Memory operand: base and index GPR (or [`NONE`]), index shift, segment.
+    pub base: u8,
+    pub index: u8,
+    pub scale: u8,
+    pub seg: SegReg,
+    /// Address-size mask (0xFFFF or 0xFFFF_FFFF).
+    pub amask: u32,
+    /// Displacement of the memory operand.
+    pub disp: u32,
+    /// Immediate operand (masked to the operand size), or for relative branches the
+    /// displacement from the next instruction's IP.
+    pub imm: u32,
+    /// Operand-size attribute is 32 bits (SDM Vol. 1 §3.6).
+    pub o32: bool,
+    /// Condition code nibble of Jcc/SETcc/CMOVcc/LOOPcc (SDM Vol. 1 App. B).
+    pub cc: u8,
+    /// The full decoded instruction for the less common handlers.
+    pub insn: Instruction,
+}
+
+/// GPR location of an iced register (see [`HI`]), or `None` for non-GPRs.
+pub(crate) fn gpr_loc(r: Register) -> Option<u8> {
+    let n = r as u32;
+    if r.is_gpr8() {
+        let d = n - Register::AL as u32;
+        Some(if d < 4 {
+            d as u8
+        } else if d < 8 {
+            HI | (d as u8 - 4)
+        } else {
+            d as u8 - 4
+        })
+    } else if r.is_gpr16() {
+        Some((n - Register::AX as u32) as u8)
+    } else if r.is_gpr32() {
+        Some((n - Register::EAX as u32) as u8)
+    } else if r.is_gpr64() {
+        Some((n - Register::RAX as u32) as u8)
+    } else {
+        None
+    }
+}
+
+/// Segment register of an iced register.
+pub(crate) fn seg_of(r: Register) -> Option<SegReg> {
+    Some(match r {
+        Register::ES => SegReg::Es,
+        Register::CS => SegReg::Cs,
+        Register::SS => SegReg::Ss,
+        Register::DS => SegReg::Ds,
+        Register::FS => SegReg::Fs,
+        Register::GS => SegReg::Gs,
+        _ => return None,
+    })
+}
+
+fn op_loc(insn: &Instruction, i: u32) -> u8 {
+    if i >= insn.op_count() {
+        return NONE;
+    }
+    match insn.op_kind(i) {
+        OpKind::Register => gpr_loc(insn.op_register(i)).unwrap_or(NONE),
+        OpKind::Memory => MEM,
+        OpKind::Immediate8
+        | OpKind::Immediate16
+        | OpKind::Immediate32
+        | OpKind::Immediate8to16
+        | OpKind::Immediate8to32
+        | OpKind::Immediate32to64
+        | OpKind::Immediate8to64
+        | OpKind::Immediate64 => IMM,
+        _ => NONE,
+    }
+}
+
+fn op_size(insn: &Instruction, i: u32) -> u8 {
+    if i >= insn.op_count() {
+        return 0;
+    }
+    match insn.op_kind(i) {
+        OpKind::Register => insn.op_register(i).size() as u8,
+        OpKind::Memory => insn.memory_size().size() as u8,
+        OpKind::Immediate8 => 1,
+        OpKind::Immediate16 | OpKind::Immediate8to16 => 2,
+        OpKind::Immediate32 | OpKind::Immediate8to32 => 4,
+        _ => 0,
+    }
+}
+
+/// Mask of a `size`-byte value.
+#[inline]
+pub(crate) const fn mask(size: u8) -> u32 {
+    match size {
+        1 => 0xFF,
+        2 => 0xFFFF,
+        _ => 0xFFFF_FFFF,
+    }
+}
+
+impl Decoded {
+    /// Predecode `insn`, decoded in code of `bitness` bits.
+    pub(crate) fn new(insn: &Instruction, bitness: u32, bytes: &[u8]) -> Decoded {
+        let (handler, flags) = select(insn, bitness);
+        let (p66, p67) = size_prefixes(bytes);
+        let o32 = (bitness != 16) != p66;
+        let a32 = (bitness != 16) != p67;
+        let mut size = op_size(insn, 0);
+        if size == 0 || size > 4 {
+            size = op_size(insn, 1).clamp(1, 4);
+        }
+        let o0 = op_loc(insn, 0);
+        let o1 = op_loc(insn, 1);
+        let mut imm = 0u32;
+        for i in 0..insn.op_count() {
+            match insn.op_kind(i) {
+                OpKind::NearBranch16 | OpKind::NearBranch32 | OpKind::NearBranch64 => {
+                    imm = insn.near_branch_target().wrapping_sub(insn.next_ip()) as u32;
+                }
+                k if op_loc_kind_is_imm(k) => {
+                    imm = insn.immediate(i) as u32 & mask(size.max(op_size(insn, i)));
+                    if k == OpKind::Immediate8 && i > 0 {
+                        // Shift/rotate counts, ENTER, IN/OUT ports: the raw byte.
+                        imm = u32::from(insn.immediate8());
+                    }
+                }
+                _ => {}
+            }
+        }
+        let reg = |r: Register| gpr_loc(r).unwrap_or(NONE);
+        let amask = if a32 { 0xFFFF_FFFF } else { 0xFFFF };
+        Decoded {
+            handler,
+            len: insn.len() as u8,
+            flags,
+            size: size.clamp(1, 4),
+            o0,
+            o1,
+            base: reg(insn.memory_base()),
+            index: reg(insn.memory_index()),
+            scale: insn.memory_index_scale().trailing_zeros() as u8,
+            seg: seg_of(insn.memory_segment()).unwrap_or(SegReg::Ds),
+            amask,
+            disp: insn.memory_displacement64() as u32,
+            imm,
+            o32,
+            cc: (insn.condition_code() as u8).wrapping_sub(1) & 0xF,
+            insn: *insn,
+        }
+    }
+}
+
+fn op_loc_kind_is_imm(k: OpKind) -> bool {
+    matches!(
+        k,
+        OpKind::Immediate8
+            | OpKind::Immediate16
+            | OpKind::Immediate32
+            | OpKind::Immediate8to16
+            | OpKind::Immediate8to32
+    )
+}
+
+/// Log an unimplemented or invalid instruction once per code and raise #UD.
+fn undefined(cpu: &mut Interpreter, _p: &mut dyn Platform, d: &Decoded) -> Result<(), Fault> {
+    let code = d.insn.code();
+    if cpu.ud_logged.insert(code as u32) {
+        tracing::warn!(
+            "#UD: unimplemented or invalid instruction {:?} ({:?}) at {:04x}:{:x}",
+            code,
+            d.insn.mnemonic(),
+            cpu.state.seg(SegReg::Cs).selector,
+            cpu.state.rip
+        );
+    }
+    Err(Fault::ud())
+}
+
+/// An instruction iced rejected is really a valid one behind more than 15 bytes of
+/// (repeated) prefixes.
+pub(crate) fn longer_than_15(bytes: &[u8], bitness: u32) -> bool {
+    let prefixes = bytes
+        .iter()
+        .take_while(|b| {
+            matches!(
+                b,
+                0x26 | 0x2E | 0x36 | 0x3E | 0x64 | 0x65 | 0x66 | 0x67 | 0xF0 | 0xF2 | 0xF3
+            )
+        })
+        .count();
+    if prefixes < 2 {
+        return false;
+    }
+    let mut kept: Vec<u8> = Vec::with_capacity(bytes.len());
+    for &b in &bytes[..prefixes] {
+        if !kept.contains(&b) {
+            kept.push(b);
+        }
+    }
+    let dropped = prefixes - kept.len();
+    kept.extend_from_slice(&bytes[prefixes..]);
+    let mut dec = iced_x86::Decoder::new(bitness, &kept, iced_x86::DecoderOptions::NONE);
+    let insn = dec.decode();
+    !insn.is_invalid() && insn.len() + dropped > 15
+}
+
+/// Instructions longer than 15 bytes raise #GP(0) (SDM Vol. 2A §2.3.11).
+pub(crate) fn too_long(
+    _cpu: &mut Interpreter,
+    _p: &mut dyn Platform,
+    _d: &Decoded,
+) -> Result<(), Fault> {
+    Err(Fault::gp(0))
+}
+
+/// x87 escape without an FPU: #NM when CR0.EM or CR0.TS is set (SDM Vol. 3A §2.5), #UD
+/// otherwise until x87 is implemented.
+fn x87(cpu: &mut Interpreter, p: &mut dyn Platform, d: &Decoded) -> Result<(), Fault> {
+    use pcvm_core::cpu_state::cr;
+    if cpu.state.cr0 & (cr::CR0_EM | cr::CR0_TS) != 0 {
+        return Err(Fault::new(crate::fault::vector::NM));
+    }
+    undefined(cpu, p, d)
+}
+
+/// WAIT/FWAIT: #NM if CR0.MP and CR0.TS, else no operation (no FPU exceptions can pend).
+fn wait(cpu: &mut Interpreter, _p: &mut dyn Platform, _d: &Decoded) -> Result<(), Fault> {
+    use pcvm_core::cpu_state::cr;
+    if cpu.state.cr0 & (cr::CR0_MP | cr::CR0_TS) == (cr::CR0_MP | cr::CR0_TS) {
+        return Err(Fault::new(crate::fault::vector::NM));
+    }
+    Ok(())
+}
+
+fn nop(_cpu: &mut Interpreter, _p: &mut dyn Platform, _d: &Decoded) -> Result<(), Fault> {
+    Ok(())
+}
+
+fn sys(cpu: &mut Interpreter, p: &mut dyn Platform, d: &Decoded) -> Result<(), Fault> {
+    cpu.exec_system(p, &d.insn)
+}
+
+fn far(cpu: &mut Interpreter, p: &mut dyn Platform, d: &Decoded) -> Result<(), Fault> {
+    cpu.exec_far(p, &d.insn)
+}
+
+/// Choose the handler for `insn`.
+fn select(insn: &Instruction, bitness: u32) -> (Handler, u8) {
+    use Mnemonic as M;
+    if insn.is_invalid() {
+        return (undefined, END);
+    }
+    let has_reg = |i: u32, f: fn(Register) -> bool| {
+        (0..insn.op_count()).any(|k| k == i && insn.op_kind(k) == OpKind::Register)
+            && f(insn.op_register(i))
+    };
+    let is_far = (0..insn.op_count())
+        .any(|k| matches!(insn.op_kind(k), OpKind::FarBranch16 | OpKind::FarBranch32))
+        || matches!(
+            insn.code(),
+            Code::Jmp_m1616 | Code::Jmp_m1632 | Code::Call_m1616 | Code::Call_m1632
+        );
+    let _ = bitness;
+    let code = insn.code();
+    match insn.mnemonic() {
+        M::Add => (alu::alu::<{ alu::ADD }>, 0),
+        M::Or => (alu::alu::<{ alu::OR }>, 0),
+        M::Adc => (alu::alu::<{ alu::ADC }>, 0),
+        M::Sbb => (alu::alu::<{ alu::SBB }>, 0),
+        M::And => (alu::alu::<{ alu::AND }>, 0),
+        M::Sub => (alu::alu::<{ alu::SUB }>, 0),
+        M::Xor => (alu::alu::<{ alu::XOR }>, 0),
+        M::Cmp => (alu::alu::<{ alu::CMP }>, 0),
+        M::Test => (alu::test, 0),
+        M::Inc => (alu::inc, 0),
+        M::Dec => (alu::dec, 0),
+        M::Neg => (alu::neg, 0),
+        M::Not => (alu::not, 0),
+        M::Mul => (alu::mul, 0),
+        M::Imul => (alu::imul, 0),
+        M::Div => (alu::div, 0),
+        M::Idiv => (alu::idiv, 0),
+        M::Xadd => (alu::xadd, 0),
+        M::Cmpxchg => (alu::cmpxchg, 0),
+        M::Cmpxchg8b => (alu::cmpxchg8b, 0),
+
+        M::Rol | M::Ror | M::Rcl | M::Rcr | M::Shl | M::Sal | M::Shr | M::Sar => (shift::shift, 0),
+        M::Shld | M::Shrd => (shift::shxd, 0),
+        M::Bt | M::Bts | M::Btr | M::Btc => (shift::bit_test, 0),
+        M::Bsf | M::Bsr => (shift::bit_scan, 0),
+
+        M::Daa => (bcd::daa, 0),
+        M::Das => (bcd::das, 0),
+        M::Aaa => (bcd::aaa, 0),
+        M::Aas => (bcd::aas, 0),
+        M::Aam => (bcd::aam, 0),
+        M::Aad => (bcd::aad, 0),
+
+        M::Mov => {
+            if has_reg(0, |r| r.is_segment_register()) {
+                (data::mov_to_sreg, END | SNAP)
+            } else if has_reg(1, |r| r.is_segment_register()) {
+                (data::mov_from_sreg, 0)
+            } else if has_reg(0, |r| r.is_cr() || r.is_dr() || r.is_tr())
+                || has_reg(1, |r| r.is_cr() || r.is_dr() || r.is_tr())
+            {
+                (sys, END | SNAP)
+            } else {
+                (data::mov, 0)
+            }
+        }
+        M::Movzx => (data::movzx, 0),
+        M::Movsx => (data::movsx, 0),
+        M::Xchg => (data::xchg, 0),
+        M::Bswap => (data::bswap, 0),
+        M::Cmovo
+        | M::Cmovno
+        | M::Cmovb
+        | M::Cmovae
+        | M::Cmove
+        | M::Cmovne
+        | M::Cmovbe
+        | M::Cmova
+        | M::Cmovs
+        | M::Cmovns
+        | M::Cmovp
+        | M::Cmovnp
+        | M::Cmovl
+        | M::Cmovge
+        | M::Cmovle
+        | M::Cmovg => (data::cmov, 0),
+        M::Seto
+        | M::Setno
+        | M::Setb
+        | M::Setae
+        | M::Sete
+        | M::Setne
+        | M::Setbe
+        | M::Seta
+        | M::Sets
+        | M::Setns
+        | M::Setp
+        | M::Setnp
+        | M::Setl
+        | M::Setge
+        | M::Setle
+        | M::Setg => (data::setcc, 0),
+        M::Lea => (data::lea, 0),
+        M::Cbw | M::Cwde => (data::cbw, 0),
+        M::Cwd | M::Cdq => (data::cwd, 0),
+        M::Xlatb => (data::xlat, 0),
+        M::Lahf => (data::lahf, 0),
+        M::Sahf => (data::sahf, 0),
+        M::Salc => (data::salc, 0),
+        M::Lds | M::Les | M::Lfs | M::Lgs | M::Lss => (data::load_far_pointer, END | SNAP),
+        M::Nop => (nop, 0),
+        M::Wait => (wait, 0),
+
+        M::Push => {
+            if has_reg(0, |r| r.is_segment_register()) {
+                (stack::push_sreg, 0)
+            } else {
+                (stack::push, 0)
+            }
+        }
+        M::Pop => {
+            if has_reg(0, |r| r.is_segment_register()) {
+                (stack::pop_sreg, END | SNAP)
+            } else if insn.op0_kind() == OpKind::Memory {
+                (stack::pop, SNAP)
+            } else {
+                (stack::pop, 0)
+            }
+        }
+        M::Pusha | M::Pushad => (stack::pusha, SNAP),
+        M::Popa | M::Popad => (stack::popa, SNAP),
+        M::Pushf | M::Pushfd => (stack::pushf, 0),
+        M::Popf | M::Popfd => (stack::popf, END | SNAP),
+        M::Enter => (stack::enter, SNAP),
+        M::Leave => (stack::leave, SNAP),
+
+        M::Jo
+        | M::Jno
+        | M::Jb
+        | M::Jae
+        | M::Je
+        | M::Jne
+        | M::Jbe
+        | M::Ja
+        | M::Js
+        | M::Jns
+        | M::Jp
+        | M::Jnp
+        | M::Jl
+        | M::Jge
+        | M::Jle
+        | M::Jg => (control::jcc, END),
+        M::Jmp if is_far => (far, END | SNAP),
+        M::Call if is_far => (far, END | SNAP),
+        M::Jmp => (control::jmp, END),
+        M::Call => (control::call, END),
+        M::Ret => (control::ret, END),
+        M::Retf | M::Iret | M::Iretd | M::Int | M::Int3 | M::Into | M::Int1 => (far, END | SNAP),
+        M::Loop | M::Loope | M::Loopne => (control::loop_, END),
+        M::Jcxz | M::Jecxz => (control::jcxz, END),
+        M::Hlt => (control::hlt, END),
+        M::Clc | M::Stc | M::Cmc | M::Cld | M::Std => (control::flag_op, 0),
+        M::Cli | M::Sti => (control::cli_sti, END),
+        M::Bound => (control::bound, 0),
+        M::Ud0 | M::Ud1 | M::Ud2 => (control::ud, END),
+
+        M::In => (io::in_, END),
+        M::Out => (io::out, END),
+
+        M::Movsb
+        | M::Movsw
+        | M::Cmpsb
+        | M::Cmpsw
+        | M::Stosb
+        | M::Stosw
+        | M::Stosd
+        | M::Lodsb
+        | M::Lodsw
+        | M::Lodsd
+        | M::Scasb
+        | M::Scasw
+        | M::Scasd
+        | M::Insb
+        | M::Insw
+        | M::Insd
+        | M::Outsb
+        | M::Outsw
+        | M::Outsd => (string::string_op, END),
+        M::Movsd if code == Code::Movsd_m32_m32 => (string::string_op, END),
+        M::Cmpsd if code == Code::Cmpsd_m32_m32 => (string::string_op, END),
+
+        M::Lgdt
+        | M::Lidt
+        | M::Lldt
+        | M::Ltr
+        | M::Sgdt
+        | M::Sidt
+        | M::Sldt
+        | M::Str
+        | M::Lmsw
+        | M::Smsw
+        | M::Clts
+        | M::Arpl
+        | M::Lar
+        | M::Lsl
+        | M::Verr
+        | M::Verw
+        | M::Invlpg
+        | M::Wbinvd
+        | M::Invd
+        | M::Rdmsr
+        | M::Wrmsr
+        | M::Rdtsc
+        | M::Rdpmc
+        | M::Cpuid
+        | M::Sysenter
+        | M::Sysexit => (sys, END | SNAP),
+
+        _ => {
+            let fpu = insn.cpuid_features().iter().any(|f| {
+                matches!(
+                    f,
+                    CpuidFeature::FPU | CpuidFeature::FPU287 | CpuidFeature::FPU387
+                )
+            });
+            if fpu {
+                (x87, END)
+            } else {
+                (undefined, END)
+            }
+        }
+    }
+}
+
+impl Interpreter {
+    /// Effective address (offset in the segment) of the memory operand.
+    #[inline]
+    pub(crate) fn ea(&self, d: &Decoded) -> u64 {
+        let mut a = d.disp;
+        if d.base < 16 {
+            a = a.wrapping_add(self.state.gpr[d.base as usize] as u32);
+        }
+        if d.index < 16 {
+            a = a.wrapping_add((self.state.gpr[d.index as usize] as u32) << d.scale);
+        }
+        u64::from(a & d.amask)
+    }
+
+    /// Read a GPR of `size` bytes at location `loc`.
+    #[inline]
+    pub(crate) fn get_reg(&self, loc: u8, size: u8) -> u32 {
+        let v = self.state.gpr[(loc & 0xF) as usize];
+        if loc & HI != 0 {
+            return ((v >> 8) & 0xFF) as u32;
+        }
+        (v as u32) & mask(size)
+    }
+
+    /// Write a GPR of `size` bytes at location `loc` (32-bit writes zero the upper half).
+    #[inline]
+    pub(crate) fn set_reg(&mut self, loc: u8, size: u8, v: u32) {
+        let r = &mut self.state.gpr[(loc & 0xF) as usize];
+        if loc & HI != 0 {
+            *r = (*r & !0xFF00) | (u64::from(v & 0xFF) << 8);
+            return;
+        }
+        *r = match size {
+            1 => (*r & !0xFF) | u64::from(v & 0xFF),
+            2 => (*r & !0xFFFF) | u64::from(v & 0xFFFF),
+            _ => u64::from(v),
+        };
+    }
+
+    /// Read `size` bytes of memory through `seg`.
+    #[inline]
+    pub(crate) fn read_mem(
+        &mut self,
+        p: &mut dyn Platform,
+        seg: SegReg,
+        off: u64,
+        size: u8,
+    ) -> Result<u32, Fault> {
+        Ok(match size {
+            1 => u32::from(self.read_seg::<1>(p, seg, off)?[0]),
+            2 => u32::from(u16::from_le_bytes(self.read_seg::<2>(p, seg, off)?)),
+            _ => u32::from_le_bytes(self.read_seg::<4>(p, seg, off)?),
+        })
+    }
+
+    /// Write `size` bytes of memory through `seg`.
+    #[inline]
+    pub(crate) fn write_mem(
+        &mut self,
+        p: &mut dyn Platform,
+        seg: SegReg,
+        off: u64,
+        size: u8,
+        v: u32,
+    ) -> Result<(), Fault> {
+        match size {
+            1 => self.write_seg::<1>(p, seg, off, [v as u8]),
+            2 => self.write_seg::<2>(p, seg, off, (v as u16).to_le_bytes()),
+            _ => self.write_seg::<4>(p, seg, off, v.to_le_bytes()),
+        }
+    }
+
+    /// Read the operand at `loc` with the decoded size.
+    #[inline]
+    pub(crate) fn read_op(
+        &mut self,
+        p: &mut dyn Platform,
+        d: &Decoded,
+        loc: u8,
+    ) -> Result<u32, Fault> {
+        self.read_op_sized(p, d, loc, d.size)
+    }
+
+    /// Read the operand at `loc` as `size` bytes.
+    #[inline]
+    pub(crate) fn read_op_sized(
+        &mut self,
+        p: &mut dyn Platform,
+        d: &Decoded,
+        loc: u8,
+        size: u8,
+    ) -> Result<u32, Fault> {
+        match loc {
+            MEM => {
+                let off = self.ea(d);
+                self.read_mem(p, d.seg, off, size)
+            }
+            IMM => Ok(d.imm & mask(size)),
+            NONE => Ok(0),
+            _ => Ok(self.get_reg(loc, size)),
+        }
+    }
+
+    /// Write the operand at `loc` with the decoded size.
+    #[inline]
+    pub(crate) fn write_op(
+        &mut self,
+        p: &mut dyn Platform,
+        d: &Decoded,
+        loc: u8,
+        v: u32,
+    ) -> Result<(), Fault> {
+        self.write_op_sized(p, d, loc, d.size, v)
+    }
+
+    /// Write the operand at `loc` as `size` bytes.
+    #[inline]
+    pub(crate) fn write_op_sized(
+        &mut self,
+        p: &mut dyn Platform,
+        d: &Decoded,
+        loc: u8,
+        size: u8,
+        v: u32,
+    ) -> Result<(), Fault> {
+        match loc {
+            MEM => {
+                let off = self.ea(d);
+                self.write_mem(p, d.seg, off, size, v)
+            }
+            IMM | NONE => Ok(()),
+            _ => {
+                self.set_reg(loc, size, v);
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Scan the legacy prefixes of an instruction's bytes: (operand-size 0x66, address-size 0x67).
+pub(crate) fn size_prefixes(bytes: &[u8]) -> (bool, bool) {
+    let (mut o, mut a) = (false, false);
+    for &b in bytes {
+        match b {
+            0x66 => o = true,
+            0x67 => a = true,
+            0x26 | 0x2E | 0x36 | 0x3E | 0x64 | 0x65 | 0xF0 | 0xF2 | 0xF3 => {}
+            _ => break,
+        }
+    }
+    (o, a)
+}

@@ -1,0 +1,317 @@
+//! Shifts, rotates, double shifts, bit tests and bit scans (Intel SDM Vol. 2B SAL/SAR/SHL/SHR,
+//! RCL/RCR/ROL/ROR, SHLD, SHRD; Vol. 2A BT/BTS/BTR/BTC, BSF/BSR).
+//!
+//! Counts are masked to 5 bits. With a masked count of 0 nothing changes, flags included. OF
+//! is architecturally defined only for 1-bit shifts; for other counts this computes it with
+//! the same formula (tests mask it as undefined).
+
+use iced_x86::{Mnemonic, OpKind};
+use pcvm_core::cpu_state::flags as fl;
+use pcvm_core::Platform;
+
+use super::{mask, Decoded, IMM, MEM};
+use crate::flags::szp;
+use crate::{Fault, Interpreter};
+
+/// The shift/rotate count operand: 1, CL or imm8 (masked to 5 bits).
+fn count(cpu: &Interpreter, d: &Decoded) -> u32 {
+    if d.insn.op_count() < 2 {
+        return 1;
+    }
+    let c = match d.insn.op_kind(1) {
+        OpKind::Register => cpu.state.gpr[1] as u32,
+        _ => d.imm,
+    };
+    c & 0x1F
+}
+
+/// ROL ROR RCL RCR SHL SAL SHR SAR.
+pub(super) fn shift(cpu: &mut Interpreter, p: &mut dyn Platform, d: &Decoded) -> Result<(), Fault> {
+    let n = count(cpu, d);
+    let size = d.size;
+    let bits = u32::from(size) * 8;
+    let m = mask(size);
+    let off = if d.o0 == MEM { cpu.ea(d) } else { 0 };
+    let a = if d.o0 == MEM {
+        cpu.read_mem(p, d.seg, off, size)?
+    } else {
+        cpu.get_reg(d.o0, size)
+    };
+    if n == 0 {
+        return Ok(());
+    }
+    let f0 = cpu.rflags();
+    let cf_in = f0 & fl::CF != 0;
+    let msb = |v: u32| (v >> (bits - 1)) & 1 != 0;
+    let (r, f) = match d.insn.mnemonic() {
+        Mnemonic::Rol => {
+            let k = n % bits;
+            let r = if k == 0 {
+                a
+            } else {
+                ((a << k) | (a >> (bits - k))) & m
+            };
+            let cf = r & 1 != 0;
+            let of = msb(r) ^ cf;
+            let mut f = f0 & !(fl::CF | fl::OF);
+            if cf {
+                f |= fl::CF;
+            }
+            if of {
+                f |= fl::OF;
+            }
+            (r, f)
+        }
+        Mnemonic::Ror => {
+            let k = n % bits;
+            let r = if k == 0 {
+                a
+            } else {
+                ((a >> k) | (a << (bits - k))) & m
+            };
+            let cf = msb(r);
+            let of = msb(r) ^ ((r >> (bits - 2)) & 1 != 0);
+            let mut f = f0 & !(fl::CF | fl::OF);
+            if cf {
+                f |= fl::CF;
+            }
+            if of {
+                f |= fl::OF;
+            }
+            (r, f)
+        }
+        Mnemonic::Rcl => {
+            let k = n % (bits + 1);
+            let mut r = u64::from(a);
+            let mut cf = cf_in;
+            for _ in 0..k {
+                let t = (r >> (bits - 1)) & 1 != 0;
+                r = ((r << 1) | u64::from(cf)) & u64::from(m);
+                cf = t;
+            }
+            let r = r as u32;
+            let of = msb(r) ^ cf;
+            let mut f = f0 & !(fl::CF | fl::OF);
+            if cf {
+                f |= fl::CF;
+            }
+            if of {
+                f |= fl::OF;
+            }
+            (r, f)
+        }
+        Mnemonic::Rcr => {
+            let k = n % (bits + 1);
+            let mut r = u64::from(a);
+            let mut cf = cf_in;
+            let of = msb(a) ^ cf_in;
+            for _ in 0..k {
+                let t = r & 1 != 0;
+                r = (r >> 1) | (u64::from(cf) << (bits - 1));
+                cf = t;
+            }
+            let r = r as u32;
+            // For counts other than 1 OF is undefined; this uses the result's top bits.
+            let of = if n == 1 {
+                of
+            } else {
+                msb(r) ^ ((r >> (bits - 2)) & 1 != 0)
+            };
+            let mut f = f0 & !(fl::CF | fl::OF);
+            if cf {
+                f |= fl::CF;
+            }
+            if of {
+                f |= fl::OF;
+            }
+            (r, f)
+        }
+        Mnemonic::Shl | Mnemonic::Sal => {
+            let wide = u64::from(a) << n;
+            let r = (wide as u32) & m;
+            let cf = (wide >> bits) & 1 != 0;
+            let of = msb(r) ^ cf;
+            let mut f = (f0 & !crate::flags::ARITH) | szp(r, bits as u8);
+            if cf {
+                f |= fl::CF;
+            }
+            if of {
+                f |= fl::OF;
+            }
+            (r, f)
+        }
+        Mnemonic::Shr => {
+            let r = if n >= bits { 0 } else { a >> n };
+            let cf = if n > bits {
+                false
+            } else {
+                (u64::from(a) >> (n - 1)) & 1 != 0
+            };
+            let mut f = (f0 & !crate::flags::ARITH) | szp(r, bits as u8);
+            if cf {
+                f |= fl::CF;
+            }
+            if msb(a) && n == 1 {
+                f |= fl::OF;
+            }
+            (r, f)
+        }
+        _ => {
+            // SAR
+            let s = match size {
+                1 => i64::from(a as u8 as i8),
+                2 => i64::from(a as u16 as i16),
+                _ => i64::from(a as i32),
+            };
+            let r = ((s >> n.min(63)) as u32) & m;
+            let cf = (s >> (n - 1).min(63)) & 1 != 0;
+            let mut f = (f0 & !crate::flags::ARITH) | szp(r, bits as u8);
+            if cf {
+                f |= fl::CF;
+            }
+            (r, f)
+        }
+    };
+    if d.o0 == MEM {
+        cpu.write_mem(p, d.seg, off, size, r)?;
+    } else {
+        cpu.set_reg(d.o0, size, r);
+    }
+    cpu.set_rflags(f);
+    Ok(())
+}
+
+/// SHLD / SHRD: double-precision shifts (SDM Vol. 2B SHLD, SHRD).
+pub(super) fn shxd(cpu: &mut Interpreter, p: &mut dyn Platform, d: &Decoded) -> Result<(), Fault> {
+    let size = d.size;
+    let bits = u32::from(size) * 8;
+    let m = u64::from(mask(size));
+    let n = match d.insn.op_kind(2) {
+        OpKind::Register => cpu.state.gpr[1] as u32,
+        _ => d.imm,
+    } & 0x1F;
+    let off = if d.o0 == MEM { cpu.ea(d) } else { 0 };
+    let a = u64::from(if d.o0 == MEM {
+        cpu.read_mem(p, d.seg, off, size)?
+    } else {
+        cpu.get_reg(d.o0, size)
+    });
+    let b = u64::from(cpu.get_reg(d.o1, size));
+    if n == 0 {
+        return Ok(());
+    }
+    let n64 = u64::from(n);
+    let (r, cf) = if d.insn.mnemonic() == Mnemonic::Shld {
+        // Shift the concatenation dest:src:dest left (16-bit counts above 16 pull dest
+        // bits back in, as Intel processors do).
+        let cat = (a << (2 * bits)) | (b << bits) | a;
+        let total = 3 * bits;
+        let shifted = cat << n64;
+        let r = (shifted >> (total - bits)) & m;
+        let cf = (shifted >> total) & 1 != 0;
+        (r as u32, cf)
+    } else {
+        // a:b:a, dest in the low part with src above it.
+        let cat2 = (a << (2 * bits)) | (b << bits) | a;
+        let shifted = cat2 >> n64;
+        let r = shifted & m;
+        let cf = (cat2 >> (n64 - 1)) & 1 != 0;
+        (r as u32, cf)
+    };
+    let f0 = cpu.rflags();
+    let mut f = (f0 & !crate::flags::ARITH) | szp(r, bits as u8);
+    if cf {
+        f |= fl::CF;
+    }
+    if ((u64::from(r) ^ a) >> (bits - 1)) & 1 != 0 {
+        f |= fl::OF;
+    }
+    if d.o0 == MEM {
+        cpu.write_mem(p, d.seg, off, size, r)?;
+    } else {
+        cpu.set_reg(d.o0, size, r);
+    }
+    cpu.set_rflags(f);
+    Ok(())
+}
+
+/// BT BTS BTR BTC: CF ← the selected bit; the others as the mnemonic says. With a register
+/// bit offset and a memory operand the offset addresses any bit relative to the operand.
+pub(super) fn bit_test(
+    cpu: &mut Interpreter,
+    p: &mut dyn Platform,
+    d: &Decoded,
+) -> Result<(), Fault> {
+    let size = d.size;
+    let bits = u32::from(size) * 8;
+    let raw = if d.o1 == IMM {
+        d.imm
+    } else {
+        cpu.get_reg(d.o1, size)
+    };
+    let (off, bit) = if d.o0 == MEM {
+        let base = cpu.ea(d);
+        if d.o1 == IMM {
+            (base, raw % bits)
+        } else {
+            let sraw = if size == 2 {
+                i64::from(raw as u16 as i16)
+            } else {
+                i64::from(raw as i32)
+            };
+            let delta = (sraw >> bits.trailing_zeros()) * i64::from(size);
+            (
+                (base as i64).wrapping_add(delta) as u64 & u64::from(d.amask),
+                raw % bits,
+            )
+        }
+    } else {
+        (0, raw % bits)
+    };
+    let v = if d.o0 == MEM {
+        cpu.read_mem(p, d.seg, off, size)?
+    } else {
+        cpu.get_reg(d.o0, size)
+    };
+    let cf = (v >> bit) & 1 != 0;
+    let nv = match d.insn.mnemonic() {
+        Mnemonic::Bts => Some(v | (1 << bit)),
+        Mnemonic::Btr => Some(v & !(1 << bit)),
+        Mnemonic::Btc => Some(v ^ (1 << bit)),
+        _ => None,
+    };
+    if let Some(nv) = nv {
+        if d.o0 == MEM {
+            cpu.write_mem(p, d.seg, off, size, nv)?;
+        } else {
+            cpu.set_reg(d.o0, size, nv);
+        }
+    }
+    let f = cpu.rflags();
+    cpu.set_rflags(if cf { f | fl::CF } else { f & !fl::CF });
+    Ok(())
+}
+
+/// BSF / BSR: index of the lowest/highest set bit; ZF = source is zero (destination then
+/// unchanged).
+pub(super) fn bit_scan(
+    cpu: &mut Interpreter,
+    p: &mut dyn Platform,
+    d: &Decoded,
+) -> Result<(), Fault> {
+    let size = d.size;
+    let v = cpu.read_op(p, d, d.o1)?;
+    let f = cpu.rflags();
+    if v == 0 {
+        cpu.set_rflags(f | fl::ZF);
+        return Ok(());
+    }
+    let idx = if d.insn.mnemonic() == Mnemonic::Bsf {
+        v.trailing_zeros()
+    } else {
+        31 - v.leading_zeros()
+    };
+    cpu.set_reg(d.o0, size, idx);
+    cpu.set_rflags(f & !fl::ZF);
+    Ok(())
+}
