@@ -24,6 +24,7 @@ pub mod i8254;
 pub mod i8259;
 pub mod ide;
 pub mod mc146818;
+pub mod pci;
 pub mod port92;
 pub mod post;
 pub mod reset_control;
