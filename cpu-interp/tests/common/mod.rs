@@ -348,8 +348,8 @@ pub fn asm_labels(
     (r.inner.code_buffer, ips)
 }
 
-/// Drop to ring 3 at `eip` with the flat ring-3 segments and SS:ESP = SEL_DATA3:STACK3_TOP,
-/// by IRETD from ring 0.
+/// Drop to ring 3 at `eip` with the flat ring-3 segments, SS:ESP = SEL_DATA3:STACK3_TOP and
+/// EFLAGS = IF | 2 (IOPL 0), by IRETD from ring 0.
 pub fn iret_to_ring3(a: &mut CodeAssembler, eip: u32) -> Result<(), IcedError> {
     use iced_x86::code_asm::*;
     a.mov(ax, u32::from(SEL_DATA3))?;
@@ -357,7 +357,7 @@ pub fn iret_to_ring3(a: &mut CodeAssembler, eip: u32) -> Result<(), IcedError> {
     a.mov(es, ax)?;
     a.push(u32::from(SEL_DATA3))?;
     a.push(STACK3_TOP)?;
-    a.push(0x2u32)?;
+    a.push(0x202u32)?;
     a.push(u32::from(SEL_CODE3))?;
     a.push(eip)?;
     a.iretd()

@@ -1,0 +1,341 @@
+//! Privilege-level changes: interrupts from ring 3 through the IDT with the TSS stack switch
+//! and IRET back, data-segment nulling on return to an outer level, call gates with parameter
+//! copy and RETF imm16, SYSENTER/SYSEXIT, the I/O permission bitmap, and double/triple fault
+//! (SDM Vol. 3A §5.8, §6.12, §6.15, §7.2; Vol. 1 §19.5).
+
+mod common;
+
+use common::*;
+use iced_x86::code_asm::*;
+use pcvm_core::cpu_state::flags;
+use pcvm_core::{SegReg, VmExit};
+
+const USER: u32 = 0x9000;
+const GATE80: u32 = 0xA000;
+
+fn machine(ring0: &[u8], user: &[u8]) -> Machine {
+    let mut m = Machine::new();
+    m.standard_tables();
+    m.install_recorders();
+    m.load(CODE, ring0);
+    m.load(u64::from(USER), user);
+    let mut s = pm32_state();
+    s.idtr.limit = 0x100 * 8 - 1;
+    m.set_state(&s);
+    // INT 0x81 from ring 3 ends the test: a DPL 3 gate to a handler storing the frame's
+    // CS and halting.
+    let halt = asm(32, 0xA800, |a| {
+        a.mov(eax, dword_ptr(esp + 4))?;
+        a.mov(dword_ptr(RESULT as u32 + 32), eax)?;
+        a.hlt()
+    });
+    m.load(0xA800, &halt);
+    m.set_idt(0x81, gate_desc(SEL_CODE0, 0xA800, 0xEE, 0));
+    m
+}
+
+#[test]
+fn interrupt_from_ring3_switches_stacks_and_iret_returns() {
+    let ring0 = asm(32, CODE, |a| {
+        a.mov(ax, SEL_DATA3 as u32)?;
+        a.mov(fs, ax)?;
+        iret_to_ring3(a, USER)
+    });
+    let (user, labels) = asm_labels(32, u64::from(USER), |a| {
+        let mut after = a.create_label();
+        a.mov(eax, 0x1111u32)?;
+        a.pushfd()?;
+        a.int(0x80)?;
+        a.set_label(&mut after)?;
+        a.mov(dword_ptr(RESULT as u32 + 16), eax)?;
+        a.mov(ebx, cs)?;
+        a.mov(dword_ptr(RESULT as u32 + 20), ebx)?;
+        a.mov(dword_ptr(RESULT as u32 + 24), esp)?;
+        a.int(0x81)?;
+        Ok(vec![after])
+    });
+    let handler = asm(32, u64::from(GATE80), |a| {
+        // Frame: EIP, CS, EFLAGS, ESP, SS; copy it out.
+        for i in 0..5u32 {
+            a.mov(ebx, dword_ptr(esp + 4 * i))?;
+            a.mov(dword_ptr(0x600 + 4 * i), ebx)?;
+        }
+        a.mov(dword_ptr(0x614), esp)?;
+        a.pushfd()?;
+        a.pop(dword_ptr(0x618))?;
+        a.mov(ebx, ss)?;
+        a.mov(dword_ptr(0x61C), ebx)?;
+        a.add(eax, 0x2222)?;
+        a.iretd()
+    });
+    let mut m = machine(&ring0, &user);
+    m.load(u64::from(GATE80), &handler);
+    m.set_idt(0x80, gate_desc(SEL_CODE0, GATE80, 0xEE, 0));
+    m.run_to_halt();
+    assert_eq!(u64::from(m.read_u32(0x600)), labels[0], "return EIP");
+    assert_eq!(m.read_u32(0x604), u32::from(SEL_CODE3));
+    assert_ne!(m.read_u32(0x608) & flags::IF as u32, 0, "ring-3 IF pushed");
+    assert_eq!(m.read_u32(0x60C), STACK3_TOP - 4, "old ESP");
+    assert_eq!(m.read_u32(0x610), u32::from(SEL_DATA3), "old SS");
+    assert_eq!(
+        m.read_u32(0x614),
+        STACK0_TOP - 20,
+        "ring-0 ESP from the TSS"
+    );
+    assert_eq!(
+        m.read_u32(0x618) & flags::IF as u32,
+        0,
+        "interrupt gate clears IF"
+    );
+    assert_eq!(
+        m.read_u32(0x61C),
+        u32::from(SEL_DATA0),
+        "ring-0 SS from the TSS"
+    );
+    assert_eq!(m.read_u32(RESULT + 16), 0x3333);
+    assert_eq!(
+        m.read_u32(RESULT + 20),
+        u32::from(SEL_CODE3),
+        "back in ring 3"
+    );
+    assert_eq!(
+        m.read_u32(RESULT + 24),
+        STACK3_TOP - 4,
+        "ring-3 stack restored"
+    );
+    assert_eq!(m.read_u32(RESULT + 32), u32::from(SEL_CODE3));
+}
+
+#[test]
+fn iret_to_ring3_nulls_ring0_data_segments() {
+    let ring0 = asm(32, CODE, |a| {
+        a.mov(ax, SEL_DATA3 as u32)?;
+        a.mov(es, ax)?;
+        a.mov(ax, SEL_DATA0 as u32)?;
+        a.mov(ds, ax)?;
+        a.mov(fs, ax)?;
+        a.push(u32::from(SEL_DATA3))?;
+        a.push(STACK3_TOP)?;
+        a.push(0x2u32)?;
+        a.push(u32::from(SEL_CODE3))?;
+        a.push(USER)?;
+        a.iretd()
+    });
+    let (user, labels) = asm_labels(32, u64::from(USER), |a| {
+        let mut fault = a.create_label();
+        a.mov(eax, ds)?;
+        a.mov(dword_ptr(RESULT as u32 + 16).es(), eax)?;
+        a.mov(eax, fs)?;
+        a.mov(dword_ptr(RESULT as u32 + 20).es(), eax)?;
+        a.mov(eax, es)?;
+        a.mov(dword_ptr(RESULT as u32 + 24).es(), eax)?;
+        a.set_label(&mut fault)?;
+        a.mov(eax, dword_ptr(0x100))?; // DS is null now: #GP(0)
+        a.int(0x81)?;
+        Ok(vec![fault])
+    });
+    let mut m = machine(&ring0, &user);
+    m.run_to_halt();
+    assert_eq!(m.read_u32(RESULT + 16) & 0xFFFF, 0, "DS nulled");
+    assert_eq!(m.read_u32(RESULT + 20) & 0xFFFF, 0, "FS nulled");
+    assert_eq!(
+        m.read_u32(RESULT + 24) & 0xFFFF,
+        u32::from(SEL_DATA3),
+        "ES kept"
+    );
+    let (v, e, _, frame) = m.recorded();
+    assert_eq!((v, e), (13, 0));
+    assert_eq!(u64::from(m.read_u32(u64::from(frame))), labels[0]);
+}
+
+#[test]
+fn call_gate_to_ring0_copies_parameters_and_retf_returns() {
+    const SEL_GATE: u16 = 0x50;
+    let ring0 = asm(32, CODE, |a| iret_to_ring3(a, USER));
+    let (user, labels) = asm_labels(32, u64::from(USER), |a| {
+        let mut ret = a.create_label();
+        a.push(0x1111u32)?;
+        a.push(0x2222u32)?;
+        call_far(a, SEL_GATE | 3, 0, true)?;
+        a.set_label(&mut ret)?;
+        a.mov(dword_ptr(RESULT as u32 + 16), eax)?;
+        a.mov(dword_ptr(RESULT as u32 + 20), esp)?;
+        a.mov(dword_ptr(RESULT as u32 + 24), ebx)?;
+        a.int(0x81)?;
+        Ok(vec![ret])
+    });
+    let target = asm(32, 0xB000, |a| {
+        // New stack: EIP, CS, param0 (0x2222), param1 (0x1111), ESP, SS.
+        for i in 0..6u32 {
+            a.mov(ecx, dword_ptr(esp + 4 * i))?;
+            a.mov(dword_ptr(0x600 + 4 * i), ecx)?;
+        }
+        a.mov(eax, dword_ptr(esp + 8))?;
+        a.add(eax, dword_ptr(esp + 12))?;
+        a.mov(ebx, cs)?;
+        a.retf_1(8)
+    });
+    let mut m = machine(&ring0, &user);
+    m.load(0xB000, &target);
+    m.set_gdt(SEL_GATE, gate_desc(SEL_CODE0, 0xB000, 0xEC, 2));
+    m.run_to_halt();
+    assert_eq!(u64::from(m.read_u32(0x600)), labels[0]);
+    assert_eq!(m.read_u32(0x604), u32::from(SEL_CODE3));
+    assert_eq!(m.read_u32(0x608), 0x2222);
+    assert_eq!(m.read_u32(0x60C), 0x1111);
+    assert_eq!(m.read_u32(0x610), STACK3_TOP - 8);
+    assert_eq!(m.read_u32(0x614), u32::from(SEL_DATA3));
+    assert_eq!(m.read_u32(RESULT + 16), 0x3333);
+    assert_eq!(
+        m.read_u32(RESULT + 20),
+        STACK3_TOP,
+        "RETF 8 released the parameters"
+    );
+    assert_eq!(
+        m.read_u32(RESULT + 24) & 0xFFFF,
+        u32::from(SEL_CODE0),
+        "ran at ring 0"
+    );
+}
+
+#[test]
+fn call_gate_with_dpl_below_cpl_is_gp() {
+    const SEL_GATE: u16 = 0x50;
+    let ring0 = asm(32, CODE, |a| iret_to_ring3(a, USER));
+    let user = asm(32, u64::from(USER), |a| {
+        call_far(a, SEL_GATE | 3, 0, true)?;
+        a.int(0x81)
+    });
+    let mut m = machine(&ring0, &user);
+    m.set_gdt(SEL_GATE, gate_desc(SEL_CODE0, 0xB000, ACC_CALL_GATE32, 0));
+    m.run_to_halt();
+    let (v, e, _, _) = m.recorded();
+    assert_eq!((v, e), (13, u32::from(SEL_GATE)));
+}
+
+#[test]
+fn sysenter_and_sysexit_round_trip() {
+    let ring0 = asm(32, CODE, |a| {
+        for (msr, v) in [
+            (0x174u32, u32::from(SEL_CODE0)),
+            (0x175, 0x6F00),
+            (0x176, 0xB800),
+        ] {
+            a.mov(ecx, msr)?;
+            a.mov(eax, v)?;
+            a.xor(edx, edx)?;
+            a.wrmsr()?;
+        }
+        iret_to_ring3(a, USER)
+    });
+    let user = asm(32, u64::from(USER), |a| {
+        a.mov(ecx, esp)?;
+        a.mov(edx, 0x9800u32)?;
+        a.sysenter()
+    });
+    let back = asm(32, 0x9800, |a| {
+        a.mov(dword_ptr(RESULT as u32 + 16), eax)?;
+        a.mov(ebx, cs)?;
+        a.mov(dword_ptr(RESULT as u32 + 20), ebx)?;
+        a.mov(ebx, ss)?;
+        a.mov(dword_ptr(RESULT as u32 + 24), ebx)?;
+        a.mov(dword_ptr(RESULT as u32 + 28), esp)?;
+        a.int(0x81)
+    });
+    let kernel = asm(32, 0xB800, |a| {
+        a.mov(ebx, cs)?;
+        a.mov(dword_ptr(0x600), ebx)?;
+        a.mov(ebx, ss)?;
+        a.mov(dword_ptr(0x604), ebx)?;
+        a.mov(dword_ptr(0x608), esp)?;
+        a.mov(eax, 0x77u32)?;
+        a.sysexit()
+    });
+    let mut m = machine(&ring0, &user);
+    m.load(0x9800, &back);
+    m.load(0xB800, &kernel);
+    m.run_to_halt();
+    assert_eq!(m.read_u32(0x600), u32::from(SEL_CODE0));
+    assert_eq!(m.read_u32(0x604), u32::from(SEL_DATA0));
+    assert_eq!(m.read_u32(0x608), 0x6F00);
+    assert_eq!(m.read_u32(RESULT + 16), 0x77);
+    assert_eq!(m.read_u32(RESULT + 20), u32::from(SEL_CODE3));
+    assert_eq!(m.read_u32(RESULT + 24), u32::from(SEL_DATA3));
+    assert_eq!(m.read_u32(RESULT + 28), STACK3_TOP, "ESP from ECX");
+}
+
+#[test]
+fn io_permission_bitmap_at_ring3() {
+    let ring0 = asm(32, CODE, |a| iret_to_ring3(a, USER));
+    let (user, labels) = asm_labels(32, u64::from(USER), |a| {
+        let mut fault = a.create_label();
+        a.in_(al, 0x60)?; // bit clear: allowed
+        a.mov(dword_ptr(RESULT as u32 + 16), eax)?;
+        a.set_label(&mut fault)?;
+        a.in_(ax, 0x60)?; // covers port 0x61, whose bit is set
+        a.int(0x81)?;
+        Ok(vec![fault])
+    });
+    let mut m = machine(&ring0, &user);
+    m.write(TSS + 0x68 + 0x60 / 8, &[1 << (0x61 % 8)]);
+    m.run_to_halt();
+    assert_eq!(
+        m.read_u32(RESULT + 16) & 0xFF,
+        0xFF,
+        "unmapped port reads all ones"
+    );
+    let (v, e, _, frame) = m.recorded();
+    assert_eq!((v, e), (13, 0));
+    assert_eq!(u64::from(m.read_u32(u64::from(frame))), labels[0]);
+}
+
+#[test]
+fn contributory_fault_during_delivery_is_double_fault() {
+    // The #GP gate is not present: delivering #GP raises #NP, both contributory → #DF(0).
+    let (code, labels) = asm_labels(32, CODE, |a| {
+        let mut l = a.create_label();
+        a.mov(ax, 0x1F8)?;
+        a.set_label(&mut l)?;
+        a.mov(ds, ax)?;
+        a.hlt()?;
+        Ok(vec![l])
+    });
+    let mut m = Machine::new();
+    m.standard_tables();
+    m.install_recorders();
+    m.load(CODE, &code);
+    m.set_idt(13, gate_desc(SEL_CODE0, 0xA000, ACC_INT_GATE32 & 0x7F, 0));
+    m.set_state(&pm32_state());
+    m.run_to_halt();
+    let (v, e, _, frame) = m.recorded();
+    assert_eq!((v, e), (8, 0));
+    assert_eq!(u64::from(m.read_u32(u64::from(frame))), labels[0]);
+}
+
+#[test]
+fn triple_fault_shuts_down() {
+    // An IDT too small for any vector: #UD → #GP (IDT limit) → #DF → #GP → shutdown.
+    let code = asm(32, CODE, |a| {
+        a.ud2()?;
+        a.hlt()
+    });
+    let mut m = Machine::new();
+    m.standard_tables();
+    m.load(CODE, &code);
+    let mut s = pm32_state();
+    s.idtr.limit = 0;
+    m.set_state(&s);
+    assert_eq!(m.run(), VmExit::Shutdown);
+    // A benign exception whose delivery faults is not a double fault: #UD with the #UD gate
+    // absent becomes #NP delivered normally.
+    let mut m = Machine::new();
+    m.standard_tables();
+    m.install_recorders();
+    m.load(CODE, &code);
+    m.set_idt(6, 0);
+    m.set_state(&pm32_state());
+    m.run_to_halt();
+    let (v, e, _, _) = m.recorded();
+    assert_eq!((v, e), (13, 6 * 8 + 2 + 1), "#GP(IDT entry 6, IDT|EXT)");
+    let _ = SegReg::Cs;
+}
