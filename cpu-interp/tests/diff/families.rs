@@ -1,0 +1,1133 @@
+//! Case generators, one per instruction family. Each generator builds one random case from its
+//! own PRNG stream, so a case is reproducible from (seed, family, index) alone.
+
+use super::asm::{data_offset, mem_at, modrm, Mem, Rm, EAX, EBP, EBX, ECX, EDI, EDX, ESI, ESP};
+use super::prng::{fill_region, Rng};
+use super::undef::{self, ShiftOp, Undefined};
+use super::{Case, DATA_BASE, DATA_SIZE};
+
+/// A named generator.
+pub struct Family {
+    pub name: &'static str,
+    pub gen: fn(&mut Rng) -> Case,
+}
+
+/// Every family, in report order.
+pub fn all() -> Vec<Family> {
+    vec![
+        Family {
+            name: "alu",
+            gen: alu,
+        },
+        Family {
+            name: "inc-dec-neg-not",
+            gen: unary,
+        },
+        Family {
+            name: "shift-rotate",
+            gen: shift,
+        },
+        Family {
+            name: "shld-shrd",
+            gen: double_shift,
+        },
+        Family {
+            name: "mul-imul",
+            gen: mul,
+        },
+        Family {
+            name: "div-idiv",
+            gen: div,
+        },
+        Family {
+            name: "bt-bts-btr-btc",
+            gen: bit_test,
+        },
+        Family {
+            name: "bsf-bsr",
+            gen: bit_scan,
+        },
+        Family {
+            name: "bswap",
+            gen: bswap,
+        },
+        Family {
+            name: "xadd-cmpxchg",
+            gen: xadd_cmpxchg,
+        },
+        Family {
+            name: "cmpxchg8b",
+            gen: cmpxchg8b,
+        },
+        Family {
+            name: "cmovcc-setcc",
+            gen: cmov_setcc,
+        },
+        Family {
+            name: "movzx-movsx",
+            gen: movzx_movsx,
+        },
+        Family {
+            name: "lea",
+            gen: lea,
+        },
+        Family {
+            name: "cbw-cwde-cwd-cdq",
+            gen: convert,
+        },
+        Family {
+            name: "lahf-sahf-flagops",
+            gen: flag_ops,
+        },
+        Family {
+            name: "mov-xchg",
+            gen: mov_xchg,
+        },
+        Family {
+            name: "string",
+            gen: string,
+        },
+        Family {
+            name: "push-pop",
+            gen: push_pop,
+        },
+        Family {
+            name: "enter-leave",
+            gen: enter_leave,
+        },
+        Family {
+            name: "bcd",
+            gen: bcd,
+        },
+        Family {
+            name: "sequence",
+            gen: sequence,
+        },
+    ]
+}
+
+/// Operand size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Sz {
+    B,
+    W,
+    D,
+}
+
+impl Sz {
+    fn bits(self) -> u32 {
+        match self {
+            Sz::B => 8,
+            Sz::W => 16,
+            Sz::D => 32,
+        }
+    }
+    fn bytes(self) -> u32 {
+        self.bits() / 8
+    }
+    fn mask(self) -> u32 {
+        match self {
+            Sz::B => 0xFF,
+            Sz::W => 0xFFFF,
+            Sz::D => 0xFFFF_FFFF,
+        }
+    }
+    /// The opcode's w bit.
+    fn w(self) -> u8 {
+        u8::from(self != Sz::B)
+    }
+}
+
+fn any_size(rng: &mut Rng) -> Sz {
+    rng.pick(&[Sz::B, Sz::W, Sz::D])
+}
+
+fn wide_size(rng: &mut Rng) -> Sz {
+    rng.pick(&[Sz::W, Sz::D])
+}
+
+/// Random registers and flags, random memory.
+fn base(rng: &mut Rng) -> Case {
+    let mut regs = [0u32; 8];
+    for r in &mut regs {
+        *r = rng.interesting();
+    }
+    Case {
+        code: Vec::new(),
+        regs,
+        eflags: rng.u32() & 0x0CD5,
+        mem_seed: rng.next_u64(),
+        mem_style: 0,
+        undef: Undefined::default(),
+        allow_64: true,
+    }
+}
+
+fn prefix(code: &mut Vec<u8>, sz: Sz) {
+    if sz == Sz::W {
+        code.push(0x66);
+    }
+}
+
+fn imm(code: &mut Vec<u8>, bytes: u32, v: u32) {
+    code.extend_from_slice(&v.to_le_bytes()[..bytes as usize]);
+}
+
+/// Read register `r` of size `sz` (8-bit numbers 4–7 are AH, CH, DH, BH).
+fn get_reg(regs: &[u32; 8], sz: Sz, r: u8) -> u32 {
+    match sz {
+        Sz::B if r >= 4 => (regs[usize::from(r - 4)] >> 8) & 0xFF,
+        _ => regs[usize::from(r)] & sz.mask(),
+    }
+}
+
+fn set_reg(regs: &mut [u32; 8], sz: Sz, r: u8, v: u32) {
+    match sz {
+        Sz::B if r >= 4 => {
+            let x = &mut regs[usize::from(r - 4)];
+            *x = (*x & !0xFF00) | ((v & 0xFF) << 8);
+        }
+        _ => {
+            let x = &mut regs[usize::from(r)];
+            *x = (*x & !sz.mask()) | (v & sz.mask());
+        }
+    }
+}
+
+/// An r/m operand: a register, or memory somewhere in the data region with its address
+/// registers set (registers in `keep` are left alone). Returns the operand and, for memory,
+/// the region offset.
+fn rm_operand(rng: &mut Rng, c: &mut Case, len: u32, keep: &[u8]) -> (Rm, Option<u32>) {
+    if rng.chance(1, 2) {
+        (Rm::Reg(rng.below(8) as u8), None)
+    } else {
+        let off = data_offset(rng, len);
+        (Rm::Mem(mem_at(rng, &mut c.regs, off, keep)), Some(off))
+    }
+}
+
+/// The little-endian value of `len` bytes at `off` in the case's initial data region.
+fn mem_value(c: &Case, off: u32, len: u32) -> u64 {
+    let region = fill_region(c.mem_seed, c.mem_style, DATA_SIZE);
+    let mut b = [0u8; 8];
+    b[..len as usize].copy_from_slice(&region[off as usize..(off + len) as usize]);
+    u64::from_le_bytes(b)
+}
+
+/// The value an r/m operand holds before the instruction.
+fn rm_value(c: &Case, sz: Sz, rm: Rm, off: Option<u32>) -> u32 {
+    match (rm, off) {
+        (Rm::Reg(r), _) => get_reg(&c.regs, sz, r),
+        (Rm::Mem(_), Some(o)) => mem_value(c, o, sz.bytes()) as u32,
+        (Rm::Mem(_), None) => 0,
+    }
+}
+
+fn maybe_lock(rng: &mut Rng, code: &mut Vec<u8>, rm: Rm) {
+    if matches!(rm, Rm::Mem(_)) && rng.chance(1, 6) {
+        code.push(0xF0);
+    }
+}
+
+/// A shift/rotate count: mostly the interesting small ones, sometimes any byte.
+fn shift_count(rng: &mut Rng) -> u8 {
+    match rng.below(6) {
+        0 => 1,
+        1 => rng.u32() as u8,
+        2 => rng.pick(&[0, 8, 9, 16, 17, 31, 32, 33]),
+        _ => rng.below(34) as u8,
+    }
+}
+
+/// ADD OR ADC SBB AND SUB XOR CMP and TEST in every encoding form, 8/16/32-bit.
+fn alu(rng: &mut Rng) -> Case {
+    let mut c = base(rng);
+    let op = rng.below(9) as u8; // 8 = TEST
+    let sz = any_size(rng);
+    let mut code = Vec::new();
+    let form = rng.below(5);
+    let (rm, _) = rm_operand(rng, &mut c, sz.bytes(), &[]);
+    let reg = rng.below(8) as u8;
+    let immv = rng.interesting();
+    if matches!(form, 0 | 3) && op != 7 && op != 8 {
+        maybe_lock(rng, &mut code, rm);
+    }
+    prefix(&mut code, sz);
+    match (form, op) {
+        (0 | 1, 8) => {
+            code.push(0x84 | sz.w());
+            modrm(&mut code, reg, rm);
+        }
+        (0, _) => {
+            code.push(op * 8 + sz.w());
+            modrm(&mut code, reg, rm);
+        }
+        (1, _) => {
+            code.push(op * 8 + 2 + sz.w());
+            modrm(&mut code, reg, rm);
+        }
+        (2, 8) => {
+            code.push(0xA8 | sz.w());
+            imm(&mut code, sz.bytes(), immv);
+        }
+        (2, _) => {
+            code.push(op * 8 + 4 + sz.w());
+            imm(&mut code, sz.bytes(), immv);
+        }
+        (3, 8) => {
+            code.push(0xF6 | sz.w());
+            modrm(&mut code, 0, rm);
+            imm(&mut code, sz.bytes(), immv);
+        }
+        (_, 8) => {
+            // TEST has no sign-extended form: TEST r/m, imm again with an 8-bit operand.
+            code.retain(|&b| b != 0x66);
+            code.push(0xF6);
+            modrm(&mut code, 0, rm);
+            imm(&mut code, 1, immv);
+        }
+        (3, _) => {
+            // 0x82 (an alias of 0x80, invalid in 64-bit mode) now and then.
+            let opc = if sz == Sz::B && rng.chance(1, 8) {
+                0x82
+            } else {
+                0x80 | sz.w()
+            };
+            code.push(opc);
+            modrm(&mut code, op, rm);
+            imm(&mut code, sz.bytes(), immv);
+        }
+        _ => {
+            let opc = if sz == Sz::B { 0x82 } else { 0x83 };
+            code.push(opc);
+            modrm(&mut code, op, rm);
+            imm(&mut code, 1, immv);
+        }
+    }
+    c.code = code;
+    if matches!(op, 1 | 4 | 6 | 8) {
+        c.undef = Undefined::flags(undef::LOGIC);
+    }
+    c
+}
+
+/// INC DEC NEG NOT, register and memory, including the one-byte INC/DEC r forms.
+fn unary(rng: &mut Rng) -> Case {
+    let mut c = base(rng);
+    let sz = any_size(rng);
+    let kind = rng.below(5);
+    let (rm, _) = rm_operand(rng, &mut c, sz.bytes(), &[]);
+    maybe_lock(rng, &mut c.code, rm);
+    let mut code = std::mem::take(&mut c.code);
+    prefix(&mut code, sz);
+    match kind {
+        0 | 1 => {
+            code.push(0xFE | sz.w());
+            modrm(&mut code, kind as u8, rm);
+        }
+        2 | 3 => {
+            code.push(0xF6 | sz.w());
+            modrm(&mut code, kind as u8, rm); // /2 NOT, /3 NEG
+        }
+        _ => {
+            code.retain(|&b| b != 0xF0);
+            let sz = wide_size(rng);
+            code.retain(|&b| b != 0x66);
+            prefix(&mut code, sz);
+            code.push(rng.pick(&[0x40, 0x48]) + rng.below(8) as u8);
+        }
+    }
+    c.code = code;
+    c
+}
+
+/// ROL ROR RCL RCR SHL SHR SAL SAR by 1, CL and imm8, 8/16/32-bit, register and memory.
+fn shift(rng: &mut Rng) -> Case {
+    let mut c = base(rng);
+    let sz = any_size(rng);
+    let op = rng.below(8) as u8;
+    let form = rng.below(3);
+    let count = shift_count(rng);
+    let (rm, _) = rm_operand(rng, &mut c, sz.bytes(), &[ECX]);
+    let mut code = Vec::new();
+    prefix(&mut code, sz);
+    let eff = match form {
+        0 => {
+            code.push(0xD0 | sz.w());
+            modrm(&mut code, op, rm);
+            1
+        }
+        1 => {
+            c.regs[ECX as usize] = (c.regs[ECX as usize] & !0xFF) | u32::from(count);
+            code.push(0xD2 | sz.w());
+            modrm(&mut code, op, rm);
+            count
+        }
+        _ => {
+            code.push(0xC0 | sz.w());
+            modrm(&mut code, op, rm);
+            code.push(count);
+            count
+        }
+    };
+    c.code = code;
+    c.undef = Undefined::flags(undef::shift(ShiftOp::ALL[op as usize], sz.bits(), eff));
+    c
+}
+
+/// SHLD/SHRD with imm8 and CL counts, 16/32-bit, register and memory destinations.
+fn double_shift(rng: &mut Rng) -> Case {
+    let mut c = base(rng);
+    let sz = wide_size(rng);
+    let right = rng.chance(1, 2);
+    let by_cl = rng.chance(1, 2);
+    let mut count = shift_count(rng);
+    let (rm, off) = rm_operand(rng, &mut c, sz.bytes(), &[ECX]);
+    if off.is_some() && u32::from(count & 0x1F) > sz.bits() {
+        // A memory destination with an undefined result cannot be masked: keep it defined.
+        count &= 0x0F;
+    }
+    let reg = rng.below(8) as u8;
+    let mut code = Vec::new();
+    prefix(&mut code, sz);
+    code.push(0x0F);
+    code.push(match (right, by_cl) {
+        (false, false) => 0xA4,
+        (false, true) => 0xA5,
+        (true, false) => 0xAC,
+        (true, true) => 0xAD,
+    });
+    modrm(&mut code, reg, rm);
+    if by_cl {
+        c.regs[ECX as usize] = (c.regs[ECX as usize] & !0xFF) | u32::from(count);
+    } else {
+        code.push(count);
+    }
+    c.code = code;
+    let (flags, dest_undef) = undef::double_shift(sz.bits(), count);
+    c.undef = Undefined::flags(flags);
+    if let (true, Rm::Reg(r)) = (dest_undef, rm) {
+        c.undef.regs[r as usize] = sz.mask();
+    }
+    c
+}
+
+/// MUL/IMUL one-operand (all sizes), IMUL r, r/m and IMUL r, r/m, imm8/imm.
+fn mul(rng: &mut Rng) -> Case {
+    let mut c = base(rng);
+    let mut code = Vec::new();
+    match rng.below(4) {
+        0 | 1 => {
+            let sz = any_size(rng);
+            let (rm, _) = rm_operand(rng, &mut c, sz.bytes(), &[EAX, EDX]);
+            prefix(&mut code, sz);
+            code.push(0xF6 | sz.w());
+            modrm(&mut code, rng.pick(&[4, 5]), rm);
+        }
+        2 => {
+            let sz = wide_size(rng);
+            let (rm, _) = rm_operand(rng, &mut c, sz.bytes(), &[]);
+            prefix(&mut code, sz);
+            code.extend_from_slice(&[0x0F, 0xAF]);
+            modrm(&mut code, rng.below(8) as u8, rm);
+        }
+        _ => {
+            let sz = wide_size(rng);
+            let (rm, _) = rm_operand(rng, &mut c, sz.bytes(), &[]);
+            prefix(&mut code, sz);
+            let short = rng.chance(1, 2);
+            code.push(if short { 0x6B } else { 0x69 });
+            modrm(&mut code, rng.below(8) as u8, rm);
+            imm(
+                &mut code,
+                if short { 1 } else { sz.bytes() },
+                rng.interesting(),
+            );
+        }
+    }
+    c.code = code;
+    c.undef = Undefined::flags(undef::MUL);
+    c
+}
+
+/// DIV/IDIV, 8/16/32-bit; most dividends are built so the quotient fits, the rest are random
+/// (overflow and divide-by-zero #DE).
+fn div(rng: &mut Rng) -> Case {
+    let mut c = base(rng);
+    let sz = any_size(rng);
+    let signed = rng.chance(1, 2);
+    let avoid: &[u8] = if sz == Sz::B { &[0, 4] } else { &[0, 2] };
+    let (rm, off) = if rng.chance(1, 2) {
+        let off = data_offset(rng, sz.bytes());
+        (
+            Rm::Mem(mem_at(rng, &mut c.regs, off, &[EAX, EDX])),
+            Some(off),
+        )
+    } else {
+        let choices: Vec<u8> = (0..8).filter(|r| !avoid.contains(r)).collect();
+        (Rm::Reg(rng.pick(&choices)), None)
+    };
+    if rng.chance(1, 8) {
+        if let Rm::Reg(r) = rm {
+            set_reg(&mut c.regs, sz, r, 0);
+        }
+    }
+    let d = rm_value(&c, sz, rm, off);
+    if rng.chance(7, 10) && d != 0 {
+        let bits = sz.bits();
+        let dividend: u64 = if signed {
+            let ds = i64::from(((d << (32 - bits)) as i32) >> (32 - bits));
+            let qmax = (1i64 << (bits - 1)) - 1;
+            let q = i64::from(rng.u32() as i32) % (qmax + 1);
+            let r = if rng.chance(1, 4) {
+                0
+            } else {
+                i64::from(rng.u32()) % ds.abs()
+            };
+            let r = if (q < 0) != (ds < 0) && q != 0 { -r } else { r };
+            (q * ds + r) as u64
+        } else {
+            let qmax = (1u64 << bits) - 1;
+            let q = u64::from(rng.u32()) & qmax;
+            let r = u64::from(rng.u32()) % u64::from(d);
+            q * u64::from(d) + r
+        };
+        match sz {
+            Sz::B => set_reg(&mut c.regs, Sz::W, EAX, dividend as u32),
+            Sz::W => {
+                set_reg(&mut c.regs, Sz::W, EAX, dividend as u32);
+                set_reg(&mut c.regs, Sz::W, EDX, (dividend >> 16) as u32);
+            }
+            Sz::D => {
+                c.regs[EAX as usize] = dividend as u32;
+                c.regs[EDX as usize] = (dividend >> 32) as u32;
+            }
+        }
+    }
+    let mut code = Vec::new();
+    prefix(&mut code, sz);
+    code.push(0xF6 | sz.w());
+    modrm(&mut code, if signed { 7 } else { 6 }, rm);
+    c.code = code;
+    c.undef = Undefined::flags(undef::DIV);
+    c
+}
+
+/// BT/BTS/BTR/BTC with register and imm8 offsets, register and memory bases; memory forms
+/// with register offsets reach bytes far from the base address (both signs).
+fn bit_test(rng: &mut Rng) -> Case {
+    let mut c = base(rng);
+    let sz = wide_size(rng);
+    let op = rng.below(4) as u8; // BT BTS BTR BTC
+    let by_imm = rng.chance(1, 3);
+    let offreg = rng.below(8) as u8;
+    let mem = rng.chance(1, 2);
+    let mut code = Vec::new();
+    let rm = if mem {
+        let ea = rng.range(0x800, 0x1800 - 4);
+        let m = mem_at(rng, &mut c.regs, ea, &[offreg]);
+        if !by_imm {
+            let lo = -((ea as i32 - 4) * 8);
+            let hi = (DATA_SIZE as i32 - ea as i32 - 8) * 8;
+            let (lo, hi) = if sz == Sz::W {
+                (lo.max(-32768), hi.min(32767))
+            } else {
+                (lo, hi)
+            };
+            let v = lo + rng.below((hi - lo) as u32) as i32;
+            set_reg(&mut c.regs, sz, offreg, v as u32);
+        }
+        let rm = Rm::Mem(m);
+        if op != 0 {
+            maybe_lock(rng, &mut code, rm);
+        }
+        rm
+    } else {
+        Rm::Reg(rng.below(8) as u8)
+    };
+    prefix(&mut code, sz);
+    code.push(0x0F);
+    if by_imm {
+        code.push(0xBA);
+        modrm(&mut code, 4 + op, rm);
+        code.push(rng.u32() as u8);
+    } else {
+        code.push([0xA3, 0xAB, 0xB3, 0xBB][op as usize]);
+        modrm(&mut code, offreg, rm);
+    }
+    c.code = code;
+    c.undef = Undefined::flags(undef::BIT_TEST);
+    c
+}
+
+/// BSF/BSR, 16/32-bit, register and memory sources, including zero sources.
+fn bit_scan(rng: &mut Rng) -> Case {
+    let mut c = base(rng);
+    let sz = wide_size(rng);
+    let (rm, off) = rm_operand(rng, &mut c, sz.bytes(), &[]);
+    let dst = rng.below(8) as u8;
+    if let Rm::Reg(r) = rm {
+        if rng.chance(1, 4) {
+            set_reg(&mut c.regs, sz, r, 0);
+        } else if rng.chance(1, 3) {
+            set_reg(&mut c.regs, sz, r, 1 << rng.below(sz.bits()));
+        }
+    }
+    let src = rm_value(&c, sz, rm, off);
+    let mut code = Vec::new();
+    prefix(&mut code, sz);
+    code.extend_from_slice(&[0x0F, rng.pick(&[0xBC, 0xBD])]);
+    modrm(&mut code, dst, rm);
+    c.code = code;
+    let (flags, dest_undef) = undef::bit_scan(src == 0);
+    c.undef = Undefined::flags(flags);
+    if dest_undef {
+        c.undef.regs[dst as usize] = sz.mask();
+    }
+    c
+}
+
+/// BSWAP r32.
+fn bswap(rng: &mut Rng) -> Case {
+    let mut c = base(rng);
+    c.code = vec![0x0F, 0xC8 + rng.below(8) as u8];
+    c
+}
+
+/// XADD and CMPXCHG (equal and unequal comparisons), 8/16/32-bit, register and memory.
+fn xadd_cmpxchg(rng: &mut Rng) -> Case {
+    let mut c = base(rng);
+    let sz = any_size(rng);
+    let xadd = rng.chance(1, 2);
+    let (rm, off) = rm_operand(rng, &mut c, sz.bytes(), &[EAX]);
+    let reg = rng.below(8) as u8;
+    if !xadd && rng.chance(1, 2) {
+        let v = rm_value(&c, sz, rm, off);
+        set_reg(&mut c.regs, sz, EAX, v);
+    }
+    let mut code = Vec::new();
+    maybe_lock(rng, &mut code, rm);
+    prefix(&mut code, sz);
+    code.extend_from_slice(&[0x0F, if xadd { 0xC0 } else { 0xB0 } | sz.w()]);
+    modrm(&mut code, reg, rm);
+    c.code = code;
+    c
+}
+
+/// CMPXCHG8B m64, equal and unequal.
+fn cmpxchg8b(rng: &mut Rng) -> Case {
+    let mut c = base(rng);
+    let off = data_offset(rng, 8);
+    let m = mem_at(rng, &mut c.regs, off, &[EAX, EDX, ECX, EBX]);
+    if rng.chance(1, 2) {
+        let v = mem_value(&c, off, 8);
+        c.regs[EAX as usize] = v as u32;
+        c.regs[EDX as usize] = (v >> 32) as u32;
+        if rng.chance(1, 4) {
+            c.regs[EDX as usize] ^= 1 << rng.below(32);
+        }
+    }
+    let mut code = Vec::new();
+    if rng.chance(1, 4) {
+        code.push(0xF0);
+    }
+    code.extend_from_slice(&[0x0F, 0xC7]);
+    modrm(&mut code, 1, Rm::Mem(m));
+    c.code = code;
+    c
+}
+
+/// CMOVcc r, r/m (16/32) and SETcc r/m8 for all 16 conditions.
+fn cmov_setcc(rng: &mut Rng) -> Case {
+    let mut c = base(rng);
+    let cc = rng.below(16) as u8;
+    let mut code = Vec::new();
+    if rng.chance(1, 2) {
+        let sz = wide_size(rng);
+        let (rm, _) = rm_operand(rng, &mut c, sz.bytes(), &[]);
+        prefix(&mut code, sz);
+        code.extend_from_slice(&[0x0F, 0x40 + cc]);
+        modrm(&mut code, rng.below(8) as u8, rm);
+    } else {
+        let (rm, _) = rm_operand(rng, &mut c, 1, &[]);
+        code.extend_from_slice(&[0x0F, 0x90 + cc]);
+        // The reg field is ignored; mostly 0.
+        let reg = if rng.chance(1, 4) {
+            rng.below(8) as u8
+        } else {
+            0
+        };
+        modrm(&mut code, reg, rm);
+    }
+    c.code = code;
+    c
+}
+
+/// MOVZX/MOVSX from 8 and 16 bits into 16/32-bit registers.
+fn movzx_movsx(rng: &mut Rng) -> Case {
+    let mut c = base(rng);
+    let from16 = rng.chance(1, 2);
+    let sz = if from16 && rng.chance(3, 4) {
+        Sz::D
+    } else {
+        wide_size(rng)
+    };
+    let (rm, _) = rm_operand(rng, &mut c, if from16 { 2 } else { 1 }, &[]);
+    let mut code = Vec::new();
+    prefix(&mut code, sz);
+    let sign = rng.chance(1, 2);
+    code.extend_from_slice(&[
+        0x0F,
+        match (sign, from16) {
+            (false, false) => 0xB6,
+            (false, true) => 0xB7,
+            (true, false) => 0xBE,
+            (true, true) => 0xBF,
+        },
+    ]);
+    modrm(&mut code, rng.below(8) as u8, rm);
+    c.code = code;
+    c
+}
+
+/// LEA with every 32-bit addressing form and random register values (wrapping sums), into
+/// 16- and 32-bit destinations.
+fn lea(rng: &mut Rng) -> Case {
+    let mut c = base(rng);
+    let sz = wide_size(rng);
+    let base_reg = if rng.chance(4, 5) {
+        Some(rng.below(8) as u8)
+    } else {
+        None
+    };
+    let index = if rng.chance(2, 3) {
+        Some(rng.pick(&[EAX, ECX, EDX, EBX, EBP, ESI, EDI]))
+    } else {
+        None
+    };
+    let m = Mem {
+        base: base_reg,
+        index,
+        scale: rng.below(4) as u8,
+        disp: match rng.below(3) {
+            0 => 0,
+            1 => rng.below(256) as i32 - 128,
+            _ => rng.u32() as i32,
+        },
+        disp32: rng.chance(1, 4),
+    };
+    let mut code = Vec::new();
+    prefix(&mut code, sz);
+    code.push(0x8D);
+    modrm(&mut code, rng.below(8) as u8, Rm::Mem(m));
+    c.code = code;
+    c
+}
+
+/// CBW, CWDE, CWD, CDQ.
+fn convert(rng: &mut Rng) -> Case {
+    let mut c = base(rng);
+    let op = rng.pick(&[0x98u8, 0x99]);
+    if rng.chance(1, 2) {
+        c.code.push(0x66);
+    }
+    c.code.push(op);
+    c
+}
+
+/// LAHF, SAHF, CLC, STC, CMC, CLD, STD in short sequences.
+fn flag_ops(rng: &mut Rng) -> Case {
+    let mut c = base(rng);
+    let n = rng.range(1, 4);
+    for _ in 0..n {
+        c.code
+            .push(rng.pick(&[0x9E, 0x9F, 0xF5, 0xF8, 0xF9, 0xFC, 0xFD]));
+    }
+    c
+}
+
+/// MOV in its register, memory, immediate and moffs forms; XCHG r/m and XCHG eAX, r.
+fn mov_xchg(rng: &mut Rng) -> Case {
+    let mut c = base(rng);
+    let sz = any_size(rng);
+    let mut code = Vec::new();
+    let reg = rng.below(8) as u8;
+    match rng.below(6) {
+        0 => {
+            let (rm, _) = rm_operand(rng, &mut c, sz.bytes(), &[]);
+            maybe_lock(rng, &mut code, rm);
+            prefix(&mut code, sz);
+            code.push(0x86 | sz.w());
+            modrm(&mut code, reg, rm);
+        }
+        1 => {
+            let sz = wide_size(rng);
+            prefix(&mut code, sz);
+            code.push(0x91 + rng.below(7) as u8);
+        }
+        2 => {
+            let (rm, _) = rm_operand(rng, &mut c, sz.bytes(), &[]);
+            prefix(&mut code, sz);
+            code.push(rng.pick(&[0x88, 0x8A]) | sz.w());
+            modrm(&mut code, reg, rm);
+        }
+        3 => {
+            let (rm, _) = rm_operand(rng, &mut c, sz.bytes(), &[]);
+            prefix(&mut code, sz);
+            code.push(0xC6 | sz.w());
+            modrm(&mut code, 0, rm);
+            imm(&mut code, sz.bytes(), rng.interesting());
+        }
+        4 => {
+            prefix(&mut code, sz);
+            code.push(if sz == Sz::B { 0xB0 } else { 0xB8 } + reg);
+            imm(&mut code, sz.bytes(), rng.interesting());
+        }
+        _ => {
+            // moffs: absolute 32-bit offset (a different length in 64-bit mode).
+            let off = data_offset(rng, sz.bytes());
+            prefix(&mut code, sz);
+            code.push(rng.pick(&[0xA0, 0xA2]) | sz.w());
+            imm(&mut code, 4, DATA_BASE as u32 + off);
+        }
+    }
+    c.code = code;
+    c
+}
+
+/// MOVS STOS LODS SCAS CMPS (8/16/32), with and without REP/REPE/REPNE, DF clear and set,
+/// segment overrides on the source; every access stays in the data region.
+fn string(rng: &mut Rng) -> Case {
+    let mut c = base(rng);
+    let sz = any_size(rng);
+    let op = rng.below(5); // MOVS STOS LODS SCAS CMPS
+    let compare = op >= 3;
+    let rep: Option<u8> = match rng.below(3) {
+        0 => None,
+        1 => Some(0xF3),
+        _ => Some(if compare { 0xF2 } else { 0xF3 }),
+    };
+    let df = rng.chance(1, 2);
+    c.eflags = (c.eflags & !0x400) | if df { 0x400 } else { 0 };
+    let count = if rep.is_some() {
+        if rng.chance(1, 8) {
+            0
+        } else {
+            rng.range(1, 48)
+        }
+    } else {
+        1
+    };
+    if rep.is_some() {
+        c.regs[ECX as usize] = count;
+    }
+    if compare && rng.chance(1, 2) {
+        c.mem_style = 1;
+        c.regs[EAX as usize] = rng.u32() & 0x0101_0101;
+    }
+    let span = count.max(1) * sz.bytes();
+    let place = |rng: &mut Rng| -> u32 {
+        let off = if df {
+            rng.range(span - sz.bytes(), DATA_SIZE as u32 - sz.bytes())
+        } else {
+            rng.below(DATA_SIZE as u32 - span + 1)
+        };
+        DATA_BASE as u32 + off
+    };
+    c.regs[ESI as usize] = place(rng);
+    c.regs[EDI as usize] = place(rng);
+    let mut code = Vec::new();
+    let reads_source = matches!(op, 0 | 2 | 4);
+    if reads_source && rng.chance(1, 5) {
+        code.push(rng.pick(&[0x26, 0x2E, 0x36, 0x3E]));
+    }
+    if let Some(p) = rep {
+        code.push(p);
+    }
+    prefix(&mut code, sz);
+    code.push([0xA4, 0xAA, 0xAC, 0xAE, 0xA6][op as usize] | sz.w());
+    c.code = code;
+    c
+}
+
+/// PUSH/POP of registers, immediates and memory (including [ESP+disp], whose address POP
+/// computes after incrementing ESP), PUSHF/POPF, PUSHA/POPA, 16- and 32-bit, in sequences.
+/// 32-bit compatibility mode only (the operand sizes differ in 64-bit mode).
+fn push_pop(rng: &mut Rng) -> Case {
+    let mut c = base(rng);
+    c.allow_64 = false;
+    c.regs[ESP as usize] = DATA_BASE as u32 + rng.range(0x1100, 0x1F00);
+    let n = rng.range(1, 4);
+    let mut code = Vec::new();
+    for i in 0..n {
+        let sz = if rng.chance(1, 4) { Sz::W } else { Sz::D };
+        let last = i + 1 == n;
+        prefix(&mut code, sz);
+        match rng.below(9) {
+            0 => code.push(0x50 + rng.below(8) as u8),
+            // POP ESP would move the stack outside the data region (host #PF, interpreter RAM).
+            1 => code.push(0x58 + rng.pick(&[EAX, ECX, EDX, EBX, EBP, ESI, EDI])),
+            2 => {
+                code.push(0x6A);
+                code.push(rng.u32() as u8);
+            }
+            3 => {
+                code.push(0x68);
+                imm(&mut code, sz.bytes(), rng.interesting());
+            }
+            4 | 5 => {
+                let push = rng.chance(1, 2);
+                code.push(if push { 0xFF } else { 0x8F });
+                let m = if rng.chance(1, 2) {
+                    Mem {
+                        base: Some(ESP),
+                        index: None,
+                        scale: 0,
+                        disp: rng.below(64) as i32 - 32,
+                        disp32: false,
+                    }
+                } else {
+                    Mem {
+                        base: None,
+                        index: None,
+                        scale: 0,
+                        disp: DATA_BASE as i32 + rng.below(0x1000) as i32,
+                        disp32: true,
+                    }
+                };
+                modrm(&mut code, if push { 6 } else { 0 }, Rm::Mem(m));
+            }
+            6 => code.push(0x9C),
+            7 => {
+                // PUSH imm; POPF. TF stays clear (no single-step trap); AC only on the last
+                // one (the host runs with CR0.AM=1, the interpreter case with AM=0).
+                let mut v = rng.u32() & !(1 << 8);
+                if !last {
+                    v &= !(1 << 18);
+                }
+                code.push(0x68);
+                imm(&mut code, sz.bytes(), v);
+                prefix(&mut code, sz);
+                code.push(0x9D);
+            }
+            _ => code.push(if rng.chance(1, 2) { 0x60 } else { 0x61 }),
+        }
+    }
+    c.code = code;
+    c
+}
+
+/// ENTER with nesting levels 0–31 (and masked larger ones), LEAVE, 16- and 32-bit, alone and
+/// as ENTER; LEAVE pairs. 32-bit compatibility mode only.
+fn enter_leave(rng: &mut Rng) -> Case {
+    let mut c = base(rng);
+    c.allow_64 = false;
+    c.regs[ESP as usize] = DATA_BASE as u32 + rng.range(0x1400, 0x1F00);
+    c.regs[EBP as usize] = DATA_BASE as u32 + rng.range(0x200, 0x1FF0);
+    let mut code = Vec::new();
+    let enter = |rng: &mut Rng, code: &mut Vec<u8>| {
+        if rng.chance(1, 4) {
+            code.push(0x66);
+        }
+        code.push(0xC8);
+        imm(code, 2, rng.below(0x200));
+        code.push(match rng.below(8) {
+            0 => rng.range(7, 31) as u8,
+            1 => rng.range(32, 36) as u8,
+            _ => rng.below(7) as u8,
+        });
+    };
+    let leave = |rng: &mut Rng, code: &mut Vec<u8>| {
+        if rng.chance(1, 4) {
+            code.push(0x66);
+        }
+        code.push(0xC9);
+    };
+    match rng.below(3) {
+        0 => enter(rng, &mut code),
+        1 => {
+            c.regs[EBP as usize] = DATA_BASE as u32 + rng.range(0x1000, 0x1FF0);
+            leave(rng, &mut code);
+        }
+        _ => {
+            enter(rng, &mut code);
+            leave(rng, &mut code);
+        }
+    }
+    c.code = code;
+    c
+}
+
+/// DAA DAS AAA AAS AAM AAD (including AAM 0 → #DE). 32-bit compatibility mode only (invalid
+/// in 64-bit mode).
+fn bcd(rng: &mut Rng) -> Case {
+    let mut c = base(rng);
+    c.allow_64 = false;
+    let mut code = Vec::new();
+    let flags = match rng.below(6) {
+        0 => {
+            code.push(0x27);
+            undef::DAA_DAS
+        }
+        1 => {
+            code.push(0x2F);
+            undef::DAA_DAS
+        }
+        2 => {
+            code.push(0x37);
+            undef::AAA_AAS
+        }
+        3 => {
+            code.push(0x3F);
+            undef::AAA_AAS
+        }
+        k => {
+            code.push(if k == 4 { 0xD4 } else { 0xD5 });
+            code.push(match rng.below(4) {
+                0 => rng.u32() as u8,
+                1 if k == 4 => 0,
+                _ => 10,
+            });
+            undef::AAM_AAD
+        }
+    };
+    c.code = code;
+    c.undef = Undefined::flags(flags);
+    c
+}
+
+/// Flags read by condition code `cc` (SDM Vol. 1 Appendix B).
+fn cc_reads(cc: u8) -> u32 {
+    use undef::{CF, OF, PF, SF, ZF};
+    match cc >> 1 {
+        0 => OF,
+        1 => CF,
+        2 => ZF,
+        3 => CF | ZF,
+        4 => SF,
+        5 => PF,
+        6 => SF | OF,
+        _ => ZF | SF | OF,
+    }
+}
+
+/// Random register-only sequences of 2–8 flag producers and consumers (the lazy-flags
+/// workout): ALU ops, INC/DEC (CF preserved), NEG/NOT, 1-bit shifts and rotates, ADC/SBB,
+/// SETcc/CMOVcc, LAHF/SAHF, CLC/STC/CMC, MUL/IMUL, BT, MOV, XCHG. A consumer is only chosen
+/// when every flag it reads is defined at that point, so the final state is well defined
+/// except for the flags left undefined at the end.
+fn sequence(rng: &mut Rng) -> Case {
+    use undef::{AF, CF, OF, STATUS};
+    let mut c = base(rng);
+    let n = rng.range(2, 8);
+    let mut undefined = 0u32;
+    let mut code = Vec::new();
+    let mut emitted = 0;
+    while emitted < n {
+        let mut ins = Vec::new();
+        let (reads, defines, undefines): (u32, u32, u32);
+        match rng.below(12) {
+            0 | 1 => {
+                let op = rng.below(8) as u8;
+                let sz = any_size(rng);
+                prefix(&mut ins, sz);
+                ins.push(op * 8 + rng.pick(&[0, 2]) + sz.w());
+                modrm(&mut ins, rng.below(8) as u8, Rm::Reg(rng.below(8) as u8));
+                reads = if matches!(op, 2 | 3) { CF } else { 0 };
+                let logic = matches!(op, 1 | 4 | 6);
+                defines = if logic { STATUS & !AF } else { STATUS };
+                undefines = if logic { AF } else { 0 };
+            }
+            2 => {
+                let sz = any_size(rng);
+                prefix(&mut ins, sz);
+                // FE/FF /0 INC, /1 DEC (CF kept); F6/F7 /2 NOT (no flags), /3 NEG.
+                let digit = rng.below(4) as u8;
+                ins.push(if digit < 2 { 0xFE } else { 0xF6 } | sz.w());
+                modrm(&mut ins, digit, Rm::Reg(rng.below(8) as u8));
+                (reads, defines, undefines) = match digit {
+                    0 | 1 => (0, STATUS & !CF, 0),
+                    2 => (0, 0, 0),
+                    _ => (0, STATUS, 0),
+                };
+            }
+            3 => {
+                let sz = any_size(rng);
+                prefix(&mut ins, sz);
+                ins.push(0xD0 | sz.w());
+                let op = rng.pick(&[0u8, 1, 2, 3, 4, 5, 7]);
+                modrm(&mut ins, op, Rm::Reg(rng.below(8) as u8));
+                (reads, defines, undefines) = match op {
+                    0 | 1 => (0, CF | OF, 0),
+                    2 | 3 => (CF, CF | OF, 0),
+                    _ => (0, STATUS & !AF, AF),
+                };
+            }
+            4 => {
+                let cc = rng.below(16) as u8;
+                if rng.chance(1, 2) {
+                    ins.extend_from_slice(&[0x0F, 0x90 + cc]);
+                    modrm(&mut ins, 0, Rm::Reg(rng.below(8) as u8));
+                } else {
+                    let sz = wide_size(rng);
+                    prefix(&mut ins, sz);
+                    ins.extend_from_slice(&[0x0F, 0x40 + cc]);
+                    modrm(&mut ins, rng.below(8) as u8, Rm::Reg(rng.below(8) as u8));
+                }
+                (reads, defines, undefines) = (cc_reads(cc), 0, 0);
+            }
+            5 => {
+                ins.push(0x9F); // LAHF
+                (reads, defines, undefines) = (STATUS & !OF, 0, 0);
+            }
+            6 => {
+                ins.push(0x9E); // SAHF
+                (reads, defines, undefines) = (0, STATUS & !OF, 0);
+            }
+            7 => {
+                let op = rng.pick(&[0xF5u8, 0xF8, 0xF9]);
+                ins.push(op);
+                (reads, defines, undefines) = (if op == 0xF5 { CF } else { 0 }, CF, 0);
+            }
+            8 => {
+                let sz = any_size(rng);
+                prefix(&mut ins, sz);
+                ins.push(0xF6 | sz.w());
+                modrm(&mut ins, rng.pick(&[4, 5]), Rm::Reg(rng.below(8) as u8));
+                (reads, defines, undefines) = (0, CF | OF, undef::MUL);
+            }
+            9 => {
+                let sz = wide_size(rng);
+                prefix(&mut ins, sz);
+                ins.extend_from_slice(&[0x0F, 0xA3]);
+                modrm(&mut ins, rng.below(8) as u8, Rm::Reg(rng.below(8) as u8));
+                (reads, defines, undefines) = (0, CF, undef::BIT_TEST);
+            }
+            10 => {
+                let sz = any_size(rng);
+                prefix(&mut ins, sz);
+                ins.push(rng.pick(&[0x88, 0x86]) | sz.w());
+                modrm(&mut ins, rng.below(8) as u8, Rm::Reg(rng.below(8) as u8));
+                (reads, defines, undefines) = (0, 0, 0);
+            }
+            _ => {
+                let sz = any_size(rng);
+                prefix(&mut ins, sz);
+                let op = rng.pick(&[2u8, 3]); // ADC, SBB with an immediate
+                ins.push(0x80 | sz.w());
+                modrm(&mut ins, op, Rm::Reg(rng.below(8) as u8));
+                imm(&mut ins, sz.bytes(), rng.interesting());
+                (reads, defines, undefines) = (CF, STATUS, 0);
+            }
+        }
+        if reads & undefined != 0 {
+            continue;
+        }
+        undefined = (undefined & !defines) | undefines;
+        code.extend_from_slice(&ins);
+        emitted += 1;
+    }
+    c.code = code;
+    c.undef = Undefined::flags(undefined);
+    c
+}

@@ -1,0 +1,228 @@
+/*
+ * Native side of the host-CPU differential test (cpu-interp/tests/host_differential.rs).
+ *
+ * Runs one instruction sequence per input line on the host CPU, either in 64-bit mode or in
+ * 32-bit compatibility mode (far jump to the Linux x86-64 user code selector __USER32_CS = 0x23),
+ * and prints the registers, RFLAGS, the exception vector that ended the run and every byte of
+ * the data region that changed.
+ *
+ * The sequence runs from CODE_BASE and must end with INT3: the #BP (or any fault before it)
+ * arrives as a signal on an alternate stack, whose handler copies the register state out of the
+ * signal context (REG_TRAPNO is the hardware vector) and siglongjmp()s back to the loop. Code
+ * and data sit below 4 GiB at fixed addresses so 32-bit code reaches them and the interpreter
+ * can use the same linear addresses.
+ *
+ * Input line (hex fields): mode(32|64) code eax ecx edx ebx esp ebp esi edi eflags memseed style
+ * Output line (hex fields): vector errcode rip-CODE_BASE eax ecx edx ebx esp ebp esi edi eflags
+ *                           nchanged [offset:value ...]
+ * The data region (DATA_SIZE bytes at DATA_BASE) is filled from memseed with splitmix64; style 1
+ * keeps only bit 0 of each byte (so string compares find equal bytes).
+ */
+#define _GNU_SOURCE
+#include <setjmp.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <ucontext.h>
+#include <unistd.h>
+
+#define CODE_BASE 0x00310000UL
+#define CODE_SIZE 0x1000UL
+#define DATA_BASE 0x00320000UL
+#define DATA_SIZE 0x2000UL
+#define USER32_CS 0x23
+#define USER_DS 0x2b
+
+/* Layout known to the assembly below. */
+struct guest {
+    uint64_t gpr[8];   /* 0: rax rcx rdx rbx rsp rbp rsi rdi */
+    uint64_t rflags;   /* 64 */
+    uint64_t target;   /* 72: 64-bit entry */
+    uint32_t far_off;  /* 80: m16:32 far pointer for the compatibility-mode entry */
+    uint16_t far_sel;  /* 84 */
+};
+
+struct result {
+    uint64_t gpr[8];
+    uint64_t rflags, rip, trapno, err;
+    int sig;
+};
+
+void enter64(struct guest *g) __attribute__((noreturn));
+void enter32(struct guest *g) __attribute__((noreturn));
+
+__asm__(
+    ".text\n"
+    ".globl enter64\n"
+    "enter64:\n"
+    "  mov %rdi, %r11\n"
+    "  pushq 64(%r11)\n"
+    "  popfq\n"
+    "  mov 0(%r11), %rax\n"
+    "  mov 8(%r11), %rcx\n"
+    "  mov 16(%r11), %rdx\n"
+    "  mov 24(%r11), %rbx\n"
+    "  mov 40(%r11), %rbp\n"
+    "  mov 48(%r11), %rsi\n"
+    "  mov 56(%r11), %rdi\n"
+    "  mov 32(%r11), %rsp\n"
+    "  jmp *72(%r11)\n"
+    ".globl enter32\n"
+    "enter32:\n"
+    "  mov %rdi, %r11\n"
+    "  mov $0x2b, %eax\n"
+    "  mov %eax, %ds\n"
+    "  mov %eax, %es\n"
+    "  pushq 64(%r11)\n"
+    "  popfq\n"
+    "  mov 0(%r11), %rax\n"
+    "  mov 8(%r11), %rcx\n"
+    "  mov 16(%r11), %rdx\n"
+    "  mov 24(%r11), %rbx\n"
+    "  mov 40(%r11), %rbp\n"
+    "  mov 48(%r11), %rsi\n"
+    "  mov 56(%r11), %rdi\n"
+    "  mov 32(%r11), %rsp\n"
+    "  ljmpl *80(%r11)\n");
+
+static sigjmp_buf back;
+static struct guest g;
+static struct result res;
+static unsigned char initmem[DATA_SIZE];
+
+static void on_signal(int sig, siginfo_t *si, void *ucv) {
+    /* The sequence may have set EFLAGS.AC; Linux runs user code with CR0.AM=1, so clear it
+     * before any C code can make a misaligned access. */
+    __asm__ volatile("pushfq\n andq $~0x40000, (%%rsp)\n popfq" ::: "memory", "cc");
+    (void)si;
+    ucontext_t *uc = ucv;
+    greg_t *r = uc->uc_mcontext.gregs;
+    res.gpr[0] = r[REG_RAX];
+    res.gpr[1] = r[REG_RCX];
+    res.gpr[2] = r[REG_RDX];
+    res.gpr[3] = r[REG_RBX];
+    res.gpr[4] = r[REG_RSP];
+    res.gpr[5] = r[REG_RBP];
+    res.gpr[6] = r[REG_RSI];
+    res.gpr[7] = r[REG_RDI];
+    res.rflags = r[REG_EFL];
+    res.rip = r[REG_RIP];
+    res.trapno = r[REG_TRAPNO];
+    res.err = r[REG_ERR];
+    res.sig = sig;
+    siglongjmp(back, 1);
+}
+
+static void fill(uint64_t seed, unsigned style) {
+    uint64_t s = seed;
+    for (size_t i = 0; i < DATA_SIZE; i += 8) {
+        s += 0x9E3779B97F4A7C15ULL;
+        uint64_t z = s;
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+        z ^= z >> 31;
+        for (int b = 0; b < 8; b++) {
+            unsigned char v = (unsigned char)(z >> (8 * b));
+            initmem[i + b] = style == 1 ? (v & 1) : v;
+        }
+    }
+}
+
+static int hexval(int c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+int main(void) {
+    void *code = mmap((void *)CODE_BASE, CODE_SIZE, PROT_READ | PROT_WRITE | PROT_EXEC,
+                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+    void *data = mmap((void *)DATA_BASE, DATA_SIZE, PROT_READ | PROT_WRITE,
+                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+    if (code != (void *)CODE_BASE || data != (void *)DATA_BASE) {
+        fprintf(stderr, "runner: cannot map code/data at %#lx/%#lx\n", CODE_BASE, DATA_BASE);
+        return 2;
+    }
+    stack_t ss = {.ss_sp = malloc(1 << 16), .ss_size = 1 << 16, .ss_flags = 0};
+    if (!ss.ss_sp || sigaltstack(&ss, NULL) != 0) {
+        perror("runner: sigaltstack");
+        return 2;
+    }
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = on_signal;
+    sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
+    sigemptyset(&sa.sa_mask);
+    int sigs[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP};
+    for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++) {
+        if (sigaction(sigs[i], &sa, NULL) != 0) {
+            perror("runner: sigaction");
+            return 2;
+        }
+    }
+
+    char *line = NULL;
+    size_t cap = 0;
+    unsigned long n = 0;
+    while (getline(&line, &cap, stdin) > 0) {
+        if ((n++ & 1023) == 0) alarm(20); /* a hung case kills the batch instead of the test */
+        char codehex[4096];
+        unsigned mode, style;
+        unsigned long long regs[8], fl, seed;
+        int k = sscanf(line, "%x %4095s %llx %llx %llx %llx %llx %llx %llx %llx %llx %llx %x",
+                       &mode, codehex, &regs[0], &regs[1], &regs[2], &regs[3], &regs[4],
+                       &regs[5], &regs[6], &regs[7], &fl, &seed, &style);
+        if (k != 13 || (mode != 0x32 && mode != 0x64)) {
+            fprintf(stderr, "runner: bad input line %lu\n", n);
+            return 2;
+        }
+        size_t len = strlen(codehex) / 2;
+        if (len == 0 || len > CODE_SIZE) {
+            fprintf(stderr, "runner: bad code length on line %lu\n", n);
+            return 2;
+        }
+        unsigned char *cp = code;
+        for (size_t i = 0; i < len; i++) {
+            int hi = hexval(codehex[2 * i]), lo = hexval(codehex[2 * i + 1]);
+            if (hi < 0 || lo < 0) {
+                fprintf(stderr, "runner: bad code hex on line %lu\n", n);
+                return 2;
+            }
+            cp[i] = (unsigned char)(hi << 4 | lo);
+        }
+        /* Anything running past the sequence hits INT3 as well. */
+        memset(cp + len, 0xCC, 16);
+        fill(seed, style);
+        memcpy(data, initmem, DATA_SIZE);
+        for (int i = 0; i < 8; i++) g.gpr[i] = (uint32_t)regs[i];
+        /* Only the status flags and DF are taken from the input; TF/AC/ID stay clear. */
+        g.rflags = 0x202 | (fl & 0x0CD5);
+        g.target = CODE_BASE;
+        g.far_off = (uint32_t)CODE_BASE;
+        g.far_sel = USER32_CS;
+        memset(&res, 0, sizeof res);
+        if (sigsetjmp(back, 1) == 0) {
+            if (mode == 0x64)
+                enter64(&g);
+            else
+                enter32(&g);
+        }
+        printf("%llx %llx %llx", (unsigned long long)res.trapno, (unsigned long long)res.err,
+               (unsigned long long)(res.rip - CODE_BASE));
+        for (int i = 0; i < 8; i++) printf(" %llx", (unsigned long long)(uint32_t)res.gpr[i]);
+        printf(" %llx", (unsigned long long)res.rflags);
+        const unsigned char *now = data;
+        unsigned changed = 0;
+        for (size_t i = 0; i < DATA_SIZE; i++) changed += now[i] != initmem[i];
+        printf(" %x", changed);
+        for (size_t i = 0; i < DATA_SIZE; i++)
+            if (now[i] != initmem[i]) printf(" %zx:%x", i, now[i]);
+        printf("\n");
+    }
+    free(line);
+    return 0;
+}
