@@ -32,5 +32,5 @@ pub enum Error {
     },
 }
 
-/// Result with the devices [`Error`].
+/// Result with the devices [`enum@Error`].
 pub type Result<T> = std::result::Result<T, Error>;

@@ -13,6 +13,25 @@
 //! - [`i8042`]: the keyboard controller with a PS/2 keyboard.
 //! - [`port92`], [`post`], [`debugcon`], [`debug_exit`], [`reset_control`]: small ISA ports.
 //! - [`fw_cfg`]: QEMU's firmware configuration interface.
+//!
+//! Wiring of the core chips (constants in each module):
+//!
+//! | chip | ports | IRQ | also |
+//! |------|-------|-----|------|
+//! | [`Pic8259Pair`] | 0x20–0x21, 0xA0–0xA1, 0x4D0–0x4D1 (one device, three ranges) | — | drives the `IntrPin`; is the board's `InterruptController` |
+//! | [`Pit8254`] | 0x40–0x43 | 0 | `TimerDevice` with its `TimerHandle` |
+//! | [`Port61`] | 0x61 | — | shares the PIT |
+//! | [`Rtc`] | 0x70–0x71 | 8 | `TimerDevice`; NVRAM setters for the firmware |
+//! | [`Uart16550`] | 0x3F8/0x2F8/0x3E8/0x2E8, 8 each | 4/3/4/3 | |
+//! | [`I8042`] | 0x60, 0x64 | 1, 12 | A20 via `GuestMemory`, reset via `SystemRequests` |
+//! | [`FastA20Port`] | 0x92 | — | |
+//! | [`PostCodePort`] | 0x80 | — | |
+//! | [`DebugCon`] | 0x402 (any) | — | |
+//! | [`DebugExit`] | 0xF4, 4 ports (any) | — | |
+//! | [`ResetControl`] | 0xCF9 through the PCI config ports | — | |
+//! | [`FwCfg`] | 0x510–0x511, 0x514–0x51B | — | DMA via `GuestMemory` |
+//!
+//! Interrupt lines are [`PicIrqLine`]s. Lock order: device → PIC, never the reverse.
 #![forbid(unsafe_code)]
 
 pub mod debug_exit;
@@ -30,4 +49,15 @@ pub mod post;
 pub mod reset_control;
 pub mod uart16550;
 
+pub use debug_exit::DebugExit;
+pub use debugcon::DebugCon;
 pub use error::{Error, Result};
+pub use fw_cfg::FwCfg;
+pub use i8042::I8042;
+pub use i8254::{Pit8254, Port61};
+pub use i8259::{Pic8259Pair, PicIrqLine};
+pub use mc146818::{BootDevice, Rtc};
+pub use port92::FastA20Port;
+pub use post::PostCodePort;
+pub use reset_control::ResetControl;
+pub use uart16550::Uart16550;
