@@ -139,12 +139,11 @@ pub struct I8042State {
     pub last_out: u8,
     /// A controller command waiting for its data byte.
     pub pending_command: Option<u8>,
-    /// Controller responses not yet in the output buffer.
-    pub ctrl_queue: Vec<u8>,
+    /// Bytes the controller itself puts in the output buffer (command responses, and
+    /// 0xD2/0xD3 writes tagged as keyboard/aux data), ahead of the keyboard.
+    pub ctrl_queue: Vec<(u8, Source)>,
     /// Keyboard bytes not yet in the output buffer.
     pub kbd_queue: Vec<u8>,
-    /// Aux bytes not yet in the output buffer.
-    pub aux_queue: Vec<u8>,
     /// The keyboard.
     pub keyboard: Ps2KeyboardState,
 }
@@ -161,7 +160,6 @@ impl Default for I8042State {
             pending_command: None,
             ctrl_queue: Vec::new(),
             kbd_queue: Vec::new(),
-            aux_queue: Vec::new(),
             keyboard: Ps2KeyboardState::default(),
         }
     }
@@ -439,11 +437,9 @@ impl I8042 {
     fn refill(&mut self) {
         if self.s.out.is_none() {
             if !self.s.ctrl_queue.is_empty() {
-                self.s.out = Some((self.s.ctrl_queue.remove(0), Source::Controller));
+                self.s.out = Some(self.s.ctrl_queue.remove(0));
             } else if self.s.ctr & CTR_KBD_DISABLE == 0 && !self.s.kbd_queue.is_empty() {
                 self.s.out = Some((self.s.kbd_queue.remove(0), Source::Keyboard));
-            } else if self.s.ctr & CTR_AUX_DISABLE == 0 && !self.s.aux_queue.is_empty() {
-                self.s.out = Some((self.s.aux_queue.remove(0), Source::Aux));
             }
         }
         self.update_irq();
@@ -460,10 +456,16 @@ impl I8042 {
     }
 
     fn respond(&mut self, byte: u8) {
+        self.respond_as(byte, Source::Controller);
+    }
+
+    /// Queue a byte from the controller itself; it reaches the output buffer even while the
+    /// keyboard or aux interface is disabled.
+    fn respond_as(&mut self, byte: u8, source: Source) {
         // The real controller has one output buffer; a guest that never reads must not make
         // the queue grow without bound.
         if self.s.ctrl_queue.len() < QUEUE_LIMIT {
-            self.s.ctrl_queue.push(byte);
+            self.s.ctrl_queue.push((byte, source));
         }
         self.refill();
     }
@@ -564,16 +566,8 @@ impl I8042 {
             }
             Some(0x61..=0x7F) => {} // controller RAM beyond the command byte: not kept
             Some(0xD1) => self.write_outport(value),
-            Some(0xD2) => {
-                self.s.kbd_queue.truncate(KBD_QUEUE_LIMIT - 1);
-                self.s.kbd_queue.insert(0, value);
-                self.refill();
-            }
-            Some(0xD3) => {
-                self.s.aux_queue.truncate(QUEUE_LIMIT - 1);
-                self.s.aux_queue.insert(0, value);
-                self.refill();
-            }
+            Some(0xD2) => self.respond_as(value, Source::Keyboard),
+            Some(0xD3) => self.respond_as(value, Source::Aux),
             Some(0xD4) => tracing::debug!(value, "i8042: no aux device, byte dropped"),
             _ => {
                 // Sending to the keyboard re-enables its interface (as QEMU does).
@@ -893,7 +887,9 @@ mod tests {
         assert_eq!(recv(k), Some(0xEE), "resend repeats the last byte");
         out(k, 0x60, 0x42);
         assert_eq!(recv(k), Some(KBD_RESEND));
-        // Aux loopback through 0xD3 reports as aux data.
+        // Aux loopback through 0xD3 reports as aux data, even with the aux port disabled
+        // (Linux's i8042 aux check).
+        out(k, 0x64, 0xA7);
         out(k, 0x64, 0xD3);
         out(k, 0x60, 0x5A);
         assert_eq!(
