@@ -228,7 +228,12 @@ impl Interpreter {
             return Err(Fault::gp(ext));
         }
         let vm = self.state.rflags & flags::VM != 0;
-        let old_flags = self.rflags();
+        let mut old_flags = self.rflags();
+        if kind == EventKind::Exception && is_fault(vector) {
+            // Faults push RF = 1 so IRET re-executes the instruction without re-triggering
+            // an instruction breakpoint (SDM Vol. 3A §17.3.1.1).
+            old_flags |= flags::RF;
+        }
         let old_cs = self.state.seg(SegReg::Cs).selector;
         let old_rip = self.state.rip;
         let new_cpl;
@@ -373,6 +378,25 @@ impl Interpreter {
         }
         Ok(())
     }
+}
+
+/// Fault-class exceptions (SDM Vol. 3A Table 6-1); #DB is left out because only its
+/// instruction-breakpoint form is a fault, and that one pushes RF = 0.
+fn is_fault(v: u8) -> bool {
+    matches!(
+        v,
+        vector::DE
+            | vector::BR
+            | vector::UD
+            | vector::NM
+            | vector::TS
+            | vector::NP
+            | vector::SS
+            | vector::GP
+            | vector::PF
+            | vector::MF
+            | vector::AC
+    )
 }
 
 /// Add the EXT bit to a selector error code raised while delivering an event

@@ -560,8 +560,8 @@ impl Interpreter {
             Some((ns, tsc)) if tsc == self.state.msrs.tsc && now >= ns => (ns, tsc),
             _ => (now, self.state.msrs.tsc),
         };
-        // TSC_HZ is 1 GHz: one tick per nanosecond.
-        let tsc = last.wrapping_add(now - ns);
+        let elapsed = u128::from(now - ns) * u128::from(TSC_HZ) / 1_000_000_000;
+        let tsc = last.wrapping_add(elapsed as u64);
         self.state.msrs.tsc = tsc;
         self.tsc_anchor = Some((now, tsc));
         tsc
@@ -582,7 +582,7 @@ impl Interpreter {
             msr::MTRR_PHYS_BASE0..=msr::MTRR_PHYS_MASK7 => {
                 let i = (index - msr::MTRR_PHYS_BASE0) as usize;
                 let pair = m.mtrr_var[i / 2];
-                if i % 2 == 0 {
+                if i.is_multiple_of(2) {
                     pair.0
                 } else {
                     pair.1
@@ -631,7 +631,7 @@ impl Interpreter {
             msr::MTRR_PHYS_BASE0..=msr::MTRR_PHYS_MASK7 => {
                 let i = (index - msr::MTRR_PHYS_BASE0) as usize;
                 let pair = &mut self.state.msrs.mtrr_var[i / 2];
-                if i % 2 == 0 {
+                if i.is_multiple_of(2) {
                     if v & (0xF00 | phys_reserved) != 0 || !valid_mtrr_type(v as u8) {
                         return Err(Fault::gp(0));
                     }
@@ -790,7 +790,8 @@ impl Interpreter {
     /// (SDM Vol. 3B §17.2.4–17.2.5): execution breakpoints (R/W = 00) match an instruction
     /// fetch at exactly that address; data breakpoints (01 write, 11 read/write) match an
     /// overlapping access of the right kind. I/O breakpoints are checked by
-    /// [`Self::debug_io_hits`].
+    /// [`Self::debug_io_hits`]. For the run loop (instruction fetch and data accesses).
+    #[allow(dead_code)]
     pub(crate) fn debug_register_hits(&self, linear: u64, len: u64, kind: AccessKind) -> u64 {
         let dr7 = self.state.dr[7];
         if dr7 & 0xFF == 0 {
@@ -825,7 +826,8 @@ impl Interpreter {
     }
 
     /// DR6 B0–B3 bits of enabled I/O breakpoints (R/W = 10, only with CR4.DE) an access to
-    /// `len` ports from `port` matches.
+    /// `len` ports from `port` matches. For IN/OUT/INS/OUTS.
+    #[allow(dead_code)]
     pub(crate) fn debug_io_hits(&self, port: u16, len: u64) -> u64 {
         let dr7 = self.state.dr[7];
         if dr7 & 0xFF == 0 || self.state.cr4 & cr::CR4_DE == 0 {
@@ -941,6 +943,24 @@ mod tests {
         assert!(cpuid(0x4000_0000, 0).0 < 0x4000_0000);
         assert_eq!(cpuid(0x8000_0001, 0).3 & (1 << 29), 0, "no long mode");
         assert_eq!(cpuid(0x8000_0008, 0).0 & 0xFF, 36);
+    }
+
+    #[test]
+    fn debug_registers_match_enabled_breakpoints() {
+        let mut cpu = Interpreter::new();
+        cpu.state.dr[0] = 0x1000;
+        cpu.state.dr[1] = 0x2004;
+        cpu.state.dr[2] = 0x80;
+        // DR0: execute, L0. DR1: write, 4 bytes, G1. DR2: I/O, 1 byte, L2.
+        cpu.state.dr[7] = 0x400 | 1 | (1 << 3) | (0b1101 << 20) | (1 << 4) | (0b0010 << 24);
+        assert_eq!(cpu.debug_register_hits(0x1000, 1, AccessKind::Execute), 1);
+        assert_eq!(cpu.debug_register_hits(0x1000, 4, AccessKind::Read), 0);
+        assert_eq!(cpu.debug_register_hits(0x2006, 2, AccessKind::Write), 2);
+        assert_eq!(cpu.debug_register_hits(0x2006, 2, AccessKind::Read), 0);
+        assert_eq!(cpu.debug_register_hits(0x2008, 4, AccessKind::Write), 0);
+        assert_eq!(cpu.debug_io_hits(0x80, 1), 0, "I/O breakpoints need CR4.DE");
+        cpu.state.cr4 |= cr::CR4_DE;
+        assert_eq!(cpu.debug_io_hits(0x7F, 2), 4);
     }
 
     #[test]
