@@ -48,6 +48,7 @@ pub mod port92;
 pub mod post;
 pub mod reset_control;
 pub mod uart16550;
+pub mod vga;
 
 pub use debug_exit::DebugExit;
 pub use debugcon::DebugCon;
