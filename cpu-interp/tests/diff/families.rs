@@ -103,6 +103,18 @@ pub fn all() -> Vec<Family> {
             name: "sequence",
             gen: sequence,
         },
+        Family {
+            name: "branch",
+            gen: branch,
+        },
+        Family {
+            name: "xlat-bound-into",
+            gen: xlat_bound_into,
+        },
+        Family {
+            name: "prefixes",
+            gen: prefixes,
+        },
     ]
 }
 
@@ -1129,5 +1141,202 @@ fn sequence(rng: &mut Rng) -> Case {
     }
     c.code = code;
     c.undef = Undefined::flags(undefined);
+    c
+}
+
+/// Control transfers within the code page: Jcc rel8/rel32 and JMP over a marker instruction,
+/// LOOP/LOOPE/LOOPNE as real backward loops, JECXZ/JCXZ, CALL rel32/r/m32 followed by POP of
+/// the return address, PUSH target; RET/RET imm16. The outcome shows in AL / the popped
+/// register / ESP. (Branch encodings are different instructions in 64-bit mode, so these run
+/// in compatibility mode only.)
+fn branch(rng: &mut Rng) -> Case {
+    let mut c = base(rng);
+    c.allow_64 = false;
+    c.regs[ESP as usize] = DATA_BASE as u32 + rng.range(0x1100, 0x1F00);
+    let mut code = Vec::new();
+    let marker = |code: &mut Vec<u8>| code.extend_from_slice(&[0xB0, 0x5A]); // mov al, 0x5A
+    match rng.below(8) {
+        0 => {
+            code.extend_from_slice(&[0x70 + rng.below(16) as u8, 2]);
+            marker(&mut code);
+        }
+        1 => {
+            code.extend_from_slice(&[0x0F, 0x80 + rng.below(16) as u8]);
+            imm(&mut code, 4, 2);
+            marker(&mut code);
+        }
+        2 => {
+            // inc al; loop/loope/loopne back to it.
+            c.regs[ECX as usize] = rng.range(1, 60);
+            code.extend_from_slice(&[0xFE, 0xC0, rng.pick(&[0xE0u8, 0xE1, 0xE2]), 0xFC]);
+        }
+        3 => {
+            if rng.chance(1, 2) {
+                c.regs[ECX as usize] = 0;
+            } else if rng.chance(1, 2) {
+                c.regs[ECX as usize] &= 0xFFFF_0000;
+            }
+            if rng.chance(1, 3) {
+                code.push(0x67); // JCXZ
+            }
+            code.extend_from_slice(&[0xE3, 2]);
+            marker(&mut code);
+        }
+        4 => {
+            if rng.chance(1, 2) {
+                code.extend_from_slice(&[0xEB, 2]);
+            } else {
+                code.push(0xE9);
+                imm(&mut code, 4, 2);
+            }
+            marker(&mut code);
+        }
+        5 => {
+            code.push(0xE8);
+            imm(&mut code, 4, 2);
+            marker(&mut code);
+            code.push(0x58 + rng.pick(&[EAX, ECX, EDX, EBX, EBP, ESI, EDI]));
+        }
+        6 => {
+            // call reg → target: pop reg2
+            let r = rng.pick(&[EAX, ECX, EDX, EBX, EBP, ESI, EDI]);
+            c.regs[r as usize] = super::CODE_BASE as u32 + 4;
+            code.extend_from_slice(&[0xFF, 0xD0 + r]);
+            marker(&mut code);
+            code.push(0x58 + rng.pick(&[EAX, ECX, EDX, EBX, EBP, ESI, EDI]));
+        }
+        _ => {
+            // push target; ret [imm16] — target is the end of the sequence.
+            let pop = if rng.chance(1, 2) {
+                Some(rng.below(64) as u16 * 2)
+            } else {
+                None
+            };
+            let len = 5 + if pop.is_some() { 3 } else { 1 } + 2;
+            code.push(0x68);
+            imm(&mut code, 4, super::CODE_BASE as u32 + len);
+            match pop {
+                Some(n) => {
+                    code.push(0xC2);
+                    imm(&mut code, 2, u32::from(n));
+                }
+                None => code.push(0xC3),
+            }
+            marker(&mut code);
+        }
+    }
+    c.code = code;
+    c
+}
+
+/// XLAT (with segment overrides), BOUND (in and out of range → #BR; register form → #UD) and
+/// INTO (#OF when OF=1). BOUND and INTO are compatibility-mode only.
+fn xlat_bound_into(rng: &mut Rng) -> Case {
+    let mut c = base(rng);
+    let mut code = Vec::new();
+    match rng.below(3) {
+        0 => {
+            c.regs[EBX as usize] = DATA_BASE as u32 + rng.below(DATA_SIZE as u32 - 256);
+            if rng.chance(1, 4) {
+                code.push(rng.pick(&[0x26, 0x2E, 0x36, 0x3E]));
+            }
+            code.push(0xD7);
+        }
+        1 => {
+            c.allow_64 = false;
+            let sz = wide_size(rng);
+            let reg = rng.below(8) as u8;
+            prefix(&mut code, sz);
+            code.push(0x62);
+            if rng.chance(1, 10) {
+                modrm(&mut code, reg, Rm::Reg(rng.below(8) as u8));
+            } else {
+                let off = data_offset(rng, 2 * sz.bytes());
+                let m = mem_at(rng, &mut c.regs, off, &[reg]);
+                let lo = mem_value(&c, off, sz.bytes()) as u32;
+                let hi = mem_value(&c, off + sz.bytes(), sz.bytes()) as u32;
+                let v = match rng.below(4) {
+                    0 => lo,
+                    1 => hi,
+                    2 => lo.wrapping_add(rng.below(16)).wrapping_sub(8),
+                    _ => rng.interesting(),
+                };
+                set_reg(&mut c.regs, sz, reg, v);
+                modrm(&mut code, reg, Rm::Mem(m));
+            }
+        }
+        _ => {
+            c.allow_64 = false;
+            code.push(0xCE);
+        }
+    }
+    c.code = code;
+    c
+}
+
+/// Prefix handling on ALU memory forms: redundant operand-size prefixes, segment overrides
+/// (CS on a write is #GP: a code segment is not writable), LOCK on a register destination or
+/// a non-lockable instruction (#UD), multi-byte NOP (0F 1F /0) and PAUSE.
+fn prefixes(rng: &mut Rng) -> Case {
+    let mut c = base(rng);
+    let mut code = Vec::new();
+    match rng.below(4) {
+        0 => {
+            // Segment override(s) on a read-modify-write or read ALU op with a memory operand.
+            c.allow_64 = false;
+            let sz = any_size(rng);
+            let off = data_offset(rng, sz.bytes());
+            let m = mem_at(rng, &mut c.regs, off, &[]);
+            for _ in 0..rng.range(1, 2) {
+                code.push(rng.pick(&[0x26, 0x2E, 0x36, 0x3E]));
+            }
+            prefix(&mut code, sz);
+            let op = rng.below(8) as u8;
+            code.push(op * 8 + rng.pick(&[0, 2]) + sz.w());
+            modrm(&mut code, rng.below(8) as u8, Rm::Mem(m));
+            if matches!(op, 1 | 4 | 6) {
+                c.undef = Undefined::flags(undef::LOGIC);
+            }
+        }
+        1 => {
+            // LOCK with a register destination, or on an instruction that cannot be locked.
+            code.push(0xF0);
+            if rng.chance(1, 2) {
+                code.push(rng.below(8) as u8 * 8 + 1);
+                modrm(&mut code, rng.below(8) as u8, Rm::Reg(rng.below(8) as u8));
+            } else {
+                let off = data_offset(rng, 4);
+                let m = mem_at(rng, &mut c.regs, off, &[]);
+                code.push(rng.pick(&[0x8B, 0x89, 0x85]));
+                modrm(&mut code, rng.below(8) as u8, Rm::Mem(m));
+            }
+        }
+        2 => {
+            // Redundant operand-size prefixes: the last 66 does not cancel the first.
+            let n = rng.range(2, 3);
+            for _ in 0..n {
+                code.push(0x66);
+            }
+            code.push(0x01);
+            modrm(&mut code, rng.below(8) as u8, Rm::Reg(rng.below(8) as u8));
+        }
+        _ => {
+            if rng.chance(1, 2) {
+                code.extend_from_slice(&[0xF3, 0x90]);
+            } else {
+                let sz = wide_size(rng);
+                prefix(&mut code, sz);
+                code.extend_from_slice(&[0x0F, 0x1F]);
+                let off = data_offset(rng, 4);
+                let rm = if rng.chance(1, 2) {
+                    Rm::Mem(mem_at(rng, &mut c.regs, off, &[]))
+                } else {
+                    Rm::Reg(rng.below(8) as u8)
+                };
+                modrm(&mut code, 0, rm);
+            }
+        }
+    }
+    c.code = code;
     c
 }

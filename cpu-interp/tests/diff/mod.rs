@@ -89,6 +89,18 @@ pub fn disassemble(code: &[u8]) -> String {
     out.join("; ")
 }
 
+/// The mnemonics of the case bytes ("add;inc"), to group mismatches by instruction mix.
+pub fn mnemonics(code: &[u8]) -> String {
+    let mut dec = Decoder::with_ip(32, code, CODE_BASE, DecoderOptions::NONE);
+    let mut out = Vec::new();
+    let mut ins = Instruction::default();
+    while dec.can_decode() {
+        dec.decode_out(&mut ins);
+        out.push(format!("{:?}", ins.mnemonic()));
+    }
+    out.join(";")
+}
+
 /// The bytes decode to the same instructions with the same operands (modulo 32-bit vs 64-bit
 /// address registers) in 64-bit mode as in 32-bit mode — e.g. no INC r32 (a REX prefix there),
 /// no PUSH/POP/LEAVE (64-bit operand size), no moffs forms, no BCD (invalid).
@@ -109,6 +121,7 @@ pub fn same_in_64bit_mode(code: &[u8]) -> bool {
             || a.op_count() != b.op_count()
             || b.is_ip_rel_memory_operand()
             || a.stack_pointer_increment() != 0
+            || a.segment_prefix() != iced_x86::Register::None
         {
             return false;
         }

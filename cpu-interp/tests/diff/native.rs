@@ -25,9 +25,12 @@ impl NativeRunner {
         let exe = out_dir.join("pcvm-diff-runner");
         std::fs::create_dir_all(out_dir).map_err(|e| format!("create {out_dir:?}: {e}"))?;
         let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+        // Build under a private name and rename into place, so concurrent test processes never
+        // execute a half-written file.
+        let tmp = out_dir.join(format!("pcvm-diff-runner.{}.tmp", std::process::id()));
         let out = Command::new(&cc)
             .args(["-O2", "-std=gnu11", "-Wall", "-o"])
-            .arg(&exe)
+            .arg(&tmp)
             .arg(&src)
             .output()
             .map_err(|e| format!("C compiler `{cc}` not runnable: {e}"))?;
@@ -37,6 +40,7 @@ impl NativeRunner {
                 String::from_utf8_lossy(&out.stderr)
             ));
         }
+        std::fs::rename(&tmp, &exe).map_err(|e| format!("rename {tmp:?}: {e}"))?;
         Ok(NativeRunner { exe })
     }
 
