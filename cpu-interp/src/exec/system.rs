@@ -552,7 +552,8 @@ impl Interpreter {
         self.tlb.pdptes = pdptes;
     }
 
-    /// The current TSC: the last value plus the virtual time since, at [`TSC_HZ`]. A value
+    /// The current TSC: the last value plus the virtual time since, at [`TSC_HZ`] (at least
+    /// one tick). A value
     /// changed by WRMSR or a state load re-anchors the count (SDM Vol. 3B §18.17).
     pub(crate) fn tsc_now(&mut self, p: &mut dyn Platform) -> u64 {
         let now = p.clock().now_ns();
@@ -561,7 +562,10 @@ impl Interpreter {
             _ => (now, self.state.msrs.tsc),
         };
         let elapsed = u128::from(now - ns) * u128::from(TSC_HZ) / 1_000_000_000;
-        let tsc = last.wrapping_add(elapsed as u64);
+        // Strictly increasing even when the clock has not moved since the last reading (it
+        // advances in steps in instruction-count mode): back-to-back reads differ, as on
+        // hardware.
+        let tsc = last.wrapping_add((elapsed as u64).max(1));
         self.state.msrs.tsc = tsc;
         self.tsc_anchor = Some((now, tsc));
         tsc
