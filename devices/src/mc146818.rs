@@ -123,6 +123,11 @@ const REG_B_DEFAULT: u8 = REG_B_24H;
 /// How long before the update UIP is set.
 const UIP_LEAD_NS: u64 = 244_000;
 const NS_PER_SEC: u64 = 1_000_000_000;
+/// Earliest time accepted from the wall clock (0001-01-01).
+const MIN_SECS: i64 = -62_135_596_800;
+/// Latest time accepted from the wall clock (9999-12-31 23:59:59); with the guest able to set
+/// only 100 centuries, calendar arithmetic stays far from overflow.
+const MAX_SECS: i64 = 253_402_300_799;
 /// NVRAM size including the clock registers.
 pub const NVRAM_SIZE: usize = 128;
 
@@ -285,7 +290,7 @@ impl Rtc {
             nvram,
             index: 0,
             nmi_masked: false,
-            base_secs: wall(),
+            base_secs: wall().clamp(MIN_SECS, MAX_SECS),
             base_ns: now,
             wday_offset: 0,
             processed_ns: now,
@@ -504,12 +509,12 @@ impl Rtc {
         let mut next = u64::MAX;
         if b & REG_B_PIE != 0 {
             if let Some(period) = self.periodic_ns() {
-                next = next.min((now / period + 1) * period);
+                next = next.min((now / period + 1).saturating_mul(period));
             }
         }
         if b & (REG_B_AIE | REG_B_UIE) != 0 && self.updating() {
             let (_, into) = self.time_at(now);
-            next = next.min(now + (NS_PER_SEC - into));
+            next = next.min(now.saturating_add(NS_PER_SEC - into));
         }
         if next == u64::MAX {
             self.timer.clear();
@@ -675,7 +680,7 @@ impl Rtc {
         }
         self.index = state.index & 0x7F;
         self.nmi_masked = state.nmi_masked;
-        self.base_secs = state.base_secs;
+        self.base_secs = state.base_secs.clamp(MIN_SECS, MAX_SECS);
         self.base_ns = state.base_ns;
         self.wday_offset = state.wday_offset % 7;
         self.processed_ns = state.processed_ns;
