@@ -328,9 +328,11 @@ impl Pic8259Pair {
         pic
     }
 
-    /// Drive ISA interrupt line `irq` (0–15); out-of-range lines are ignored.
+    /// Drive ISA interrupt line `irq` (0–15); out-of-range lines are ignored. Master IR2
+    /// carries the cascade, so the ISA bus's IRQ2 pin arrives as IRQ9, as on the PC/AT.
     pub fn set_irq(&mut self, irq: u8, high: bool) {
         match irq {
+            CASCADE_IRQ => self.slave.set_irq(1, high),
             0..=7 => self.master.set_irq(irq, high),
             8..=15 => self.slave.set_irq(irq - 8, high),
             _ => {
@@ -703,5 +705,11 @@ mod tests {
         assert_eq!(other.acknowledge(), Some(0x0C));
         // Out-of-range line numbers are ignored.
         PicIrqLine::shared(&pic, 200).pulse();
+        // ISA IRQ2 arrives as IRQ9.
+        let mut p = pic.lock().unwrap();
+        out(&mut p, 0x20, 0x20);
+        p.set_irq(2, true);
+        p.set_irq(2, false);
+        assert_eq!(p.acknowledge(), Some(0x71));
     }
 }
