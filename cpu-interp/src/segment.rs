@@ -164,7 +164,7 @@ impl Interpreter {
             };
             return Ok(base.wrapping_add(offset));
         }
-        let last = offset.wrapping_add(len - 1);
+        let last = offset.wrapping_add(len.max(1) - 1);
         let a = s.attributes;
         // Usable, expand-up data (type bit 2 clear, code bit 3 clear) and writable, or any
         // non-write access to a usable expand-up data segment.

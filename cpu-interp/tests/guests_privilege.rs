@@ -8,7 +8,7 @@ mod common;
 use common::*;
 use iced_x86::code_asm::*;
 use pcvm_core::cpu_state::flags;
-use pcvm_core::{SegReg, VmExit};
+use pcvm_core::{CpuBackend, SegReg, VmExit};
 
 const USER: u32 = 0x9000;
 const GATE80: u32 = 0xA000;
@@ -338,4 +338,133 @@ fn triple_fault_shuts_down() {
     let (v, e, _, _) = m.recorded();
     assert_eq!((v, e), (13, 6 * 8 + 2 + 1), "#GP(IDT entry 6, IDT|EXT)");
     let _ = SegReg::Cs;
+}
+
+#[test]
+fn sixteen_bit_gate_and_tss_from_ring3() {
+    // 16-bit protected mode: a 16-bit TSS (SP0/SS0 at offsets 2/4) and a 16-bit interrupt
+    // gate push a 5-word frame on the ring-0 stack.
+    const SEL_C16_3: u16 = 0x50 | 3;
+    const SEL_D16_3: u16 = 0x58 | 3;
+    const SEL_TSS16: u16 = 0x60;
+    const TSS16: u64 = 0x3400;
+    let mut m = Machine::new();
+    m.standard_tables();
+    m.install_recorders();
+    m.set_gdt(SEL_C16_3, seg_desc(0, 0xFFFF, ACC_CODE3, 0));
+    m.set_gdt(SEL_D16_3, seg_desc(0, 0xFFFF, ACC_DATA3, 0));
+    m.set_gdt(SEL_TSS16, seg_desc(TSS16 as u32, 0x2B, 0x83, 0)); // busy 16-bit TSS
+    m.write(TSS16, &[0u8; 0x2C]);
+    m.write_u16(TSS16 + 2, 0x6F00);
+    m.write_u16(TSS16 + 4, SEL_DATA16);
+    m.set_idt(0x40, gate_desc(SEL_CODE16, 0xA000, 0xE6, 0)); // 16-bit interrupt gate, DPL 3
+    let (user, labels) = asm_labels(16, 0x9000, |a| {
+        let mut after = a.create_label();
+        a.int(0x40)?;
+        a.set_label(&mut after)?;
+        a.hlt()?;
+        Ok(vec![after])
+    });
+    let handler = asm(16, 0xA000, |a| {
+        a.mov(word_ptr(0x600), sp)?;
+        a.mov(ax, ss)?;
+        a.mov(word_ptr(0x602), ax)?;
+        a.hlt()
+    });
+    m.load(0x9000, &user);
+    m.load(0xA000, &handler);
+    let mut s = pm32_state();
+    s.idtr.limit = 0x100 * 8 - 1;
+    s.tr = pcvm_core::Segment {
+        selector: SEL_TSS16,
+        base: TSS16,
+        limit: 0x2B,
+        attributes: 0x83,
+    };
+    let seg16 = |sel: u16, acc: u8| pcvm_core::Segment {
+        selector: sel,
+        base: 0,
+        limit: 0xFFFF,
+        attributes: u32::from(acc | 1),
+    };
+    *s.seg_mut(SegReg::Cs) = seg16(SEL_C16_3, ACC_CODE3);
+    for r in [SegReg::Ss, SegReg::Ds, SegReg::Es] {
+        *s.seg_mut(r) = seg16(SEL_D16_3, ACC_DATA3);
+    }
+    s.rip = 0x9000;
+    s.gpr[4] = 0x5000;
+    m.set_state(&s);
+    m.run_to_halt();
+    assert_eq!(m.read_u16(0x600), 0x6F00 - 10, "five words pushed");
+    assert_eq!(m.read_u16(0x602), SEL_DATA16);
+    let frame = 0x6F00 - 10;
+    assert_eq!(u64::from(m.read_u16(frame)), labels[0], "IP");
+    assert_eq!(m.read_u16(frame + 2), SEL_C16_3, "CS");
+    assert_eq!(m.read_u16(frame + 6), 0x5000, "SP");
+    assert_eq!(m.read_u16(frame + 8), SEL_D16_3, "SS");
+}
+
+#[test]
+fn external_interrupts_and_nmi_through_the_idt() {
+    // An injected external interrupt is delivered once IF = 1; a not-present gate for it
+    // gives #NP with the IDT and EXT bits.
+    let code = asm(32, CODE, |a| {
+        a.sti()?;
+        a.nop()?;
+        a.nop()?;
+        a.hlt()
+    });
+    let mut m = Machine::new();
+    m.standard_tables();
+    m.install_recorders();
+    m.load(CODE, &code);
+    let mut s = pm32_state();
+    s.idtr.limit = 0x100 * 8 - 1;
+    m.set_state(&s);
+    m.set_idt(0x30, gate_desc(SEL_CODE0, 0xA000, ACC_INT_GATE32 & 0x7F, 0));
+    m.cpu.inject_interrupt(0x30).expect("inject");
+    m.run_to_halt();
+    assert_eq!((m.recorded().0, m.recorded().1), (11, 0x30 * 8 + 2 + 1));
+
+    // NMI: blocked from delivery until IRET.
+    let mut m = Machine::new();
+    m.standard_tables();
+    m.install_recorders();
+    m.load(CODE, &code);
+    let nmi = asm(32, 0xA000, |a| {
+        a.inc(dword_ptr(0x600))?;
+        a.iretd()
+    });
+    m.load(0xA000, &nmi);
+    m.write_u32(0x600, 0);
+    m.set_idt(2, gate_desc(SEL_CODE0, 0xA000, ACC_INT_GATE32, 0));
+    m.set_state(&pm32_state());
+    m.cpu.inject_nmi().expect("nmi");
+    let s = m.run_to_halt();
+    assert_eq!(m.read_u32(0x600), 1, "NMI handler ran once");
+    assert!(!s.nmi_blocked, "IRET unblocked NMIs");
+
+    // Without IRET the block stays: a second NMI stays pending while the handler goes on.
+    let mut m = Machine::new();
+    m.standard_tables();
+    m.load(CODE, &code);
+    let nmi = asm(32, 0xA000, |a| {
+        a.inc(dword_ptr(0x600))?;
+        a.hlt()?;
+        a.inc(dword_ptr(0x604))?;
+        a.hlt()
+    });
+    m.load(0xA000, &nmi);
+    m.write_u32(0x600, 0);
+    m.write_u32(0x604, 0);
+    m.set_idt(2, gate_desc(SEL_CODE0, 0xA000, ACC_INT_GATE32, 0));
+    m.set_state(&pm32_state());
+    m.cpu.inject_nmi().expect("nmi");
+    m.run_to_halt();
+    m.cpu.inject_nmi().expect("nmi"); // also wakes the CPU from HLT
+    let s = m.state();
+    assert!(s.nmi_blocked && s.nmi_pending);
+    m.run_to_halt();
+    assert_eq!(m.read_u32(0x600), 1, "no nested NMI");
+    assert_eq!(m.read_u32(0x604), 1, "handler resumed after HLT");
 }
