@@ -11,6 +11,10 @@
 //! - `PCVM_DIFF_FAMILY`: comma-separated family names to run (default all).
 //! - `PCVM_DIFF_CASE`: run only this case index (with the seed and family, reproduces a
 //!   reported mismatch exactly).
+//! - `PCVM_DIFF_STRICT=1`: compare architecturally undefined bits too (a diagnostic: shows where
+//!   the interpreter's choice differs from this CPU's; expected to fail).
+//! - `PCVM_DIFF_FRESH_CPU=1`: a new interpreter per case instead of one reused per worker.
+//! - `PCVM_DIFF_DUMP_DIR=dir`: keep each native runner input batch there (to replay by hand).
 //! - `PCVM_REQUIRE_FIXTURES=1`: a host that cannot run native code fails instead of skipping.
 //!
 //! Run: `cargo test -p pcvm-cpu-interp --test host_differential -- --nocapture`.
@@ -78,9 +82,16 @@ fn run_family(
     interp: &mut InterpSide,
 ) -> FamilyReport {
     let start = Instant::now();
+    let strict = std::env::var("PCVM_DIFF_STRICT").as_deref() == Ok("1");
     let cases: Vec<Case> = indices
         .iter()
-        .map(|&i| (fam.gen)(&mut Rng::for_case(seed, fam.name, i)))
+        .map(|&i| {
+            let mut c = (fam.gen)(&mut Rng::for_case(seed, fam.name, i));
+            if strict {
+                c.undef = Default::default();
+            }
+            c
+        })
         .collect();
     let all: Vec<&Case> = cases.iter().collect();
     let long_idx: Vec<usize> = (0..cases.len())

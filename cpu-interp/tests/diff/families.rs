@@ -115,6 +115,10 @@ pub fn all() -> Vec<Family> {
             name: "prefixes",
             gen: prefixes,
         },
+        Family {
+            name: "self-modifying",
+            gen: self_modifying,
+        },
     ]
 }
 
@@ -1334,6 +1338,63 @@ fn prefixes(rng: &mut Rng) -> Case {
                     Rm::Reg(rng.below(8) as u8)
                 };
                 modrm(&mut code, 0, rm);
+            }
+        }
+    }
+    c.code = code;
+    c
+}
+
+/// Self-modifying code: a store into the code page changes an instruction that follows it in
+/// the same sequence (an immediate, a ModRM byte turning INC into DEC, a whole imm32, or a REP
+/// STOSB overwriting instructions with NOPs). x86 guarantees the modified bytes are the ones
+/// executed (SDM Vol. 3A §11.6), so the interpreter must drop what it decoded.
+fn self_modifying(rng: &mut Rng) -> Case {
+    let mut c = base(rng);
+    let code_base = super::CODE_BASE as u32;
+    let abs = |disp: u32| Mem {
+        base: None,
+        index: None,
+        scale: 0,
+        disp: disp as i32,
+        disp32: true,
+    };
+    let mut code = Vec::new();
+    match rng.below(4) {
+        0 => {
+            // mov byte [imm8 of the next mov al, imm8], v
+            let v = rng.u32() as u8;
+            code.push(0xC6);
+            modrm(&mut code, 0, Rm::Mem(abs(code_base + 9)));
+            code.push(v);
+            code.extend_from_slice(&[0xB0, rng.u32() as u8]);
+        }
+        1 => {
+            // Turn inc eax (FF C0) into dec eax (FF C8) or vice versa.
+            let from = rng.pick(&[0xC0u8, 0xC8]);
+            code.push(0xC6);
+            modrm(&mut code, 0, Rm::Mem(abs(code_base + 9)));
+            code.push(from ^ 0x08);
+            code.extend_from_slice(&[0xFF, from]);
+        }
+        2 => {
+            // mov dword [imm32 of the next mov eax, imm32], v
+            code.push(0xC7);
+            modrm(&mut code, 0, Rm::Mem(abs(code_base + 12)));
+            imm(&mut code, 4, rng.u32());
+            code.push(0xB8);
+            imm(&mut code, 4, rng.u32());
+        }
+        _ => {
+            // rep stosb writes NOPs over the first n of several inc eax (FF C0).
+            let n = rng.below(6) * 2;
+            c.eflags &= !0x400;
+            c.regs[EAX as usize] = (c.regs[EAX as usize] & !0xFF) | 0x90;
+            c.regs[ECX as usize] = n;
+            c.regs[EDI as usize] = code_base + 2;
+            code.extend_from_slice(&[0xF3, 0xAA]);
+            for _ in 0..6 {
+                code.extend_from_slice(&[0xFF, 0xC0]);
             }
         }
     }

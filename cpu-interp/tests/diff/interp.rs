@@ -52,6 +52,10 @@ fn descriptor(base: u32, limit: u32, access: u8, flags: u8) -> [u8; 8] {
 pub struct InterpSide {
     board: Board,
     memory: Arc<GuestMemory>,
+    /// Reused across cases (set_state must replace everything, and code written by the
+    /// harness must invalidate what was decoded) unless `PCVM_DIFF_FRESH_CPU=1`.
+    cpu: Option<Interpreter>,
+    fresh: bool,
 }
 
 impl InterpSide {
@@ -87,7 +91,13 @@ impl InterpSide {
                 ns_per_instruction: 1,
             }),
         );
-        Ok(InterpSide { board, memory })
+        let fresh = std::env::var("PCVM_DIFF_FRESH_CPU").as_deref() == Ok("1");
+        Ok(InterpSide {
+            board,
+            memory,
+            cpu: None,
+            fresh,
+        })
     }
 
     /// The CPU state a case starts from.
@@ -143,8 +153,12 @@ impl InterpSide {
             .map_err(|e| e.to_string())?;
         let state = Self::initial_state(case);
         let board = &mut self.board;
+        if self.fresh {
+            self.cpu = None;
+        }
+        // A panic leaves `cpu` taken, so the next case starts from a new interpreter.
+        let mut cpu = self.cpu.take().unwrap_or_default();
         let ran = catch_unwind(AssertUnwindSafe(|| -> Result<CpuState, String> {
-            let mut cpu = Interpreter::new();
             cpu.set_state(&state)
                 .map_err(|e| format!("set_state: {e}"))?;
             match cpu.run(board, RunLimit::Instructions(100_000)) {
@@ -155,7 +169,10 @@ impl InterpSide {
             cpu.state().map_err(|e| format!("state: {e}"))
         }));
         let st = match ran {
-            Ok(r) => r?,
+            Ok(r) => {
+                self.cpu = Some(cpu);
+                r?
+            }
             Err(p) => {
                 let msg = p
                     .downcast_ref::<String>()
