@@ -119,6 +119,10 @@ pub fn all() -> Vec<Family> {
             name: "self-modifying",
             gen: self_modifying,
         },
+        Family {
+            name: "privileged-cpl3",
+            gen: privileged,
+        },
     ]
 }
 
@@ -1396,6 +1400,74 @@ fn self_modifying(rng: &mut Rng) -> Case {
             for _ in 0..6 {
                 code.extend_from_slice(&[0xFF, 0xC0]);
             }
+        }
+    }
+    c.code = code;
+    c
+}
+
+/// Instructions a CPL-3 program may not execute (IOPL 0, no I/O bitmap, CR4.PCE clear): each
+/// is #GP(0) (SDM Vol. 3A §2.8, §5.9, §18.5.1); INT n through a DPL-0 gate is #GP(n*8+2)
+/// (§6.12.1.1); UD2 is #UD.
+fn privileged(rng: &mut Rng) -> Case {
+    let mut c = base(rng);
+    let off = data_offset(rng, 8);
+    let m = Rm::Mem(mem_at(rng, &mut c.regs, off, &[]));
+    let r = Rm::Reg(rng.below(8) as u8);
+    let mut code = Vec::new();
+    match rng.below(22) {
+        0 => code.push(0xFA), // CLI
+        1 => code.push(0xFB), // STI
+        2 => code.push(0xF4), // HLT
+        3 => code.extend_from_slice(&[rng.pick(&[0xE4, 0xE5, 0xE6, 0xE7]), rng.u32() as u8]),
+        4 => code.push(rng.pick(&[0xEC, 0xED, 0xEE, 0xEF])), // IN/OUT with DX
+        5 => code.push(rng.pick(&[0x6C, 0x6D, 0x6E, 0x6F])), // INS/OUTS
+        6 | 7 => {
+            code.extend_from_slice(&[0x0F, 0x01]); // LGDT / LIDT / INVLPG m
+            modrm(&mut code, rng.pick(&[2, 3, 7]), m);
+        }
+        8 => {
+            code.extend_from_slice(&[0x0F, 0x00]); // LLDT / LTR r/m16
+            modrm(
+                &mut code,
+                rng.pick(&[2, 3]),
+                if rng.chance(1, 2) { r } else { m },
+            );
+        }
+        9 | 10 => {
+            code.extend_from_slice(&[0x0F, rng.pick(&[0x20, 0x22])]); // MOV from/to CRn
+            modrm(
+                &mut code,
+                rng.pick(&[0, 2, 3, 4]),
+                Rm::Reg(rng.below(8) as u8),
+            );
+        }
+        11 => {
+            code.extend_from_slice(&[0x0F, rng.pick(&[0x21, 0x23])]); // MOV from/to DRn
+            modrm(
+                &mut code,
+                rng.pick(&[0, 1, 2, 3, 6, 7]),
+                Rm::Reg(rng.below(8) as u8),
+            );
+        }
+        12 => code.extend_from_slice(&[0x0F, rng.pick(&[0x30, 0x32])]), // WRMSR / RDMSR
+        13 => code.extend_from_slice(&[0x0F, rng.pick(&[0x08, 0x09])]), // INVD / WBINVD
+        14 => code.extend_from_slice(&[0x0F, 0x06]),                    // CLTS
+        15 => {
+            code.extend_from_slice(&[0x0F, 0x01]); // LMSW r/m16
+            modrm(&mut code, 6, if rng.chance(1, 2) { r } else { m });
+        }
+        16 => code.extend_from_slice(&[0x0F, 0x33]), // RDPMC
+        17 => code.extend_from_slice(&[0x0F, 0x0B]), // UD2
+        18 => code.extend_from_slice(&[0xCD, 4]),    // INT 4: DPL-3 gate, #OF as a trap
+        _ => {
+            let n = loop {
+                let n = rng.u32() as u8;
+                if !matches!(n, 3 | 4 | 0x80) {
+                    break n;
+                }
+            };
+            code.extend_from_slice(&[0xCD, n]);
         }
     }
     c.code = code;

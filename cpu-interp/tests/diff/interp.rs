@@ -75,7 +75,10 @@ impl InterpSide {
             let off = (STUBS + v) as u32;
             idt.extend_from_slice(&(off as u16).to_le_bytes());
             idt.extend_from_slice(&SEL_CODE0.to_le_bytes());
-            idt.extend_from_slice(&[0, 0xEE]); // present, DPL 3, 32-bit interrupt gate
+            // Present 32-bit interrupt gates; like Linux's IDT, only #BP and #OF (and the
+            // syscall vector 0x80) may be raised by INT n at CPL 3, others are #GP(n*8+2).
+            let dpl3 = matches!(v, 3 | 4 | 0x80);
+            idt.extend_from_slice(&[0, if dpl3 { 0xEE } else { 0x8E }]);
             idt.extend_from_slice(&((off >> 16) as u16).to_le_bytes());
         }
         w(IDT, &idt)?;
@@ -226,6 +229,7 @@ impl InterpSide {
         Ok(Outcome {
             vector,
             rip_off: eip.wrapping_sub(CODE_BASE as u32),
+            error_code: if skip == 1 { word(0) } else { 0 },
             regs,
             eflags,
             mem,

@@ -107,7 +107,7 @@ fn parse_line(line: &str) -> Result<Outcome, String> {
         u64::from_str_radix(t, 16).map_err(|_| bad())
     };
     let vector = hex()? as u8;
-    let _err = hex()?;
+    let error_code = hex()? as u32;
     let rip_off = hex()? as u32;
     let mut regs = [0u32; 8];
     for r in &mut regs {
@@ -127,6 +127,7 @@ fn parse_line(line: &str) -> Result<Outcome, String> {
     Ok(Outcome {
         vector,
         rip_off,
+        error_code,
         regs,
         eflags,
         mem,
