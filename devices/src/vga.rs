@@ -1171,6 +1171,49 @@ mod tests {
         assert!(r.render(&v, &mut out).unwrap());
     }
 
+    /// Random port, VBE, memory-window and BAR accesses never panic, and the text screen can
+    /// still be read and drawn afterwards.
+    #[test]
+    fn hostile_programming_never_panics() {
+        let mut v = Vga::with_rom(vec![0x55; 3000]);
+        let mut rng = crate::ide::tests::Rng(0xDEAD_BEEF_0BAD_F00D);
+        let mut r = TextRenderer::new();
+        for i in 0..200_000u32 {
+            let x = rng.next();
+            let len = [1usize, 2, 4, 8][(x % 4) as usize];
+            let mut data = rng.next().to_le_bytes();
+            let addr = match (x >> 2) % 8 {
+                0..=2 => 0x3B0 + (x >> 8) % 0x30,
+                3 => 0x1CE + (x >> 8) % 3,
+                4 | 5 => WINDOW_BASE + (x >> 8) % WINDOW_LEN,
+                6 => (x >> 8) & 0xFFFF,
+                _ => {
+                    let off = (x >> 8) % (VRAM_SIZE as u64 + 16);
+                    let bar = [0, 1, ROM_BAR][((x >> 40) % 3) as usize];
+                    if x >> 50 & 1 == 0 {
+                        PciDevice::bar_read(&mut v, bar, off, &mut data[..len]);
+                    } else {
+                        PciDevice::bar_write(&mut v, bar, off, &data[..len]);
+                    }
+                    continue;
+                }
+            };
+            let access = BusAccess { offset: 0, addr };
+            if (x >> 60) % 3 == 0 {
+                BusDevice::read(&mut v, access, &mut data[..len]);
+            } else {
+                BusDevice::write(&mut v, access, &data[..len]);
+            }
+            if i % 20_000 == 0 {
+                let _ = v.text_screen();
+                let _ = v.cursor();
+                r.render(&v, &mut std::io::sink()).unwrap();
+            }
+        }
+        BusDevice::reset(&mut v);
+        assert_eq!(v.text_screen().len(), 25);
+    }
+
     #[test]
     fn cp437_table_is_complete() {
         assert_eq!(CP437_HIGH.chars().count(), 128);

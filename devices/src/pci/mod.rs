@@ -13,6 +13,21 @@
 //! - [`i440fx`]: the host bridge (PAM, SMRAM); [`piix`]: the PIIX3 ISA bridge and IDE function.
 //!
 //! Only bus 0 and type-0 headers exist; 64-bit BARs, capabilities and MSI are not modelled.
+//!
+//! # Wiring a PC (what the machine registers)
+//!
+//! | device | port / MMIO ranges | IRQ | PCI |
+//! |---|---|---|---|
+//! | [`PciConfigPorts`] | 0xCF8 len 8 (0xCF9 → reset control) | – | – |
+//! | [`i440fx::I440fx`] | – | – | 00:00.0 |
+//! | [`piix::Piix3IsaBridge`] | – | – | 00:01.0 |
+//! | [`piix::Piix3Ide`] + [`crate::ide::IdeController`] | [`crate::ide::IdeController::PORT_RANGES`] | 14, 15 | 00:01.1 |
+//! | [`crate::vga::Vga`] | [`crate::vga::Vga::PORT_RANGES`], MMIO 0xA0000 len 0x20000 | – | 00:02.0 |
+//! | [`PciMmioWindow`] | MMIO `below_4g`..0xFEC0_0000 (BARs, the VGA ROM) | – | – |
+//! | [`PciIoWindow`] | ports 0xC000..0x10000 (I/O BARs) | – | – |
+//!
+//! A device that is both on a bus and on PCI (the VGA) is one `Arc<Mutex<Vga>>` coerced to
+//! both `SharedDevice` and [`SharedPciDevice`]. Lock order is always bus → PCI bus → function.
 
 pub mod i440fx;
 pub mod piix;
@@ -885,6 +900,189 @@ pub(crate) mod tests {
             &mut a,
         );
         assert_eq!(a, [0; 4]);
+    }
+
+    /// The machine's wiring from the module docs, driven the way SeaBIOS enumerates it.
+    #[test]
+    fn machine_wiring_as_seabios_sees_it() {
+        use crate::ide::{Drive, IdeController, MemBackend};
+        use crate::vga::Vga;
+        use pcvm_core::irq::NoIrq;
+        use pcvm_core::{Bus, GuestMemory, SharedDevice};
+
+        let memory = Arc::new(GuestMemory::pc(32 << 20).unwrap());
+        let pci = Arc::new(Mutex::new(PciBus::new()));
+        let vga = Arc::new(Mutex::new(Vga::with_rom(vec![0x55, 0xAA, 0x40])));
+        let ide = Arc::new(Mutex::new(IdeController::new(
+            Arc::new(NoIrq),
+            Arc::new(NoIrq),
+        )));
+        ide.lock()
+            .unwrap()
+            .attach(0, 0, Drive::disk(MemBackend::new(vec![0; 1 << 20])))
+            .unwrap();
+        {
+            let mut bus = pci.lock().unwrap();
+            bus.add(
+                0,
+                0,
+                Arc::new(Mutex::new(i440fx::I440fx::new(memory.clone()))),
+            )
+            .unwrap();
+            bus.add(1, 0, Arc::new(Mutex::new(piix::Piix3IsaBridge::new())))
+                .unwrap();
+            bus.add(1, 1, Arc::new(Mutex::new(piix::Piix3Ide::new())))
+                .unwrap();
+            bus.add(2, 0, vga.clone()).unwrap();
+        }
+        let mut pio = Bus::new();
+        let mut mmio = Bus::new();
+        let ports: SharedDevice = Arc::new(Mutex::new(PciConfigPorts::new(pci.clone(), None)));
+        pio.insert(0xCF8, PciConfigPorts::LEN, ports).unwrap();
+        for (base, len) in IdeController::PORT_RANGES {
+            pio.insert(u64::from(base), len, ide.clone()).unwrap();
+        }
+        for (base, len) in Vga::PORT_RANGES {
+            pio.insert(u64::from(base), len, vga.clone()).unwrap();
+        }
+        mmio.insert(crate::vga::WINDOW_BASE, crate::vga::WINDOW_LEN, vga.clone())
+            .unwrap();
+        let window: SharedDevice = Arc::new(Mutex::new(PciMmioWindow::new(pci.clone())));
+        let below_4g = memory.layout().below_4g;
+        mmio.insert(below_4g, 0xFEC0_0000 - below_4g, window)
+            .unwrap();
+
+        let cfg_read = |pio: &Bus, bdf: u32, reg: u32| {
+            pio.write(0xCF8, &(0x8000_0000 | bdf << 8 | reg).to_le_bytes());
+            let mut b = [0u8; 4];
+            pio.read(0xCFC, &mut b);
+            u32::from_le_bytes(b)
+        };
+        let cfg_write = |pio: &Bus, bdf: u32, reg: u32, v: u32| {
+            pio.write(0xCF8, &(0x8000_0000 | bdf << 8 | reg).to_le_bytes());
+            pio.write(0xCFC, &v.to_le_bytes());
+        };
+        // pci_probe_devices: function 0 of each slot, functions 1-7 only if multifunction.
+        let mut found = Vec::new();
+        for dev in 0..32u32 {
+            for func in 0..8u32 {
+                let bdf = dev << 3 | func;
+                let id = cfg_read(&pio, bdf, 0);
+                if id & 0xFFFF != 0xFFFF {
+                    found.push((dev, func, id));
+                }
+                if func == 0
+                    && (id & 0xFFFF == 0xFFFF || cfg_read(&pio, bdf, 0x0C) & 0x80_0000 == 0)
+                {
+                    break;
+                }
+            }
+        }
+        assert_eq!(
+            found,
+            [
+                (0, 0, 0x1237_8086),
+                (1, 0, 0x7000_8086),
+                (1, 1, 0x7010_8086),
+                (2, 0, 0x1111_1234)
+            ]
+        );
+        // Size and place the VGA BARs, enable memory decoding, read the ROM through the hole.
+        cfg_write(&pio, 2 << 3, 0x10, 0xFFFF_FFFF);
+        assert_eq!(cfg_read(&pio, 2 << 3, 0x10), 0xFF00_0008);
+        cfg_write(&pio, 2 << 3, 0x10, 0xFD00_0000);
+        cfg_write(&pio, 2 << 3, 0x30, 0xFFFF_FFFE);
+        assert_eq!(cfg_read(&pio, 2 << 3, 0x30), 0xFFFF_F800);
+        cfg_write(&pio, 2 << 3, 0x30, 0xFEB0_0001);
+        cfg_write(
+            &pio,
+            2 << 3,
+            0x04,
+            u32::from(PCI_COMMAND_IO | PCI_COMMAND_MEMORY),
+        );
+        let mut sig = [0u8; 2];
+        mmio.read(0xFEB0_0000, &mut sig);
+        assert_eq!(sig, [0x55, 0xAA]);
+        mmio.write(0xFD00_1000, &[0x12]);
+        let mut b = [0u8];
+        mmio.read(0xFD00_1000, &mut b);
+        assert_eq!(b[0], 0x12, "LFB is video memory");
+        mmio.read(0xE000_0000, &mut b);
+        assert_eq!(b[0], 0xFF, "nothing decodes there");
+        // The legacy devices answer on their ports.
+        let mut st = [0u8];
+        pio.read(0x1F7, &mut st);
+        assert_eq!(st[0], 0x50);
+        pio.write(0x3D4, &[0x0F]);
+        let mut c = [0u8];
+        pio.read(0x3D4, &mut c);
+        assert_eq!(c[0], 0x0F);
+    }
+
+    /// Random config-port traffic over the whole PC set of functions never panics.
+    #[test]
+    fn hostile_config_traffic_never_panics() {
+        let memory = Arc::new(pcvm_core::GuestMemory::pc(8 << 20).unwrap());
+        let mut bus = PciBus::new();
+        bus.add(0, 0, Arc::new(Mutex::new(i440fx::I440fx::new(memory))))
+            .unwrap();
+        bus.add(1, 0, Arc::new(Mutex::new(piix::Piix3IsaBridge::new())))
+            .unwrap();
+        bus.add(1, 1, Arc::new(Mutex::new(piix::Piix3Ide::new())))
+            .unwrap();
+        bus.add(
+            2,
+            0,
+            Arc::new(Mutex::new(crate::vga::Vga::with_rom(vec![1; 100]))),
+        )
+        .unwrap();
+        let bus = Arc::new(Mutex::new(bus));
+        let rc = Arc::new(Mutex::new(ResetControl::new(
+            pcvm_core::SystemRequests::new(),
+        )));
+        let mut ports = PciConfigPorts::new(bus.clone(), Some(rc));
+        let mut window = PciMmioWindow::new(bus.clone());
+        let mut io = PciIoWindow::new(bus);
+        let mut rng = crate::ide::tests::Rng(0x0123_4567_89AB_CDEF);
+        for _ in 0..100_000 {
+            let x = rng.next();
+            let len = [1usize, 2, 4, 8][(x % 4) as usize];
+            let mut data = rng.next().to_le_bytes();
+            if (x >> 2) % 4 == 0 {
+                // Point CONFIG_ADDRESS at a present function most of the time.
+                let dev = [0u64, 1, 2, 3][((x >> 4) % 4) as usize];
+                let a = 0x8000_0000 | dev << 11 | ((x >> 8) % 8) << 8 | ((x >> 16) & 0xFC);
+                ports.write(
+                    BusAccess {
+                        offset: 0,
+                        addr: 0xCF8,
+                    },
+                    &(a as u32).to_le_bytes(),
+                );
+                continue;
+            }
+            let offset = (x >> 8) % 10;
+            let access = BusAccess {
+                offset,
+                addr: 0xCF8 + offset,
+            };
+            if (x >> 20) & 1 == 0 {
+                ports.read(access, &mut data[..len]);
+            } else {
+                ports.write(access, &data[..len]);
+            }
+            let addr = (x >> 24) & 0xFFFF_FFFF;
+            window.read(BusAccess { offset: 0, addr }, &mut data[..len]);
+            window.write(BusAccess { offset: 0, addr }, &data[..len]);
+            io.read(
+                BusAccess {
+                    offset: 0,
+                    addr: addr & 0xFFFF,
+                },
+                &mut data[..len],
+            );
+        }
+        ports.reset();
     }
 
     #[test]
