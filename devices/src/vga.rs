@@ -1199,7 +1199,7 @@ mod tests {
                 }
             };
             let access = BusAccess { offset: 0, addr };
-            if (x >> 60) % 3 == 0 {
+            if (x >> 60).is_multiple_of(3) {
                 BusDevice::read(&mut v, access, &mut data[..len]);
             } else {
                 BusDevice::write(&mut v, access, &data[..len]);

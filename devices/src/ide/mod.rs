@@ -967,14 +967,14 @@ pub(crate) mod tests {
             };
             let len = [1usize, 2, 4, 8][((x >> 8) % 4) as usize];
             let mut data = rng.next().to_le_bytes();
-            if addr == base + 7 && (x >> 12) % 4 != 0 {
+            if addr == base + 7 && !(x >> 12).is_multiple_of(4) {
                 data[0] = commands[((x >> 16) % commands.len() as u64) as usize];
             }
-            if addr == ctrl && (x >> 12) % 8 != 0 {
+            if addr == ctrl && !(x >> 12).is_multiple_of(8) {
                 data[0] &= !DEVCTL_SRST;
             }
             let access = BusAccess { offset: 0, addr };
-            if (x >> 20) % 3 == 0 {
+            if (x >> 20).is_multiple_of(3) {
                 r.ide.read(access, &mut data[..len]);
             } else {
                 r.ide.write(access, &data[..len]);

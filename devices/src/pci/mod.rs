@@ -1048,7 +1048,7 @@ pub(crate) mod tests {
             let x = rng.next();
             let len = [1usize, 2, 4, 8][(x % 4) as usize];
             let mut data = rng.next().to_le_bytes();
-            if (x >> 2) % 4 == 0 {
+            if (x >> 2).is_multiple_of(4) {
                 // Point CONFIG_ADDRESS at a present function most of the time.
                 let dev = [0u64, 1, 2, 3][((x >> 4) % 4) as usize];
                 let a = 0x8000_0000 | dev << 11 | ((x >> 8) % 8) << 8 | ((x >> 16) & 0xFC);
