@@ -1,0 +1,572 @@
+//! Assembling a PC from the crates, and running it.
+//!
+//! [`Machine::new`] turns a [`MachineConfig`] into memory, firmware, devices on the buses with
+//! their interrupt lines, and a CPU backend; [`Machine::run`] drives the backend and handles what
+//! it returns: halts (wait for the next timer deadline or interrupt), resets, power-off, triple
+//! faults, and stops requested from outside (Ctrl-C, `--timeout`, a test's condition).
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+
+use pcvm_core::{
+    Board, ClockMode, CpuBackend, CpuState, GuestMemory, IrqLine, Kicker, MemoryLayout, Platform,
+    RunLimit, SharedDevice, SystemRequest, TimerHandle, VirtualClock, VmExit,
+};
+use pcvm_devices::fw_cfg::{
+    FwCfg, FW_CFG_DMA_PORT, FW_CFG_DMA_PORT_LEN, FW_CFG_PORT, FW_CFG_PORT_LEN,
+};
+use pcvm_devices::i8254::{Pit8254, Port61, PIT_IRQ, PIT_PORT, PIT_PORT_LEN, PORT61};
+use pcvm_devices::i8259::{Pic8259Pair, PicIrqLine};
+use pcvm_firmware::cmos::BootDevice;
+use pcvm_firmware::fw_cfg_content::{self, IdeDrive, PcFwCfgConfig};
+use pcvm_firmware::option_rom::OptionRom;
+use pcvm_firmware::seabios::BiosImage;
+
+pub use crate::console::{CaptureBuffer, CharSpec};
+use crate::console::{Consoles, QuitHook};
+use crate::power::{ApmShutdownPort, APM_SHUTDOWN_PORT};
+
+/// Instructions per call to the backend between checks of timeouts and stop conditions.
+const SLICE: u64 = 2_000_000;
+/// Longest sleep while the CPU is halted, so host input and stop requests are seen promptly.
+const MAX_HALT_SLEEP: Duration = Duration::from_millis(2);
+
+/// The CPU backend to use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Accel {
+    /// The reference interpreter.
+    Interp,
+}
+
+/// What is shown of the guest's screen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Display {
+    /// Nothing; SeaBIOS mirrors its screen to COM1 (fw_cfg `etc/sercon-port`).
+    None,
+    /// The VGA text screen drawn in the terminal.
+    Text,
+}
+
+/// A drive's medium.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DriveMedia {
+    /// A raw hard disk image (512-byte sectors).
+    Disk,
+    /// An ISO 9660 image on an ATAPI CD-ROM (2048-byte sectors).
+    Cdrom,
+}
+
+/// One IDE drive.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DriveConfig {
+    pub path: PathBuf,
+    pub media: DriveMedia,
+    /// 0 primary master, 1 primary slave, 2 secondary master, 3 secondary slave; `None` takes
+    /// the first free one.
+    pub index: Option<u8>,
+    /// How the user gave it (for error messages).
+    pub origin: String,
+}
+
+/// Boot options (`-boot`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BootConfig {
+    pub order: Vec<BootDevice>,
+    pub menu: bool,
+    /// How long SeaBIOS waits before retrying after "No bootable device."; `None` = forever
+    /// (QEMU's default).
+    pub reboot_timeout_ms: Option<u32>,
+}
+
+impl Default for BootConfig {
+    fn default() -> Self {
+        BootConfig {
+            order: vec![BootDevice::HardDisk, BootDevice::Cdrom],
+            menu: false,
+            reboot_timeout_ms: None,
+        }
+    }
+}
+
+/// An isa-debug-exit device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DebugExitConfig {
+    pub port: u16,
+    /// Access size in bytes (1, 2 or 4).
+    pub size: u8,
+}
+
+/// Everything a machine is built from.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MachineConfig {
+    /// Guest RAM in bytes.
+    pub memory: u64,
+    /// Firmware image; `None` with no drives runs the built-in demo guest.
+    pub bios: Option<PathBuf>,
+    /// VGA BIOS; `None` looks for vgabios-stdvga.bin beside the BIOS.
+    pub vga_rom: Option<PathBuf>,
+    pub drives: Vec<DriveConfig>,
+    pub boot: BootConfig,
+    /// COM1.. in order.
+    pub serials: Vec<CharSpec>,
+    /// Debug console port and where its output goes.
+    pub debugcon: Option<(u16, CharSpec)>,
+    pub debug_exit: Option<DebugExitConfig>,
+    pub display: Display,
+    /// Exit instead of resetting.
+    pub no_reboot: bool,
+    pub accel: Accel,
+    /// Instruction trace file.
+    pub trace: Option<PathBuf>,
+    /// Wall-clock limit for [`Machine::run`].
+    pub timeout: Option<Duration>,
+    /// Instruction-count clock: nanoseconds per instruction.
+    pub icount_ns: Option<u64>,
+}
+
+impl Default for MachineConfig {
+    /// 128 MiB, no firmware, no drives, COM1 discarded, no display.
+    fn default() -> Self {
+        MachineConfig {
+            memory: 128 << 20,
+            bios: None,
+            vga_rom: None,
+            drives: Vec::new(),
+            boot: BootConfig::default(),
+            serials: vec![CharSpec::Null],
+            debugcon: None,
+            debug_exit: None,
+            display: Display::None,
+            no_reboot: false,
+            accel: Accel::Interp,
+            trace: None,
+            timeout: None,
+            icount_ns: None,
+        }
+    }
+}
+
+/// How a run ended.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Exit {
+    /// The guest powered off with this status (0 for APM/ACPI off, `(v << 1) | 1` for
+    /// isa-debug-exit).
+    PowerOff(i32),
+    /// The guest asked for a reset and `-no-reboot` was given.
+    Reset,
+    /// Triple fault with `-no-reboot`; the CPU state at the fault.
+    TripleFault(Box<CpuState>),
+    /// The user quit (Ctrl-C, Ctrl-A x).
+    Quit,
+    /// The `--timeout` passed.
+    Timeout,
+    /// The caller's stop condition held.
+    Stopped,
+}
+
+impl Exit {
+    /// The process exit status for this ending.
+    pub fn status(&self) -> i32 {
+        match self {
+            Exit::PowerOff(s) => *s,
+            Exit::Reset | Exit::Quit | Exit::Stopped => 0,
+            Exit::TripleFault(_) => 1,
+            Exit::Timeout => 124,
+        }
+    }
+}
+
+/// A PC ready to run.
+pub struct Machine {
+    board: Board,
+    cpu: Box<dyn CpuBackend>,
+    kicker: Kicker,
+    quit: Arc<AtomicBool>,
+    config: MachineConfig,
+    pci_reset: Vec<Box<dyn Fn() + Send>>,
+    _consoles: Consoles,
+}
+
+impl std::fmt::Debug for Machine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Machine")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A checked drive image, opened.
+struct OpenedDrive {
+    index: u8,
+    media: DriveMedia,
+    file: std::fs::File,
+    sectors: u64,
+}
+
+fn open_drive(d: &DriveConfig) -> Result<OpenedDrive> {
+    let (what, sector) = match d.media {
+        DriveMedia::Disk => ("disk image", 512u64),
+        DriveMedia::Cdrom => ("CD image", 2048u64),
+    };
+    let path = &d.path;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(d.media == DriveMedia::Disk)
+        .open(path)
+        .with_context(|| format!("failed to open {what} {}", path.display()))?;
+    let meta = file
+        .metadata()
+        .with_context(|| format!("failed to read {what} {}", path.display()))?;
+    if !meta.is_file() {
+        bail!("{what} {} is not a regular file", path.display());
+    }
+    let len = meta.len();
+    if len == 0 {
+        bail!("{what} {} is empty", path.display());
+    }
+    if !len.is_multiple_of(sector) {
+        bail!(
+            "{what} {} has size {len} bytes, which is not a multiple of {sector}-byte sectors",
+            path.display()
+        );
+    }
+    Ok(OpenedDrive {
+        index: d.index.unwrap_or(0),
+        media: d.media,
+        file,
+        sectors: len / sector,
+    })
+}
+
+/// The VGA BIOS to offer: the configured one, or vgabios-stdvga.bin beside the BIOS.
+fn find_vga_rom(config: &MachineConfig) -> Result<Option<OptionRom>> {
+    if let Some(p) = &config.vga_rom {
+        return Ok(Some(OptionRom::load(p)?));
+    }
+    let beside = config
+        .bios
+        .as_deref()
+        .and_then(Path::parent)
+        .map(|d| d.join("vgabios-stdvga.bin"));
+    match beside {
+        Some(p) if p.is_file() => Ok(Some(OptionRom::load(&p)?)),
+        _ => Ok(None),
+    }
+}
+
+/// A shared device on one or more port ranges.
+fn add_pio(board: &mut Board, ranges: &[(u16, u64)], dev: SharedDevice) -> Result<()> {
+    for &(base, len) in ranges {
+        board.pio.insert(u64::from(base), len, dev.clone())?;
+    }
+    Ok(())
+}
+
+impl Machine {
+    /// Build the machine: check every input first, so a bad file is one clear error.
+    pub fn new(config: MachineConfig) -> Result<Self> {
+        let demo = config.bios.is_none() && config.drives.is_empty();
+        let bios = match &config.bios {
+            Some(p) => Some(BiosImage::load(p)?),
+            None if demo => None,
+            None => bail!("drives need firmware: give -bios (SeaBIOS bios-256k.bin)"),
+        };
+        let drives = config
+            .drives
+            .iter()
+            .map(open_drive)
+            .collect::<Result<Vec<_>>>()?;
+        let vga_rom = if demo { None } else { find_vga_rom(&config)? };
+
+        let layout =
+            MemoryLayout::pc(config.memory).map_err(|e| anyhow!("invalid memory size: {e}"))?;
+        let mut memory = GuestMemory::new(layout).context("failed to allocate guest RAM")?;
+        match bios {
+            Some(b) => b.map(&mut memory)?,
+            None => memory
+                .map_bios(crate::guest::rom()?)
+                .context("failed to map the built-in guest")?,
+        }
+        let memory = Arc::new(memory);
+        let clock = VirtualClock::new(match config.icount_ns {
+            Some(ns) => ClockMode::InstructionCount {
+                ns_per_instruction: ns,
+            },
+            None => ClockMode::Host,
+        });
+        let mut board = Board::new(memory.clone(), clock.clone());
+        let mut consoles = Consoles::new();
+
+        // Interrupt controller.
+        let pic = Arc::new(Mutex::new(Pic8259Pair::new(board.intr.clone())));
+        add_pio(&mut board, &[(0x20, 2), (0xA0, 2), (0x4D0, 2)], pic.clone())?;
+        board.interrupt_controller = Some(pic.clone());
+        let irq = |n: u8| -> Arc<dyn IrqLine> { PicIrqLine::shared(&pic, n) };
+
+        // Timer.
+        let pit_timer = TimerHandle::new();
+        let pit = Arc::new(Mutex::new(Pit8254::new(
+            clock.clone(),
+            irq(PIT_IRQ),
+            pit_timer.clone(),
+        )));
+        add_pio(&mut board, &[(PIT_PORT, PIT_PORT_LEN)], pit.clone())?;
+        add_pio(
+            &mut board,
+            &[(PORT61, 1)],
+            Arc::new(Mutex::new(Port61::new(pit.clone()))),
+        )?;
+        board.timers.add(pit_timer, pit);
+
+        // fw_cfg with what SeaBIOS needs.
+        let ide_drives: Vec<IdeDrive> = drives
+            .iter()
+            .map(|d| IdeDrive {
+                channel: d.index / 2,
+                unit: d.index % 2,
+                cdrom: d.media == DriveMedia::Cdrom,
+            })
+            .collect();
+        let content = fw_cfg_content::pc_content(&PcFwCfgConfig {
+            layout: &layout,
+            cpus: 1,
+            boot_order: &config.boot.order,
+            drives: &ide_drives,
+            boot_menu: config.boot.menu,
+            boot_fail_wait_ms: config.boot.reboot_timeout_ms,
+            sercon_port: (config.display == Display::None).then_some(0x3F8),
+            nographic: config.display == Display::None,
+            vga_rom: vga_rom.as_ref(),
+        });
+        let mut fw_cfg = FwCfg::new(memory.clone());
+        for (key, data) in content.legacy {
+            fw_cfg
+                .set_item(key, data)
+                .with_context(|| format!("failed to set fw_cfg key {key:#x}"))?;
+        }
+        for (name, data) in content.files {
+            fw_cfg
+                .add_file(&name, data)
+                .with_context(|| format!("failed to add fw_cfg file {name}"))?;
+        }
+        let fw_cfg = Arc::new(Mutex::new(fw_cfg));
+        add_pio(
+            &mut board,
+            &[
+                (FW_CFG_PORT, FW_CFG_PORT_LEN),
+                (FW_CFG_DMA_PORT, FW_CFG_DMA_PORT_LEN),
+            ],
+            fw_cfg,
+        )?;
+
+        // Power-off through APM (SeaBIOS, the built-in guest).
+        let apm = Arc::new(Mutex::new(ApmShutdownPort::new(board.requests.clone())));
+        add_pio(&mut board, &[(APM_SHUTDOWN_PORT, 1)], apm)?;
+
+        let _ = (&drives, &mut consoles);
+
+        let mut interp = pcvm_cpu_interp::Interpreter::new();
+        if let Some(path) = &config.trace {
+            let f = std::fs::File::create(path)
+                .with_context(|| format!("failed to create trace file {}", path.display()))?;
+            interp.set_trace(Some(Box::new(std::io::BufWriter::new(f))));
+        }
+        let cpu: Box<dyn CpuBackend> = match config.accel {
+            Accel::Interp => Box::new(interp),
+        };
+        let kicker = cpu.kicker();
+        let quit = Arc::new(AtomicBool::new(false));
+        {
+            let quit = quit.clone();
+            let kicker = kicker.clone();
+            let hook: QuitHook = Arc::new(move || {
+                quit.store(true, Ordering::Release);
+                kicker.kick();
+            });
+            consoles.start_stdin(hook);
+        }
+
+        Ok(Machine {
+            board,
+            cpu,
+            kicker,
+            quit,
+            config,
+            pci_reset: Vec::new(),
+            _consoles: consoles,
+        })
+    }
+
+    /// A handle that stops [`Machine::run`] from another thread (it returns [`Exit::Quit`]).
+    pub fn quit_handle(&self) -> impl Fn() + Send + Sync + 'static {
+        let quit = self.quit.clone();
+        let kicker = self.kicker.clone();
+        move || {
+            quit.store(true, Ordering::Release);
+            kicker.kick();
+        }
+    }
+
+    /// Guest memory.
+    pub fn memory(&self) -> &GuestMemory {
+        &self.board.memory
+    }
+
+    /// Instructions executed so far.
+    pub fn instructions(&self) -> u64 {
+        self.cpu.instructions_retired()
+    }
+
+    /// The CPU state, formatted for a crash report.
+    pub fn dump_state(&mut self) -> String {
+        match self.cpu.state() {
+            Ok(s) => format_state(&s),
+            Err(e) => format!("(CPU state unavailable: {e})"),
+        }
+    }
+
+    /// Return every device and the CPU to the power-on state (RAM and CMOS keep their
+    /// contents, as on a real reset).
+    pub fn reset(&mut self) -> Result<()> {
+        self.board.pio.reset_all();
+        self.board.mmio.reset_all();
+        for r in &self.pci_reset {
+            r();
+        }
+        self.board.memory.set_a20(true);
+        for area in 0..13 {
+            self.board
+                .memory
+                .set_pam(area, pcvm_core::memory::pam::DISABLED);
+        }
+        let _ = self.board.requests.take();
+        self.cpu.set_state(&CpuState::reset())?;
+        self.cpu.flush_caches();
+        Ok(())
+    }
+
+    /// Run until the guest powers off, resets or faults (per `-no-reboot`), the user quits, or
+    /// the configured timeout passes.
+    pub fn run(&mut self) -> Result<Exit> {
+        self.run_until(|_| false)
+    }
+
+    /// Like [`Machine::run`], also stopping with [`Exit::Stopped`] once `stop` returns true
+    /// (checked every few million instructions and while halted).
+    pub fn run_until(&mut self, mut stop: impl FnMut(&Machine) -> bool) -> Result<Exit> {
+        let deadline = self.config.timeout.map(|t| Instant::now() + t);
+        loop {
+            if self.quit.load(Ordering::Acquire) {
+                return Ok(Exit::Quit);
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Ok(Exit::Timeout);
+            }
+            if stop(self) {
+                return Ok(Exit::Stopped);
+            }
+            let exit = self
+                .cpu
+                .run(&mut self.board, RunLimit::Instructions(SLICE))
+                .map_err(|e| anyhow!("CPU backend failed: {e}"))?;
+            match exit {
+                VmExit::BudgetExhausted | VmExit::Debug(_) => {}
+                VmExit::Kicked => {
+                    self.kicker.take();
+                }
+                VmExit::Halted => self.wait_for_interrupt(deadline),
+                VmExit::Reset | VmExit::PowerOff => match self.board.requests.take() {
+                    Some(SystemRequest::PowerOff(status)) => return Ok(Exit::PowerOff(status)),
+                    Some(SystemRequest::Reset) | None => {
+                        if self.config.no_reboot {
+                            return Ok(Exit::Reset);
+                        }
+                        tracing::info!("guest reset");
+                        self.reset()?;
+                    }
+                },
+                VmExit::Shutdown => {
+                    let state = self.cpu.state()?;
+                    if self.config.no_reboot {
+                        return Ok(Exit::TripleFault(Box::new(state)));
+                    }
+                    tracing::warn!(
+                        "triple fault at {:04x}:{:08x}; resetting",
+                        state.seg(pcvm_core::SegReg::Cs).selector,
+                        state.rip
+                    );
+                    self.reset()?;
+                }
+            }
+        }
+    }
+
+    /// The CPU halted: let time pass until a timer fires or an interrupt arrives.
+    fn wait_for_interrupt(&mut self, deadline: Option<Instant>) {
+        let board = &mut self.board;
+        board.poll();
+        if board.intr() || board.nmi.load(Ordering::Acquire) {
+            return;
+        }
+        let next = board.next_deadline();
+        if next != u64::MAX && board.clock.skip_to(next) {
+            board.poll();
+            return;
+        }
+        let now = board.clock.now_ns();
+        let mut sleep = if next == u64::MAX {
+            MAX_HALT_SLEEP
+        } else {
+            Duration::from_nanos(next.saturating_sub(now)).min(MAX_HALT_SLEEP)
+        };
+        if let Some(d) = deadline {
+            sleep = sleep.min(d.saturating_duration_since(Instant::now()));
+        }
+        if !sleep.is_zero() {
+            std::thread::sleep(sleep);
+        }
+        board.poll();
+    }
+}
+
+/// A CPU state dump: general registers, segments, control registers.
+pub fn format_state(s: &CpuState) -> String {
+    use std::fmt::Write as _;
+    let mut o = String::new();
+    let g = &s.gpr;
+    let _ = writeln!(
+        o,
+        "EAX={:08x} EBX={:08x} ECX={:08x} EDX={:08x}",
+        g[0] as u32, g[3] as u32, g[1] as u32, g[2] as u32
+    );
+    let _ = writeln!(
+        o,
+        "ESI={:08x} EDI={:08x} EBP={:08x} ESP={:08x}",
+        g[6] as u32, g[7] as u32, g[5] as u32, g[4] as u32
+    );
+    let _ = writeln!(o, "EIP={:08x} EFL={:08x}", s.rip as u32, s.rflags as u32);
+    let names = ["ES", "CS", "SS", "DS", "FS", "GS", "LDT", "TR"];
+    let segs = s.segments.iter().chain([&s.ldtr, &s.tr]);
+    for (name, seg) in names.iter().zip(segs) {
+        let _ = writeln!(
+            o,
+            "{name:<3}={:04x} base={:08x} limit={:08x} attr={:04x}",
+            seg.selector, seg.base as u32, seg.limit, seg.attributes
+        );
+    }
+    let _ = writeln!(
+        o,
+        "GDT={:08x}/{:04x} IDT={:08x}/{:04x}",
+        s.gdtr.base as u32, s.gdtr.limit, s.idtr.base as u32, s.idtr.limit
+    );
+    let _ = write!(
+        o,
+        "CR0={:08x} CR2={:08x} CR3={:08x} CR4={:08x} EFER={:x}",
+        s.cr0 as u32, s.cr2 as u32, s.cr3 as u32, s.cr4 as u32, s.efer
+    );
+    o
+}
