@@ -29,7 +29,7 @@ use diff::families::{self, Family};
 use diff::interp::InterpSide;
 use diff::native::NativeRunner;
 use diff::prng::Rng;
-use diff::{compare, describe, mnemonics, same_in_64bit_mode, Case, NativeMode, Outcome};
+use diff::{compare, describe, mnemonics, same_in_64bit_mode, Case, NativeMode, Outcome, Segs};
 
 const DEFAULT_SEED: u64 = 0x5EED_0002_D1FF_0001;
 const DEFAULT_CASES: u64 = 8000;
@@ -95,7 +95,9 @@ fn run_family(
         .collect();
     let all: Vec<&Case> = cases.iter().collect();
     let long_idx: Vec<usize> = (0..cases.len())
-        .filter(|&i| cases[i].allow_64 && same_in_64bit_mode(&cases[i].code))
+        .filter(|&i| {
+            cases[i].allow_64 && cases[i].segs == Segs::FLAT && same_in_64bit_mode(&cases[i].code)
+        })
         .collect();
     let long_cases: Vec<&Case> = long_idx.iter().map(|&i| &cases[i]).collect();
     let mut report = FamilyReport {
@@ -278,6 +280,7 @@ fn native_runner_known_results() {
         mem_style: 0,
         undef: Default::default(),
         allow_64: true,
+        segs: Segs::FLAT,
     };
     let data = diff::DATA_BASE as u32;
     // add eax, ebx: 0xFFFFFFFF + 1 = 0 with CF ZF PF AF.
@@ -348,6 +351,7 @@ fn interpreter_side_known_results() {
         mem_style: 0,
         undef: Default::default(),
         allow_64: true,
+        segs: Segs::FLAT,
     };
     let add = side
         .run(&case(&[0x01, 0xD8], [0xFFFF_FFFF, 0, 0, 1, 7, 0, 0, 0], 0))

@@ -4,7 +4,7 @@
 use super::asm::{data_offset, mem_at, modrm, Mem, Rm, EAX, EBP, EBX, ECX, EDI, EDX, ESI, ESP};
 use super::prng::{fill_region, Rng};
 use super::undef::{self, ShiftOp, Undefined};
-use super::{Case, DATA_BASE, DATA_SIZE};
+use super::{Case, Segs, DATA_BASE, DATA_SIZE};
 
 /// A named generator.
 pub struct Family {
@@ -180,6 +180,7 @@ fn base(rng: &mut Rng) -> Case {
         mem_style: 0,
         undef: Undefined::default(),
         allow_64: true,
+        segs: Segs::FLAT,
     }
 }
 

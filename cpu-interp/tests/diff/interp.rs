@@ -21,13 +21,44 @@ const IDT: u64 = 0x2000;
 const TSS: u64 = 0x3000;
 /// 256 one-byte `HLT` handlers: vector v halts with EIP = STUBS + v + 1.
 const STUBS: u64 = 0x4000;
+const LDT: u64 = 0x5000;
 const RING0_STACK_TOP: u32 = 0x9000;
 
-const SEL_CODE0: u16 = 0x08;
-const SEL_DATA0: u16 = 0x10;
-const SEL_CODE3: u16 = 0x1B;
-const SEL_DATA3: u16 = 0x23;
-const SEL_TSS: u16 = 0x28;
+/// The handlers' code and stack selectors.
+const SEL_KERNEL_CODE32: u16 = 0x08;
+const SEL_KERNEL_DATA: u16 = 0x18;
+const SEL_TSS: u16 = 0x40;
+const SEL_LDT: u16 = 0x50;
+
+/// (selector index, base, raw limit, access byte, flags nibble G D L AVL). The user-visible
+/// entries mirror Linux x86-64's GDT (arch/x86/include/asm/segment.h: KERNEL32_CS 0x08,
+/// KERNEL_CS 0x10, KERNEL_DS 0x18, USER32_CS 0x23, USER_DS 0x2b, USER_CS 0x33; the TSS at
+/// 0x40 and the LDT at 0x50), so segment loads, LAR, LSL, VERR and VERW give the same answers
+/// as on the host.
+const GDT_ENTRIES: [(u16, u32, u32, u8, u8); 8] = [
+    (1, 0, 0xF_FFFF, 0x9B, 0xC),
+    (2, 0, 0xF_FFFF, 0x9B, 0xA),
+    (3, 0, 0xF_FFFF, 0x93, 0xC),
+    (4, 0, 0xF_FFFF, 0xFB, 0xC),
+    (5, 0, 0xF_FFFF, 0xF3, 0xC),
+    (6, 0, 0xF_FFFF, 0xFB, 0xA),
+    (8, TSS as u32, 0x67, 0x8B, 0x0),
+    (10, LDT as u32, 8 * 8 - 1, 0x82, 0x0),
+];
+const GDT_LIMIT: u16 = 16 * 8 - 1;
+
+/// The LDT, as runner.c installs it with modify_ldt(2) (which sets the accessed bit, DPL 3
+/// and AVL from `useable`): (base, limit, access byte, flags nibble).
+const LDT_ENTRIES: [(u32, u32, u8, u8); 8] = [
+    (CODE_BASE as u32, 0x0FFF, 0xFB, 0x1),
+    (DATA_BASE as u32, 0x1FFF, 0xF3, 0x1),
+    (DATA_BASE as u32 + 0x1000, 0x0FFF, 0xF3, 0x1),
+    (DATA_BASE as u32, 0x1FFF, 0xF3, 0x5),
+    (DATA_BASE as u32, 0x1FFF, 0xF1, 0x5),
+    (DATA_BASE as u32 - 0xE000, 0xDFFF, 0xF7, 0x1),
+    (DATA_BASE as u32, 0x1FFF, 0x73, 0x5),
+    (CODE_BASE as u32, 0x0FFF, 0xFB, 0x5),
+];
 
 /// Vectors that push an error code (SDM Vol. 3A §6.13, Table 6-1).
 fn has_error_code(v: u8) -> bool {
@@ -48,6 +79,39 @@ fn descriptor(base: u32, limit: u32, access: u8, flags: u8) -> [u8; 8] {
     ]
 }
 
+/// The descriptor cache a segment load of `selector` produces (what the host CPU has loaded
+/// when the case starts).
+fn cache_for(selector: u16) -> Segment {
+    let entry = if selector & 4 != 0 {
+        LDT_ENTRIES
+            .get(usize::from(selector >> 3))
+            .map(|&(b, l, a, f)| (b, l, a, f))
+    } else {
+        GDT_ENTRIES
+            .iter()
+            .find(|e| e.0 == selector >> 3)
+            .map(|&(_, b, l, a, f)| (b, l, a, f))
+    };
+    match entry {
+        Some((base, limit, access, flags)) => Segment {
+            selector,
+            base: u64::from(base),
+            limit: if flags & 8 != 0 {
+                (limit << 12) | 0xFFF
+            } else {
+                limit
+            },
+            attributes: u32::from(access) | (u32::from(flags) << 12),
+        },
+        None => Segment {
+            selector,
+            base: 0,
+            limit: 0,
+            attributes: Segment::ATTR_UNUSABLE,
+        },
+    }
+}
+
 /// The machine the interpreter runs cases on (one per worker thread).
 pub struct InterpSide {
     board: Board,
@@ -62,19 +126,22 @@ impl InterpSide {
     pub fn new() -> Result<Self, String> {
         let memory = Arc::new(GuestMemory::pc(8 << 20).map_err(|e| e.to_string())?);
         let w = |addr: u64, bytes: &[u8]| memory.write_phys(addr, bytes).map_err(|e| e.to_string());
-        let mut gdt = Vec::new();
-        gdt.extend_from_slice(&[0; 8]);
-        gdt.extend_from_slice(&descriptor(0, 0xF_FFFF, 0x9A, 0xC));
-        gdt.extend_from_slice(&descriptor(0, 0xF_FFFF, 0x92, 0xC));
-        gdt.extend_from_slice(&descriptor(0, 0xF_FFFF, 0xFA, 0xC));
-        gdt.extend_from_slice(&descriptor(0, 0xF_FFFF, 0xF2, 0xC));
-        gdt.extend_from_slice(&descriptor(TSS as u32, 0x67, 0x8B, 0));
+        let mut gdt = vec![0u8; usize::from(GDT_LIMIT) + 1];
+        for (index, base, limit, access, flags) in GDT_ENTRIES {
+            let at = usize::from(index) * 8;
+            gdt[at..at + 8].copy_from_slice(&descriptor(base, limit, access, flags));
+        }
         w(GDT, &gdt)?;
+        let mut ldt = Vec::new();
+        for (base, limit, access, flags) in LDT_ENTRIES {
+            ldt.extend_from_slice(&descriptor(base, limit, access, flags));
+        }
+        w(LDT, &ldt)?;
         let mut idt = Vec::new();
         for v in 0..256u64 {
             let off = (STUBS + v) as u32;
             idt.extend_from_slice(&(off as u16).to_le_bytes());
-            idt.extend_from_slice(&SEL_CODE0.to_le_bytes());
+            idt.extend_from_slice(&SEL_KERNEL_CODE32.to_le_bytes());
             // Present 32-bit interrupt gates; like Linux's IDT, only #BP and #OF (and the
             // syscall vector 0x80) may be raised by INT n at CPL 3, others are #GP(n*8+2).
             let dpl3 = matches!(v, 3 | 4 | 0x80);
@@ -84,7 +151,7 @@ impl InterpSide {
         w(IDT, &idt)?;
         let mut tss = [0u8; 0x68];
         tss[4..8].copy_from_slice(&RING0_STACK_TOP.to_le_bytes());
-        tss[8..10].copy_from_slice(&SEL_DATA0.to_le_bytes());
+        tss[8..10].copy_from_slice(&SEL_KERNEL_DATA.to_le_bytes());
         tss[0x66..0x68].copy_from_slice(&0x68u16.to_le_bytes());
         w(TSS, &tss)?;
         w(STUBS, &[0xF4; 256])?;
@@ -107,19 +174,16 @@ impl InterpSide {
     fn initial_state(case: &Case) -> CpuState {
         let mut s = CpuState::reset();
         s.cr0 = cr::CR0_PE | cr::CR0_ET | cr::CR0_NE;
-        let flat = |selector: u16, attributes: u32| Segment {
-            selector,
-            base: 0,
-            limit: 0xFFFF_FFFF,
-            attributes,
-        };
-        for seg in SegReg::ALL {
-            *s.seg_mut(seg) = flat(SEL_DATA3, 0xC0F3);
+        for seg in [SegReg::Fs, SegReg::Gs] {
+            *s.seg_mut(seg) = cache_for(0x2B);
         }
-        *s.seg_mut(SegReg::Cs) = flat(SEL_CODE3, 0xC0FB);
+        *s.seg_mut(SegReg::Cs) = cache_for(case.segs.cs);
+        *s.seg_mut(SegReg::Ds) = cache_for(case.segs.ds);
+        *s.seg_mut(SegReg::Es) = cache_for(case.segs.es);
+        *s.seg_mut(SegReg::Ss) = cache_for(case.segs.ss);
         s.gdtr = DescriptorTable {
             base: GDT,
-            limit: 6 * 8 - 1,
+            limit: GDT_LIMIT,
         };
         s.idtr = DescriptorTable {
             base: IDT,
@@ -131,16 +195,11 @@ impl InterpSide {
             limit: 0x67,
             attributes: 0x8B,
         };
-        s.ldtr = Segment {
-            selector: 0,
-            base: 0,
-            limit: 0,
-            attributes: Segment::ATTR_UNUSABLE,
-        };
+        s.ldtr = cache_for(SEL_LDT);
         for (i, r) in case.regs.iter().enumerate() {
             s.gpr[i] = u64::from(*r);
         }
-        s.rip = CODE_BASE;
+        s.rip = u64::from(case.segs.eip);
         s.rflags = 0x202 | u64::from(case.eflags & 0x0CD5);
         s
     }
@@ -205,9 +264,10 @@ impl InterpSide {
         };
         let skip = usize::from(has_error_code(vector));
         let (eip, cs, eflags, esp3) = (word(skip), word(skip + 1), word(skip + 2), word(skip + 3));
-        if cs as u16 != SEL_CODE3 {
+        if cs as u16 != case.segs.cs {
             return Err(format!(
-                "vector {vector} frame shows CS {cs:#x} (expected the CPL-3 code selector; nested fault?)"
+                "vector {vector} frame shows CS {cs:#x}, expected {:#x} (nested fault or far transfer?)",
+                case.segs.cs
             ));
         }
         let mut regs = [0u32; 8];
@@ -228,7 +288,7 @@ impl InterpSide {
             .collect();
         Ok(Outcome {
             vector,
-            rip_off: eip.wrapping_sub(CODE_BASE as u32),
+            rip_off: eip.wrapping_sub(case.segs.eip),
             error_code: if skip == 1 { word(0) } else { 0 },
             regs,
             eflags,

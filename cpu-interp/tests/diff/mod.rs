@@ -48,6 +48,39 @@ pub struct Case {
     pub undef: Undefined,
     /// The generator allows 64-bit mode (the encoding check must agree too).
     pub allow_64: bool,
+    /// Segments at the start (64-bit mode runs only [`Segs::FLAT`] cases).
+    pub segs: Segs,
+}
+
+/// The selectors a case starts with and its first EIP. Selectors are those of Linux's GDT
+/// (0x23 32-bit user code, 0x2b user data) or of the LDT runner.c installs (see interp.rs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Segs {
+    pub cs: u16,
+    pub ds: u16,
+    pub es: u16,
+    pub ss: u16,
+    pub eip: u32,
+}
+
+impl Segs {
+    /// Flat 32-bit: CS = USER32_CS, data = USER_DS, code at CODE_BASE.
+    pub const FLAT: Segs = Segs {
+        cs: 0x23,
+        ds: 0x2B,
+        es: 0x2B,
+        ss: 0x2B,
+        eip: CODE_BASE as u32,
+    };
+    /// 16-bit code segment at the code page (EIP 0), DS = SS = the data region (16-bit, limit
+    /// 0x1FFF), ES = its upper half (base +0x1000, limit 0xFFF).
+    pub const SEG16: Segs = Segs {
+        cs: 0x07,
+        ds: 0x0F,
+        es: 0x17,
+        ss: 0x0F,
+        eip: 0,
+    };
 }
 
 /// How a case ended, on either side.
@@ -55,7 +88,7 @@ pub struct Case {
 pub struct Outcome {
     /// Exception vector that ended the run (3 = the INT3 end marker).
     pub vector: u8,
-    /// EIP of the exception frame minus [`CODE_BASE`].
+    /// EIP of the exception frame minus the case's first EIP.
     pub rip_off: u32,
     /// The error code pushed with the exception (0 when the vector has none).
     pub error_code: u32,
@@ -77,8 +110,8 @@ pub enum NativeMode {
 const REG_NAMES: [&str; 8] = ["eax", "ecx", "edx", "ebx", "esp", "ebp", "esi", "edi"];
 
 /// Intel-syntax disassembly of the case bytes (32-bit), one instruction per `; `.
-pub fn disassemble(code: &[u8]) -> String {
-    let mut dec = Decoder::with_ip(32, code, CODE_BASE, DecoderOptions::NONE);
+pub fn disassemble(code: &[u8], bitness: u32) -> String {
+    let mut dec = Decoder::with_ip(bitness, code, 0, DecoderOptions::NONE);
     let mut fmt = IntelFormatter::new();
     let mut out = Vec::new();
     let mut ins = Instruction::default();
@@ -253,16 +286,20 @@ pub fn describe(case: &Case) -> String {
         .map(|i| format!("{}={:#010x}", REG_NAMES[i], case.regs[i]))
         .collect();
     format!(
-        "bytes [{}] = `{}`\n    initial {} eflags={:#06x} mem_seed={:#x} mem_style={}",
+        "bytes [{}] = `{}`\n    initial {} eflags={:#06x} mem_seed={:#x} mem_style={} cs={:#x} ds={:#x} es={:#x} ss={:#x}",
         case.code
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect::<Vec<_>>()
             .join(" "),
-        disassemble(&case.code),
+        disassemble(&case.code, if case.segs.cs == 0x07 { 16 } else { 32 }),
         regs.join(" "),
         case.eflags,
         case.mem_seed,
-        case.mem_style
+        case.mem_style,
+        case.segs.cs,
+        case.segs.ds,
+        case.segs.es,
+        case.segs.ss
     )
 }

@@ -58,8 +58,15 @@ impl NativeRunner {
                 input.push_str(&format!(" {r:x}"));
             }
             input.push_str(&format!(
-                " {:x} {:x} {:x}\n",
-                c.eflags, c.mem_seed, c.mem_style
+                " {:x} {:x} {:x} {:x} {:x} {:x} {:x} {:x}\n",
+                c.eflags,
+                c.mem_seed,
+                c.mem_style,
+                c.segs.cs,
+                c.segs.ds,
+                c.segs.es,
+                c.segs.ss,
+                c.segs.eip
             ));
         }
         if let Ok(dir) = std::env::var("PCVM_DIFF_DUMP_DIR") {
@@ -87,13 +94,22 @@ impl NativeRunner {
             ));
         }
         let text = String::from_utf8_lossy(&out.stdout);
-        let outcomes: Vec<Outcome> = text.lines().map(parse_line).collect::<Result<_, _>>()?;
+        let mut outcomes: Vec<Outcome> = text.lines().map(parse_line).collect::<Result<_, _>>()?;
         if outcomes.len() != cases.len() {
             return Err(format!(
                 "native runner answered {} of {} cases",
                 outcomes.len(),
                 cases.len()
             ));
+        }
+        // The runner reports the raw EIP; make it relative to where each case started.
+        for (o, c) in outcomes.iter_mut().zip(cases) {
+            let start = if mode == NativeMode::Long64 {
+                super::CODE_BASE as u32
+            } else {
+                c.segs.eip
+            };
+            o.rip_off = o.rip_off.wrapping_sub(start);
         }
         Ok(outcomes)
     }

@@ -13,7 +13,10 @@
  * can use the same linear addresses.
  *
  * Input line (hex fields): mode(32|64) code eax ecx edx ebx esp ebp esi edi eflags memseed style
- * Output line (hex fields): vector errcode rip-CODE_BASE eax ecx edx ebx esp ebp esi edi eflags
+ *                          cs ds es ss eip
+ * (64-bit mode ignores the selectors and enters at CODE_BASE; compatibility mode loads DS, ES,
+ * SS and far-jumps to cs:eip — USER32_CS flat, or one of the LDT code segments below.)
+ * Output line (hex fields): vector errcode eip eax ecx edx ebx esp ebp esi edi eflags
  *                           nchanged [offset:value ...]
  * The data region (DATA_SIZE bytes at DATA_BASE) is filled from memseed with splitmix64; style 1
  * keeps only bit 0 of each byte (so string compares find equal bytes).
@@ -25,7 +28,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <asm/ldt.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <ucontext.h>
 #include <unistd.h>
 
@@ -36,6 +41,22 @@
 #define USER32_CS 0x23
 #define USER_DS 0x2b
 
+/* LDT entries (selector = index << 3 | 7), installed with modify_ldt(2) at start-up; the
+ * interpreter side (tests/diff/interp.rs) builds the same table. */
+struct ldt_entry {
+    unsigned base, limit, seg_32bit, contents, read_exec_only, not_present;
+};
+static const struct ldt_entry LDT[] = {
+    {0x00310000, 0x0FFF, 0, 2, 0, 0},          /* 0x07: 16-bit readable code = code page */
+    {0x00320000, 0x1FFF, 0, 0, 0, 0},          /* 0x0F: data, the region, B=0 */
+    {0x00321000, 0x0FFF, 0, 0, 0, 0},          /* 0x17: data, upper half of the region */
+    {0x00320000, 0x1FFF, 1, 0, 0, 0},          /* 0x1F: data, the region, B=1 */
+    {0x00320000, 0x1FFF, 1, 0, 1, 0},          /* 0x27: read-only data */
+    {0x00320000 - 0xE000, 0xDFFF, 0, 1, 0, 0}, /* 0x2F: expand-down, offsets E000-FFFF */
+    {0x00320000, 0x1FFF, 1, 0, 0, 1},          /* 0x37: not present */
+    {0x00310000, 0x0FFF, 1, 2, 0, 0},          /* 0x3F: 32-bit readable code = code page */
+};
+
 /* Layout known to the assembly below. */
 struct guest {
     uint64_t gpr[8];   /* 0: rax rcx rdx rbx rsp rbp rsi rdi */
@@ -43,6 +64,8 @@ struct guest {
     uint64_t target;   /* 72: 64-bit entry */
     uint32_t far_off;  /* 80: m16:32 far pointer for the compatibility-mode entry */
     uint16_t far_sel;  /* 84 */
+    uint16_t pad;      /* 86 */
+    uint16_t ds, es, ss; /* 88, 90, 92: data selectors for the compatibility-mode entry */
 };
 
 struct result {
@@ -73,9 +96,12 @@ __asm__(
     ".globl enter32\n"
     "enter32:\n"
     "  mov %rdi, %r11\n"
-    "  mov $0x2b, %eax\n"
+    "  movzwl 88(%r11), %eax\n"
     "  mov %eax, %ds\n"
+    "  movzwl 90(%r11), %eax\n"
     "  mov %eax, %es\n"
+    "  movzwl 92(%r11), %eax\n"
+    "  mov %eax, %ss\n"
     "  pushq 64(%r11)\n"
     "  popfq\n"
     "  mov 0(%r11), %rax\n"
@@ -87,6 +113,9 @@ __asm__(
     "  mov 56(%r11), %rdi\n"
     "  mov 32(%r11), %rsp\n"
     "  ljmpl *80(%r11)\n");
+
+_Static_assert(__builtin_offsetof(struct guest, ds) == 88, "layout used by enter32");
+_Static_assert(__builtin_offsetof(struct guest, ss) == 92, "layout used by enter32");
 
 static sigjmp_buf back;
 static struct guest g;
@@ -147,6 +176,23 @@ int main(void) {
         fprintf(stderr, "runner: cannot map code/data at %#lx/%#lx\n", CODE_BASE, DATA_BASE);
         return 2;
     }
+    for (unsigned i = 0; i < sizeof LDT / sizeof LDT[0]; i++) {
+        struct user_desc d = {
+            .entry_number = i,
+            .base_addr = LDT[i].base,
+            .limit = LDT[i].limit,
+            .seg_32bit = LDT[i].seg_32bit,
+            .contents = LDT[i].contents,
+            .read_exec_only = LDT[i].read_exec_only,
+            .limit_in_pages = 0,
+            .seg_not_present = LDT[i].not_present,
+            .useable = 1,
+        };
+        if (syscall(SYS_modify_ldt, 1, &d, sizeof d) != 0) {
+            perror("runner: modify_ldt");
+            return 2;
+        }
+    }
     stack_t ss = {.ss_sp = malloc(1 << 16), .ss_size = 1 << 16, .ss_flags = 0};
     if (!ss.ss_sp || sigaltstack(&ss, NULL) != 0) {
         perror("runner: sigaltstack");
@@ -171,12 +217,13 @@ int main(void) {
     while (getline(&line, &cap, stdin) > 0) {
         if ((n++ & 1023) == 0) alarm(20); /* a hung case kills the batch instead of the test */
         char codehex[4096];
-        unsigned mode, style;
+        unsigned mode, style, cs, ds, es, ss, eip;
         unsigned long long regs[8], fl, seed;
-        int k = sscanf(line, "%x %4095s %llx %llx %llx %llx %llx %llx %llx %llx %llx %llx %x",
+        int k = sscanf(line,
+                       "%x %4095s %llx %llx %llx %llx %llx %llx %llx %llx %llx %llx %x %x %x %x %x %x",
                        &mode, codehex, &regs[0], &regs[1], &regs[2], &regs[3], &regs[4],
-                       &regs[5], &regs[6], &regs[7], &fl, &seed, &style);
-        if (k != 13 || (mode != 0x32 && mode != 0x64)) {
+                       &regs[5], &regs[6], &regs[7], &fl, &seed, &style, &cs, &ds, &es, &ss, &eip);
+        if (k != 18 || (mode != 0x32 && mode != 0x64)) {
             fprintf(stderr, "runner: bad input line %lu\n", n);
             return 2;
         }
@@ -202,8 +249,11 @@ int main(void) {
         /* Only the status flags and DF are taken from the input; TF/AC/ID stay clear. */
         g.rflags = 0x202 | (fl & 0x0CD5);
         g.target = CODE_BASE;
-        g.far_off = (uint32_t)CODE_BASE;
-        g.far_sel = USER32_CS;
+        g.far_off = eip;
+        g.far_sel = (uint16_t)cs;
+        g.ds = (uint16_t)ds;
+        g.es = (uint16_t)es;
+        g.ss = (uint16_t)ss;
         memset(&res, 0, sizeof res);
         if (sigsetjmp(back, 1) == 0) {
             if (mode == 0x64)
@@ -212,7 +262,7 @@ int main(void) {
                 enter32(&g);
         }
         printf("%llx %llx %llx", (unsigned long long)res.trapno, (unsigned long long)res.err,
-               (unsigned long long)(res.rip - CODE_BASE));
+               (unsigned long long)(uint32_t)res.rip);
         for (int i = 0; i < 8; i++) printf(" %llx", (unsigned long long)(uint32_t)res.gpr[i]);
         printf(" %llx", (unsigned long long)res.rflags);
         const unsigned char *now = data;
