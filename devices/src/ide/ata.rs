@@ -1,11 +1,13 @@
 //! ATA commands of a hard disk (ATA/ATAPI-6, T13/1410D), PIO data transfers only.
 //!
-//! Supported: IDENTIFY DEVICE, READ/WRITE SECTORS (+EXT), READ/WRITE MULTIPLE (+EXT), SET
+//! Supported: IDENTIFY DEVICE, READ/WRITE SECTORS (+EXT), READ/WRITE MULTIPLE (+EXT), READ/WRITE
+//! DMA (+EXT, when the controller has bus-master DMA), SET
 //! MULTIPLE MODE, READ VERIFY (+EXT), READ NATIVE MAX ADDRESS (+EXT), FLUSH CACHE (+EXT),
 //! INITIALIZE DEVICE PARAMETERS, SET FEATURES, the power-management no-ops, CHECK POWER MODE,
 //! RECALIBRATE, SEEK. Anything else is aborted (ERR, ABRT). Addresses outside the disk end the
 //! command with IDNF before any data moves.
 
+use super::bmdma::{DmaData, DmaJob};
 use super::{
     Drive, Transfer, DEVHEAD_LBA, ERROR_ABRT, ERROR_IDNF, SECTOR_SIZE, STATUS_DRDY, STATUS_DRQ,
     STATUS_DSC,
@@ -21,6 +23,18 @@ pub const CMD_READ_SECTORS: u8 = 0x20;
 pub const CMD_READ_SECTORS_NORETRY: u8 = 0x21;
 /// READ SECTORS EXT (48-bit).
 pub const CMD_READ_SECTORS_EXT: u8 = 0x24;
+/// READ DMA EXT.
+pub const CMD_READ_DMA_EXT: u8 = 0x25;
+/// WRITE DMA EXT.
+pub const CMD_WRITE_DMA_EXT: u8 = 0x35;
+/// READ DMA.
+pub const CMD_READ_DMA: u8 = 0xC8;
+/// READ DMA without retries (obsolete alias).
+pub const CMD_READ_DMA_NORETRY: u8 = 0xC9;
+/// WRITE DMA.
+pub const CMD_WRITE_DMA: u8 = 0xCA;
+/// WRITE DMA without retries (obsolete alias).
+pub const CMD_WRITE_DMA_NORETRY: u8 = 0xCB;
 /// READ NATIVE MAX ADDRESS EXT.
 pub const CMD_READ_NATIVE_MAX_EXT: u8 = 0x27;
 /// READ MULTIPLE EXT.
@@ -162,10 +176,28 @@ impl Drive {
         w[86] = (1 << 13) | (1 << 12) | (1 << 10);
         w[87] = 1 << 14;
         w[93] = self.reset_result_word();
+        self.identify_dma_words(&mut w);
         for (i, word) in w[100..104].iter_mut().enumerate() {
             *word = (self.sectors >> (16 * i)) as u16;
         }
         w
+    }
+
+    /// DMA capability words (49 bit 8, 53 bit 2, 63, 88) when the controller has bus-master
+    /// DMA: multiword modes 0–2 and Ultra DMA modes 0–5, with the mode SET FEATURES chose.
+    pub(crate) fn identify_dma_words(&self, w: &mut [u16; 256]) {
+        if !self.dma {
+            return;
+        }
+        w[49] |= 1 << 8;
+        w[53] |= 1 << 2;
+        w[63] = 0x0007;
+        w[88] = 0x003F;
+        match self.xfer_mode {
+            m @ 0x20..=0x22 => w[63] |= 1 << (8 + (m & 7)),
+            m @ 0x40..=0x45 => w[88] |= 1 << (8 + (m & 7)),
+            _ => {}
+        }
     }
 
     /// Word 93, hardware reset result: 80-conductor cable, this device passed diagnostics.
@@ -317,6 +349,10 @@ impl Drive {
                 };
                 self.start_write(a, u64::from(self.multiple));
             }
+            CMD_READ_DMA | CMD_READ_DMA_NORETRY => self.start_dma_command(Lba28, true),
+            CMD_READ_DMA_EXT => self.start_dma_command(Lba48, true),
+            CMD_WRITE_DMA | CMD_WRITE_DMA_NORETRY => self.start_dma_command(Lba28, false),
+            CMD_WRITE_DMA_EXT => self.start_dma_command(Lba48, false),
             CMD_READ_VERIFY | CMD_READ_VERIFY_NORETRY | CMD_READ_VERIFY_EXT => {
                 let a = if cmd == CMD_READ_VERIFY_EXT {
                     Lba48
@@ -387,11 +423,45 @@ impl Drive {
     /// (transfer mode, write cache, read look-ahead, reverting to defaults).
     pub(crate) fn set_features(&mut self) {
         match self.tf.feature {
-            0x02 | 0x03 | 0x05 | 0x55 | 0x66 | 0x82 | 0x85 | 0xAA | 0xCC => self.complete(true),
+            0x03 => {
+                // Transfer mode in SC: PIO default/flow control, multiword or Ultra DMA.
+                let mode = self.tf.nsector;
+                let ok = match mode {
+                    0x00 | 0x01 | 0x08..=0x0C => true,
+                    0x20..=0x22 | 0x40..=0x45 => self.dma,
+                    _ => false,
+                };
+                if ok {
+                    self.xfer_mode = mode;
+                    self.complete(true);
+                } else {
+                    self.fail(ERROR_ABRT);
+                }
+            }
+            0x02 | 0x05 | 0x55 | 0x66 | 0x82 | 0x85 | 0xAA | 0xCC => self.complete(true),
             f => {
                 tracing::debug!("ide: SET FEATURES subcommand {f:#04x} aborted");
                 self.fail(ERROR_ABRT);
             }
+        }
+    }
+
+    /// READ/WRITE DMA: check the range, then wait for the bus master (no interrupt until the
+    /// transfer is done).
+    fn start_dma_command(&mut self, a: Addressing, to_memory: bool) {
+        if !self.dma || (!to_memory && self.backend.as_ref().is_none_or(|b| b.read_only())) {
+            self.fail(ERROR_ABRT);
+            return;
+        }
+        if let Some((lba, count)) = self.command_range(a) {
+            self.set_lba(lba + count - 1, a);
+            self.start_dma(DmaJob {
+                to_memory,
+                len: count * SECTOR_SIZE as u64,
+                data: DmaData::Backend {
+                    offset: lba * SECTOR_SIZE as u64,
+                },
+            });
         }
     }
 

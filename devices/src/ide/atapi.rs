@@ -12,7 +12,8 @@ use super::ata::{
     identify_bytes, put_string, CMD_CHECK_POWER_MODE, CMD_DEVICE_RESET, CMD_IDENTIFY_DEVICE,
     CMD_IDENTIFY_PACKET_DEVICE, CMD_PACKET, CMD_SET_FEATURES, FIRMWARE_REVISION,
 };
-use super::{Drive, Sense, Transfer, ERROR_ABRT};
+use super::bmdma::{DmaData, DmaJob};
+use super::{Drive, Sense, Transfer, ERROR_ABRT, IREASON_COD, IREASON_IO};
 
 /// Bytes in a CD sector.
 pub const CD_SECTOR_SIZE: usize = 2048;
@@ -20,11 +21,6 @@ pub const CD_SECTOR_SIZE: usize = 2048;
 pub const PACKET_SIZE: usize = 12;
 /// Model string in IDENTIFY PACKET DEVICE.
 pub const CDROM_MODEL: &str = "PCVM DVD-ROM";
-
-/// Interrupt reason (sector count register): command/data (1 = command packet).
-const IREASON_COD: u8 = 0x01;
-/// Interrupt reason: direction (1 = to the host).
-const IREASON_IO: u8 = 0x02;
 
 /// TEST UNIT READY.
 pub const SCSI_TEST_UNIT_READY: u8 = 0x00;
@@ -124,6 +120,7 @@ impl Drive {
         w[85] = 1 << 4;
         w[87] = 1 << 14;
         w[93] = self.reset_result_word();
+        self.identify_dma_words(&mut w);
         w
     }
 
@@ -138,8 +135,8 @@ impl Drive {
                 self.irq = true;
             }
             CMD_PACKET => {
-                if self.tf.feature & 1 != 0 {
-                    // DMA requested; only PIO is modelled.
+                self.atapi_dma = self.tf.feature & 1 != 0;
+                if self.atapi_dma && !self.dma {
                     self.fail(ERROR_ABRT);
                     return;
                 }
@@ -188,19 +185,37 @@ impl Drive {
             Reply::Check(sense) => self.atapi_error(sense),
             Reply::Done => self.atapi_ok(),
             Reply::Data(data) if data.is_empty() => self.atapi_ok(),
-            Reply::Data(data) => self.atapi_next_block(data, 0, 0, limit),
             Reply::Sectors { count: 0, .. } => self.atapi_ok(),
+            Reply::Data(data) if self.atapi_dma => {
+                self.tf.nsector = IREASON_IO;
+                self.start_dma(DmaJob {
+                    to_memory: true,
+                    len: data.len() as u64,
+                    data: DmaData::Reply(data),
+                });
+            }
+            Reply::Sectors { lba, count } if self.atapi_dma => {
+                self.tf.nsector = IREASON_IO;
+                self.start_dma(DmaJob {
+                    to_memory: true,
+                    len: count * CD_SECTOR_SIZE as u64,
+                    data: DmaData::Backend {
+                        offset: lba * CD_SECTOR_SIZE as u64,
+                    },
+                });
+            }
+            Reply::Data(data) => self.atapi_next_block(data, 0, 0, limit),
             Reply::Sectors { lba, count } => self.atapi_next_block(Vec::new(), lba, count, limit),
         }
     }
 
-    fn atapi_ok(&mut self) {
+    pub(crate) fn atapi_ok(&mut self) {
         self.complete(true);
         self.sense = Sense::default();
         self.tf.nsector = IREASON_IO | IREASON_COD;
     }
 
-    fn atapi_error(&mut self, sense: Sense) {
+    pub(crate) fn atapi_error(&mut self, sense: Sense) {
         self.sense = sense;
         self.fail(sense.key << 4);
         self.tf.nsector = IREASON_IO | IREASON_COD;

@@ -3,8 +3,9 @@
 //! Primary channel: command block 0x1F0–0x1F7, control block 0x3F6, IRQ14; secondary:
 //! 0x170–0x177, 0x376, IRQ15 (82371SB datasheet §2.7; ATA/ATAPI-6 §7 for the registers). Each
 //! channel holds a master and a slave [`Drive`]; [`ata`] executes ATA commands, [`atapi`] the
-//! SFF-8020/MMC packet commands of CD-ROMs. Everything completes synchronously: BSY is never
-//! seen by the guest except during a software reset. Bus-master DMA is not modelled.
+//! SFF-8020/MMC packet commands of CD-ROMs; [`bmdma`] the bus-master DMA engine reached through
+//! the IDE function's BAR4 (only when the controller was given guest memory). Everything
+//! completes synchronously: BSY is never seen by the guest except during a software reset.
 //!
 //! Absent devices follow QEMU: with no device on a channel every register reads 0 (data 0xFF);
 //! with only a master, the selected-but-absent slave reads 0 in its status and taskfile
@@ -12,12 +13,15 @@
 
 pub mod ata;
 pub mod atapi;
+pub mod bmdma;
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::sync::Arc;
 
-use pcvm_core::{BusAccess, BusDevice, IrqLine};
+use pcvm_core::{BusAccess, BusDevice, GuestMemory, IrqLine};
+
+use self::bmdma::{BusMaster, DmaJob, BM_CHANNEL_SIZE};
 
 use crate::{Error, Result};
 
@@ -54,6 +58,11 @@ pub const DEVCTL_HOB: u8 = 0x80;
 pub const DEVHEAD_LBA: u8 = 0x40;
 /// Device/head: device 1 (slave) selected.
 pub const DEVHEAD_DEV: u8 = 0x10;
+
+/// ATAPI interrupt reason (sector count register): command/data (1 = command packet).
+pub(crate) const IREASON_COD: u8 = 0x01;
+/// ATAPI interrupt reason: direction (1 = to the host).
+pub(crate) const IREASON_IO: u8 = 0x02;
 
 /// Bytes in an ATA sector.
 pub const SECTOR_SIZE: usize = 512;
@@ -264,6 +273,8 @@ pub(crate) enum Transfer {
         sectors_left: u64,
         limit: usize,
     },
+    /// A DMA command waits for the bus master to start.
+    Dma(DmaJob),
 }
 
 /// SCSI sense data of an ATAPI device (SPC-3 §4.5).
@@ -303,6 +314,12 @@ pub struct Drive {
     pub(crate) irq: bool,
     /// Master (0) or slave (1), for IDENTIFY word 93.
     pub(crate) slot: usize,
+    /// The controller can do bus-master DMA (IDENTIFY advertises DMA modes).
+    pub(crate) dma: bool,
+    /// Transfer mode chosen with SET FEATURES 0x03 (ATA-6 table 44).
+    pub(crate) xfer_mode: u8,
+    /// The PACKET command in progress asked for DMA.
+    pub(crate) atapi_dma: bool,
 }
 
 impl std::fmt::Debug for Drive {
@@ -344,6 +361,9 @@ impl Drive {
             sense: Sense::default(),
             irq: false,
             slot: 0,
+            dma: false,
+            xfer_mode: 0,
+            atapi_dma: false,
         };
         d.power_on();
         d
@@ -377,6 +397,7 @@ impl Drive {
     /// The power-on / hardware reset state.
     fn power_on(&mut self) {
         self.multiple = 0;
+        self.xfer_mode = 0;
         self.cur_heads = self.heads;
         self.cur_spt = self.spt;
         self.sense = Sense::default();
@@ -495,7 +516,37 @@ impl Drive {
                 sectors_left,
                 limit,
             } => self.atapi_next_block(staged, next_lba, sectors_left, limit),
+            dma @ Transfer::Dma(_) => self.transfer = dma,
         }
+    }
+
+    /// The bus master moved all of a DMA job's data.
+    pub(crate) fn dma_done(&mut self) {
+        match self.kind {
+            DriveKind::Disk => self.complete(true),
+            DriveKind::Cdrom => self.atapi_ok(),
+        }
+    }
+
+    /// A DMA transfer stopped early (bad PRD table, memory or backend error).
+    pub(crate) fn dma_failed(&mut self) {
+        match self.kind {
+            DriveKind::Disk => self.fail(ERROR_ABRT),
+            // MEDIUM ERROR / UNRECOVERED READ ERROR.
+            DriveKind::Cdrom => self.atapi_error(Sense {
+                key: 0x03,
+                asc: 0x11,
+                ascq: 0,
+            }),
+        }
+    }
+
+    /// Wait for the bus master with `job` (DRQ set as the device requests DMA).
+    pub(crate) fn start_dma(&mut self, job: DmaJob) {
+        self.buf.clear();
+        self.pos = 0;
+        self.status = STATUS_DRDY | STATUS_DSC | STATUS_DRQ;
+        self.transfer = Transfer::Dma(job);
     }
 
     /// Read one taskfile register (1–7) as the device presents it.
@@ -558,6 +609,7 @@ struct Channel {
     /// INTRQ from the selected device (before nIEN).
     intrq: bool,
     irq: Arc<dyn IrqLine>,
+    bm: BusMaster,
 }
 
 impl Channel {
@@ -568,6 +620,7 @@ impl Channel {
             devctl: 0,
             intrq: false,
             irq,
+            bm: BusMaster::default(),
         }
     }
 
@@ -696,10 +749,38 @@ impl Channel {
         self.update_irq();
     }
 
+    /// Run a waiting DMA job if the bus master is started (SFF-8038i §3).
+    fn try_dma(&mut self, memory: Option<&GuestMemory>) {
+        if !self.bm.started() {
+            return;
+        }
+        for d in self.drives.iter_mut().flatten() {
+            let Transfer::Dma(mut job) = std::mem::replace(&mut d.transfer, Transfer::Idle) else {
+                continue;
+            };
+            let result = match memory {
+                Some(m) => bmdma::run(&mut job, self.bm.prd, m, d.backend.as_mut()),
+                None => Err(bmdma::DmaError::Memory),
+            };
+            self.bm.status &= !bmdma::BM_STATUS_ACTIVE;
+            self.bm.status |= bmdma::BM_STATUS_INTERRUPT;
+            match result {
+                Ok(_) => d.dma_done(),
+                Err(e) => {
+                    tracing::debug!("ide: DMA transfer failed: {e:?}");
+                    self.bm.status |= bmdma::BM_STATUS_ERROR;
+                    d.dma_failed();
+                }
+            }
+        }
+        self.collect_irq();
+    }
+
     fn reset(&mut self) {
         self.select = 0xA0;
         self.devctl = 0;
         self.intrq = false;
+        self.bm = BusMaster::default();
         for d in self.drives.iter_mut().flatten() {
             d.power_on();
         }
@@ -713,6 +794,7 @@ impl Channel {
 /// apart by absolute port. The PCI face (00:01.1) is [`crate::pci::piix::Piix3Ide`].
 pub struct IdeController {
     channels: [Channel; 2],
+    memory: Option<Arc<GuestMemory>>,
 }
 
 impl IdeController {
@@ -740,6 +822,43 @@ impl IdeController {
     pub fn new(irq14: Arc<dyn IrqLine>, irq15: Arc<dyn IrqLine>) -> Self {
         IdeController {
             channels: [Channel::new(irq14), Channel::new(irq15)],
+            memory: None,
+        }
+    }
+
+    /// Enable bus-master DMA into `memory` (drives then advertise DMA modes). Without it DMA
+    /// commands are aborted and guests use PIO.
+    pub fn set_dma_memory(&mut self, memory: Arc<GuestMemory>) {
+        self.memory = Some(memory);
+        for c in &mut self.channels {
+            for d in c.drives.iter_mut().flatten() {
+                d.dma = true;
+            }
+        }
+    }
+
+    /// Read the bus-master registers (BAR4 of the IDE function) at `offset` (0–15).
+    pub fn bmdma_read(&mut self, offset: u64, data: &mut [u8]) {
+        for (i, b) in data.iter_mut().enumerate() {
+            let off = offset.saturating_add(i as u64);
+            *b = match self.channels.get((off / BM_CHANNEL_SIZE) as usize) {
+                Some(c) => c.bm.read(off % BM_CHANNEL_SIZE),
+                None => 0xFF,
+            };
+        }
+    }
+
+    /// Write the bus-master registers at `offset`; setting the start bit runs a waiting
+    /// transfer.
+    pub fn bmdma_write(&mut self, offset: u64, data: &[u8]) {
+        for (i, &b) in data.iter().enumerate() {
+            let off = offset.saturating_add(i as u64);
+            let memory = self.memory.as_deref();
+            if let Some(c) = self.channels.get_mut((off / BM_CHANNEL_SIZE) as usize) {
+                if c.bm.write(off % BM_CHANNEL_SIZE, b) {
+                    c.try_dma(memory);
+                }
+            }
         }
     }
 
@@ -760,6 +879,7 @@ impl IdeController {
             });
         }
         drive.slot = slot;
+        drive.dma = self.memory.is_some();
         drive.tf.select = if slot == 1 { 0xB0 } else { 0xA0 };
         *place = Some(drive);
         Ok(())
@@ -813,20 +933,23 @@ impl BusDevice for IdeController {
     }
 
     fn write(&mut self, access: BusAccess, data: &[u8]) {
-        match Self::decode(access.addr) {
-            Some((ch, Block::Command(0))) => self.channels[ch].write(Block::Command(0), data),
-            Some((ch, block)) => {
-                for (i, &b) in data.iter().enumerate() {
-                    let block = match block {
-                        Block::Command(r) if r + i as u64 <= 7 => Block::Command(r + i as u64),
-                        Block::Control if i == 0 => Block::Control,
-                        _ => break,
-                    };
-                    self.channels[ch].write(block, &[b]);
-                }
+        let Some((ch, block)) = Self::decode(access.addr) else {
+            return;
+        };
+        if block == Block::Command(0) {
+            self.channels[ch].write(Block::Command(0), data);
+        } else {
+            for (i, &b) in data.iter().enumerate() {
+                let block = match block {
+                    Block::Command(r) if r + i as u64 <= 7 => Block::Command(r + i as u64),
+                    Block::Control if i == 0 => Block::Control,
+                    _ => break,
+                };
+                self.channels[ch].write(block, &[b]);
             }
-            None => {}
         }
+        // A command (or the last byte of a PACKET) may have queued DMA.
+        self.channels[ch].try_dma(self.memory.as_deref());
     }
 
     fn reset(&mut self) {
@@ -949,9 +1072,11 @@ pub(crate) mod tests {
             )
             .unwrap();
         r.ide.attach(1, 0, Drive::empty_cdrom()).unwrap();
+        let memory = Arc::new(GuestMemory::pc(2 << 20).unwrap());
+        r.ide.set_dma_memory(memory.clone());
         let commands = [
             0x20, 0x24, 0x29, 0x30, 0x34, 0x39, 0x40, 0x42, 0x90, 0x91, 0xA0, 0xA1, 0xC4, 0xC5,
-            0xC6, 0xE7, 0xEC, 0xEF, 0xF8, 0x27, 0x08,
+            0xC6, 0xE7, 0xEC, 0xEF, 0xF8, 0x27, 0x08, 0xC8, 0xCA, 0x25, 0x35,
         ];
         let mut rng = Rng(0x1234_5678_9ABC_DEF1);
         for _ in 0..200_000 {
@@ -974,10 +1099,19 @@ pub(crate) mod tests {
                 data[0] &= !DEVCTL_SRST;
             }
             let access = BusAccess { offset: 0, addr };
-            if (x >> 20).is_multiple_of(3) {
-                r.ide.read(access, &mut data[..len]);
-            } else {
-                r.ide.write(access, &data[..len]);
+            match (x >> 20) % 8 {
+                0..=2 => r.ide.read(access, &mut data[..len]),
+                3 => {
+                    // Bus-master registers, with PRD tables of random bytes in guest memory.
+                    let off = (x >> 24) % 18;
+                    if (x >> 30) & 1 == 0 {
+                        r.ide.bmdma_read(off, &mut data[..len]);
+                    } else {
+                        let _ = memory.write_phys((x >> 32) % (2 << 20), &data[..len]);
+                        r.ide.bmdma_write(off, &data[..len]);
+                    }
+                }
+                _ => r.ide.write(access, &data[..len]),
             }
         }
         // Still a working disk afterwards.

@@ -27,7 +27,11 @@
 //! | [`PciIoWindow`] | ports 0xC000..0x10000 (I/O BARs) | – | – |
 //!
 //! A device that is both on a bus and on PCI (the VGA) is one `Arc<Mutex<Vga>>` coerced to
-//! both `SharedDevice` and [`SharedPciDevice`]. Lock order is always bus → PCI bus → function.
+//! both `SharedDevice` and [`SharedPciDevice`]. The IDE function is
+//! [`piix::Piix3Ide::with_controller`] over the controller's `Arc`, so BAR4 (placed by the
+//! firmware in the [`PciIoWindow`]) reaches the bus-master registers; DMA needs
+//! [`crate::ide::IdeController::set_dma_memory`]. Lock order is always bus → PCI bus →
+//! function → IDE controller → interrupt line.
 
 pub mod i440fx;
 pub mod piix;

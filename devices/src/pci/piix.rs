@@ -5,7 +5,10 @@
 //! separate modules; these are their PCI configuration faces. The PIIX4 power-management
 //! function (8086:7113) is not modelled: without it SeaBIOS skips SMM and ACPI PM setup.
 
+use std::sync::{Arc, Mutex};
+
 use super::{BarKind, PciConfigSpace, PciDevice, PCI_HEADER_MULTIFUNCTION, PCI_HEADER_TYPE};
+use crate::ide::IdeController;
 
 /// First PIRQ route control register (PIRQRC[A], 82371SB §2.2.9); PIRQB–D follow.
 pub const PIRQRC: usize = 0x60;
@@ -81,10 +84,12 @@ impl PciDevice for Piix3IsaBridge {
 /// PIIX3 IDE function, 8086:7010, class 01:01 prog-if 0x80: both channels at the legacy ports
 /// and IRQ14/15 (prog-if bits 0 and 2 clear, not switchable), bus-master capable (bit 7).
 ///
-/// BAR4 is the 16-byte bus-master register block; its registers are not modelled (transfers
-/// are PIO; BAR4 reads all-ones), but it sizes and stores like the real one.
+/// BAR4 is the 16-byte bus-master register block. Built with [`Piix3Ide::with_controller`],
+/// accesses to it reach the controller's bus-master registers
+/// ([`IdeController::bmdma_read`]); without one it sizes and stores but reads all-ones.
 pub struct Piix3Ide {
     config: PciConfigSpace,
+    controller: Option<Arc<Mutex<IdeController>>>,
 }
 
 impl Default for Piix3Ide {
@@ -105,7 +110,18 @@ impl Piix3Ide {
         config.set_subsystem(0x1AF4, 0x1100);
         config.add_bar(BMIBA_BAR, BarKind::Io, 16);
         config.set_writable(IDETIM, &[0xFF, 0xF3, 0xFF, 0xF3]);
-        Piix3Ide { config }
+        Piix3Ide {
+            config,
+            controller: None,
+        }
+    }
+
+    /// The IDE function with BAR4 reaching `controller`'s bus-master DMA registers.
+    pub fn with_controller(controller: Arc<Mutex<IdeController>>) -> Self {
+        Piix3Ide {
+            controller: Some(controller),
+            ..Self::new()
+        }
     }
 
     /// IDE decode enable for `channel` (0 primary, 1 secondary): IDETIM bit 15.
@@ -124,12 +140,25 @@ impl PciDevice for Piix3Ide {
     fn config_mut(&mut self) -> &mut PciConfigSpace {
         &mut self.config
     }
+    fn bar_read(&mut self, bar: usize, offset: u64, data: &mut [u8]) {
+        data.fill(0xFF);
+        if bar == BMIBA_BAR {
+            if let Some(Ok(mut ide)) = self.controller.as_ref().map(|c| c.lock()) {
+                ide.bmdma_read(offset, data);
+            }
+        }
+    }
+    fn bar_write(&mut self, bar: usize, offset: u64, data: &[u8]) {
+        if bar == BMIBA_BAR {
+            if let Some(Ok(mut ide)) = self.controller.as_ref().map(|c| c.lock()) {
+                ide.bmdma_write(offset, data);
+            }
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
-
     use super::super::tests::Cfg;
     use super::super::PciBus;
     use super::*;
@@ -167,6 +196,34 @@ mod tests {
         assert_eq!(isa.intx_route(3, 1), Some(11));
         assert_eq!(isa.intx_route(1, 0), None);
         assert_eq!(isa.pirq_route(4), None);
+    }
+
+    #[test]
+    fn ide_bar4_reaches_the_bus_master_registers() {
+        use pcvm_core::irq::NoIrq;
+        let ide = Arc::new(Mutex::new(IdeController::new(
+            Arc::new(NoIrq),
+            Arc::new(NoIrq),
+        )));
+        let mut bus = PciBus::new();
+        bus.add(
+            1,
+            1,
+            Arc::new(Mutex::new(Piix3Ide::with_controller(ide.clone()))),
+        )
+        .unwrap();
+        let mut cfg = Cfg::new(bus);
+        cfg.write(1, 1, 0x20, 4, 0xC040);
+        cfg.write(1, 1, 0x04, 2, 0x0005);
+        let bus = cfg.0.bus().clone();
+        let bus = bus.lock().unwrap();
+        assert!(bus.io_write(0xC04C, &0x0012_3400u32.to_le_bytes()));
+        let mut b = [0u8; 4];
+        ide.lock().unwrap().bmdma_read(0x0C, &mut b);
+        assert_eq!(u32::from_le_bytes(b), 0x0012_3400, "secondary PRD address");
+        assert!(bus.io_read(0xC04C, &mut b));
+        assert_eq!(u32::from_le_bytes(b), 0x0012_3400);
+        assert!(!bus.io_read(0xC050, &mut b));
     }
 
     #[test]
