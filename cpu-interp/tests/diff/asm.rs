@@ -92,7 +92,7 @@ pub fn modrm(out: &mut Vec<u8>, reg: u8, rm: Rm) {
 /// Registers in `keep` are never used for addressing (their values matter to the instruction).
 /// No intermediate sum wraps past 4 GiB, so the address is the same in 64-bit mode.
 pub fn mem_at(rng: &mut Rng, regs: &mut [u32; 8], offset: u32, keep: &[u8]) -> Mem {
-    let target = DATA_BASE as u32 + offset;
+    let target = (DATA_BASE as u32).wrapping_add(offset);
     let free: Vec<u8> = (0..8u8).filter(|r| !keep.contains(r)).collect();
     let disp: i32 = match rng.below(4) {
         0 => 0,
@@ -160,4 +160,105 @@ pub fn mem_at(rng: &mut Rng, regs: &mut [u32; 8], offset: u32, keep: &[u8]) -> M
 /// A random offset in the data region where `len` bytes fit.
 pub fn data_offset(rng: &mut Rng, len: u32) -> u32 {
     rng.below(DATA_SIZE as u32 - len + 1)
+}
+
+/// A 16-bit-addressing memory operand (ModRM rm field meaning, SDM Vol. 2A Table 2-1).
+#[derive(Clone, Copy, Debug)]
+pub enum Mem16 {
+    /// `[disp16]` (mod=00 rm=110).
+    Abs(u16),
+    /// rm 0–7 = [BX+SI] [BX+DI] [BP+SI] [BP+DI] [SI] [DI] [BP] [BX] plus a displacement of
+    /// `disp_size` bytes (0, 1 or 2; [BP] needs at least 1).
+    Rm { rm: u8, disp: i16, disp_size: u8 },
+}
+
+/// Append a 16-bit-addressing ModRM (+displacement) for `reg` (register or /digit).
+pub fn modrm16(out: &mut Vec<u8>, reg: u8, m: Mem16) {
+    let reg = (reg & 7) << 3;
+    match m {
+        Mem16::Abs(a) => {
+            out.push(reg | 6);
+            out.extend_from_slice(&a.to_le_bytes());
+        }
+        Mem16::Rm {
+            rm,
+            disp,
+            disp_size,
+        } => {
+            let size = if rm == 6 && disp_size == 0 {
+                1
+            } else {
+                disp_size
+            };
+            let md = match size {
+                0 => 0,
+                1 => 1,
+                _ => 2,
+            };
+            out.push((md << 6) | reg | (rm & 7));
+            match md {
+                1 => out.push(disp as i8 as u8),
+                2 => out.extend_from_slice(&disp.to_le_bytes()),
+                _ => {}
+            }
+        }
+    }
+}
+
+/// The registers (base, index) a 16-bit rm uses, and whether it defaults to SS (BP-based).
+pub fn rm16_regs(rm: u8) -> (Option<u8>, Option<u8>, bool) {
+    match rm & 7 {
+        0 => (Some(EBX), Some(ESI), false),
+        1 => (Some(EBX), Some(EDI), false),
+        2 => (Some(EBP), Some(ESI), true),
+        3 => (Some(EBP), Some(EDI), true),
+        4 => (Some(ESI), None, false),
+        5 => (Some(EDI), None, false),
+        6 => (Some(EBP), None, true),
+        _ => (Some(EBX), None, false),
+    }
+}
+
+/// A 16-bit memory operand whose offset is `offset` (wrapping at 64 KiB), with the low halves
+/// of its registers set and their upper halves left random. `None` if it would need a
+/// register in `keep`.
+pub fn mem16_at(rng: &mut Rng, regs: &mut [u32; 8], offset: u16, keep: &[u8]) -> Mem16 {
+    if rng.chance(1, 6) {
+        return Mem16::Abs(offset);
+    }
+    for _ in 0..8 {
+        let rm = rng.below(8) as u8;
+        let (b, i, _) = rm16_regs(rm);
+        if b.is_some_and(|r| keep.contains(&r)) || i.is_some_and(|r| keep.contains(&r)) {
+            continue;
+        }
+        let disp_size = rng.below(3) as u8;
+        let disp: i16 = match disp_size {
+            0 => 0,
+            1 => rng.below(256) as i16 - 128,
+            _ => rng.u32() as i16,
+        };
+        let disp = if rm == 6 && disp_size == 0 { 0 } else { disp };
+        let mut rest = offset.wrapping_sub(disp as u16);
+        if let Some(i) = i {
+            let iv = rng.u32() as u16;
+            regs[i as usize] = (regs[i as usize] & 0xFFFF_0000) | u32::from(iv);
+            rest = rest.wrapping_sub(iv);
+        }
+        if let Some(b) = b {
+            regs[b as usize] = (regs[b as usize] & 0xFFFF_0000) | u32::from(rest);
+        }
+        return Mem16::Rm {
+            rm,
+            disp,
+            disp_size,
+        };
+    }
+    Mem16::Abs(offset)
+}
+
+/// Like [`mem_at`] for a segment whose base is `seg_base` (32-bit addressing, `offset` is
+/// relative to the segment).
+pub fn mem_at_seg(rng: &mut Rng, regs: &mut [u32; 8], seg_offset: u32, keep: &[u8]) -> Mem {
+    mem_at(rng, regs, seg_offset.wrapping_sub(DATA_BASE as u32), keep)
 }

@@ -1,7 +1,10 @@
 //! Case generators, one per instruction family. Each generator builds one random case from its
 //! own PRNG stream, so a case is reproducible from (seed, family, index) alone.
 
-use super::asm::{data_offset, mem_at, modrm, Mem, Rm, EAX, EBP, EBX, ECX, EDI, EDX, ESI, ESP};
+use super::asm::{
+    data_offset, mem16_at, mem_at, mem_at_seg, modrm, modrm16, Mem, Mem16, Rm, EAX, EBP, EBX, ECX,
+    EDI, EDX, ESI, ESP,
+};
 use super::prng::{fill_region, Rng};
 use super::undef::{self, ShiftOp, Undefined};
 use super::{Case, Segs, DATA_BASE, DATA_SIZE};
@@ -122,6 +125,26 @@ pub fn all() -> Vec<Family> {
         Family {
             name: "privileged-cpl3",
             gen: privileged,
+        },
+        Family {
+            name: "seg16-alu-mov",
+            gen: seg16_alu,
+        },
+        Family {
+            name: "seg16-string",
+            gen: seg16_string,
+        },
+        Family {
+            name: "seg16-stack-branch",
+            gen: seg16_stack,
+        },
+        Family {
+            name: "segment-loads",
+            gen: segment_loads,
+        },
+        Family {
+            name: "lar-lsl-verr-verw",
+            gen: lar_lsl,
         },
     ]
 }
@@ -1469,6 +1492,572 @@ fn privileged(rng: &mut Rng) -> Case {
                 }
             };
             code.extend_from_slice(&[0xCD, n]);
+        }
+    }
+    c.code = code;
+    c
+}
+
+/// Operand-size prefix in 16-bit code: 0x66 selects 32 bits.
+fn prefix16(code: &mut Vec<u8>, sz: Sz) {
+    if sz == Sz::D {
+        code.push(0x66);
+    }
+}
+
+/// An offset in a 16-bit segment of limit 0x1FFF: mostly inside (room for `len` bytes),
+/// sometimes straddling or past the limit, sometimes anywhere in 64 KiB (#GP/#SS).
+fn seg16_offset(rng: &mut Rng, len: u32) -> u16 {
+    match rng.below(10) {
+        0 => rng.u32() as u16,
+        1 => (0x2000 - rng.below(len + 2)) as u16,
+        _ => rng.below(0x2000 - len + 1) as u16,
+    }
+}
+
+/// A memory operand for 16-bit code: usually 16-bit addressing, sometimes 0x67 with 32-bit
+/// addressing; sometimes with a segment override (ES has another base and limit 0xFFF; CS is
+/// the 16-bit code segment, readable but not writable). Returns the prefixes to emit first.
+fn seg16_mem(rng: &mut Rng, c: &mut Case, len: u32, keep: &[u8]) -> (Vec<u8>, Mem16OrMem) {
+    let mut pre = Vec::new();
+    if rng.chance(1, 5) {
+        pre.push(rng.pick(&[0x26, 0x2E, 0x36, 0x3E]));
+    }
+    let off = seg16_offset(rng, len);
+    if rng.chance(1, 6) {
+        pre.push(0x67);
+        let off32 = if rng.chance(1, 8) {
+            rng.u32()
+        } else {
+            u32::from(off)
+        };
+        (
+            pre,
+            Mem16OrMem::M32(mem_at_seg(rng, &mut c.regs, off32, keep)),
+        )
+    } else {
+        (pre, Mem16OrMem::M16(mem16_at(rng, &mut c.regs, off, keep)))
+    }
+}
+
+/// Either addressing form.
+#[derive(Clone, Copy)]
+enum Mem16OrMem {
+    M16(Mem16),
+    M32(Mem),
+}
+
+/// r/m operand in 16-bit code.
+#[derive(Clone, Copy)]
+enum Rm16 {
+    Reg(u8),
+    Mem(Mem16OrMem),
+}
+
+fn modrm_any(code: &mut Vec<u8>, reg: u8, rm: Rm16) {
+    match rm {
+        Rm16::Reg(r) => modrm(code, reg, Rm::Reg(r)),
+        Rm16::Mem(Mem16OrMem::M16(m)) => modrm16(code, reg, m),
+        Rm16::Mem(Mem16OrMem::M32(m)) => modrm(code, reg, Rm::Mem(m)),
+    }
+}
+
+/// A 16-bit-code case (CS = the LDT's 16-bit code segment).
+fn base16(rng: &mut Rng) -> Case {
+    let mut c = base(rng);
+    c.allow_64 = false;
+    c.segs = Segs::SEG16;
+    c
+}
+
+/// 16-bit code: ALU ops, INC/DEC/NEG/NOT, shifts, MUL/IMUL, MOV (incl. moffs16), XCHG, LEA
+/// and MOVZX/MOVSX with 16-bit addressing ([BX+SI], [BP+DI] → SS, ...), 0x67 32-bit
+/// addressing, segment overrides, and offsets at or past the segment limit (#GP, #SS).
+fn seg16_alu(rng: &mut Rng) -> Case {
+    let mut c = base16(rng);
+    let sz = any_size(rng);
+    let mut code = Vec::new();
+    let rm = if rng.chance(1, 3) {
+        Rm16::Reg(rng.below(8) as u8)
+    } else {
+        let (pre, m) = seg16_mem(rng, &mut c, sz.bytes(), &[ECX]);
+        code.extend_from_slice(&pre);
+        Rm16::Mem(m)
+    };
+    let reg = rng.below(8) as u8;
+    match rng.below(9) {
+        0 | 1 => {
+            let op = rng.below(8) as u8;
+            prefix16(&mut code, sz);
+            match rng.below(3) {
+                0 => {
+                    code.push(op * 8 + rng.pick(&[0, 2]) + sz.w());
+                    modrm_any(&mut code, reg, rm);
+                }
+                1 => {
+                    code.push(0x80 | sz.w());
+                    modrm_any(&mut code, op, rm);
+                    imm(&mut code, sz.bytes(), rng.interesting());
+                }
+                _ => {
+                    code.push(if sz == Sz::B { 0x80 } else { 0x83 });
+                    modrm_any(&mut code, op, rm);
+                    imm(&mut code, 1, rng.interesting());
+                }
+            }
+            if matches!(op, 1 | 4 | 6) {
+                c.undef = Undefined::flags(undef::LOGIC);
+            }
+        }
+        2 => {
+            prefix16(&mut code, sz);
+            let digit = rng.below(4) as u8;
+            code.push(if digit < 2 { 0xFE } else { 0xF6 } | sz.w());
+            modrm_any(&mut code, digit, rm);
+        }
+        3 => {
+            let op = rng.below(8) as u8;
+            let count = shift_count(rng);
+            prefix16(&mut code, sz);
+            let eff = if rng.chance(1, 2) {
+                c.regs[ECX as usize] = (c.regs[ECX as usize] & !0xFF) | u32::from(count);
+                code.push(0xD2 | sz.w());
+                modrm_any(&mut code, op, rm);
+                count
+            } else {
+                code.push(0xC0 | sz.w());
+                modrm_any(&mut code, op, rm);
+                code.push(count);
+                count
+            };
+            c.undef = Undefined::flags(undef::shift(ShiftOp::ALL[op as usize], sz.bits(), eff));
+        }
+        4 => {
+            prefix16(&mut code, sz);
+            code.push(0xF6 | sz.w());
+            modrm_any(&mut code, rng.pick(&[4, 5]), rm);
+            c.undef = Undefined::flags(undef::MUL);
+        }
+        5 => {
+            prefix16(&mut code, sz);
+            code.push(rng.pick(&[0x88, 0x8A, 0x86]) | sz.w());
+            modrm_any(&mut code, reg, rm);
+        }
+        6 => {
+            // moffs16 (no ModRM): mov al/ax/eax, [off] and back.
+            code.retain(|&b| b != 0x67);
+            prefix16(&mut code, sz);
+            code.push(rng.pick(&[0xA0, 0xA2]) | sz.w());
+            imm(&mut code, 2, u32::from(seg16_offset(rng, sz.bytes())));
+        }
+        7 => {
+            // LEA: 16-bit address arithmetic wraps at 64 KiB; no memory access.
+            let sz = wide_size(rng);
+            prefix16(&mut code, sz);
+            code.push(0x8D);
+            let m = match rm {
+                Rm16::Mem(m) => m,
+                Rm16::Reg(_) => {
+                    let off = rng.u32() as u16;
+                    Mem16OrMem::M16(mem16_at(rng, &mut c.regs, off, &[]))
+                }
+            };
+            modrm_any(&mut code, reg, Rm16::Mem(m));
+        }
+        _ => {
+            let sz = wide_size(rng);
+            prefix16(&mut code, sz);
+            code.extend_from_slice(&[0x0F, rng.pick(&[0xB6, 0xBE])]);
+            modrm_any(&mut code, reg, rm);
+        }
+    }
+    c.code = code;
+    c
+}
+
+/// 16-bit code string operations: SI/DI/CX are 16-bit (the upper halves must survive), ES
+/// has a different base and limit than DS, and REP runs may cross a segment limit or wrap SI/DI
+/// past 0xFFFF and fault part-way (the registers and memory then show the progress made).
+/// With 0x67 the 32-bit ESI/EDI/ECX are used instead.
+fn seg16_string(rng: &mut Rng) -> Case {
+    let mut c = base16(rng);
+    let sz = any_size(rng);
+    let op = rng.below(5);
+    let compare = op >= 3;
+    let rep: Option<u8> = match rng.below(3) {
+        0 => None,
+        1 => Some(0xF3),
+        _ => Some(if compare { 0xF2 } else { 0xF3 }),
+    };
+    let df = rng.chance(1, 2);
+    c.eflags = (c.eflags & !0x400) | if df { 0x400 } else { 0 };
+    let a32 = rng.chance(1, 6);
+    let count = if rng.chance(1, 10) {
+        0
+    } else {
+        rng.range(1, 40)
+    };
+    let set_low = |r: &mut u32, v: u32| {
+        *r = if a32 {
+            v
+        } else {
+            (*r & 0xFFFF_0000) | (v & 0xFFFF)
+        }
+    };
+    if rep.is_some() {
+        set_low(&mut c.regs[ECX as usize], count);
+    }
+    if compare && rng.chance(1, 2) {
+        c.mem_style = 1;
+        c.regs[EAX as usize] = rng.u32() & 0x0101_0101;
+    }
+    // DS limit 0x1FFF, ES limit 0x0FFF; now and then start near (or past) the end.
+    let place = |rng: &mut Rng, limit: u32| -> u32 {
+        match rng.below(8) {
+            0 => limit + 1 - rng.below(24),
+            1 => rng.below(24),
+            2 if !a32 => 0xFFFF - rng.below(8),
+            _ => rng.below(limit + 1),
+        }
+    };
+    let si = place(rng, 0x1FFF);
+    let di = place(rng, 0xFFF);
+    set_low(&mut c.regs[ESI as usize], si);
+    set_low(&mut c.regs[EDI as usize], di);
+    let mut code = Vec::new();
+    if matches!(op, 0 | 2 | 4) && rng.chance(1, 5) {
+        code.push(rng.pick(&[0x26, 0x2E, 0x36, 0x3E]));
+    }
+    if a32 {
+        code.push(0x67);
+    }
+    if let Some(p) = rep {
+        code.push(p);
+    }
+    prefix16(&mut code, sz);
+    code.push([0xA4, 0xAA, 0xAC, 0xAE, 0xA6][op as usize] | sz.w());
+    c.code = code;
+    c
+}
+
+/// 16-bit code stack and control transfer: PUSH/POP (registers, immediates, memory,
+/// segment registers DS/ES), PUSHF/POPF, PUSHA/POPA, CALL rel16 / CALL r/m16 + POP, RET [imm16],
+/// ENTER/LEAVE, Jcc rel8/rel16, LOOP, JCXZ — with the 16-bit SS (SP wraps; the limit is 0x1FFF
+/// so pushes at low SP fault with #SS) and 0x66 for 32-bit operands.
+fn seg16_stack(rng: &mut Rng) -> Case {
+    let mut c = base16(rng);
+    let sp = match rng.below(10) {
+        0 => rng.below(8),
+        1 => 0x2000 - rng.below(8),
+        2 => rng.u32() & 0xFFFF,
+        _ => rng.range(0x100, 0x1F00),
+    };
+    c.regs[ESP as usize] = (c.regs[ESP as usize] & 0xFFFF_0000) | sp;
+    c.regs[EBP as usize] = (c.regs[EBP as usize] & 0xFFFF_0000) | rng.range(0x40, 0x1FF0);
+    let n = rng.range(1, 3);
+    let mut code = Vec::new();
+    // A LOOP was emitted: its CX must keep the small count it was given.
+    let mut cx_locked = false;
+    for i in 0..n {
+        let sz = if rng.chance(1, 4) { Sz::D } else { Sz::W };
+        let last = i + 1 == n;
+        match rng.below(12) {
+            0 => {
+                prefix16(&mut code, sz);
+                code.push(0x50 + rng.below(8) as u8);
+            }
+            1 => {
+                prefix16(&mut code, sz);
+                code.push(0x58 + rng.pick(&[EAX, ECX, EDX, EBX, EBP, ESI, EDI]));
+            }
+            2 => {
+                prefix16(&mut code, sz);
+                code.push(0x68);
+                imm(&mut code, sz.bytes(), rng.interesting());
+            }
+            3 => {
+                let push = rng.chance(1, 2);
+                prefix16(&mut code, sz);
+                code.push(if push { 0xFF } else { 0x8F });
+                modrm16(
+                    &mut code,
+                    if push { 6 } else { 0 },
+                    Mem16::Abs(seg16_offset(rng, 4)),
+                );
+            }
+            4 => code.push(rng.pick(&[0x06, 0x1E])), // push es / push ds
+            5 => {
+                // push imm16 selector; pop ds/es
+                code.push(0x68);
+                imm(&mut code, 2, u32::from(rng.pick(&SELECTORS)));
+                code.push(rng.pick(&[0x07, 0x1F]));
+            }
+            6 => {
+                let mut v = rng.u32() & !(1 << 8);
+                if !last {
+                    v &= !(1 << 18);
+                }
+                prefix16(&mut code, sz);
+                code.push(0x68);
+                imm(&mut code, sz.bytes(), v);
+                prefix16(&mut code, sz);
+                code.push(0x9D);
+            }
+            7 => {
+                // POPA only first and well inside the segment: when a later pop of POPA faults
+                // at the limit, this AMD host has already loaded DI (not an SDM behaviour).
+                let safe = i == 0 && (0x100..=0x1F00).contains(&sp);
+                prefix16(&mut code, sz);
+                code.push(if safe {
+                    rng.pick(&[0x9C, 0x60, 0x61])
+                } else {
+                    rng.pick(&[0x9C, 0x60])
+                });
+            }
+            8 => {
+                // call rel16 over a marker, then pop the return address.
+                code.extend_from_slice(&[0xE8, 2, 0, 0xB0, 0x5A]);
+                code.push(0x58 + rng.pick(&[EAX, ECX, EDX, EBX, ESI, EDI]));
+            }
+            9 => {
+                // push target; ret [imm16]
+                let pop = rng.chance(1, 2);
+                let here = code.len() as u32;
+                let target = here + 3 + if pop { 3 } else { 1 } + 2;
+                code.push(0x68);
+                imm(&mut code, 2, target);
+                if pop {
+                    code.push(0xC2);
+                    imm(&mut code, 2, rng.below(16) * 2);
+                } else {
+                    code.push(0xC3);
+                }
+                code.extend_from_slice(&[0xB0, 0x5A]);
+            }
+            10 => {
+                prefix16(&mut code, sz);
+                code.push(0xC8);
+                imm(&mut code, 2, rng.below(0x100));
+                code.push(rng.below(5) as u8);
+                if rng.chance(1, 2) {
+                    prefix16(&mut code, sz);
+                    code.push(0xC9);
+                }
+            }
+            _ => match rng.below(3) {
+                0 => code.extend_from_slice(&[0x70 + rng.below(16) as u8, 2, 0xB0, 0x5A]),
+                1 => {
+                    cx_locked = true;
+                    c.regs[ECX as usize] = (c.regs[ECX as usize] & 0xFFFF_0000) | rng.range(1, 40);
+                    code.extend_from_slice(&[0xFE, 0xC0, rng.pick(&[0xE0u8, 0xE1, 0xE2]), 0xFC]);
+                }
+                _ => {
+                    if !cx_locked && rng.chance(1, 2) {
+                        c.regs[ECX as usize] &= 0xFFFF_0000;
+                    }
+                    code.extend_from_slice(&[0xE3, 2, 0xB0, 0x5A]);
+                }
+            },
+        }
+    }
+    c.code = code;
+    c
+}
+
+/// Selectors worth loading: null (RPL 0–3), Linux's kernel (DPL 0) and user GDT entries with
+/// both RPLs, every LDT entry (16-bit, based, read-only, expand-down, not present, code), and
+/// selectors past the end of the GDT (limit 0x7F) and the LDT (8 entries). GDT entries
+/// 0x40–0x7F (TSS, LDT, TLS, per-CPU) differ between the host and the test machine and are
+/// left out.
+const SELECTORS: [u16; 30] = [
+    0x00, 0x01, 0x03, 0x08, 0x10, 0x13, 0x18, 0x1B, 0x20, 0x23, 0x28, 0x2B, 0x30, 0x33, 0x04, 0x07,
+    0x0C, 0x0F, 0x14, 0x17, 0x1F, 0x27, 0x2F, 0x37, 0x3F, 0x3C, 0x47, 0x7F, 0x83, 0xFFFB,
+];
+
+/// Offset (in the segment `sel` names) of a byte of the data region or code page, so an
+/// access after a successful load lands in mapped memory on the host.
+fn offset_in(rng: &mut Rng, sel: u16, len: u32) -> u32 {
+    match sel & !3 {
+        0x20 => CODE_BASE32 + rng.below(0x1000 - len),
+        0x04 | 0x3C => rng.below(0x1000 - len),
+        0x14 => rng.below(0x1000 - len),
+        0x2C => 0xE000 + rng.below(0x2000 - len),
+        0x0C | 0x1C | 0x24 | 0x34 => rng.below(0x2000 - len),
+        _ => DATA_BASE as u32 + rng.below(0x2000 - len),
+    }
+}
+
+const CODE_BASE32: u32 = super::CODE_BASE as u32;
+
+/// MOV Sreg, r/m16; POP DS/ES/SS; LDS/LES/LSS; MOV r/m16, Sreg — loading every kind of
+/// selector (null, DPL 0, RPL ≠ CPL, code into DS, read-only or not-present into SS, past the
+/// table limit: #GP(sel), #NP(sel), #SS(sel), null → #GP(0) at the access), followed by an
+/// access through the loaded register (read-only and code segments refuse writes, expand-down
+/// and limit checks apply). Runs in flat 32-bit code and in 16-bit code.
+fn segment_loads(rng: &mut Rng) -> Case {
+    let sixteen = rng.chance(1, 3);
+    let mut c = if sixteen { base16(rng) } else { base(rng) };
+    c.allow_64 = false;
+    // A stack in the region for POP/PUSH, in whichever SS the case starts with.
+    let sp = if sixteen {
+        rng.range(0x100, 0x1F00)
+    } else {
+        DATA_BASE as u32 + rng.range(0x100, 0x1F00)
+    };
+    c.regs[ESP as usize] = if sixteen {
+        (c.regs[ESP as usize] & 0xFFFF_0000) | sp
+    } else {
+        sp
+    };
+    let sel = rng.pick(&SELECTORS);
+    let sreg = rng.pick(&[0u8, 2, 3]); // ES, SS, DS
+    let mut code = Vec::new();
+    let reg = rng.pick(&[EAX, ECX, EDX, EBX, ESI, EDI]);
+    match rng.below(4) {
+        0 | 1 => {
+            // mov sreg, reg
+            set_reg(&mut c.regs, Sz::W, reg, u32::from(sel));
+            code.push(0x8E);
+            modrm(&mut code, sreg, Rm::Reg(reg));
+        }
+        2 => {
+            // push imm; pop sreg
+            if sixteen {
+                code.push(0x68);
+                imm(&mut code, 2, u32::from(sel));
+            } else {
+                code.push(0x68);
+                imm(&mut code, 4, u32::from(sel) | (rng.u32() & 0xFFFF_0000));
+            }
+            code.push([0x07, 0, 0x17, 0x1F][sreg as usize]);
+        }
+        _ => {
+            // mov word [ptr+off_size], sel; lds/les/lss reg, [ptr]
+            let off_size = if sixteen { 2 } else { 4 };
+            if sixteen {
+                let p = rng.below(0x1000) as u16;
+                code.extend_from_slice(&[0xC7]);
+                modrm16(&mut code, 0, Mem16::Abs(p + off_size));
+                imm(&mut code, 2, u32::from(sel));
+                match sreg {
+                    0 => code.push(0xC4),
+                    2 => code.extend_from_slice(&[0x0F, 0xB2]),
+                    _ => code.push(0xC5),
+                }
+                modrm16(&mut code, reg, Mem16::Abs(p));
+            } else {
+                let p = DATA_BASE as u32 + rng.below(0x1000);
+                let abs = |d: u32| {
+                    Rm::Mem(Mem {
+                        base: None,
+                        index: None,
+                        scale: 0,
+                        disp: d as i32,
+                        disp32: true,
+                    })
+                };
+                code.push(0x66);
+                code.push(0xC7);
+                modrm(&mut code, 0, abs(p + u32::from(off_size)));
+                imm(&mut code, 2, u32::from(sel));
+                match sreg {
+                    0 => code.push(0xC4),
+                    2 => code.extend_from_slice(&[0x0F, 0xB2]),
+                    _ => code.push(0xC5),
+                }
+                modrm(&mut code, reg, abs(p));
+            }
+        }
+    }
+    // Then use it.
+    let off = offset_in(rng, sel, 4);
+    match (sreg, rng.below(3)) {
+        (2, _) => {
+            // Through SS: a push at an ESP inside the new stack segment.
+            let esp = offset_in(rng, sel, 4) + 4;
+            if sixteen {
+                code.push(0x66); // mov esp, imm32 in 16-bit code
+            }
+            code.push(0xBC);
+            imm(&mut code, 4, esp);
+            code.push(0x50 + reg);
+        }
+        (_, k) => {
+            let seg_prefix = if sreg == 0 { 0x26 } else { 0x3E };
+            code.push(seg_prefix);
+            if sixteen {
+                code.push(0x67);
+            }
+            let op = if k == 0 { 0x89 } else { 0x8B };
+            code.push(op);
+            modrm(
+                &mut code,
+                rng.below(8) as u8,
+                Rm::Mem(Mem {
+                    base: None,
+                    index: None,
+                    scale: 0,
+                    disp: off as i32,
+                    disp32: true,
+                }),
+            );
+            if rng.chance(1, 3) {
+                // And read the selector back.
+                code.push(0x8C);
+                modrm(&mut code, sreg, Rm::Reg(rng.below(8) as u8));
+            }
+        }
+    }
+    c.code = code;
+    c
+}
+
+/// LAR, LSL, VERR, VERW on every kind of selector, from a register or memory, 16/32-bit
+/// destinations (SDM Vol. 2A LAR, LSL; 2B VERR/VERW): ZF reports success, the destination
+/// changes only then.
+fn lar_lsl(rng: &mut Rng) -> Case {
+    let mut c = base(rng);
+    let sel = if rng.chance(1, 8) {
+        rng.u32() as u16
+    } else {
+        rng.pick(&SELECTORS)
+    };
+    // GDT entries 8–15 differ from the host's; keep those selectors out.
+    let sel = if sel & 4 == 0 && (0x40..0x80).contains(&(sel & !7)) {
+        sel & 7
+    } else {
+        sel
+    };
+    let src = rng.pick(&[EAX, ECX, EDX, EBX, ESI, EDI]);
+    c.regs[src as usize] = (c.regs[src as usize] & 0xFFFF_0000) | u32::from(sel);
+    let mut code = Vec::new();
+    let rm = if rng.chance(1, 4) {
+        let off = data_offset(rng, 2);
+        let m = mem_at(rng, &mut c.regs, off, &[]);
+        // The selector comes from memory: write it there first.
+        code.push(0x66);
+        code.push(0xC7);
+        modrm(&mut code, 0, Rm::Mem(m));
+        imm(&mut code, 2, u32::from(sel));
+        Rm::Mem(m)
+    } else {
+        Rm::Reg(src)
+    };
+    match rng.below(3) {
+        0 | 1 => {
+            let sz = wide_size(rng);
+            let lar = rng.chance(1, 2);
+            let dst = rng.below(8) as u8;
+            prefix(&mut code, sz);
+            code.extend_from_slice(&[0x0F, if lar { 0x02 } else { 0x03 }]);
+            modrm(&mut code, dst, rm);
+            if lar && sz == Sz::D {
+                c.undef.regs[dst as usize] = undef::LAR32_UNDEFINED;
+            }
+        }
+        _ => {
+            code.extend_from_slice(&[0x0F, 0x00]);
+            modrm(&mut code, rng.pick(&[4, 5]), rm);
         }
     }
     c.code = code;

@@ -47,17 +47,17 @@ const GDT_ENTRIES: [(u16, u32, u32, u8, u8); 8] = [
 ];
 const GDT_LIMIT: u16 = 16 * 8 - 1;
 
-/// The LDT, as runner.c installs it with modify_ldt(2) (which sets the accessed bit, DPL 3
-/// and AVL from `useable`): (base, limit, access byte, flags nibble).
+/// The LDT, as runner.c installs it with modify_ldt(2) function 1 (which sets the accessed bit
+/// and DPL 3, and in this "old mode" clears AVL): (base, limit, access byte, flags nibble).
 const LDT_ENTRIES: [(u32, u32, u8, u8); 8] = [
-    (CODE_BASE as u32, 0x0FFF, 0xFB, 0x1),
-    (DATA_BASE as u32, 0x1FFF, 0xF3, 0x1),
-    (DATA_BASE as u32 + 0x1000, 0x0FFF, 0xF3, 0x1),
-    (DATA_BASE as u32, 0x1FFF, 0xF3, 0x5),
-    (DATA_BASE as u32, 0x1FFF, 0xF1, 0x5),
-    (DATA_BASE as u32 - 0xE000, 0xDFFF, 0xF7, 0x1),
-    (DATA_BASE as u32, 0x1FFF, 0x73, 0x5),
-    (CODE_BASE as u32, 0x0FFF, 0xFB, 0x5),
+    (CODE_BASE as u32, 0x0FFF, 0xFB, 0x0),
+    (DATA_BASE as u32, 0x1FFF, 0xF3, 0x0),
+    (DATA_BASE as u32 + 0x1000, 0x0FFF, 0xF3, 0x0),
+    (DATA_BASE as u32, 0x1FFF, 0xF3, 0x4),
+    (DATA_BASE as u32, 0x1FFF, 0xF1, 0x4),
+    (DATA_BASE as u32 - 0xE000, 0xDFFF, 0xF7, 0x0),
+    (DATA_BASE as u32, 0x1FFF, 0x73, 0x4),
+    (CODE_BASE as u32, 0x0FFF, 0xFB, 0x4),
 ];
 
 /// Vectors that push an error code (SDM Vol. 3A §6.13, Table 6-1).
@@ -207,8 +207,10 @@ impl InterpSide {
     /// Run one case to its end marker or first exception.
     pub fn run(&mut self, case: &Case) -> Result<Outcome, String> {
         let init = fill_region(case.mem_seed, case.mem_style, DATA_SIZE);
-        let mut code = case.code.clone();
-        code.extend_from_slice(&[INT3; 16]);
+        // The whole code page: INT3 after the sequence (CS-relative reads see the same bytes
+        // as on the host).
+        let mut code = vec![INT3; 4096];
+        code[..case.code.len()].copy_from_slice(&case.code);
         self.memory
             .write_phys(DATA_BASE, &init)
             .and_then(|()| self.memory.write_phys(CODE_BASE, &code))
@@ -223,7 +225,7 @@ impl InterpSide {
         let ran = catch_unwind(AssertUnwindSafe(|| -> Result<CpuState, String> {
             cpu.set_state(&state)
                 .map_err(|e| format!("set_state: {e}"))?;
-            match cpu.run(board, RunLimit::Instructions(100_000)) {
+            match cpu.run(board, RunLimit::Instructions(2_000_000)) {
                 Ok(VmExit::Halted) => {}
                 Ok(other) => return Err(format!("interpreter exit {other:?} instead of HLT")),
                 Err(e) => return Err(format!("interpreter run failed: {e}")),

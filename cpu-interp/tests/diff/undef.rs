@@ -126,3 +126,8 @@ pub fn double_shift(bits: u32, count: u8) -> (u32, bool) {
         (AF | if c == 1 { 0 } else { OF }, false)
     }
 }
+
+/// LAR with a 32-bit destination: "The doubleword is masked by 00FXFF00H before it is loaded
+/// into the destination operand" where X (bits 19:16, the limit bits 19:16 of the descriptor)
+/// is undefined (SDM Vol. 2A LAR, Figure/Operation). AMD returns the limit bits there.
+pub const LAR32_UNDEFINED: u32 = 0x000F_0000;

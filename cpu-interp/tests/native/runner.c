@@ -228,7 +228,7 @@ int main(void) {
             return 2;
         }
         size_t len = strlen(codehex) / 2;
-        if (len == 0 || len > CODE_SIZE) {
+        if (len == 0 || len >= CODE_SIZE) {
             fprintf(stderr, "runner: bad code length on line %lu\n", n);
             return 2;
         }
@@ -241,8 +241,8 @@ int main(void) {
             }
             cp[i] = (unsigned char)(hi << 4 | lo);
         }
-        /* Anything running past the sequence hits INT3 as well. */
-        memset(cp + len, 0xCC, 16);
+        /* The rest of the page is INT3 (also what CS-relative reads see). */
+        memset(cp + len, 0xCC, CODE_SIZE - len);
         fill(seed, style);
         memcpy(data, initmem, DATA_SIZE);
         for (int i = 0; i < 8; i++) g.gpr[i] = (uint32_t)regs[i];
