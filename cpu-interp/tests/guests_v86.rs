@@ -123,3 +123,66 @@ fn int_with_iopl3_goes_through_the_idt_and_iret_returns() {
     assert_eq!((v, e), (13, 0), "HLT in v86 mode");
     assert_ne!(m.read_u32(u64::from(frame) + 8) & flags::VM as u32, 0);
 }
+
+#[test]
+fn vme_redirects_int_through_the_v86_ivt() {
+    // CR4.VME with IOPL 0: STI/CLI work on VIF; INT 0x21 (redirection bit clear) goes to the
+    // v86 IVT with an IOPL-3, IF=VIF flags image; a 16-bit IRET returns; INT 0x22 (bit set)
+    // is #GP(0) to the monitor (SDM Vol. 3A §20.3.3, Table 20-2).
+    let (v86, labels) = asm_labels(16, 0, |a| {
+        let mut trap = a.create_label();
+        a.sti()?;
+        a.mov(ax, 0x1111)?;
+        a.int(0x21)?;
+        a.mov(word_ptr(0x20), ax)?;
+        a.set_label(&mut trap)?;
+        a.int(0x22)?;
+        a.hlt()?;
+        Ok(vec![trap])
+    });
+    let handler = asm(16, 0x700, |a| {
+        a.mov(bp, sp)?;
+        a.mov(bx, word_ptr(bp + 4))?; // FLAGS image pushed by the redirected INT
+        a.mov(word_ptr(0x30), bx)?;
+        a.pushf()?; // IF in the image is VIF, which the INT cleared
+        a.pop(bx)?;
+        a.mov(word_ptr(0x32), bx)?;
+        a.mov(ax, 0x2222)?;
+        a.iret()
+    });
+    let mut m = machine(0, &v86);
+    m.load(0x700, &handler);
+    m.write_u16(0x21 * 4, 0x700);
+    m.write_u16(0x21 * 4 + 2, 0);
+    // I/O bitmap base 0x88: the redirection bitmap is TSS bytes 0x68–0x87.
+    m.write_u16(TSS + 0x66, 0x88);
+    m.write(TSS + 0x68, &[0u8; 32]);
+    m.write(TSS + 0x68 + 0x22 / 8, &[1 << (0x22 % 8)]);
+    let mut s = m.state();
+    s.cr4 |= pcvm_core::cpu_state::cr::CR4_VME;
+    m.set_state(&s);
+    m.run_to_halt();
+    assert_eq!(
+        m.read_u16(0x3_0020),
+        0x2222,
+        "redirected handler ran and returned"
+    );
+    let image = m.read_u16(0x3_0030);
+    assert_ne!(image & flags::IF as u16, 0, "image IF = VIF (set by STI)");
+    assert_eq!(
+        image & flags::IOPL as u16,
+        flags::IOPL as u16,
+        "image IOPL reads 3"
+    );
+    assert_eq!(
+        m.read_u16(0x3_0032) & flags::IF as u16,
+        0,
+        "VIF cleared on entry"
+    );
+    let (v, e, _, frame) = m.recorded();
+    assert_eq!((v, e), (13, 0));
+    assert_eq!(u64::from(m.read_u32(u64::from(frame))), labels[0]);
+    let eflags = u64::from(m.read_u32(u64::from(frame) + 8));
+    assert_ne!(eflags & flags::VIF, 0, "IRET restored VIF");
+    assert_eq!(eflags & flags::IF, 0, "real IF untouched at IOPL 0");
+}

@@ -7,10 +7,9 @@
 //! (a stack push at the new level) is rolled back by [`Interpreter::exec_far`] itself, so the
 //! run loop sees an unchanged CPU whatever it snapshots.
 //!
-//! Not modelled: CR4.VME interrupt redirection (VME is not advertised in CPUID).
 
 use iced_x86::{Code, Instruction, Mnemonic, OpKind};
-use pcvm_core::cpu_state::{flags, gpr};
+use pcvm_core::cpu_state::{cr, flags, gpr};
 use pcvm_core::{Platform, SegReg, Segment};
 
 use crate::access::AccessKind;
@@ -517,8 +516,11 @@ impl Interpreter {
             return Ok(());
         }
         if old_flags & flags::VM != 0 {
-            // Virtual-8086 mode: IRET is IOPL-sensitive (SDM Vol. 3A §20.2.7).
-            if old_flags & flags::IOPL != flags::IOPL {
+            // Virtual-8086 mode: IRET is IOPL-sensitive (SDM Vol. 3A §20.2.7); with CR4.VME a
+            // 16-bit IRET at IOPL < 3 works on VIF instead (§20.3.2).
+            let iopl3 = old_flags & flags::IOPL == flags::IOPL;
+            let vme = !iopl3 && !o32 && self.state.cr4 & cr::CR4_VME != 0;
+            if !iopl3 && !vme {
                 return Err(Fault::gp(0));
             }
             let ip = self.peek_stack(p, 0, size)?;
@@ -527,8 +529,16 @@ impl Interpreter {
             if ip > 0xFFFF {
                 return Err(Fault::gp(0));
             }
-            let keep = flags::VM | flags::IOPL | flags::VIP | flags::VIF;
-            let new = if o32 {
+            let new = if vme {
+                if fl & flags::TF != 0 || (old_flags & flags::VIP != 0 && fl & flags::IF != 0) {
+                    return Err(Fault::gp(0));
+                }
+                let keep = flags::IOPL | flags::IF;
+                let low = (fl & 0xFFFF & !keep) | (old_flags & keep);
+                let vif = if fl & flags::IF != 0 { flags::VIF } else { 0 };
+                (old_flags & !(0xFFFF | flags::VIF)) | low | vif
+            } else if o32 {
+                let keep = flags::VM | flags::IOPL | flags::VIP | flags::VIF;
                 (fl & 0x25_7FD5 & !keep) | (old_flags & keep)
             } else {
                 (old_flags & !0xFFFF) | (fl & 0xFFFF & !flags::IOPL) | (old_flags & flags::IOPL)
@@ -641,9 +651,12 @@ impl Interpreter {
         Ok(())
     }
 
-    /// INT n / INT3 / INTO (SDM Vol. 2 "INT n"): in virtual-8086 mode INT n with IOPL < 3 is
-    /// #GP(0) (INT3 and INTO are not IOPL-sensitive); elsewhere the event goes through the
-    /// IVT/IDT with the gate DPL check of a software interrupt.
+    /// INT n / INT3 / INTO (SDM Vol. 2 "INT n"). In virtual-8086 mode INT n is
+    /// IOPL-sensitive (INT3 and INTO are not): without CR4.VME, IOPL < 3 is #GP(0); with
+    /// CR4.VME the TSS interrupt redirection bitmap decides (SDM Vol. 3A §20.3.3, Table 20-2):
+    /// a clear bit redirects to the virtual-8086 IVT at linear 0, a set bit goes through the
+    /// IDT at IOPL 3 and is #GP(0) below. Elsewhere the event goes through the IVT/IDT with
+    /// the gate DPL check of a software interrupt.
     fn software_interrupt(
         &mut self,
         p: &mut dyn Platform,
@@ -651,10 +664,68 @@ impl Interpreter {
         int_n: bool,
     ) -> Result<(), Fault> {
         let f = self.state.rflags;
-        if int_n && f & flags::VM != 0 && f & flags::IOPL != flags::IOPL {
-            return Err(Fault::gp(0));
+        if int_n && f & flags::VM != 0 {
+            let iopl3 = f & flags::IOPL == flags::IOPL;
+            if self.state.cr4 & cr::CR4_VME != 0 {
+                if !self.v86_int_redirected(p, vector)? {
+                    return self.v86_redirect(p, vector);
+                }
+            }
+            if !iopl3 {
+                return Err(Fault::gp(0));
+            }
         }
         self.deliver_event(p, vector, None, EventKind::Software)
+    }
+
+    /// The bit for `vector` in the interrupt redirection bitmap: the 32 bytes just below the
+    /// I/O permission bitmap base of the current 32-bit TSS (SDM Vol. 3A §20.3.3.5). A TSS
+    /// without room for it is #GP(0).
+    fn v86_int_redirected(&mut self, p: &mut dyn Platform, vector: u8) -> Result<bool, Fault> {
+        let tr = self.state.tr;
+        if tr.unusable() || tr.type_field() & 0xD != 0x9 || tr.limit < 0x67 {
+            return Err(Fault::gp(0));
+        }
+        let mut b = [0u8; 2];
+        self.read_sys(p, (tr.base + 0x66) & 0xFFFF_FFFF, &mut b)?;
+        let io_base = u64::from(u16::from_le_bytes(b));
+        let byte = (io_base + u64::from(vector / 8)).checked_sub(32);
+        let Some(byte) = byte.filter(|&o| o <= u64::from(tr.limit)) else {
+            return Err(Fault::gp(0));
+        };
+        let mut bit = [0u8; 1];
+        self.read_sys(p, (tr.base + byte) & 0xFFFF_FFFF, &mut bit)?;
+        Ok(bit[0] & (1 << (vector % 8)) != 0)
+    }
+
+    /// Deliver INT n inside virtual-8086 mode through the IVT at linear 0, as real mode does,
+    /// with the VME rules for the flags image: at IOPL < 3 the pushed IF is VIF, the pushed
+    /// IOPL is 3, and VIF (not IF) is cleared (SDM Vol. 3A §20.3.3.4, Table 20-2 methods 5, 6).
+    fn v86_redirect(&mut self, p: &mut dyn Platform, vector: u8) -> Result<(), Fault> {
+        let mut b = [0u8; 4];
+        self.read_linear(p, u64::from(vector) * 4, &mut b, AccessKind::Read)?;
+        let ip = u16::from_le_bytes([b[0], b[1]]);
+        let cs = u16::from_le_bytes([b[2], b[3]]);
+        let f = self.rflags();
+        let iopl3 = f & flags::IOPL == flags::IOPL;
+        let image = if iopl3 {
+            f
+        } else {
+            let vif = if f & flags::VIF != 0 { flags::IF } else { 0 };
+            (f & !flags::IF) | vif | flags::IOPL
+        };
+        self.push(p, image & 0xFFFF, 2)?;
+        self.push(p, u64::from(self.state.seg(SegReg::Cs).selector), 2)?;
+        self.push(p, self.state.rip & 0xFFFF, 2)?;
+        let cleared = if iopl3 {
+            flags::IF | flags::TF
+        } else {
+            flags::VIF | flags::TF
+        };
+        self.set_rflags(f & !cleared);
+        self.load_cs_real(cs);
+        self.state.rip = u64::from(ip);
+        Ok(())
     }
 
     /// The segment and offset of an instruction's memory operand.
@@ -696,6 +767,3 @@ impl Interpreter {
 fn gate_params(gate: Descriptor) -> usize {
     usize::from(gate.gate_param_count())
 }
-
-#[allow(dead_code)]
-const _: AccessKind = AccessKind::Read;

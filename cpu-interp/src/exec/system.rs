@@ -3,9 +3,9 @@
 //! (Intel SDM Vol. 2; Vol. 3A §2.5–2.8, §4.10, §17.2; Vol. 4 for the MSRs).
 //!
 //! Owned by SYS. CPUID describes an i686-class "GenuineIntel" family-6 CPU with exactly what
-//! this interpreter implements: DE, PSE, TSC, MSR, PAE, CX8, SEP, MTRR, PGE, CMOV, PAT, PSE-36
-//! and NX. There is no FPU (x87 comes later), no MMX/SSE/FXSR, no local APIC, no MCE/MCA, no
-//! VME and no long mode. The TSC runs at [`TSC_HZ`] from the virtual clock.
+//! this interpreter implements: VME (with PVI), DE, PSE, TSC, MSR, PAE, CX8, SEP, MTRR, PGE,
+//! CMOV, PAT, PSE-36 and NX. There is no FPU (x87 comes later), no MMX/SSE/FXSR, no local APIC,
+//! no MCE/MCA and no long mode. The TSC runs at [`TSC_HZ`] from the virtual clock.
 
 use iced_x86::{Code, Instruction, Mnemonic, OpKind, Register};
 use pcvm_core::cpu_state::{cr, flags, gpr};
@@ -21,6 +21,7 @@ pub(crate) const TSC_HZ: u64 = 1_000_000_000;
 
 /// CPUID.1:EDX feature bits reported (SDM Vol. 2A "CPUID", Table 3-11).
 mod feature {
+    pub const VME: u32 = 1 << 1;
     pub const DE: u32 = 1 << 2;
     pub const PSE: u32 = 1 << 3;
     pub const TSC: u32 = 1 << 4;
@@ -64,8 +65,14 @@ const MTRRCAP_VALUE: u64 = 0x508;
 
 /// CR4 bits a guest may set: the features CPUID reports (SDM Vol. 3A §2.5; others are
 /// reserved → #GP(0)).
-const CR4_SUPPORTED: u64 =
-    cr::CR4_TSD | cr::CR4_DE | cr::CR4_PSE | cr::CR4_PAE | cr::CR4_PGE | cr::CR4_PCE;
+const CR4_SUPPORTED: u64 = cr::CR4_VME
+    | cr::CR4_PVI
+    | cr::CR4_TSD
+    | cr::CR4_DE
+    | cr::CR4_PSE
+    | cr::CR4_PAE
+    | cr::CR4_PGE
+    | cr::CR4_PCE;
 
 /// CR0 bits that exist on this CPU; writes to others are ignored (SDM Vol. 3A §2.5).
 const CR0_WRITABLE: u64 = cr::CR0_PE
@@ -893,7 +900,8 @@ pub(crate) fn cpuid(leaf: u32, _subleaf: u32) -> (u32, u32, u32, u32) {
             0x0000_0683,
             0,
             0,
-            feature::DE
+            feature::VME
+                | feature::DE
                 | feature::PSE
                 | feature::TSC
                 | feature::MSR
