@@ -125,6 +125,16 @@ impl Interpreter {
         }
     }
 
+    /// The limit a real-mode or virtual-8086 far transfer is checked against: the cached CS
+    /// limit in real mode (kept across loads), 64 KiB in virtual-8086 mode.
+    fn real_cs_limit(&self) -> u32 {
+        if self.state.rflags & flags::VM != 0 {
+            0xFFFF
+        } else {
+            self.state.seg(SegReg::Cs).limit
+        }
+    }
+
     /// Real mode or virtual-8086 mode (where segment loads do not consult descriptors).
     fn real_or_v86(&self) -> bool {
         !self.state.protected_mode() || self.state.rflags & flags::VM != 0
@@ -217,7 +227,7 @@ impl Interpreter {
     ) -> Result<(), Fault> {
         let offset = if o32 { offset } else { offset & 0xFFFF };
         if self.real_or_v86() {
-            if offset > self.state.seg(SegReg::Cs).limit && self.state.rflags & flags::VM == 0 {
+            if offset > self.real_cs_limit() {
                 return Err(Fault::gp(0));
             }
             self.load_cs_real(sel);
@@ -282,7 +292,7 @@ impl Interpreter {
         let old_cs = u64::from(self.state.seg(SegReg::Cs).selector);
         let old_ip = self.state.rip;
         if self.real_or_v86() {
-            if offset > self.state.seg(SegReg::Cs).limit && self.state.rflags & flags::VM == 0 {
+            if offset > self.real_cs_limit() {
                 return Err(Fault::gp(0));
             }
             self.push(p, old_cs, size)?;
