@@ -1720,8 +1720,20 @@ fn seg16_string(rng: &mut Rng) -> Case {
             _ => rng.below(limit + 1),
         }
     };
-    let si = place(rng, 0x1FFF);
-    let di = place(rng, 0xFFF);
+    // MOVS and CMPS access two operands; the SDM does not order those accesses, so when both
+    // would fault the vector is the implementation's choice (#GP for ES:DI first on this host).
+    // Only one of the two may start near a limit; the other stays clear for the whole run.
+    let span = (count.max(1) + 1) * sz.bytes();
+    let safe = |rng: &mut Rng, limit: u32| rng.range(span, limit + 1 - span);
+    let (si, di) = if matches!(op, 0 | 4) {
+        if rng.chance(1, 2) {
+            (place(rng, 0x1FFF), safe(rng, 0xFFF))
+        } else {
+            (safe(rng, 0x1FFF), place(rng, 0xFFF))
+        }
+    } else {
+        (place(rng, 0x1FFF), place(rng, 0xFFF))
+    };
     set_low(&mut c.regs[ESI as usize], si);
     set_low(&mut c.regs[EDI as usize], di);
     let mut code = Vec::new();
