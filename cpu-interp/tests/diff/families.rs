@@ -1345,10 +1345,8 @@ fn prefixes(rng: &mut Rng) -> Case {
         }
         2 => {
             // Redundant operand-size prefixes: the last 66 does not cancel the first.
-            let n = rng.range(2, 3);
-            for _ in 0..n {
-                code.push(0x66);
-            }
+            let n = rng.range(2, 3) as usize;
+            code.extend(std::iter::repeat_n(0x66, n));
             code.push(0x01);
             modrm(&mut code, rng.below(8) as u8, Rm::Reg(rng.below(8) as u8));
         }

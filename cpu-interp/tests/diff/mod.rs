@@ -214,12 +214,12 @@ pub fn compare(case: &Case, interp: &Outcome, host: &Outcome) -> Vec<String> {
             interp.rip_off, host.rip_off
         ));
     }
-    for i in 0..8 {
+    for (i, name) in REG_NAMES.iter().enumerate() {
         let mask = !case.undef.regs[i];
         if (interp.regs[i] ^ host.regs[i]) & mask != 0 {
             diffs.push(format!(
-                "{}: interp {:#010x} host {:#010x} (initial {:#010x})",
-                REG_NAMES[i], interp.regs[i], host.regs[i], case.regs[i]
+                "{name}: interp {:#010x} host {:#010x} (initial {:#010x})",
+                interp.regs[i], host.regs[i], case.regs[i]
             ));
         }
     }
