@@ -146,6 +146,10 @@ pub fn all() -> Vec<Family> {
             name: "lar-lsl-verr-verw",
             gen: lar_lsl,
         },
+        Family {
+            name: "seg32-based",
+            gen: seg32_based,
+        },
     ]
 }
 
@@ -1764,6 +1768,12 @@ fn seg16_stack(rng: &mut Rng) -> Case {
     };
     c.regs[ESP as usize] = (c.regs[ESP as usize] & 0xFFFF_0000) | sp;
     c.regs[EBP as usize] = (c.regs[EBP as usize] & 0xFFFF_0000) | rng.range(0x40, 0x1FF0);
+    if rng.chance(1, 3) {
+        // A 32-bit stack segment (B=1) under 16-bit code: ESP and EBP are used whole.
+        c.segs.ss = 0x1F;
+        c.regs[ESP as usize] &= 0xFFFF;
+        c.regs[EBP as usize] &= 0xFFFF;
+    }
     let n = rng.range(1, 3);
     let mut code = Vec::new();
     // A LOOP was emitted: its CX must keep the small count it was given.
@@ -2068,6 +2078,118 @@ fn lar_lsl(rng: &mut Rng) -> Case {
         _ => {
             code.extend_from_slice(&[0x0F, 0x00]);
             modrm(&mut code, rng.pick(&[4, 5]), rm);
+        }
+    }
+    c.code = code;
+    c
+}
+
+/// 32-bit code in a based code segment (the LDT's 32-bit code segment: base = the code page,
+/// EIP starts at 0, limit 0xFFF) with based, limited data and stack segments (DS = SS = the
+/// region with B=1, ES its upper half; sometimes a 16-bit SS, a read-only DS or an
+/// expand-down ES): memory operands by segment offset (limit faults at the edges, #SS for
+/// ESP/EBP-based ones), string instructions across ES's limit, PUSH/POP/CALL/RET (return
+/// addresses are segment offsets), LOOP and Jcc.
+fn seg32_based(rng: &mut Rng) -> Case {
+    let mut c = base(rng);
+    c.allow_64 = false;
+    c.segs = Segs {
+        cs: 0x3F,
+        ds: rng.pick(&[0x1F, 0x1F, 0x1F, 0x27]),
+        es: rng.pick(&[0x17, 0x17, 0x2F]),
+        ss: rng.pick(&[0x1F, 0x1F, 0x0F]),
+        eip: 0,
+    };
+    let ds_limit = 0x1FFF;
+    let edge = |rng: &mut Rng, limit: u32, len: u32| -> u32 {
+        match rng.below(8) {
+            0 => limit + 1 - rng.below(len + 3),
+            1 => rng.u32(),
+            _ => rng.below(limit + 1 - len),
+        }
+    };
+    c.regs[ESP as usize] = rng.range(0x200, 0x1F00);
+    if c.segs.ss == 0x0F {
+        c.regs[ESP as usize] |= rng.u32() & 0xFFFF_0000;
+    }
+    let mut code = Vec::new();
+    match rng.below(5) {
+        0 | 1 => {
+            // ALU / MOV with a memory operand at a segment offset.
+            let sz = any_size(rng);
+            let off = edge(rng, ds_limit, sz.bytes());
+            let m = mem_at_seg(rng, &mut c.regs, off, &[ESP]);
+            prefix(&mut code, sz);
+            let op = rng.below(9) as u8;
+            if op == 8 {
+                code.push(rng.pick(&[0x88, 0x8A]) | sz.w());
+            } else {
+                code.push(op * 8 + rng.pick(&[0, 2]) + sz.w());
+                if matches!(op, 1 | 4 | 6) {
+                    c.undef = Undefined::flags(undef::LOGIC);
+                }
+            }
+            modrm(&mut code, rng.below(8) as u8, Rm::Mem(m));
+        }
+        2 => {
+            // String instruction with EDI near ES's limit (0xFFF, or expand-down E000-FFFF).
+            let sz = any_size(rng);
+            let count = rng.range(0, 24);
+            let df = rng.chance(1, 2);
+            c.eflags = (c.eflags & !0x400) | if df { 0x400 } else { 0 };
+            c.regs[ECX as usize] = count;
+            let span = (count + 1) * sz.bytes();
+            c.regs[ESI as usize] = rng.range(span, ds_limit + 1 - span);
+            c.regs[EDI as usize] = if c.segs.es == 0x2F {
+                0xE000 + edge(rng, 0x1FFF, sz.bytes())
+            } else {
+                edge(rng, 0xFFF, sz.bytes())
+            };
+            code.push(0xF3);
+            prefix(&mut code, sz);
+            code.push(rng.pick(&[0xA4u8, 0xAA, 0xAC]) | sz.w());
+        }
+        3 => {
+            // call rel32 / call r/m32 / push target; ret: offsets within the based CS.
+            match rng.below(3) {
+                0 => {
+                    code.push(0xE8);
+                    imm(&mut code, 4, 2);
+                    code.extend_from_slice(&[0xB0, 0x5A]);
+                    code.push(0x58 + rng.pick(&[EAX, ECX, EDX, EBX, EBP, ESI, EDI]));
+                }
+                1 => {
+                    let r = rng.pick(&[EAX, ECX, EDX, EBX, EBP, ESI, EDI]);
+                    // Sometimes a target past CS's limit: #GP at the CALL.
+                    c.regs[r as usize] = if rng.chance(1, 6) {
+                        0x1000 + rng.below(64)
+                    } else {
+                        4
+                    };
+                    code.extend_from_slice(&[0xFF, 0xD0 + r, 0xB0, 0x5A]);
+                    code.push(0x58 + rng.pick(&[EAX, ECX, EDX, EBX, EBP, ESI, EDI]));
+                }
+                _ => {
+                    code.push(0x68);
+                    imm(&mut code, 4, 8);
+                    code.extend_from_slice(&[0xC3, 0x90, 0xB0, 0x5A]);
+                }
+            }
+        }
+        _ => {
+            // PUSH/POP near the stack segment's ends.
+            let esp = edge(rng, 0x1FFF, 4);
+            c.regs[ESP as usize] = if c.segs.ss == 0x0F {
+                (c.regs[ESP as usize] & 0xFFFF_0000) | (esp & 0xFFFF)
+            } else {
+                esp
+            };
+            for _ in 0..rng.range(1, 3) {
+                if rng.chance(1, 4) {
+                    code.push(0x66);
+                }
+                code.push(rng.pick(&[0x50u8, 0x53, 0x58, 0x5B, 0x9C, 0x60]));
+            }
         }
     }
     c.code = code;
