@@ -468,3 +468,37 @@ fn external_interrupts_and_nmi_through_the_idt() {
     assert_eq!(m.read_u32(0x600), 1, "no nested NMI");
     assert_eq!(m.read_u32(0x604), 1, "handler resumed after HLT");
 }
+
+#[test]
+fn conforming_code_keeps_cpl_and_nonconforming_needs_equal_dpl() {
+    const SEL_CONF: u16 = 0x50;
+    let ring0 = asm(32, CODE, |a| iret_to_ring3(a, USER));
+    let user = asm(32, u64::from(USER), |a| {
+        call_far(a, SEL_CONF | 3, 0xB000, true)?;
+        a.mov(dword_ptr(RESULT as u32 + 16), eax)?;
+        a.mov(dword_ptr(RESULT as u32 + 20), ebx)?;
+        jmp_far(a, SEL_CODE0, 0xB100, true)?; // DPL 0 non-conforming from CPL 3: #GP
+        a.int(0x81)
+    });
+    let conforming = asm(32, 0xB000, |a| {
+        a.mov(eax, cs)?;
+        a.mov(ebx, ss)?;
+        a.retf()
+    });
+    let mut m = machine(&ring0, &user);
+    m.load(0xB000, &conforming);
+    m.set_gdt(SEL_CONF, seg_desc(0, 0xFFFF_FFFF, 0x9E, FLAGS_4G32));
+    m.run_to_halt();
+    assert_eq!(
+        m.read_u32(RESULT + 16) & 0xFFFF,
+        u32::from(SEL_CONF | 3),
+        "CS.RPL = CPL 3"
+    );
+    assert_eq!(
+        m.read_u32(RESULT + 20) & 0xFFFF,
+        u32::from(SEL_DATA3),
+        "no stack switch"
+    );
+    let (v, e, _, _) = m.recorded();
+    assert_eq!((v, e), (13, u32::from(SEL_CODE0)));
+}
