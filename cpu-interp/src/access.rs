@@ -16,7 +16,64 @@ pub enum AccessKind {
     Execute,
 }
 
+/// One entry of the linear-page → RAM-offset caches: valid while the interpreter's context
+/// generation (bumped by every system/far instruction, segment load, event delivery and
+/// memory-map change, which covers every TLB flush, CPL change and PAM/A20 change) is `gen`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RamEntry {
+    /// Linear page number.
+    tag: u64,
+    gen: u64,
+    /// RAM offset of the page's first byte.
+    ram: u64,
+}
+
+/// Entries in each of the read and write RAM caches.
+pub(crate) const RAM_CACHE_SIZE: usize = 256;
+
+/// An empty cache entry.
+pub(crate) const RAM_ENTRY_EMPTY: RamEntry = RamEntry {
+    tag: u64::MAX,
+    gen: 0,
+    ram: 0,
+};
+
 impl Interpreter {
+    /// The RAM offset of `linear` if a previous access of the same kind at the current
+    /// context found its page in RAM (the fast path: no translation, no classification).
+    #[inline]
+    fn ram_fast(&self, linear: u64, write: bool) -> Option<u64> {
+        let page = linear >> 12;
+        let cache = if write {
+            &self.wr_cache
+        } else {
+            &self.rd_cache
+        };
+        let e = cache[(page as usize) & (RAM_CACHE_SIZE - 1)];
+        if e.tag == page && e.gen == self.ctx_gen {
+            Some(e.ram + (linear & 0xFFF))
+        } else {
+            None
+        }
+    }
+
+    /// Remember that the page of `linear` is RAM at offset `off` (of `linear` itself).
+    #[inline]
+    fn ram_fill(&mut self, linear: u64, off: u64, write: bool) {
+        let page = linear >> 12;
+        let gen = self.ctx_gen;
+        let cache = if write {
+            &mut self.wr_cache
+        } else {
+            &mut self.rd_cache
+        };
+        cache[(page as usize) & (RAM_CACHE_SIZE - 1)] = RamEntry {
+            tag: page,
+            gen,
+            ram: off - (linear & 0xFFF),
+        };
+    }
+
     /// Read physical memory: RAM/ROM directly, everything else from the MMIO bus.
     pub(crate) fn phys_read(&mut self, p: &mut dyn Platform, phys: u64, buf: &mut [u8]) {
         match p.memory().classify(phys, false) {
@@ -63,6 +120,7 @@ impl Interpreter {
                 p.mmio_write(phys, buf);
                 // A device may have started DMA or changed the memory map.
                 self.io_done = true;
+                self.ctx_gen += 1;
             }
         }
     }
@@ -77,7 +135,20 @@ impl Interpreter {
     ) -> Result<(), Fault> {
         let first = 4096 - (linear & 0xFFF) as usize;
         if buf.len() <= first {
+            if let Some(off) = self.ram_fast(linear, false) {
+                if p.memory().read_ram(off, buf) {
+                    return Ok(());
+                }
+            }
             let phys = self.translate(p, linear, kind)?;
+            if let PhysRegion::Ram(off) = p.memory().classify(phys, false) {
+                if p.memory().read_ram(off, buf) {
+                    if kind == AccessKind::Read {
+                        self.ram_fill(linear, off, false);
+                    }
+                    return Ok(());
+                }
+            }
             self.phys_read(p, phys, buf);
         } else {
             // Translate both pages before touching memory so a fault leaves no side effects.
@@ -102,7 +173,19 @@ impl Interpreter {
         self.check_watchpoints(linear, buf.len() as u64, true);
         let first = 4096 - (linear & 0xFFF) as usize;
         if buf.len() <= first {
+            if let Some(off) = self.ram_fast(linear, true) {
+                let mem = p.memory();
+                if mem.write_ram(off, buf) {
+                    if mem.code_dirty() {
+                        self.smc = true;
+                    }
+                    return Ok(());
+                }
+            }
             let phys = self.translate(p, linear, AccessKind::Write)?;
+            if let PhysRegion::Ram(off) = p.memory().classify(phys, true) {
+                self.ram_fill(linear, off, true);
+            }
             self.phys_write(p, phys, buf);
         } else {
             let second_linear = self.wrap_linear(linear.wrapping_add(first as u64));

@@ -30,6 +30,13 @@ pub(crate) struct Block {
     pub ram_page: u64,
 }
 
+static FREE_BLOCK: Block = Block {
+    key: u64::MAX,
+    insns: Vec::new(),
+    byte_len: 0,
+    ram_page: u64::MAX,
+};
+
 /// The cache key of code at physical address `phys` executed with `bitness`-bit defaults.
 #[inline]
 pub(crate) fn block_key(phys: u64, bitness: u32) -> u64 {
@@ -81,10 +88,10 @@ impl DecodeCache {
         Some(idx)
     }
 
-    /// The block at `idx`.
+    /// The block at `idx` (a free placeholder if `idx` is stale after a flush).
     #[inline]
     pub(crate) fn block(&self, idx: u32) -> &Block {
-        &self.slab[idx as usize]
+        self.slab.get(idx as usize).unwrap_or(&FREE_BLOCK)
     }
 
     /// Move the instructions of block `idx` out to run them.

@@ -19,10 +19,14 @@ pub(crate) enum FlagOp {
     /// `state.rflags` holds the true flags.
     #[default]
     None,
-    /// res = a + b (+ carry in).
+    /// res = a + b.
     Add,
-    /// res = a - b (- borrow in).
+    /// res = a + b + carry in.
+    Adc,
+    /// res = a - b.
     Sub,
+    /// res = a - b - borrow in.
+    Sbb,
     /// AND/OR/XOR/TEST: CF = OF = 0, AF = 0 (undefined per the SDM).
     Logic,
     /// INC: CF preserved (kept in `a`'s companion `cf_in`).
@@ -88,7 +92,7 @@ impl LazyFlags {
         let mut f = szp(r, bits);
         match self.op {
             FlagOp::None => {}
-            FlagOp::Add => {
+            FlagOp::Add | FlagOp::Adc => {
                 let carry = (a & b) | ((a | b) & !r);
                 if (carry >> top) & 1 != 0 {
                     f |= fl::CF;
@@ -100,7 +104,7 @@ impl LazyFlags {
                     f |= fl::AF;
                 }
             }
-            FlagOp::Sub => {
+            FlagOp::Sub | FlagOp::Sbb => {
                 let borrow = (!a & b) | ((!a | b) & r);
                 if (borrow >> top) & 1 != 0 {
                     f |= fl::CF;
@@ -196,27 +200,59 @@ impl Interpreter {
     /// The carry flag.
     #[inline]
     pub(crate) fn cf(&self) -> bool {
-        self.rflags() & fl::CF != 0
+        let l = &self.flags;
+        match l.op {
+            FlagOp::None => self.state.rflags & fl::CF != 0,
+            FlagOp::Add => l.res < l.a,
+            FlagOp::Sub => l.a < l.b,
+            FlagOp::Logic => false,
+            FlagOp::Inc | FlagOp::Dec => l.cf_in,
+            FlagOp::Adc | FlagOp::Sbb => l.compute() & fl::CF != 0,
+        }
+    }
+
+    /// The zero flag.
+    #[inline]
+    pub(crate) fn zf(&self) -> bool {
+        if self.flags.op == FlagOp::None {
+            self.state.rflags & fl::ZF != 0
+        } else {
+            self.flags.res & width_mask(self.flags.bits) == 0
+        }
+    }
+
+    /// The sign flag.
+    #[inline]
+    pub(crate) fn sf(&self) -> bool {
+        if self.flags.op == FlagOp::None {
+            self.state.rflags & fl::SF != 0
+        } else {
+            (self.flags.res >> (self.flags.bits - 1)) & 1 != 0
+        }
+    }
+
+    /// The overflow flag.
+    #[inline]
+    pub(crate) fn of(&self) -> bool {
+        match self.flags.op {
+            FlagOp::None => self.state.rflags & fl::OF != 0,
+            FlagOp::Logic => false,
+            _ => self.flags.compute() & fl::OF != 0,
+        }
     }
 
     /// Evaluate condition code `cc` (the low nibble of Jcc/SETcc/CMOVcc, SDM Vol. 1 App. B).
     #[inline]
     pub(crate) fn cond(&self, cc: u8) -> bool {
-        let f = self.rflags();
-        let cf = f & fl::CF != 0;
-        let zf = f & fl::ZF != 0;
-        let sf = f & fl::SF != 0;
-        let of = f & fl::OF != 0;
-        let pf = f & fl::PF != 0;
         let r = match cc >> 1 {
-            0 => of,
-            1 => cf,
-            2 => zf,
-            3 => cf || zf,
-            4 => sf,
-            5 => pf,
-            6 => sf != of,
-            _ => zf || (sf != of),
+            0 => self.of(),
+            1 => self.cf(),
+            2 => self.zf(),
+            3 => self.cf() || self.zf(),
+            4 => self.sf(),
+            5 => self.rflags() & fl::PF != 0,
+            6 => self.sf() != self.of(),
+            _ => self.zf() || (self.sf() != self.of()),
         };
         r ^ (cc & 1 != 0)
     }
@@ -252,6 +288,49 @@ mod tests {
         // 0x80000000 - 1: OF.
         let f = lazy(FlagOp::Sub, 32, 0x8000_0000, 1, 0x7FFF_FFFF);
         assert_eq!(f, fl::OF | fl::AF | fl::PF);
+    }
+
+    #[test]
+    fn fast_getters_match_compute() {
+        let mut cpu = crate::Interpreter::new();
+        let cases = [
+            (FlagOp::Add, 8u8, 0xF0u32, 0x20u32),
+            (FlagOp::Sub, 16, 0x10, 0x20),
+            (FlagOp::Sub, 32, 0x8000_0000, 1),
+            (FlagOp::Logic, 8, 0x80, 0x80),
+            (FlagOp::Add, 32, 0xFFFF_FFFF, 1),
+        ];
+        for (op, bits, a, b) in cases {
+            let m = width_mask(bits);
+            let res = match op {
+                FlagOp::Add => a.wrapping_add(b) & m,
+                FlagOp::Sub => a.wrapping_sub(b) & m,
+                _ => a & b,
+            };
+            cpu.set_lazy(op, bits, a, b, res);
+            let f = cpu.rflags();
+            for cc in 0..16u8 {
+                let slow = {
+                    let cf = f & fl::CF != 0;
+                    let zf = f & fl::ZF != 0;
+                    let sf = f & fl::SF != 0;
+                    let of = f & fl::OF != 0;
+                    let pf = f & fl::PF != 0;
+                    let r = match cc >> 1 {
+                        0 => of,
+                        1 => cf,
+                        2 => zf,
+                        3 => cf || zf,
+                        4 => sf,
+                        5 => pf,
+                        6 => sf != of,
+                        _ => zf || sf != of,
+                    };
+                    r ^ (cc & 1 != 0)
+                };
+                assert_eq!(cpu.cond(cc), slow, "{op:?} {bits} {a:#x} {b:#x} cc {cc}");
+            }
+        }
     }
 
     #[test]

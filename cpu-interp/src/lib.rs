@@ -47,6 +47,9 @@ use exec::{Decoded, END, SNAP};
 /// Instructions between calls to `Platform::poll` (timers), kicker and NMI checks.
 const POLL_INTERVAL: u64 = 2048;
 
+/// Entries of the linear-address block lookup cache.
+const JMP_CACHE_SIZE: usize = 1024;
+
 /// Registers saved before an instruction marked `SNAP`, restored if it faults.
 #[derive(Clone, Copy, Default)]
 struct Snapshot {
@@ -86,6 +89,16 @@ pub struct Interpreter {
     /// `--trace` output: one line per executed instruction.
     trace: Option<Box<dyn Write + Send>>,
     snapshot: Snapshot,
+    /// Bumped whenever CS, the mode or the paging context may have changed (system and far
+    /// instructions, segment loads, event delivery, state loads): invalidates `jmp_cache`.
+    pub(crate) ctx_gen: u64,
+    /// Linear RIP → block, valid for one `ctx_gen`: (linear, ctx_gen, slab index, key).
+    jmp_cache: Vec<(u64, u64, u32, u64)>,
+    /// Debugging or tracing is on: run one instruction at a time.
+    debug_active: bool,
+    /// Linear page → RAM offset for reads and writes (see `access::RamEntry`).
+    pub(crate) rd_cache: Vec<access::RamEntry>,
+    pub(crate) wr_cache: Vec<access::RamEntry>,
 }
 
 impl Default for Interpreter {
@@ -131,6 +144,11 @@ impl Interpreter {
             tsc_anchor: None,
             trace: None,
             snapshot: Snapshot::default(),
+            ctx_gen: 1,
+            jmp_cache: vec![(u64::MAX, 0, 0, 0); JMP_CACHE_SIZE],
+            debug_active: false,
+            rd_cache: vec![access::RAM_ENTRY_EMPTY; access::RAM_CACHE_SIZE],
+            wr_cache: vec![access::RAM_ENTRY_EMPTY; access::RAM_CACHE_SIZE],
         }
     }
 
@@ -138,6 +156,14 @@ impl Interpreter {
     /// `out`, or stop tracing with `None`. Tracing runs the interpreter one instruction at a time.
     pub fn set_trace(&mut self, out: Option<Box<dyn Write + Send>>) {
         self.trace = out;
+        self.update_debug_active();
+    }
+
+    fn update_debug_active(&mut self) {
+        self.debug_active = self.trace.is_some()
+            || self.debug.single_step
+            || !self.debug.breakpoints.is_empty()
+            || !self.debug.watchpoints.is_empty();
     }
 
     /// Drop decoded blocks and translations if the physical memory map changed (PAM, A20).
@@ -145,6 +171,7 @@ impl Interpreter {
         let g = p.memory().map_generation();
         if g != self.map_generation {
             self.map_generation = g;
+            self.ctx_gen += 1;
             self.cache.flush();
             self.tlb.flush();
         }
@@ -175,6 +202,7 @@ impl Interpreter {
     #[inline]
     fn deliver_pending(&mut self, p: &mut dyn Platform) -> Option<VmExit> {
         if self.state.nmi_pending && !self.state.nmi_blocked {
+            self.ctx_gen += 1;
             self.state.nmi_pending = false;
             self.state.halted = false;
             if self
@@ -196,6 +224,7 @@ impl Interpreter {
             None
         };
         if let Some(v) = vector {
+            self.ctx_gen += 1;
             self.state.halted = false;
             if self.raise_event(p, v, None, EventKind::External).is_err() {
                 return Some(VmExit::Shutdown);
@@ -206,6 +235,7 @@ impl Interpreter {
 
     /// Deliver an instruction's fault (escalating per SDM Vol. 3A §6.15).
     fn fault(&mut self, p: &mut dyn Platform, f: Fault) -> Option<VmExit> {
+        self.ctx_gen += 1;
         match self.raise(p, f) {
             Ok(()) => None,
             Err(_) => Some(VmExit::Shutdown),
@@ -214,6 +244,20 @@ impl Interpreter {
 
     /// Decode the instructions starting at the current CS:RIP.
     fn fetch_block(&mut self, p: &mut dyn Platform) -> std::result::Result<Source, Fault> {
+        let linear = self.state.seg(SegReg::Cs).base.wrapping_add(self.state.rip);
+        let slot = ((linear ^ (linear >> 10)) as usize) & (JMP_CACHE_SIZE - 1);
+        let (tag, gen, idx, key) = self.jmp_cache[slot];
+        if tag == linear && gen == self.ctx_gen && self.cache.block(idx).key == key {
+            return Ok(Source::Cached(idx, key));
+        }
+        let src = self.fetch_block_slow(p)?;
+        if let Source::Cached(idx, key) = src {
+            self.jmp_cache[slot] = (linear, self.ctx_gen, idx, key);
+        }
+        Ok(src)
+    }
+
+    fn fetch_block_slow(&mut self, p: &mut dyn Platform) -> std::result::Result<Source, Fault> {
         let bitness = self.state.code_bitness();
         let rip = self.state.rip;
         let cs = *self.state.seg(SegReg::Cs);
@@ -388,7 +432,12 @@ impl Interpreter {
         if d.flags & SNAP != 0 {
             self.take_snapshot();
         }
-        match (d.handler)(self, p, d) {
+        let r = (d.handler)(self, p, d);
+        if d.flags & SNAP != 0 {
+            // Far/system instructions and segment loads may change CS, the mode or paging.
+            self.ctx_gen += 1;
+        }
+        match r {
             Ok(()) => Ok(()),
             Err(f) => {
                 if d.flags & SNAP != 0 {
@@ -405,10 +454,7 @@ impl Interpreter {
     /// shadows).
     #[inline]
     fn needs_single(&self) -> bool {
-        self.trace.is_some()
-            || self.debug.single_step
-            || !self.debug.breakpoints.is_empty()
-            || !self.debug.watchpoints.is_empty()
+        self.debug_active
             || self.state.rflags & (fl::TF | fl::RF) != 0
             || self.state.sti_shadow
             || self.state.mov_ss_shadow
@@ -429,6 +475,8 @@ impl Interpreter {
         }
         let mut since_poll = 0u64;
         let mut first = true;
+        let mut ip_mask_gen = 0u64;
+        let mut ip_mask = 0xFFFFu64;
         loop {
             // --- Instruction boundary: housekeeping and events. ---
             if since_poll >= POLL_INTERVAL || self.io_done {
@@ -487,11 +535,14 @@ impl Interpreter {
                     continue;
                 }
             };
-            let ip_mask = if self.state.code_bitness() == 16 {
-                0xFFFF
-            } else {
-                0xFFFF_FFFF
-            };
+            if ip_mask_gen != self.ctx_gen {
+                ip_mask_gen = self.ctx_gen;
+                ip_mask = if self.state.code_bitness() == 16 {
+                    0xFFFF
+                } else {
+                    0xFFFF_FFFF
+                };
+            }
             let (insns, cached) = match source {
                 Source::Cached(idx, key) => (self.cache.take_insns(idx), Some((idx, key))),
                 Source::Fresh(v) => (v, None),
@@ -600,11 +651,13 @@ impl CpuBackend for Interpreter {
         self.flags = flags::LazyFlags::default();
         self.set_rflags(state.rflags);
         self.tlb.flush();
+        self.ctx_gen += 1;
         Ok(())
     }
 
     fn set_debug(&mut self, config: &DebugConfig) -> pcvm_core::Result<()> {
         self.debug = config.clone();
+        self.update_debug_active();
         Ok(())
     }
 
@@ -621,6 +674,7 @@ impl CpuBackend for Interpreter {
     }
 
     fn flush_caches(&mut self) {
+        self.ctx_gen += 1;
         self.cache.flush();
         self.tlb.flush();
     }

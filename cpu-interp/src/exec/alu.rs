@@ -23,12 +23,12 @@ fn compute<const OP: u8>(a: u32, b: u32, cf: bool, m: u32) -> (u32, FlagOp) {
         ADD => (a.wrapping_add(b) & m, FlagOp::Add),
         ADC => (
             a.wrapping_add(b).wrapping_add(u32::from(cf)) & m,
-            FlagOp::Add,
+            FlagOp::Adc,
         ),
         SUB | CMP => (a.wrapping_sub(b) & m, FlagOp::Sub),
         SBB => (
             a.wrapping_sub(b).wrapping_sub(u32::from(cf)) & m,
-            FlagOp::Sub,
+            FlagOp::Sbb,
         ),
         AND => (a & b, FlagOp::Logic),
         OR => (a | b, FlagOp::Logic),
@@ -67,6 +67,58 @@ pub(super) fn alu<const OP: u8>(
         }
         cpu.set_lazy(op, size * 8, a, b, r);
     }
+    Ok(())
+}
+
+/// Register-register form with a compile-time operand size `S` (bytes).
+pub(super) fn alu_rr<const OP: u8, const S: u8>(
+    cpu: &mut Interpreter,
+    _p: &mut dyn Platform,
+    d: &Decoded,
+) -> Result<(), Fault> {
+    let cf = (OP == ADC || OP == SBB) && cpu.cf();
+    let a = cpu.get_reg(d.o0, S);
+    let b = cpu.get_reg(d.o1, S);
+    let (r, op) = compute::<OP>(a, b, cf, mask(S));
+    if OP != CMP {
+        cpu.set_reg(d.o0, S, r);
+    }
+    cpu.set_lazy(op, S * 8, a, b, r);
+    Ok(())
+}
+
+/// Register-immediate form with a compile-time operand size `S` (bytes).
+pub(super) fn alu_ri<const OP: u8, const S: u8>(
+    cpu: &mut Interpreter,
+    _p: &mut dyn Platform,
+    d: &Decoded,
+) -> Result<(), Fault> {
+    let cf = (OP == ADC || OP == SBB) && cpu.cf();
+    let a = cpu.get_reg(d.o0, S);
+    let b = d.imm & mask(S);
+    let (r, op) = compute::<OP>(a, b, cf, mask(S));
+    if OP != CMP {
+        cpu.set_reg(d.o0, S, r);
+    }
+    cpu.set_lazy(op, S * 8, a, b, r);
+    Ok(())
+}
+
+/// INC/DEC of a register with a compile-time size.
+pub(super) fn incdec_r<const DEC: bool, const S: u8>(
+    cpu: &mut Interpreter,
+    _p: &mut dyn Platform,
+    d: &Decoded,
+) -> Result<(), Fault> {
+    let a = cpu.get_reg(d.o0, S);
+    let r = if DEC {
+        a.wrapping_sub(1)
+    } else {
+        a.wrapping_add(1)
+    } & mask(S);
+    cpu.set_reg(d.o0, S, r);
+    let op = if DEC { FlagOp::Dec } else { FlagOp::Inc };
+    cpu.set_lazy_incdec(op, S * 8, a, r);
     Ok(())
 }
 

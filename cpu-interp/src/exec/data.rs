@@ -15,6 +15,50 @@ pub(super) fn mov(cpu: &mut Interpreter, p: &mut dyn Platform, d: &Decoded) -> R
     cpu.write_op(p, d, d.o0, v)
 }
 
+/// MOV r, r with a compile-time size.
+pub(super) fn mov_rr<const S: u8>(
+    cpu: &mut Interpreter,
+    _p: &mut dyn Platform,
+    d: &Decoded,
+) -> Result<(), Fault> {
+    let v = cpu.get_reg(d.o1, S);
+    cpu.set_reg(d.o0, S, v);
+    Ok(())
+}
+
+/// MOV r, imm with a compile-time size.
+pub(super) fn mov_ri<const S: u8>(
+    cpu: &mut Interpreter,
+    _p: &mut dyn Platform,
+    d: &Decoded,
+) -> Result<(), Fault> {
+    cpu.set_reg(d.o0, S, d.imm);
+    Ok(())
+}
+
+/// MOV r, m (load) with a compile-time size.
+pub(super) fn mov_rm<const S: u8>(
+    cpu: &mut Interpreter,
+    p: &mut dyn Platform,
+    d: &Decoded,
+) -> Result<(), Fault> {
+    let off = cpu.ea(d);
+    let v = cpu.read_mem(p, d.seg, off, S)?;
+    cpu.set_reg(d.o0, S, v);
+    Ok(())
+}
+
+/// MOV m, r (store) with a compile-time size.
+pub(super) fn mov_mr<const S: u8>(
+    cpu: &mut Interpreter,
+    p: &mut dyn Platform,
+    d: &Decoded,
+) -> Result<(), Fault> {
+    let off = cpu.ea(d);
+    let v = cpu.get_reg(d.o1, S);
+    cpu.write_mem(p, d.seg, off, S, v)
+}
+
 /// MOV Sreg, r/m16: CS is not a valid destination (#UD); MOV SS inhibits interrupts and
 /// debug traps for one instruction (SDM Vol. 3A §6.8.3).
 pub(super) fn mov_to_sreg(

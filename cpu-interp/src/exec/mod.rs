@@ -300,6 +300,65 @@ fn far(cpu: &mut Interpreter, p: &mut dyn Platform, d: &Decoded) -> Result<(), F
     cpu.exec_far(p, &d.insn)
 }
 
+/// The ALU handler for `insn`'s operand form: register-register and register-immediate forms
+/// get handlers specialized by operand size.
+fn alu_form<const OP: u8>(insn: &Instruction) -> Handler {
+    let k0 = insn.op0_kind();
+    let k1 = insn.op1_kind();
+    if k0 != OpKind::Register {
+        return alu::alu::<OP>;
+    }
+    let size = insn.op0_register().size();
+    let imm = matches!(
+        k1,
+        OpKind::Immediate8
+            | OpKind::Immediate16
+            | OpKind::Immediate32
+            | OpKind::Immediate8to16
+            | OpKind::Immediate8to32
+    );
+    match (k1 == OpKind::Register, imm, size) {
+        (true, _, 1) => alu::alu_rr::<OP, 1>,
+        (true, _, 2) => alu::alu_rr::<OP, 2>,
+        (true, _, 4) => alu::alu_rr::<OP, 4>,
+        (_, true, 1) => alu::alu_ri::<OP, 1>,
+        (_, true, 2) => alu::alu_ri::<OP, 2>,
+        (_, true, 4) => alu::alu_ri::<OP, 4>,
+        _ => alu::alu::<OP>,
+    }
+}
+
+/// The MOV handler for `insn`'s operand form (GPR/memory/immediate only).
+fn mov_form(insn: &Instruction) -> Handler {
+    let k0 = insn.op0_kind();
+    let k1 = insn.op1_kind();
+    let size = match k0 {
+        OpKind::Register => insn.op0_register().size(),
+        _ => insn.memory_size().size(),
+    };
+    let reg1 = k1 == OpKind::Register && gpr_loc(insn.op1_register()).is_some();
+    let reg0 = k0 == OpKind::Register && gpr_loc(insn.op0_register()).is_some();
+    let imm1 = matches!(
+        k1,
+        OpKind::Immediate8 | OpKind::Immediate16 | OpKind::Immediate32
+    );
+    match (k0, reg0, reg1, imm1, size) {
+        (OpKind::Register, true, true, _, 1) => data::mov_rr::<1>,
+        (OpKind::Register, true, true, _, 2) => data::mov_rr::<2>,
+        (OpKind::Register, true, true, _, 4) => data::mov_rr::<4>,
+        (OpKind::Register, true, _, true, 1) => data::mov_ri::<1>,
+        (OpKind::Register, true, _, true, 2) => data::mov_ri::<2>,
+        (OpKind::Register, true, _, true, 4) => data::mov_ri::<4>,
+        (OpKind::Register, true, false, false, 1) if k1 == OpKind::Memory => data::mov_rm::<1>,
+        (OpKind::Register, true, false, false, 2) if k1 == OpKind::Memory => data::mov_rm::<2>,
+        (OpKind::Register, true, false, false, 4) if k1 == OpKind::Memory => data::mov_rm::<4>,
+        (OpKind::Memory, _, true, _, 1) => data::mov_mr::<1>,
+        (OpKind::Memory, _, true, _, 2) => data::mov_mr::<2>,
+        (OpKind::Memory, _, true, _, 4) => data::mov_mr::<4>,
+        _ => data::mov,
+    }
+}
+
 /// Choose the handler for `insn`.
 fn select(insn: &Instruction, bitness: u32) -> (Handler, u8) {
     use Mnemonic as M;
@@ -319,15 +378,27 @@ fn select(insn: &Instruction, bitness: u32) -> (Handler, u8) {
     let _ = bitness;
     let code = insn.code();
     match insn.mnemonic() {
-        M::Add => (alu::alu::<{ alu::ADD }>, 0),
-        M::Or => (alu::alu::<{ alu::OR }>, 0),
-        M::Adc => (alu::alu::<{ alu::ADC }>, 0),
-        M::Sbb => (alu::alu::<{ alu::SBB }>, 0),
-        M::And => (alu::alu::<{ alu::AND }>, 0),
-        M::Sub => (alu::alu::<{ alu::SUB }>, 0),
-        M::Xor => (alu::alu::<{ alu::XOR }>, 0),
-        M::Cmp => (alu::alu::<{ alu::CMP }>, 0),
+        M::Add => (alu_form::<{ alu::ADD }>(insn), 0),
+        M::Or => (alu_form::<{ alu::OR }>(insn), 0),
+        M::Adc => (alu_form::<{ alu::ADC }>(insn), 0),
+        M::Sbb => (alu_form::<{ alu::SBB }>(insn), 0),
+        M::And => (alu_form::<{ alu::AND }>(insn), 0),
+        M::Sub => (alu_form::<{ alu::SUB }>(insn), 0),
+        M::Xor => (alu_form::<{ alu::XOR }>(insn), 0),
+        M::Cmp => (alu_form::<{ alu::CMP }>(insn), 0),
         M::Test => (alu::test, 0),
+        M::Inc | M::Dec if insn.op0_kind() == OpKind::Register => {
+            let dec = insn.mnemonic() == M::Dec;
+            let h: Handler = match (dec, insn.op0_register().size()) {
+                (false, 1) => alu::incdec_r::<false, 1>,
+                (false, 2) => alu::incdec_r::<false, 2>,
+                (false, _) => alu::incdec_r::<false, 4>,
+                (true, 1) => alu::incdec_r::<true, 1>,
+                (true, 2) => alu::incdec_r::<true, 2>,
+                (true, _) => alu::incdec_r::<true, 4>,
+            };
+            (h, 0)
+        }
         M::Inc => (alu::inc, 0),
         M::Dec => (alu::dec, 0),
         M::Neg => (alu::neg, 0),
@@ -362,7 +433,7 @@ fn select(insn: &Instruction, bitness: u32) -> (Handler, u8) {
             {
                 (sys, END | SNAP)
             } else {
-                (data::mov, 0)
+                (mov_form(insn), 0)
             }
         }
         M::Movzx => (data::movzx, 0),
