@@ -4,9 +4,9 @@
 //!
 //! Owned by SYS. On entry `state.rip` holds the next instruction's address. Each transfer
 //! validates before it changes anything where the SDM orders checks first; a fault part-way
-//! (a stack push at the new level) is rolled back by [`Interpreter::exec_far`] itself, so the
-//! run loop sees an unchanged CPU whatever it snapshots.
-//!
+//! (a stack push at the new level) is rolled back by [`Interpreter::exec_far`] itself in
+//! protected and virtual-8086 mode. In real mode only GPRs, RFLAGS and segment registers can
+//! change, which the run loop's snapshot of `SNAP` instructions restores.
 
 use iced_x86::{Code, Instruction, Mnemonic, OpKind};
 use pcvm_core::cpu_state::{cr, flags, gpr};
@@ -26,6 +26,11 @@ impl Interpreter {
         p: &mut dyn Platform,
         insn: &Instruction,
     ) -> Result<(), Fault> {
+        if !self.state.protected_mode() {
+            // Real mode touches only the stack, RFLAGS, CS and RIP, which the run loop's
+            // register snapshot restores: skip the full copy on this hot path (BIOS calls).
+            return self.exec_far_inner(p, insn);
+        }
         let saved = self.state.clone();
         let saved_flags = self.flags;
         let r = self.exec_far_inner(p, insn);
