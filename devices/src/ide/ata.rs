@@ -624,7 +624,7 @@ mod tests {
             .map(char::from)
             .collect();
         assert_eq!(model.trim_end(), "PCVM HARDDISK");
-        assert_eq!((word(1), word(3), word(6)), (1, 16, 63));
+        assert_eq!((word(1), word(3), word(6)), (2, 16, 63));
         assert_eq!(u32::from(word(60)) | u32::from(word(61)) << 16, 100);
         assert_ne!(word(83) & (1 << 10), 0, "LBA48");
         assert_eq!(word(100), 100);

@@ -304,6 +304,8 @@ pub struct Drive {
     pub(crate) multiple: u16,
     /// Default geometry (IDENTIFY words 1/3/6).
     pub(crate) cylinders: u16,
+    /// The BIOS translation that geometry calls for.
+    pub(crate) translation: ChsTranslation,
     pub(crate) heads: u8,
     pub(crate) spt: u8,
     /// Current translation set by INITIALIZE DEVICE PARAMETERS.
@@ -332,16 +334,90 @@ impl std::fmt::Debug for Drive {
     }
 }
 
+/// The BIOS CHS translation a disk's geometry calls for, as QEMU reports it in CMOS 0x39
+/// (two bits per drive: 0 none, 1 LBA, 2 large).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChsTranslation {
+    /// The BIOS uses the physical geometry as is.
+    None,
+    /// LBA-assisted translation.
+    Lba,
+    /// "Large" (bit-shift) translation.
+    Large,
+}
+
+impl ChsTranslation {
+    /// The 2-bit code of CMOS register 0x39.
+    pub fn cmos_code(self) -> u8 {
+        match self {
+            ChsTranslation::None => 0,
+            ChsTranslation::Lba => 1,
+            ChsTranslation::Large => 2,
+        }
+    }
+}
+
+/// The physical geometry of a disk of `sectors` sectors the way QEMU guesses it: from the
+/// MBR's partition ends if they describe a plausible geometry, otherwise 16 heads and 63
+/// sectors per track with 2..=16383 cylinders (ATA-6 §6.2.1 limits CHS to 16383/16/63).
+fn guess_geometry(
+    backend: Option<&mut Box<dyn BlockBackend>>,
+    sectors: u64,
+) -> (u16, u8, u8, ChsTranslation) {
+    let standard = || (sectors / (16 * 63)).clamp(2, 16383) as u16;
+    let mut mbr = [0u8; SECTOR_SIZE];
+    let lchs = backend
+        .filter(|_| sectors > 0)
+        .and_then(|b| b.read_at(0, &mut mbr).ok())
+        .filter(|_| mbr[510..512] == [0x55, 0xAA])
+        .and_then(|_| {
+            mbr[0x1BE..0x1FE].chunks(16).find_map(|p| {
+                let nr_sects = u32::from_le_bytes([p[12], p[13], p[14], p[15]]);
+                let (end_head, end_sector) = (p[5], p[6] & 63);
+                if nr_sects == 0 || end_head == 0 || end_sector == 0 {
+                    return None;
+                }
+                let heads = u64::from(end_head) + 1;
+                let cyls = sectors / (heads * u64::from(end_sector));
+                (1..=16383)
+                    .contains(&cyls)
+                    .then_some((cyls as u16, heads, end_sector))
+            })
+        });
+    match lchs {
+        Some((cyls, heads, spt)) if heads <= 16 => (cyls, heads as u8, spt, ChsTranslation::None),
+        Some(_) => {
+            let c = standard();
+            let t = if u32::from(c) * 16 <= 131_072 {
+                ChsTranslation::Large
+            } else {
+                ChsTranslation::Lba
+            };
+            (c, 16, 63, t)
+        }
+        None => {
+            let c = standard();
+            let t = if c <= 1024 {
+                ChsTranslation::None
+            } else {
+                ChsTranslation::Lba
+            };
+            (c, 16, 63, t)
+        }
+    }
+}
+
 impl Drive {
-    fn with(kind: DriveKind, backend: Option<Box<dyn BlockBackend>>) -> Self {
+    fn with(kind: DriveKind, mut backend: Option<Box<dyn BlockBackend>>) -> Self {
         let sector = match kind {
             DriveKind::Disk => SECTOR_SIZE as u64,
             DriveKind::Cdrom => atapi::CD_SECTOR_SIZE as u64,
         };
         let sectors = backend.as_ref().map_or(0, |b| b.size() / sector);
-        // The usual translation for IDE disks: 16 heads, 63 sectors per track, at most 16383
-        // cylinders (ATA-6 §6.2.1 limits CHS to 16383/16/63).
-        let cylinders = (sectors / (16 * 63)).clamp(1, 16383) as u16;
+        let (cylinders, heads, spt, translation) = match kind {
+            DriveKind::Disk => guess_geometry(backend.as_mut(), sectors),
+            DriveKind::Cdrom => (0, 0, 0, ChsTranslation::None),
+        };
         let mut d = Drive {
             kind,
             backend,
@@ -354,10 +430,11 @@ impl Drive {
             transfer: Transfer::Idle,
             multiple: 0,
             cylinders,
-            heads: 16,
-            spt: 63,
-            cur_heads: 16,
-            cur_spt: 63,
+            heads,
+            spt,
+            cur_heads: heads,
+            cur_spt: spt,
+            translation,
             sense: Sense::default(),
             irq: false,
             slot: 0,
@@ -392,6 +469,17 @@ impl Drive {
     /// Capacity in device sectors.
     pub fn sectors(&self) -> u64 {
         self.sectors
+    }
+
+    /// Physical geometry (cylinders, heads, sectors per track) of a disk, as in IDENTIFY
+    /// words 1, 3 and 6 (all zero for a CD-ROM).
+    pub fn geometry(&self) -> (u16, u8, u8) {
+        (self.cylinders, self.heads, self.spt)
+    }
+
+    /// The BIOS translation for this disk's geometry (for CMOS 0x39, as QEMU fills it).
+    pub fn translation(&self) -> ChsTranslation {
+        self.translation
     }
 
     /// The power-on / hardware reset state.
@@ -1124,6 +1212,53 @@ pub(crate) mod tests {
         r.outb(0x1F7, ata::CMD_READ_SECTORS);
         let st = r.inb(0x1F7);
         assert_eq!(st & (STATUS_DRQ | STATUS_ERR), STATUS_DRQ, "status {st:#x}");
+    }
+
+    #[test]
+    fn geometry_follows_the_mbr_or_qemus_default() {
+        // No partition table: 16 heads, 63 sectors, at least 2 cylinders.
+        let d = Drive::disk(MemBackend::new(vec![0; 64 * 512]));
+        assert_eq!(d.geometry(), (2, 16, 63));
+        assert_eq!(d.translation(), ChsTranslation::None);
+        let d = Drive::disk(MemBackend::new(vec![0; 20_000 * 1008 * 512 / 1000]));
+        assert_eq!(d.geometry(), (20, 16, 63));
+        // A partition ending at head 3, sector 32: 4 heads, 32 sectors per track.
+        let mut img = vec![0u8; 4096 * 512];
+        img[510] = 0x55;
+        img[511] = 0xAA;
+        let p = &mut img[0x1BE..0x1CE];
+        p[5] = 3;
+        p[6] = 32;
+        p[12..16].copy_from_slice(&4000u32.to_le_bytes());
+        let d = Drive::disk(MemBackend::new(img.clone()));
+        assert_eq!(d.geometry(), (32, 4, 32));
+        assert_eq!(d.translation(), ChsTranslation::None);
+        // More than 16 heads means the BIOS translated: standard physical geometry.
+        img.resize(20_000 * 512, 0);
+        img[0x1BE + 5] = 254;
+        img[0x1BE + 6] = 63;
+        let d = Drive::disk(MemBackend::new(img));
+        assert_eq!(d.geometry(), (19, 16, 63));
+        assert_eq!(d.translation(), ChsTranslation::Large);
+        assert_eq!(d.translation().cmos_code(), 2);
+        // A disk beyond 1024 cylinders needs LBA translation.
+        struct Big;
+        impl BlockBackend for Big {
+            fn size(&self) -> u64 {
+                8 << 30
+            }
+            fn read_at(&mut self, _: u64, buf: &mut [u8]) -> std::io::Result<()> {
+                buf.fill(0);
+                Ok(())
+            }
+            fn write_at(&mut self, _: u64, _: &[u8]) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let d = Drive::disk(Big);
+        assert_eq!(d.geometry(), (16383, 16, 63));
+        assert_eq!(d.translation(), ChsTranslation::Lba);
+        assert_eq!(Drive::empty_cdrom().geometry(), (0, 0, 0));
     }
 
     #[test]
