@@ -190,8 +190,6 @@ struct Walk {
     /// Physical address and value of each entry used, root first.
     entries: [(u64, u64); 2],
     n: usize,
-    /// 8-byte (PAE) entries.
-    wide: bool,
     /// Physical address of the 4 KiB page holding the linear address.
     phys_page: u64,
     large: bool,
@@ -243,7 +241,6 @@ fn walk_tables(
             return Ok(Walk {
                 entries: [(pde_addr, pde), (0, 0)],
                 n: 1,
-                wide: true,
                 phys_page: (pde & PHYS_MASK & !0x1F_FFFF) | (linear & 0x1F_F000),
                 large: true,
                 user_ok: pde & PTE_US != 0,
@@ -262,7 +259,6 @@ fn walk_tables(
         return Ok(Walk {
             entries: [(pde_addr, pde), (pte_addr, pte)],
             n: 2,
-            wide: true,
             phys_page: pte & PHYS_MASK & !0xFFF,
             large: false,
             user_ok: pde & pte & PTE_US != 0,
@@ -286,7 +282,6 @@ fn walk_tables(
         return Ok(Walk {
             entries: [(pde_addr, pde), (0, 0)],
             n: 1,
-            wide: false,
             phys_page: high | (pde & 0xFFC0_0000) | (linear & 0x3F_F000),
             large: true,
             user_ok: pde & PTE_US != 0,
@@ -302,7 +297,6 @@ fn walk_tables(
     Ok(Walk {
         entries: [(pde_addr, pde), (pte_addr, pte)],
         n: 2,
-        wide: false,
         phys_page: pte & 0xFFFF_F000,
         large: false,
         user_ok: pde & pte & PTE_US != 0,
@@ -445,7 +439,6 @@ impl Interpreter {
         let global = mode.pge && leaf_value & PTE_G != 0;
         self.tlb
             .insert(linear, walk.phys_page, allow, global, walk.large);
-        let _ = walk.wide;
         Ok(walk.phys_page | (linear & 0xFFF))
     }
 

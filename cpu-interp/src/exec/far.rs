@@ -681,10 +681,8 @@ impl Interpreter {
         let f = self.state.rflags;
         if int_n && f & flags::VM != 0 {
             let iopl3 = f & flags::IOPL == flags::IOPL;
-            if self.state.cr4 & cr::CR4_VME != 0 {
-                if !self.v86_int_redirected(p, vector)? {
-                    return self.v86_redirect(p, vector);
-                }
+            if self.state.cr4 & cr::CR4_VME != 0 && !self.v86_int_redirected(p, vector)? {
+                return self.v86_redirect(p, vector);
             }
             if !iopl3 {
                 return Err(Fault::gp(0));
