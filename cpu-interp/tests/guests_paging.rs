@@ -364,3 +364,28 @@ fn page_fault_while_delivering_page_fault_is_double_fault() {
     assert_eq!(m.read_u32(TSS + 0x38), WIN + 0x3000, "old task ESP saved");
     assert_eq!(m.read_u16(TSS2), SEL_TSS, "back-link");
 }
+
+#[test]
+fn debugger_translation_has_no_side_effects() {
+    let code = asm(32, CODE, |a| {
+        enable_paging(a, 1 << 4, 0)?;
+        a.hlt()
+    });
+    let mut m = machine(&code);
+    m.run_to_halt();
+    let pte3 = m.read_u32(PT_HIGH + 12);
+    use pcvm_core::CpuBackend;
+    let t = |m: &mut Machine, lin: u32| {
+        m.cpu
+            .translate(&m.board, u64::from(lin))
+            .expect("translate")
+    };
+    assert_eq!(t(&mut m, WIN + 0x3123), Some(0x20_3123));
+    assert_eq!(t(&mut m, WIN + 0x2000), None, "not present");
+    assert_eq!(t(&mut m, 0x8012_3456), Some(0x12_3456), "4 MiB page");
+    assert_eq!(
+        m.read_u32(PT_HIGH + 12),
+        pte3,
+        "no accessed bit from the debugger"
+    );
+}
