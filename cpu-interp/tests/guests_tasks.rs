@@ -148,3 +148,53 @@ fn busy_tss_target_is_gp_and_short_tss_is_ts() {
     assert_eq!(m.recorded().0, 10);
     assert_eq!(m.recorded().1, u32::from(SEL_TSS2));
 }
+
+#[test]
+fn sixteen_bit_tss_round_trip_by_jmp() {
+    // Task A (32-bit TSS) jumps to task B (16-bit TSS, SDM Vol. 3A §8.2.1 layout), which
+    // jumps back; A resumes after its JMP with its registers, B's state is saved 16-bit.
+    const SEL_TSS16: u16 = 0x60;
+    const TSS16: u64 = 0x3400;
+    let (code, labels) = asm_labels(32, CODE, |a| {
+        let mut back = a.create_label();
+        a.mov(edi, 0xA5A5_A5A5u32)?;
+        jmp_far(a, SEL_TSS16, 0, true)?;
+        a.set_label(&mut back)?;
+        a.hlt()?;
+        Ok(vec![back])
+    });
+    let task_b = asm(16, 0x9000, |a| {
+        a.mov(word_ptr(0x600), 0x1616)?;
+        a.mov(ax, 0xB0B0)?;
+        a.mov(di, 0x1234)?;
+        jmp_far(a, SEL_TSS, 0, false)
+    });
+    let mut m = machine(&code, &task_b);
+    m.write(TSS16, &[0u8; 0x2C]);
+    m.write_u16(TSS16 + 0x0E, 0x9000); // IP
+    m.write_u16(TSS16 + 0x10, 0x0002); // FLAGS
+    m.write_u16(TSS16 + 0x1A, 0x7000); // SP
+    m.write_u16(TSS16 + 0x22, SEL_DATA16); // ES
+    m.write_u16(TSS16 + 0x24, SEL_CODE16); // CS
+    m.write_u16(TSS16 + 0x26, SEL_DATA16); // SS
+    m.write_u16(TSS16 + 0x28, SEL_DATA16); // DS
+    m.set_gdt(SEL_TSS16, seg_desc(TSS16 as u32, 0x2B, 0x81, 0));
+    let s = m.run_to_halt();
+    assert_eq!(m.read_u16(0x600), 0x1616, "task B ran");
+    assert_eq!(s.tr.selector, SEL_TSS);
+    assert_eq!(s.gpr[7] as u32, 0xA5A5_A5A5, "task A's EDI restored");
+    assert_eq!(
+        s.rip,
+        labels[0] + 1,
+        "halted after the HLT that follows the JMP"
+    );
+    assert_eq!(
+        m.read_u16(TSS16 + 0x12),
+        0xB0B0,
+        "B's AX saved in the 16-bit TSS"
+    );
+    assert_eq!(m.read_u16(TSS16 + 0x20), 0x1234, "B's DI saved");
+    assert_eq!(m.read_u16(TSS16 + 0x24), SEL_CODE16, "B's CS saved");
+    assert_eq!((m.gdt(SEL_TSS16) >> 40) & 0xF, 0x1, "B available again");
+    assert_eq!(s.code_bitness(), 32);
+}

@@ -150,6 +150,10 @@ pub fn all() -> Vec<Family> {
             name: "seg32-based",
             gen: seg32_based,
         },
+        Family {
+            name: "page-faults",
+            gen: page_faults,
+        },
     ]
 }
 
@@ -2190,6 +2194,155 @@ fn seg32_based(rng: &mut Rng) -> Case {
                 }
                 code.push(rng.pick(&[0x50u8, 0x53, 0x58, 0x5B, 0x9C, 0x60]));
             }
+        }
+    }
+    c.code = code;
+    c
+}
+
+/// A linear address at or across an edge of the mapped pages (the data region, the code
+/// page), or anywhere: accesses there raise #PF on the host, and must in the interpreter.
+fn near_edge(rng: &mut Rng, len: u32) -> u32 {
+    let data = DATA_BASE as u32;
+    let code = CODE_BASE32;
+    match rng.below(6) {
+        0 => data - rng.range(1, len + 2),
+        1 => data + DATA_SIZE as u32 - rng.below(len + 2),
+        2 => code + 0x1000 - rng.below(len + 2),
+        3 => code - rng.range(1, len + 2),
+        4 => 0x0100_0000 + rng.below(0x0F00_0000), // unmapped, below 256 MiB
+        _ => data + 0x1000 - rng.below(len + 2), // the inner page boundary (both mapped)
+    }
+}
+
+/// #PF cases (the interpreter pages like the host: see interp.rs): loads, stores and
+/// read-modify-writes at and across the edges of the mapped pages (a write straddling into a
+/// not-present page must not write the first part), REP MOVS/STOS running off the region
+/// (the registers show the progress made), PUSH/POP across the edges, ENTER reading frame
+/// pointers off the region, and jumps to unmapped code (instruction-fetch #PF). CR2 and the
+/// error code are compared.
+fn page_faults(rng: &mut Rng) -> Case {
+    let mut c = base(rng);
+    let abs = |a: u32| Mem {
+        base: None,
+        index: None,
+        scale: 0,
+        disp: a as i32,
+        disp32: true,
+    };
+    let mut code = Vec::new();
+    match rng.below(6) {
+        0 | 1 => {
+            let sz = any_size(rng);
+            let addr = near_edge(rng, sz.bytes());
+            let m = if rng.chance(1, 2) {
+                abs(addr)
+            } else {
+                let b = rng.pick(&[EAX, ECX, EDX, EBX, EBP, ESI, EDI]);
+                let d = rng.below(256) as i32 - 128;
+                c.regs[b as usize] = addr.wrapping_sub(d as u32);
+                // Keep the 64-bit-mode address equal (no carry out of 32 bits).
+                if i64::from(c.regs[b as usize]) + i64::from(d) != i64::from(addr) {
+                    c.allow_64 = false;
+                }
+                Mem {
+                    base: Some(b),
+                    index: None,
+                    scale: 0,
+                    disp: d,
+                    disp32: false,
+                }
+            };
+            prefix(&mut code, sz);
+            let op = rng.below(10) as u8;
+            match op {
+                8 => code.push(rng.pick(&[0x88, 0x8A]) | sz.w()),
+                9 => code.push(0x86 | sz.w()),
+                _ => {
+                    code.push(op * 8 + rng.pick(&[0, 2]) + sz.w());
+                    if matches!(op, 1 | 4 | 6) {
+                        c.undef = Undefined::flags(undef::LOGIC);
+                    }
+                }
+            }
+            modrm(&mut code, rng.below(8) as u8, Rm::Mem(m));
+        }
+        2 => {
+            // rep movs/stos off an edge of the region.
+            let sz = any_size(rng);
+            let df = rng.chance(1, 2);
+            c.eflags = (c.eflags & !0x400) | if df { 0x400 } else { 0 };
+            let count = rng.range(1, 40);
+            c.regs[ECX as usize] = count;
+            let data = DATA_BASE as u32;
+            let end = data + DATA_SIZE as u32;
+            let near = |rng: &mut Rng| {
+                if df {
+                    data + rng.below(count * sz.bytes())
+                } else {
+                    end - rng.range(1, count * sz.bytes())
+                }
+            };
+            let inside = |rng: &mut Rng| data + rng.range(0x800, 0x1800);
+            let (si, di) = if rng.chance(1, 2) {
+                (near(rng), inside(rng))
+            } else {
+                (inside(rng), near(rng))
+            };
+            c.regs[ESI as usize] = si;
+            c.regs[EDI as usize] = di;
+            code.push(0xF3);
+            prefix(&mut code, sz);
+            code.push(rng.pick(&[0xA4u8, 0xAA, 0xAC]) | sz.w());
+        }
+        3 => {
+            // push/pop across the region's ends (compatibility mode: 32-bit stack ops).
+            c.allow_64 = false;
+            let data = DATA_BASE as u32;
+            c.regs[ESP as usize] = if rng.chance(1, 2) {
+                data + rng.below(6)
+            } else {
+                data + DATA_SIZE as u32 - rng.below(6)
+            };
+            for _ in 0..rng.range(1, 3) {
+                if rng.chance(1, 4) {
+                    code.push(0x66);
+                }
+                // No POPA: when one of its later pops faults, this AMD host has already loaded
+                // the registers popped before (not an SDM behaviour; see seg16_stack).
+                code.push(rng.pick(&[0x50u8, 0x53, 0x58, 0x5B, 0x9C, 0x60]));
+            }
+        }
+        4 => {
+            // enter with a nesting level: the frame pointers are read at EBP-4, EBP-8, ...
+            c.allow_64 = false;
+            c.regs[ESP as usize] = DATA_BASE as u32 + rng.range(0x1000, 0x1F00);
+            c.regs[EBP as usize] = DATA_BASE as u32 + rng.below(24);
+            code.push(0xC8);
+            imm(&mut code, 2, rng.below(0x100));
+            code.push(rng.range(1, 8) as u8);
+        }
+        _ => {
+            // jmp/call to an unmapped address: #PF on the instruction fetch.
+            c.allow_64 = false;
+            c.regs[ESP as usize] = DATA_BASE as u32 + rng.range(0x1000, 0x1F00);
+            // Never into the data region: it is not executable on the host (NX), which 2-level
+            // paging cannot express.
+            let r = rng.pick(&[EAX, ECX, EDX, EBX, ESI, EDI]);
+            let data = DATA_BASE as u32..DATA_BASE as u32 + DATA_SIZE as u32;
+            let target = loop {
+                let t = match rng.below(4) {
+                    0 => CODE_BASE32 + 0x1000 - rng.below(3), // runs into the INT3 fill
+                    1 => CODE_BASE32 + 0x1000 + rng.below(3),
+                    2 => CODE_BASE32 - rng.range(1, 3),
+                    _ => rng.u32(),
+                };
+                if !data.contains(&t) {
+                    break t;
+                }
+            };
+            c.regs[r as usize] = target;
+            code.extend_from_slice(&[0xFF, rng.pick(&[0xD0u8, 0xE0]) + r]);
         }
     }
     c.code = code;

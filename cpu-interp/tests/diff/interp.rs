@@ -22,6 +22,9 @@ const TSS: u64 = 0x3000;
 /// 256 one-byte `HLT` handlers: vector v halts with EIP = STUBS + v + 1.
 const STUBS: u64 = 0x4000;
 const LDT: u64 = 0x5000;
+/// Two-level paging (SDM Vol. 3A §4.3): one page directory, one page table for 0–4 MiB.
+const PAGE_DIR: u64 = 0x6000;
+const PAGE_TABLE: u64 = 0x7000;
 const RING0_STACK_TOP: u32 = 0x9000;
 
 /// The handlers' code and stack selectors.
@@ -155,6 +158,25 @@ impl InterpSide {
         tss[0x66..0x68].copy_from_slice(&0x68u16.to_le_bytes());
         w(TSS, &tss)?;
         w(STUBS, &[0xF4; 256])?;
+        // Identity-mapped pages: the system structures and the ring-0 stack supervisor-only,
+        // the code page and the data region user read/write (as the host maps them), the rest
+        // of the address space not present.
+        let mut pd = vec![0u8; 4096];
+        pd[..4].copy_from_slice(&(PAGE_TABLE as u32 | 0x7).to_le_bytes());
+        w(PAGE_DIR, &pd)?;
+        let mut pt = vec![0u8; 4096];
+        let mut map = |addr: u64, flags: u32| {
+            let i = (addr >> 12) as usize * 4;
+            pt[i..i + 4].copy_from_slice(&(addr as u32 | flags).to_le_bytes());
+        };
+        for sys in [GDT, IDT, TSS, STUBS, LDT, 0x8000] {
+            map(sys, 0x3); // present, writable, supervisor
+        }
+        map(CODE_BASE, 0x7);
+        for page in (0..DATA_SIZE as u64).step_by(4096) {
+            map(DATA_BASE + page, 0x7);
+        }
+        w(PAGE_TABLE, &pt)?;
         let board = Board::new(
             memory.clone(),
             VirtualClock::new(ClockMode::InstructionCount {
@@ -173,7 +195,8 @@ impl InterpSide {
     /// The CPU state a case starts from.
     fn initial_state(case: &Case) -> CpuState {
         let mut s = CpuState::reset();
-        s.cr0 = cr::CR0_PE | cr::CR0_ET | cr::CR0_NE;
+        s.cr0 = cr::CR0_PE | cr::CR0_ET | cr::CR0_NE | cr::CR0_WP | cr::CR0_PG;
+        s.cr3 = PAGE_DIR;
         for seg in [SegReg::Fs, SegReg::Gs] {
             *s.seg_mut(seg) = cache_for(0x2B);
         }
@@ -292,6 +315,7 @@ impl InterpSide {
             vector,
             rip_off: eip.wrapping_sub(case.segs.eip),
             error_code: if skip == 1 { word(0) } else { 0 },
+            fault_addr: st.cr2 as u32,
             regs,
             eflags,
             mem,

@@ -92,6 +92,8 @@ pub struct Outcome {
     pub rip_off: u32,
     /// The error code pushed with the exception (0 when the vector has none).
     pub error_code: u32,
+    /// CR2 after a #PF (meaningless otherwise).
+    pub fault_addr: u32,
     pub regs: [u32; 8],
     pub eflags: u32,
     /// Bytes of the data region that differ from the initial contents: (offset, new value).
@@ -207,6 +209,22 @@ pub fn compare(case: &Case, interp: &Outcome, host: &Outcome) -> Vec<String> {
             "error code: interp {:#x} host {:#x}",
             interp.error_code, host.error_code
         ));
+    }
+    // #PF: the faulting linear address and the P, W/R, U/S and RSVD bits of the error code
+    // (the I/D bit depends on EFER.NXE, which Linux sets and the 2-level test paging lacks).
+    if interp.vector == 14 && host.vector == 14 {
+        if interp.fault_addr != host.fault_addr {
+            diffs.push(format!(
+                "CR2: interp {:#x} host {:#x}",
+                interp.fault_addr, host.fault_addr
+            ));
+        }
+        if (interp.error_code ^ host.error_code) & 0xF != 0 {
+            diffs.push(format!(
+                "#PF error code: interp {:#x} host {:#x}",
+                interp.error_code, host.error_code
+            ));
+        }
     }
     if interp.rip_off != host.rip_off {
         diffs.push(format!(

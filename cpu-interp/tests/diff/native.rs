@@ -124,6 +124,7 @@ fn parse_line(line: &str) -> Result<Outcome, String> {
     };
     let vector = hex()? as u8;
     let error_code = hex()? as u32;
+    let fault_addr = hex()? as u32;
     let rip_off = hex()? as u32;
     let mut regs = [0u32; 8];
     for r in &mut regs {
@@ -144,6 +145,7 @@ fn parse_line(line: &str) -> Result<Outcome, String> {
         vector,
         rip_off,
         error_code,
+        fault_addr,
         regs,
         eflags,
         mem,

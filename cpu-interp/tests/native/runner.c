@@ -16,7 +16,7 @@
  *                          cs ds es ss eip
  * (64-bit mode ignores the selectors and enters at CODE_BASE; compatibility mode loads DS, ES,
  * SS and far-jumps to cs:eip — USER32_CS flat, or one of the LDT code segments below.)
- * Output line (hex fields): vector errcode eip eax ecx edx ebx esp ebp esi edi eflags
+ * Output line (hex fields): vector errcode cr2 eip eax ecx edx ebx esp ebp esi edi eflags
  *                           nchanged [offset:value ...]
  * The data region (DATA_SIZE bytes at DATA_BASE) is filled from memseed with splitmix64; style 1
  * keeps only bit 0 of each byte (so string compares find equal bytes).
@@ -70,7 +70,7 @@ struct guest {
 
 struct result {
     uint64_t gpr[8];
-    uint64_t rflags, rip, trapno, err;
+    uint64_t rflags, rip, trapno, err, cr2;
     int sig;
 };
 
@@ -141,6 +141,7 @@ static void on_signal(int sig, siginfo_t *si, void *ucv) {
     res.rip = r[REG_RIP];
     res.trapno = r[REG_TRAPNO];
     res.err = r[REG_ERR];
+    res.cr2 = r[REG_CR2];
     res.sig = sig;
     siglongjmp(back, 1);
 }
@@ -261,7 +262,8 @@ int main(void) {
             else
                 enter32(&g);
         }
-        printf("%llx %llx %llx", (unsigned long long)res.trapno, (unsigned long long)res.err,
+        printf("%llx %llx %llx %llx", (unsigned long long)res.trapno,
+               (unsigned long long)res.err, (unsigned long long)(uint32_t)res.cr2,
                (unsigned long long)(uint32_t)res.rip);
         for (int i = 0; i < 8; i++) printf(" %llx", (unsigned long long)(uint32_t)res.gpr[i]);
         printf(" %llx", (unsigned long long)res.rflags);
