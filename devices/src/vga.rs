@@ -22,6 +22,7 @@
 use std::io::Write;
 
 use pcvm_core::{BusAccess, BusDevice};
+use serde::{Deserialize, Serialize};
 
 use crate::pci::{BarKind, PciConfigSpace, PciDevice, ROM_BAR};
 
@@ -135,6 +136,41 @@ pub struct VbeMode {
     pub bpp: u16,
     /// Linear framebuffer addressing enabled.
     pub lfb: bool,
+}
+
+/// The adapter's registers and video memory, for snapshots (its PCI configuration is part of
+/// [`crate::pci::PciHostState`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VgaState {
+    latch: u32,
+    misc: u8,
+    feature_control: u8,
+    st01: u8,
+    seq_index: u8,
+    seq: Vec<u8>,
+    gc_index: u8,
+    gc: Vec<u8>,
+    crtc_index: u8,
+    crtc: Vec<u8>,
+    ar_index: u8,
+    ar: Vec<u8>,
+    ar_flip_flop: bool,
+    pel_mask: u8,
+    dac_state: u8,
+    dac_read_index: u8,
+    dac_write_index: u8,
+    dac_sub_index: usize,
+    dac_cache: [u8; 3],
+    palette: Vec<u8>,
+    vbe_index: u16,
+    vbe: Vec<u16>,
+    vram: Vec<u8>,
+}
+
+/// Copy what fits of `src` into `dst`.
+fn restore_slice<T: Copy>(dst: &mut [T], src: &[T]) {
+    let n = dst.len().min(src.len());
+    dst[..n].copy_from_slice(&src[..n]);
 }
 
 /// The stdvga adapter: registers, video memory, VBE, and its PCI function.
@@ -274,6 +310,62 @@ impl Vga {
         self.vbe[VBE_DISPI_INDEX_ID as usize] = VBE_DISPI_ID5;
         self.vbe[VBE_DISPI_INDEX_BPP as usize] = 8;
         self.config.reset();
+    }
+
+    /// Registers and video memory, for snapshots.
+    pub fn state(&self) -> VgaState {
+        VgaState {
+            latch: self.latch,
+            misc: self.misc,
+            feature_control: self.feature_control,
+            st01: self.st01,
+            seq_index: self.seq_index,
+            seq: self.seq.to_vec(),
+            gc_index: self.gc_index,
+            gc: self.gc.to_vec(),
+            crtc_index: self.crtc_index,
+            crtc: self.crtc.to_vec(),
+            ar_index: self.ar_index,
+            ar: self.ar.to_vec(),
+            ar_flip_flop: self.ar_flip_flop,
+            pel_mask: self.pel_mask,
+            dac_state: self.dac_state,
+            dac_read_index: self.dac_read_index,
+            dac_write_index: self.dac_write_index,
+            dac_sub_index: self.dac_sub_index,
+            dac_cache: self.dac_cache,
+            palette: self.palette.to_vec(),
+            vbe_index: self.vbe_index,
+            vbe: self.vbe.to_vec(),
+            vram: self.vram.clone(),
+        }
+    }
+
+    /// Restore a snapshot (arrays of the wrong length restore what fits).
+    pub fn set_state(&mut self, s: &VgaState) {
+        self.latch = s.latch;
+        self.misc = s.misc;
+        self.feature_control = s.feature_control;
+        self.st01 = s.st01;
+        self.seq_index = s.seq_index;
+        restore_slice(&mut self.seq, &s.seq);
+        self.gc_index = s.gc_index;
+        restore_slice(&mut self.gc, &s.gc);
+        self.crtc_index = s.crtc_index;
+        restore_slice(&mut self.crtc, &s.crtc);
+        self.ar_index = s.ar_index;
+        restore_slice(&mut self.ar, &s.ar);
+        self.ar_flip_flop = s.ar_flip_flop;
+        self.pel_mask = s.pel_mask;
+        self.dac_state = s.dac_state;
+        self.dac_read_index = s.dac_read_index;
+        self.dac_write_index = s.dac_write_index;
+        self.dac_sub_index = s.dac_sub_index.min(2);
+        self.dac_cache = s.dac_cache;
+        restore_slice(&mut self.palette, &s.palette);
+        self.vbe_index = s.vbe_index;
+        restore_slice(&mut self.vbe, &s.vbe);
+        restore_slice(&mut self.vram, &s.vram);
     }
 
     // ----- VBE -----
@@ -1212,6 +1304,24 @@ mod tests {
         }
         BusDevice::reset(&mut v);
         assert_eq!(v.text_screen().len(), 25);
+    }
+
+    #[test]
+    fn snapshot_restores_screen_and_registers() {
+        let mut v = Vga::new();
+        memw(&mut v, 0xB8000, b"O\x07K\x07");
+        outw(&mut v, 0x3D4, 0x0F | (0x02 << 8));
+        outb(&mut v, 0x3C8, 1);
+        for c in [1, 2, 3] {
+            outb(&mut v, 0x3C9, c);
+        }
+        let state = v.state();
+        let mut w = Vga::new();
+        w.set_state(&state);
+        assert_eq!(w.state(), state);
+        assert!(w.text_screen()[0].starts_with("OK"));
+        assert_eq!(w.cursor(), Some((0, 2)));
+        assert_eq!(w.palette(1), (1, 2, 3));
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! error bit instead of touching host memory.
 
 use pcvm_core::GuestMemory;
+use serde::{Deserialize, Serialize};
 
 /// Bus-master command: start/stop.
 pub const BM_CMD_START: u8 = 0x01;
@@ -30,7 +31,7 @@ const PRD_EOT: u32 = 0x8000_0000;
 const MAX_PRD_ENTRIES: u64 = 8192;
 
 /// Where a DMA transfer's device-side bytes come from or go to.
-#[derive(Debug)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum DmaData {
     /// Bytes of the drive's backend from `offset`.
     Backend { offset: u64 },
@@ -39,7 +40,7 @@ pub(crate) enum DmaData {
 }
 
 /// A DMA transfer a drive is waiting to do.
-#[derive(Debug)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct DmaJob {
     /// true: device → memory (READ DMA, ATAPI data-in).
     pub to_memory: bool,
@@ -49,7 +50,7 @@ pub(crate) struct DmaJob {
 }
 
 /// The bus-master registers of one channel.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct BusMaster {
     pub command: u8,
     pub status: u8,

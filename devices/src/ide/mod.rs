@@ -20,6 +20,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::sync::Arc;
 
 use pcvm_core::{BusAccess, BusDevice, GuestMemory, IrqLine};
+use serde::{Deserialize, Serialize};
 
 use self::bmdma::{BusMaster, DmaJob, BM_CHANNEL_SIZE};
 
@@ -228,7 +229,7 @@ pub enum DriveKind {
 
 /// The command and control block registers a device latches (ATA-6 §7): the current bytes
 /// and, for 48-bit commands, the previous ones ("HOB").
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct TaskFile {
     pub feature: u8,
     pub nsector: u8,
@@ -244,7 +245,7 @@ pub(crate) struct TaskFile {
 }
 
 /// What happens when the current PIO block is used up.
-#[derive(Debug)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum Transfer {
     /// No command in progress.
     Idle,
@@ -278,7 +279,7 @@ pub(crate) enum Transfer {
 }
 
 /// SCSI sense data of an ATAPI device (SPC-3 §4.5).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Sense {
     /// Sense key.
     pub key: u8,
@@ -332,6 +333,41 @@ impl std::fmt::Debug for Drive {
             .field("status", &format_args!("{:#04x}", self.status))
             .finish_non_exhaustive()
     }
+}
+
+/// A drive's registers and transfer in progress, for snapshots (the image itself is not
+/// part of it: restore onto a controller with the same drives attached).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DriveState {
+    tf: TaskFile,
+    status: u8,
+    error: u8,
+    buf: Vec<u8>,
+    pos: usize,
+    transfer: Transfer,
+    multiple: u16,
+    cur_heads: u8,
+    cur_spt: u8,
+    sense: Sense,
+    irq: bool,
+    xfer_mode: u8,
+    atapi_dma: bool,
+}
+
+/// One channel's registers and drives, for snapshots.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdeChannelState {
+    select: u8,
+    devctl: u8,
+    intrq: bool,
+    bm: BusMaster,
+    drives: Vec<Option<DriveState>>,
+}
+
+/// The controller's state, for snapshots.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdeState {
+    channels: Vec<IdeChannelState>,
 }
 
 /// The BIOS CHS translation a disk's geometry calls for, as QEMU reports it in CMOS 0x39
@@ -480,6 +516,42 @@ impl Drive {
     /// The BIOS translation for this disk's geometry (for CMOS 0x39, as QEMU fills it).
     pub fn translation(&self) -> ChsTranslation {
         self.translation
+    }
+
+    /// The registers and transfer in progress, for snapshots.
+    pub fn state(&self) -> DriveState {
+        DriveState {
+            tf: self.tf,
+            status: self.status,
+            error: self.error,
+            buf: self.buf.clone(),
+            pos: self.pos,
+            transfer: self.transfer.clone(),
+            multiple: self.multiple,
+            cur_heads: self.cur_heads,
+            cur_spt: self.cur_spt,
+            sense: self.sense,
+            irq: self.irq,
+            xfer_mode: self.xfer_mode,
+            atapi_dma: self.atapi_dma,
+        }
+    }
+
+    /// Restore a snapshot.
+    pub fn set_state(&mut self, s: &DriveState) {
+        self.tf = s.tf;
+        self.status = s.status;
+        self.error = s.error;
+        self.buf = s.buf.clone();
+        self.pos = s.pos.min(self.buf.len());
+        self.transfer = s.transfer.clone();
+        self.multiple = s.multiple;
+        self.cur_heads = s.cur_heads;
+        self.cur_spt = s.cur_spt;
+        self.sense = s.sense;
+        self.irq = s.irq;
+        self.xfer_mode = s.xfer_mode;
+        self.atapi_dma = s.atapi_dma;
     }
 
     /// The power-on / hardware reset state.
@@ -978,6 +1050,44 @@ impl IdeController {
         self.channels.get(channel)?.drives.get(slot)?.as_ref()
     }
 
+    /// Registers, bus-master state and transfers in progress, for snapshots.
+    pub fn state(&self) -> IdeState {
+        IdeState {
+            channels: self
+                .channels
+                .iter()
+                .map(|c| IdeChannelState {
+                    select: c.select,
+                    devctl: c.devctl,
+                    intrq: c.intrq,
+                    bm: c.bm,
+                    drives: c
+                        .drives
+                        .iter()
+                        .map(|d| d.as_ref().map(Drive::state))
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Restore a snapshot taken with the same drives attached (drives present on only one
+    /// side keep their current state).
+    pub fn set_state(&mut self, state: &IdeState) {
+        for (c, s) in self.channels.iter_mut().zip(&state.channels) {
+            c.select = s.select;
+            c.devctl = s.devctl;
+            c.intrq = s.intrq;
+            c.bm = s.bm;
+            for (d, ds) in c.drives.iter_mut().zip(&s.drives) {
+                if let (Some(d), Some(ds)) = (d.as_mut(), ds) {
+                    d.set_state(ds);
+                }
+            }
+            c.update_irq();
+        }
+    }
+
     fn decode(addr: u64) -> Option<(usize, Block)> {
         let p = |port: u16| u64::from(port);
         match addr {
@@ -1259,6 +1369,33 @@ pub(crate) mod tests {
         assert_eq!(d.geometry(), (16383, 16, 63));
         assert_eq!(d.translation(), ChsTranslation::Lba);
         assert_eq!(Drive::empty_cdrom().geometry(), (0, 0, 0));
+    }
+
+    #[test]
+    fn snapshot_restores_a_transfer_in_progress() {
+        let image: Vec<u8> = (0..8 * 512).map(|i| (i / 512) as u8).collect();
+        let mut r = Rig::new();
+        r.ide
+            .attach(0, 0, Drive::disk(MemBackend::new(image.clone())))
+            .unwrap();
+        r.outb(0x1F6, 0xE0);
+        r.outb(0x1F2, 2);
+        r.outb(0x1F3, 3);
+        r.outb(0x1F7, ata::CMD_READ_SECTORS);
+        let _ = r.insw(0x1F0, 100);
+        let json = serde_json::to_string(&r.ide.state()).unwrap();
+        let state: IdeState = serde_json::from_str(&json).unwrap();
+        let mut r2 = Rig::new();
+        r2.ide
+            .attach(0, 0, Drive::disk(MemBackend::new(image)))
+            .unwrap();
+        r2.ide.set_state(&state);
+        assert_eq!(r2.ide.state(), state);
+        assert!(r2.irq14(), "pending interrupt restored");
+        let rest = r2.insw(0x1F0, 412 + 512);
+        assert!(rest[..412].iter().all(|&b| b == 3));
+        assert!(rest[412..].iter().all(|&b| b == 4));
+        assert_eq!(r2.inb(0x1F7), STATUS_DRDY | STATUS_DSC);
     }
 
     #[test]

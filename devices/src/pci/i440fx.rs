@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use pcvm_core::GuestMemory;
 
-use super::{PciConfigSpace, PciDevice};
+use super::{PciConfigSpace, PciConfigState, PciDevice};
 
 /// First PAM register (PAM0: high nibble = 0xF0000–0xFFFFF; low nibble reserved).
 pub const PAM0: usize = 0x59;
@@ -122,6 +122,10 @@ impl PciDevice for I440fx {
         self.config.reset();
         self.apply_pam();
     }
+    fn set_config_state(&mut self, state: &PciConfigState) {
+        self.config.set_state(state);
+        self.apply_pam();
+    }
 }
 
 #[cfg(test)]
@@ -193,6 +197,20 @@ mod tests {
         assert_eq!(cfg.read(0, 0, 0x72, 1), 0x1A);
         cfg.write(0, 0, 0x72, 1, 0x40);
         assert_eq!(cfg.read(0, 0, 0x72, 1), 0x1A, "D_LCK holds D_OPEN at 0");
+    }
+
+    #[test]
+    fn restoring_a_snapshot_reapplies_pam() {
+        let (mut cfg, mem) = setup();
+        cfg.write(0, 0, 0x59, 1, 0x30);
+        let state = cfg.0.state();
+        cfg.0.reset();
+        assert!(matches!(
+            mem.classify(0xF0000, false),
+            PhysRegion::Rom { .. }
+        ));
+        cfg.0.set_state(&state);
+        assert_eq!(mem.classify(0xF0000, false), PhysRegion::Ram(0xF0000));
     }
 
     #[test]

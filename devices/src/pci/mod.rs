@@ -40,6 +40,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use pcvm_core::{BusAccess, BusDevice};
+use serde::{Deserialize, Serialize};
 
 use crate::reset_control::ResetControl;
 use crate::{Error, Result};
@@ -139,6 +140,22 @@ impl BarInfo {
 struct BarDef {
     kind: BarKind,
     size: u32,
+}
+
+/// The guest-visible bytes of a configuration space, for snapshots.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PciConfigState {
+    /// The 256 bytes.
+    pub bytes: Vec<u8>,
+}
+
+/// The configuration mechanism and every function's configuration space, for snapshots.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PciHostState {
+    /// CONFIG_ADDRESS.
+    pub address: u32,
+    /// (device, function, configuration) of each function present.
+    pub functions: Vec<(u8, u8, PciConfigState)>,
 }
 
 /// A function's 256-byte type-0 configuration space.
@@ -275,6 +292,19 @@ impl PciConfigSpace {
         &self.data
     }
 
+    /// The guest-visible state, for snapshots.
+    pub fn state(&self) -> PciConfigState {
+        PciConfigState {
+            bytes: self.data.to_vec(),
+        }
+    }
+
+    /// Restore a snapshot (a short one restores only its bytes).
+    pub fn set_state(&mut self, state: &PciConfigState) {
+        let n = state.bytes.len().min(256);
+        self.data[..n].copy_from_slice(&state.bytes[..n]);
+    }
+
     /// Read `data.len()` bytes at `offset`; bytes beyond 0xFF read all-ones.
     pub fn read(&self, offset: usize, data: &mut [u8]) {
         for (i, b) in data.iter_mut().enumerate() {
@@ -384,6 +414,10 @@ pub trait PciDevice: Send {
     /// Return to the power-on state.
     fn reset(&mut self) {
         self.config_mut().reset();
+    }
+    /// Restore a configuration snapshot (override to re-apply side effects such as PAM).
+    fn set_config_state(&mut self, state: &PciConfigState) {
+        self.config_mut().set_state(state);
     }
 }
 
@@ -551,6 +585,34 @@ impl PciConfigPorts {
     /// The bus behind the ports.
     pub fn bus(&self) -> &Arc<Mutex<PciBus>> {
         &self.bus
+    }
+
+    /// CONFIG_ADDRESS and every function's configuration space, for snapshots.
+    pub fn state(&self) -> PciHostState {
+        let mut functions = Vec::new();
+        if let Ok(bus) = self.bus.lock() {
+            for ((dev, func), f) in &bus.functions {
+                if let Ok(f) = f.lock() {
+                    functions.push((*dev, *func, f.config().state()));
+                }
+            }
+        }
+        PciHostState {
+            address: self.address,
+            functions,
+        }
+    }
+
+    /// Restore a snapshot; functions not present now are skipped.
+    pub fn set_state(&mut self, state: &PciHostState) {
+        self.address = state.address;
+        if let Ok(bus) = self.bus.lock() {
+            for (dev, func, cfg) in &state.functions {
+                if let Some(Ok(mut f)) = bus.get(*dev, *func).map(|f| f.lock()) {
+                    f.set_config_state(cfg);
+                }
+            }
+        }
     }
 
     /// Decode CONFIG_ADDRESS into (bus, device, function, register) if enabled.
@@ -1087,6 +1149,22 @@ pub(crate) mod tests {
             );
         }
         ports.reset();
+    }
+
+    #[test]
+    fn snapshot_round_trips_through_json() {
+        let (mut cfg, _) = plain_bus();
+        cfg.write(3, 0, 0x10, 4, 0xFD00_0000);
+        cfg.write(3, 0, 0x3C, 1, 11);
+        let state = cfg.0.state();
+        let json = serde_json::to_string(&state).unwrap();
+        let back: PciHostState = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, state);
+        cfg.0.reset();
+        assert_eq!(cfg.read(3, 0, 0x10, 4), 0x8);
+        cfg.0.set_state(&back);
+        assert_eq!(cfg.read(3, 0, 0x3C, 1), 11);
+        assert_eq!(cfg.read(3, 0, 0x10, 4), 0xFD00_0008);
     }
 
     #[test]
