@@ -226,13 +226,20 @@ where
         }
         if let Some(body) = s.strip_prefix('-') {
             let name = body.split('=').next().unwrap_or(body);
+            let first = body.chars().next();
             if body.chars().count() > 1 {
                 if let Some(&takes) = longs.get(name) {
                     value_next = takes && !body.contains('=');
                     out.push(format!("--{body}").into());
                     continue;
                 }
-            } else if let Some(c) = body.chars().next() {
+                // An unknown word: report it as the long option it looks like, unless it is a
+                // short option with its value attached (`-m512`).
+                if !first.is_some_and(|c| shorts_with_value.contains(&c)) {
+                    out.push(format!("--{body}").into());
+                    continue;
+                }
+            } else if let Some(c) = first {
                 value_next = shorts_with_value.contains(&c);
             }
         }
@@ -242,9 +249,26 @@ where
 }
 
 impl Cli {
-    /// Parse the process arguments (QEMU spellings included); exits on `--help` or a usage error.
+    /// Parse the process arguments (QEMU spellings included). `--help` and `--version` print
+    /// and exit 0; a usage error prints one line and exits 2.
     pub fn parse_normalized() -> Self {
-        Cli::parse_from(normalize_args(std::env::args_os()))
+        match Cli::try_parse_normalized(std::env::args_os()) {
+            Ok(cli) => cli,
+            Err(e) => {
+                use clap::error::ErrorKind;
+                if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                    e.exit();
+                }
+                let text = e.to_string();
+                let line = text
+                    .lines()
+                    .next()
+                    .unwrap_or("invalid arguments")
+                    .trim_start_matches("error: ");
+                eprintln!("pcvm: {line} (see pcvm --help)");
+                std::process::exit(2);
+            }
+        }
     }
 
     /// Parse arguments (the first is the program name); errors are clap's.

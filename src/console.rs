@@ -204,6 +204,18 @@ impl Consoles {
         Ok(OpenedChar { output, input })
     }
 
+    /// Take stdin for a device other than a serial port (the keyboard of the text display);
+    /// `None` if a serial port already has it.
+    pub fn claim_stdin(&mut self) -> Option<InputSlot> {
+        if self.stdin_taken {
+            return None;
+        }
+        self.stdin_taken = true;
+        let slot = InputSlot::default();
+        self.stdin_slot = Some(slot.clone());
+        Some(slot)
+    }
+
     /// Start reading stdin for the device that took it. On a terminal the input is switched to
     /// unbuffered, unechoed mode (restored on drop); Ctrl-C or Ctrl-A x calls `quit`, and
     /// Ctrl-A Ctrl-A sends a Ctrl-A.

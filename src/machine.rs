@@ -16,12 +16,27 @@ use pcvm_core::{
     Board, ClockMode, CpuBackend, CpuState, GuestMemory, IrqLine, Kicker, MemoryLayout, Platform,
     RunLimit, SharedDevice, SystemRequest, TimerHandle, VirtualClock, VmExit,
 };
+use pcvm_devices::debug_exit::DebugExit;
+use pcvm_devices::debugcon::DebugCon;
 use pcvm_devices::fw_cfg::{
     FwCfg, FW_CFG_DMA_PORT, FW_CFG_DMA_PORT_LEN, FW_CFG_PORT, FW_CFG_PORT_LEN,
 };
+use pcvm_devices::i8042::{
+    I8042, I8042_AUX_IRQ, I8042_COMMAND_PORT, I8042_DATA_PORT, I8042_KBD_IRQ,
+};
 use pcvm_devices::i8254::{Pit8254, Port61, PIT_IRQ, PIT_PORT, PIT_PORT_LEN, PORT61};
 use pcvm_devices::i8259::{Pic8259Pair, PicIrqLine};
-use pcvm_firmware::cmos::BootDevice;
+use pcvm_devices::ide::{Drive, FileBackend, IdeController};
+use pcvm_devices::mc146818::{host_wall_clock, Rtc, RTC_IRQ, RTC_PORT, RTC_PORT_LEN};
+use pcvm_devices::pci::i440fx::I440fx;
+use pcvm_devices::pci::piix::{Piix3Ide, Piix3IsaBridge};
+use pcvm_devices::pci::{PciBus, PciConfigPorts, PciIoWindow, PciMmioWindow};
+use pcvm_devices::port92::{FastA20Port, PORT92};
+use pcvm_devices::post::{PostCodePort, POST_PORT};
+use pcvm_devices::reset_control::ResetControl;
+use pcvm_devices::uart16550::{Uart16550, COM_PORTS, UART_PORT_LEN};
+use pcvm_devices::vga::{TextRenderer, Vga};
+use pcvm_firmware::cmos::{self, BootDevice, CmosConfig};
 use pcvm_firmware::fw_cfg_content::{self, IdeDrive, PcFwCfgConfig};
 use pcvm_firmware::option_rom::OptionRom;
 use pcvm_firmware::seabios::BiosImage;
@@ -34,6 +49,12 @@ use crate::power::{ApmShutdownPort, APM_SHUTDOWN_PORT};
 const SLICE: u64 = 2_000_000;
 /// Longest sleep while the CPU is halted, so host input and stop requests are seen promptly.
 const MAX_HALT_SLEEP: Duration = Duration::from_millis(2);
+/// How often the text display is redrawn.
+const DISPLAY_PERIOD: Duration = Duration::from_millis(40);
+/// End of the 32-bit PCI memory window (the I/O APIC and other fixed devices start here).
+const PCI_MMIO_END: u64 = 0xFEC0_0000;
+/// The PCI I/O window SeaBIOS allocates I/O BARs from, up to the end of port space.
+const PCI_IO_LEN: u64 = 0x1_0000 - PciIoWindow::SEABIOS_BASE as u64;
 
 /// The CPU backend to use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -187,7 +208,8 @@ pub struct Machine {
     kicker: Kicker,
     quit: Arc<AtomicBool>,
     config: MachineConfig,
-    pci_reset: Vec<Box<dyn Fn() + Send>>,
+    vga: Arc<Mutex<Vga>>,
+    renderer: Option<(TextRenderer, Instant)>,
     _consoles: Consoles,
 }
 
@@ -258,6 +280,36 @@ fn find_vga_rom(config: &MachineConfig) -> Result<Option<OptionRom>> {
     }
 }
 
+/// Host input for a UART: fill its receive FIFO, waiting briefly while it is full (a guest
+/// that never reads loses the excess rather than stalling the input thread).
+fn uart_input_sink(uart: Arc<Mutex<Uart16550>>) -> crate::console::InputSink {
+    Box::new(move |mut bytes: &[u8]| {
+        let mut waited = 0;
+        while !bytes.is_empty() && waited < 200 {
+            let n = match uart.lock() {
+                Ok(mut u) => u.enqueue_input(bytes),
+                Err(_) => return,
+            };
+            bytes = &bytes[n.min(bytes.len())..];
+            if n == 0 {
+                std::thread::sleep(Duration::from_millis(1));
+                waited += 1;
+            }
+        }
+    })
+}
+
+/// Host input for the PS/2 keyboard: each character typed as its key (DEL as Backspace).
+fn keyboard_input_sink(i8042: Arc<Mutex<I8042>>) -> crate::console::InputSink {
+    Box::new(move |bytes: &[u8]| {
+        if let Ok(mut k) = i8042.lock() {
+            for &b in bytes {
+                k.key_input(if b == 0x7F { 0x08 } else { b });
+            }
+        }
+    })
+}
+
 /// A shared device on one or more port ranges.
 fn add_pio(board: &mut Board, ranges: &[(u16, u64)], dev: SharedDevice) -> Result<()> {
     for &(base, len) in ranges {
@@ -322,13 +374,157 @@ impl Machine {
         )?;
         board.timers.add(pit_timer, pit);
 
-        // fw_cfg with what SeaBIOS needs.
-        let ide_drives: Vec<IdeDrive> = drives
+        // CMOS/RTC with the fields the BIOS reads.
+        let rtc_timer = TimerHandle::new();
+        let mut rtc = Rtc::new(
+            clock.clone(),
+            irq(RTC_IRQ),
+            rtc_timer.clone(),
+            host_wall_clock(),
+        );
+        let mut disks = [None; 4];
+        for d in &drives {
+            if d.media == DriveMedia::Disk {
+                if let Some(slot) = disks.get_mut(usize::from(d.index)) {
+                    *slot = Some(d.sectors);
+                }
+            }
+        }
+        for (index, value) in cmos::pc_cmos(&CmosConfig {
+            layout: &layout,
+            cpus: 1,
+            boot_order: &config.boot.order,
+            disks,
+        }) {
+            rtc.set_nvram(index, value);
+        }
+        let rtc = Arc::new(Mutex::new(rtc));
+        add_pio(&mut board, &[(RTC_PORT, RTC_PORT_LEN)], rtc.clone())?;
+        board.timers.add(rtc_timer, rtc);
+
+        // Serial ports.
+        for (i, spec) in config.serials.iter().enumerate() {
+            let Some(&(port, line)) = COM_PORTS.get(i) else {
+                bail!("too many serial ports: a PC has COM1 to COM4");
+            };
+            let opened = consoles
+                .open(spec, true)
+                .with_context(|| format!("failed to open COM{}", i + 1))?;
+            let uart = Arc::new(Mutex::new(Uart16550::new(irq(line), opened.output)));
+            add_pio(&mut board, &[(port, UART_PORT_LEN)], uart.clone())?;
+            opened.input.attach(uart_input_sink(uart));
+        }
+
+        // Keyboard controller, A20 and reset ports, POST codes, debug ports.
+        let i8042 = Arc::new(Mutex::new(I8042::new(
+            irq(I8042_KBD_IRQ),
+            irq(I8042_AUX_IRQ),
+            memory.clone(),
+            board.requests.clone(),
+        )));
+        add_pio(
+            &mut board,
+            &[(I8042_DATA_PORT, 1), (I8042_COMMAND_PORT, 1)],
+            i8042.clone(),
+        )?;
+        if config.display == Display::Text {
+            if let Some(slot) = consoles.claim_stdin() {
+                slot.attach(keyboard_input_sink(i8042));
+            }
+        }
+        let port92 = FastA20Port::new(memory.clone(), board.requests.clone());
+        add_pio(&mut board, &[(PORT92, 1)], Arc::new(Mutex::new(port92)))?;
+        add_pio(
+            &mut board,
+            &[(POST_PORT, 1)],
+            Arc::new(Mutex::new(PostCodePort::new())),
+        )?;
+        if let Some((port, spec)) = &config.debugcon {
+            let opened = consoles
+                .open(spec, false)
+                .context("failed to open the debug console")?;
+            let dev = Arc::new(Mutex::new(DebugCon::new(opened.output)));
+            add_pio(&mut board, &[(*port, 1)], dev)?;
+        }
+        if let Some(de) = &config.debug_exit {
+            let dev = Arc::new(Mutex::new(DebugExit::new(board.requests.clone())));
+            add_pio(&mut board, &[(de.port, u64::from(de.size))], dev)?;
+        }
+
+        // PCI: i440FX host bridge, PIIX3 ISA bridge and IDE, stdvga with its ROM.
+        let pci = Arc::new(Mutex::new(PciBus::new()));
+        let vga = Arc::new(Mutex::new(match &vga_rom {
+            Some(rom) => Vga::with_rom(rom.data().to_vec()),
+            None => Vga::new(),
+        }));
+        {
+            let mut bus = pci.lock().map_err(|_| anyhow!("PCI bus lock poisoned"))?;
+            bus.add(0, 0, Arc::new(Mutex::new(I440fx::new(memory.clone()))))?;
+            bus.add(1, 0, Arc::new(Mutex::new(Piix3IsaBridge::new())))?;
+            let (dev, func) = Piix3Ide::SLOT;
+            bus.add(dev, func, Arc::new(Mutex::new(Piix3Ide::new())))?;
+            let (dev, func) = Vga::SLOT;
+            bus.add(dev, func, vga.clone())?;
+        }
+        let reset_control = Arc::new(Mutex::new(ResetControl::new(board.requests.clone())));
+        let config_ports = PciConfigPorts::new(pci.clone(), Some(reset_control));
+        add_pio(
+            &mut board,
+            &[(PciConfigPorts::BASE, PciConfigPorts::LEN)],
+            Arc::new(Mutex::new(config_ports)),
+        )?;
+        add_pio(
+            &mut board,
+            &[(PciIoWindow::SEABIOS_BASE, PCI_IO_LEN)],
+            Arc::new(Mutex::new(PciIoWindow::new(pci.clone()))),
+        )?;
+        board.mmio.insert(
+            layout.below_4g,
+            PCI_MMIO_END.saturating_sub(layout.below_4g),
+            Arc::new(Mutex::new(PciMmioWindow::new(pci.clone()))),
+        )?;
+        for (base, len) in Vga::PORT_RANGES {
+            board.pio.insert(u64::from(base), len, vga.clone())?;
+        }
+        board.mmio.insert(
+            pcvm_devices::vga::WINDOW_BASE,
+            pcvm_devices::vga::WINDOW_LEN,
+            vga.clone(),
+        )?;
+
+        // IDE drives.
+        let ide = Arc::new(Mutex::new(IdeController::new(
+            irq(IdeController::PRIMARY_IRQ),
+            irq(IdeController::SECONDARY_IRQ),
+        )));
+        for (d, cfg) in drives.into_iter().zip(&config.drives) {
+            let read_only = d.media == DriveMedia::Cdrom;
+            let backend = FileBackend::new(d.file, read_only)
+                .with_context(|| format!("failed to use {}", cfg.path.display()))?;
+            let drive = match d.media {
+                DriveMedia::Disk => Drive::disk(backend),
+                DriveMedia::Cdrom => Drive::cdrom(backend),
+            };
+            ide.lock()
+                .map_err(|_| anyhow!("IDE lock poisoned"))?
+                .attach(usize::from(d.index / 2), usize::from(d.index % 2), drive)
+                .with_context(|| format!("failed to attach {}", cfg.origin))?;
+        }
+        for (base, len) in IdeController::PORT_RANGES {
+            board.pio.insert(u64::from(base), len, ide.clone())?;
+        }
+
+        // fw_cfg with what SeaBIOS needs. The VGA BIOS comes through the VGA's ROM BAR.
+        let ide_drives: Vec<IdeDrive> = config
+            .drives
             .iter()
-            .map(|d| IdeDrive {
-                channel: d.index / 2,
-                unit: d.index % 2,
-                cdrom: d.media == DriveMedia::Cdrom,
+            .map(|d| {
+                let index = d.index.unwrap_or(0);
+                IdeDrive {
+                    channel: index / 2,
+                    unit: index % 2,
+                    cdrom: d.media == DriveMedia::Cdrom,
+                }
             })
             .collect();
         let content = fw_cfg_content::pc_content(&PcFwCfgConfig {
@@ -340,7 +536,7 @@ impl Machine {
             boot_fail_wait_ms: config.boot.reboot_timeout_ms,
             sercon_port: (config.display == Display::None).then_some(0x3F8),
             nographic: config.display == Display::None,
-            vga_rom: vga_rom.as_ref(),
+            vga_rom: None,
         });
         let mut fw_cfg = FwCfg::new(memory.clone());
         for (key, data) in content.legacy {
@@ -367,8 +563,6 @@ impl Machine {
         let apm = Arc::new(Mutex::new(ApmShutdownPort::new(board.requests.clone())));
         add_pio(&mut board, &[(APM_SHUTDOWN_PORT, 1)], apm)?;
 
-        let _ = (&drives, &mut consoles);
-
         let mut interp = pcvm_cpu_interp::Interpreter::new();
         if let Some(path) = &config.trace {
             let f = std::fs::File::create(path)
@@ -390,13 +584,16 @@ impl Machine {
             consoles.start_stdin(hook);
         }
 
+        let config_display = config.display;
         Ok(Machine {
             board,
             cpu,
             kicker,
             quit,
             config,
-            pci_reset: Vec::new(),
+            vga,
+            renderer: (config_display == Display::Text)
+                .then(|| (TextRenderer::new(), Instant::now())),
             _consoles: consoles,
         })
     }
@@ -408,6 +605,32 @@ impl Machine {
         move || {
             quit.store(true, Ordering::Release);
             kicker.kick();
+        }
+    }
+
+    /// The VGA text screen, one string per row (empty when the VGA is in a graphics mode).
+    pub fn vga_text(&self) -> Vec<String> {
+        match self.vga.lock() {
+            Ok(v) if v.text_mode() => v.text_screen(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Redraw the terminal's copy of the text screen if it is due.
+    fn update_display(&mut self) {
+        let Some((renderer, last)) = self.renderer.as_mut() else {
+            return;
+        };
+        if last.elapsed() < DISPLAY_PERIOD {
+            return;
+        }
+        *last = Instant::now();
+        if let Ok(vga) = self.vga.lock() {
+            let mut out = std::io::stdout().lock();
+            if let Err(e) = renderer.render(&vga, &mut out) {
+                tracing::warn!("failed to draw the text screen: {e}");
+            }
+            let _ = std::io::Write::flush(&mut out);
         }
     }
 
@@ -434,9 +657,6 @@ impl Machine {
     pub fn reset(&mut self) -> Result<()> {
         self.board.pio.reset_all();
         self.board.mmio.reset_all();
-        for r in &self.pci_reset {
-            r();
-        }
         self.board.memory.set_a20(true);
         for area in 0..13 {
             self.board
@@ -469,6 +689,7 @@ impl Machine {
             if stop(self) {
                 return Ok(Exit::Stopped);
             }
+            self.update_display();
             let exit = self
                 .cpu
                 .run(&mut self.board, RunLimit::Instructions(SLICE))

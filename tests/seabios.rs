@@ -1,0 +1,106 @@
+//! SeaBIOS 1.16 (Debian's bios-256k.bin) under the interpreter: no disk, a raw disk booted
+//! through INT 13h extended reads, and an El Torito no-emulation CD.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use pcvm::machine::{DriveConfig, DriveMedia, Exit, Machine};
+
+/// Generous wall-clock limit per boot; a hang fails the test rather than CI.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(240);
+
+#[test]
+fn no_disk_reports_no_bootable_device_on_debugcon_serial_and_vga() {
+    let Some(bios) = seabios() else { return };
+    let (config, cap) = seabios_config(&bios, BOOT_TIMEOUT);
+    let mut m = Machine::new(config).expect("build machine");
+    let exit = m
+        .run_until(|m| {
+            cap.debugcon.contains("No bootable device.")
+                && cap.serial.contains("No bootable device.")
+                && m.vga_text()
+                    .iter()
+                    .any(|l| l.contains("No bootable device."))
+        })
+        .expect("run");
+    let log = cap.debugcon.text();
+    let serial = cap.serial.text();
+    assert_eq!(exit, Exit::Stopped, "debugcon:\n{log}\nserial:\n{serial}");
+    // Banner, RAM size from fw_cfg etc/e820, the PCI functions, the failure.
+    assert!(log.contains("SeaBIOS (version 1.16"), "{log}");
+    assert!(
+        log.contains("qemu/e820: addr 0x0000000000000000 len 0x0000000008000000 [RAM]"),
+        "{log}"
+    );
+    for id in ["8086:1237", "8086:7000", "8086:7010", "1234:1111"] {
+        assert!(
+            log.contains(&format!("id={id}")),
+            "PCI {id} missing:\n{log}"
+        );
+    }
+    assert!(log.contains("Found 4 PCI devices"), "{log}");
+    // sercon (etc/sercon-port) mirrors the screen to COM1.
+    assert!(serial.contains("SeaBIOS (version 1.16"), "{serial}");
+    // The VGA BIOS ran and SeaBIOS's banner is on the text screen.
+    let screen = m.vga_text().join("\n");
+    assert!(screen.contains("SeaBIOS (version 1.16"), "{screen}");
+}
+
+#[test]
+fn boots_a_raw_disk_through_int13_extended_reads() {
+    let Some(bios) = seabios() else { return };
+    let dir = TempDir::new("disk");
+    let disk = dir.path("disk.img");
+    std::fs::write(&disk, disk_image()).unwrap();
+    let (mut config, cap) = seabios_config(&bios, BOOT_TIMEOUT);
+    config.drives.push(DriveConfig {
+        path: disk,
+        media: DriveMedia::Disk,
+        index: Some(0),
+        origin: "-hda disk.img".into(),
+    });
+    let mut m = Machine::new(config).expect("build machine");
+    let exit = m.run().expect("run");
+    let log = cap.debugcon.text();
+    let serial = cap.serial.text();
+    assert_eq!(
+        exit,
+        Exit::PowerOff(0),
+        "debugcon:\n{log}\nserial:\n{serial}"
+    );
+    assert!(log.contains("Booting from Hard Disk..."), "{log}");
+    assert!(serial.contains(MARK_COM1), "{serial}");
+    assert!(!serial.contains("LOADFAIL"), "{serial}");
+    let screen = m.vga_text().join("\n");
+    assert!(screen.contains(MARK_INT10), "{screen}");
+}
+
+#[test]
+fn boots_an_el_torito_no_emulation_cd() {
+    let Some(bios) = seabios() else { return };
+    let dir = TempDir::new("cd");
+    let iso = dir.path("boot.iso");
+    std::fs::write(&iso, iso_image()).unwrap();
+    let (mut config, cap) = seabios_config(&bios, BOOT_TIMEOUT);
+    config.drives.push(DriveConfig {
+        path: iso,
+        media: DriveMedia::Cdrom,
+        index: Some(2),
+        origin: "-cdrom boot.iso".into(),
+    });
+    let mut m = Machine::new(config).expect("build machine");
+    let exit = m.run().expect("run");
+    let log = cap.debugcon.text();
+    let serial = cap.serial.text();
+    assert_eq!(
+        exit,
+        Exit::PowerOff(0),
+        "debugcon:\n{log}\nserial:\n{serial}"
+    );
+    assert!(log.contains("Booting from DVD/CD..."), "{log}");
+    assert!(serial.contains(MARK_COM1), "{serial}");
+    let screen = m.vga_text().join("\n");
+    assert!(screen.contains(MARK_INT10), "{screen}");
+}
