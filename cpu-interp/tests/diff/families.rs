@@ -1063,8 +1063,8 @@ fn cc_reads(cc: u8) -> u32 {
     }
 }
 
-/// Random register-only sequences of 2–8 flag producers and consumers (the lazy-flags
-/// workout): ALU ops, INC/DEC (CF preserved), NEG/NOT, 1-bit shifts and rotates, ADC/SBB,
+/// Random sequences of 2–8 flag producers and consumers (the lazy-flags workout): ALU ops
+/// (register or absolute memory operands), INC/DEC (CF preserved), NEG/NOT, 1-bit shifts and rotates, ADC/SBB,
 /// SETcc/CMOVcc, LAHF/SAHF, CLC/STC/CMC, MUL/IMUL, BT, MOV, XCHG. A consumer is only chosen
 /// when every flag it reads is defined at that point, so the final state is well defined
 /// except for the flags left undefined at the end.
@@ -1084,7 +1084,19 @@ fn sequence(rng: &mut Rng) -> Case {
                 let sz = any_size(rng);
                 prefix(&mut ins, sz);
                 ins.push(op * 8 + rng.pick(&[0, 2]) + sz.w());
-                modrm(&mut ins, rng.below(8) as u8, Rm::Reg(rng.below(8) as u8));
+                // Register or absolute memory operand (no address registers to clobber).
+                let rm = if rng.chance(1, 3) {
+                    Rm::Mem(Mem {
+                        base: None,
+                        index: None,
+                        scale: 0,
+                        disp: DATA_BASE as i32 + data_offset(rng, 4) as i32,
+                        disp32: true,
+                    })
+                } else {
+                    Rm::Reg(rng.below(8) as u8)
+                };
+                modrm(&mut ins, rng.below(8) as u8, rm);
                 reads = if matches!(op, 2 | 3) { CF } else { 0 };
                 let logic = matches!(op, 1 | 4 | 6);
                 defines = if logic { STATUS & !AF } else { STATUS };
@@ -2211,7 +2223,7 @@ fn near_edge(rng: &mut Rng, len: u32) -> u32 {
         2 => code + 0x1000 - rng.below(len + 2),
         3 => code - rng.range(1, len + 2),
         4 => 0x0100_0000 + rng.below(0x0F00_0000), // unmapped, below 256 MiB
-        _ => data + 0x1000 - rng.below(len + 2), // the inner page boundary (both mapped)
+        _ => data + 0x1000 - rng.below(len + 2),   // the inner page boundary (both mapped)
     }
 }
 
