@@ -80,8 +80,7 @@ pub struct Cli {
     #[arg(long, value_name = "FILE")]
     pub cdrom: Option<PathBuf>,
 
-    /// Boot order: letters c (hard disk) and d (CD), or order=LETTERS[,menu=on|off]
-    /// [,reboot-timeout=MS].
+    /// Boot order: c (disk), d (CD), or order=cd,menu=on|off,reboot-timeout=MS.
     #[arg(long, value_name = "SPEC")]
     pub boot: Option<String>,
 
@@ -97,8 +96,7 @@ pub struct Cli {
     #[arg(long, value_name = "SPEC")]
     pub chardev: Vec<String>,
 
-    /// An ISA device: isa-debugcon,iobase=PORT,chardev=ID | isa-debug-exit[,iobase=PORT]
-    /// [,iosize=1|2|4].
+    /// isa-debugcon,iobase=PORT,chardev=ID or isa-debug-exit,iobase=PORT,iosize=1|2|4.
     #[arg(long, value_name = "SPEC")]
     pub device: Vec<String>,
 
