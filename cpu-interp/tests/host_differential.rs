@@ -11,6 +11,7 @@
 //! - `PCVM_DIFF_FAMILY`: comma-separated family names to run (default all).
 //! - `PCVM_DIFF_CASE`: run only this case index (with the seed and family, reproduces a
 //!   reported mismatch exactly).
+//! - `PCVM_DIFF_SHOW=n`: print up to n mismatches per family (one per instruction mix).
 //! - `PCVM_DIFF_STRICT=1`: compare architecturally undefined bits too (a diagnostic: shows where
 //!   the interpreter's choice differs from this CPU's; expected to fail).
 //! - `PCVM_DIFF_FRESH_CPU=1`: a new interpreter per case instead of one reused per worker.
@@ -35,6 +36,11 @@ const DEFAULT_SEED: u64 = 0x5EED_0002_D1FF_0001;
 const DEFAULT_CASES: u64 = 8000;
 /// Mismatches printed in full per family (all are counted); one per distinct mnemonic.
 const SHOWN_PER_FAMILY: usize = 6;
+
+/// Mismatches printed per family: `PCVM_DIFF_SHOW` or [`SHOWN_PER_FAMILY`].
+fn shown_per_family() -> usize {
+    env_u64("PCVM_DIFF_SHOW").map_or(SHOWN_PER_FAMILY, |n| n as usize)
+}
 
 fn env_u64(name: &str) -> Option<u64> {
     let v = std::env::var(name).ok()?;
@@ -126,7 +132,7 @@ fn run_family(
     // Print one mismatch per distinct instruction mix, up to SHOWN_PER_FAMILY.
     let mut shown = HashSet::new();
     let mut show = |details: &mut Vec<String>, case: &Case| {
-        details.len() < SHOWN_PER_FAMILY && shown.insert(mnemonics(&case.code))
+        details.len() < shown_per_family() && shown.insert(mnemonics(&case.code))
     };
     let header = |i: usize, case: &Case| {
         format!(
@@ -146,7 +152,7 @@ fn run_family(
             let d = compare(case, l, &compat[i]);
             if !d.is_empty() {
                 report.harness_errors += 1;
-                if show(&mut report.details, case) {
+                if report.harness_errors <= shown_per_family() {
                     report.details.push(format!(
                         "HARNESS: host long64 vs compat32 disagree, {}\n      {}",
                         header(i, case),

@@ -154,6 +154,10 @@ pub fn all() -> Vec<Family> {
             name: "page-faults",
             gen: page_faults,
         },
+        Family {
+            name: "encoding-soup",
+            gen: encoding_soup,
+        },
     ]
 }
 
@@ -2359,4 +2363,220 @@ fn page_faults(rng: &mut Rng) -> Case {
     }
     c.code = code;
     c
+}
+
+/// One random encoding — random legacy prefixes (operand/address size, REP/REPNE, LOCK, ES CS
+/// SS DS overrides), a random one- or two-byte opcode and random ModRM/SIB/displacement/
+/// immediate bytes — kept if iced decodes it to an i486-level instruction (plus CMOV, CMPXCHG8B,
+/// PAUSE, multi-byte NOP) whose flow continues to the next instruction and whose result on the
+/// host is deterministic and reproducible in the test machine: no FS/GS (Linux's TLS selectors),
+/// no segment-register loads or reads (Linux's per-CPU GDT entries), no POPF (single-step), no
+/// UMIP-emulated SGDT/SIDT/SLDT/STR/SMSW, no CPUID/RDTSC, no undocumented opcodes. Half the
+/// memory operands are pointed into the data region; the others fault (#PF, or #GP/#UD/... on
+/// both sides). Undefined flags come from iced's per-instruction table (`rflags_undefined`),
+/// conservatively (e.g. shift counts are not known when generating).
+fn encoding_soup(rng: &mut Rng) -> Case {
+    use iced_x86::{
+        CpuidFeature, Decoder, DecoderOptions, FlowControl, Instruction, Mnemonic as M,
+    };
+    let mut c = base(rng);
+    loop {
+        let mut bytes = Vec::new();
+        for _ in 0..rng.below(4) {
+            bytes.push(rng.pick(&[0x66u8, 0x66, 0x67, 0xF2, 0xF3, 0xF0, 0x26, 0x2E, 0x36, 0x3E]));
+        }
+        if rng.chance(1, 3) {
+            bytes.push(0x0F);
+        }
+        for _ in 0..8 {
+            bytes.push(rng.u32() as u8);
+        }
+        let mut dec = Decoder::with_ip(32, &bytes, super::CODE_BASE, DecoderOptions::NONE);
+        let mut ins = Instruction::default();
+        dec.decode_out(&mut ins);
+        if ins.is_invalid() || ins.flow_control() != FlowControl::Next {
+            continue;
+        }
+        let allowed_cpu = ins.cpuid_features().iter().all(|f| {
+            matches!(
+                f,
+                CpuidFeature::INTEL8086
+                    | CpuidFeature::INTEL186
+                    | CpuidFeature::INTEL286
+                    | CpuidFeature::INTEL386
+                    | CpuidFeature::INTEL486
+                    | CpuidFeature::CMOV
+                    | CpuidFeature::CX8
+                    | CpuidFeature::PAUSE
+                    | CpuidFeature::MULTIBYTENOP
+            )
+        });
+        let seg_regs = (0..ins.op_count()).any(|i| {
+            ins.op_kind(i) == iced_x86::OpKind::Register && ins.op_register(i).is_segment_register()
+        });
+        let banned = matches!(
+            ins.mnemonic(),
+            M::Cpuid
+                | M::Rdtsc
+                | M::Rdtscp
+                | M::Rdpmc
+                | M::Sgdt
+                | M::Sidt
+                | M::Sldt
+                | M::Str
+                | M::Smsw
+                | M::Lar
+                | M::Lsl
+                | M::Verr
+                | M::Verw
+                | M::Popf
+                | M::Popfd
+                | M::Lds
+                | M::Les
+                | M::Lss
+                | M::Lfs
+                | M::Lgs
+                | M::Salc
+                | M::Int1
+                | M::Int3
+                | M::Into
+                | M::Int
+                | M::Hlt
+                | M::Wait
+                | M::Ud0
+                | M::Ud1
+                | M::Ud2
+        ) || (matches!(ins.mnemonic(), M::Shld | M::Shrd)
+            && ins.op0_register().size() != 4
+            && ins.op0_kind() == iced_x86::OpKind::Memory);
+        let fs_gs = matches!(
+            ins.segment_prefix(),
+            iced_x86::Register::FS | iced_x86::Register::GS
+        );
+        if !allowed_cpu || seg_regs || banned || fs_gs {
+            continue;
+        }
+        let len = ins.len();
+        c.code = bytes[..len].to_vec();
+        // MOVS/CMPS: when both operands would fault, which one faults first is the
+        // implementation's choice; keep the source in the data region.
+        if matches!(
+            ins.mnemonic(),
+            M::Movsb | M::Movsw | M::Movsd | M::Cmpsb | M::Cmpsw | M::Cmpsd
+        ) {
+            if ins.op1_kind() == iced_x86::OpKind::MemorySegSI
+                || ins.op0_kind() == iced_x86::OpKind::MemorySegSI
+            {
+                // 16-bit addressing cannot reach the region: both operands would fault.
+                continue;
+            }
+            c.regs[ESI as usize] = DATA_BASE as u32 + data_offset(rng, 8);
+        }
+        // Point the memory operand (if any, 32-bit addressing with a base register) into the
+        // data region half the time.
+        let mem_op = (0..ins.op_count()).find(|&i| ins.op_kind(i) == iced_x86::OpKind::Memory);
+        let base_reg = ins.memory_base();
+        if let (Some(idx), true) = (mem_op, base_reg.size() == 4 && rng.chance(1, 2)) {
+            let regs = c.regs;
+            let ea = ins.virtual_address(idx, 0, |r, _, _| {
+                if r.is_segment_register() {
+                    return Some(0);
+                }
+                let i = (r.full_register32() as u32).wrapping_sub(iced_x86::Register::EAX as u32);
+                regs.get(i as usize).map(|&v| u64::from(v))
+            });
+            if let Some(ea) = ea {
+                let target = u64::from(DATA_BASE as u32 + data_offset(rng, 8));
+                let delta = target.wrapping_sub(ea) as u32;
+                let bi = (base_reg as u32).wrapping_sub(iced_x86::Register::EAX as u32) as usize;
+                if bi < 8 {
+                    c.regs[bi] = c.regs[bi].wrapping_add(delta);
+                }
+            }
+        }
+        // 64-bit mode adds the address without wrapping at 4 GiB: only run it there when the
+        // sum does not wrap.
+        if let Some(idx) = mem_op {
+            let _ = idx;
+            let reg = |r: iced_x86::Register| -> i64 {
+                let i = (r.full_register32() as u32).wrapping_sub(iced_x86::Register::EAX as u32);
+                c.regs.get(i as usize).map_or(0, |&v| i64::from(v))
+            };
+            let b = if base_reg == iced_x86::Register::None {
+                0
+            } else {
+                reg(base_reg)
+            };
+            let ix = ins.memory_index();
+            let x = if ix == iced_x86::Register::None {
+                0
+            } else {
+                reg(ix) * i64::from(ins.memory_index_scale())
+            };
+            let sum = b + x + i64::from(ins.memory_displacement32() as i32);
+            // (An access reaching past 4 GiB is #GP in compatibility mode, #PF in 64-bit mode.)
+            if !(0..(1 << 32) - 8).contains(&sum) || base_reg.size() != 4 {
+                c.allow_64 = false;
+            }
+            // BT* with a register bit offset: the offset is added at 64-bit width there.
+            if matches!(ins.mnemonic(), M::Bt | M::Bts | M::Btr | M::Btc)
+                && ins.op1_kind() == iced_x86::OpKind::Register
+            {
+                c.allow_64 = false;
+            }
+        }
+        // String instructions address through ESI/EDI: same rule.
+        if (0..ins.op_count()).any(|i| {
+            matches!(
+                ins.op_kind(i),
+                iced_x86::OpKind::MemorySegESI
+                    | iced_x86::OpKind::MemorySegEDI
+                    | iced_x86::OpKind::MemoryESEDI
+                    | iced_x86::OpKind::MemorySegSI
+                    | iced_x86::OpKind::MemorySegDI
+                    | iced_x86::OpKind::MemoryESDI
+            )
+        }) && (c.regs[ESI as usize] > 0xFFFF_0000 || c.regs[EDI as usize] > 0xFFFF_0000)
+        {
+            c.allow_64 = false;
+        }
+        let undefined = ins.rflags_undefined();
+        let mut flags = 0;
+        for (iced, ours) in [
+            (iced_x86::RflagsBits::OF, undef::OF),
+            (iced_x86::RflagsBits::SF, undef::SF),
+            (iced_x86::RflagsBits::ZF, undef::ZF),
+            (iced_x86::RflagsBits::AF, undef::AF),
+            (iced_x86::RflagsBits::CF, undef::CF),
+            (iced_x86::RflagsBits::PF, undef::PF),
+        ] {
+            if undefined & iced != 0 {
+                flags |= ours;
+            }
+        }
+        c.undef = Undefined::flags(flags);
+        // BSF/BSR leave the destination undefined for a zero source.
+        if matches!(ins.mnemonic(), M::Bsf | M::Bsr) {
+            let r = ins.op0_register().full_register32() as u32;
+            let i = r.wrapping_sub(iced_x86::Register::EAX as u32) as usize;
+            if i < 8 {
+                c.undef.regs[i] = 0xFFFF_FFFF;
+            }
+        }
+        // SHLD/SHRD, 16-bit: counts above 16 leave the flags undefined too (undef::double_shift).
+        if matches!(ins.mnemonic(), M::Shld | M::Shrd) && ins.op0_register().size() != 4 {
+            c.undef.flags |= undef::STATUS;
+        }
+        // SHLD/SHRD with a 16-bit register destination: counts above 16 leave it undefined.
+        if matches!(ins.mnemonic(), M::Shld | M::Shrd)
+            && ins.op0_kind() == iced_x86::OpKind::Register
+        {
+            let r = ins.op0_register().full_register32() as u32;
+            let i = r.wrapping_sub(iced_x86::Register::EAX as u32) as usize;
+            if i < 8 && ins.op0_register().size() == 2 {
+                c.undef.regs[i] = 0xFFFF;
+            }
+        }
+        return c;
+    }
 }

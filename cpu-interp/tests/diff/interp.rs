@@ -25,7 +25,18 @@ const LDT: u64 = 0x5000;
 /// Two-level paging (SDM Vol. 3A §4.3): one page directory, one page table for 0–4 MiB.
 const PAGE_DIR: u64 = 0x6000;
 const PAGE_TABLE: u64 = 0x7000;
+const SYS_PAGE_TABLE: u64 = 0xA000;
 const RING0_STACK_TOP: u32 = 0x9000;
+/// The system structures above (GDT … ring-0 stack, physical 0x1000–0x9FFF) are mapped
+/// supervisor-only at this linear address, far from anything a test case addresses, so that
+/// user accesses everywhere except the code page and data region are "not present" as on
+/// the host (a supervisor page would fault with P=1).
+const SYS_LINEAR: u64 = 0xBEEF_0000;
+
+/// Linear address of a system structure at physical `phys`.
+const fn sys(phys: u64) -> u64 {
+    SYS_LINEAR + phys
+}
 
 /// The handlers' code and stack selectors.
 const SEL_KERNEL_CODE32: u16 = 0x08;
@@ -45,8 +56,8 @@ const GDT_ENTRIES: [(u16, u32, u32, u8, u8); 8] = [
     (4, 0, 0xF_FFFF, 0xFB, 0xC),
     (5, 0, 0xF_FFFF, 0xF3, 0xC),
     (6, 0, 0xF_FFFF, 0xFB, 0xA),
-    (8, TSS as u32, 0x67, 0x8B, 0x0),
-    (10, LDT as u32, 8 * 8 - 1, 0x82, 0x0),
+    (8, sys(TSS) as u32, 0x67, 0x8B, 0x0),
+    (10, sys(LDT) as u32, 8 * 8 - 1, 0x82, 0x0),
 ];
 const GDT_LIMIT: u16 = 16 * 8 - 1;
 
@@ -125,8 +136,28 @@ pub struct InterpSide {
     fresh: bool,
 }
 
+thread_local! {
+    /// The interpreter is running a case on this thread: its panics are reported as
+    /// mismatches (with the message), not printed with a backtrace each.
+    static IN_INTERP: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Keep the default panic output for everything except interpreter panics caught per case.
+fn quiet_interpreter_panics() {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !IN_INTERP.with(|f| f.get()) {
+                default(info);
+            }
+        }));
+    });
+}
+
 impl InterpSide {
     pub fn new() -> Result<Self, String> {
+        quiet_interpreter_panics();
         let memory = Arc::new(GuestMemory::pc(8 << 20).map_err(|e| e.to_string())?);
         let w = |addr: u64, bytes: &[u8]| memory.write_phys(addr, bytes).map_err(|e| e.to_string());
         let mut gdt = vec![0u8; usize::from(GDT_LIMIT) + 1];
@@ -142,7 +173,7 @@ impl InterpSide {
         w(LDT, &ldt)?;
         let mut idt = Vec::new();
         for v in 0..256u64 {
-            let off = (STUBS + v) as u32;
+            let off = sys(STUBS + v) as u32;
             idt.extend_from_slice(&(off as u16).to_le_bytes());
             idt.extend_from_slice(&SEL_KERNEL_CODE32.to_le_bytes());
             // Present 32-bit interrupt gates; like Linux's IDT, only #BP and #OF (and the
@@ -153,7 +184,7 @@ impl InterpSide {
         }
         w(IDT, &idt)?;
         let mut tss = [0u8; 0x68];
-        tss[4..8].copy_from_slice(&RING0_STACK_TOP.to_le_bytes());
+        tss[4..8].copy_from_slice(&(sys(u64::from(RING0_STACK_TOP)) as u32).to_le_bytes());
         tss[8..10].copy_from_slice(&SEL_KERNEL_DATA.to_le_bytes());
         tss[0x66..0x68].copy_from_slice(&0x68u16.to_le_bytes());
         w(TSS, &tss)?;
@@ -163,18 +194,22 @@ impl InterpSide {
         // of the address space not present.
         let mut pd = vec![0u8; 4096];
         pd[..4].copy_from_slice(&(PAGE_TABLE as u32 | 0x7).to_le_bytes());
+        let pde = (SYS_LINEAR >> 22) as usize * 4;
+        pd[pde..pde + 4].copy_from_slice(&(SYS_PAGE_TABLE as u32 | 0x3).to_le_bytes());
         w(PAGE_DIR, &pd)?;
-        let mut pt = vec![0u8; 4096];
-        let mut map = |addr: u64, flags: u32| {
-            let i = (addr >> 12) as usize * 4;
-            pt[i..i + 4].copy_from_slice(&(addr as u32 | flags).to_le_bytes());
+        let pte = |pt: &mut [u8], linear: u64, phys: u64, flags: u32| {
+            let i = ((linear >> 12) & 0x3FF) as usize * 4;
+            pt[i..i + 4].copy_from_slice(&(phys as u32 | flags).to_le_bytes());
         };
-        for sys in [GDT, IDT, TSS, STUBS, LDT, 0x8000] {
-            map(sys, 0x3); // present, writable, supervisor
+        let mut spt = vec![0u8; 4096];
+        for phys in [GDT, IDT, TSS, STUBS, LDT, 0x8000] {
+            pte(&mut spt, sys(phys), phys, 0x3); // present, writable, supervisor
         }
-        map(CODE_BASE, 0x7);
+        w(SYS_PAGE_TABLE, &spt)?;
+        let mut pt = vec![0u8; 4096];
+        pte(&mut pt, CODE_BASE, CODE_BASE, 0x7);
         for page in (0..DATA_SIZE as u64).step_by(4096) {
-            map(DATA_BASE + page, 0x7);
+            pte(&mut pt, DATA_BASE + page, DATA_BASE + page, 0x7);
         }
         w(PAGE_TABLE, &pt)?;
         let board = Board::new(
@@ -205,16 +240,16 @@ impl InterpSide {
         *s.seg_mut(SegReg::Es) = cache_for(case.segs.es);
         *s.seg_mut(SegReg::Ss) = cache_for(case.segs.ss);
         s.gdtr = DescriptorTable {
-            base: GDT,
+            base: sys(GDT),
             limit: GDT_LIMIT,
         };
         s.idtr = DescriptorTable {
-            base: IDT,
+            base: sys(IDT),
             limit: 256 * 8 - 1,
         };
         s.tr = Segment {
             selector: SEL_TSS,
-            base: TSS,
+            base: sys(TSS),
             limit: 0x67,
             attributes: 0x8B,
         };
@@ -245,6 +280,7 @@ impl InterpSide {
         }
         // A panic leaves `cpu` taken, so the next case starts from a new interpreter.
         let mut cpu = self.cpu.take().unwrap_or_default();
+        IN_INTERP.with(|f| f.set(true));
         let ran = catch_unwind(AssertUnwindSafe(|| -> Result<CpuState, String> {
             cpu.set_state(&state)
                 .map_err(|e| format!("set_state: {e}"))?;
@@ -255,6 +291,7 @@ impl InterpSide {
             }
             cpu.state().map_err(|e| format!("state: {e}"))
         }));
+        IN_INTERP.with(|f| f.set(false));
         let st = match ran {
             Ok(r) => {
                 self.cpu = Some(cpu);
@@ -269,13 +306,14 @@ impl InterpSide {
                 return Err(format!("interpreter PANICKED: {msg}"));
             }
         };
-        let v = st.rip.wrapping_sub(STUBS + 1);
+        let v = st.rip.wrapping_sub(sys(STUBS) + 1);
         if v >= 256 {
             return Err(format!("halted at {:#x}, not in a vector stub", st.rip));
         }
         let vector = v as u8;
         let mut frame = [0u8; 24];
-        let sp = st.gpr[gpr::RSP] & 0xFFFF_FFFF;
+        // The ring-0 stack is at its system linear address; read it physically.
+        let sp = (st.gpr[gpr::RSP] & 0xFFFF_FFFF).wrapping_sub(SYS_LINEAR);
         self.memory
             .read_phys(sp, &mut frame)
             .map_err(|e| format!("exception frame at {sp:#x}: {e}"))?;

@@ -158,6 +158,7 @@ pub fn same_in_64bit_mode(code: &[u8]) -> bool {
             || a.op_count() != b.op_count()
             || b.is_ip_rel_memory_operand()
             || a.stack_pointer_increment() != 0
+            || a.is_stack_instruction()
             || a.segment_prefix() != iced_x86::Register::None
         {
             return false;
