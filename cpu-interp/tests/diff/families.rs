@@ -158,6 +158,10 @@ pub fn all() -> Vec<Family> {
             name: "encoding-soup",
             gen: encoding_soup,
         },
+        Family {
+            name: "single-step",
+            gen: single_step,
+        },
     ]
 }
 
@@ -2579,4 +2583,79 @@ fn encoding_soup(rng: &mut Rng) -> Case {
         }
         return c;
     }
+}
+
+/// Single-step traps (EFLAGS.TF, SDM Vol. 3A §17.3.1.4): POPF sets TF (the POPF itself does not
+/// trap), the next instruction completes and #DB follows with EIP after it — after each
+/// iteration of a REP string instruction (EIP still at the REP), after a taken or not-taken
+/// branch, and one instruction late after MOV SS / POP SS (the interrupt shadow).
+/// Compatibility mode only (PUSH/POPF).
+fn single_step(rng: &mut Rng) -> Case {
+    let mut c = base(rng);
+    c.allow_64 = false;
+    c.regs[ESP as usize] = DATA_BASE as u32 + rng.range(0x1000, 0x1F00);
+    let mut code = Vec::new();
+    // push imm32 (TF, random status flags and DF, no AC); popf
+    let flags = (rng.u32() & 0x0CD5) | 0x100;
+    code.push(0x68);
+    imm(&mut code, 4, flags);
+    code.push(0x9D);
+    let df = flags & 0x400 != 0;
+    match rng.below(6) {
+        0 => {
+            let op = rng.below(8) as u8;
+            code.push(op * 8 + 1);
+            modrm(&mut code, rng.below(8) as u8, Rm::Reg(rng.below(8) as u8));
+            if matches!(op, 1 | 4 | 6) {
+                c.undef = Undefined::flags(undef::LOGIC);
+            }
+        }
+        1 => {
+            // rep movsb/stosb: a trap after every iteration.
+            let count = rng.range(0, 6);
+            c.regs[ECX as usize] = count;
+            let pos = |rng: &mut Rng| {
+                DATA_BASE as u32
+                    + if df {
+                        rng.range(0x20, 0x1000)
+                    } else {
+                        rng.range(0, 0xF00)
+                    }
+            };
+            c.regs[ESI as usize] = pos(rng);
+            c.regs[EDI as usize] = pos(rng);
+            code.extend_from_slice(&[0xF3, rng.pick(&[0xA4u8, 0xAA, 0xA5, 0xAB])]);
+        }
+        2 => {
+            // jcc over a marker, taken or not.
+            code.extend_from_slice(&[0x70 + rng.below(16) as u8, 2, 0xB0, 0x5A]);
+        }
+        3 => {
+            // mov ss, r / pop ss: the trap waits one more instruction.
+            let r = rng.pick(&[EAX, ECX, EDX, EBX, ESI, EDI]);
+            c.regs[r as usize] = (c.regs[r as usize] & 0xFFFF_0000) | 0x2B;
+            if rng.chance(1, 2) {
+                code.push(0x8E);
+                modrm(&mut code, 2, Rm::Reg(r));
+            } else {
+                code.extend_from_slice(&[0x6A, 0x2B, 0x17]); // push 0x2b; pop ss
+            }
+            code.push(0x40 + rng.below(8) as u8); // inc r32
+        }
+        4 => {
+            // loop back once or twice.
+            c.regs[ECX as usize] = rng.range(1, 3);
+            code.extend_from_slice(&[0xFE, 0xC0, 0xE2, 0xFC]);
+        }
+        _ => {
+            // popf clearing TF again: no trap after it? (TF is sampled before the POPF.)
+            code.push(0x68);
+            imm(&mut code, 4, rng.u32() & 0x0CD5);
+            code.push(0x9D);
+            code.push(0x40 + rng.below(8) as u8);
+        }
+    }
+    code.push(0x40 + rng.below(8) as u8);
+    c.code = code;
+    c
 }
