@@ -102,7 +102,9 @@ fn run_family(
     let all: Vec<&Case> = cases.iter().collect();
     let long_idx: Vec<usize> = (0..cases.len())
         .filter(|&i| {
-            cases[i].allow_64 && cases[i].segs == Segs::FLAT && same_in_64bit_mode(&cases[i].code)
+            cases[i].allow_64
+                && cases[i].segs == Segs::FLAT.at(cases[i].code_offset)
+                && same_in_64bit_mode(&cases[i].code)
         })
         .collect();
     let long_cases: Vec<&Case> = long_idx.iter().map(|&i| &cases[i]).collect();
@@ -287,6 +289,7 @@ fn native_runner_known_results() {
         undef: Default::default(),
         allow_64: true,
         segs: Segs::FLAT,
+        code_offset: 0,
     };
     let data = diff::DATA_BASE as u32;
     // add eax, ebx: 0xFFFFFFFF + 1 = 0 with CF ZF PF AF.
@@ -358,6 +361,7 @@ fn interpreter_side_known_results() {
         undef: Default::default(),
         allow_64: true,
         segs: Segs::FLAT,
+        code_offset: 0,
     };
     let add = side
         .run(&case(&[0x01, 0xD8], [0xFFFF_FFFF, 0, 0, 1, 7, 0, 0, 0], 0))

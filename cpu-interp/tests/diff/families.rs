@@ -162,6 +162,10 @@ pub fn all() -> Vec<Family> {
             name: "single-step",
             gen: single_step,
         },
+        Family {
+            name: "fetch-page-end",
+            gen: fetch_page_end,
+        },
     ]
 }
 
@@ -220,6 +224,7 @@ fn base(rng: &mut Rng) -> Case {
         undef: Undefined::default(),
         allow_64: true,
         segs: Segs::FLAT,
+        code_offset: 0,
     }
 }
 
@@ -2657,5 +2662,28 @@ fn single_step(rng: &mut Rng) -> Case {
     }
     code.push(0x40 + rng.below(8) as u8);
     c.code = code;
+    c
+}
+
+/// Instructions at the end of the code page, whose next page is not mapped: an instruction
+/// that crosses the boundary raises #PF on the fetch (CR2 = the next page, EIP = the
+/// instruction) before it has any effect; one that ends exactly there completes and the fetch
+/// of the following instruction faults. Instructions come from the other families (flat
+/// 32-bit ones, 16-bit code ones too).
+fn fetch_page_end(rng: &mut Rng) -> Case {
+    let gens: [fn(&mut Rng) -> Case; 6] = [alu, mov_xchg, shift, string, seg16_alu, mul];
+    let g = gens[rng.below(gens.len() as u32) as usize];
+    let mut c = g(rng);
+    // The first instruction ends at most 3 bytes before or after the page end.
+    let first_len = {
+        let bitness = if c.segs.cs == 0x07 { 16 } else { 32 };
+        let mut dec =
+            iced_x86::Decoder::with_ip(bitness, &c.code, 0, iced_x86::DecoderOptions::NONE);
+        dec.decode().len() as u32
+    };
+    let end = 0x1000 + rng.below(7) - 3;
+    let offset = end.saturating_sub(first_len).min(0xFFF);
+    c.code_offset = offset;
+    c.segs = c.segs.at(offset);
     c
 }

@@ -268,7 +268,9 @@ impl InterpSide {
         // The whole code page: INT3 after the sequence (CS-relative reads see the same bytes
         // as on the host).
         let mut code = vec![INT3; 4096];
-        code[..case.code.len()].copy_from_slice(&case.code);
+        let at = case.code_offset as usize;
+        let n = case.code.len().min(4096 - at);
+        code[at..at + n].copy_from_slice(&case.code[..n]);
         self.memory
             .write_phys(DATA_BASE, &init)
             .and_then(|()| self.memory.write_phys(CODE_BASE, &code))

@@ -48,8 +48,11 @@ pub struct Case {
     pub undef: Undefined,
     /// The generator allows 64-bit mode (the encoding check must agree too).
     pub allow_64: bool,
-    /// Segments at the start (64-bit mode runs only [`Segs::FLAT`] cases).
+    /// Segments at the start (64-bit mode runs only [`Segs::FLAT`]-like cases).
     pub segs: Segs,
+    /// Where in the code page the bytes go (cut at the page end; the next page is not mapped);
+    /// `segs.eip` must point there.
+    pub code_offset: u32,
 }
 
 /// The selectors a case starts with and its first EIP. Selectors are those of Linux's GDT
@@ -72,6 +75,14 @@ impl Segs {
         ss: 0x2B,
         eip: CODE_BASE as u32,
     };
+    /// These segments with the code placed `offset` bytes into the code page.
+    pub const fn at(self, offset: u32) -> Segs {
+        Segs {
+            eip: self.eip + offset,
+            ..self
+        }
+    }
+
     /// 16-bit code segment at the code page (EIP 0), DS = SS = the data region (16-bit, limit
     /// 0x1FFF), ES = its upper half (base +0x1000, limit 0xFFF).
     pub const SEG16: Segs = Segs {

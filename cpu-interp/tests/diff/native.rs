@@ -58,7 +58,7 @@ impl NativeRunner {
                 input.push_str(&format!(" {r:x}"));
             }
             input.push_str(&format!(
-                " {:x} {:x} {:x} {:x} {:x} {:x} {:x} {:x}\n",
+                " {:x} {:x} {:x} {:x} {:x} {:x} {:x} {:x} {:x}\n",
                 c.eflags,
                 c.mem_seed,
                 c.mem_style,
@@ -66,7 +66,8 @@ impl NativeRunner {
                 c.segs.ds,
                 c.segs.es,
                 c.segs.ss,
-                c.segs.eip
+                c.segs.eip,
+                c.code_offset
             ));
         }
         if let Ok(dir) = std::env::var("PCVM_DIFF_DUMP_DIR") {
@@ -105,7 +106,7 @@ impl NativeRunner {
         // The runner reports the raw EIP; make it relative to where each case started.
         for (o, c) in outcomes.iter_mut().zip(cases) {
             let start = if mode == NativeMode::Long64 {
-                super::CODE_BASE as u32
+                super::CODE_BASE as u32 + c.code_offset
             } else {
                 c.segs.eip
             };

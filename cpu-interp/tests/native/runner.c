@@ -13,9 +13,10 @@
  * can use the same linear addresses.
  *
  * Input line (hex fields): mode(32|64) code eax ecx edx ebx esp ebp esi edi eflags memseed style
- *                          cs ds es ss eip
- * (64-bit mode ignores the selectors and enters at CODE_BASE; compatibility mode loads DS, ES,
- * SS and far-jumps to cs:eip — USER32_CS flat, or one of the LDT code segments below.)
+ *                          cs ds es ss eip codeoff
+ * (the bytes go at CODE_BASE + codeoff, cut at the end of the page; 64-bit mode ignores the
+ * selectors and enters there; compatibility mode loads DS, ES, SS and far-jumps to cs:eip —
+ * USER32_CS flat, or one of the LDT code segments below.)
  * Output line (hex fields): vector errcode cr2 eip eax ecx edx ebx esp ebp esi edi eflags
  *                           nchanged [offset:value ...]
  * The data region (DATA_SIZE bytes at DATA_BASE) is filled from memseed with splitmix64; style 1
@@ -218,13 +219,14 @@ int main(void) {
     while (getline(&line, &cap, stdin) > 0) {
         if ((n++ & 1023) == 0) alarm(20); /* a hung case kills the batch instead of the test */
         char codehex[4096];
-        unsigned mode, style, cs, ds, es, ss, eip;
+        unsigned mode, style, cs, ds, es, ss, eip, codeoff;
         unsigned long long regs[8], fl, seed;
         int k = sscanf(line,
-                       "%x %4095s %llx %llx %llx %llx %llx %llx %llx %llx %llx %llx %x %x %x %x %x %x",
+                       "%x %4095s %llx %llx %llx %llx %llx %llx %llx %llx %llx %llx %x %x %x %x %x %x %x",
                        &mode, codehex, &regs[0], &regs[1], &regs[2], &regs[3], &regs[4],
-                       &regs[5], &regs[6], &regs[7], &fl, &seed, &style, &cs, &ds, &es, &ss, &eip);
-        if (k != 18 || (mode != 0x32 && mode != 0x64)) {
+                       &regs[5], &regs[6], &regs[7], &fl, &seed, &style, &cs, &ds, &es, &ss, &eip,
+                       &codeoff);
+        if (k != 19 || (mode != 0x32 && mode != 0x64) || codeoff >= CODE_SIZE) {
             fprintf(stderr, "runner: bad input line %lu\n", n);
             return 2;
         }
@@ -233,23 +235,24 @@ int main(void) {
             fprintf(stderr, "runner: bad code length on line %lu\n", n);
             return 2;
         }
+        /* The page is INT3 (also what CS-relative reads see) except the sequence, placed at
+         * codeoff and cut at the end of the page (the next page is not mapped). */
         unsigned char *cp = code;
-        for (size_t i = 0; i < len; i++) {
+        memset(cp, 0xCC, CODE_SIZE);
+        for (size_t i = 0; i < len && codeoff + i < CODE_SIZE; i++) {
             int hi = hexval(codehex[2 * i]), lo = hexval(codehex[2 * i + 1]);
             if (hi < 0 || lo < 0) {
                 fprintf(stderr, "runner: bad code hex on line %lu\n", n);
                 return 2;
             }
-            cp[i] = (unsigned char)(hi << 4 | lo);
+            cp[codeoff + i] = (unsigned char)(hi << 4 | lo);
         }
-        /* The rest of the page is INT3 (also what CS-relative reads see). */
-        memset(cp + len, 0xCC, CODE_SIZE - len);
         fill(seed, style);
         memcpy(data, initmem, DATA_SIZE);
         for (int i = 0; i < 8; i++) g.gpr[i] = (uint32_t)regs[i];
         /* Only the status flags and DF are taken from the input; TF/AC/ID stay clear. */
         g.rflags = 0x202 | (fl & 0x0CD5);
-        g.target = CODE_BASE;
+        g.target = CODE_BASE + codeoff;
         g.far_off = eip;
         g.far_sel = (uint16_t)cs;
         g.ds = (uint16_t)ds;
