@@ -1,6 +1,7 @@
 //! Criterion benchmark of the reference interpreter: guest instructions per second
-//! (`Throughput::Elements` = instructions retired, as counted by the interpreter; a REP string
-//! instruction counts once per visit of the run loop, i.e. once per 4096 iterations at most).
+//! (`Throughput::Elements` = architectural instructions of the guest program, a REP string
+//! instruction counting once, computed from the loop structure; the interpreter's own
+//! retired count also counts REP iterations and is checked to be at least that).
 //!
 //! Guests are 32-bit protected-mode flat code assembled with iced-x86's `code_asm`; the CPU
 //! state is set directly (flat descriptors cached), plus page tables for the paging loop.
@@ -196,28 +197,38 @@ fn thread_cpu_ns() -> Option<u64> {
 }
 
 fn bench(c: &mut Criterion) {
-    let cases: Vec<(&str, Guest)> = vec![
+    // Instruction counts: set-up + iterations × loop body + HLT.
+    let cases: Vec<(&str, Guest, u64)> = vec![
         (
             "alu_loop",
             Guest::new(&alu_loop().expect("asm"), flat_state()).expect("guest"),
+            2 + 100_000 * 8 + 1,
         ),
         (
             "memory_loop",
             Guest::new(&memory_loop().expect("asm"), flat_state()).expect("guest"),
+            1 + 200 * (3 + 1 + 3 + 1024 * 7 + 2) + 1,
         ),
         (
             "call_ret_loop",
             Guest::new(&call_loop().expect("asm"), flat_state()).expect("guest"),
+            1 + 100_000 * 5 + 1,
         ),
-        ("paging_loop", paging_guest().expect("guest")),
+        (
+            "paging_loop",
+            paging_guest().expect("guest"),
+            1 + 20 * (1 + 4096 * 6 + 2) + 1,
+        ),
     ];
     let mut group = c.benchmark_group("interp");
-    for (name, mut guest) in cases {
-        let n = guest.run().expect("warm-up run");
+    for (name, mut guest, n) in cases {
+        let retired = guest.run().expect("warm-up run");
+        assert!(retired >= n, "{name}: retired {retired} < {n}");
         if let Some(t0) = thread_cpu_ns() {
             let mut total = 0u64;
             for _ in 0..10 {
-                total += guest.run().expect("run");
+                guest.run().expect("run");
+                total += n;
             }
             if let Some(t1) = thread_cpu_ns() {
                 let secs = (t1 - t0) as f64 / 1e9;

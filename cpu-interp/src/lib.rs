@@ -82,6 +82,9 @@ pub struct Interpreter {
     pub(crate) smc: bool,
     /// The instruction did port or MMIO I/O: check system requests and the memory map.
     pub(crate) io_done: bool,
+    /// REP string iterations beyond the first in the current block, counted as retired
+    /// instructions.
+    pub(crate) rep_extra: u64,
     /// Codes already reported as #UD (logged once each).
     pub(crate) ud_logged: HashSet<u32>,
     /// (virtual-clock ns, TSC) at the last TSC reading (SYS: `exec/system.rs` `tsc_now`).
@@ -141,6 +144,7 @@ impl Interpreter {
             smc: false,
             io_done: false,
             ud_logged: HashSet::new(),
+            rep_extra: 0,
             tsc_anchor: None,
             trace: None,
             snapshot: Snapshot::default(),
@@ -594,6 +598,7 @@ impl Interpreter {
             if let Some((idx, key)) = cached {
                 self.cache.put_insns(idx, key, insns);
             }
+            executed += std::mem::take(&mut self.rep_extra);
             self.retired += executed;
             since_poll += executed;
             budget -= executed.min(budget);

@@ -200,22 +200,20 @@ pub(super) fn shxd(cpu: &mut Interpreter, p: &mut dyn Platform, d: &Decoded) -> 
     if n == 0 {
         return Ok(());
     }
-    let n64 = u64::from(n);
+    // Work on the 96-bit (at most) concatenation dest:src:dest in a u128 so no shift
+    // overflows; 16-bit counts above 16 pull dest bits back in, as Intel processors do.
+    let n128 = u32::from(n as u8);
+    let (a128, b128, m128) = (u128::from(a), u128::from(b), u128::from(m));
+    let cat = (a128 << (2 * bits)) | (b128 << bits) | a128;
     let (r, cf) = if d.insn.mnemonic() == Mnemonic::Shld {
-        // Shift the concatenation dest:src:dest left (16-bit counts above 16 pull dest
-        // bits back in, as Intel processors do).
-        let cat = (a << (2 * bits)) | (b << bits) | a;
         let total = 3 * bits;
-        let shifted = cat << n64;
-        let r = (shifted >> (total - bits)) & m;
+        let shifted = cat << n128;
+        let r = (shifted >> (total - bits)) & m128;
         let cf = (shifted >> total) & 1 != 0;
         (r as u32, cf)
     } else {
-        // a:b:a, dest in the low part with src above it.
-        let cat2 = (a << (2 * bits)) | (b << bits) | a;
-        let shifted = cat2 >> n64;
-        let r = shifted & m;
-        let cf = (cat2 >> (n64 - 1)) & 1 != 0;
+        let r = (cat >> n128) & m128;
+        let cf = (cat >> (n128 - 1)) & 1 != 0;
         (r as u32, cf)
     };
     let f0 = cpu.rflags();

@@ -75,23 +75,43 @@ pub(super) fn string_op(
     } else {
         u64::from(size)
     };
-    let src_seg = d.seg;
     if matches!(kind, Kind::Ins | Kind::Outs) {
         let port = cpu.state.gpr[gpr::RDX] as u16;
         cpu.check_io_permission(p, port, size)?;
         cpu.io_done = true;
     }
+    let mut done = 0u64;
+    let r = string_loop(cpu, p, d, kind, size, am, rep, cond_zf, step, &mut done);
+    // Each iteration after the first counts as a retired instruction, so budgets and the
+    // instruction-count clock advance with the work done.
+    cpu.rep_extra += done.saturating_sub(1);
+    r
+}
+
+#[allow(clippy::too_many_arguments)]
+fn string_loop(
+    cpu: &mut Interpreter,
+    p: &mut dyn Platform,
+    d: &Decoded,
+    kind: Kind,
+    size: u8,
+    am: u64,
+    rep: bool,
+    cond_zf: Option<bool>,
+    step: u64,
+    done: &mut u64,
+) -> Result<(), Fault> {
+    let src_seg = d.seg;
     let bump = |cpu: &mut Interpreter, r: usize| {
         let v = cpu.state.gpr[r];
         cpu.state.gpr[r] = (v & !am) | (v.wrapping_add(step) & am);
     };
-    let mut done = 0u64;
     loop {
         if rep {
             if cpu.state.gpr[gpr::RCX] & am == 0 {
                 return Ok(());
             }
-            if done == CHUNK {
+            if *done >= CHUNK {
                 // Let the run loop take interrupts; the instruction resumes where it stopped.
                 cpu.state.rip = cpu.cur_rip;
                 return Ok(());
@@ -101,9 +121,11 @@ pub(super) fn string_op(
         let di = cpu.state.gpr[gpr::RDI] & am;
         match kind {
             Kind::Movs => {
-                if rep && cpu.movs_fast(p, d, size, step, am)? {
-                    done += 1;
-                    continue;
+                if rep {
+                    if let Some(n) = cpu.movs_fast(p, d, size, step, am)? {
+                        *done += n;
+                        continue;
+                    }
                 }
                 let v = cpu.read_mem(p, src_seg, si, size)?;
                 cpu.write_mem(p, SegReg::Es, di, size, v)?;
@@ -112,9 +134,11 @@ pub(super) fn string_op(
             }
             Kind::Stos => {
                 let v = cpu.get_reg(0, size);
-                if rep && cpu.stos_fast(p, size, step, am, v)? {
-                    done += 1;
-                    continue;
+                if rep {
+                    if let Some(n) = cpu.stos_fast(p, size, step, am, v)? {
+                        *done += n;
+                        continue;
+                    }
                 }
                 cpu.write_mem(p, SegReg::Es, di, size, v)?;
                 bump(cpu, gpr::RDI);
@@ -161,7 +185,7 @@ pub(super) fn string_op(
         }
         let rcx = cpu.state.gpr[gpr::RCX];
         cpu.state.gpr[gpr::RCX] = (rcx & !am) | (rcx.wrapping_sub(1) & am);
-        done += 1;
+        *done += 1;
         if let Some(want_zf) = cond_zf {
             let zf = cpu.rflags() & fl::ZF != 0;
             if zf != want_zf {
@@ -185,10 +209,10 @@ impl Interpreter {
         size: u8,
         step: u64,
         am: u64,
-    ) -> Result<bool, Fault> {
+    ) -> Result<Option<u64>, Fault> {
         if !self.debug.watchpoints.is_empty() || step > 4 {
             // Only ascending copies take the fast path.
-            return Ok(false);
+            return Ok(None);
         }
         let count = self.state.gpr[gpr::RCX] & am;
         let si = self.state.gpr[gpr::RSI] & am;
@@ -207,7 +231,7 @@ impl Interpreter {
             .min(room(di, dst_lin))
             .min(1024);
         if n < 2 {
-            return Ok(false);
+            return Ok(None);
         }
         let bytes = n * sz;
         // Both ends must pass the segment checks.
@@ -219,16 +243,16 @@ impl Interpreter {
         let (pcvm_core::PhysRegion::Ram(so), pcvm_core::PhysRegion::Ram(dof)) =
             (mem.classify(src_phys, false), mem.classify(dst_phys, true))
         else {
-            return Ok(false);
+            return Ok(None);
         };
         // Overlapping forward copies must replicate element by element.
         if dof > so && dof < so + bytes {
-            return Ok(false);
+            return Ok(None);
         }
         let mut buf = [0u8; 4096];
         let b = &mut buf[..bytes as usize];
         if !mem.read_ram(so, b) || !mem.write_ram(dof, b) {
-            return Ok(false);
+            return Ok(None);
         }
         if mem.code_dirty() {
             self.smc = true;
@@ -238,7 +262,7 @@ impl Interpreter {
         self.state.gpr[gpr::RDI] = adv(self.state.gpr[gpr::RDI]);
         let rcx = self.state.gpr[gpr::RCX];
         self.state.gpr[gpr::RCX] = (rcx & !am) | (rcx.wrapping_sub(n) & am);
-        Ok(true)
+        Ok(Some(n))
     }
 
     /// Bulk REP STOS within one page of RAM, as [`Self::movs_fast`].
@@ -249,9 +273,9 @@ impl Interpreter {
         step: u64,
         am: u64,
         v: u32,
-    ) -> Result<bool, Fault> {
+    ) -> Result<Option<u64>, Fault> {
         if !self.debug.watchpoints.is_empty() || step > 4 {
-            return Ok(false);
+            return Ok(None);
         }
         let count = self.state.gpr[gpr::RCX] & am;
         let di = self.state.gpr[gpr::RDI] & am;
@@ -262,14 +286,14 @@ impl Interpreter {
             .min((am - di) / sz + 1)
             .min(1024);
         if n < 2 {
-            return Ok(false);
+            return Ok(None);
         }
         let bytes = n * sz;
         self.seg_linear(SegReg::Es, di, bytes, AccessKind::Write)?;
         let dst_phys = self.translate(p, dst_lin, AccessKind::Write)?;
         let mem = p.memory();
         let pcvm_core::PhysRegion::Ram(dof) = mem.classify(dst_phys, true) else {
-            return Ok(false);
+            return Ok(None);
         };
         let mut buf = [0u8; 4096];
         let pat = v.to_le_bytes();
@@ -277,7 +301,7 @@ impl Interpreter {
             *b = pat[i % usize::from(size)];
         }
         if !mem.write_ram(dof, &buf[..bytes as usize]) {
-            return Ok(false);
+            return Ok(None);
         }
         if mem.code_dirty() {
             self.smc = true;
@@ -286,6 +310,6 @@ impl Interpreter {
         self.state.gpr[gpr::RDI] = (rdi & !am) | (rdi.wrapping_add(bytes) & am);
         let rcx = self.state.gpr[gpr::RCX];
         self.state.gpr[gpr::RCX] = (rcx & !am) | (rcx.wrapping_sub(n) & am);
-        Ok(true)
+        Ok(Some(n))
     }
 }
