@@ -166,6 +166,10 @@ pub fn all() -> Vec<Family> {
             name: "fetch-page-end",
             gen: fetch_page_end,
         },
+        Family {
+            name: "soup-sequence",
+            gen: soup_sequence,
+        },
     ]
 }
 
@@ -1086,6 +1090,7 @@ fn sequence(rng: &mut Rng) -> Case {
     let mut c = base(rng);
     let n = rng.range(2, 8);
     let mut undefined = 0u32;
+    let mut flags_before = Vec::new();
     let mut code = Vec::new();
     let mut emitted = 0;
     while emitted < n {
@@ -1200,12 +1205,19 @@ fn sequence(rng: &mut Rng) -> Case {
         if reads & undefined != 0 {
             continue;
         }
+        flags_before.push((code.len() as u32, undefined));
         undefined = (undefined & !defines) | undefines;
         code.extend_from_slice(&ins);
         emitted += 1;
     }
     c.code = code;
-    c.undef = Undefined::flags(undefined);
+    c.undef = Undefined {
+        flags: undefined,
+        regs: [0; 8],
+        flags_before,
+    };
+    // The 64-bit-mode address checks of soup_one looked at the initial registers only.
+    c.allow_64 = false;
     c
 }
 
@@ -2384,11 +2396,10 @@ fn page_faults(rng: &mut Rng) -> Case {
 /// memory operands are pointed into the data region; the others fault (#PF, or #GP/#UD/... on
 /// both sides). Undefined flags come from iced's per-instruction table (`rflags_undefined`),
 /// conservatively (e.g. shift counts are not known when generating).
-fn encoding_soup(rng: &mut Rng) -> Case {
+fn soup_one(rng: &mut Rng, c: &mut Case) -> iced_x86::Instruction {
     use iced_x86::{
         CpuidFeature, Decoder, DecoderOptions, FlowControl, Instruction, Mnemonic as M,
     };
-    let mut c = base(rng);
     loop {
         let mut bytes = Vec::new();
         for _ in 0..rng.below(4) {
@@ -2586,7 +2597,7 @@ fn encoding_soup(rng: &mut Rng) -> Case {
                 c.undef.regs[i] = 0xFFFF;
             }
         }
-        return c;
+        return ins;
     }
 }
 
@@ -2685,5 +2696,68 @@ fn fetch_page_end(rng: &mut Rng) -> Case {
     let offset = end.saturating_sub(first_len).min(0xFFF);
     c.code_offset = offset;
     c.segs = c.segs.at(offset);
+    c
+}
+
+/// One [`soup_one`] instruction as a case.
+fn encoding_soup(rng: &mut Rng) -> Case {
+    let mut c = base(rng);
+    soup_one(rng, &mut c);
+    c
+}
+
+/// 2–6 encoding-soup instructions in a row, chosen so that no instruction reads a flag an
+/// earlier one left undefined (iced's rflags_read / rflags_modified / rflags_undefined), and
+/// without the instructions whose destination can be undefined (BSF, BSR, 16-bit SHLD/SHRD):
+/// lazy-flag and decode-cache interplay across arbitrary instruction mixes. The first fault
+/// ends the case on both sides.
+fn soup_sequence(rng: &mut Rng) -> Case {
+    use iced_x86::{Mnemonic as M, RflagsBits as R};
+    let to_ours = |bits: u32| {
+        [
+            (R::OF, undef::OF),
+            (R::SF, undef::SF),
+            (R::ZF, undef::ZF),
+            (R::AF, undef::AF),
+            (R::CF, undef::CF),
+            (R::PF, undef::PF),
+        ]
+        .iter()
+        .filter(|(i, _)| bits & i != 0)
+        .fold(0, |acc, (_, o)| acc | o)
+    };
+    let mut c = base(rng);
+    let mut code = Vec::new();
+    let mut undefined = 0u32;
+    let mut flags_before = Vec::new();
+    let n = rng.range(2, 6);
+    let mut emitted = 0;
+    while emitted < n {
+        let ins = soup_one(rng, &mut c);
+        // Also no MOVS/CMPS: with registers changed by earlier instructions both operands may
+        // fault, and which faults first is not architectural.
+        let bad_dest = matches!(
+            ins.mnemonic(),
+            M::Bsf | M::Bsr | M::Movsb | M::Movsw | M::Movsd | M::Cmpsb | M::Cmpsw | M::Cmpsd
+        ) || (matches!(ins.mnemonic(), M::Shld | M::Shrd)
+            && ins.op0_register().size() != 4);
+        if bad_dest || to_ours(ins.rflags_read()) & undefined != 0 {
+            continue;
+        }
+        // A fault at this instruction sees the flags as they were before it.
+        flags_before.push((code.len() as u32, undefined));
+        undefined = (undefined & !to_ours(ins.rflags_modified())) | to_ours(ins.rflags_undefined());
+        // 16-bit SHLD/SHRD are excluded; soup_one's register masks do not carry over.
+        code.extend_from_slice(&c.code);
+        emitted += 1;
+    }
+    c.code = code;
+    c.undef = Undefined {
+        flags: undefined,
+        regs: [0; 8],
+        flags_before,
+    };
+    // The 64-bit-mode address checks of soup_one looked at the initial registers only.
+    c.allow_64 = false;
     c
 }

@@ -253,14 +253,15 @@ pub fn compare(case: &Case, interp: &Outcome, host: &Outcome) -> Vec<String> {
             ));
         }
     }
-    let fmask = EFLAGS_COMPARED & !case.undef.flags;
+    let undefined = case.undef.flags_at(host.rip_off);
+    let fmask = EFLAGS_COMPARED & !undefined;
     if (interp.eflags ^ host.eflags) & fmask != 0 {
         diffs.push(format!(
             "eflags: interp {:#010x} host {:#010x} differ in {} (undefined mask {:#x})",
             interp.eflags,
             host.eflags,
             flag_names((interp.eflags ^ host.eflags) & fmask),
-            case.undef.flags
+            undefined
         ));
     }
     if interp.mem != host.mem {

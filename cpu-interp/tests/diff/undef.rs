@@ -13,20 +13,31 @@ pub const OF: u32 = 1 << 11;
 pub const STATUS: u32 = CF | PF | AF | ZF | SF | OF;
 
 /// What is undefined after one case.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Undefined {
-    /// EFLAGS bits not compared.
+    /// EFLAGS bits not compared when the whole sequence ran.
     pub flags: u32,
     /// Per GPR (EAX..EDI order), bits not compared.
     pub regs: [u32; 8],
+    /// For sequences: (offset of an instruction, flags undefined before it runs) — used when
+    /// the case stops at that instruction (a fault there, or a trap after the one before).
+    pub flags_before: Vec<(u32, u32)>,
 }
 
 impl Undefined {
     pub fn flags(flags: u32) -> Self {
         Undefined {
             flags,
-            regs: [0; 8],
+            ..Undefined::default()
         }
+    }
+
+    /// The undefined flags for a case that stopped with EIP at `offset` into its code.
+    pub fn flags_at(&self, offset: u32) -> u32 {
+        self.flags_before
+            .iter()
+            .find(|(o, _)| *o == offset)
+            .map_or(self.flags, |(_, f)| *f)
     }
 }
 
