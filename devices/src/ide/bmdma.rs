@@ -3,7 +3,7 @@
 //! the address of a physical region descriptor (PRD) table in guest memory.
 //!
 //! A DMA command (READ/WRITE DMA, a PACKET command with the DMA feature bit) leaves its drive
-//! with a [`DmaJob`]; the transfer runs, all at once, when both the job exists and the host has
+//! with a pending DMA job; the transfer runs, all at once, when both the job exists and the host has
 //! set the start bit. Memory is reached only through [`GuestMemory::read_phys`] and
 //! [`GuestMemory::write_phys`], so descriptors pointing outside RAM end the transfer with the
 //! error bit instead of touching host memory.

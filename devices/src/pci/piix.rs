@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use super::{BarKind, PciConfigSpace, PciDevice, PCI_HEADER_MULTIFUNCTION, PCI_HEADER_TYPE};
 use crate::ide::IdeController;
 
-/// First PIRQ route control register (PIRQRC[A], 82371SB §2.2.9); PIRQB–D follow.
+/// First PIRQ route control register (PIRQRCA, 82371SB §2.2.9); PIRQRCB–D follow.
 pub const PIRQRC: usize = 0x60;
 /// PIRQ route control bit 7: routing disabled.
 pub const PIRQ_DISABLE: u8 = 0x80;
