@@ -754,6 +754,17 @@ impl Machine {
     }
 }
 
+impl Drop for Machine {
+    /// Leave the terminal usable after the text display: attributes reset, cursor shown.
+    fn drop(&mut self) {
+        if self.renderer.is_some() {
+            let mut out = std::io::stdout().lock();
+            let _ = std::io::Write::write_all(&mut out, b"\x1b[0m\x1b[?25h\n");
+            let _ = std::io::Write::flush(&mut out);
+        }
+    }
+}
+
 /// A CPU state dump: general registers, segments, control registers.
 pub fn format_state(s: &CpuState) -> String {
     use std::fmt::Write as _;
