@@ -4,7 +4,8 @@
 //! INT 10h teletype output must then be readable through `Vga::text_screen`.
 //!
 //! The image is looked up in `$PCVM_VGABIOS`, then in `target/fixtures` (filled by
-//! `scripts/fetch-fixtures`); without it the test says so and passes.
+//! `scripts/fetch-fixtures`); without it the test says so and is skipped, or
+//! fails when `PCVM_REQUIRE_FIXTURES=1` (as CI sets).
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -53,7 +54,11 @@ const STUB: &[u8] = &[
 #[test]
 fn seabios_vgabios_sets_mode_3_and_prints() {
     let Some(rom) = vgabios() else {
-        eprintln!("vgabios-stdvga.bin not found (run scripts/fetch-fixtures); skipping");
+        assert!(
+            std::env::var("PCVM_REQUIRE_FIXTURES").as_deref() != Ok("1"),
+            "fixture missing: vgabios-stdvga.bin (run scripts/fetch-fixtures) and PCVM_REQUIRE_FIXTURES=1"
+        );
+        eprintln!("skipped: fixture missing: vgabios-stdvga.bin (run scripts/fetch-fixtures)");
         return;
     };
     let memory = Arc::new(GuestMemory::pc(16 << 20).unwrap());
