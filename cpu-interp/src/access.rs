@@ -236,6 +236,14 @@ impl Interpreter {
 
     /// Record a watchpoint hit for the debugger (reported after the instruction completes).
     pub(crate) fn check_watchpoints(&mut self, linear: u64, len: u64, write: bool) {
+        if self.state.dr[7] & 0xFF != 0 {
+            let kind = if write {
+                AccessKind::Write
+            } else {
+                AccessKind::Read
+            };
+            self.dr_hits |= self.debug_register_hits(linear, len, kind);
+        }
         if self.debug.watchpoints.is_empty() {
             return;
         }

@@ -85,6 +85,8 @@ pub struct Interpreter {
     /// REP string iterations beyond the first in the current block, counted as retired
     /// instructions.
     pub(crate) rep_extra: u64,
+    /// DR0–DR3 data/I/O breakpoint matches of the current instruction (DR6 B0–B3 bits).
+    pub(crate) dr_hits: u64,
     /// Codes already reported as #UD (logged once each).
     pub(crate) ud_logged: HashSet<u32>,
     /// (virtual-clock ns, TSC) at the last TSC reading (SYS: `exec/system.rs` `tsc_now`).
@@ -145,6 +147,7 @@ impl Interpreter {
             io_done: false,
             ud_logged: HashSet::new(),
             rep_extra: 0,
+            dr_hits: 0,
             tsc_anchor: None,
             trace: None,
             snapshot: Snapshot::default(),
@@ -460,6 +463,7 @@ impl Interpreter {
     fn needs_single(&self) -> bool {
         self.debug_active
             || self.state.rflags & (fl::TF | fl::RF) != 0
+            || self.state.dr[7] & 0xFF != 0
             || self.state.sti_shadow
             || self.state.mov_ss_shadow
     }
@@ -564,16 +568,37 @@ impl Interpreter {
                     self.trace_insn(p, d);
                     let tf = self.state.rflags & fl::TF != 0;
                     let rf = self.state.rflags & fl::RF != 0;
-                    match self.exec_one(p, d, ip_mask) {
+                    self.dr_hits = 0;
+                    // DR0–DR3 instruction breakpoints: a fault before the instruction,
+                    // suppressed by RF (SDM Vol. 3A §17.3.1.1).
+                    let bp_hits = if rf {
+                        0
+                    } else {
+                        self.debug_register_hits(self.state.linear_rip(), 1, AccessKind::Execute)
+                    };
+                    let outcome = if bp_hits != 0 {
+                        self.state.dr[6] = (self.state.dr[6] & !0xF) | bp_hits;
+                        Err(Fault::new(fault::vector::DB))
+                    } else {
+                        self.exec_one(p, d, ip_mask)
+                    };
+                    match outcome {
                         Ok(()) => {
                             executed = 1;
                             if rf && d.insn.mnemonic() != iced_x86::Mnemonic::Iretd {
                                 self.state.rflags &= !fl::RF;
                             }
-                            if tf && !self.state.mov_ss_shadow && !is_software_interrupt(d) {
-                                // Single-step trap after the instruction (SDM Vol. 3A
-                                // §17.3.1.4): DR6.BS, then #DB as a trap.
-                                self.state.dr[6] |= 1 << 14;
+                            let step = tf && !self.state.mov_ss_shadow && !is_software_interrupt(d);
+                            if step || self.dr_hits != 0 {
+                                // Single-step and data/I/O breakpoint traps after the
+                                // instruction (SDM Vol. 3A §17.3.1.2, §17.3.1.4): DR6.BS
+                                // and B0–B3, then #DB as a trap.
+                                let mut dr6 = self.state.dr[6] & !0xF;
+                                if step {
+                                    dr6 |= 1 << 14;
+                                }
+                                self.state.dr[6] = dr6 | self.dr_hits;
+                                self.dr_hits = 0;
                                 fault = Some(Fault::new(fault::vector::DB));
                             }
                         }
@@ -686,5 +711,270 @@ impl CpuBackend for Interpreter {
 
     fn instructions_retired(&self) -> u64 {
         self.retired
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The run loop through the backend trait, in real mode: block cache and self-modifying
+    //! code, interrupts and HLT, debug stops, TF, budgets, precise faults.
+    use std::sync::{Arc, Mutex};
+
+    use pcvm_core::cpu_state::gpr;
+    use pcvm_core::{
+        Board, Breakpoint, ClockMode, GuestMemory, InterruptController, VirtualClock, WatchKind,
+        Watchpoint,
+    };
+
+    use super::*;
+
+    const CODE: u64 = 0x1000;
+
+    /// A board with `code` at 0x100:0000 and every IVT vector v pointing at
+    /// `mov al, v; hlt` at 0:0x500+4v.
+    fn setup(code: &[u8]) -> (Interpreter, Board) {
+        let mem = GuestMemory::pc(2 << 20).expect("memory");
+        let b = Board::new(
+            Arc::new(mem),
+            VirtualClock::new(ClockMode::InstructionCount {
+                ns_per_instruction: 1,
+            }),
+        );
+        for v in 0..256u64 {
+            let handler = 0x500 + v * 4;
+            let entry = [(handler & 0xFF) as u8, (handler >> 8) as u8, 0, 0];
+            b.memory.write_phys(v * 4, &entry).expect("ivt");
+            b.memory
+                .write_phys(handler, &[0xB0, v as u8, 0xF4])
+                .expect("handler");
+        }
+        b.memory.write_phys(CODE, code).expect("code");
+        let mut s = CpuState::reset();
+        *s.seg_mut(SegReg::Cs) = Segment {
+            attributes: 0x9B,
+            ..Segment::real_mode(0x100)
+        };
+        for seg in [SegReg::Ds, SegReg::Es, SegReg::Ss] {
+            *s.seg_mut(seg) = Segment::real_mode(0x100);
+        }
+        s.rip = 0;
+        s.gpr[gpr::RSP] = 0x8000;
+        s.gpr[gpr::RDX] = 0;
+        let mut cpu = Interpreter::new();
+        cpu.set_state(&s).expect("state");
+        (cpu, b)
+    }
+
+    fn run(cpu: &mut Interpreter, b: &mut Board) -> VmExit {
+        cpu.run(b, RunLimit::Instructions(100_000)).expect("run")
+    }
+
+    /// AL as set by the IVT handler stub: which vector was delivered.
+    fn al(cpu: &mut Interpreter) -> u8 {
+        cpu.state().expect("state").gpr[gpr::RAX] as u8
+    }
+
+    #[test]
+    fn self_modifying_code_in_the_same_block() {
+        // mov byte [8], 0x40 (INC AX) patches the NOP at offset 8 of this very block.
+        let code = [0xC6, 0x06, 0x08, 0x00, 0x40, 0x90, 0x90, 0x90, 0x90, 0xF4];
+        let (mut cpu, mut b) = setup(&code);
+        assert_eq!(run(&mut cpu, &mut b), VmExit::Halted);
+        assert_eq!(cpu.state().unwrap().gpr[gpr::RAX] & 0xFFFF, 1);
+        // Run the patched code again from the cache: still INC AX.
+        let mut s = cpu.state().unwrap();
+        s.rip = 0;
+        s.halted = false;
+        cpu.set_state(&s).unwrap();
+        assert_eq!(run(&mut cpu, &mut b), VmExit::Halted);
+        assert_eq!(cpu.state().unwrap().gpr[gpr::RAX] & 0xFFFF, 2);
+    }
+
+    #[test]
+    fn dma_style_write_invalidates_cached_block() {
+        let (mut cpu, mut b) = setup(&[0x40, 0xF4]); // inc ax; hlt
+        run(&mut cpu, &mut b);
+        b.memory.write_phys(CODE, &[0x48]).unwrap(); // dec ax
+        let mut s = cpu.state().unwrap();
+        s.rip = 0;
+        s.halted = false;
+        cpu.set_state(&s).unwrap();
+        run(&mut cpu, &mut b);
+        assert_eq!(cpu.state().unwrap().gpr[gpr::RAX] & 0xFFFF, 0);
+    }
+
+    struct FixedVector(u8);
+    impl InterruptController for FixedVector {
+        fn acknowledge(&mut self) -> Option<u8> {
+            Some(self.0)
+        }
+    }
+
+    #[test]
+    fn interrupt_wakes_hlt_and_is_delivered_through_the_ivt() {
+        let (mut cpu, mut b) = setup(&[0xFB, 0xF4, 0xF4]); // sti; hlt; hlt
+        assert_eq!(run(&mut cpu, &mut b), VmExit::Halted);
+        assert_eq!(
+            run(&mut cpu, &mut b),
+            VmExit::Halted,
+            "no interrupt: stays halted"
+        );
+        b.interrupt_controller = Some(Arc::new(Mutex::new(FixedVector(0x21))));
+        b.intr.set(true);
+        assert_eq!(run(&mut cpu, &mut b), VmExit::Halted);
+        assert_eq!(al(&mut cpu), 0x21);
+        // The frame holds the address after the HLT.
+        let s = cpu.state().unwrap();
+        let mut ret = [0u8; 2];
+        b.memory.read_phys(0x1000 + 0x8000 - 6, &mut ret).unwrap();
+        assert_eq!(u16::from_le_bytes(ret), 2);
+        assert_eq!(s.rflags & fl::IF, 0, "IF cleared by delivery");
+    }
+
+    #[test]
+    fn sti_shadow_delays_the_interrupt_by_one_instruction() {
+        // sti; inc bx; hlt — the interrupt is pending from the start.
+        let (mut cpu, mut b) = setup(&[0xFB, 0x43, 0xF4]);
+        b.interrupt_controller = Some(Arc::new(Mutex::new(FixedVector(0x30))));
+        b.intr.set(true);
+        assert_eq!(run(&mut cpu, &mut b), VmExit::Halted);
+        let s = cpu.state().unwrap();
+        assert_eq!(al(&mut cpu), 0x30);
+        assert_eq!(
+            s.gpr[gpr::RBX] & 0xFFFF,
+            1,
+            "INC BX ran inside the STI shadow"
+        );
+    }
+
+    #[test]
+    fn breakpoint_stops_before_the_instruction_and_continue_resumes() {
+        let (mut cpu, mut b) = setup(&[0x40, 0x40, 0x40, 0xF4]);
+        cpu.set_debug(&DebugConfig {
+            breakpoints: vec![Breakpoint { addr: CODE + 2 }],
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(
+            run(&mut cpu, &mut b),
+            VmExit::Debug(StopReason::Breakpoint(CODE + 2))
+        );
+        let s = cpu.state().unwrap();
+        assert_eq!((s.rip, s.gpr[gpr::RAX] & 0xFFFF), (2, 2));
+        assert_eq!(run(&mut cpu, &mut b), VmExit::Halted);
+        assert_eq!(cpu.state().unwrap().gpr[gpr::RAX] & 0xFFFF, 3);
+    }
+
+    #[test]
+    fn single_step_and_watchpoint() {
+        // inc ax; mov [0x100], ax; hlt
+        let (mut cpu, mut b) = setup(&[0x40, 0xA3, 0x00, 0x01, 0xF4]);
+        cpu.set_debug(&DebugConfig {
+            single_step: true,
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(run(&mut cpu, &mut b), VmExit::Debug(StopReason::Step));
+        assert_eq!(cpu.state().unwrap().rip, 1);
+        cpu.set_debug(&DebugConfig {
+            watchpoints: vec![Watchpoint {
+                addr: CODE + 0x100,
+                len: 2,
+                kind: WatchKind::Write,
+            }],
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(
+            run(&mut cpu, &mut b),
+            VmExit::Debug(StopReason::Watchpoint {
+                kind: WatchKind::Write,
+                addr: CODE + 0x100
+            })
+        );
+        assert_eq!(cpu.state().unwrap().rip, 4, "stops after the store");
+    }
+
+    #[test]
+    fn trap_flag_raises_db_after_one_instruction() {
+        // pushf; pop ax; or ah, 1; push ax; popf; inc bx; inc bx; hlt
+        let code = [0x9C, 0x58, 0x80, 0xCC, 0x01, 0x50, 0x9D, 0x43, 0x43, 0xF4];
+        let (mut cpu, mut b) = setup(&code);
+        assert_eq!(run(&mut cpu, &mut b), VmExit::Halted);
+        assert_eq!(al(&mut cpu), 1, "#DB delivered");
+        let s = cpu.state().unwrap();
+        assert_eq!(
+            s.gpr[gpr::RBX] & 0xFFFF,
+            1,
+            "one instruction after POPF set TF"
+        );
+        assert_ne!(s.dr[6] & (1 << 14), 0, "DR6.BS");
+    }
+
+    #[test]
+    fn budget_counts_instructions_exactly() {
+        let (mut cpu, mut b) = setup(&[0x40, 0xEB, 0xFD]); // l: inc ax; jmp l
+        assert_eq!(
+            cpu.run(&mut b, RunLimit::Instructions(7)).unwrap(),
+            VmExit::BudgetExhausted
+        );
+        assert_eq!(cpu.instructions_retired(), 7);
+        assert_eq!(cpu.state().unwrap().gpr[gpr::RAX] & 0xFFFF, 4);
+    }
+
+    #[test]
+    fn kicker_stops_the_run() {
+        let (mut cpu, mut b) = setup(&[0xEB, 0xFE]); // jmp $
+        cpu.kicker().kick();
+        assert_eq!(
+            cpu.run(&mut b, RunLimit::Unbounded).unwrap(),
+            VmExit::Kicked
+        );
+    }
+
+    #[test]
+    fn faults_are_precise_and_vectored() {
+        // div bl with BL = 0 → #DE; the pushed IP is the DIV itself.
+        let (mut cpu, mut b) = setup(&[0xF6, 0xF3, 0xF4]);
+        assert_eq!(run(&mut cpu, &mut b), VmExit::Halted);
+        assert_eq!(al(&mut cpu), 0);
+        let mut ret = [0u8; 2];
+        b.memory.read_phys(0x1000 + 0x8000 - 6, &mut ret).unwrap();
+        assert_eq!(u16::from_le_bytes(ret), 0);
+        // LOCK on a register destination → #UD.
+        let (mut cpu, mut b) = setup(&[0xF0, 0x01, 0xC0, 0xF4]);
+        run(&mut cpu, &mut b);
+        assert_eq!(al(&mut cpu), 6);
+        // 16 bytes: 15 prefixes + NOP → #GP(0).
+        let mut long = vec![0x26; 15];
+        long.extend_from_slice(&[0x90, 0xF4]);
+        let (mut cpu, mut b) = setup(&long);
+        run(&mut cpu, &mut b);
+        assert_eq!(al(&mut cpu), 13);
+        // The same with 14 prefixes is a valid 15-byte NOP.
+        let mut ok = vec![0x26; 14];
+        ok.extend_from_slice(&[0x90, 0xF4]);
+        let (mut cpu, mut b) = setup(&ok);
+        run(&mut cpu, &mut b);
+        assert_eq!(cpu.state().unwrap().rip, 16);
+    }
+
+    #[test]
+    fn rep_movsb_copies_and_counts_iterations() {
+        // mov cx, 300; mov si, 0x200; mov di, 0x600; rep movsb; hlt
+        let code = [
+            0xB9, 0x2C, 0x01, 0xBE, 0x00, 0x02, 0xBF, 0x00, 0x06, 0xF3, 0xA4, 0xF4,
+        ];
+        let (mut cpu, mut b) = setup(&code);
+        let src: Vec<u8> = (0..300u32).map(|i| i as u8).collect();
+        b.memory.write_phys(0x1200, &src).unwrap();
+        assert_eq!(run(&mut cpu, &mut b), VmExit::Halted);
+        let mut dst = vec![0u8; 300];
+        b.memory.read_phys(0x1600, &mut dst).unwrap();
+        assert_eq!(dst, src);
+        let s = cpu.state().unwrap();
+        assert_eq!(s.gpr[gpr::RCX] & 0xFFFF, 0);
+        assert_eq!(s.gpr[gpr::RSI] & 0xFFFF, 0x200 + 300);
+        assert!(cpu.instructions_retired() >= 5 + 299);
     }
 }

@@ -263,7 +263,7 @@ fn random_code_never_panics() {
         };
         *exits.entry(key).or_default() += 1;
         episode += 1;
-        if episode % 1000 == 0 {
+        if episode.is_multiple_of(1000) {
             // A new board now and then so RAM garbage does not accumulate forever.
             b = board();
         }

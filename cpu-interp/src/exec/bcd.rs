@@ -28,19 +28,15 @@ pub(super) fn daa(cpu: &mut Interpreter, _p: &mut dyn Platform, _d: &Decoded) ->
     let old_al = al(cpu);
     let old_cf = f & fl::CF != 0;
     let mut a = old_al;
-    let mut cf = false;
     let mut af = false;
     if a & 0xF > 9 || f & fl::AF != 0 {
-        let (r, c) = a.overflowing_add(6);
-        a = r;
-        cf = old_cf || c;
+        // The carry out of this step is overwritten by the second step (SDM DAA).
+        a = a.wrapping_add(6);
         af = true;
     }
-    if old_al > 0x99 || old_cf {
+    let cf = old_al > 0x99 || old_cf;
+    if cf {
         a = a.wrapping_add(0x60);
-        cf = true;
-    } else {
-        cf = false && cf;
     }
     set_al(cpu, a);
     let mut nf = (f & !crate::flags::ARITH) | szp(u32::from(a), 8);

@@ -33,7 +33,7 @@ fn branch(cpu: &mut Interpreter, target: u64) -> Result<(), Fault> {
 /// Jcc rel8/rel16/rel32.
 pub(super) fn jcc(cpu: &mut Interpreter, _p: &mut dyn Platform, d: &Decoded) -> Result<(), Fault> {
     if cpu.cond(d.cc) {
-        let t = cpu.state.rip.wrapping_add(u64::from(d.imm as i32 as u64)) & ip_mask(d);
+        let t = cpu.state.rip.wrapping_add(d.imm as i32 as u64) & ip_mask(d);
         branch(cpu, t)?;
     }
     Ok(())

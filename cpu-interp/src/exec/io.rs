@@ -24,6 +24,7 @@ pub(super) fn in_(cpu: &mut Interpreter, p: &mut dyn Platform, d: &Decoded) -> R
     let mut b = [0u8; 4];
     p.io_read(port, &mut b[..usize::from(size)]);
     cpu.io_done = true;
+    cpu.dr_hits |= cpu.debug_io_hits(port, u64::from(size));
     cpu.set_reg(0, size, u32::from_le_bytes(b));
     Ok(())
 }
@@ -36,5 +37,6 @@ pub(super) fn out(cpu: &mut Interpreter, p: &mut dyn Platform, d: &Decoded) -> R
     let v = cpu.get_reg(0, size).to_le_bytes();
     p.io_write(port, &v[..usize::from(size)]);
     cpu.io_done = true;
+    cpu.dr_hits |= cpu.debug_io_hits(port, u64::from(size));
     Ok(())
 }
