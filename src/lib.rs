@@ -9,6 +9,7 @@
 
 pub mod cli;
 pub mod console;
+pub mod gdb;
 pub mod guest;
 pub mod machine;
 pub mod power;

@@ -1,0 +1,842 @@
+//! [`KvmBackend`]: one vCPU of a KVM virtual machine behind the [`CpuBackend`] trait.
+//!
+//! Between calls to `run`, KVM holds the true CPU state; `state`/`set_state` convert it with
+//! [`crate::state`]. During `run`, port I/O and MMIO exits go to the same [`Platform`] buses
+//! the interpreter uses, and with the default userspace irqchip the platform's interrupt
+//! controller (the 8259 pair) decides what to inject: `KVM_INTERRUPT` when the vCPU can take an
+//! interrupt, otherwise an interrupt-window request and injection at the window exit (KVM API
+//! §4.16, §5 `request_interrupt_window`). HLT exits to userspace and ends `run` with
+//! [`VmExit::Halted`], so the machine loop sleeps instead of the host CPU spinning.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kvm_bindings::{
+    kvm_guest_debug, kvm_mp_state, kvm_msr_entry, kvm_pit_config, kvm_xcrs, Msrs as KvmMsrs,
+    KVM_CAP_GUEST_DEBUG_HW_BPS, KVM_EXIT_IO, KVM_GUESTDBG_ENABLE, KVM_GUESTDBG_SINGLESTEP,
+    KVM_GUESTDBG_USE_HW_BP, KVM_MAX_CPUID_ENTRIES, KVM_MP_STATE_HALTED, KVM_MP_STATE_RUNNABLE,
+    KVM_PIT_SPEAKER_DUMMY, KVM_SYSTEM_EVENT_CRASH, KVM_SYSTEM_EVENT_RESET,
+    KVM_SYSTEM_EVENT_SHUTDOWN,
+};
+use kvm_ioctls::{Cap, Kvm, VcpuExit, VcpuFd, VmFd};
+use pcvm_core::cpu_state::flags;
+use pcvm_core::{
+    CpuBackend, CpuState, DebugConfig, GuestMemory, IrqLine, Kicker, PhysRegion, Platform,
+    RunLimit, StopReason, SystemRequest, VmExit, WatchKind,
+};
+use vm_memory::{GuestAddress, GuestMemoryBackend as _};
+
+use crate::kick::{self, DeadlineTimer, KickTarget, RunGuard};
+use crate::memslots::MemoryMap;
+use crate::{cpuid, state, Error, KvmIrqLine, Result};
+
+/// Where the interrupt controllers live.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum IrqchipMode {
+    /// pcvm's device model (PIC, PIT …) decides; KVM only injects (`--irqchip userspace`).
+    #[default]
+    Userspace,
+    /// KVM's in-kernel PIC/IOAPIC/LAPIC and PIT (`KVM_CREATE_IRQCHIP`, `KVM_CREATE_PIT2`);
+    /// devices raise interrupts with [`KvmIrqLine`] (`--irqchip kernel`).
+    Kernel,
+}
+
+/// How to build a [`KvmBackend`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KvmOptions {
+    /// Interrupt-controller placement.
+    pub irqchip: IrqchipMode,
+    /// How often a running vCPU comes back out to fire device timers.
+    pub poll_interval: Duration,
+}
+
+impl Default for KvmOptions {
+    fn default() -> Self {
+        KvmOptions {
+            irqchip: IrqchipMode::Userspace,
+            poll_interval: Duration::from_millis(1),
+        }
+    }
+}
+
+/// Identity-map page table and TSS KVM needs for real mode on VMX without unrestricted guest
+/// (KVM API §4.43/§4.44), placed below a 256 KiB BIOS at the top of 4 GiB as QEMU once did.
+pub const IDENTITY_MAP_ADDR: u64 = 0xFFFB_C000;
+/// Three pages for KVM's real-mode TSS, right after the identity map.
+pub const TSS_ADDR: usize = 0xFFFB_D000;
+
+/// `KVM_INTERRUPT` = `_IOW(KVMIO, 0x86, struct kvm_interrupt)` (KVM API §4.16); kvm-ioctls
+/// does not wrap it.
+const KVM_INTERRUPT: libc::c_ulong = (1 << 30) | (4 << 16) | (0xAE << 8) | 0x86;
+
+/// Which debug mechanism is active.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+enum DebugMode {
+    /// Nothing: KVM runs freely.
+    #[default]
+    Off,
+    /// KVM single-steps; breakpoints and write watchpoints are checked after every step.
+    Step,
+    /// Breakpoints/watchpoints in DR0–DR3 via `KVM_GUESTDBG_USE_HW_BP` (plus single-step if
+    /// asked for).
+    Hardware,
+}
+
+/// The KVM CPU backend.
+pub struct KvmBackend {
+    // Field order is drop order: the vCPU, then the VM, then the memory the slots point to.
+    vcpu: VcpuFd,
+    vm: Arc<VmFd>,
+    kvm: Kvm,
+    memory: MemoryMap,
+    options: KvmOptions,
+    kicker: Kicker,
+    kick_target: KickTarget,
+    timer: DeadlineTimer,
+    /// The vCPU executed HLT (userspace irqchip: KVM does not track it for us).
+    halted: bool,
+    /// Guest CPUID exposes XSAVE and KVM has `KVM_CAP_XCRS`: XCR0 is vCPU state.
+    xcr0_valid: bool,
+    /// The host's MXCSR_MASK (from the XSAVE legacy area), reported in `CpuState`.
+    mxcsr_mask: u32,
+    /// The MSRs of `CpuState` this KVM can save and restore.
+    msr_indices: Vec<u32>,
+    /// `KVM_CAP_GUEST_DEBUG_HW_BPS`.
+    hw_breakpoints: usize,
+    debug: DebugConfig,
+    debug_mode: DebugMode,
+    /// Hardware mode: the linear RIP of the breakpoint we stopped at; the next `run` steps over
+    /// it with the breakpoints disarmed.
+    step_over: Option<u64>,
+    /// Step mode: (linear address, bytes) of each write watchpoint before the current step.
+    watch_before: Vec<(u64, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for KvmBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KvmBackend")
+            .field("options", &self.options)
+            .field("halted", &self.halted)
+            .finish_non_exhaustive()
+    }
+}
+
+fn ioctl_err(operation: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> Error {
+    move |e| Error::ioctl(operation, e)
+}
+
+impl KvmBackend {
+    /// Open `/dev/kvm`, create a VM with `memory` mapped as memory slots and one vCPU in the
+    /// RESET state. `memory` must be the memory of the platform later passed to `run`, with
+    /// its ROMs already mapped.
+    pub fn new(memory: &GuestMemory, options: KvmOptions) -> Result<Self> {
+        kick::install_handler()?;
+        let kvm =
+            Kvm::new().map_err(|e| Error::Open(std::io::Error::from_raw_os_error(e.errno())))?;
+        let api = kvm.get_api_version();
+        if api != 12 {
+            return Err(Error::ApiVersion(api));
+        }
+        for (cap, name) in [
+            (Cap::ImmediateExit, "KVM_CAP_IMMEDIATE_EXIT"),
+            (Cap::VcpuEvents, "KVM_CAP_VCPU_EVENTS"),
+            (Cap::ExtCpuid, "KVM_CAP_EXT_CPUID"),
+            (Cap::SetTssAddr, "KVM_CAP_SET_TSS_ADDR"),
+        ] {
+            if !kvm.check_extension(cap) {
+                return Err(Error::MissingCapability(name));
+            }
+        }
+        let vm = kvm.create_vm().map_err(ioctl_err("create a KVM VM"))?;
+        if vm.check_extension(Cap::SetIdentityMapAddr) {
+            vm.set_identity_map_address(IDENTITY_MAP_ADDR)
+                .map_err(ioctl_err("set the identity-map address"))?;
+        }
+        vm.set_tss_address(TSS_ADDR)
+            .map_err(ioctl_err("set the TSS address"))?;
+        if options.irqchip == IrqchipMode::Kernel {
+            vm.create_irq_chip()
+                .map_err(ioctl_err("create the in-kernel irqchip"))?;
+            let pit = kvm_pit_config {
+                flags: KVM_PIT_SPEAKER_DUMMY,
+                ..Default::default()
+            };
+            vm.create_pit2(pit)
+                .map_err(ioctl_err("create the in-kernel PIT"))?;
+        }
+        let readonly = vm.check_extension(Cap::ReadonlyMem);
+        if !readonly {
+            tracing::warn!("KVM lacks KVM_CAP_READONLY_MEM: ROM is mapped writable");
+        }
+        let memory_map = MemoryMap::new(&vm, memory, readonly)?;
+        let vcpu = vm.create_vcpu(0).map_err(ioctl_err("create the vCPU"))?;
+
+        let mut supported = kvm
+            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+            .map_err(ioctl_err("get the supported CPUID"))?;
+        let mut entries = supported.as_slice().to_vec();
+        let xsave = cpuid::filter(&mut entries, options.irqchip == IrqchipMode::Kernel);
+        supported = kvm_bindings::CpuId::from_entries(&entries)
+            .map_err(|e| Error::VcpuFailed(format!("CPUID table: {e:?}")))?;
+        vcpu.set_cpuid2(&supported)
+            .map_err(ioctl_err("set the guest CPUID"))?;
+
+        let host_msrs = kvm
+            .get_msr_index_list()
+            .map_err(ioctl_err("get the MSR index list"))?;
+        let msr_indices: Vec<u32> = state::msr_indices()
+            .into_iter()
+            .filter(|i| host_msrs.as_slice().contains(i))
+            .collect();
+        let mxcsr_mask = if kvm.check_extension(Cap::Xsave) {
+            vcpu.get_xsave().map(|x| x.region[7]).unwrap_or(0xFFFF)
+        } else {
+            0xFFFF
+        };
+        let hw_breakpoints = vm
+            .check_extension_raw(libc::c_ulong::from(KVM_CAP_GUEST_DEBUG_HW_BPS))
+            .max(0) as usize;
+
+        let kick_target = KickTarget::default();
+        let waker_target = kick_target.clone();
+        let mut backend = KvmBackend {
+            vcpu,
+            vm: Arc::new(vm),
+            memory: memory_map,
+            options,
+            kicker: Kicker::with_waker(Arc::new(move || waker_target.kick())),
+            kick_target,
+            timer: DeadlineTimer::new(),
+            halted: false,
+            xcr0_valid: xsave && kvm.check_extension(Cap::Xcrs),
+            mxcsr_mask,
+            msr_indices,
+            hw_breakpoints,
+            debug: DebugConfig::default(),
+            debug_mode: DebugMode::Off,
+            step_over: None,
+            watch_before: Vec::new(),
+            kvm,
+        };
+        backend.set_state_inner(&CpuState::reset())?;
+        Ok(backend)
+    }
+
+    /// The interrupt-controller mode this VM was built with.
+    pub fn irqchip(&self) -> IrqchipMode {
+        self.options.irqchip
+    }
+
+    /// An interrupt line into KVM's in-kernel PIC/IOAPIC for input `gsi` (kernel irqchip
+    /// only; `None` otherwise).
+    pub fn irq_line(&self, gsi: u32) -> Option<Arc<dyn IrqLine>> {
+        (self.options.irqchip == IrqchipMode::Kernel)
+            .then(|| Arc::new(KvmIrqLine::new(self.vm.clone(), gsi)) as Arc<dyn IrqLine>)
+    }
+
+    /// How many hardware breakpoints KVM offers (`KVM_CAP_GUEST_DEBUG_HW_BPS`).
+    pub fn hardware_breakpoints(&self) -> usize {
+        self.hw_breakpoints
+    }
+
+    /// The MSRs of `CpuState` this KVM saves and restores; the others keep their defaults.
+    pub fn supported_msrs(&self) -> &[u32] {
+        &self.msr_indices
+    }
+
+    /// The `KVM_GET_API_VERSION` of the host (always 12).
+    pub fn api_version(&self) -> i32 {
+        self.kvm.get_api_version()
+    }
+
+    fn state_inner(&mut self) -> Result<CpuState> {
+        let mut s = CpuState::reset();
+        let regs = self.vcpu.get_regs().map_err(ioctl_err("get registers"))?;
+        state::regs_from_kvm(&mut s, &regs);
+        let sregs = self
+            .vcpu
+            .get_sregs()
+            .map_err(ioctl_err("get system registers"))?;
+        state::sregs_from_kvm(&mut s, &sregs);
+        let fpu = self.vcpu.get_fpu().map_err(ioctl_err("get FPU state"))?;
+        state::fpu_from_kvm(&mut s.fpu, &fpu);
+        s.fpu.mxcsr_mask = self.mxcsr_mask;
+        if self.xcr0_valid {
+            let xcrs = self.vcpu.get_xcrs().map_err(ioctl_err("get XCRs"))?;
+            if let Some(x) = xcrs
+                .xcrs
+                .iter()
+                .take(xcrs.nr_xcrs as usize)
+                .find(|x| x.xcr == 0)
+            {
+                s.xcr0 = x.value;
+            }
+        }
+        let entries: Vec<kvm_msr_entry> = self
+            .msr_indices
+            .iter()
+            .map(|&index| kvm_msr_entry {
+                index,
+                ..Default::default()
+            })
+            .collect();
+        let mut msrs = KvmMsrs::from_entries(&entries)
+            .map_err(|e| Error::VcpuFailed(format!("MSR list: {e:?}")))?;
+        let n = self
+            .vcpu
+            .get_msrs(&mut msrs)
+            .map_err(ioctl_err("get MSRs"))?;
+        for e in msrs.as_slice().iter().take(n) {
+            state::msr_set(&mut s.msrs, e.index, e.data);
+        }
+        let dr = self
+            .vcpu
+            .get_debug_regs()
+            .map_err(ioctl_err("get debug registers"))?;
+        state::debugregs_from_kvm(&mut s, &dr);
+        let events = self
+            .vcpu
+            .get_vcpu_events()
+            .map_err(ioctl_err("get vCPU events"))?;
+        state::events_from_kvm(&mut s, &events);
+        s.halted = match self.options.irqchip {
+            IrqchipMode::Userspace => self.halted,
+            IrqchipMode::Kernel => {
+                self.vcpu
+                    .get_mp_state()
+                    .map_err(ioctl_err("get the MP state"))?
+                    .mp_state
+                    == KVM_MP_STATE_HALTED
+            }
+        };
+        Ok(s)
+    }
+
+    fn set_state_inner(&mut self, s: &CpuState) -> Result<()> {
+        self.vcpu
+            .set_sregs(&state::sregs_to_kvm(s))
+            .map_err(ioctl_err("set system registers"))?;
+        self.vcpu
+            .set_regs(&state::regs_to_kvm(s))
+            .map_err(ioctl_err("set registers"))?;
+        self.vcpu
+            .set_fpu(&state::fpu_to_kvm(&s.fpu))
+            .map_err(ioctl_err("set FPU state"))?;
+        if self.xcr0_valid {
+            let mut xcrs = kvm_xcrs {
+                nr_xcrs: 1,
+                ..Default::default()
+            };
+            xcrs.xcrs[0].xcr = 0;
+            xcrs.xcrs[0].value = s.xcr0;
+            self.vcpu.set_xcrs(&xcrs).map_err(ioctl_err("set XCR0"))?;
+        }
+        let entries: Vec<kvm_msr_entry> = self
+            .msr_indices
+            .iter()
+            .filter_map(|&index| {
+                Some(kvm_msr_entry {
+                    index,
+                    data: state::msr_get(&s.msrs, index)?,
+                    ..Default::default()
+                })
+            })
+            .collect();
+        let msrs = KvmMsrs::from_entries(&entries)
+            .map_err(|e| Error::VcpuFailed(format!("MSR list: {e:?}")))?;
+        let n = self.vcpu.set_msrs(&msrs).map_err(ioctl_err("set MSRs"))?;
+        if n < entries.len() {
+            // KVM stops at the first MSR it refuses (a value the guest CPUID does not allow).
+            tracing::warn!(
+                msr = entries[n].index,
+                value = entries[n].data,
+                "KVM refused an MSR value; later MSRs in the list were not set"
+            );
+        }
+        self.vcpu
+            .set_debug_regs(&state::debugregs_to_kvm(s))
+            .map_err(ioctl_err("set debug registers"))?;
+        self.vcpu
+            .set_vcpu_events(&state::events_to_kvm(s))
+            .map_err(ioctl_err("set vCPU events"))?;
+        match self.options.irqchip {
+            IrqchipMode::Userspace => self.halted = s.halted,
+            IrqchipMode::Kernel => {
+                let mp_state = if s.halted {
+                    KVM_MP_STATE_HALTED
+                } else {
+                    KVM_MP_STATE_RUNNABLE
+                };
+                self.vcpu
+                    .set_mp_state(kvm_mp_state { mp_state })
+                    .map_err(ioctl_err("set the MP state"))?;
+            }
+        }
+        self.step_over = None;
+        Ok(())
+    }
+
+    /// `KVM_INTERRUPT`: inject external interrupt `vector` (userspace irqchip only).
+    fn interrupt(&self, vector: u8) -> Result<()> {
+        let irq = kvm_bindings::kvm_interrupt {
+            irq: u32::from(vector),
+        };
+        // SAFETY: KVM_INTERRUPT reads one `struct kvm_interrupt` from the pointer, which refers
+        // to `irq` on our stack; the fd is our vCPU fd.
+        let rc = unsafe {
+            libc::ioctl(
+                std::os::fd::AsRawFd::as_raw_fd(&self.vcpu),
+                KVM_INTERRUPT as _,
+                &irq,
+            )
+        };
+        if rc < 0 {
+            return Err(Error::Ioctl {
+                operation: "inject an interrupt (KVM_INTERRUPT)",
+                source: std::io::Error::last_os_error(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Apply `self.debug` to KVM (`KVM_SET_GUEST_DEBUG`), optionally with the hardware
+    /// breakpoints disarmed (to step over the one we stopped at).
+    fn apply_debug(&mut self, disarm_hw: bool) -> Result<()> {
+        let mut dbg = kvm_guest_debug::default();
+        match self.debug_mode {
+            DebugMode::Off => {}
+            DebugMode::Step => dbg.control = KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_SINGLESTEP,
+            DebugMode::Hardware => {
+                dbg.control = KVM_GUESTDBG_ENABLE;
+                if self.debug.single_step || disarm_hw {
+                    dbg.control |= KVM_GUESTDBG_SINGLESTEP;
+                }
+                if !disarm_hw {
+                    dbg.control |= KVM_GUESTDBG_USE_HW_BP;
+                    let mut dr7 = 0u64;
+                    let slots = self
+                        .debug
+                        .breakpoints
+                        .iter()
+                        .map(|b| (b.addr, 0u64, 1u64))
+                        .chain(self.debug.watchpoints.iter().map(|w| {
+                            let rw = if w.kind == WatchKind::Write { 1 } else { 3 };
+                            (w.addr, rw, w.len)
+                        }));
+                    for (i, (addr, rw, len)) in slots.enumerate().take(4) {
+                        dbg.arch.debugreg[i] = addr;
+                        // SDM Vol. 3B §17.2.4: LEN 00=1, 01=2, 11=4, 10=8 bytes; exec needs 00.
+                        let len_bits = match len {
+                            2 => 1,
+                            4 => 3,
+                            8 => 2,
+                            _ => 0,
+                        };
+                        dr7 |= (1 << (2 * i)) | ((rw | (len_bits << 2)) << (16 + 4 * i));
+                    }
+                    dbg.arch.debugreg[7] = dr7;
+                }
+            }
+        }
+        self.vcpu
+            .set_guest_debug(&dbg)
+            .map_err(ioctl_err("set guest debugging"))
+    }
+
+    /// Remember the bytes under every write watchpoint (step mode) before the next step.
+    fn snapshot_watchpoints(&mut self, p: &dyn Platform) {
+        self.watch_before.clear();
+        if self.debug_mode != DebugMode::Step {
+            return;
+        }
+        for w in &self.debug.watchpoints {
+            self.watch_before
+                .push((w.addr, self.read_linear(p, w.addr, w.len.min(64) as usize)));
+        }
+    }
+
+    /// Read guest memory at a linear address (through `KVM_TRANSLATE`); unmapped bytes read 0.
+    fn read_linear(&self, p: &dyn Platform, addr: u64, len: usize) -> Vec<u8> {
+        (0..len as u64)
+            .map(|i| {
+                let lin = addr.wrapping_add(i);
+                let mut b = [0u8];
+                if let Ok(t) = self.vcpu.translate_gva(lin) {
+                    if t.valid != 0 {
+                        let _ = p.memory().read_phys(t.physical_address, &mut b);
+                    }
+                }
+                b[0]
+            })
+            .collect()
+    }
+
+    /// A `KVM_EXIT_DEBUG`: decide whether it stops the run.
+    fn on_debug_exit(
+        &mut self,
+        p: &dyn Platform,
+        arch: kvm_bindings::kvm_debug_exit_arch,
+    ) -> Option<VmExit> {
+        let lin = arch.pc;
+        if self.debug_mode == DebugMode::Hardware && arch.dr6 & 0xF != 0 {
+            let slot = (arch.dr6 & 0xF).trailing_zeros() as usize;
+            let nbp = self.debug.breakpoints.len();
+            if slot < nbp {
+                self.step_over = Some(lin);
+                return Some(VmExit::Debug(StopReason::Breakpoint(lin)));
+            }
+            if let Some(w) = self.debug.watchpoints.get(slot - nbp) {
+                return Some(VmExit::Debug(StopReason::Watchpoint {
+                    kind: w.kind,
+                    addr: w.addr,
+                }));
+            }
+        }
+        if self.debug_mode == DebugMode::Step {
+            let before = std::mem::take(&mut self.watch_before);
+            for (addr, bytes) in before {
+                if self.read_linear(p, addr, bytes.len()) != bytes {
+                    return Some(VmExit::Debug(StopReason::Watchpoint {
+                        kind: WatchKind::Write,
+                        addr,
+                    }));
+                }
+            }
+            if self.debug.breakpoints.iter().any(|b| b.addr == lin) {
+                return Some(VmExit::Debug(StopReason::Breakpoint(lin)));
+            }
+        }
+        if self.debug.single_step {
+            return Some(VmExit::Debug(StopReason::Step));
+        }
+        None
+    }
+
+    /// Finish a port-I/O exit: every element of a string I/O goes to the bus separately.
+    fn on_io_exit(&mut self, p: &mut dyn Platform) {
+        let run = self.vcpu.get_kvm_run();
+        // SAFETY: the last KVM_RUN returned KVM_EXIT_IO (checked by the caller), so `io` is
+        // the active member of the exit union.
+        let io = unsafe { run.__bindgen_anon_1.io };
+        debug_assert_eq!(run.exit_reason, KVM_EXIT_IO);
+        let size = usize::from(io.size);
+        let total = size * io.count as usize;
+        if !matches!(size, 1 | 2 | 4) {
+            return;
+        }
+        let base = run as *mut kvm_bindings::kvm_run as *mut u8;
+        // SAFETY: KVM places `count * size` data bytes at `data_offset` inside the vCPU's
+        // kvm_run mapping (KVM API §5 "KVM_EXIT_IO"), which stays mapped while `self.vcpu`
+        // lives; nothing else references those bytes during this call.
+        let data =
+            unsafe { std::slice::from_raw_parts_mut(base.add(io.data_offset as usize), total) };
+        let out = u32::from(io.direction) == kvm_bindings::KVM_EXIT_IO_OUT;
+        for chunk in data.chunks_exact_mut(size) {
+            if out {
+                p.io_write(io.port, chunk);
+            } else {
+                p.io_read(io.port, chunk);
+            }
+        }
+    }
+
+    fn guest_if(&self) -> bool {
+        self.vcpu
+            .get_regs()
+            .map(|r| r.rflags & flags::IF != 0)
+            .unwrap_or(false)
+    }
+
+    fn run_inner(&mut self, p: &mut dyn Platform, limit: RunLimit) -> Result<VmExit> {
+        if self.memory.low_host()
+            != p.memory()
+                .vm_memory()
+                .get_host_address(GuestAddress(0))
+                .map(|h| h as u64)
+                .unwrap_or(0)
+        {
+            return Err(Error::Memory(
+                "the platform's memory is not the memory this VM was created with".into(),
+            ));
+        }
+        self.memory.sync(&self.vm, p.memory(), false)?;
+        if self.kicker.take() {
+            return Ok(VmExit::Kicked);
+        }
+        let slice_end = match limit {
+            RunLimit::Unbounded => None,
+            RunLimit::Instructions(n) => {
+                Some(Instant::now() + Duration::from_nanos(n).max(Duration::from_micros(100)))
+            }
+        };
+        // Resuming from a hardware breakpoint: step over it with the breakpoints disarmed.
+        let stepping_over =
+            self.step_over.take().is_some() && self.debug_mode == DebugMode::Hardware;
+        if stepping_over {
+            self.apply_debug(true)?;
+        }
+        self.timer.for_current_thread()?;
+        let immediate_exit: *mut u8 = &mut self.vcpu.get_kvm_run().immediate_exit;
+        let target = self.kick_target.clone();
+        let _guard = RunGuard::enter(&target, immediate_exit);
+        self.timer.arm_periodic(
+            slice_end
+                .map(|e| e.saturating_duration_since(Instant::now()))
+                .unwrap_or(self.options.poll_interval)
+                .min(self.options.poll_interval),
+        );
+        let result = self.run_loop(p, slice_end, stepping_over);
+        self.timer.disarm();
+        self.vcpu.set_kvm_immediate_exit(0);
+        if stepping_over {
+            self.apply_debug(false)?;
+        }
+        result
+    }
+
+    fn run_loop(
+        &mut self,
+        p: &mut dyn Platform,
+        slice_end: Option<Instant>,
+        mut stepping_over: bool,
+    ) -> Result<VmExit> {
+        let userspace = self.options.irqchip == IrqchipMode::Userspace;
+        let count_mode = match p.clock().mode() {
+            pcvm_core::ClockMode::InstructionCount { ns_per_instruction } => {
+                Some(ns_per_instruction.max(1))
+            }
+            pcvm_core::ClockMode::Host => None,
+        };
+        let mut entered = false;
+        loop {
+            // --- Between exits: timers, requests, kicks, interrupts. ---
+            p.poll();
+            match p.system_request() {
+                Some(SystemRequest::Reset) => return Ok(VmExit::Reset),
+                Some(SystemRequest::PowerOff(_)) => return Ok(VmExit::PowerOff),
+                None => {}
+            }
+            if self.kicker.take() {
+                return Ok(VmExit::Kicked);
+            }
+            self.memory.sync(&self.vm, p.memory(), false)?;
+            if entered {
+                if let Some(end) = slice_end {
+                    if Instant::now() >= end {
+                        return Ok(VmExit::BudgetExhausted);
+                    }
+                }
+            }
+            if p.take_nmi() {
+                self.vcpu.nmi().map_err(ioctl_err("inject an NMI"))?;
+                self.halted = false;
+            }
+            if userspace {
+                if self.halted {
+                    if p.intr() && self.guest_if() {
+                        self.halted = false;
+                    } else {
+                        return Ok(VmExit::Halted);
+                    }
+                }
+                let intr = p.intr();
+                let run = self.vcpu.get_kvm_run();
+                let ready = run.ready_for_interrupt_injection != 0 && run.if_flag != 0;
+                let mut want_window = intr;
+                if intr && ready {
+                    if let Some(vector) = p.acknowledge_interrupt() {
+                        self.interrupt(vector)?;
+                    }
+                    want_window = p.intr();
+                }
+                self.vcpu.get_kvm_run().request_interrupt_window = u8::from(want_window);
+            }
+            if self.debug_mode == DebugMode::Step {
+                self.snapshot_watchpoints(p);
+            }
+
+            // --- Run the guest. ---
+            let started = count_mode.map(|_| Instant::now());
+            entered = true;
+            let exit = self.vcpu.run();
+            if let (Some(ns), Some(t)) = (count_mode, started) {
+                p.clock()
+                    .add_instructions(t.elapsed().as_nanos() as u64 / ns);
+            }
+            match exit {
+                Ok(VcpuExit::IoIn(..)) | Ok(VcpuExit::IoOut(..)) => self.on_io_exit(p),
+                Ok(VcpuExit::MmioRead(addr, data)) => mmio_read(p, addr, data),
+                Ok(VcpuExit::MmioWrite(addr, data)) => mmio_write(p, addr, data),
+                Ok(VcpuExit::Hlt) => {
+                    if userspace {
+                        self.halted = true;
+                    }
+                }
+                Ok(VcpuExit::IrqWindowOpen) | Ok(VcpuExit::Intr) => {}
+                Ok(VcpuExit::Debug(arch)) => {
+                    if stepping_over {
+                        // Stepped over the breakpoint we stopped at: re-arm and go on.
+                        stepping_over = false;
+                        self.apply_debug(false)?;
+                        if self.debug.single_step {
+                            return Ok(VmExit::Debug(StopReason::Step));
+                        }
+                        continue;
+                    }
+                    if let Some(stop) = self.on_debug_exit(p, arch) {
+                        return Ok(stop);
+                    }
+                }
+                Ok(VcpuExit::Shutdown) => return Ok(VmExit::Shutdown),
+                Ok(VcpuExit::SystemEvent(kind, _)) => {
+                    return Ok(match kind {
+                        KVM_SYSTEM_EVENT_RESET => VmExit::Reset,
+                        KVM_SYSTEM_EVENT_SHUTDOWN => VmExit::PowerOff,
+                        KVM_SYSTEM_EVENT_CRASH => VmExit::Shutdown,
+                        _ => VmExit::Shutdown,
+                    })
+                }
+                Ok(VcpuExit::FailEntry(reason, cpu)) => {
+                    return Err(Error::VcpuFailed(format!(
+                        "VM entry failed: hardware reason {reason:#x} on cpu {cpu}"
+                    )))
+                }
+                Ok(VcpuExit::InternalError) => {
+                    let run = self.vcpu.get_kvm_run();
+                    // SAFETY: exit_reason is KVM_EXIT_INTERNAL_ERROR, so `internal` is the
+                    // active member of the exit union.
+                    let internal = unsafe { run.__bindgen_anon_1.internal };
+                    let n = (internal.ndata as usize).min(internal.data.len());
+                    return Err(Error::VcpuFailed(format!(
+                        "KVM internal error, suberror {} data {:x?}",
+                        internal.suberror,
+                        &internal.data[..n]
+                    )));
+                }
+                Ok(other) => {
+                    return Err(Error::VcpuFailed(format!("unexpected exit {other:?}")));
+                }
+                Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+                    self.vcpu.set_kvm_immediate_exit(0);
+                }
+                Err(e) => return Err(Error::ioctl("run the vCPU (KVM_RUN)", e)),
+            }
+        }
+    }
+}
+
+/// A load the memory slots did not satisfy: ROM (or a ROM alias) without a slot, write-only
+/// shadow RAM, or device memory.
+fn mmio_read(p: &mut dyn Platform, addr: u64, data: &mut [u8]) {
+    match p.memory().classify(addr, false) {
+        PhysRegion::Ram(_) | PhysRegion::Rom { .. } => {
+            if p.memory().read_phys(addr, data).is_err() {
+                data.fill(0xFF);
+            }
+        }
+        PhysRegion::Dropped => data.fill(0xFF),
+        PhysRegion::Mmio => p.mmio_read(addr, data),
+    }
+}
+
+/// A store the memory slots did not take: ROM writes are dropped, write-only shadow RAM is
+/// written, device memory goes to the MMIO bus.
+fn mmio_write(p: &mut dyn Platform, addr: u64, data: &[u8]) {
+    match p.memory().classify(addr, true) {
+        PhysRegion::Ram(_) => {
+            let _ = p.memory().write_phys(addr, data);
+        }
+        PhysRegion::Rom { .. } | PhysRegion::Dropped => {}
+        PhysRegion::Mmio => p.mmio_write(addr, data),
+    }
+}
+
+impl Drop for KvmBackend {
+    fn drop(&mut self) {
+        // The VM fd may outlive us (a KvmIrqLine holds it): unmap the slots first so no memory
+        // this backend owns stays reachable from KVM.
+        self.memory.clear(&self.vm);
+    }
+}
+
+impl CpuBackend for KvmBackend {
+    fn name(&self) -> &'static str {
+        "kvm"
+    }
+
+    fn run(&mut self, platform: &mut dyn Platform, limit: RunLimit) -> pcvm_core::Result<VmExit> {
+        self.run_inner(platform, limit)
+            .map_err(|e| e.into_core("run the vCPU"))
+    }
+
+    fn state(&mut self) -> pcvm_core::Result<CpuState> {
+        self.state_inner()
+            .map_err(|e| e.into_core("read the CPU state"))
+    }
+
+    fn set_state(&mut self, state: &CpuState) -> pcvm_core::Result<()> {
+        state.check_version()?;
+        self.set_state_inner(state)
+            .map_err(|e| e.into_core("load the CPU state"))
+    }
+
+    fn set_debug(&mut self, config: &DebugConfig) -> pcvm_core::Result<()> {
+        let wanted = config.breakpoints.len() + config.watchpoints.len();
+        let hw_fits = wanted > 0
+            && wanted <= self.hw_breakpoints.min(4)
+            && config
+                .watchpoints
+                .iter()
+                .all(|w| matches!(w.len, 1 | 2 | 4 | 8) && w.addr % w.len == 0);
+        let mode = if hw_fits {
+            DebugMode::Hardware
+        } else if wanted > 0 || config.single_step {
+            if let Some(w) = config
+                .watchpoints
+                .iter()
+                .find(|w| w.kind != WatchKind::Write)
+            {
+                return Err(Error::DebugUnsupported(format!(
+                    "{:?} watchpoint at {:#x}: KVM here has {} hardware breakpoints and \
+                     single-stepping can only detect writes",
+                    w.kind, w.addr, self.hw_breakpoints
+                ))
+                .into_core("set debug controls"));
+            }
+            DebugMode::Step
+        } else {
+            DebugMode::Off
+        };
+        self.debug = config.clone();
+        self.debug_mode = mode;
+        self.step_over = None;
+        self.apply_debug(false)
+            .map_err(|e| e.into_core("set debug controls"))
+    }
+
+    fn translate(
+        &mut self,
+        _platform: &dyn Platform,
+        linear: u64,
+    ) -> pcvm_core::Result<Option<u64>> {
+        let t = self
+            .vcpu
+            .translate_gva(linear)
+            .map_err(|e| Error::ioctl("translate an address (KVM_TRANSLATE)", e))
+            .map_err(|e| e.into_core("translate"))?;
+        Ok((t.valid != 0).then_some(t.physical_address))
+    }
+
+    fn inject_interrupt(&mut self, vector: u8) -> pcvm_core::Result<()> {
+        let mut s = self.state()?;
+        s.pending_interrupt = Some(vector);
+        s.halted = false;
+        self.set_state(&s)
+    }
+
+    fn kicker(&self) -> Kicker {
+        self.kicker.clone()
+    }
+
+    fn flush_caches(&mut self) {}
+}
