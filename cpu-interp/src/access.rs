@@ -135,16 +135,21 @@ impl Interpreter {
     ) -> Result<(), Fault> {
         let first = 4096 - (linear & 0xFFF) as usize;
         if buf.len() <= first {
-            if let Some(off) = self.ram_fast(linear, false) {
-                if p.memory().read_ram(off, buf) {
-                    return Ok(());
+            // A read-modify-write operand is read with write intent: only the write cache
+            // proves the page writable.
+            let write = kind == AccessKind::Write;
+            if kind != AccessKind::Execute {
+                if let Some(off) = self.ram_fast(linear, write) {
+                    if p.memory().read_ram(off, buf) {
+                        return Ok(());
+                    }
                 }
             }
             let phys = self.translate(p, linear, kind)?;
-            if let PhysRegion::Ram(off) = p.memory().classify(phys, false) {
+            if let PhysRegion::Ram(off) = p.memory().classify(phys, write) {
                 if p.memory().read_ram(off, buf) {
-                    if kind == AccessKind::Read {
-                        self.ram_fill(linear, off, false);
+                    if kind != AccessKind::Execute {
+                        self.ram_fill(linear, off, write);
                     }
                     return Ok(());
                 }

@@ -51,7 +51,11 @@ pub(super) fn alu<const OP: u8>(
     };
     if d.o0 == MEM {
         let off = cpu.ea(d);
-        let a = cpu.read_mem(p, d.seg, off, size)?;
+        let a = if OP == CMP {
+            cpu.read_mem(p, d.seg, off, size)?
+        } else {
+            cpu.read_mem_rmw(p, d.seg, off, size)?
+        };
         let b = cpu.read_op(p, d, d.o1)?;
         let (r, op) = compute::<OP>(a, b, cf, m);
         if OP != CMP {
@@ -141,7 +145,7 @@ fn rmw(
     let m = mask(d.size);
     if d.o0 == MEM {
         let off = cpu.ea(d);
-        let a = cpu.read_mem(p, d.seg, off, d.size)?;
+        let a = cpu.read_mem_rmw(p, d.seg, off, d.size)?;
         let r = f(a) & m;
         cpu.write_mem(p, d.seg, off, d.size, r)?;
         Ok((a, r))
@@ -358,7 +362,12 @@ pub(super) fn cmpxchg(
     let size = d.size;
     let acc = cpu.get_reg(gpr::RAX as u8, size);
     let s = cpu.get_reg(d.o1, size);
-    let dst = cpu.read_op(p, d, d.o0)?;
+    let dst = if d.o0 == MEM {
+        let off = cpu.ea(d);
+        cpu.read_mem_rmw(p, d.seg, off, size)?
+    } else {
+        cpu.get_reg(d.o0, size)
+    };
     let equal = acc == dst;
     if d.o0 == MEM {
         cpu.write_op(p, d, d.o0, if equal { s } else { dst })?;
@@ -388,7 +397,11 @@ pub(super) fn cmpxchg8b(
         return Err(Fault::ud());
     }
     let off = cpu.ea(d);
-    let m = u64::from_le_bytes(cpu.read_seg::<8>(p, d.seg, off)?);
+    // Checked as a write before the read (locked read-modify-write).
+    let linear = cpu.seg_linear(d.seg, off, 8, crate::access::AccessKind::Write)?;
+    let mut mb = [0u8; 8];
+    cpu.read_linear(p, linear, &mut mb, crate::access::AccessKind::Write)?;
+    let m = u64::from_le_bytes(mb);
     let edx_eax = (u64::from(cpu.get_reg(gpr::RDX as u8, 4)) << 32)
         | u64::from(cpu.get_reg(gpr::RAX as u8, 4));
     let f = cpu.rflags();

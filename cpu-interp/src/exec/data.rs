@@ -129,8 +129,16 @@ pub(super) fn movsx(cpu: &mut Interpreter, p: &mut dyn Platform, d: &Decoded) ->
 
 /// XCHG: the memory side is written first so a fault leaves the register intact.
 pub(super) fn xchg(cpu: &mut Interpreter, p: &mut dyn Platform, d: &Decoded) -> Result<(), Fault> {
-    let a = cpu.read_op(p, d, d.o0)?;
-    let b = cpu.read_op(p, d, d.o1)?;
+    let rd = |cpu: &mut Interpreter, p: &mut dyn Platform, loc: u8| {
+        if loc == MEM {
+            let off = cpu.ea(d);
+            cpu.read_mem_rmw(p, d.seg, off, d.size)
+        } else {
+            Ok(cpu.get_reg(loc, d.size))
+        }
+    };
+    let a = rd(cpu, p, d.o0)?;
+    let b = rd(cpu, p, d.o1)?;
     if d.o0 == MEM {
         cpu.write_op(p, d, d.o0, b)?;
         cpu.set_reg(d.o1, d.size, a);

@@ -33,7 +33,7 @@ pub(super) fn shift(cpu: &mut Interpreter, p: &mut dyn Platform, d: &Decoded) ->
     let m = mask(size);
     let off = if d.o0 == MEM { cpu.ea(d) } else { 0 };
     let a = if d.o0 == MEM {
-        cpu.read_mem(p, d.seg, off, size)?
+        cpu.read_mem_rmw(p, d.seg, off, size)?
     } else {
         cpu.get_reg(d.o0, size)
     };
@@ -192,7 +192,7 @@ pub(super) fn shxd(cpu: &mut Interpreter, p: &mut dyn Platform, d: &Decoded) -> 
     } & 0x1F;
     let off = if d.o0 == MEM { cpu.ea(d) } else { 0 };
     let a = u64::from(if d.o0 == MEM {
-        cpu.read_mem(p, d.seg, off, size)?
+        cpu.read_mem_rmw(p, d.seg, off, size)?
     } else {
         cpu.get_reg(d.o0, size)
     });
@@ -266,10 +266,13 @@ pub(super) fn bit_test(
     } else {
         (0, raw % bits)
     };
-    let v = if d.o0 == MEM {
-        cpu.read_mem(p, d.seg, off, size)?
-    } else {
+    let writes = d.insn.mnemonic() != Mnemonic::Bt;
+    let v = if d.o0 != MEM {
         cpu.get_reg(d.o0, size)
+    } else if writes {
+        cpu.read_mem_rmw(p, d.seg, off, size)?
+    } else {
+        cpu.read_mem(p, d.seg, off, size)?
     };
     let cf = (v >> bit) & 1 != 0;
     let nv = match d.insn.mnemonic() {

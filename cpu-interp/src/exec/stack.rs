@@ -175,7 +175,9 @@ pub(super) fn enter(cpu: &mut Interpreter, p: &mut dyn Platform, d: &Decoded) ->
     let level = d.insn.immediate8_2nd() & 31;
     let mask = cpu.stack_mask();
     cpu.push(p, cpu.state.gpr[gpr::RBP], size)?;
-    let frame = cpu.state.gpr[gpr::RSP] & mask;
+    // FrameTemp takes the operand size: all of ESP for a 32-bit ENTER even on a 16-bit
+    // stack (as processors do), SP for a 16-bit one.
+    let frame = cpu.state.gpr[gpr::RSP] & if size == 4 { 0xFFFF_FFFF } else { 0xFFFF };
     if level > 0 {
         let mut bp = cpu.state.gpr[gpr::RBP];
         for _ in 1..level {

@@ -111,7 +111,14 @@ fn string_loop(
             if cpu.state.gpr[gpr::RCX] & am == 0 {
                 return Ok(());
             }
-            if *done >= CHUNK {
+            // Under TF a REP string instruction traps after every iteration (SDM Vol. 3A
+            // §17.3.1.4).
+            let chunk = if cpu.state.rflags & fl::TF != 0 {
+                1
+            } else {
+                CHUNK
+            };
+            if *done >= chunk {
                 // Let the run loop take interrupts; the instruction resumes where it stopped.
                 cpu.state.rip = cpu.cur_rip;
                 return Ok(());
@@ -210,7 +217,11 @@ impl Interpreter {
         step: u64,
         am: u64,
     ) -> Result<Option<u64>, Fault> {
-        if !self.debug.watchpoints.is_empty() || step > 4 {
+        if !self.debug.watchpoints.is_empty()
+            || step > 4
+            || self.state.rflags & fl::TF != 0
+            || self.state.dr[7] & 0xFF != 0
+        {
             // Only ascending copies take the fast path.
             return Ok(None);
         }
@@ -274,7 +285,11 @@ impl Interpreter {
         am: u64,
         v: u32,
     ) -> Result<Option<u64>, Fault> {
-        if !self.debug.watchpoints.is_empty() || step > 4 {
+        if !self.debug.watchpoints.is_empty()
+            || step > 4
+            || self.state.rflags & fl::TF != 0
+            || self.state.dr[7] & 0xFF != 0
+        {
             return Ok(None);
         }
         let count = self.state.gpr[gpr::RCX] & am;
