@@ -1216,8 +1216,6 @@ fn sequence(rng: &mut Rng) -> Case {
         regs: [0; 8],
         flags_before,
     };
-    // The 64-bit-mode address checks of soup_one looked at the initial registers only.
-    c.allow_64 = false;
     c
 }
 
