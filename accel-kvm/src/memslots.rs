@@ -161,6 +161,8 @@ pub struct MemoryMap {
     pam: [Option<Slot>; PAM_AREAS],
     generation: u64,
     readonly_supported: bool,
+    /// Ids of the slots that exist in KVM now.
+    live: Vec<u32>,
 }
 
 impl MemoryMap {
@@ -187,6 +189,7 @@ impl MemoryMap {
             pam: [None; PAM_AREAS],
             generation: mem.map_generation(),
             readonly_supported,
+            live: Vec::new(),
         };
         map.set_slot(
             vm,
@@ -268,8 +271,11 @@ impl MemoryMap {
                 if self.pam[i].is_some() {
                     // KVM cannot change a slot's address or flags in place: delete first.
                     self.set_slot(vm, SLOT_PAM_FIRST + i as u32, None)?;
+                    self.pam[i] = None;
                 }
-                self.set_slot(vm, SLOT_PAM_FIRST + i as u32, want)?;
+                if want.is_some() {
+                    self.set_slot(vm, SLOT_PAM_FIRST + i as u32, want)?;
+                }
                 self.pam[i] = want;
             }
         }
@@ -278,14 +284,13 @@ impl MemoryMap {
 
     /// Delete every slot (before the host memory behind them goes away).
     pub fn clear(&mut self, vm: &VmFd) {
-        let roms = self.rom_copies.len() as u32;
-        for id in (SLOT_LOW_RAM..SLOT_ROM_FIRST).chain(SLOT_ROM_FIRST..SLOT_ROM_FIRST + roms) {
+        for id in std::mem::take(&mut self.live) {
             let _ = self.set_slot(vm, id, None);
         }
         self.pam = [None; PAM_AREAS];
     }
 
-    fn set_slot(&self, vm: &VmFd, id: u32, slot: Option<Slot>) -> Result<()> {
+    fn set_slot(&mut self, vm: &VmFd, id: u32, slot: Option<Slot>) -> Result<()> {
         let region = match slot {
             Some(s) => kvm_userspace_memory_region {
                 slot: id,
@@ -309,7 +314,12 @@ impl MemoryMap {
         // its mapping (sizes come from the same layout and ROM lengths rounded up to the page
         // the copy was allocated with). Deleting a slot (size 0) touches no memory.
         unsafe { vm.set_user_memory_region(region) }
-            .map_err(|e| Error::ioctl("set a KVM memory slot", e))
+            .map_err(|e| Error::ioctl("set a KVM memory slot", e))?;
+        self.live.retain(|&l| l != id);
+        if slot.is_some() {
+            self.live.push(id);
+        }
+        Ok(())
     }
 }
 
