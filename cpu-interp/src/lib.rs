@@ -959,6 +959,35 @@ mod tests {
         assert_eq!(cpu.state().unwrap().rip, 16);
     }
 
+    /// A `Write` that appends to a shared buffer.
+    #[derive(Clone, Default)]
+    struct SharedBuf(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for SharedBuf {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if let Ok(mut v) = self.0.lock() {
+                v.extend_from_slice(buf);
+            }
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn trace_writes_one_line_per_instruction() {
+        let (mut cpu, mut b) = setup(&[0x40, 0x43, 0xF4]); // inc ax; inc bx; hlt
+        let out = SharedBuf::default();
+        cpu.set_trace(Some(Box::new(out.clone())));
+        assert_eq!(run(&mut cpu, &mut b), VmExit::Halted);
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert!(lines[0].starts_with("0100:00000000 40"), "{}", lines[0]);
+        assert!(lines[1].contains("inc bx"), "{}", lines[1]);
+        assert!(lines[2].contains("hlt"), "{}", lines[2]);
+    }
+
     #[test]
     fn rep_movsb_copies_and_counts_iterations() {
         // mov cx, 300; mov si, 0x200; mov di, 0x600; rep movsb; hlt
