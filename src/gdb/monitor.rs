@@ -330,7 +330,7 @@ mod tests {
 
     #[test]
     fn dump_marks_unreadable_bytes() {
-        let mem = pcvm_core::GuestMemory::pc(1 << 20).expect("memory");
+        let mem = pcvm_core::GuestMemory::pc(4 << 20).expect("memory");
         mem.write_phys(0x100, b"AB").expect("write");
         let d = hex_dump(&mem, 0x100, 2);
         assert!(d.starts_with("0000000000000100: 41 42"), "{d}");
