@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use common::*;
 use pcvm::machine::{DriveConfig, DriveMedia, Exit, Machine};
+use pcvm_firmware::cmos::BootDevice;
 
 /// Generous wall-clock limit per boot; a hang fails the test rather than CI.
-const BOOT_TIMEOUT: Duration = Duration::from_secs(240);
+const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[test]
 fn no_disk_reports_no_bootable_device_on_debugcon_serial_and_vga() {
@@ -103,4 +104,40 @@ fn boots_an_el_torito_no_emulation_cd() {
     assert!(serial.contains(MARK_COM1), "{serial}");
     let screen = m.vga_text().join("\n");
     assert!(screen.contains(MARK_INT10), "{screen}");
+}
+
+#[test]
+fn boot_order_d_prefers_the_cd_over_a_bootable_disk() {
+    let Some(bios) = seabios() else { return };
+    let dir = TempDir::new("order");
+    let iso = dir.path("boot.iso");
+    std::fs::write(&iso, iso_image()).unwrap();
+    // A bootable disk that would just halt: if it were chosen, the CD's power-off never comes.
+    let disk = dir.path("halt.img");
+    let mut img = vec![0u8; 1 << 20];
+    img[..3].copy_from_slice(&[0xFA, 0xF4, 0xEB]);
+    img[3] = 0xFD;
+    img[510] = 0x55;
+    img[511] = 0xAA;
+    std::fs::write(&disk, img).unwrap();
+    let (mut config, cap) = seabios_config(&bios, BOOT_TIMEOUT);
+    config.drives.push(DriveConfig {
+        path: disk,
+        media: DriveMedia::Disk,
+        index: Some(0),
+        origin: "-hda halt.img".into(),
+    });
+    config.drives.push(DriveConfig {
+        path: iso,
+        media: DriveMedia::Cdrom,
+        index: Some(2),
+        origin: "-cdrom boot.iso".into(),
+    });
+    config.boot.order = vec![BootDevice::Cdrom, BootDevice::HardDisk];
+    let mut m = Machine::new(config).expect("build machine");
+    let exit = m.run().expect("run");
+    let log = cap.debugcon.text();
+    assert_eq!(exit, Exit::PowerOff(0), "{log}");
+    assert!(log.contains("Booting from DVD/CD..."), "{log}");
+    assert!(!log.contains("Booting from Hard Disk..."), "{log}");
 }
