@@ -99,6 +99,9 @@ pub struct KvmBackend {
     xcr0_valid: bool,
     /// The host's MXCSR_MASK (from the XSAVE legacy area), reported in `CpuState`.
     mxcsr_mask: u32,
+    /// x87/SSE state moves with `KVM_GET/SET_XSAVE` (the 4 KiB `kvm_xsave` holds all of this
+    /// VM's state); otherwise with `KVM_GET/SET_FPU`.
+    use_xsave: bool,
     /// The MSRs of `CpuState` this KVM can save and restore.
     msr_indices: Vec<u32>,
     /// `KVM_CAP_GUEST_DEBUG_HW_BPS`.
@@ -181,18 +184,28 @@ impl KvmBackend {
         vcpu.set_cpuid2(&supported)
             .map_err(ioctl_err("set the guest CPUID"))?;
 
-        let host_msrs = kvm
-            .get_msr_index_list()
-            .map_err(ioctl_err("get the MSR index list"))?;
+        // Probe each MSR: KVM_GET_MSR_INDEX_LIST omits some it handles (the MTRRs).
         let msr_indices: Vec<u32> = state::msr_indices()
             .into_iter()
-            .filter(|i| host_msrs.as_slice().contains(i))
+            .filter(|&index| {
+                KvmMsrs::from_entries(&[kvm_msr_entry {
+                    index,
+                    ..Default::default()
+                }])
+                .ok()
+                .and_then(|mut m| vcpu.get_msrs(&mut m).ok())
+                    == Some(1)
+            })
             .collect();
         let mxcsr_mask = if kvm.check_extension(Cap::Xsave) {
             vcpu.get_xsave().map(|x| x.region[7]).unwrap_or(0xFFFF)
         } else {
             0xFFFF
         };
+        // KVM_SET_XSAVE copies the VM's XSAVE size from our buffer: only use the 4 KiB
+        // `kvm_xsave` when KVM_CAP_XSAVE2 says that is enough (it is unless AMX was enabled).
+        let xsave2 = vm.check_extension_int(Cap::Xsave2);
+        let use_xsave = kvm.check_extension(Cap::Xsave) && (0..=4096).contains(&xsave2);
         let hw_breakpoints = vm
             .check_extension_raw(libc::c_ulong::from(KVM_CAP_GUEST_DEBUG_HW_BPS))
             .max(0) as usize;
@@ -210,6 +223,7 @@ impl KvmBackend {
             halted: false,
             xcr0_valid: xsave && kvm.check_extension(Cap::Xcrs),
             mxcsr_mask,
+            use_xsave,
             msr_indices,
             hw_breakpoints,
             debug: DebugConfig::default(),
@@ -258,8 +272,16 @@ impl KvmBackend {
             .get_sregs()
             .map_err(ioctl_err("get system registers"))?;
         state::sregs_from_kvm(&mut s, &sregs);
-        let fpu = self.vcpu.get_fpu().map_err(ioctl_err("get FPU state"))?;
-        state::fpu_from_kvm(&mut s.fpu, &fpu);
+        if self.use_xsave {
+            let xsave = self
+                .vcpu
+                .get_xsave()
+                .map_err(ioctl_err("get XSAVE state"))?;
+            state::fxsave_from_xsave_region(&mut s.fpu, &xsave.region);
+        } else {
+            let fpu = self.vcpu.get_fpu().map_err(ioctl_err("get FPU state"))?;
+            state::fpu_from_kvm(&mut s.fpu, &fpu);
+        }
         s.fpu.mxcsr_mask = self.mxcsr_mask;
         if self.xcr0_valid {
             let xcrs = self.vcpu.get_xcrs().map_err(ioctl_err("get XCRs"))?;
@@ -319,9 +341,20 @@ impl KvmBackend {
         self.vcpu
             .set_regs(&state::regs_to_kvm(s))
             .map_err(ioctl_err("set registers"))?;
-        self.vcpu
-            .set_fpu(&state::fpu_to_kvm(&s.fpu))
-            .map_err(ioctl_err("set FPU state"))?;
+        if self.use_xsave {
+            let mut xsave = self
+                .vcpu
+                .get_xsave()
+                .map_err(ioctl_err("get XSAVE state"))?;
+            state::fxsave_to_xsave_region(&s.fpu, &mut xsave.region);
+            // SAFETY: `use_xsave` is only set when KVM_CAP_XSAVE2 reports an XSAVE size of at
+            // most 4096 bytes, the size of `kvm_xsave`, so KVM reads only within `xsave`.
+            unsafe { self.vcpu.set_xsave(&xsave) }.map_err(ioctl_err("set XSAVE state"))?;
+        } else {
+            self.vcpu
+                .set_fpu(&state::fpu_to_kvm(&s.fpu))
+                .map_err(ioctl_err("set FPU state"))?;
+        }
         if self.xcr0_valid {
             let mut xcrs = kvm_xcrs {
                 nr_xcrs: 1,

@@ -404,3 +404,116 @@ mod tests {
         assert_eq!(msr_get(&m, 0x3A), None);
     }
 }
+
+/// Write `f` into the legacy (FXSAVE) part of a `kvm_xsave` region and mark x87 and SSE state
+/// present in XSTATE_BV (SDM Vol. 1 §13.4), so KVM loads it rather than the init state.
+pub fn fxsave_to_xsave_region(f: &FxsaveArea, region: &mut [u32; 1024]) {
+    let mut bytes = [0u8; 520];
+    for (i, w) in region.iter().take(130).enumerate() {
+        bytes[4 * i..4 * i + 4].copy_from_slice(&w.to_le_bytes());
+    }
+    bytes[0..2].copy_from_slice(&f.fcw.to_le_bytes());
+    bytes[2..4].copy_from_slice(&f.fsw.to_le_bytes());
+    bytes[4] = f.ftw;
+    bytes[5] = 0;
+    bytes[6..8].copy_from_slice(&f.fop.to_le_bytes());
+    bytes[8..16].copy_from_slice(&f.fip.to_le_bytes());
+    bytes[16..24].copy_from_slice(&f.fdp.to_le_bytes());
+    bytes[24..28].copy_from_slice(&f.mxcsr.to_le_bytes());
+    for (i, st) in f.st.iter().enumerate() {
+        bytes[32 + 16 * i..48 + 16 * i].copy_from_slice(st);
+    }
+    for (i, x) in f.xmm.iter().enumerate() {
+        bytes[160 + 16 * i..176 + 16 * i].copy_from_slice(x);
+    }
+    // XSTATE_BV at byte 512: x87 (bit 0) and SSE (bit 1) come from the legacy area.
+    bytes[512] |= 0b11;
+    for (i, w) in region.iter_mut().take(130).enumerate() {
+        *w = u32::from_le_bytes([
+            bytes[4 * i],
+            bytes[4 * i + 1],
+            bytes[4 * i + 2],
+            bytes[4 * i + 3],
+        ]);
+    }
+}
+
+/// Read the legacy (FXSAVE) part of a `kvm_xsave` region into `f`. Components whose
+/// XSTATE_BV bit is clear are in their init state (SDM Vol. 1 §13.6), whatever the bytes say.
+pub fn fxsave_from_xsave_region(f: &mut FxsaveArea, region: &[u32; 1024]) {
+    let mut bytes = [0u8; 520];
+    for (i, w) in region.iter().take(130).enumerate() {
+        bytes[4 * i..4 * i + 4].copy_from_slice(&w.to_le_bytes());
+    }
+    let u16_at = |o: usize| u16::from_le_bytes([bytes[o], bytes[o + 1]]);
+    let u32_at =
+        |o: usize| u32::from_le_bytes([bytes[o], bytes[o + 1], bytes[o + 2], bytes[o + 3]]);
+    let u64_at = |o: usize| u64::from(u32_at(o)) | (u64::from(u32_at(o + 4)) << 32);
+    let xstate_bv = bytes[512];
+    let init = FxsaveArea::default();
+    if xstate_bv & 1 != 0 {
+        f.fcw = u16_at(0);
+        f.fsw = u16_at(2);
+        f.ftw = bytes[4];
+        f.fop = u16_at(6);
+        f.fip = u64_at(8);
+        f.fdp = u64_at(16);
+        for (i, st) in f.st.iter_mut().enumerate() {
+            st.copy_from_slice(&bytes[32 + 16 * i..48 + 16 * i]);
+        }
+    } else {
+        f.fcw = init.fcw;
+        f.fsw = init.fsw;
+        f.ftw = init.ftw;
+        f.fop = init.fop;
+        f.fip = init.fip;
+        f.fdp = init.fdp;
+        f.st = init.st;
+    }
+    // MXCSR is saved whenever SSE or AVX state is (XSAVE saves it with either component).
+    f.mxcsr = u32_at(24);
+    f.mxcsr_mask = u32_at(28);
+    if xstate_bv & 2 != 0 {
+        for (i, x) in f.xmm.iter_mut().enumerate() {
+            x.copy_from_slice(&bytes[160 + 16 * i..176 + 16 * i]);
+        }
+    } else {
+        f.xmm = init.xmm;
+    }
+}
+
+#[cfg(test)]
+mod xsave_tests {
+    use super::*;
+
+    #[test]
+    fn fxsave_layout_round_trips_through_an_xsave_region() {
+        let mut f = FxsaveArea {
+            fcw: 0x027F,
+            fsw: 0x3800,
+            ftw: 0x81,
+            fop: 0x1DB,
+            fip: 0x1234_5678_9ABC,
+            fdp: 0x500,
+            mxcsr: 0x9F80,
+            mxcsr_mask: 0xFFFF,
+            ..Default::default()
+        };
+        f.st[3] = [7; 16];
+        f.xmm[15] = [9; 16];
+        let mut region = [0u32; 1024];
+        region[7] = 0xFFFF; // MXCSR_MASK as the CPU writes it
+        fxsave_to_xsave_region(&f, &mut region);
+        assert_eq!(region[128] & 3, 3, "XSTATE_BV x87|SSE");
+        let mut back = FxsaveArea::default();
+        fxsave_from_xsave_region(&mut back, &region);
+        assert_eq!(back, f);
+        region[128] = 0;
+        fxsave_from_xsave_region(&mut back, &region);
+        assert_eq!(
+            back.fcw, 0x037F,
+            "init x87 state when XSTATE_BV.x87 is clear"
+        );
+        assert_eq!(back.xmm[15], [0; 16]);
+    }
+}
