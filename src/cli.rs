@@ -442,7 +442,9 @@ fn split_opts(s: &str) -> Vec<String> {
         if c == ',' {
             if chars.peek() == Some(&',') {
                 chars.next();
-                parts.last_mut().map(|p| p.push(','));
+                if let Some(p) = parts.last_mut() {
+                    p.push(',');
+                }
             } else {
                 parts.push(String::new());
             }

@@ -345,6 +345,18 @@ pub fn iso_image() -> Vec<u8> {
     iso
 }
 
+/// A 64 KiB ROM whose reset vector jumps to `code`, assembled at F000:0000 in 16-bit mode.
+pub fn tiny_bios(code: impl FnOnce(&mut CodeAssembler) -> Result<(), IcedError>) -> Vec<u8> {
+    let mut a = CodeAssembler::new(16).expect("assembler");
+    code(&mut a).expect("assemble tiny BIOS");
+    let bytes = a.assemble(0).expect("assemble tiny BIOS");
+    let mut rom = vec![0xF4u8; 64 << 10];
+    rom[..bytes.len()].copy_from_slice(&bytes);
+    let rv = rom.len() - 16;
+    rom[rv..rv + 5].copy_from_slice(&[0xEA, 0x00, 0x00, 0x00, 0xF0]); // JMP FAR F000:0000
+    rom
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -359,16 +371,4 @@ mod tests {
             .fold(0u16, u16::wrapping_add);
         assert_eq!(sum, 0);
     }
-}
-
-/// A 64 KiB ROM whose reset vector jumps to `code`, assembled at F000:0000 in 16-bit mode.
-pub fn tiny_bios(code: impl FnOnce(&mut CodeAssembler) -> Result<(), IcedError>) -> Vec<u8> {
-    let mut a = CodeAssembler::new(16).expect("assembler");
-    code(&mut a).expect("assemble tiny BIOS");
-    let bytes = a.assemble(0).expect("assemble tiny BIOS");
-    let mut rom = vec![0xF4u8; 64 << 10];
-    rom[..bytes.len()].copy_from_slice(&bytes);
-    let rv = rom.len() - 16;
-    rom[rv..rv + 5].copy_from_slice(&[0xEA, 0x00, 0x00, 0x00, 0xF0]); // JMP FAR F000:0000
-    rom
 }
