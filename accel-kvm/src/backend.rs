@@ -19,7 +19,7 @@ use kvm_bindings::{
     KVM_SYSTEM_EVENT_SHUTDOWN,
 };
 use kvm_ioctls::{Cap, Kvm, VcpuExit, VcpuFd, VmFd};
-use pcvm_core::cpu_state::flags;
+use pcvm_core::cpu_state::{cr, flags};
 use pcvm_core::{
     CpuBackend, CpuState, DebugConfig, GuestMemory, IrqLine, Kicker, PhysRegion, Platform,
     RunLimit, StopReason, SystemRequest, VmExit, WatchKind,
@@ -338,6 +338,21 @@ impl KvmBackend {
         self.vcpu
             .set_sregs(&state::sregs_to_kvm(s))
             .map_err(ioctl_err("set system registers"))?;
+        if s.cr0 & cr::CR0_PG != 0 {
+            // kvm-pvm (software KVM) silently drops CR0.PG outside long mode; say so rather
+            // than run the guest without paging.
+            let back = self
+                .vcpu
+                .get_sregs()
+                .map_err(ioctl_err("get system registers"))?;
+            if back.cr0 & cr::CR0_PG == 0 {
+                return Err(Error::VcpuFailed(
+                    "KVM refused CR0.PG (paging outside long mode is not supported by this \
+                     KVM, e.g. kvm-pvm's software emulation)"
+                        .into(),
+                ));
+            }
+        }
         self.vcpu
             .set_regs(&state::regs_to_kvm(s))
             .map_err(ioctl_err("set registers"))?;
@@ -691,50 +706,68 @@ impl KvmBackend {
             // --- Run the guest. ---
             let started = count_mode.map(|_| Instant::now());
             entered = true;
-            let exit = self.vcpu.run();
+            let exit = match self.vcpu.run() {
+                Ok(VcpuExit::IoIn(..)) | Ok(VcpuExit::IoOut(..)) => Exit::Io,
+                Ok(VcpuExit::MmioRead(addr, data)) => {
+                    mmio_read(p, addr, data);
+                    Exit::IoDone
+                }
+                Ok(VcpuExit::MmioWrite(addr, data)) => {
+                    mmio_write(p, addr, data);
+                    Exit::IoDone
+                }
+                Ok(VcpuExit::Hlt) => Exit::Hlt,
+                Ok(VcpuExit::IrqWindowOpen) | Ok(VcpuExit::Intr) => Exit::Nothing,
+                Ok(VcpuExit::Debug(arch)) => Exit::Debug(arch),
+                Ok(VcpuExit::Shutdown) => Exit::Stop(VmExit::Shutdown),
+                Ok(VcpuExit::SystemEvent(kind, _)) => Exit::Stop(match kind {
+                    KVM_SYSTEM_EVENT_RESET => VmExit::Reset,
+                    KVM_SYSTEM_EVENT_SHUTDOWN => VmExit::PowerOff,
+                    KVM_SYSTEM_EVENT_CRASH => VmExit::Shutdown,
+                    _ => VmExit::Shutdown,
+                }),
+                Ok(VcpuExit::FailEntry(reason, cpu)) => Exit::Fail(format!(
+                    "VM entry failed: hardware reason {reason:#x} on cpu {cpu}"
+                )),
+                Ok(VcpuExit::InternalError) => Exit::Internal,
+                Ok(other) => Exit::Fail(format!("unexpected exit {other:?}")),
+                Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+                    Exit::Interrupted
+                }
+                Err(e) => return Err(Error::ioctl("run the vCPU (KVM_RUN)", e)),
+            };
             if let (Some(ns), Some(t)) = (count_mode, started) {
                 p.clock()
                     .add_instructions(t.elapsed().as_nanos() as u64 / ns);
             }
             match exit {
-                Ok(VcpuExit::IoIn(..)) | Ok(VcpuExit::IoOut(..)) => self.on_io_exit(p),
-                Ok(VcpuExit::MmioRead(addr, data)) => mmio_read(p, addr, data),
-                Ok(VcpuExit::MmioWrite(addr, data)) => mmio_write(p, addr, data),
-                Ok(VcpuExit::Hlt) => {
+                Exit::Io | Exit::IoDone => {
+                    if matches!(exit, Exit::Io) {
+                        self.on_io_exit(p);
+                    }
+                    let stepping = self.debug_mode == DebugMode::Step
+                        || self.debug.single_step
+                        || stepping_over;
+                    if stepping {
+                        if let Some(stop) = self.finish_io_step(p, &mut stepping_over)? {
+                            return Ok(stop);
+                        }
+                    }
+                }
+                Exit::Hlt => {
                     if userspace {
                         self.halted = true;
                     }
                 }
-                Ok(VcpuExit::IrqWindowOpen) | Ok(VcpuExit::Intr) => {}
-                Ok(VcpuExit::Debug(arch)) => {
-                    if stepping_over {
-                        // Stepped over the breakpoint we stopped at: re-arm and go on.
-                        stepping_over = false;
-                        self.apply_debug(false)?;
-                        if self.debug.single_step {
-                            return Ok(VmExit::Debug(StopReason::Step));
-                        }
-                        continue;
-                    }
-                    if let Some(stop) = self.on_debug_exit(p, arch) {
+                Exit::Nothing => {}
+                Exit::Debug(arch) => {
+                    if let Some(stop) = self.after_step(p, arch, &mut stepping_over)? {
                         return Ok(stop);
                     }
                 }
-                Ok(VcpuExit::Shutdown) => return Ok(VmExit::Shutdown),
-                Ok(VcpuExit::SystemEvent(kind, _)) => {
-                    return Ok(match kind {
-                        KVM_SYSTEM_EVENT_RESET => VmExit::Reset,
-                        KVM_SYSTEM_EVENT_SHUTDOWN => VmExit::PowerOff,
-                        KVM_SYSTEM_EVENT_CRASH => VmExit::Shutdown,
-                        _ => VmExit::Shutdown,
-                    })
-                }
-                Ok(VcpuExit::FailEntry(reason, cpu)) => {
-                    return Err(Error::VcpuFailed(format!(
-                        "VM entry failed: hardware reason {reason:#x} on cpu {cpu}"
-                    )))
-                }
-                Ok(VcpuExit::InternalError) => {
+                Exit::Stop(e) => return Ok(e),
+                Exit::Fail(why) => return Err(Error::VcpuFailed(why)),
+                Exit::Internal => {
                     let run = self.vcpu.get_kvm_run();
                     // SAFETY: exit_reason is KVM_EXIT_INTERNAL_ERROR, so `internal` is the
                     // active member of the exit union.
@@ -746,16 +779,88 @@ impl KvmBackend {
                         &internal.data[..n]
                     )));
                 }
-                Ok(other) => {
-                    return Err(Error::VcpuFailed(format!("unexpected exit {other:?}")));
-                }
-                Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
-                    self.vcpu.set_kvm_immediate_exit(0);
-                }
-                Err(e) => return Err(Error::ioctl("run the vCPU (KVM_RUN)", e)),
+                Exit::Interrupted => self.vcpu.set_kvm_immediate_exit(0),
             }
         }
     }
+
+    /// A debug exit (or a completed I/O instruction while stepping): step over a hardware
+    /// breakpoint, or decide whether the step stops the run.
+    fn after_step(
+        &mut self,
+        p: &dyn Platform,
+        arch: kvm_bindings::kvm_debug_exit_arch,
+        stepping_over: &mut bool,
+    ) -> Result<Option<VmExit>> {
+        if *stepping_over {
+            // Stepped over the breakpoint we stopped at: re-arm and go on.
+            *stepping_over = false;
+            self.apply_debug(false)?;
+            return Ok(self
+                .debug
+                .single_step
+                .then_some(VmExit::Debug(StopReason::Step)));
+        }
+        Ok(self.on_debug_exit(p, arch))
+    }
+
+    /// While stepping, an instruction that exited for I/O must count as one step. KVM
+    /// completes it on the next `KVM_RUN`; with `immediate_exit` set that entry only finishes
+    /// the instruction. Hardware KVM then reports the single-step trap itself; kvm-pvm does
+    /// not (measured), so a plain `EINTR` is treated as the step having completed.
+    fn finish_io_step(
+        &mut self,
+        p: &dyn Platform,
+        stepping_over: &mut bool,
+    ) -> Result<Option<VmExit>> {
+        self.vcpu.set_kvm_immediate_exit(1);
+        let arch = match self.vcpu.run() {
+            Ok(VcpuExit::Debug(arch)) => Some(arch),
+            Ok(_) => None,
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => None,
+            Err(e) => return Err(Error::ioctl("complete an I/O instruction", e)),
+        };
+        self.vcpu.set_kvm_immediate_exit(0);
+        let arch = match arch {
+            Some(a) => a,
+            None => {
+                let regs = self.vcpu.get_regs().map_err(ioctl_err("get registers"))?;
+                let sregs = self
+                    .vcpu
+                    .get_sregs()
+                    .map_err(ioctl_err("get system registers"))?;
+                let long = sregs.efer & cr::EFER_LMA != 0 && sregs.cs.l != 0;
+                let pc = if long {
+                    regs.rip
+                } else {
+                    (sregs.cs.base + regs.rip) & 0xFFFF_FFFF
+                };
+                kvm_bindings::kvm_debug_exit_arch {
+                    exception: 1,
+                    pc,
+                    dr6: 1 << 14,
+                    ..Default::default()
+                }
+            }
+        };
+        self.after_step(p, arch, stepping_over)
+    }
+}
+
+/// What a `KVM_RUN` ended with, detached from the kvm_run borrow.
+#[derive(Debug)]
+enum Exit {
+    /// Port I/O to perform from kvm_run's data area.
+    Io,
+    /// MMIO already performed.
+    IoDone,
+    Hlt,
+    Nothing,
+    Debug(kvm_bindings::kvm_debug_exit_arch),
+    Stop(VmExit),
+    Fail(String),
+    Internal,
+    Interrupted,
 }
 
 /// A load the memory slots did not satisfy: ROM (or a ROM alias) without a slot, write-only
