@@ -42,6 +42,7 @@ pub mod i8042;
 pub mod i8254;
 pub mod i8259;
 pub mod ide;
+pub mod lapic;
 pub mod mc146818;
 pub mod pci;
 pub mod port92;
