@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use pcvm::gdb::{BoardMachine, GdbServer, ListenSpec, RunEnd};
+use pcvm::gdb::{BoardMachine, GdbServer, ListenSpec, RegLayout, RunEnd};
 use pcvm_core::{
     Board, ClockMode, CpuBackend, CpuState, DescriptorTable, GuestMemory, SegReg, Segment,
     VirtualClock,
@@ -99,16 +99,29 @@ impl Vm {
         state: CpuState,
         start_paused: bool,
     ) -> Vm {
+        let spec = ListenSpec::Tcp {
+            host: "127.0.0.1".into(),
+            port: 0,
+        };
+        Self::start_with(setup, state, start_paused, &spec, None)
+    }
+
+    /// [`Vm::start`] listening at `spec` (port 0 picks a free port) with an optional forced
+    /// register layout.
+    pub fn start_with(
+        setup: impl FnOnce(&mut GuestMemory) + Send + 'static,
+        state: CpuState,
+        start_paused: bool,
+        spec: &ListenSpec,
+        layout: Option<RegLayout>,
+    ) -> Vm {
         let mut mem = GuestMemory::pc(4 << 20).expect("memory");
         setup(&mut mem);
         let memory = Arc::new(mem);
         let stop = Arc::new(AtomicBool::new(false));
-        let mut server = GdbServer::bind(&ListenSpec::Tcp {
-            host: "127.0.0.1".into(),
-            port: 0,
-        })
-        .expect("bind");
-        let port = server.tcp_port().expect("port");
+        let mut server = GdbServer::bind(spec).expect("bind");
+        server.set_layout(layout);
+        let port = server.tcp_port().unwrap_or(0);
         let (mem2, stop2) = (memory.clone(), stop.clone());
         let handle = std::thread::spawn(move || {
             let clock = VirtualClock::new(ClockMode::InstructionCount {
