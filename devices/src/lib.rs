@@ -39,6 +39,7 @@ pub mod debugcon;
 pub mod error;
 pub mod fw_cfg;
 pub mod gsi;
+pub mod hpet;
 pub mod i8042;
 pub mod i8254;
 pub mod i8259;
