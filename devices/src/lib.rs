@@ -34,6 +34,7 @@
 //! Interrupt lines are [`PicIrqLine`]s. Lock order: device → PIC, never the reverse.
 #![forbid(unsafe_code)]
 
+pub mod acpi_pm;
 pub mod debug_exit;
 pub mod debugcon;
 pub mod error;
