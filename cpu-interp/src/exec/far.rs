@@ -744,8 +744,12 @@ impl Interpreter {
     /// The segment and offset of an instruction's memory operand.
     pub(crate) fn memory_operand(&self, insn: &Instruction) -> (SegReg, u64) {
         let seg = super::seg_of(insn.memory_segment()).unwrap_or(SegReg::Ds);
+        // The memory operand is not always operand 0 (LAR/LSL r, m16 have it second).
+        let operand = (0..insn.op_count())
+            .find(|&i| insn.op_kind(i) == iced_x86::OpKind::Memory)
+            .unwrap_or(0);
         let off = insn
-            .virtual_address(0, 0, |reg, _, _| {
+            .virtual_address(operand, 0, |reg, _, _| {
                 if reg.is_segment_register() {
                     return Some(0);
                 }

@@ -192,7 +192,14 @@ impl Interpreter {
                 let src = self.get_reg(reg_loc(insn.op1_register())?, 2) as u16;
                 let f = self.rflags();
                 if dest & 3 < src & 3 {
-                    self.write_rm(p, insn, u32::from((dest & !3) | (src & 3)), 2)?;
+                    let v = u32::from((dest & !3) | (src & 3));
+                    if insn.op0_kind() == OpKind::Register {
+                        // Only the low 16 bits of a register destination change, whatever
+                        // the operand size (SDM Vol. 2A ARPL: "DEST[RPL] := SRC[RPL]").
+                        self.set_reg(reg_loc(insn.op0_register())?, 2, v);
+                    } else {
+                        self.write_rm(p, insn, v, 2)?;
+                    }
                     self.set_rflags(f | flags::ZF);
                 } else {
                     self.set_rflags(f & !flags::ZF);
