@@ -6,9 +6,12 @@
 //! - [`e820`]: the BIOS memory map derived from the RAM layout.
 //! - [`fw_cfg_content`]: the items QEMU's fw_cfg device carries for SeaBIOS (e820, CPU count,
 //!   boot order, sercon port, VGA ROM, ...), independent of the device that serves them.
+//! - [`acpi`]: ACPI tables (RSDP, RSDT/XSDT, FADT, MADT, HPET, DSDT) for fw_cfg's table-loader
+//!   or direct placement.
 //! - [`cmos`]: the CMOS NVRAM bytes a PC BIOS reads (memory sizes, boot order, equipment).
 #![forbid(unsafe_code)]
 
+pub mod acpi;
 pub mod cmos;
 pub mod e820;
 pub mod error;
