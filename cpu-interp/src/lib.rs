@@ -85,6 +85,8 @@ pub struct Interpreter {
     /// REP string iterations beyond the first in the current block, counted as retired
     /// instructions.
     pub(crate) rep_extra: u64,
+    /// Most REP iterations one visit may run: the remaining instruction budget.
+    pub(crate) rep_limit: u64,
     /// DR0–DR3 data/I/O breakpoint matches of the current instruction (DR6 B0–B3 bits).
     pub(crate) dr_hits: u64,
     /// Codes already reported as #UD (logged once each).
@@ -147,6 +149,7 @@ impl Interpreter {
             io_done: false,
             ud_logged: HashSet::new(),
             rep_extra: 0,
+            rep_limit: u64::MAX,
             dr_hits: 0,
             tsc_anchor: None,
             trace: None,
@@ -556,6 +559,7 @@ impl Interpreter {
                 Source::Fresh(v) => (v, None),
             };
             // --- Execute. ---
+            self.rep_limit = budget.max(1);
             let single = self.needs_single();
             let mut fault = None;
             let mut executed = 0u64;
@@ -608,6 +612,10 @@ impl Interpreter {
             } else {
                 let n = (insns.len() as u64).min(budget) as usize;
                 for d in &insns[..n] {
+                    if d.flags & END != 0 {
+                        // Only the last instruction of a block can be a REP string op.
+                        self.rep_limit = (budget - executed).max(1);
+                    }
                     match self.exec_one(p, d, ip_mask) {
                         Ok(()) => executed += 1,
                         Err(f) => {
@@ -920,6 +928,27 @@ mod tests {
         );
         assert_eq!(cpu.instructions_retired(), 7);
         assert_eq!(cpu.state().unwrap().gpr[gpr::RAX] & 0xFFFF, 4);
+    }
+
+    #[test]
+    fn rep_iterations_respect_the_budget() {
+        // mov cx, 1000; mov di, 0x400; rep stosb; hlt
+        let code = [0xB9, 0xE8, 0x03, 0xBF, 0x00, 0x04, 0xF3, 0xAA, 0xF4];
+        let (mut cpu, mut b) = setup(&code);
+        assert_eq!(
+            cpu.run(&mut b, RunLimit::Instructions(102)).unwrap(),
+            VmExit::BudgetExhausted
+        );
+        assert_eq!(cpu.instructions_retired(), 102);
+        let s = cpu.state().unwrap();
+        assert_eq!(s.gpr[gpr::RCX] & 0xFFFF, 900, "100 iterations done");
+        assert_eq!(s.rip, 6, "RIP stays at the REP instruction");
+        assert_eq!(run(&mut cpu, &mut b), VmExit::Halted);
+        let s = cpu.state().unwrap();
+        assert_eq!(
+            (s.gpr[gpr::RCX] & 0xFFFF, s.rip, cpu.instructions_retired()),
+            (0, 9, 2 + 1000 + 1)
+        );
     }
 
     #[test]

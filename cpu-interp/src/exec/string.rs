@@ -106,18 +106,18 @@ fn string_loop(
         let v = cpu.state.gpr[r];
         cpu.state.gpr[r] = (v & !am) | (v.wrapping_add(step) & am);
     };
+    // Under TF a REP string instruction traps after every iteration (SDM Vol. 3A
+    // §17.3.1.4); otherwise a visit runs at most CHUNK iterations and the remaining budget.
+    let chunk = if cpu.state.rflags & fl::TF != 0 {
+        1
+    } else {
+        CHUNK.min(cpu.rep_limit)
+    };
     loop {
         if rep {
             if cpu.state.gpr[gpr::RCX] & am == 0 {
                 return Ok(());
             }
-            // Under TF a REP string instruction traps after every iteration (SDM Vol. 3A
-            // §17.3.1.4).
-            let chunk = if cpu.state.rflags & fl::TF != 0 {
-                1
-            } else {
-                CHUNK
-            };
             if *done >= chunk {
                 // Let the run loop take interrupts; the instruction resumes where it stopped.
                 cpu.state.rip = cpu.cur_rip;
@@ -129,7 +129,7 @@ fn string_loop(
         match kind {
             Kind::Movs => {
                 if rep {
-                    if let Some(n) = cpu.movs_fast(p, d, size, step, am)? {
+                    if let Some(n) = cpu.movs_fast(p, d, size, step, am, chunk - *done)? {
                         *done += n;
                         continue;
                     }
@@ -142,7 +142,7 @@ fn string_loop(
             Kind::Stos => {
                 let v = cpu.get_reg(0, size);
                 if rep {
-                    if let Some(n) = cpu.stos_fast(p, size, step, am, v)? {
+                    if let Some(n) = cpu.stos_fast(p, size, step, am, v, chunk - *done)? {
                         *done += n;
                         continue;
                     }
@@ -216,6 +216,7 @@ impl Interpreter {
         size: u8,
         step: u64,
         am: u64,
+        limit: u64,
     ) -> Result<Option<u64>, Fault> {
         if !self.debug.watchpoints.is_empty()
             || step > 4
@@ -240,7 +241,8 @@ impl Interpreter {
         let n = count
             .min(room(si, src_lin))
             .min(room(di, dst_lin))
-            .min(1024);
+            .min(1024)
+            .min(limit);
         if n < 2 {
             return Ok(None);
         }
@@ -284,6 +286,7 @@ impl Interpreter {
         step: u64,
         am: u64,
         v: u32,
+        limit: u64,
     ) -> Result<Option<u64>, Fault> {
         if !self.debug.watchpoints.is_empty()
             || step > 4
@@ -299,7 +302,8 @@ impl Interpreter {
         let n = count
             .min((4096 - (dst_lin & 0xFFF)) / sz)
             .min((am - di) / sz + 1)
-            .min(1024);
+            .min(1024)
+            .min(limit);
         if n < 2 {
             return Ok(None);
         }
