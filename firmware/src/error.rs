@@ -36,6 +36,12 @@ pub enum Error {
     /// An option ROM is larger than the 128 KiB expansion area.
     #[error("option ROM {path} is too large: {size} bytes, at most {max} bytes")]
     OptionRomTooLarge { path: PathBuf, size: u64, max: u64 },
+    /// A kernel image (bzImage, ELF, multiboot) is malformed, truncated or unsupported.
+    #[error("failed to load kernel image: {0}")]
+    KernelImage(String),
+    /// The kernel, initrd, command line or boot structures do not fit in guest RAM.
+    #[error("failed to place {what}: {reason}")]
+    KernelPlacement { what: &'static str, reason: String },
     /// Mapping the image into guest memory failed.
     #[error("failed to map {what}: {source}")]
     Map {

@@ -8,6 +8,7 @@
 //!   boot order, sercon port, VGA ROM, ...), independent of the device that serves them.
 //! - [`acpi`]: ACPI tables (RSDP, RSDT/XSDT, FADT, MADT, HPET, DSDT) for fw_cfg's table-loader
 //!   or direct placement.
+//! - [`linux`]: direct boot of a bzImage (64-bit entry) or a PVH ELF kernel.
 //! - [`cmos`]: the CMOS NVRAM bytes a PC BIOS reads (memory sizes, boot order, equipment).
 #![forbid(unsafe_code)]
 
@@ -16,6 +17,7 @@ pub mod cmos;
 pub mod e820;
 pub mod error;
 pub mod fw_cfg_content;
+pub mod linux;
 pub mod option_rom;
 pub mod seabios;
 
