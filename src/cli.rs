@@ -144,13 +144,13 @@ pub struct Cli {
     #[arg(long, value_name = "CMDLINE")]
     pub append: Option<String>,
 
-    /// Wait for a gdb connection on tcp::1234 (not supported yet).
+    /// Listen for gdb on tcp::1234 (localhost); the guest runs until gdb attaches.
     #[arg(short = 's')]
     pub gdb_default: bool,
-    /// Do not start the CPU until gdb says so (not supported yet).
+    /// Do not start the CPU until gdb attaches (stopped at the reset vector).
     #[arg(short = 'S')]
     pub freeze: bool,
-    /// Wait for a gdb connection on DEV (not supported yet).
+    /// Listen for gdb on DEV: tcp::PORT, tcp:HOST:PORT or unix:PATH.
     #[arg(long, value_name = "DEV")]
     pub gdb: Option<String>,
 }
@@ -283,8 +283,16 @@ impl Cli {
         if self.kernel.is_some() || self.initrd.is_some() || self.append.is_some() {
             bail!("-kernel/-initrd/-append (direct Linux boot) are not supported yet");
         }
-        if self.gdb_default || self.freeze || self.gdb.is_some() {
-            bail!("-s/-S/-gdb (the gdb stub) are not supported yet");
+        let gdb = match (&self.gdb, self.gdb_default) {
+            (Some(spec), _) => Some(crate::gdb::ListenSpec::parse(spec)?),
+            (None, true) => Some(crate::gdb::ListenSpec::Tcp {
+                host: "127.0.0.1".into(),
+                port: 1234,
+            }),
+            (None, false) => None,
+        };
+        if self.freeze && gdb.is_none() {
+            bail!("-S without -s or -gdb is not supported yet: only gdb can start the CPU");
         }
         match self.smp.trim() {
             "1" | "cpus=1" => {}
@@ -416,6 +424,8 @@ impl Cli {
             trace: self.trace,
             timeout,
             icount_ns: self.icount,
+            gdb,
+            gdb_wait: self.freeze,
         })
     }
 }
@@ -820,11 +830,29 @@ mod tests {
     }
 
     #[test]
+    fn gdb_options() {
+        use crate::gdb::ListenSpec;
+        let c = parse(&["-s", "-S"]).unwrap();
+        let local = |port| ListenSpec::Tcp {
+            host: "127.0.0.1".into(),
+            port,
+        };
+        assert_eq!(c.gdb, Some(local(1234)));
+        assert!(c.gdb_wait);
+        let c = parse(&["-gdb", "tcp::4321"]).unwrap();
+        assert_eq!((c.gdb, c.gdb_wait), (Some(local(4321)), false));
+        let c = parse(&["-gdb", "unix:/tmp/g.sock"]).unwrap();
+        assert_eq!(c.gdb, Some(ListenSpec::Unix("/tmp/g.sock".into())));
+        assert!(parse(&["-gdb", "tcp::nope"]).is_err());
+        assert_eq!(parse(&[]).unwrap().gdb, None);
+    }
+
+    #[test]
     fn not_yet_supported_options_fail_clearly() {
         let e = parse(&["-kernel", "bzImage"]).unwrap_err().to_string();
         assert!(e.contains("not supported yet"), "{e}");
-        let e = parse(&["-s"]).unwrap_err().to_string();
-        assert!(e.contains("not supported yet"), "{e}");
+        let e = parse(&["-S"]).unwrap_err().to_string();
+        assert!(e.contains("-S without -s or -gdb"), "{e}");
         let e = parse(&["--accel", "kvm"]).unwrap_err().to_string();
         assert_eq!(e, "backend kvm is not built yet (use --accel interp)");
         assert!(parse(&["-smp", "2"]).is_err());

@@ -147,6 +147,10 @@ pub struct MachineConfig {
     pub timeout: Option<Duration>,
     /// Instruction-count clock: nanoseconds per instruction.
     pub icount_ns: Option<u64>,
+    /// gdb server address (`-s`, `-gdb`).
+    pub gdb: Option<crate::gdb::ListenSpec>,
+    /// `-S`: wait for gdb before the first instruction.
+    pub gdb_wait: bool,
 }
 
 impl Default for MachineConfig {
@@ -167,6 +171,8 @@ impl Default for MachineConfig {
             trace: None,
             timeout: None,
             icount_ns: None,
+            gdb: None,
+            gdb_wait: false,
         }
     }
 }
@@ -210,6 +216,7 @@ pub struct Machine {
     config: MachineConfig,
     vga: Arc<Mutex<Vga>>,
     renderer: Option<(TextRenderer, Instant)>,
+    gdb: Option<crate::gdb::GdbServer>,
     _consoles: Consoles,
 }
 
@@ -584,6 +591,11 @@ impl Machine {
             consoles.start_stdin(hook);
         }
 
+        let gdb = config
+            .gdb
+            .as_ref()
+            .map(crate::gdb::GdbServer::bind)
+            .transpose()?;
         let config_display = config.display;
         Ok(Machine {
             board,
@@ -594,6 +606,7 @@ impl Machine {
             vga,
             renderer: (config_display == Display::Text)
                 .then(|| (TextRenderer::new(), Instant::now())),
+            gdb,
             _consoles: consoles,
         })
     }
@@ -689,6 +702,9 @@ impl Machine {
             if stop(self) {
                 return Ok(Exit::Stopped);
             }
+            if let Some(exit) = self.poll_gdb(deadline)? {
+                return Ok(exit);
+            }
             self.update_display();
             let exit = self
                 .cpu
@@ -724,6 +740,37 @@ impl Machine {
                 }
             }
         }
+    }
+
+    /// Serve gdb if it is connecting (under `-S`, first wait for it): the session runs the
+    /// guest until gdb detaches (the loop then goes on), kills (quit) or the guest powers off.
+    fn poll_gdb(&mut self, deadline: Option<Instant>) -> Result<Option<Exit>> {
+        let Some(server) = self.gdb.take() else {
+            return Ok(None);
+        };
+        let wait = std::mem::take(&mut self.config.gdb_wait);
+        let result = loop {
+            match server.poll_client() {
+                Ok(Some(stream)) => break server.serve(stream, self),
+                Ok(None) if !wait => break Ok(crate::gdb::SessionEnd::Detached),
+                Ok(None) if self.quit.load(Ordering::Acquire) => {
+                    self.gdb = Some(server);
+                    return Ok(Some(Exit::Quit));
+                }
+                Ok(None) if deadline.is_some_and(|d| Instant::now() >= d) => {
+                    self.gdb = Some(server);
+                    return Ok(Some(Exit::Timeout));
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+                Err(e) => break Err(e),
+            }
+        };
+        self.gdb = Some(server);
+        Ok(match result? {
+            crate::gdb::SessionEnd::Killed => Some(Exit::Quit),
+            crate::gdb::SessionEnd::PowerOff(status) => Some(Exit::PowerOff(status)),
+            crate::gdb::SessionEnd::Detached | crate::gdb::SessionEnd::Dropped(_) => None,
+        })
     }
 
     /// The CPU halted: let time pass until a timer fires or an interrupt arrives.
@@ -762,6 +809,15 @@ impl Drop for Machine {
             let _ = std::io::Write::write_all(&mut out, b"\x1b[0m\x1b[?25h\n");
             let _ = std::io::Write::flush(&mut out);
         }
+    }
+}
+
+impl crate::gdb::GdbMachine for Machine {
+    fn parts(&mut self) -> (&mut dyn CpuBackend, &mut Board) {
+        (&mut *self.cpu, &mut self.board)
+    }
+    fn reset(&mut self) -> Result<()> {
+        Machine::reset(self)
     }
 }
 

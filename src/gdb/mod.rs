@@ -147,7 +147,7 @@ impl GdbServer {
 
     /// Debug the machine over `stream` until gdb detaches, kills or the guest powers off. The
     /// guest is stopped on entry; on return every breakpoint and watchpoint is cleared.
-    pub fn serve<M: GdbMachine>(&mut self, stream: Stream, m: &mut M) -> Result<SessionEnd> {
+    pub fn serve<M: GdbMachine>(&self, stream: Stream, m: &mut M) -> Result<SessionEnd> {
         let (cpu, _) = m.parts();
         let kicker = cpu.kicker();
         let state = cpu.state()?;
