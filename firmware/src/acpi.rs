@@ -552,7 +552,7 @@ fn build_dsdt(cfg: &AcpiConfig) -> Vec<u8> {
 pub mod aml {
     /// PkgLength encoding of a package whose content is `len` bytes (§20.2.4).
     pub fn pkg_length(len: usize) -> Vec<u8> {
-        if len + 1 <= 0x3F {
+        if len < 0x3F {
             return vec![(len + 1) as u8];
         }
         let (n, total) = if len + 2 < (1 << 12) {

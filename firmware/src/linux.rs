@@ -304,9 +304,11 @@ pub fn load_bzimage(
     hdr.heap_end_ptr = 0xFE00;
     hdr.cmd_line_ptr = CMDLINE_ADDR as u32;
     hdr.code32_start = KERNEL_ADDR as u32;
-    let mut params = boot_params::default();
-    params.hdr = hdr;
-    params.acpi_rsdp_addr = ACPI_RSDP_ADDR;
+    let mut params = boot_params {
+        hdr,
+        acpi_rsdp_addr: ACPI_RSDP_ADDR,
+        ..Default::default()
+    };
     let map = direct_boot_e820(&layout);
     for (slot, e) in params.e820_table.iter_mut().zip(&map) {
         *slot = boot_e820_entry {

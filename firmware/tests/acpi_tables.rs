@@ -93,7 +93,7 @@ fn u64_at(b: &[u8], o: usize) -> u64 {
 }
 
 /// A flat view of guest physical memory holding the placed files.
-fn phys<'a>(files: &'a [(String, u64, Vec<u8>)], addr: u64, len: usize) -> &'a [u8] {
+fn phys(files: &[(String, u64, Vec<u8>)], addr: u64, len: usize) -> &[u8] {
     for (_, base, data) in files {
         if addr >= *base && addr + len as u64 <= base + data.len() as u64 {
             let o = (addr - base) as usize;
@@ -207,7 +207,7 @@ fn loader_script_yields_valid_tables() {
     assert_eq!(&script[0..4], &LOADER_ALLOCATE.to_le_bytes());
     let placed = run_loader(&script, &t);
     let rsdp_addr = placed.addr(RSDP_FILE);
-    assert!((0xE0000..0x100000).contains(&rsdp_addr) && rsdp_addr % 16 == 0);
+    assert!((0xE0000..0x100000).contains(&rsdp_addr) && rsdp_addr.is_multiple_of(16));
     let rsdp = placed
         .files
         .iter()
