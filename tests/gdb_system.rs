@@ -1,6 +1,6 @@
 //! gdb 13 against system-level views: SeaBIOS stopped at the reset vector and stepped in real
 //! mode (start paused, as `-S`), the x86-64 register description with its control registers
-//! and segment bases, and the unix-socket transport.
+//! and segment bases, the unix-socket transport, and Ctrl-C reaching a halted guest.
 
 mod gdb_common;
 
@@ -150,5 +150,44 @@ fn unix_socket_transport() {
     )
     .all();
     assert_eq!(marked_values(&out, "M-PC"), [0x2_0000], "{out}");
+    assert_eq!(vm.finish(), RunEnd::Stopped);
+}
+
+#[test]
+fn ctrl_c_stops_a_halted_guest() {
+    let Some(gdb) = gdb_common::gdb() else { return };
+    let (state, gdt) = flat32_state(0x1000, 0x2_0000, 0x7000);
+    // cli; hlt; jmp back to the hlt: halted with interrupts off, forever.
+    let code = [0xFAu8, 0xF4, 0xEB, 0xFD];
+    let vm = Vm::start(
+        move |m| {
+            m.write_phys(0x1000, &gdt).expect("gdt");
+            m.write_phys(0x2_0000, &code).expect("code");
+        },
+        state,
+        true,
+    );
+    let target = format!("127.0.0.1:{}", vm.port);
+    let out = run_gdb(
+        &gdb,
+        None,
+        &target,
+        &[
+            "continue",
+            "echo M-PC\\n",
+            "p/x $pc",
+            "monitor info registers",
+            "detach",
+        ],
+        Some(std::time::Duration::from_millis(1000)),
+    )
+    .all();
+    assert!(out.contains("SIGINT"), "{out}");
+    assert_eq!(
+        marked_values(&out, "M-PC"),
+        [0x2_0002],
+        "stopped after the HLT: {out}"
+    );
+    assert!(out.contains(", halted"), "{out}");
     assert_eq!(vm.finish(), RunEnd::Stopped);
 }

@@ -312,7 +312,10 @@ fn target_xml(layout: RegLayout) -> String {
     x.push_str(
         r#"<?xml version="1.0"?><!DOCTYPE target SYSTEM "gdb-target.dtd"><target version="1.0">"#,
     );
-    x.push_str(&format!("<architecture>{arch}</architecture>"));
+    // No OS ABI: a bare machine (gdb would otherwise assume GNU/Linux and warn).
+    x.push_str(&format!(
+        "<architecture>{arch}</architecture><osabi>none</osabi>"
+    ));
 
     x.push_str(r#"<feature name="org.gnu.gdb.i386.core">"#);
     x.push_str(EFLAGS_TYPE);
