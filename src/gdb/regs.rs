@@ -8,7 +8,7 @@
 //!   SSE (XMM0–15), `org.gnu.gdb.i386.segments` (FS/GS base) and `org.pcvm.x86.system` (kernel
 //!   GS base, CR0/2/3/4/8, EFER) — used when the guest is in IA-32e mode.
 //! - [`RegLayout::I386`] / [`RegLayout::I8086`]: the 32-bit form (EAX..EDI, EIP), x87, XMM0–7,
-//!   the segment bases, CR0/2/3/4 and EFER in `org.pcvm.x86.system`; architecture `i386` for protected mode and `i8086`
+//!   the segment bases, CR0/2/3/4 and EFER; architecture `i386` for protected mode and `i8086`
 //!   for real mode, so that gdb 13 disassembles the guest's code with the right operand size.
 //!   gdb cannot change the register layout of a connected target, and an x86-64 description
 //!   makes it decode 16- and 32-bit code as 64-bit code, so a guest that is not in long mode
@@ -376,19 +376,13 @@ fn target_xml(layout: RegLayout) -> String {
     reg(&mut x, "mxcsr", 32, "pcvm_mxcsr", Some("vector"));
     x.push_str("</feature>");
 
-    // gdb 13's i386 (32-bit) architecture asserts on `org.gnu.gdb.i386.segments` outside
-    // its Linux register set, so the 32-bit layouts carry the bases in the system feature.
-    if wide {
-        x.push_str(r#"<feature name="org.gnu.gdb.i386.segments">"#);
-    } else {
-        x.push_str(r#"<feature name="org.pcvm.x86.system">"#);
-    }
+    // With the GNU/Linux OS ABI gdb 13's i386 architecture asserts on this feature; the
+    // description above says `osabi none`, which is also what a bare machine is.
+    x.push_str(r#"<feature name="org.gnu.gdb.i386.segments">"#);
     reg(&mut x, "fs_base", w, "int", None);
     reg(&mut x, "gs_base", w, "int", None);
-    if wide {
-        x.push_str("</feature>");
-        x.push_str(r#"<feature name="org.pcvm.x86.system">"#);
-    }
+    x.push_str("</feature>");
+    x.push_str(r#"<feature name="org.pcvm.x86.system">"#);
     if wide {
         reg(&mut x, "k_gs_base", 64, "int", Some("system"));
     }
