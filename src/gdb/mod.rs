@@ -470,7 +470,7 @@ impl<'m, M: GdbMachine> GdbTarget<'m, M> {
             return Err("selector beyond the descriptor table limit");
         }
         let mut b = [0u8; 8];
-        self.read_linear(table.0 + offset, &mut b)
+        self.read_linear(table.0.wrapping_add(offset), &mut b)
             .map_err(|_| "descriptor table not readable")?;
         let d = u64::from_le_bytes(b);
         let base = ((d >> 16) & 0xFF_FFFF) | ((d >> 56) << 24);
@@ -519,7 +519,7 @@ impl<'m, M: GdbMachine> GdbTarget<'m, M> {
             let lin = addr.wrapping_add(done as u64);
             let chunk = ((0x1000 - (lin & 0xFFF)) as usize).min(data.len() - done);
             let phys = cpu.translate(&*board, lin).ok().flatten().ok_or(())?;
-            for probe in [phys, phys + chunk as u64 - 1] {
+            for probe in [phys, phys.wrapping_add(chunk as u64 - 1)] {
                 if !matches!(board.memory.classify(probe, true), PhysRegion::Ram(_)) {
                     return Err(());
                 }

@@ -134,20 +134,20 @@ pub fn parse_num(s: &str) -> Option<u64> {
 /// 16 bytes a line with ASCII; unreadable bytes (MMIO, holes) shown as `??`.
 fn hex_dump(mem: &pcvm_core::GuestMemory, addr: u64, len: u64) -> String {
     let mut o = String::new();
-    let mut line = addr & !0xF;
-    let end = addr.saturating_add(len);
+    // u128 so a range that ends at the top of the address space cannot overflow.
+    let (start, end) = (u128::from(addr), u128::from(addr) + u128::from(len));
+    let mut line = start & !0xF;
     while line < end {
         let _ = write!(o, "{line:016x}:");
         let mut ascii = String::new();
-        for i in 0..16u64 {
-            let a = line + i;
-            if a < addr || a >= end {
+        for a in line..line + 16 {
+            if a < start || a >= end {
                 o.push_str("   ");
                 ascii.push(' ');
                 continue;
             }
             let mut b = [0u8];
-            match mem.read_phys(a, &mut b) {
+            match mem.read_phys(a as u64, &mut b) {
                 Ok(()) => {
                     let _ = write!(o, " {:02x}", b[0]);
                     ascii.push(if b[0].is_ascii_graphic() || b[0] == b' ' {
@@ -337,6 +337,9 @@ mod tests {
         assert!(d.contains("|AB"), "{d}");
         // The VGA window is MMIO: not plain memory.
         assert!(hex_dump(&mem, 0xA0000, 1).contains("??"));
+        // The top of the address space neither overflows nor loops.
+        let top = hex_dump(&mem, u64::MAX - 3, 16);
+        assert_eq!(top.lines().count(), 2, "{top}");
     }
 
     #[test]

@@ -46,21 +46,28 @@ pub fn mode_name(s: &CpuState) -> &'static str {
     }
 }
 
+/// Most table entries one listing reads: a guest whose tables point at themselves or at
+/// huge empty tables ends the walk early instead of taking minutes.
+const MAX_VISITS: usize = 1 << 22;
+
 struct Walker<'a> {
     mem: &'a GuestMemory,
     out: Vec<Mapping>,
     limit: usize,
+    visits: usize,
 }
 
 impl Walker<'_> {
-    fn read32(&self, addr: u64) -> u64 {
+    fn read32(&mut self, addr: u64) -> u64 {
+        self.visits += 1;
         let mut b = [0u8; 4];
         match self.mem.read_phys(addr, &mut b) {
             Ok(()) => u64::from(u32::from_le_bytes(b)),
             Err(_) => 0,
         }
     }
-    fn read64(&self, addr: u64) -> u64 {
+    fn read64(&mut self, addr: u64) -> u64 {
+        self.visits += 1;
         let mut b = [0u8; 8];
         match self.mem.read_phys(addr, &mut b) {
             Ok(()) => u64::from_le_bytes(b),
@@ -68,7 +75,7 @@ impl Walker<'_> {
         }
     }
     fn full(&self) -> bool {
-        self.out.len() >= self.limit
+        self.out.len() >= self.limit || self.visits >= MAX_VISITS
     }
     fn push(&mut self, m: Mapping) {
         if !self.full() {
@@ -104,6 +111,9 @@ impl Walker<'_> {
             }
             let pt = pde & 0xFFFF_F000;
             for j in 0..1024u64 {
+                if self.full() {
+                    return;
+                }
                 let pte = self.read32(pt + j * 4);
                 if pte & P == 0 {
                     continue;
@@ -178,6 +188,7 @@ pub fn mappings(mem: &GuestMemory, s: &CpuState, limit: usize) -> Vec<Mapping> {
         mem,
         out: Vec::new(),
         limit,
+        visits: 0,
     };
     if s.cr0 & cr::CR0_PG == 0 || s.cr0 & cr::CR0_PE == 0 {
         return w.out;
@@ -309,6 +320,17 @@ mod tests {
         ]);
         assert_eq!(r.len(), 3);
         assert_eq!((r[0].0, r[0].1), (0, 0x2000));
+    }
+
+    #[test]
+    fn self_referencing_tables_end_the_walk() {
+        let m = mem();
+        // Every PML4/PDPT/PD entry points back at the same table: 512^3 paths.
+        for i in 0..512u64 {
+            put64(&m, 0x10_0000 + i * 8, 0x10_0000 | 7);
+        }
+        let maps = mappings(&m, &paged(cr::CR4_PAE, cr::EFER_LMA), usize::MAX);
+        assert!(!maps.is_empty() && maps.len() <= MAX_VISITS);
     }
 
     #[test]
