@@ -222,6 +222,14 @@ impl Interpreter {
     ) -> Result<[u8; N], Fault> {
         let linear = self.seg_linear(seg, offset, N as u64, AccessKind::Read)?;
         self.check_watchpoints(linear, N as u64, false);
+        // Fast path: a page already known to be RAM, read with a fixed-size copy.
+        if (linear & 0xFFF) as usize + N <= 4096 {
+            if let Some(off) = self.ram_fast(linear, false) {
+                if let Some(b) = p.memory().read_ram_le::<N>(off) {
+                    return Ok(b);
+                }
+            }
+        }
         let mut b = [0u8; N];
         self.read_linear(p, linear, &mut b, AccessKind::Read)?;
         Ok(b)
@@ -236,11 +244,35 @@ impl Interpreter {
         bytes: [u8; N],
     ) -> Result<(), Fault> {
         let linear = self.seg_linear(seg, offset, N as u64, AccessKind::Write)?;
+        if (linear & 0xFFF) as usize + N <= 4096 && self.no_watch() {
+            if let Some(off) = self.ram_fast(linear, true) {
+                let mem = p.memory();
+                if mem.write_ram(off, &bytes) {
+                    if mem.code_dirty() {
+                        self.smc = true;
+                    }
+                    return Ok(());
+                }
+            }
+        }
         self.write_linear(p, linear, &bytes)
     }
 
+    /// No debugger watchpoint and no DR0–DR3 breakpoint is armed.
+    #[inline]
+    fn no_watch(&self) -> bool {
+        self.state.dr[7] & 0xFF == 0 && self.debug.watchpoints.is_empty()
+    }
+
     /// Record a watchpoint hit for the debugger (reported after the instruction completes).
+    #[inline]
     pub(crate) fn check_watchpoints(&mut self, linear: u64, len: u64, write: bool) {
+        if !self.no_watch() {
+            self.check_watchpoints_slow(linear, len, write);
+        }
+    }
+
+    fn check_watchpoints_slow(&mut self, linear: u64, len: u64, write: bool) {
         if self.state.dr[7] & 0xFF != 0 {
             let kind = if write {
                 AccessKind::Write
