@@ -248,7 +248,10 @@ impl<'m, M: GdbMachine> GdbTarget<'m, M> {
         }
         if step || !fresh {
             // Deliver the interrupt or exception due at this boundary on its own, so a step
-            // or a breakpoint lands on the handler's first instruction.
+            // or a breakpoint lands on the handler's first instruction. The interpreter runs
+            // no instruction with a zero budget; a backend that treats the budget as a time
+            // slice (KVM) runs a short slice or, when single-stepping, one step — every exit
+            // is handled the same way, so the result is correct either way.
             let (cpu, board) = self.m.parts();
             let before = cpu.state()?;
             let exit = cpu.run(board, RunLimit::Instructions(0))?;
