@@ -8,9 +8,10 @@ mod gdb_common;
 
 use std::time::Duration;
 
-use gdb_common::{flat32_state, marked_values, run_gdb, write_elf32, Sym, TempDir, Vm};
+use gdb_common::{flat32_state, marked_values, run_gdb, write_elf32, Backend, Sym, TempDir, Vm};
 use iced_x86::code_asm::*;
 use iced_x86::BlockEncoderOptions;
+use pcvm::gdb::ListenSpec;
 use pcvm::gdb::RunEnd;
 use pcvm_core::{CpuState, SegReg, Segment};
 
@@ -75,22 +76,41 @@ fn guest32() -> Guest32 {
     }
 }
 
-fn start32(g: &Guest32) -> Vm {
+fn start32(g: &Guest32, backend: Backend) -> Vm {
     let code = g.code.clone();
     let (state, gdt) = flat32_state(GDT, CODE32 as u32, STACK);
-    Vm::start(
+    let spec = ListenSpec::Tcp {
+        host: "127.0.0.1".into(),
+        port: 0,
+    };
+    Vm::start_on(
+        backend,
         move |m| {
             m.write_phys(GDT, &gdt).expect("gdt");
             m.write_phys(CODE32, &code).expect("code");
         },
         state,
         true,
+        &spec,
+        None,
     )
 }
 
 #[test]
 fn protected_mode_guest_under_gdb() {
+    protected_mode_guest(Backend::Interp);
+}
+
+#[test]
+fn protected_mode_guest_under_gdb_on_kvm() {
+    protected_mode_guest(Backend::Kvm);
+}
+
+fn protected_mode_guest(backend: Backend) {
     let Some(gdb) = gdb_common::gdb() else { return };
+    if !backend.usable() {
+        return;
+    }
     let g = guest32();
     let dir = TempDir::new("pm32");
     let elf = dir.path("guest32.elf");
@@ -119,7 +139,7 @@ fn protected_mode_guest_under_gdb() {
             },
         ],
     );
-    let mut vm = start32(&g);
+    let mut vm = start32(&g, backend);
     let target = format!("127.0.0.1:{}", vm.port);
     let mut cmds: Vec<String> = vec![
         "echo M-PC0\\n".into(),
@@ -227,7 +247,7 @@ fn protected_mode_guest_under_gdb() {
         "{out}"
     );
     assert!(out.contains("GDT=     0000000000001000 00000017"), "{out}");
-    assert!(out.contains("accelerator: interp"));
+    assert!(out.contains(&format!("accelerator: {}", backend.name())));
     assert!(
         out.contains("RCX=0000000000000077"),
         "register write took effect"
@@ -266,7 +286,7 @@ fn protected_mode_guest_under_gdb() {
 fn ctrl_c_stops_a_running_guest() {
     let Some(gdb) = gdb_common::gdb() else { return };
     let g = guest32();
-    let vm = start32(&g);
+    let vm = start32(&g, Backend::Interp);
     let target = format!("127.0.0.1:{}", vm.port);
     // gdb forwards the SIGINT to the target as Ctrl-C while `continue` waits.
     let out = run_gdb(

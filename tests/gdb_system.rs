@@ -4,21 +4,40 @@
 
 mod gdb_common;
 
-use gdb_common::{flat32_state, marked_values, run_gdb, TempDir, Vm};
+use gdb_common::{flat32_state, marked_values, run_gdb, Backend, TempDir, Vm};
 use pcvm::gdb::{ListenSpec, RegLayout, RunEnd};
 use pcvm_core::CpuState;
 
 #[test]
 fn seabios_reset_vector_steps_in_real_mode() {
+    seabios_reset_vector(Backend::Interp);
+}
+
+#[test]
+fn seabios_reset_vector_steps_in_real_mode_on_kvm() {
+    seabios_reset_vector(Backend::Kvm);
+}
+
+fn seabios_reset_vector(backend: Backend) {
     let Some(gdb) = gdb_common::gdb() else { return };
     let Some(bios) = gdb_common::seabios() else {
         return;
     };
+    if !backend.usable() {
+        return;
+    }
     let image = pcvm_firmware::seabios::BiosImage::load(&bios).expect("load SeaBIOS");
-    let vm = Vm::start(
+    let spec = ListenSpec::Tcp {
+        host: "127.0.0.1".into(),
+        port: 0,
+    };
+    let vm = Vm::start_on(
+        backend,
         move |m| image.map(m).expect("map SeaBIOS"),
         CpuState::reset(),
         true,
+        &spec,
+        None,
     );
     let target = format!("127.0.0.1:{}", vm.port);
     let mut cmds = vec![
@@ -37,7 +56,7 @@ fn seabios_reset_vector_steps_in_real_mode() {
     for _ in 0..8 {
         cmds.extend(["stepi", "echo M-STEP\\n", "p/x $pc"]);
     }
-    cmds.extend(["monitor info registers", "detach"]);
+    cmds.extend(["monitor info registers", "monitor accel", "detach"]);
     let out = run_gdb(&gdb, None, &target, &cmds, None).all();
     assert_eq!(
         marked_values(&out, "M-PC"),
@@ -57,6 +76,7 @@ fn seabios_reset_vector_steps_in_real_mode() {
     );
     assert!(steps.windows(2).any(|w| w[0] != w[1]), "the CPU advanced");
     assert!(out.contains("real mode"), "{out}");
+    assert!(out.contains(&format!("accelerator: {}", backend.name())));
     assert_eq!(vm.finish(), RunEnd::Stopped);
 }
 

@@ -83,6 +83,37 @@ impl Drop for TempDir {
     }
 }
 
+/// The CPU backend a test machine uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Interp,
+    Kvm,
+}
+
+impl Backend {
+    /// The name `monitor accel` shows.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Interp => "interp",
+            Backend::Kvm => "kvm",
+        }
+    }
+
+    /// Whether the backend can run here; a loud "skipped" if not.
+    pub fn usable(self) -> bool {
+        match self {
+            Backend::Interp => true,
+            Backend::Kvm => match pcvm_accel_kvm::kvm_usable() {
+                Ok(_) => true,
+                Err(e) => {
+                    eprintln!("skipped: KVM not usable here: {e}");
+                    false
+                }
+            },
+        }
+    }
+}
+
 /// A guest machine running under the gdb server on its own thread.
 pub struct Vm {
     pub port: u16,
@@ -115,6 +146,18 @@ impl Vm {
         spec: &ListenSpec,
         layout: Option<RegLayout>,
     ) -> Vm {
+        Self::start_on(Backend::Interp, setup, state, start_paused, spec, layout)
+    }
+
+    /// [`Vm::start_with`] on a chosen CPU backend.
+    pub fn start_on(
+        backend: Backend,
+        setup: impl FnOnce(&mut GuestMemory) + Send + 'static,
+        state: CpuState,
+        start_paused: bool,
+        spec: &ListenSpec,
+        layout: Option<RegLayout>,
+    ) -> Vm {
         let mut mem = GuestMemory::pc(4 << 20).expect("memory");
         setup(&mut mem);
         let memory = Arc::new(mem);
@@ -128,10 +171,19 @@ impl Vm {
                 ns_per_instruction: 1,
             });
             let mut board = Board::new(mem2, clock);
-            let mut cpu = Interpreter::new();
+            let mut cpu: Box<dyn CpuBackend> = match backend {
+                Backend::Interp => Box::new(Interpreter::new()),
+                Backend::Kvm => Box::new(
+                    pcvm_accel_kvm::KvmBackend::new(
+                        &board.memory,
+                        pcvm_accel_kvm::KvmOptions::default(),
+                    )
+                    .expect("KVM backend"),
+                ),
+            };
             cpu.set_state(&state).expect("state");
             let mut m = BoardMachine {
-                cpu: &mut cpu,
+                cpu: &mut *cpu,
                 board: &mut board,
             };
             pcvm::gdb::run_machine(&mut server, &mut m, start_paused, &stop2)
