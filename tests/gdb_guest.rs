@@ -284,9 +284,21 @@ fn protected_mode_guest(backend: Backend) {
 
 #[test]
 fn ctrl_c_stops_a_running_guest() {
+    ctrl_c(Backend::Interp);
+}
+
+#[test]
+fn ctrl_c_stops_a_running_guest_on_kvm() {
+    ctrl_c(Backend::Kvm);
+}
+
+fn ctrl_c(backend: Backend) {
     let Some(gdb) = gdb_common::gdb() else { return };
+    if !backend.usable() {
+        return;
+    }
     let g = guest32();
-    let vm = start32(&g, Backend::Interp);
+    let vm = start32(&g, backend);
     let target = format!("127.0.0.1:{}", vm.port);
     // gdb forwards the SIGINT to the target as Ctrl-C while `continue` waits.
     let out = run_gdb(
@@ -362,7 +374,19 @@ fn guest16() -> Guest16 {
 
 #[test]
 fn real_mode_guest_shows_linear_pc_and_16bit_code() {
+    real_mode_guest(Backend::Interp);
+}
+
+#[test]
+fn real_mode_guest_shows_linear_pc_and_16bit_code_on_kvm() {
+    real_mode_guest(Backend::Kvm);
+}
+
+fn real_mode_guest(backend: Backend) {
     let Some(gdb) = gdb_common::gdb() else { return };
+    if !backend.usable() {
+        return;
+    }
     let g = guest16();
     let base = (u64::from(SEG16) << 4) + IP16;
     let mut state = CpuState::reset();
@@ -376,10 +400,17 @@ fn real_mode_guest_shows_linear_pc_and_16bit_code() {
     state.rip = IP16;
     state.gpr[4] = 0xFFF0;
     let code = g.code.clone();
-    let vm = Vm::start(
+    let spec = ListenSpec::Tcp {
+        host: "127.0.0.1".into(),
+        port: 0,
+    };
+    let vm = Vm::start_on(
+        backend,
         move |m| m.write_phys(base, &code).expect("code"),
         state,
         true,
+        &spec,
+        None,
     );
     let target = format!("127.0.0.1:{}", vm.port);
     let var_lin = (u64::from(SEG16) << 4) + VAR16;
