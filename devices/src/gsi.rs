@@ -52,3 +52,27 @@ impl IrqLine for IsaIrqLine {
         }
     }
 }
+
+/// An I/O APIC input with no 8259 behind it (GSI 16–23: PCI or HPET routes).
+pub struct IoApicPinLine {
+    ioapic: Arc<Mutex<IoApic>>,
+    pin: usize,
+}
+
+impl IoApicPinLine {
+    /// Pin `pin` of `ioapic`, ready to hand to a device.
+    pub fn shared(ioapic: &Arc<Mutex<IoApic>>, pin: usize) -> Arc<dyn IrqLine> {
+        Arc::new(IoApicPinLine {
+            ioapic: ioapic.clone(),
+            pin,
+        })
+    }
+}
+
+impl IrqLine for IoApicPinLine {
+    fn set_level(&self, high: bool) {
+        if let Ok(mut io) = self.ioapic.lock() {
+            io.set_irq(self.pin, high);
+        }
+    }
+}
