@@ -306,7 +306,7 @@ fn ctrl_c(backend: Backend) {
         None,
         &target,
         &["continue", "echo M-PC\\n", "p/x $pc", "detach"],
-        Some(Duration::from_millis(1500)),
+        Some(Duration::from_millis(3000)),
     )
     .all();
     assert!(out.contains("SIGINT"), "{out}");
