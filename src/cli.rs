@@ -150,7 +150,7 @@ pub struct Cli {
     /// Do not start the CPU until gdb attaches (stopped at the reset vector).
     #[arg(short = 'S')]
     pub freeze: bool,
-    /// Listen for gdb on DEV: tcp::PORT, tcp:HOST:PORT or unix:PATH.
+    /// Listen for gdb on DEV: tcp::PORT, tcp:HOST:PORT or unix:PATH[,arch=x86-64|i386|i8086].
     #[arg(long, value_name = "DEV")]
     pub gdb: Option<String>,
 }
@@ -285,10 +285,7 @@ impl Cli {
         }
         let gdb = match (&self.gdb, self.gdb_default) {
             (Some(spec), _) => Some(crate::gdb::ListenSpec::parse(spec)?),
-            (None, true) => Some(crate::gdb::ListenSpec::Tcp {
-                host: "127.0.0.1".into(),
-                port: 1234,
-            }),
+            (None, true) => Some(crate::gdb::ListenSpec::tcp("127.0.0.1", 1234)),
             (None, false) => None,
         };
         if self.freeze && gdb.is_none() {
@@ -833,16 +830,13 @@ mod tests {
     fn gdb_options() {
         use crate::gdb::ListenSpec;
         let c = parse(&["-s", "-S"]).unwrap();
-        let local = |port| ListenSpec::Tcp {
-            host: "127.0.0.1".into(),
-            port,
-        };
+        let local = |port| ListenSpec::tcp("127.0.0.1", port);
         assert_eq!(c.gdb, Some(local(1234)));
         assert!(c.gdb_wait);
         let c = parse(&["-gdb", "tcp::4321"]).unwrap();
         assert_eq!((c.gdb, c.gdb_wait), (Some(local(4321)), false));
         let c = parse(&["-gdb", "unix:/tmp/g.sock"]).unwrap();
-        assert_eq!(c.gdb, Some(ListenSpec::Unix("/tmp/g.sock".into())));
+        assert_eq!(c.gdb, Some(ListenSpec::unix("/tmp/g.sock")));
         assert!(parse(&["-gdb", "tcp::nope"]).is_err());
         assert_eq!(parse(&[]).unwrap().gdb, None);
     }

@@ -1,6 +1,7 @@
 //! The `pcvm` binary with its gdb options: `-S -gdb tcp:…` stops SeaBIOS at the reset vector
-//! for gdb 13, which steps it and kills the machine; `-gdb unix:…` attaches to a running
-//! machine and detaches, leaving it running until its `--timeout`.
+//! for gdb 13, which steps it and kills the machine; `-gdb unix:…,arch=x86-64` attaches to a
+//! running machine with the 64-bit description and detaches, leaving it running until its
+//! `--timeout`.
 
 mod gdb_common;
 
@@ -87,7 +88,7 @@ fn attach_over_unix_socket_and_detach() {
         .arg(&bios)
         .args(["-display", "none", "-serial", "null"])
         .arg("-gdb")
-        .arg(format!("unix:{}", sock.display()))
+        .arg(format!("unix:{},arch=x86-64", sock.display()))
         .args(["--timeout", "4"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -107,6 +108,8 @@ fn attach_over_unix_socket_and_detach() {
         &[
             "echo M-PC\\n",
             "p/x $pc",
+            "echo M-RIP\\n",
+            "p/x $rip",
             "monitor info registers",
             "detach",
         ],
@@ -116,6 +119,11 @@ fn attach_over_unix_socket_and_detach() {
     let pc = marked_values(&out, "M-PC");
     assert_eq!(pc.len(), 1, "{out}");
     assert_ne!(pc[0], 0xFFFF_FFF0, "the machine ran before gdb attached");
+    assert_eq!(
+        marked_values(&out, "M-RIP"),
+        pc,
+        "arch=x86-64 gives the 64-bit registers"
+    );
     assert!(out.contains("detached"), "{out}");
     // Detached, the machine runs on until its --timeout (exit status 124).
     let status = loop {

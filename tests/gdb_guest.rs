@@ -79,10 +79,7 @@ fn guest32() -> Guest32 {
 fn start32(g: &Guest32, backend: Backend) -> Vm {
     let code = g.code.clone();
     let (state, gdt) = flat32_state(GDT, CODE32 as u32, STACK);
-    let spec = ListenSpec::Tcp {
-        host: "127.0.0.1".into(),
-        port: 0,
-    };
+    let spec = ListenSpec::tcp("127.0.0.1", 0);
     Vm::start_on(
         backend,
         move |m| {
@@ -400,10 +397,7 @@ fn real_mode_guest(backend: Backend) {
     state.rip = IP16;
     state.gpr[4] = 0xFFF0;
     let code = g.code.clone();
-    let spec = ListenSpec::Tcp {
-        host: "127.0.0.1".into(),
-        port: 0,
-    };
+    let spec = ListenSpec::tcp("127.0.0.1", 0);
     let vm = Vm::start_on(
         backend,
         move |m| m.write_phys(base, &code).expect("code"),

@@ -27,10 +27,7 @@ fn seabios_reset_vector(backend: Backend) {
         return;
     }
     let image = pcvm_firmware::seabios::BiosImage::load(&bios).expect("load SeaBIOS");
-    let spec = ListenSpec::Tcp {
-        host: "127.0.0.1".into(),
-        port: 0,
-    };
+    let spec = ListenSpec::tcp("127.0.0.1", 0);
     let mut vm = Vm::start_on(
         backend,
         move |m| image.map(m).expect("map SeaBIOS"),
@@ -90,10 +87,7 @@ fn x86_64_description_shows_system_registers_and_takes_writes() {
     state.efer = 0x0;
     state.segments[4].base = 0x1234_5000; // FS
     let code = [0x90u8, 0x90, 0x90, 0xEB, 0xFB]; // nop; nop; nop; jmp back to start
-    let spec = ListenSpec::Tcp {
-        host: "127.0.0.1".into(),
-        port: 0,
-    };
+    let spec = ListenSpec::tcp("127.0.0.1", 0);
     let vm = Vm::start_with(
         move |m| {
             m.write_phys(0x1000, &gdt).expect("gdt");
@@ -159,7 +153,7 @@ fn unix_socket_transport() {
         },
         state,
         true,
-        &ListenSpec::Unix(sock.clone()),
+        &ListenSpec::unix(sock.clone()),
         None,
     );
     let target = sock.display().to_string();

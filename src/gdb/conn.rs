@@ -17,47 +17,96 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use pcvm_core::Kicker;
 
+use super::regs::RegLayout;
+
 /// Largest packet body accepted; gdbstub announces the same `PacketSize` to gdb.
 pub const MAX_PACKET: usize = 0x4000;
 
-/// Where to listen, parsed from `-gdb` / `-s`.
+/// The socket to listen on.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ListenSpec {
+pub enum ListenAddr {
     /// `tcp:HOST:PORT` (`tcp::PORT` listens on localhost).
     Tcp { host: String, port: u16 },
     /// `unix:PATH`.
     Unix(PathBuf),
 }
 
+/// Where to listen and how to describe the CPU, parsed from `-gdb` / `-s`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListenSpec {
+    pub addr: ListenAddr,
+    /// A register layout forced with `,arch=x86-64|i386|i8086`; `None` chooses by the CPU
+    /// mode when gdb connects.
+    pub layout: Option<RegLayout>,
+}
+
 impl ListenSpec {
-    /// Parse QEMU's spellings: `tcp::1234`, `tcp:HOST:PORT`, `unix:PATH` (an optional
-    /// `,server`/`,wait=off` suffix is accepted and ignored), or a bare port number.
+    /// TCP at `host:port`, layout by CPU mode.
+    pub fn tcp(host: &str, port: u16) -> Self {
+        ListenSpec {
+            addr: ListenAddr::Tcp {
+                host: host.to_string(),
+                port,
+            },
+            layout: None,
+        }
+    }
+
+    /// A unix socket at `path`, layout by CPU mode.
+    pub fn unix(path: impl Into<PathBuf>) -> Self {
+        ListenSpec {
+            addr: ListenAddr::Unix(path.into()),
+            layout: None,
+        }
+    }
+
+    /// Parse QEMU's spellings: `tcp::1234`, `tcp:HOST:PORT`, `unix:PATH` or a bare port,
+    /// followed by options: `arch=x86-64|i386|i8086` (pcvm's), and QEMU's `server`,
+    /// `wait=on|off`, `nowait`, which change nothing here.
     pub fn parse(s: &str) -> Result<Self> {
-        let main = s.split(',').next().unwrap_or("");
-        if let Some(path) = main.strip_prefix("unix:") {
+        let mut parts = s.split(',');
+        let main = parts.next().unwrap_or("");
+        let mut layout = None;
+        for opt in parts {
+            match opt.split_once('=') {
+                Some(("arch", a)) => {
+                    layout = Some(RegLayout::parse(a).with_context(|| {
+                        format!("invalid gdb arch {a:?} in {s:?} (x86-64, i386 or i8086)")
+                    })?)
+                }
+                Some(("server" | "wait", _)) => {}
+                None if matches!(opt, "server" | "nowait") => {}
+                _ => bail!("unknown gdb option {opt:?} in {s:?}"),
+            }
+        }
+        let addr = if let Some(path) = main.strip_prefix("unix:") {
             if path.is_empty() {
                 bail!("-gdb unix: needs a socket path");
             }
-            return Ok(ListenSpec::Unix(PathBuf::from(path)));
-        }
-        let rest = main.strip_prefix("tcp:").unwrap_or(main);
-        let (host, port) = match rest.rsplit_once(':') {
-            Some((h, p)) => (h, p),
-            None => ("", rest),
-        };
-        let port: u16 = port.parse().with_context(|| {
-            format!("invalid gdb port in {s:?} (expected tcp::PORT, tcp:HOST:PORT or unix:PATH)")
-        })?;
-        // No host means localhost: the stub has no authentication, so it is not offered to
-        // other machines unless asked for by name (`tcp:0.0.0.0:1234`).
-        let host = if host.is_empty() {
-            "127.0.0.1".to_string()
+            ListenAddr::Unix(PathBuf::from(path))
         } else {
-            host.trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_string()
+            let rest = main.strip_prefix("tcp:").unwrap_or(main);
+            let (host, port) = match rest.rsplit_once(':') {
+                Some((h, p)) => (h, p),
+                None => ("", rest),
+            };
+            let port: u16 = port.parse().with_context(|| {
+                format!(
+                    "invalid gdb port in {s:?} (expected tcp::PORT, tcp:HOST:PORT or unix:PATH)"
+                )
+            })?;
+            // No host means localhost: the stub has no authentication, so it is not offered
+            // to other machines unless asked for by name (`tcp:0.0.0.0:1234`).
+            let host = if host.is_empty() {
+                "127.0.0.1".to_string()
+            } else {
+                host.trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_string()
+            };
+            ListenAddr::Tcp { host, port }
         };
-        Ok(ListenSpec::Tcp { host, port })
+        Ok(ListenSpec { addr, layout })
     }
 }
 
@@ -78,14 +127,14 @@ impl Drop for Listener {
 
 impl Listener {
     /// Bind the socket.
-    pub fn bind(spec: &ListenSpec) -> Result<Self> {
-        match spec {
-            ListenSpec::Tcp { host, port } => {
+    pub fn bind(addr: &ListenAddr) -> Result<Self> {
+        match addr {
+            ListenAddr::Tcp { host, port } => {
                 let l = TcpListener::bind((host.as_str(), *port))
                     .with_context(|| format!("failed to listen for gdb on {host}:{port}"))?;
                 Ok(Listener::Tcp(l))
             }
-            ListenSpec::Unix(path) => {
+            ListenAddr::Unix(path) => {
                 // A stale socket file from an earlier run would make bind fail.
                 if std::fs::symlink_metadata(path)
                     .map(|m| {
@@ -397,32 +446,19 @@ mod tests {
 
     #[test]
     fn listen_specs() {
+        let p = |s| ListenSpec::parse(s).unwrap();
+        assert_eq!(p("tcp::1234"), ListenSpec::tcp("127.0.0.1", 1234));
+        assert_eq!(p("tcp:127.0.0.1:99"), ListenSpec::tcp("127.0.0.1", 99));
         assert_eq!(
-            ListenSpec::parse("tcp::1234").unwrap(),
-            ListenSpec::Tcp {
-                host: "127.0.0.1".into(),
-                port: 1234
-            }
+            p("unix:/tmp/x.sock,server,wait=off"),
+            ListenSpec::unix("/tmp/x.sock")
         );
-        assert_eq!(
-            ListenSpec::parse("tcp:127.0.0.1:99").unwrap(),
-            ListenSpec::Tcp {
-                host: "127.0.0.1".into(),
-                port: 99
-            }
-        );
-        assert_eq!(
-            ListenSpec::parse("unix:/tmp/x.sock,server,wait=off").unwrap(),
-            ListenSpec::Unix("/tmp/x.sock".into())
-        );
-        assert_eq!(
-            ListenSpec::parse("4321").unwrap(),
-            ListenSpec::Tcp {
-                host: "127.0.0.1".into(),
-                port: 4321
-            }
-        );
+        assert_eq!(p("4321"), ListenSpec::tcp("127.0.0.1", 4321));
+        assert_eq!(p("tcp::1,arch=x86-64").layout, Some(RegLayout::X86_64));
+        assert_eq!(p("tcp::1,nowait,arch=i8086").layout, Some(RegLayout::I8086));
         assert!(ListenSpec::parse("tcp::notaport").is_err());
         assert!(ListenSpec::parse("unix:").is_err());
+        assert!(ListenSpec::parse("tcp::1,arch=arm").is_err());
+        assert!(ListenSpec::parse("tcp::1,frob").is_err());
     }
 }

@@ -51,7 +51,7 @@ use pcvm_core::{
     StopReason, SystemRequest, VmExit, WatchKind, Watchpoint,
 };
 
-pub use conn::{ListenSpec, Listener, Stream};
+pub use conn::{ListenAddr, ListenSpec, Listener, Stream};
 pub use regs::RegLayout;
 use regs::X86Regs;
 
@@ -118,8 +118,8 @@ impl GdbServer {
     /// Listen at `spec`.
     pub fn bind(spec: &ListenSpec) -> Result<Self> {
         Ok(GdbServer {
-            listener: Listener::bind(spec)?,
-            layout: None,
+            listener: Listener::bind(&spec.addr)?,
+            layout: spec.layout,
         })
     }
 

@@ -130,10 +130,7 @@ impl Vm {
         state: CpuState,
         start_paused: bool,
     ) -> Vm {
-        let spec = ListenSpec::Tcp {
-            host: "127.0.0.1".into(),
-            port: 0,
-        };
+        let spec = ListenSpec::tcp("127.0.0.1", 0);
         Self::start_with(setup, state, start_paused, &spec, None)
     }
 
