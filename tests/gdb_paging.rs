@@ -1,8 +1,8 @@
 //! gdb 13 against a paged 32-bit guest with an IDT: single-step across a software interrupt
 //! and a fault (each step stops at the handler's first instruction), memory at
 //! guest-virtual addresses through the page tables (an unmapped page is an error), writes,
-//! `monitor info mem`/`info tlb`, a read watchpoint, an access watchpoint and a hardware
-//! breakpoint.
+//! `monitor info mem`/`info tlb`, a read watchpoint, a software breakpoint the guest never
+//! sees in its code, an access watchpoint and a hardware breakpoint.
 
 mod gdb_common;
 
@@ -24,9 +24,13 @@ const MAPPED: u64 = 0x4000_0000;
 const MAPPED_PHYS: u64 = 0x10_0000;
 const UNMAPPED: u64 = 0x5000_0000;
 const MARKER: u32 = 0xCAFE_BABE;
+/// Where the guest stores the first byte of its `inc` instruction as it reads it.
+const SEEN: u64 = 0x9100;
 
 struct Guest {
     code: Vec<u8>,
+    /// The instruction after the read of MAPPED.
+    after_read: u64,
     start: u64,
     int30: u64,
     after_int: u64,
@@ -37,7 +41,13 @@ struct Guest {
     jmp: u64,
 }
 
+/// The guest, assembled twice: the first pass finds the `inc` address the code reads.
 fn guest() -> Guest {
+    let first = guest_reading(0);
+    guest_reading(first.inc as u32)
+}
+
+fn guest_reading(inc_addr: u32) -> Guest {
     let mut a = CodeAssembler::new(32).expect("asm");
     let mut l: Vec<CodeLabel> = (0..9).map(|_| a.create_label()).collect();
     // start: nop; int 0x30; nop; ud2
@@ -54,9 +64,13 @@ fn guest() -> Guest {
     a.iretd().unwrap();
     a.set_label(&mut l[5]).unwrap();
     a.jmp(l[6]).unwrap();
-    // top: mov eax,[MAPPED]; inc dword [COUNTER]; jmp top
+    // top: mov eax,[MAPPED]; mov bl,[inc]; mov [SEEN],bl; inc dword [COUNTER]; jmp top
     a.set_label(&mut l[6]).unwrap();
     a.mov(eax, dword_ptr(MAPPED as u32)).unwrap();
+    let mut after_read = a.create_label();
+    a.set_label(&mut after_read).unwrap();
+    a.mov(bl, byte_ptr(inc_addr)).unwrap();
+    a.mov(byte_ptr(SEEN as u32), bl).unwrap();
     a.set_label(&mut l[7]).unwrap();
     a.inc(dword_ptr(COUNTER as u32)).unwrap();
     a.set_label(&mut l[8]).unwrap();
@@ -65,7 +79,9 @@ fn guest() -> Guest {
         .assemble_options(CODE, BlockEncoderOptions::RETURN_NEW_INSTRUCTION_OFFSETS)
         .expect("assemble");
     let ip = |i: usize| r.label_ip(&l[i]).expect("label");
+    let after_read = r.label_ip(&after_read).expect("label");
     Guest {
+        after_read,
         code: r.inner.code_buffer.clone(),
         start: ip(0),
         int30: ip(1),
@@ -132,6 +148,13 @@ fn paged_guest_steps_across_interrupts_and_faults_and_watches() {
         s("echo M-RWATCH\\n"),
         s("p/x $pc"),
         s("delete"),
+        // A software breakpoint on the instruction the guest reads: the guest sees the real
+        // opcode, never an INT3.
+        format!("break *{:#x}", g.inc),
+        s("continue"),
+        s("echo M-SEEN\\n"),
+        format!("p/x *(unsigned char*){SEEN:#x}"),
+        s("delete"),
         format!("hbreak *{:#x}", g.jmp),
         s("continue"),
         s("echo M-HBREAK\\n"),
@@ -177,13 +200,18 @@ fn paged_guest_steps_across_interrupts_and_faults_and_watches() {
     assert!(out.contains("Hardware read watchpoint 1"), "{out}");
     assert_eq!(
         marked_values(&out, "M-RWATCH"),
-        [g.inc],
+        [g.after_read],
         "read watchpoint after the reading instruction"
     );
-    assert!(out.contains("Hardware assisted breakpoint 2"), "{out}");
+    assert_eq!(
+        marked_values(&out, "M-SEEN"),
+        [u64::from(g.code[(g.inc - CODE) as usize])],
+        "the guest reads its own code, not a breakpoint"
+    );
+    assert!(out.contains("Hardware assisted breakpoint 3"), "{out}");
     assert_eq!(marked_values(&out, "M-HBREAK"), [g.jmp]);
     assert!(
-        out.contains("Hardware access (read/write) watchpoint 3"),
+        out.contains("Hardware access (read/write) watchpoint 4"),
         "{out}"
     );
     assert_eq!(marked_values(&out, "M-AWATCH"), [g.jmp]);
