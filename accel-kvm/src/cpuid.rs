@@ -11,7 +11,7 @@
 //!   steal time expect an in-kernel LAPIC).
 //! - Both modes: MONITOR/MWAIT (leaf 1 ECX bit 3), which KVM does not emulate faithfully.
 //!
-//! The initial APIC ID (leaf 1 EBX[31:24]) is 0 for the single vCPU.
+//! The initial APIC ID (leaf 1 `EBX[31:24]`) is 0 for the single vCPU.
 
 use kvm_bindings::kvm_cpuid_entry2;
 

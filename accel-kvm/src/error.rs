@@ -56,5 +56,5 @@ impl Error {
     }
 }
 
-/// Result with the KVM backend's [`Error`].
+/// Result with the KVM backend's [`enum@Error`].
 pub type Result<T> = std::result::Result<T, Error>;
