@@ -965,16 +965,7 @@ impl CpuBackend for KvmBackend {
         Ok((t.valid != 0).then_some(t.physical_address))
     }
 
-    fn inject_interrupt(&mut self, vector: u8) -> pcvm_core::Result<()> {
-        let mut s = self.state()?;
-        s.pending_interrupt = Some(vector);
-        s.halted = false;
-        self.set_state(&s)
-    }
-
     fn kicker(&self) -> Kicker {
         self.kicker.clone()
     }
-
-    fn flush_caches(&mut self) {}
 }
