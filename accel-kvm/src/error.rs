@@ -58,3 +58,29 @@ impl Error {
 
 /// Result with the KVM backend's [`enum@Error`].
 pub type Result<T> = std::result::Result<T, Error>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_say_what_failed() {
+        let e = Error::Open(std::io::Error::from_raw_os_error(libc::ENOENT));
+        assert!(
+            e.to_string()
+                .starts_with("failed to open /dev/kvm: No such file or directory"),
+            "{e}"
+        );
+        let e = Error::ioctl("set the TSS address", kvm_ioctls::Error::new(libc::EINVAL));
+        assert_eq!(
+            e.to_string(),
+            "failed to set the TSS address: Invalid argument (os error 22)"
+        );
+        let core = Error::MissingCapability("KVM_CAP_IMMEDIATE_EXIT").into_core("create the VM");
+        assert_eq!(
+            core.to_string(),
+            "CPU backend kvm failed to create the VM: KVM lacks a required capability: \
+             KVM_CAP_IMMEDIATE_EXIT"
+        );
+    }
+}
