@@ -18,8 +18,6 @@ pub mod vector {
     pub const PF: u8 = 14;
     pub const MF: u8 = 16;
     pub const AC: u8 = 17;
-    pub const MC: u8 = 18;
-    pub const XM: u8 = 19;
 }
 
 /// An exception raised by an instruction (a fault: RIP still points at the instruction, the

@@ -87,7 +87,7 @@ fn trial(seed: u64) -> u64 {
         m.set_idt(r.below(32) as u8, random_descriptor(&mut r));
     }
     for _ in 0..r.below(4) {
-        m.write_u32(TSS + r.below(0x68) & !3, r.next() as u32);
+        m.write_u32((TSS + r.below(0x68)) & !3, r.next() as u32);
     }
     let mode = r.below(7);
     let mut s = match mode {
