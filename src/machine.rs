@@ -16,17 +16,24 @@ use pcvm_core::{
     Board, ClockMode, CpuBackend, CpuState, GuestMemory, IrqLine, Kicker, MemoryLayout, Platform,
     RunLimit, SharedDevice, SystemRequest, TimerHandle, VirtualClock, VmExit,
 };
+use pcvm_devices::acpi_pm::{
+    AcpiPmPorts, Piix4Pm, PM_BASE_DEFAULT, PM_BASE_LOADER, PM_IO_SIZE, SCI_IRQ,
+};
 use pcvm_devices::debug_exit::DebugExit;
 use pcvm_devices::debugcon::DebugCon;
 use pcvm_devices::fw_cfg::{
     FwCfg, FW_CFG_DMA_PORT, FW_CFG_DMA_PORT_LEN, FW_CFG_PORT, FW_CFG_PORT_LEN,
 };
+use pcvm_devices::gsi::{IoApicPinLine, IsaIrqLine};
+use pcvm_devices::hpet::{Hpet, HPET_BASE, HPET_SIZE};
 use pcvm_devices::i8042::{
     I8042, I8042_AUX_IRQ, I8042_COMMAND_PORT, I8042_DATA_PORT, I8042_KBD_IRQ,
 };
 use pcvm_devices::i8254::{Pit8254, Port61, PIT_IRQ, PIT_PORT, PIT_PORT_LEN, PORT61};
-use pcvm_devices::i8259::{Pic8259Pair, PicIrqLine};
+use pcvm_devices::i8259::Pic8259Pair;
 use pcvm_devices::ide::{Drive, FileBackend, IdeController};
+use pcvm_devices::ioapic::{IoApic, IOAPIC_BASE, IOAPIC_PINS, IOAPIC_SIZE};
+use pcvm_devices::lapic::{LocalApic, LocalApicFront, LAPIC_BASE, LAPIC_SIZE};
 use pcvm_devices::mc146818::{host_wall_clock, Rtc, RTC_IRQ, RTC_PORT, RTC_PORT_LEN};
 use pcvm_devices::pci::i440fx::I440fx;
 use pcvm_devices::pci::piix::{Piix3Ide, Piix3IsaBridge};
@@ -36,6 +43,7 @@ use pcvm_devices::post::{PostCodePort, POST_PORT};
 use pcvm_devices::reset_control::ResetControl;
 use pcvm_devices::uart16550::{Uart16550, COM_PORTS, UART_PORT_LEN};
 use pcvm_devices::vga::{TextRenderer, Vga};
+use pcvm_firmware::acpi::{self, AcpiConfig, AcpiTables};
 use pcvm_firmware::cmos::{self, BootDevice, CmosConfig};
 use pcvm_firmware::fw_cfg_content::{self, IdeDrive, PcFwCfgConfig};
 use pcvm_firmware::option_rom::OptionRom;
@@ -360,11 +368,58 @@ impl Machine {
         let mut board = Board::new(memory.clone(), clock.clone());
         let mut consoles = Consoles::new();
 
-        // Interrupt controller.
-        let pic = Arc::new(Mutex::new(Pic8259Pair::new(board.intr.clone())));
+        // Interrupt controllers: the local APIC in front of the CPU with the 8259 pair on its
+        // LINT0 (INTR input 1, gated by the APIC), and the I/O APIC beside the 8259s; every
+        // ISA IRQ line drives both (IRQ0 on GSI 2).
+        let lapic_timer = TimerHandle::new();
+        let lapic = Arc::new(Mutex::new(LocalApic::new(
+            &board.intr,
+            clock.clone(),
+            lapic_timer.clone(),
+        )));
+        let pic = Arc::new(Mutex::new(Pic8259Pair::new(board.intr.input(1))));
         add_pio(&mut board, &[(0x20, 2), (0xA0, 2), (0x4D0, 2)], pic.clone())?;
-        board.interrupt_controller = Some(pic.clone());
-        let irq = |n: u8| -> Arc<dyn IrqLine> { PicIrqLine::shared(&pic, n) };
+        let ioapic = {
+            let mut l = lapic.lock().map_err(|_| anyhow!("LAPIC lock poisoned"))?;
+            l.set_nmi(board.nmi.clone());
+            let mut io = IoApic::new(l.input());
+            io.set_nmi(board.nmi.clone());
+            let io = Arc::new(Mutex::new(io));
+            let eoi = io.clone();
+            l.set_eoi_broadcast(Arc::new(move |vector| {
+                if let Ok(mut io) = eoi.lock() {
+                    io.end_of_interrupt(vector);
+                }
+            }));
+            io
+        };
+        board.mmio.insert(LAPIC_BASE, LAPIC_SIZE, lapic.clone())?;
+        board
+            .mmio
+            .insert(IOAPIC_BASE, IOAPIC_SIZE, ioapic.clone())?;
+        board.timers.add(lapic_timer, lapic.clone());
+        board.interrupt_controller = Some(Arc::new(Mutex::new(LocalApicFront::new(
+            lapic.clone(),
+            pic.clone(),
+            &board.intr,
+        ))));
+        let irq = |n: u8| -> Arc<dyn IrqLine> { IsaIrqLine::shared(&pic, &ioapic, n) };
+
+        // HPET: legacy replacement routes to ISA IRQ0/8, otherwise GSI 20–23.
+        let hpet_timer = TimerHandle::new();
+        let mut hpet_lines: Vec<Option<Arc<dyn IrqLine>>> = vec![None; IOAPIC_PINS];
+        hpet_lines[2] = Some(irq(0));
+        hpet_lines[8] = Some(irq(8));
+        for (pin, slot) in hpet_lines.iter_mut().enumerate().skip(20) {
+            *slot = Some(IoApicPinLine::shared(&ioapic, pin));
+        }
+        let hpet = Arc::new(Mutex::new(Hpet::new(
+            clock.clone(),
+            hpet_timer.clone(),
+            hpet_lines,
+        )));
+        board.mmio.insert(HPET_BASE, HPET_SIZE, hpet.clone())?;
+        board.timers.add(hpet_timer, hpet);
 
         // Timer.
         let pit_timer = TimerHandle::new();
@@ -458,7 +513,22 @@ impl Machine {
             add_pio(&mut board, &[(de.port, u64::from(de.size))], dev)?;
         }
 
-        // PCI: i440FX host bridge, PIIX3 ISA bridge and IDE, stdvga with its ROM.
+        // ACPI power management (PIIX4 PM function): SCI on IRQ 9, PM block windows at the
+        // bases SeaBIOS programs (0x600 with our table-loader, 0xB000 without).
+        let pm_timer = TimerHandle::new();
+        let pm = Arc::new(Mutex::new(Piix4Pm::new(
+            clock.clone(),
+            pm_timer.clone(),
+            irq(SCI_IRQ),
+            board.requests.clone(),
+        )));
+        for base in [PM_BASE_LOADER, PM_BASE_DEFAULT] {
+            let window = Arc::new(Mutex::new(AcpiPmPorts::new(pm.clone(), base)));
+            board.pio.insert(u64::from(base), PM_IO_SIZE, window)?;
+        }
+        board.timers.add(pm_timer, pm.clone());
+
+        // PCI: i440FX host bridge, PIIX3 ISA bridge and IDE, PIIX4 PM, stdvga with its ROM.
         let pci = Arc::new(Mutex::new(PciBus::new()));
         let vga = Arc::new(Mutex::new(match &vga_rom {
             Some(rom) => Vga::with_rom(rom.data().to_vec()),
@@ -470,6 +540,8 @@ impl Machine {
             bus.add(1, 0, Arc::new(Mutex::new(Piix3IsaBridge::new())))?;
             let (dev, func) = Piix3Ide::SLOT;
             bus.add(dev, func, Arc::new(Mutex::new(Piix3Ide::new())))?;
+            let (dev, func) = Piix4Pm::SLOT;
+            bus.add(dev, func, pm.clone())?;
             let (dev, func) = Vga::SLOT;
             bus.add(dev, func, vga.clone())?;
         }
@@ -554,6 +626,17 @@ impl Machine {
         for (name, data) in content.files {
             fw_cfg
                 .add_file(&name, data)
+                .with_context(|| format!("failed to add fw_cfg file {name}"))?;
+        }
+        // ACPI tables through QEMU's BIOS-linker script.
+        let acpi = AcpiTables::build(&AcpiConfig::pc(layout.below_4g));
+        for (name, data) in [
+            (acpi::TABLES_FILE, acpi.tables.clone()),
+            (acpi::RSDP_FILE, acpi.rsdp.clone()),
+            (acpi::LOADER_FILE, acpi.loader()),
+        ] {
+            fw_cfg
+                .add_file(name, data)
                 .with_context(|| format!("failed to add fw_cfg file {name}"))?;
         }
         let fw_cfg = Arc::new(Mutex::new(fw_cfg));

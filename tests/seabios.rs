@@ -35,13 +35,17 @@ fn no_disk_reports_no_bootable_device_on_debugcon_serial_and_vga() {
         log.contains("qemu/e820: addr 0x0000000000000000 len 0x0000000008000000 [RAM]"),
         "{log}"
     );
-    for id in ["8086:1237", "8086:7000", "8086:7010", "1234:1111"] {
+    for id in ["8086:1237", "8086:7000", "8086:7010", "8086:7113", "1234:1111"] {
         assert!(
             log.contains(&format!("id={id}")),
             "PCI {id} missing:\n{log}"
         );
     }
-    assert!(log.contains("Found 4 PCI devices"), "{log}");
+    assert!(log.contains("Found 5 PCI devices"), "{log}");
+    // ACPI: SeaBIOS ran our table-loader (PM block at 0x600) and found our tables.
+    assert!(log.contains("Moving pm_base to 0x600"), "{log}");
+    assert!(log.contains("Using pmtimer, ioport 0x608"), "{log}");
+    assert!(log.contains("ACPI: parse DSDT"), "{log}");
     // sercon (etc/sercon-port) mirrors the screen to COM1.
     assert!(serial.contains("SeaBIOS (version 1.16"), "{serial}");
     // The VGA BIOS ran and SeaBIOS's banner is on the text screen.
