@@ -31,7 +31,14 @@
 //! | [`ResetControl`] | 0xCF9 through the PCI config ports | — | |
 //! | [`FwCfg`] | 0x510–0x511, 0x514–0x51B | — | DMA via `GuestMemory` |
 //!
-//! Interrupt lines are [`PicIrqLine`]s. Lock order: device → PIC, never the reverse.
+//! | [`lapic::LocalApic`] | MMIO 0xFEE00000 len 0x1000 | — | `TimerDevice`; [`lapic::LocalApicFront`] is the board's `InterruptController` (8259 on INTR input 1 behind LINT0) |
+//! | [`ioapic::IoApic`] | MMIO 0xFEC00000 len 0x1000 | — | GSI 0–23; the LAPIC's EOI broadcast calls `end_of_interrupt` |
+//! | [`hpet::Hpet`] | MMIO 0xFED00000 len 0x400 | 0/8 (legacy), GSI 20–23 | `TimerDevice` |
+//! | [`acpi_pm::Piix4Pm`] | [`acpi_pm::AcpiPmPorts`] windows at 0x600 and 0xB000, len 0x40 | 9 (SCI) | PCI 00:01.3, `TimerDevice` |
+//!
+//! Interrupt lines are [`PicIrqLine`]s, or with the I/O APIC [`gsi::IsaIrqLine`]s (8259 input
+//! and I/O APIC pin, IRQ0 on GSI 2). Lock order: device → PIC → I/O APIC, never the reverse;
+//! the I/O APIC reaches the local APIC only through its lock-free [`lapic::LapicInput`].
 #![forbid(unsafe_code)]
 
 pub mod acpi_pm;
