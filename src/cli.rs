@@ -165,13 +165,13 @@ pub enum DisplayArg {
 /// `--accel` values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum AccelArg {
-    /// The best backend built in (now: the interpreter).
+    /// KVM when the host has hardware virtualization, else the interpreter.
     Auto,
     /// The reference interpreter.
     Interp,
     /// The JIT (not built yet).
     Jit,
-    /// KVM (not built yet).
+    /// KVM (/dev/kvm), with pcvm's device model in userspace.
     Kvm,
 }
 
@@ -296,9 +296,10 @@ impl Cli {
             other => bail!("invalid -smp '{other}': only 1 CPU is supported"),
         }
         let accel = match self.accel {
-            AccelArg::Auto | AccelArg::Interp => Accel::Interp,
-            AccelArg::Jit => bail!("backend jit is not built yet (use --accel interp)"),
-            AccelArg::Kvm => bail!("backend kvm is not built yet (use --accel interp)"),
+            AccelArg::Auto => Accel::auto(),
+            AccelArg::Interp => Accel::Interp,
+            AccelArg::Jit => bail!("backend jit is not built yet (use --accel interp or kvm)"),
+            AccelArg::Kvm => Accel::Kvm,
         };
         let memory = parse_memory_size(&self.memory)?;
 
@@ -847,8 +848,11 @@ mod tests {
         assert!(e.contains("not supported yet"), "{e}");
         let e = parse(&["-S"]).unwrap_err().to_string();
         assert!(e.contains("-S without -s or -gdb"), "{e}");
-        let e = parse(&["--accel", "kvm"]).unwrap_err().to_string();
-        assert_eq!(e, "backend kvm is not built yet (use --accel interp)");
+        let e = parse(&["--accel", "jit"]).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "backend jit is not built yet (use --accel interp or kvm)"
+        );
         assert!(parse(&["-smp", "2"]).is_err());
         assert!(parse(&["-frobnicate"]).is_err());
     }

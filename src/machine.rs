@@ -69,6 +69,23 @@ const PCI_IO_LEN: u64 = 0x1_0000 - PciIoWindow::SEABIOS_BASE as u64;
 pub enum Accel {
     /// The reference interpreter.
     Interp,
+    /// KVM through /dev/kvm, driving the same device model through exits (userspace irqchip).
+    Kvm,
+}
+
+impl Accel {
+    /// What `--accel auto` picks: KVM only when /dev/kvm opens and the host CPU has hardware
+    /// virtualization (VMX/SVM), so a software-emulated /dev/kvm (kvm-pvm) is never chosen;
+    /// otherwise the interpreter (the JIT when it lands).
+    pub fn auto() -> Accel {
+        if pcvm_accel_kvm::hardware_virtualization_available()
+            && pcvm_accel_kvm::kvm_usable().is_ok()
+        {
+            Accel::Kvm
+        } else {
+            Accel::Interp
+        }
+    }
 }
 
 /// What is shown of the guest's screen.
@@ -661,6 +678,22 @@ impl Machine {
         }
         let cpu: Box<dyn CpuBackend> = match config.accel {
             Accel::Interp => Box::new(interp),
+            Accel::Kvm => {
+                if config.trace.is_some() {
+                    bail!("--trace needs --accel interp: KVM runs guest code natively");
+                }
+                let info =
+                    pcvm_accel_kvm::kvm_usable().context("--accel kvm: /dev/kvm is not usable")?;
+                if let Some(warning) = info.warning() {
+                    eprintln!("pcvm: {warning}");
+                }
+                let kvm = pcvm_accel_kvm::KvmBackend::new(
+                    &board.memory,
+                    pcvm_accel_kvm::KvmOptions::default(),
+                )
+                .context("failed to create the KVM backend")?;
+                Box::new(kvm)
+            }
         };
         let kicker = cpu.kicker();
         let quit = Arc::new(AtomicBool::new(false));
