@@ -35,7 +35,13 @@ fn no_disk_reports_no_bootable_device_on_debugcon_serial_and_vga() {
         log.contains("qemu/e820: addr 0x0000000000000000 len 0x0000000008000000 [RAM]"),
         "{log}"
     );
-    for id in ["8086:1237", "8086:7000", "8086:7010", "8086:7113", "1234:1111"] {
+    for id in [
+        "8086:1237",
+        "8086:7000",
+        "8086:7010",
+        "8086:7113",
+        "1234:1111",
+    ] {
         assert!(
             log.contains(&format!("id={id}")),
             "PCI {id} missing:\n{log}"
