@@ -1,21 +1,22 @@
-//! SeaBIOS 1.16 (Debian's bios-256k.bin) under the interpreter: no disk, a raw disk booted
-//! through INT 13h extended reads, and an El Torito no-emulation CD.
+//! SeaBIOS 1.16 (Debian's bios-256k.bin): no disk, a raw disk booted through INT 13h extended
+//! reads, an El Torito no-emulation CD, and the boot order — each on every backend (the
+//! interpreter, and KVM with pcvm's device model in userspace when /dev/kvm is usable).
 
 mod common;
 
 use std::time::Duration;
 
 use common::*;
-use pcvm::machine::{DriveConfig, DriveMedia, Exit, Machine};
+use pcvm::machine::{Accel, DriveConfig, DriveMedia, Exit, Machine};
 use pcvm_firmware::cmos::BootDevice;
 
 /// Generous wall-clock limit per boot; a hang fails the test rather than CI.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
 
-#[test]
-fn no_disk_reports_no_bootable_device_on_debugcon_serial_and_vga() {
+fn no_disk_reports_no_bootable_device_on_debugcon_serial_and_vga(accel: Accel) {
     let Some(bios) = seabios() else { return };
-    let (config, cap) = seabios_config(&bios, BOOT_TIMEOUT);
+    let (mut config, cap) = seabios_config(&bios, BOOT_TIMEOUT);
+    config.accel = accel;
     let mut m = Machine::new(config).expect("build machine");
     let exit = m
         .run_until(|m| {
@@ -59,13 +60,13 @@ fn no_disk_reports_no_bootable_device_on_debugcon_serial_and_vga() {
     assert!(screen.contains("SeaBIOS (version 1.16"), "{screen}");
 }
 
-#[test]
-fn boots_a_raw_disk_through_int13_extended_reads() {
+fn boots_a_raw_disk_through_int13_extended_reads(accel: Accel) {
     let Some(bios) = seabios() else { return };
     let dir = TempDir::new("disk");
     let disk = dir.path("disk.img");
     std::fs::write(&disk, disk_image()).unwrap();
     let (mut config, cap) = seabios_config(&bios, BOOT_TIMEOUT);
+    config.accel = accel;
     config.drives.push(DriveConfig {
         path: disk,
         media: DriveMedia::Disk,
@@ -88,13 +89,13 @@ fn boots_a_raw_disk_through_int13_extended_reads() {
     assert!(screen.contains(MARK_INT10), "{screen}");
 }
 
-#[test]
-fn boots_an_el_torito_no_emulation_cd() {
+fn boots_an_el_torito_no_emulation_cd(accel: Accel) {
     let Some(bios) = seabios() else { return };
     let dir = TempDir::new("cd");
     let iso = dir.path("boot.iso");
     std::fs::write(&iso, iso_image()).unwrap();
     let (mut config, cap) = seabios_config(&bios, BOOT_TIMEOUT);
+    config.accel = accel;
     config.drives.push(DriveConfig {
         path: iso,
         media: DriveMedia::Cdrom,
@@ -116,8 +117,7 @@ fn boots_an_el_torito_no_emulation_cd() {
     assert!(screen.contains(MARK_INT10), "{screen}");
 }
 
-#[test]
-fn boot_order_d_prefers_the_cd_over_a_bootable_disk() {
+fn boot_order_d_prefers_the_cd_over_a_bootable_disk(accel: Accel) {
     let Some(bios) = seabios() else { return };
     let dir = TempDir::new("order");
     let iso = dir.path("boot.iso");
@@ -131,6 +131,7 @@ fn boot_order_d_prefers_the_cd_over_a_bootable_disk() {
     img[511] = 0xAA;
     std::fs::write(&disk, img).unwrap();
     let (mut config, cap) = seabios_config(&bios, BOOT_TIMEOUT);
+    config.accel = accel;
     config.drives.push(DriveConfig {
         path: disk,
         media: DriveMedia::Disk,
@@ -151,3 +152,51 @@ fn boot_order_d_prefers_the_cd_over_a_bootable_disk() {
     assert!(log.contains("Booting from DVD/CD..."), "{log}");
     assert!(!log.contains("Booting from Hard Disk..."), "{log}");
 }
+
+/// KVM runs only where /dev/kvm opens; otherwise the KVM variants say why and skip (an
+/// environment fact, not a fixture). Here /dev/kvm is kvm-pvm: software-emulated, slow, but
+/// real KVM exits into the same device model.
+fn kvm_available() -> bool {
+    match pcvm_accel_kvm::kvm_usable() {
+        Ok(info) => {
+            if let Some(w) = info.warning() {
+                eprintln!("{w}");
+            }
+            true
+        }
+        Err(e) => {
+            eprintln!("skipped: KVM is not usable here: {e}");
+            false
+        }
+    }
+}
+
+/// One test per backend for a whole-guest scenario.
+macro_rules! on_every_backend {
+    ($($scenario:ident),* $(,)?) => {$(
+        mod $scenario {
+            use super::*;
+
+            #[test]
+            fn interp() {
+                super::$scenario(Accel::Interp);
+            }
+
+            #[test]
+            fn kvm() {
+                if kvm_available() {
+                    let start = std::time::Instant::now();
+                    super::$scenario(Accel::Kvm);
+                    eprintln!("kvm: {} in {:.2} s", stringify!($scenario), start.elapsed().as_secs_f64());
+                }
+            }
+        }
+    )*};
+}
+
+on_every_backend!(
+    no_disk_reports_no_bootable_device_on_debugcon_serial_and_vga,
+    boots_a_raw_disk_through_int13_extended_reads,
+    boots_an_el_torito_no_emulation_cd,
+    boot_order_d_prefers_the_cd_over_a_bootable_disk
+);

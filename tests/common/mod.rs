@@ -49,12 +49,15 @@ pub fn seabios() -> Option<PathBuf> {
     require_fixture(path, "SeaBIOS bios-256k.bin")
 }
 
-/// A scratch directory unique to this test process and `name`, removed by the caller's guard.
+/// A scratch directory unique to this call (process id, a per-process counter and `name`:
+/// tests of one binary run in parallel), removed when dropped.
 pub struct TempDir(pub PathBuf);
 
 impl TempDir {
     pub fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("pcvm-test-{}-{name}", std::process::id()));
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("pcvm-test-{}-{n}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("create temp dir");
         TempDir(dir)
