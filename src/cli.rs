@@ -12,6 +12,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{CommandFactory, Parser, ValueEnum};
 
+use crate::direct::KernelConfig;
 use crate::machine::{
     Accel, BootConfig, CharSpec, DebugExitConfig, Display, DriveConfig, DriveMedia, MachineConfig,
 };
@@ -34,12 +35,16 @@ Exit status: 0 when the guest powers off, (value << 1) | 1 from isa-debug-exit,
 Examples:
   pcvm                                        run the built-in demo guest
   pcvm -bios bios-256k.bin -hda disk.img      boot a disk with SeaBIOS
-  pcvm -bios bios-256k.bin -cdrom boot.iso -boot d -debugcon file:seabios.log";
+  pcvm -bios bios-256k.bin -cdrom boot.iso -boot d -debugcon file:seabios.log
+  pcvm --accel kvm -kernel bzImage -initrd initrd.img -append console=ttyS0
+
+Direct boot (-kernel) loads the kernel into RAM and starts the CPU at its entry point with no
+BIOS run (as Firecracker does; QEMU runs SeaBIOS and its linuxboot option ROM instead).";
 
 /// An x86 PC emulator: an i440FX/PIIX3 PC that boots SeaBIOS from IDE disks and CDs.
 ///
-/// With no -bios and no drives, pcvm runs a small built-in guest that switches to protected
-/// mode, prints what the CPU reports and a benchmark on COM1, and powers off.
+/// With no -bios, no drives and no -kernel, pcvm runs a small built-in guest that switches to
+/// protected mode, prints what the CPU reports and a benchmark on COM1, and powers off.
 #[derive(Debug, Parser)]
 #[command(name = "pcvm", version, about, long_about, after_help = AFTER_HELP)]
 pub struct Cli {
@@ -134,13 +139,14 @@ pub struct Cli {
     #[arg(long, value_name = "NS")]
     pub icount: Option<u64>,
 
-    /// Linux kernel to boot directly (not supported yet).
+    /// Boot a kernel directly, without firmware: a Linux bzImage (64-bit entry; needs
+    /// --accel kvm for now), a multiboot v1 kernel, or an ELF kernel with a PVH note.
     #[arg(long, value_name = "FILE")]
     pub kernel: Option<PathBuf>,
-    /// Initial ramdisk for -kernel (not supported yet).
+    /// Initial ramdisk for -kernel; for multiboot, modules as "FILE [ARGS],FILE [ARGS]".
     #[arg(long, value_name = "FILE")]
-    pub initrd: Option<PathBuf>,
-    /// Kernel command line for -kernel (not supported yet).
+    pub initrd: Option<String>,
+    /// Kernel command line for -kernel.
     #[arg(long, value_name = "CMDLINE")]
     pub append: Option<String>,
 
@@ -280,9 +286,16 @@ impl Cli {
 
     /// Check the options and turn them into a machine configuration.
     pub fn into_config(self) -> Result<MachineConfig> {
-        if self.kernel.is_some() || self.initrd.is_some() || self.append.is_some() {
-            bail!("-kernel/-initrd/-append (direct Linux boot) are not supported yet");
-        }
+        let kernel = match (self.kernel, self.initrd, self.append) {
+            (Some(path), initrd, append) => Some(KernelConfig {
+                path,
+                initrd,
+                cmdline: append.unwrap_or_default(),
+            }),
+            (None, Some(_), _) => bail!("-initrd needs -kernel"),
+            (None, None, Some(_)) => bail!("-append needs -kernel"),
+            (None, None, None) => None,
+        };
         let gdb = match (&self.gdb, self.gdb_default) {
             (Some(spec), _) => Some(crate::gdb::ListenSpec::parse(spec)?),
             (None, true) => Some(crate::gdb::ListenSpec::tcp("127.0.0.1", 1234)),
@@ -424,6 +437,7 @@ impl Cli {
             icount_ns: self.icount,
             gdb,
             gdb_wait: self.freeze,
+            kernel,
         })
     }
 }
@@ -843,9 +857,28 @@ mod tests {
     }
 
     #[test]
+    fn kernel_options() {
+        let c = parse(&[
+            "-kernel", "bzImage", "-initrd", "rd.img", "-append", "quiet",
+        ])
+        .unwrap();
+        let k = c.kernel.unwrap();
+        assert_eq!(k.path, PathBuf::from("bzImage"));
+        assert_eq!(k.initrd.as_deref(), Some("rd.img"));
+        assert_eq!(k.cmdline, "quiet");
+        assert_eq!(
+            parse(&["-kernel", "k"]).unwrap().kernel.unwrap().cmdline,
+            ""
+        );
+        assert_eq!(parse(&[]).unwrap().kernel, None);
+        let e = parse(&["-initrd", "rd.img"]).unwrap_err().to_string();
+        assert_eq!(e, "-initrd needs -kernel");
+        let e = parse(&["-append", "quiet"]).unwrap_err().to_string();
+        assert_eq!(e, "-append needs -kernel");
+    }
+
+    #[test]
     fn not_yet_supported_options_fail_clearly() {
-        let e = parse(&["-kernel", "bzImage"]).unwrap_err().to_string();
-        assert!(e.contains("not supported yet"), "{e}");
         let e = parse(&["-S"]).unwrap_err().to_string();
         assert!(e.contains("-S without -s or -gdb"), "{e}");
         let e = parse(&["--accel", "jit"]).unwrap_err().to_string();

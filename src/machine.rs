@@ -51,6 +51,7 @@ use pcvm_firmware::seabios::BiosImage;
 
 pub use crate::console::{CaptureBuffer, CharSpec};
 use crate::console::{Consoles, QuitHook};
+use crate::direct::DirectKernel;
 use crate::power::{ApmShutdownPort, APM_SHUTDOWN_PORT};
 
 /// Instructions per call to the backend between checks of timeouts and stop conditions.
@@ -176,6 +177,8 @@ pub struct MachineConfig {
     pub gdb: Option<crate::gdb::ListenSpec>,
     /// `-S`: wait for gdb before the first instruction.
     pub gdb_wait: bool,
+    /// `-kernel`: boot this kernel directly instead of running firmware.
+    pub kernel: Option<crate::direct::KernelConfig>,
 }
 
 impl Default for MachineConfig {
@@ -198,6 +201,7 @@ impl Default for MachineConfig {
             icount_ns: None,
             gdb: None,
             gdb_wait: false,
+            kernel: None,
         }
     }
 }
@@ -243,6 +247,9 @@ pub struct Machine {
     renderer: Option<(TextRenderer, Instant)>,
     gdb: Option<crate::gdb::GdbServer>,
     _consoles: Consoles,
+    /// The `-kernel` to load at power-on and on every reset.
+    direct: Option<DirectKernel>,
+    pm: Arc<Mutex<Piix4Pm>>,
 }
 
 impl std::fmt::Debug for Machine {
@@ -353,7 +360,22 @@ fn add_pio(board: &mut Board, ranges: &[(u16, u64)], dev: SharedDevice) -> Resul
 impl Machine {
     /// Build the machine: check every input first, so a bad file is one clear error.
     pub fn new(config: MachineConfig) -> Result<Self> {
-        let demo = config.bios.is_none() && config.drives.is_empty();
+        let direct = config.kernel.as_ref().map(DirectKernel::open).transpose()?;
+        if let Some(k) = &direct {
+            if k.needs_long_mode() && config.accel == Accel::Interp {
+                bail!(
+                    "-kernel {}: a bzImage needs long mode, which the interpreter does not \
+                     implement yet; use --accel kvm",
+                    config
+                        .kernel
+                        .as_ref()
+                        .map_or(Path::new(""), |c| &c.path)
+                        .display()
+                );
+            }
+        }
+        // Direct boot needs no firmware; the built-in guest then sits unused at the reset vector.
+        let demo = config.bios.is_none() && (config.drives.is_empty() || direct.is_some());
         let bios = match &config.bios {
             Some(p) => Some(BiosImage::load(p)?),
             None if demo => None,
@@ -364,7 +386,11 @@ impl Machine {
             .iter()
             .map(open_drive)
             .collect::<Result<Vec<_>>>()?;
-        let vga_rom = if demo { None } else { find_vga_rom(&config)? };
+        let vga_rom = if demo && config.kernel.is_none() {
+            None
+        } else {
+            find_vga_rom(&config)?
+        };
 
         let layout =
             MemoryLayout::pc(config.memory).map_err(|e| anyhow!("invalid memory size: {e}"))?;
@@ -713,7 +739,7 @@ impl Machine {
             .map(crate::gdb::GdbServer::bind)
             .transpose()?;
         let config_display = config.display;
-        Ok(Machine {
+        let mut machine = Machine {
             board,
             cpu,
             kicker,
@@ -724,7 +750,27 @@ impl Machine {
                 .then(|| (TextRenderer::new(), Instant::now())),
             gdb,
             _consoles: consoles,
-        })
+            direct,
+            pm,
+        };
+        machine.enter_direct_boot()?;
+        Ok(machine)
+    }
+
+    /// For `-kernel`: load the kernel (again, after a reset) and point the CPU at its entry.
+    /// No firmware programs the PIIX4 PM block, so set the base the ACPI tables name.
+    fn enter_direct_boot(&mut self) -> Result<()> {
+        let Some(direct) = &self.direct else {
+            return Ok(());
+        };
+        let state = direct.load(&self.board.memory)?;
+        self.pm
+            .lock()
+            .map_err(|_| anyhow!("PIIX4 PM lock poisoned"))?
+            .set_pm_base(PM_BASE_LOADER);
+        self.cpu.set_state(&state)?;
+        self.cpu.flush_caches();
+        Ok(())
     }
 
     /// A handle that stops [`Machine::run`] from another thread (it returns [`Exit::Quit`]).
@@ -795,7 +841,7 @@ impl Machine {
         let _ = self.board.requests.take();
         self.cpu.set_state(&CpuState::reset())?;
         self.cpu.flush_caches();
-        Ok(())
+        self.enter_direct_boot()
     }
 
     /// Run until the guest powers off, resets or faults (per `-no-reboot`), the user quits, or
