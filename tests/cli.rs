@@ -4,32 +4,8 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output};
 
-use common::TempDir;
-
-fn pcvm(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_pcvm"))
-        .args(args)
-        .env("RUST_LOG", "off")
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("run pcvm")
-}
-
-/// Assert a bad-input failure: exit status 2 and exactly one stderr line containing `needle`.
-fn assert_bad_input(args: &[&str], needle: &str) {
-    let out = pcvm(args);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{args:?}: stderr {stderr}");
-    assert_eq!(stderr.lines().count(), 1, "{args:?}: stderr {stderr}");
-    assert!(stderr.starts_with("pcvm: "), "{args:?}: stderr {stderr}");
-    assert!(
-        stderr.contains(needle),
-        "{args:?}: expected {needle:?} in {stderr}"
-    );
-    assert!(!stderr.contains("panicked"), "{stderr}");
-}
+use common::{assert_bad_input, pcvm, TempDir};
 
 /// A BIOS-like image of `size` bytes with a far jump at the reset vector.
 fn bios_image(size: usize) -> Vec<u8> {

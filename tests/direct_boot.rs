@@ -4,9 +4,9 @@
 
 mod common;
 
-use std::process::{Command, Output};
+use std::process::Output;
 
-use common::TempDir;
+use common::{assert_bad_input, pcvm, TempDir};
 use iced_x86::code_asm::*;
 
 /// Where the a.out-kludge header asks the image to be loaded (and where it runs).
@@ -19,29 +19,6 @@ const EXIT_BAD_MAGIC: u32 = 1;
 const EXIT_NO_MEMORY_INFO: u32 = 2;
 const EXIT_BAD_CMDLINE: u32 = 3;
 const MARKER: &str = "MULTIBOOT-OK";
-
-fn pcvm(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_pcvm"))
-        .args(args)
-        .env("RUST_LOG", "off")
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("run pcvm")
-}
-
-/// Assert a bad-input failure: exit status 2 and one stderr line containing `needle`.
-fn assert_bad_input(args: &[&str], needle: &str) {
-    let out = pcvm(args);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{args:?}: stderr {stderr}");
-    assert_eq!(stderr.lines().count(), 1, "{args:?}: stderr {stderr}");
-    assert!(stderr.starts_with("pcvm: "), "{args:?}: stderr {stderr}");
-    assert!(
-        stderr.contains(needle),
-        "{args:?}: expected {needle:?} in {stderr}"
-    );
-    assert!(!stderr.contains("panicked"), "{stderr}");
-}
 
 /// A multiboot v1 kernel (a.out kludge: loaded whole at 1 MiB; header, strings, then the entry)
 /// that exits with [`EXIT_OK`] after printing [`MARKER`] only if EAX holds the bootloader magic,

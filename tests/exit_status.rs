@@ -3,19 +3,8 @@
 
 mod common;
 
-use std::process::{Command, Output};
-
-use common::{tiny_bios, TempDir};
+use common::{pcvm, tiny_bios, TempDir};
 use iced_x86::code_asm::*;
-
-fn pcvm(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_pcvm"))
-        .args(args)
-        .env("RUST_LOG", "off")
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("run pcvm")
-}
 
 fn bios_file(dir: &TempDir, rom: Vec<u8>) -> String {
     let p = dir.path("bios.bin");

@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test file uses a different subset
 
 use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 use std::time::Duration;
 
 use iced_x86::code_asm::*;
@@ -358,6 +359,30 @@ pub fn tiny_bios(code: impl FnOnce(&mut CodeAssembler) -> Result<(), IcedError>)
     let rv = rom.len() - 16;
     rom[rv..rv + 5].copy_from_slice(&[0xEA, 0x00, 0x00, 0x00, 0xF0]); // JMP FAR F000:0000
     rom
+}
+
+/// Run the `pcvm` binary with `args`, stdin closed, logging off.
+pub fn pcvm(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pcvm"))
+        .args(args)
+        .env("RUST_LOG", "off")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run pcvm")
+}
+
+/// Assert a bad-input failure: exit status 2 and exactly one stderr line containing `needle`.
+pub fn assert_bad_input(args: &[&str], needle: &str) {
+    let out = pcvm(args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{args:?}: stderr {stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{args:?}: stderr {stderr}");
+    assert!(stderr.starts_with("pcvm: "), "{args:?}: stderr {stderr}");
+    assert!(
+        stderr.contains(needle),
+        "{args:?}: expected {needle:?} in {stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
 #[cfg(test)]
