@@ -323,32 +323,12 @@ impl Drive {
             }
             CMD_READ_SECTORS | CMD_READ_SECTORS_NORETRY => self.start_read(Lba28, 1),
             CMD_READ_SECTORS_EXT => self.start_read(Lba48, 1),
-            CMD_READ_MULTIPLE | CMD_READ_MULTIPLE_EXT => {
-                if self.multiple == 0 {
-                    self.fail(ERROR_ABRT);
-                    return;
-                }
-                let a = if cmd == CMD_READ_MULTIPLE {
-                    Lba28
-                } else {
-                    Lba48
-                };
-                self.start_read(a, u64::from(self.multiple));
-            }
+            CMD_READ_MULTIPLE => self.start_multiple(Lba28, false),
+            CMD_READ_MULTIPLE_EXT => self.start_multiple(Lba48, false),
             CMD_WRITE_SECTORS | CMD_WRITE_SECTORS_NORETRY => self.start_write(Lba28, 1),
             CMD_WRITE_SECTORS_EXT => self.start_write(Lba48, 1),
-            CMD_WRITE_MULTIPLE | CMD_WRITE_MULTIPLE_EXT => {
-                if self.multiple == 0 {
-                    self.fail(ERROR_ABRT);
-                    return;
-                }
-                let a = if cmd == CMD_WRITE_MULTIPLE {
-                    Lba28
-                } else {
-                    Lba48
-                };
-                self.start_write(a, u64::from(self.multiple));
-            }
+            CMD_WRITE_MULTIPLE => self.start_multiple(Lba28, true),
+            CMD_WRITE_MULTIPLE_EXT => self.start_multiple(Lba48, true),
             CMD_READ_DMA | CMD_READ_DMA_NORETRY => self.start_dma_command(Lba28, true),
             CMD_READ_DMA_EXT => self.start_dma_command(Lba48, true),
             CMD_WRITE_DMA | CMD_WRITE_DMA_NORETRY => self.start_dma_command(Lba28, false),
@@ -462,6 +442,18 @@ impl Drive {
                     offset: lba * SECTOR_SIZE as u64,
                 },
             });
+        }
+    }
+
+    /// READ/WRITE MULTIPLE: blocks of the count SET MULTIPLE MODE chose; aborted before that
+    /// command enabled it (ATA/ATAPI-6 §8.30, §8.51).
+    fn start_multiple(&mut self, a: Addressing, write: bool) {
+        if self.multiple == 0 {
+            self.fail(ERROR_ABRT);
+        } else if write {
+            self.start_write(a, u64::from(self.multiple));
+        } else {
+            self.start_read(a, u64::from(self.multiple));
         }
     }
 
