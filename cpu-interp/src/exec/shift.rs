@@ -53,14 +53,7 @@ pub(super) fn shift(cpu: &mut Interpreter, p: &mut dyn Platform, d: &Decoded) ->
             };
             let cf = r & 1 != 0;
             let of = msb(r) ^ cf;
-            let mut f = f0 & !(fl::CF | fl::OF);
-            if cf {
-                f |= fl::CF;
-            }
-            if of {
-                f |= fl::OF;
-            }
-            (r, f)
+            (r, with_cf_of(f0, cf, of))
         }
         Mnemonic::Ror => {
             let k = n % bits;
@@ -71,14 +64,7 @@ pub(super) fn shift(cpu: &mut Interpreter, p: &mut dyn Platform, d: &Decoded) ->
             };
             let cf = msb(r);
             let of = msb(r) ^ ((r >> (bits - 2)) & 1 != 0);
-            let mut f = f0 & !(fl::CF | fl::OF);
-            if cf {
-                f |= fl::CF;
-            }
-            if of {
-                f |= fl::OF;
-            }
-            (r, f)
+            (r, with_cf_of(f0, cf, of))
         }
         Mnemonic::Rcl => {
             let k = n % (bits + 1);
@@ -91,14 +77,7 @@ pub(super) fn shift(cpu: &mut Interpreter, p: &mut dyn Platform, d: &Decoded) ->
             }
             let r = r as u32;
             let of = msb(r) ^ cf;
-            let mut f = f0 & !(fl::CF | fl::OF);
-            if cf {
-                f |= fl::CF;
-            }
-            if of {
-                f |= fl::OF;
-            }
-            (r, f)
+            (r, with_cf_of(f0, cf, of))
         }
         Mnemonic::Rcr => {
             let k = n % (bits + 1);
@@ -117,14 +96,7 @@ pub(super) fn shift(cpu: &mut Interpreter, p: &mut dyn Platform, d: &Decoded) ->
             } else {
                 msb(r) ^ ((r >> (bits - 2)) & 1 != 0)
             };
-            let mut f = f0 & !(fl::CF | fl::OF);
-            if cf {
-                f |= fl::CF;
-            }
-            if of {
-                f |= fl::OF;
-            }
-            (r, f)
+            (r, with_cf_of(f0, cf, of))
         }
         Mnemonic::Shl | Mnemonic::Sal => {
             let wide = u64::from(a) << n;
@@ -315,4 +287,17 @@ pub(super) fn bit_scan(
     cpu.set_reg(d.o0, size, idx);
     cpu.set_rflags(f & !fl::ZF);
     Ok(())
+}
+
+/// `flags` with CF and OF replaced: the flags a rotate defines (SDM Vol. 2B RCL/RCR/ROL/ROR).
+#[inline]
+fn with_cf_of(flags: u64, cf: bool, of: bool) -> u64 {
+    let mut f = flags & !(fl::CF | fl::OF);
+    if cf {
+        f |= fl::CF;
+    }
+    if of {
+        f |= fl::OF;
+    }
+    f
 }
