@@ -373,7 +373,12 @@ fn select(insn: &Instruction, bitness: u32) -> (Handler, u8) {
         .any(|k| matches!(insn.op_kind(k), OpKind::FarBranch16 | OpKind::FarBranch32))
         || matches!(
             insn.code(),
-            Code::Jmp_m1616 | Code::Jmp_m1632 | Code::Call_m1616 | Code::Call_m1632
+            Code::Jmp_m1616
+                | Code::Jmp_m1632
+                | Code::Jmp_m1664
+                | Code::Call_m1616
+                | Code::Call_m1632
+                | Code::Call_m1664
         );
     let _ = bitness;
     let code = insn.code();
@@ -550,7 +555,9 @@ fn select(insn: &Instruction, bitness: u32) -> (Handler, u8) {
         M::Jmp => (control::jmp, END),
         M::Call => (control::call, END),
         M::Ret => (control::ret, END),
-        M::Retf | M::Iret | M::Iretd | M::Int | M::Int3 | M::Into | M::Int1 => (far, END | SNAP),
+        M::Retf | M::Iret | M::Iretd | M::Iretq | M::Int | M::Int3 | M::Into | M::Int1 => {
+            (far, END | SNAP)
+        }
         M::Loop | M::Loope | M::Loopne => (control::loop_, END),
         M::Jcxz | M::Jecxz => (control::jcxz, END),
         M::Hlt => (control::hlt, END),
@@ -609,7 +616,14 @@ fn select(insn: &Instruction, bitness: u32) -> (Handler, u8) {
         | M::Rdpmc
         | M::Cpuid
         | M::Sysenter
-        | M::Sysexit => (sys, END | SNAP),
+        | M::Sysexit
+        | M::Sysexitq
+        | M::Syscall
+        | M::Sysret
+        | M::Sysretq
+        | M::Swapgs
+        | M::Rdtscp
+        | M::Clflush => (sys, END | SNAP),
 
         _ => {
             let fpu = insn.cpuid_features().iter().any(|f| {
