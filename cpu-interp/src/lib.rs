@@ -548,10 +548,10 @@ impl Interpreter {
             };
             if ip_mask_gen != self.ctx_gen {
                 ip_mask_gen = self.ctx_gen;
-                ip_mask = if self.state.code_bitness() == 16 {
-                    0xFFFF
-                } else {
-                    0xFFFF_FFFF
+                ip_mask = match self.state.code_bitness() {
+                    16 => 0xFFFF,
+                    32 => 0xFFFF_FFFF,
+                    _ => u64::MAX,
                 };
             }
             let (insns, cached) = match source {

@@ -41,6 +41,8 @@ pub(crate) const HI: u8 = 0x10;
 pub(crate) const MEM: u8 = 0x20;
 pub(crate) const IMM: u8 = 0x21;
 pub(crate) const NONE: u8 = 0xFF;
+/// Memory operand base code for RIP-relative addressing (64-bit mode).
+pub(crate) const RIP_BASE: u8 = 0x40;
 
 /// A predecoded instruction.
 #[derive(Clone)]
@@ -50,25 +52,30 @@ pub(crate) struct Decoded {
     pub len: u8,
     /// [`END`] / [`SNAP`].
     pub flags: u8,
-    /// Operand size in bytes of the main operand (1, 2, 4).
+    /// Operand size in bytes of the main operand (1, 2, 4, 8).
     pub size: u8,
     /// Location of operand 0 and 1.
     pub o0: u8,
     pub o1: u8,
-    /// Memory operand: base and index GPR (or [`NONE`]), index shift, segment.
+    /// Memory operand: base and index GPR (or [`NONE`]; [`RIP_BASE`] for RIP-relative
+    /// addressing), index shift, segment.
     pub base: u8,
     pub index: u8,
     pub scale: u8,
     pub seg: SegReg,
-    /// Address-size mask (0xFFFF or 0xFFFF_FFFF).
-    pub amask: u32,
-    /// Displacement of the memory operand.
-    pub disp: u32,
-    /// Immediate operand (masked to the operand size), or for relative branches the
-    /// displacement from the next instruction's IP.
-    pub imm: u32,
-    /// Operand-size attribute is 32 bits (SDM Vol. 1 §3.6).
-    pub o32: bool,
+    /// Address-size mask (0xFFFF, 0xFFFF_FFFF or all ones).
+    pub amask: u64,
+    /// Displacement of the memory operand, sign-extended; for RIP-relative addressing the
+    /// displacement from the next instruction's RIP (blocks are cached by physical address,
+    /// so absolute targets would be wrong for code reached through another mapping).
+    pub disp: u64,
+    /// Immediate operand (sign-extended, masked to the operand size), or for relative
+    /// branches the displacement from the next instruction's IP.
+    pub imm: u64,
+    /// Operand size in bytes of the stack and near-branch operations (2, 4, 8): the
+    /// operand-size attribute, which defaults to 64 bits for them in 64-bit mode
+    /// (SDM Vol. 1 §3.6.1, Vol. 2A §2.2.1.7).
+    pub osize: u8,
     /// Condition code nibble of Jcc/SETcc/CMOVcc/LOOPcc (SDM Vol. 1 App. B).
     pub cc: u8,
     /// The full decoded instruction for the less common handlers.
@@ -140,17 +147,19 @@ fn op_size(insn: &Instruction, i: u32) -> u8 {
         OpKind::Immediate8 => 1,
         OpKind::Immediate16 | OpKind::Immediate8to16 => 2,
         OpKind::Immediate32 | OpKind::Immediate8to32 => 4,
+        OpKind::Immediate8to64 | OpKind::Immediate32to64 | OpKind::Immediate64 => 8,
         _ => 0,
     }
 }
 
 /// Mask of a `size`-byte value.
 #[inline]
-pub(crate) const fn mask(size: u8) -> u32 {
+pub(crate) const fn mask(size: u8) -> u64 {
     match size {
         1 => 0xFF,
         2 => 0xFFFF,
-        _ => 0xFFFF_FFFF,
+        4 => 0xFFFF_FFFF,
+        _ => u64::MAX,
     }
 }
 
@@ -158,48 +167,80 @@ impl Decoded {
     /// Predecode `insn`, decoded in code of `bitness` bits.
     pub(crate) fn new(insn: &Instruction, bitness: u32, bytes: &[u8]) -> Decoded {
         let (handler, flags) = select(insn, bitness);
-        let (p66, p67) = size_prefixes(bytes);
-        let o32 = (bitness != 16) != p66;
-        let a32 = (bitness != 16) != p67;
+        let (p66, p67, rex_w) = size_prefixes(bytes, bitness);
+        let long = bitness == 64;
+        let o32 = rex_w || (bitness != 16) != p66;
+        let amask = match (bitness, p67) {
+            (64, false) => u64::MAX,
+            (16, false) | (32, true) => 0xFFFF,
+            _ => 0xFFFF_FFFF,
+        };
+        // 8-byte operands exist only in 64-bit code (elsewhere an 8-byte memory operand
+        // belongs to an instruction that does not use this size).
+        let max = if long { 8 } else { 4 };
         let mut size = op_size(insn, 0);
-        if size == 0 || size > 4 {
-            size = op_size(insn, 1).clamp(1, 4);
+        if size == 0 || size > max {
+            size = op_size(insn, 1).clamp(1, max);
         }
+        let osize = if long && default_64(insn) {
+            if p66 && !rex_w && !near_branch(insn) {
+                2
+            } else {
+                8
+            }
+        } else if rex_w {
+            8
+        } else if o32 {
+            4
+        } else {
+            2
+        };
         let o0 = op_loc(insn, 0);
         let o1 = op_loc(insn, 1);
-        let mut imm = 0u32;
+        let mut imm = 0u64;
         for i in 0..insn.op_count() {
             match insn.op_kind(i) {
                 OpKind::NearBranch16 | OpKind::NearBranch32 | OpKind::NearBranch64 => {
-                    imm = insn.near_branch_target().wrapping_sub(insn.next_ip()) as u32;
+                    imm = insn.near_branch_target().wrapping_sub(insn.next_ip());
                 }
                 k if op_loc_kind_is_imm(k) => {
-                    imm = insn.immediate(i) as u32 & mask(size.max(op_size(insn, i)));
+                    imm = insn.immediate(i) & mask(size.max(op_size(insn, i)));
                     if k == OpKind::Immediate8 && i > 0 {
                         // Shift/rotate counts, ENTER, IN/OUT ports: the raw byte.
-                        imm = u32::from(insn.immediate8());
+                        imm = u64::from(insn.immediate8());
                     }
                 }
                 _ => {}
             }
         }
         let reg = |r: Register| gpr_loc(r).unwrap_or(NONE);
-        let amask = if a32 { 0xFFFF_FFFF } else { 0xFFFF };
+        let (base, disp) = match insn.memory_base() {
+            // iced resolves RIP-relative operands to an absolute address; keep the offset
+            // from the next instruction instead (see `disp`).
+            Register::RIP | Register::EIP => (
+                RIP_BASE,
+                insn.memory_displacement64().wrapping_sub(insn.next_ip()),
+            ),
+            r => (reg(r), insn.memory_displacement64()),
+        };
         Decoded {
             handler,
             len: insn.len() as u8,
             flags,
-            size: size.clamp(1, 4),
+            size: match size.clamp(1, max) {
+                s @ (1 | 2 | 4 | 8) => s,
+                _ => 4,
+            },
             o0,
             o1,
-            base: reg(insn.memory_base()),
+            base,
             index: reg(insn.memory_index()),
             scale: insn.memory_index_scale().trailing_zeros() as u8,
             seg: seg_of(insn.memory_segment()).unwrap_or(SegReg::Ds),
             amask,
-            disp: insn.memory_displacement64() as u32,
+            disp,
             imm,
-            o32,
+            osize,
             cc: (insn.condition_code() as u8).wrapping_sub(1) & 0xF,
             insn: *insn,
         }
@@ -214,7 +255,39 @@ fn op_loc_kind_is_imm(k: OpKind) -> bool {
             | OpKind::Immediate32
             | OpKind::Immediate8to16
             | OpKind::Immediate8to32
+            | OpKind::Immediate8to64
+            | OpKind::Immediate32to64
+            | OpKind::Immediate64
     )
+}
+
+/// Instructions whose operand size defaults to 64 bits in 64-bit mode (SDM Vol. 2A
+/// §2.2.1.7): near branches, stack operations.
+fn default_64(insn: &Instruction) -> bool {
+    use Mnemonic as M;
+    matches!(
+        insn.mnemonic(),
+        M::Push
+            | M::Pop
+            | M::Pushf
+            | M::Pushfq
+            | M::Popf
+            | M::Popfq
+            | M::Call
+            | M::Ret
+            | M::Jmp
+            | M::Enter
+            | M::Leave
+    ) || near_branch(insn)
+}
+
+/// Relative near branches and the LOOP/JrCXZ family: their operand size is fixed at 64 bits
+/// in 64-bit mode (a 66 prefix is ignored, as on Intel processors).
+fn near_branch(insn: &Instruction) -> bool {
+    matches!(
+        insn.op0_kind(),
+        OpKind::NearBranch16 | OpKind::NearBranch32 | OpKind::NearBranch64
+    ) && insn.op_count() == 1
 }
 
 /// Log an unimplemented or invalid instruction once per code and raise #UD.
@@ -647,36 +720,40 @@ impl Interpreter {
     pub(crate) fn ea(&self, d: &Decoded) -> u64 {
         let mut a = d.disp;
         if d.base < 16 {
-            a = a.wrapping_add(self.state.gpr[d.base as usize] as u32);
+            a = a.wrapping_add(self.state.gpr[d.base as usize]);
+        } else if d.base == RIP_BASE {
+            a = a.wrapping_add(self.state.rip);
         }
         if d.index < 16 {
-            a = a.wrapping_add((self.state.gpr[d.index as usize] as u32) << d.scale);
+            a = a.wrapping_add(self.state.gpr[d.index as usize] << d.scale);
         }
-        u64::from(a & d.amask)
+        a & d.amask
     }
 
     /// Read a GPR of `size` bytes at location `loc`.
     #[inline]
-    pub(crate) fn get_reg(&self, loc: u8, size: u8) -> u32 {
+    pub(crate) fn get_reg(&self, loc: u8, size: u8) -> u64 {
         let v = self.state.gpr[(loc & 0xF) as usize];
         if loc & HI != 0 {
-            return ((v >> 8) & 0xFF) as u32;
+            return (v >> 8) & 0xFF;
         }
-        (v as u32) & mask(size)
+        v & mask(size)
     }
 
-    /// Write a GPR of `size` bytes at location `loc` (32-bit writes zero the upper half).
+    /// Write a GPR of `size` bytes at location `loc`. A 32-bit write zero-extends into the
+    /// whole 64-bit register (SDM Vol. 1 §3.4.1.1); 8- and 16-bit writes keep the rest.
     #[inline]
-    pub(crate) fn set_reg(&mut self, loc: u8, size: u8, v: u32) {
+    pub(crate) fn set_reg(&mut self, loc: u8, size: u8, v: u64) {
         let r = &mut self.state.gpr[(loc & 0xF) as usize];
         if loc & HI != 0 {
-            *r = (*r & !0xFF00) | (u64::from(v & 0xFF) << 8);
+            *r = (*r & !0xFF00) | ((v & 0xFF) << 8);
             return;
         }
         *r = match size {
-            1 => (*r & !0xFF) | u64::from(v & 0xFF),
-            2 => (*r & !0xFFFF) | u64::from(v & 0xFFFF),
-            _ => u64::from(v),
+            1 => (*r & !0xFF) | (v & 0xFF),
+            2 => (*r & !0xFFFF) | (v & 0xFFFF),
+            4 => v & 0xFFFF_FFFF,
+            _ => v,
         };
     }
 
@@ -688,11 +765,12 @@ impl Interpreter {
         seg: SegReg,
         off: u64,
         size: u8,
-    ) -> Result<u32, Fault> {
+    ) -> Result<u64, Fault> {
         Ok(match size {
-            1 => u32::from(self.read_seg::<1>(p, seg, off)?[0]),
-            2 => u32::from(u16::from_le_bytes(self.read_seg::<2>(p, seg, off)?)),
-            _ => u32::from_le_bytes(self.read_seg::<4>(p, seg, off)?),
+            1 => u64::from(self.read_seg::<1>(p, seg, off)?[0]),
+            2 => u64::from(u16::from_le_bytes(self.read_seg::<2>(p, seg, off)?)),
+            4 => u64::from(u32::from_le_bytes(self.read_seg::<4>(p, seg, off)?)),
+            _ => u64::from_le_bytes(self.read_seg::<8>(p, seg, off)?),
         })
     }
 
@@ -706,18 +784,18 @@ impl Interpreter {
         seg: SegReg,
         off: u64,
         size: u8,
-    ) -> Result<u32, Fault> {
+    ) -> Result<u64, Fault> {
         let n = u64::from(size);
         let linear = self.seg_linear(seg, off, n, crate::access::AccessKind::Write)?;
         self.check_watchpoints(linear, n, false);
-        let mut b = [0u8; 4];
+        let mut b = [0u8; 8];
         self.read_linear(
             p,
             linear,
-            &mut b[..usize::from(size)],
+            &mut b[..usize::from(size).min(8)],
             crate::access::AccessKind::Write,
         )?;
-        Ok(u32::from_le_bytes(b))
+        Ok(u64::from_le_bytes(b))
     }
 
     /// Write `size` bytes of memory through `seg`.
@@ -728,12 +806,13 @@ impl Interpreter {
         seg: SegReg,
         off: u64,
         size: u8,
-        v: u32,
+        v: u64,
     ) -> Result<(), Fault> {
         match size {
             1 => self.write_seg::<1>(p, seg, off, [v as u8]),
             2 => self.write_seg::<2>(p, seg, off, (v as u16).to_le_bytes()),
-            _ => self.write_seg::<4>(p, seg, off, v.to_le_bytes()),
+            4 => self.write_seg::<4>(p, seg, off, (v as u32).to_le_bytes()),
+            _ => self.write_seg::<8>(p, seg, off, v.to_le_bytes()),
         }
     }
 
@@ -744,7 +823,7 @@ impl Interpreter {
         p: &mut dyn Platform,
         d: &Decoded,
         loc: u8,
-    ) -> Result<u32, Fault> {
+    ) -> Result<u64, Fault> {
         self.read_op_sized(p, d, loc, d.size)
     }
 
@@ -756,7 +835,7 @@ impl Interpreter {
         d: &Decoded,
         loc: u8,
         size: u8,
-    ) -> Result<u32, Fault> {
+    ) -> Result<u64, Fault> {
         match loc {
             MEM => {
                 let off = self.ea(d);
@@ -775,7 +854,7 @@ impl Interpreter {
         p: &mut dyn Platform,
         d: &Decoded,
         loc: u8,
-        v: u32,
+        v: u64,
     ) -> Result<(), Fault> {
         self.write_op_sized(p, d, loc, d.size, v)
     }
@@ -788,7 +867,7 @@ impl Interpreter {
         d: &Decoded,
         loc: u8,
         size: u8,
-        v: u32,
+        v: u64,
     ) -> Result<(), Fault> {
         match loc {
             MEM => {
@@ -804,16 +883,23 @@ impl Interpreter {
     }
 }
 
-/// Scan the legacy prefixes of an instruction's bytes: (operand-size 0x66, address-size 0x67).
-pub(crate) fn size_prefixes(bytes: &[u8]) -> (bool, bool) {
-    let (mut o, mut a) = (false, false);
+/// Scan the prefixes of an instruction's bytes: (operand-size 0x66, address-size 0x67,
+/// REX.W). A REX prefix counts only in 64-bit code and only right before the opcode
+/// (SDM Vol. 2A §2.2.1).
+pub(crate) fn size_prefixes(bytes: &[u8], bitness: u32) -> (bool, bool, bool) {
+    let (mut o, mut a, mut w) = (false, false, false);
     for &b in bytes {
         match b {
             0x66 => o = true,
             0x67 => a = true,
             0x26 | 0x2E | 0x36 | 0x3E | 0x64 | 0x65 | 0xF0 | 0xF2 | 0xF3 => {}
+            0x40..=0x4F if bitness == 64 => {
+                w = b & 8 != 0;
+                continue;
+            }
             _ => break,
         }
+        w = false;
     }
-    (o, a)
+    (o, a, w)
 }

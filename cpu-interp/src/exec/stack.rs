@@ -7,21 +7,17 @@ use pcvm_core::{Platform, SegReg};
 use super::{seg_of, Decoded, MEM};
 use crate::{Fault, Interpreter};
 
-/// Stack operand size in bytes: 4 with a 32-bit operand-size attribute, else 2.
+/// Stack operand size in bytes (2, 4 or 8; see [`Decoded::osize`]).
 #[inline]
 pub(super) fn osize(d: &Decoded) -> u8 {
-    if d.o32 {
-        4
-    } else {
-        2
-    }
+    d.osize
 }
 
 /// PUSH r/m, r, imm. PUSH SP/ESP pushes the value before the decrement (SDM Vol. 2B PUSH).
 pub(super) fn push(cpu: &mut Interpreter, p: &mut dyn Platform, d: &Decoded) -> Result<(), Fault> {
     let size = d.size.max(2);
     let v = cpu.read_op_sized(p, d, d.o0, size)?;
-    cpu.push(p, u64::from(v), size)
+    cpu.push(p, v, size)
 }
 
 /// PUSH Sreg: a 32-bit push stores the selector zero-extended.
@@ -41,7 +37,7 @@ pub(super) fn push_sreg(
 /// loads SP with the popped value.
 pub(super) fn pop(cpu: &mut Interpreter, p: &mut dyn Platform, d: &Decoded) -> Result<(), Fault> {
     let size = d.size.max(2);
-    let v = cpu.pop(p, size)? as u32;
+    let v = cpu.pop(p, size)?;
     if d.o0 == MEM {
         cpu.write_op_sized(p, d, MEM, size, v)
     } else {
@@ -91,7 +87,7 @@ pub(super) fn popa(cpu: &mut Interpreter, p: &mut dyn Platform, d: &Decoded) -> 
     for r in (0..8).rev() {
         let v = cpu.pop(p, size)?;
         if r != gpr::RSP {
-            cpu.set_reg(r as u8, size, v as u32);
+            cpu.set_reg(r as u8, size, v);
         }
     }
     Ok(())
@@ -205,7 +201,7 @@ pub(super) fn enter(cpu: &mut Interpreter, p: &mut dyn Platform, d: &Decoded) ->
     if alloc > 0 {
         cpu.seg_linear(SegReg::Ss, new_sp, 1, crate::access::AccessKind::Write)?;
     }
-    cpu.set_reg(gpr::RBP as u8, size, frame as u32);
+    cpu.set_reg(gpr::RBP as u8, size, frame);
     cpu.state.gpr[gpr::RSP] = (rsp & !mask) | new_sp;
     Ok(())
 }
@@ -217,6 +213,6 @@ pub(super) fn leave(cpu: &mut Interpreter, p: &mut dyn Platform, d: &Decoded) ->
     let rsp = cpu.state.gpr[gpr::RSP];
     cpu.state.gpr[gpr::RSP] = (rsp & !mask) | (cpu.state.gpr[gpr::RBP] & mask);
     let v = cpu.pop(p, size)?;
-    cpu.set_reg(gpr::RBP as u8, size, v as u32);
+    cpu.set_reg(gpr::RBP as u8, size, v);
     Ok(())
 }

@@ -62,7 +62,7 @@ pub(super) fn string_op(
     d: &Decoded,
 ) -> Result<(), Fault> {
     let (kind, size) = classify(d.insn.mnemonic());
-    let am = u64::from(d.amask);
+    let am = d.amask;
     let rep = d.insn.has_rep_prefix() || d.insn.has_repne_prefix();
     // REPE/REPNE only test ZF for CMPS and SCAS.
     let cond_zf: Option<bool> = if matches!(kind, Kind::Cmps | Kind::Scas) && rep {
@@ -175,9 +175,9 @@ fn string_loop(
                 let linear = cpu.seg_linear(SegReg::Es, di, u64::from(size), AccessKind::Write)?;
                 cpu.translate(p, linear, AccessKind::Write)?;
                 let port = cpu.state.gpr[gpr::RDX] as u16;
-                let mut b = [0u8; 4];
-                p.io_read(port, &mut b[..usize::from(size)]);
-                cpu.write_mem(p, SegReg::Es, di, size, u32::from_le_bytes(b))?;
+                let mut b = [0u8; 8];
+                p.io_read(port, &mut b[..usize::from(size).min(4)]);
+                cpu.write_mem(p, SegReg::Es, di, size, u64::from_le_bytes(b))?;
                 bump(cpu, gpr::RDI);
             }
             Kind::Outs => {
@@ -219,7 +219,7 @@ impl Interpreter {
         limit: u64,
     ) -> Result<Option<u64>, Fault> {
         if !self.debug.watchpoints.is_empty()
-            || step > 4
+            || step > 8
             || self.state.rflags & fl::TF != 0
             || self.state.dr[7] & 0xFF != 0
         {
@@ -285,11 +285,11 @@ impl Interpreter {
         size: u8,
         step: u64,
         am: u64,
-        v: u32,
+        v: u64,
         limit: u64,
     ) -> Result<Option<u64>, Fault> {
         if !self.debug.watchpoints.is_empty()
-            || step > 4
+            || step > 8
             || self.state.rflags & fl::TF != 0
             || self.state.dr[7] & 0xFF != 0
         {

@@ -263,7 +263,7 @@ impl Interpreter {
                     if insn.op0_kind() == OpKind::Register {
                         // Only the low 16 bits of a register destination change, whatever
                         // the operand size (SDM Vol. 2A ARPL: "DEST[RPL] := SRC[RPL]").
-                        self.set_reg(reg_loc(insn.op0_register())?, 2, v);
+                        self.set_reg(reg_loc(insn.op0_register())?, 2, u64::from(v));
                     } else {
                         self.write_rm(p, insn, v, 2)?;
                     }
@@ -282,7 +282,7 @@ impl Interpreter {
                     Some(v) => {
                         let r = insn.op0_register();
                         let loc = reg_loc(r)?;
-                        self.set_reg(loc, r.size() as u8, v);
+                        self.set_reg(loc, r.size() as u8, u64::from(v));
                         self.set_rflags(f | flags::ZF);
                     }
                     None => self.set_rflags(f & !flags::ZF),
@@ -1074,12 +1074,12 @@ impl Interpreter {
                 } else {
                     v
                 };
-                self.set_reg(reg_loc(r)?, size, v);
+                self.set_reg(reg_loc(r)?, size, u64::from(v));
                 Ok(())
             }
             OpKind::Memory => {
                 let (seg, off) = self.memory_operand(insn);
-                self.write_mem(p, seg, off, mem_size, v)
+                self.write_mem(p, seg, off, mem_size, u64::from(v))
             }
             _ => Err(Fault::ud()),
         }
