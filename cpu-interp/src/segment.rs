@@ -544,5 +544,33 @@ mod tests {
         assert_eq!(g.gate_param_count(), 2);
         assert_eq!(g.typ(), sys_type::CALL_GATE32);
         assert!(!g.is_code_or_data());
+        // 64-bit code, DPL 3: L = 1, D = 0.
+        let c = Descriptor(0x00AF_FA00_0000_FFFF);
+        assert!(c.long() && !c.db() && c.is_code());
+        // 64-bit interrupt gate with IST 3.
+        let i = Descriptor(0x5678_8E03_0010_1234);
+        assert_eq!((i.gate_ist(), i.gate_offset()), (3, 0x5678_1234));
+    }
+
+    #[test]
+    fn canonical_addresses_have_bits_63_to_47_equal() {
+        for a in [0, 0x7FFF_FFFF_FFFF, 0xFFFF_8000_0000_0000, u64::MAX] {
+            assert!(is_canonical(a), "{a:#x}");
+        }
+        for a in [0x8000_0000_0000, 0xFFFF_7FFF_FFFF_FFFF, 1 << 63, 1 << 48] {
+            assert!(!is_canonical(a), "{a:#x}");
+        }
+    }
+
+    #[test]
+    fn upper_half_of_a_system_descriptor() {
+        let u = Upper(0x0000_0000_FFFF_8000);
+        assert_eq!(u.high(), 0xFFFF_8000);
+        assert!(u.type_ok());
+        // A legacy descriptor in the upper slot (type bits set) is rejected.
+        assert!(!Upper(0x0000_8900_0000_0000).type_ok());
+        let ss = null_stack_segment(2, 2);
+        assert!(ss.unusable());
+        assert_eq!(ss.dpl(), 2);
     }
 }

@@ -573,10 +573,10 @@ impl Interpreter {
         Ok(())
     }
 
-    /// Set the stack pointer after a return loaded CS and SS: the whole RSP in 64-bit code,
-    /// else ESP or SP by SS.B (the bits above are kept).
+    /// Set the stack pointer after a return loaded CS and SS: the whole (zero-extended
+    /// popped) value in IA-32e mode, else ESP or SP by SS.B with the bits above kept.
     fn set_outer_rsp(&mut self, rsp: u64) {
-        let mask = if self.state.in_64bit_code() {
+        let mask = if self.state.long_mode_active() {
             u64::MAX
         } else if self.state.seg(SegReg::Ss).db() {
             0xFFFF_FFFF
