@@ -417,3 +417,39 @@ pub(super) fn cmpxchg8b(
     }
     Ok(())
 }
+
+/// CMPXCHG16B m128: compare RDX:RAX with m128; equal → store RCX:RBX, else load m128 into
+/// RDX:RAX. The operand must be 16-byte aligned (#GP(0)); the destination is always written
+/// (SDM Vol. 2A CMPXCHG8B/CMPXCHG16B).
+pub(super) fn cmpxchg16b(
+    cpu: &mut Interpreter,
+    p: &mut dyn Platform,
+    d: &Decoded,
+) -> Result<(), Fault> {
+    if d.o0 != MEM {
+        return Err(Fault::ud());
+    }
+    let off = cpu.ea(d);
+    let linear = cpu.seg_linear(d.seg, off, 16, crate::access::AccessKind::Write)?;
+    if linear & 15 != 0 {
+        return Err(Fault::gp(0));
+    }
+    let mut mb = [0u8; 16];
+    cpu.read_linear(p, linear, &mut mb, crate::access::AccessKind::Write)?;
+    let m = u128::from_le_bytes(mb);
+    let g = &cpu.state.gpr;
+    let rdx_rax = (u128::from(g[gpr::RDX]) << 64) | u128::from(g[gpr::RAX]);
+    let rcx_rbx = (u128::from(g[gpr::RCX]) << 64) | u128::from(g[gpr::RBX]);
+    let f = cpu.rflags();
+    let equal = m == rdx_rax;
+    let store = if equal { rcx_rbx } else { m };
+    cpu.write_seg::<16>(p, d.seg, off, store.to_le_bytes())?;
+    if equal {
+        cpu.set_rflags(f | fl::ZF);
+    } else {
+        cpu.state.gpr[gpr::RAX] = m as u64;
+        cpu.state.gpr[gpr::RDX] = (m >> 64) as u64;
+        cpu.set_rflags(f & !fl::ZF);
+    }
+    Ok(())
+}

@@ -16,12 +16,22 @@ fn ip_mask(d: &Decoded) -> u64 {
     super::mask(d.osize)
 }
 
-/// Set RIP to `target` after the CS limit check (#GP(0), SDM Vol. 2A JMP).
+/// Check a near branch target: within the CS limit, or in 64-bit mode canonical (#GP(0),
+/// SDM Vol. 2A JMP).
 #[inline]
-fn branch(cpu: &mut Interpreter, target: u64) -> Result<(), Fault> {
-    if target > u64::from(cpu.state.seg(SegReg::Cs).limit) {
+fn check_target(cpu: &Interpreter, target: u64) -> Result<(), Fault> {
+    if target > u64::from(cpu.state.seg(SegReg::Cs).limit)
+        && !(cpu.state.in_64bit_code() && crate::access::canonical(target))
+    {
         return Err(Fault::gp(0));
     }
+    Ok(())
+}
+
+/// Set RIP to `target` after [`check_target`].
+#[inline]
+fn branch(cpu: &mut Interpreter, target: u64) -> Result<(), Fault> {
+    check_target(cpu, target)?;
     cpu.state.rip = target;
     Ok(())
 }
@@ -55,9 +65,7 @@ pub(super) fn jmp(cpu: &mut Interpreter, p: &mut dyn Platform, d: &Decoded) -> R
 /// CALL near: push the return IP, then branch.
 pub(super) fn call(cpu: &mut Interpreter, p: &mut dyn Platform, d: &Decoded) -> Result<(), Fault> {
     let t = near_target(cpu, p, d)?;
-    if t > u64::from(cpu.state.seg(SegReg::Cs).limit) {
-        return Err(Fault::gp(0));
-    }
+    check_target(cpu, t)?;
     cpu.push(p, cpu.state.rip, d.osize)?;
     cpu.state.rip = t;
     Ok(())
@@ -67,9 +75,7 @@ pub(super) fn call(cpu: &mut Interpreter, p: &mut dyn Platform, d: &Decoded) -> 
 pub(super) fn ret(cpu: &mut Interpreter, p: &mut dyn Platform, d: &Decoded) -> Result<(), Fault> {
     let size = d.osize;
     let t = cpu.peek_stack(p, 0, size)? & ip_mask(d);
-    if t > u64::from(cpu.state.seg(SegReg::Cs).limit) {
-        return Err(Fault::gp(0));
-    }
+    check_target(cpu, t)?;
     let extra = if d.insn.op_count() > 0 {
         u64::from(d.insn.immediate16())
     } else {
@@ -107,14 +113,9 @@ pub(super) fn loop_(
     Ok(())
 }
 
-/// JCXZ/JECXZ.
+/// JCXZ/JECXZ/JRCXZ: the counter width is the address size.
 pub(super) fn jcxz(cpu: &mut Interpreter, _p: &mut dyn Platform, d: &Decoded) -> Result<(), Fault> {
-    let am = if d.insn.mnemonic() == Mnemonic::Jecxz {
-        0xFFFF_FFFF
-    } else {
-        0xFFFF
-    };
-    if cpu.state.gpr[gpr::RCX] & am == 0 {
+    if cpu.state.gpr[gpr::RCX] & d.amask == 0 {
         let t = cpu.state.rip.wrapping_add(d.imm) & ip_mask(d);
         branch(cpu, t)?;
     }

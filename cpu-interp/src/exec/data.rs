@@ -165,13 +165,26 @@ pub(super) fn bswap(
     Ok(())
 }
 
-/// CMOVcc: the source is read (and may fault) whatever the condition.
+/// CMOVcc: the source is read (and may fault) whatever the condition. A 32-bit CMOV zeroes
+/// the upper half of the destination even when the condition is false (SDM Vol. 2A CMOVcc;
+/// outside 64-bit mode those bits are not visible).
 pub(super) fn cmov(cpu: &mut Interpreter, p: &mut dyn Platform, d: &Decoded) -> Result<(), Fault> {
     let v = cpu.read_op(p, d, d.o1)?;
     if cpu.cond(d.cc) {
         cpu.set_reg(d.o0, d.size, v);
+    } else if d.size == 4 {
+        let old = cpu.get_reg(d.o0, 4);
+        cpu.set_reg(d.o0, 4, old);
     }
     Ok(())
+}
+
+/// MOVBE: load or store with the byte order reversed (SDM Vol. 2B MOVBE).
+pub(super) fn movbe(cpu: &mut Interpreter, p: &mut dyn Platform, d: &Decoded) -> Result<(), Fault> {
+    let size = d.size;
+    let v = cpu.read_op(p, d, d.o1)?;
+    let swapped = v.swap_bytes() >> (64 - 8 * u32::from(size));
+    cpu.write_op(p, d, d.o0, swapped)
 }
 
 /// SETcc r/m8.
@@ -190,31 +203,27 @@ pub(super) fn lea(cpu: &mut Interpreter, _p: &mut dyn Platform, d: &Decoded) -> 
     Ok(())
 }
 
-/// CBW / CWDE.
+/// CBW / CWDE / CDQE: sign-extend the low half of the accumulator into all of it.
 pub(super) fn cbw(cpu: &mut Interpreter, _p: &mut dyn Platform, d: &Decoded) -> Result<(), Fault> {
     let a = cpu.state.gpr[gpr::RAX];
-    if d.insn.mnemonic() == Mnemonic::Cwde {
-        cpu.set_reg(0, 4, a as u16 as i16 as i32 as u32 as u64);
-    } else {
-        cpu.set_reg(0, 2, a as u8 as i8 as i16 as u16 as u64);
-    }
+    let (half, size) = match d.insn.mnemonic() {
+        Mnemonic::Cdqe => (4, 8),
+        Mnemonic::Cwde => (2, 4),
+        _ => (1, 2),
+    };
+    cpu.set_reg(0, size, super::alu::sext(a, half) as u64);
     Ok(())
 }
 
-/// CWD / CDQ: DX/EDX ← sign of AX/EAX.
+/// CWD / CDQ / CQO: DX/EDX/RDX ← the sign of AX/EAX/RAX.
 pub(super) fn cwd(cpu: &mut Interpreter, _p: &mut dyn Platform, d: &Decoded) -> Result<(), Fault> {
-    let a = cpu.state.gpr[gpr::RAX];
-    if d.insn.mnemonic() == Mnemonic::Cdq {
-        let s = if (a as u32) & 0x8000_0000 != 0 {
-            0xFFFF_FFFF
-        } else {
-            0
-        };
-        cpu.set_reg(gpr::RDX as u8, 4, s);
-    } else {
-        let s = if (a as u16) & 0x8000 != 0 { 0xFFFF } else { 0 };
-        cpu.set_reg(gpr::RDX as u8, 2, s);
-    }
+    let size = match d.insn.mnemonic() {
+        Mnemonic::Cqo => 8,
+        Mnemonic::Cdq => 4,
+        _ => 2,
+    };
+    let negative = super::alu::sext(cpu.state.gpr[gpr::RAX], size) < 0;
+    cpu.set_reg(gpr::RDX as u8, size, if negative { u64::MAX } else { 0 });
     Ok(())
 }
 

@@ -182,19 +182,13 @@ impl Decoded {
         if size == 0 || size > max {
             size = op_size(insn, 1).clamp(1, max);
         }
-        let osize = if long && default_64(insn) {
-            if p66 && !rex_w && !near_branch(insn) {
-                2
-            } else {
-                8
-            }
-        } else if rex_w {
+        let osize = stack_osize(insn).unwrap_or(if rex_w {
             8
         } else if o32 {
             4
         } else {
             2
-        };
+        });
         let o0 = op_loc(insn, 0);
         let o1 = op_loc(insn, 1);
         let mut imm = 0u64;
@@ -261,33 +255,48 @@ fn op_loc_kind_is_imm(k: OpKind) -> bool {
     )
 }
 
-/// Instructions whose operand size defaults to 64 bits in 64-bit mode (SDM Vol. 2A
-/// §2.2.1.7): near branches, stack operations.
-fn default_64(insn: &Instruction) -> bool {
+/// The operand size of a stack or near-branch instruction as decoded (these default to 64
+/// bits in 64-bit mode, SDM Vol. 2A §2.2.1.7), or `None` for other instructions.
+fn stack_osize(insn: &Instruction) -> Option<u8> {
     use Mnemonic as M;
-    matches!(
-        insn.mnemonic(),
-        M::Push
-            | M::Pop
-            | M::Pushf
-            | M::Pushfq
-            | M::Popf
-            | M::Popfq
-            | M::Call
-            | M::Ret
-            | M::Jmp
-            | M::Enter
-            | M::Leave
-    ) || near_branch(insn)
-}
-
-/// Relative near branches and the LOOP/JrCXZ family: their operand size is fixed at 64 bits
-/// in 64-bit mode (a 66 prefix is ignored, as on Intel processors).
-fn near_branch(insn: &Instruction) -> bool {
-    matches!(
-        insn.op0_kind(),
-        OpKind::NearBranch16 | OpKind::NearBranch32 | OpKind::NearBranch64
-    ) && insn.op_count() == 1
+    let bytes = |n: i32| match n.unsigned_abs() {
+        2 => Some(2),
+        4 => Some(4),
+        8 => Some(8),
+        _ => None,
+    };
+    match insn.mnemonic() {
+        M::Enter => match insn.code() {
+            Code::Enterw_imm16_imm8 => Some(2),
+            Code::Enterd_imm16_imm8 => Some(4),
+            _ => Some(8),
+        },
+        M::Leave => match insn.code() {
+            Code::Leavew => Some(2),
+            Code::Leaved => Some(4),
+            _ => Some(8),
+        },
+        M::Ret => {
+            let imm = if insn.op_count() > 0 {
+                i32::from(insn.immediate16())
+            } else {
+                0
+            };
+            bytes(insn.stack_pointer_increment() - imm)
+        }
+        M::Push | M::Pop | M::Pushf | M::Pushfd | M::Pushfq | M::Popf | M::Popfd | M::Popfq => {
+            bytes(insn.stack_pointer_increment())
+        }
+        _ => match insn.op0_kind() {
+            OpKind::NearBranch16 => Some(2),
+            OpKind::NearBranch32 => Some(4),
+            OpKind::NearBranch64 => Some(8),
+            OpKind::Register | OpKind::Memory if matches!(insn.mnemonic(), M::Jmp | M::Call) => {
+                bytes(op_size(insn, 0).into())
+            }
+            _ => None,
+        },
+    }
 }
 
 /// Log an unimplemented or invalid instruction once per code and raise #UD.
@@ -382,21 +391,16 @@ fn alu_form<const OP: u8>(insn: &Instruction) -> Handler {
         return alu::alu::<OP>;
     }
     let size = insn.op0_register().size();
-    let imm = matches!(
-        k1,
-        OpKind::Immediate8
-            | OpKind::Immediate16
-            | OpKind::Immediate32
-            | OpKind::Immediate8to16
-            | OpKind::Immediate8to32
-    );
+    let imm = op_loc_kind_is_imm(k1);
     match (k1 == OpKind::Register, imm, size) {
         (true, _, 1) => alu::alu_rr::<OP, 1>,
         (true, _, 2) => alu::alu_rr::<OP, 2>,
         (true, _, 4) => alu::alu_rr::<OP, 4>,
+        (true, _, 8) => alu::alu_rr::<OP, 8>,
         (_, true, 1) => alu::alu_ri::<OP, 1>,
         (_, true, 2) => alu::alu_ri::<OP, 2>,
         (_, true, 4) => alu::alu_ri::<OP, 4>,
+        (_, true, 8) => alu::alu_ri::<OP, 8>,
         _ => alu::alu::<OP>,
     }
 }
@@ -413,21 +417,29 @@ fn mov_form(insn: &Instruction) -> Handler {
     let reg0 = k0 == OpKind::Register && gpr_loc(insn.op0_register()).is_some();
     let imm1 = matches!(
         k1,
-        OpKind::Immediate8 | OpKind::Immediate16 | OpKind::Immediate32
+        OpKind::Immediate8
+            | OpKind::Immediate16
+            | OpKind::Immediate32
+            | OpKind::Immediate32to64
+            | OpKind::Immediate64
     );
     match (k0, reg0, reg1, imm1, size) {
         (OpKind::Register, true, true, _, 1) => data::mov_rr::<1>,
         (OpKind::Register, true, true, _, 2) => data::mov_rr::<2>,
         (OpKind::Register, true, true, _, 4) => data::mov_rr::<4>,
+        (OpKind::Register, true, true, _, 8) => data::mov_rr::<8>,
         (OpKind::Register, true, _, true, 1) => data::mov_ri::<1>,
         (OpKind::Register, true, _, true, 2) => data::mov_ri::<2>,
         (OpKind::Register, true, _, true, 4) => data::mov_ri::<4>,
+        (OpKind::Register, true, _, true, 8) => data::mov_ri::<8>,
         (OpKind::Register, true, false, false, 1) if k1 == OpKind::Memory => data::mov_rm::<1>,
         (OpKind::Register, true, false, false, 2) if k1 == OpKind::Memory => data::mov_rm::<2>,
         (OpKind::Register, true, false, false, 4) if k1 == OpKind::Memory => data::mov_rm::<4>,
+        (OpKind::Register, true, false, false, 8) if k1 == OpKind::Memory => data::mov_rm::<8>,
         (OpKind::Memory, _, true, _, 1) => data::mov_mr::<1>,
         (OpKind::Memory, _, true, _, 2) => data::mov_mr::<2>,
         (OpKind::Memory, _, true, _, 4) => data::mov_mr::<4>,
+        (OpKind::Memory, _, true, _, 8) => data::mov_mr::<8>,
         _ => data::mov,
     }
 }
@@ -470,9 +482,11 @@ fn select(insn: &Instruction, bitness: u32) -> (Handler, u8) {
             let h: Handler = match (dec, insn.op0_register().size()) {
                 (false, 1) => alu::incdec_r::<false, 1>,
                 (false, 2) => alu::incdec_r::<false, 2>,
+                (false, 8) => alu::incdec_r::<false, 8>,
                 (false, _) => alu::incdec_r::<false, 4>,
                 (true, 1) => alu::incdec_r::<true, 1>,
                 (true, 2) => alu::incdec_r::<true, 2>,
+                (true, 8) => alu::incdec_r::<true, 8>,
                 (true, _) => alu::incdec_r::<true, 4>,
             };
             (h, 0)
@@ -488,6 +502,9 @@ fn select(insn: &Instruction, bitness: u32) -> (Handler, u8) {
         M::Xadd => (alu::xadd, 0),
         M::Cmpxchg => (alu::cmpxchg, 0),
         M::Cmpxchg8b => (alu::cmpxchg8b, 0),
+        M::Cmpxchg16b => (alu::cmpxchg16b, 0),
+        M::Popcnt => (shift::popcnt, 0),
+        M::Lzcnt | M::Tzcnt => (shift::count_zeros, 0),
 
         M::Rol | M::Ror | M::Rcl | M::Rcr | M::Shl | M::Sal | M::Shr | M::Sar => (shift::shift, 0),
         M::Shld | M::Shrd => (shift::shxd, 0),
@@ -515,7 +532,8 @@ fn select(insn: &Instruction, bitness: u32) -> (Handler, u8) {
             }
         }
         M::Movzx => (data::movzx, 0),
-        M::Movsx => (data::movsx, 0),
+        M::Movsx | M::Movsxd => (data::movsx, 0),
+        M::Movbe => (data::movbe, 0),
         M::Xchg => (data::xchg, 0),
         M::Bswap => (data::bswap, 0),
         M::Cmovo
@@ -551,8 +569,8 @@ fn select(insn: &Instruction, bitness: u32) -> (Handler, u8) {
         | M::Setle
         | M::Setg => (data::setcc, 0),
         M::Lea => (data::lea, 0),
-        M::Cbw | M::Cwde => (data::cbw, 0),
-        M::Cwd | M::Cdq => (data::cwd, 0),
+        M::Cbw | M::Cwde | M::Cdqe => (data::cbw, 0),
+        M::Cwd | M::Cdq | M::Cqo => (data::cwd, 0),
         M::Xlatb => (data::xlat, 0),
         M::Lahf => (data::lahf, 0),
         M::Sahf => (data::sahf, 0),
@@ -581,7 +599,8 @@ fn select(insn: &Instruction, bitness: u32) -> (Handler, u8) {
         | M::Prefetcht1
         | M::Prefetcht2
         | M::Prefetchw
-        | M::Endbr32 => (nop, 0),
+        | M::Endbr32
+        | M::Endbr64 => (nop, 0),
         M::Wait => (wait, 0),
 
         M::Push => {
@@ -602,8 +621,8 @@ fn select(insn: &Instruction, bitness: u32) -> (Handler, u8) {
         }
         M::Pusha | M::Pushad => (stack::pusha, SNAP),
         M::Popa | M::Popad => (stack::popa, SNAP),
-        M::Pushf | M::Pushfd => (stack::pushf, 0),
-        M::Popf | M::Popfd => (stack::popf, END | SNAP),
+        M::Pushf | M::Pushfd | M::Pushfq => (stack::pushf, 0),
+        M::Popf | M::Popfd | M::Popfq => (stack::popf, END | SNAP),
         M::Enter => (stack::enter, SNAP),
         M::Leave => (stack::leave, SNAP),
 
@@ -632,7 +651,7 @@ fn select(insn: &Instruction, bitness: u32) -> (Handler, u8) {
             (far, END | SNAP)
         }
         M::Loop | M::Loope | M::Loopne => (control::loop_, END),
-        M::Jcxz | M::Jecxz => (control::jcxz, END),
+        M::Jcxz | M::Jecxz | M::Jrcxz => (control::jcxz, END),
         M::Hlt => (control::hlt, END),
         M::Clc | M::Stc | M::Cmc | M::Cld | M::Std => (control::flag_op, 0),
         M::Cli | M::Sti => (control::cli_sti, END),
@@ -649,12 +668,17 @@ fn select(insn: &Instruction, bitness: u32) -> (Handler, u8) {
         | M::Stosb
         | M::Stosw
         | M::Stosd
+        | M::Stosq
         | M::Lodsb
         | M::Lodsw
         | M::Lodsd
+        | M::Lodsq
         | M::Scasb
         | M::Scasw
         | M::Scasd
+        | M::Scasq
+        | M::Movsq
+        | M::Cmpsq
         | M::Insb
         | M::Insw
         | M::Insd

@@ -314,3 +314,47 @@ fn with_cf_of(flags: u64, cf: bool, of: bool) -> u64 {
     }
     f
 }
+
+/// POPCNT: the number of set bits; ZF = source is zero, CF OF SF AF PF cleared
+/// (SDM Vol. 2B POPCNT).
+pub(super) fn popcnt(
+    cpu: &mut Interpreter,
+    p: &mut dyn Platform,
+    d: &Decoded,
+) -> Result<(), Fault> {
+    let v = cpu.read_op(p, d, d.o1)?;
+    cpu.set_reg(d.o0, d.size, u64::from(v.count_ones()));
+    let f = cpu.rflags() & !crate::flags::ARITH;
+    cpu.set_rflags(if v == 0 { f | fl::ZF } else { f });
+    Ok(())
+}
+
+/// LZCNT / TZCNT: leading or trailing zero bits of the operand (its width if zero);
+/// CF = source is zero, ZF = result is zero, the other arithmetic flags unchanged
+/// (undefined by the SDM, Vol. 2A LZCNT, Vol. 2B TZCNT).
+pub(super) fn count_zeros(
+    cpu: &mut Interpreter,
+    p: &mut dyn Platform,
+    d: &Decoded,
+) -> Result<(), Fault> {
+    let size = d.size;
+    let bits = u32::from(size) * 8;
+    let v = cpu.read_op(p, d, d.o1)?;
+    let n = if v == 0 {
+        bits
+    } else if d.insn.mnemonic() == Mnemonic::Lzcnt {
+        v.leading_zeros() - (64 - bits)
+    } else {
+        v.trailing_zeros()
+    };
+    cpu.set_reg(d.o0, size, u64::from(n));
+    let mut f = cpu.rflags() & !(fl::CF | fl::ZF);
+    if v == 0 {
+        f |= fl::CF;
+    }
+    if n == 0 {
+        f |= fl::ZF;
+    }
+    cpu.set_rflags(f);
+    Ok(())
+}

@@ -137,7 +137,7 @@ pub(super) fn popf(cpu: &mut Interpreter, p: &mut dyn Platform, d: &Decoded) -> 
     let _ = cpu.pop(p, size)?;
     let mut writable =
         fl::CF | fl::PF | fl::AF | fl::ZF | fl::SF | fl::TF | fl::DF | fl::OF | fl::NT;
-    if size == 4 {
+    if size >= 4 {
         writable |= fl::AC | fl::ID;
     }
     let cpl = cpu.state.cpl();
@@ -173,7 +173,7 @@ pub(super) fn enter(cpu: &mut Interpreter, p: &mut dyn Platform, d: &Decoded) ->
     cpu.push(p, cpu.state.gpr[gpr::RBP], size)?;
     // FrameTemp takes the operand size: all of ESP for a 32-bit ENTER even on a 16-bit
     // stack (as processors do), SP for a 16-bit one.
-    let frame = cpu.state.gpr[gpr::RSP] & if size == 4 { 0xFFFF_FFFF } else { 0xFFFF };
+    let frame = cpu.state.gpr[gpr::RSP] & super::mask(size);
     if level > 0 {
         let mut bp = cpu.state.gpr[gpr::RBP];
         for _ in 1..level {
@@ -184,14 +184,14 @@ pub(super) fn enter(cpu: &mut Interpreter, p: &mut dyn Platform, d: &Decoded) ->
                 u64::from(size),
                 crate::access::AccessKind::Read,
             )?;
-            let mut b = [0u8; 4];
+            let mut b = [0u8; 8];
             cpu.read_linear(
                 p,
                 linear,
                 &mut b[..usize::from(size)],
                 crate::access::AccessKind::Read,
             )?;
-            cpu.push(p, u64::from(u32::from_le_bytes(b)), size)?;
+            cpu.push(p, u64::from_le_bytes(b), size)?;
         }
         cpu.push(p, frame, size)?;
     }

@@ -34,18 +34,23 @@ fn classify(m: M) -> (Kind, u8) {
         M::Movsb => (Kind::Movs, 1),
         M::Movsw => (Kind::Movs, 2),
         M::Movsd => (Kind::Movs, 4),
+        M::Movsq => (Kind::Movs, 8),
         M::Cmpsb => (Kind::Cmps, 1),
         M::Cmpsw => (Kind::Cmps, 2),
         M::Cmpsd => (Kind::Cmps, 4),
+        M::Cmpsq => (Kind::Cmps, 8),
         M::Scasb => (Kind::Scas, 1),
         M::Scasw => (Kind::Scas, 2),
         M::Scasd => (Kind::Scas, 4),
+        M::Scasq => (Kind::Scas, 8),
         M::Lodsb => (Kind::Lods, 1),
         M::Lodsw => (Kind::Lods, 2),
         M::Lodsd => (Kind::Lods, 4),
+        M::Lodsq => (Kind::Lods, 8),
         M::Stosb => (Kind::Stos, 1),
         M::Stosw => (Kind::Stos, 2),
         M::Stosd => (Kind::Stos, 4),
+        M::Stosq => (Kind::Stos, 8),
         M::Insb => (Kind::Ins, 1),
         M::Insw => (Kind::Ins, 2),
         M::Insd => (Kind::Ins, 4),
@@ -233,7 +238,7 @@ impl Interpreter {
         // Elements until a page end, a 16-bit wrap or the count.
         let room = |off: u64, linear: u64| -> u64 {
             let page = (4096 - (linear & 0xFFF)) / sz;
-            let wrap = (am - off) / sz + 1;
+            let wrap = ((am - off) / sz).saturating_add(1);
             page.min(wrap)
         };
         let src_lin = self.seg_linear(d.seg, si, sz, AccessKind::Read)?;
@@ -301,7 +306,7 @@ impl Interpreter {
         let dst_lin = self.seg_linear(SegReg::Es, di, sz, AccessKind::Write)?;
         let n = count
             .min((4096 - (dst_lin & 0xFFF)) / sz)
-            .min((am - di) / sz + 1)
+            .min(((am - di) / sz).saturating_add(1))
             .min(1024)
             .min(limit);
         if n < 2 {
