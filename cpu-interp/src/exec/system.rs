@@ -4,7 +4,7 @@
 //!
 //! Owned by SYS. CPUID describes an i686-class "GenuineIntel" family-6 CPU with exactly what
 //! this interpreter implements: VME (with PVI), DE, PSE, TSC, MSR, PAE, CX8, SEP, MTRR, PGE,
-//! CMOV, PAT, PSE-36 and NX. There is no FPU (x87 comes later), no MMX/SSE/FXSR, no local APIC,
+//! CMOV, PAT, PSE-36, NX, the x87 FPU and MMX. There is no SSE/FXSR, no local APIC,
 //! no MCE/MCA and no long mode. The TSC runs at [`TSC_HZ`] from the virtual clock.
 
 use iced_x86::{Code, Instruction, Mnemonic, OpKind, Register};
@@ -21,6 +21,8 @@ pub(crate) const TSC_HZ: u64 = 1_000_000_000;
 
 /// CPUID.1:EDX feature bits reported (SDM Vol. 2A "CPUID", Table 3-11).
 mod feature {
+    /// x87 FPU on chip.
+    pub const FPU: u32 = 1 << 0;
     pub const VME: u32 = 1 << 1;
     pub const DE: u32 = 1 << 2;
     pub const PSE: u32 = 1 << 3;
@@ -34,6 +36,7 @@ mod feature {
     pub const CMOV: u32 = 1 << 15;
     pub const PAT: u32 = 1 << 16;
     pub const PSE36: u32 = 1 << 17;
+    pub const MMX: u32 = 1 << 23;
     /// CPUID.80000001H:EDX.NX.
     pub const NX: u32 = 1 << 20;
 }
@@ -907,7 +910,8 @@ pub(crate) fn cpuid(leaf: u32, _subleaf: u32) -> (u32, u32, u32, u32) {
             0x0000_0683,
             0,
             0,
-            feature::VME
+            feature::FPU
+                | feature::VME
                 | feature::DE
                 | feature::PSE
                 | feature::TSC
@@ -919,7 +923,8 @@ pub(crate) fn cpuid(leaf: u32, _subleaf: u32) -> (u32, u32, u32, u32) {
                 | feature::PGE
                 | feature::CMOV
                 | feature::PAT
-                | feature::PSE36,
+                | feature::PSE36
+                | feature::MMX,
         ),
         // One iteration, no cache/TLB descriptors (all null).
         2 => (0x0000_0001, 0, 0, 0),
@@ -945,7 +950,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn cpuid_reports_intel_without_fpu_or_hypervisor() {
+    fn cpuid_reports_intel_with_fpu_and_without_hypervisor() {
         let (max, b, c, d) = cpuid(0, 0);
         assert_eq!(max, 2);
         let mut v = Vec::new();
@@ -955,9 +960,10 @@ mod tests {
         assert_eq!(&v, b"GenuineIntel");
         let (a, _, c, d) = cpuid(1, 0);
         assert_eq!((a >> 8) & 0xF, 6, "family 6");
-        assert_eq!(d & 1, 0, "no FPU");
+        assert_eq!(d & 1, 1, "FPU");
+        assert_ne!(d & (1 << 23), 0, "MMX");
         assert_eq!(d & (1 << 9), 0, "no APIC");
-        assert_eq!(d & (1 << 23 | 1 << 24 | 1 << 25), 0, "no MMX/FXSR/SSE");
+        assert_eq!(d & (1 << 24 | 1 << 25), 0, "no FXSR/SSE");
         assert_eq!(c, 0);
         assert!(cpuid(0x4000_0000, 0).0 < 0x4000_0000);
         assert_eq!(cpuid(0x8000_0001, 0).3 & (1 << 29), 0, "no long mode");

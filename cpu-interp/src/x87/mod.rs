@@ -336,7 +336,9 @@ where
             // scalbn reports no status: an inexact result is one that does not scale back.
             let back = v.scalbn_r(n.saturating_neg(), r);
             let mut st = Status::OK;
-            if !v.is_nan() && (v.is_infinite() || back.partial_cmp(&x) != Some(std::cmp::Ordering::Equal)) {
+            if !v.is_nan()
+                && (v.is_infinite() || back.partial_cmp(&x) != Some(std::cmp::Ordering::Equal))
+            {
                 st = Status::INEXACT;
                 if v.is_infinite() {
                     st |= Status::OVERFLOW;
@@ -376,7 +378,7 @@ fn sqrt_in<F: Float>(a: F80, r: Round) -> StatusAnd<F> {
     let total_pairs = 33 + K; // m has at most 66 bits = 33 pairs, then K zero pairs.
     for i in (0..total_pairs).rev() {
         let pair = if i >= K {
-            ((m >> (2 * (i - K))) & 3) as u128
+            (m >> (2 * (i - K))) & 3
         } else {
             0
         };
@@ -505,7 +507,11 @@ pub(crate) fn arith(op: Op, a: u128, b: u128, env: &Env) -> Outcome {
         out.exc |= sw::OE;
         if !env.masked(sw::OE) {
             out.value = wide.to_bits();
-            out.exc |= if wide_inexact(op, fa, fb, env) { sw::PE } else { 0 };
+            out.exc |= if wide_inexact(op, fa, fb, env) {
+                sw::PE
+            } else {
+                0
+            };
         } else {
             out.exc |= sw::PE;
         }
@@ -533,7 +539,9 @@ fn wide_inexact(op: Op, a: F80, b: F80, env: &Env) -> bool {
     let mut lost = false;
     let r = env.round;
     match env.precision {
-        Precision::P64 => op_in::<Wide64>(op, a, b, r).status.contains(Status::INEXACT),
+        Precision::P64 => op_in::<Wide64>(op, a, b, r)
+            .status
+            .contains(Status::INEXACT),
         Precision::P53 => {
             let q: StatusAnd<WideQuad> = op_in(op, a, b, r);
             let w: StatusAnd<Wide53> = q.value.convert_r(r, &mut lost);
@@ -705,11 +713,31 @@ pub(crate) fn store_real(a: u128, fmt: RealFmt, env: &Env) -> (u64, Outcome) {
             }
             if out.exc & sw::PE != 0 && out.store {
                 let back = match fmt {
-                    RealFmt::M32 => load_real(b, fmt, &Env { masks: 0x3F, ..*env }).value,
-                    RealFmt::M64 => load_real(b, fmt, &Env { masks: 0x3F, ..*env }).value,
+                    RealFmt::M32 => {
+                        load_real(
+                            b,
+                            fmt,
+                            &Env {
+                                masks: 0x3F,
+                                ..*env
+                            },
+                        )
+                        .value
+                    }
+                    RealFmt::M64 => {
+                        load_real(
+                            b,
+                            fmt,
+                            &Env {
+                                masks: 0x3F,
+                                ..*env
+                            },
+                        )
+                        .value
+                    }
                 };
-                out.c1 = to_f80(back).abs().partial_cmp(&f.abs())
-                    == Some(std::cmp::Ordering::Greater);
+                out.c1 =
+                    to_f80(back).abs().partial_cmp(&f.abs()) == Some(std::cmp::Ordering::Greater);
             }
         }
     }
@@ -900,9 +928,8 @@ pub(crate) fn constant(k: (u64, u16, bool), round: Round) -> u128 {
     pack(false, exp, if up { sig + 1 } else { sig })
 }
 
-/// 1.0 and +0.0.
+/// 1.0.
 pub(crate) const ONE: u128 = 0x3FFF_8000_0000_0000_0000;
-pub(crate) const ZERO: u128 = 0;
 
 /// FXTRACT: (exponent as a real, significand with exponent 0x3FFF) (SDM Vol. 2A FXTRACT).
 /// Zero gives -∞ exponent with #Z.
@@ -924,7 +951,7 @@ pub(crate) fn extract(a: u128, env: &Env) -> Result<(u128, u128, u16), Outcome> 
         }
         Class::Infinity => Ok((pack(false, EXP_MASK, INT_BIT), a, 0)),
         c => {
-            let de = denormal_check(c == Class::Denormal, env).map_err(|o| o)?;
+            let de = denormal_check(c == Class::Denormal, env)?;
             let f = to_f80(a);
             let e = f.ilogb();
             let sig = f.scalbn(-e);
@@ -1001,7 +1028,11 @@ pub(crate) fn partial_remainder(a: u128, b: u128, ieee: bool, env: &Env) -> (Out
         // Remaining value = r · 2^(ea − n).
         let v = F80::from_u128(r).value.scalbn(ea - n);
         let v = if neg_a { -v } else { v };
-        let bits = if v.is_zero() { pack(neg_a, 0, 0) } else { v.to_bits() };
+        let bits = if v.is_zero() {
+            pack(neg_a, 0, 0)
+        } else {
+            v.to_bits()
+        };
         return (Outcome::exact(bits).with(de), sw::C2);
     }
     if d < -1 || (d == -1 && !ieee) {

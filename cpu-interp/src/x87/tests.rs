@@ -25,11 +25,26 @@ fn to_f64(v: u128) -> f64 {
 #[test]
 fn constants_match_decimal_expansions_in_every_rounding_mode() {
     let cases = [
-        (konst::PI, "3.14159265358979323846264338327950288419716939937510582097494459"),
-        (konst::L2T, "3.32192809488736234787031942948939017586483139302458061205475640"),
-        (konst::L2E, "1.44269504088896340735992468100189213742664595415298593413544940"),
-        (konst::LG2, "0.30102999566398119521373889472449302676818988146210854131"),
-        (konst::LN2, "0.69314718055994530941723212145817656807550013436025525412068001"),
+        (
+            konst::PI,
+            "3.14159265358979323846264338327950288419716939937510582097494459",
+        ),
+        (
+            konst::L2T,
+            "3.32192809488736234787031942948939017586483139302458061205475640",
+        ),
+        (
+            konst::L2E,
+            "1.44269504088896340735992468100189213742664595415298593413544940",
+        ),
+        (
+            konst::LG2,
+            "0.30102999566398119521373889472449302676818988146210854131",
+        ),
+        (
+            konst::LN2,
+            "0.69314718055994530941723212145817656807550013436025525412068001",
+        ),
     ];
     for (k, s) in cases {
         for (rc, r) in [
@@ -98,7 +113,10 @@ fn masked_overflow_and_underflow_responses() {
     let min = pack(false, 1, 1 << 63);
     let o = arith(Op::Div, min, f(4.0), &env(FCW));
     assert_eq!(o.value, pack(false, 0, 1 << 61));
-    assert_eq!(o.exc, 0, "exact denormal result: no underflow flag when masked");
+    assert_eq!(
+        o.exc, 0,
+        "exact denormal result: no underflow flag when masked"
+    );
     let o = arith(Op::Div, min, f(3.0), &env(FCW));
     assert_eq!(o.exc, sw::UE | sw::PE);
     assert_eq!(exp_of(o.value), 0);
@@ -179,13 +197,20 @@ fn real_loads_and_stores() {
     // Single denormal → DE on load; SNaN → IE and quiet.
     assert_eq!(load_real(1, RealFmt::M32, &e).exc, sw::DE);
     let o = load_real(0x7F80_0001, RealFmt::M32, &e);
-    assert_eq!((o.value, o.exc), (pack(false, 0x7FFF, 0xC000_0100_0000_0000), sw::IE));
+    assert_eq!(
+        (o.value, o.exc),
+        (pack(false, 0x7FFF, 0xC000_0100_0000_0000), sw::IE)
+    );
     let (b, o) = store_real(f(0.1), RealFmt::M32, &e);
     assert_eq!(b as u32, 0.1f32.to_bits());
     assert_eq!(o.exc, sw::PE);
     let (b, o) = store_real(pack(false, 0x4100, 1 << 63), RealFmt::M32, &e);
     assert_eq!((b as u32, o.exc), (0x7F80_0000, sw::OE | sw::PE));
-    let (_, o) = store_real(pack(false, 0x4100, 1 << 63), RealFmt::M32, &env(FCW & !sw::OE));
+    let (_, o) = store_real(
+        pack(false, 0x4100, 1 << 63),
+        RealFmt::M32,
+        &env(FCW & !sw::OE),
+    );
     assert!(!o.store);
     let (b, _) = store_real(INDEFINITE, RealFmt::M64, &e);
     assert_eq!(b, 0xFFF8_0000_0000_0000);
@@ -198,7 +223,10 @@ fn compare_and_examine() {
     assert_eq!(compare(f(0.0), f(-0.0), false, &e).0, Cmp::Equal);
     let qnan = INDEFINITE;
     assert_eq!(compare(qnan, f(1.0), true, &e), (Cmp::Unordered, 0, true));
-    assert_eq!(compare(qnan, f(1.0), false, &e), (Cmp::Unordered, sw::IE, true));
+    assert_eq!(
+        compare(qnan, f(1.0), false, &e),
+        (Cmp::Unordered, sw::IE, true)
+    );
     assert_eq!(fxam_bits(f(-0.0)), sw::C3);
     assert_eq!(fxam_bits(pack(false, 0, 1)), sw::C3 | sw::C2);
     assert_eq!(fxam_bits(qnan), sw::C0);
@@ -234,10 +262,7 @@ fn transcendentals_match_known_values() {
     let e = env(FCW);
     let close = |v: u128, want: f64| {
         let got = to_f64(v);
-        assert!(
-            (got - want).abs() <= want.abs() * 1e-15,
-            "{got} != {want}"
-        );
+        assert!((got - want).abs() <= want.abs() * 1e-15, "{got} != {want}");
     };
     close(transc::trig(f(1.0), Trig::Sin, &e).0.value, 1f64.sin());
     close(transc::trig(f(1.0), Trig::Cos, &e).0.value, 1f64.cos());
@@ -247,16 +272,28 @@ fn transcendentals_match_known_values() {
         close(transc::trig(f(x), Trig::Sin, &e).0.value, x.sin());
         close(transc::trig(f(x), Trig::Cos, &e).0.value, x.cos());
     }
-    close(transc::atan2(f(1.0), f(-1.0), &e).value, 3.0 * std::f64::consts::FRAC_PI_4);
-    close(transc::f2xm1(f(0.5), &e).value, std::f64::consts::SQRT_2 - 1.0);
+    close(
+        transc::atan2(f(1.0), f(-1.0), &e).value,
+        3.0 * std::f64::consts::FRAC_PI_4,
+    );
+    close(
+        transc::f2xm1(f(0.5), &e).value,
+        std::f64::consts::SQRT_2 - 1.0,
+    );
     close(transc::f2xm1(f(-1.0), &e).value, -0.5);
     close(transc::fyl2x(f(3.0), f(10.0), &e).value, 3.0 * 10f64.log2());
-    close(transc::fyl2xp1(f(2.0), f(0.25), &e).value, 2.0 * 1.25f64.log2());
+    close(
+        transc::fyl2xp1(f(2.0), f(0.25), &e).value,
+        2.0 * 1.25f64.log2(),
+    );
     // Exact cases stay exact: log2(8) = 3.
     let o = transc::fyl2x(ONE, f(8.0), &e);
     assert_eq!((to_f64(o.value), o.exc), (3.0, 0));
     // π/2 rounds like FLDPI scaled: atan(∞).
     let o = transc::atan2(f(1.0), f(0.0), &e);
-    assert_eq!(o.value, constant(konst::PI, Round::NearestTiesToEven) - (1 << 64));
+    assert_eq!(
+        o.value,
+        constant(konst::PI, Round::NearestTiesToEven) - (1 << 64)
+    );
     assert!(!transc::trig_in_range(f(1e19)));
 }

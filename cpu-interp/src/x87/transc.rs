@@ -14,8 +14,7 @@ use rustc_apfloat::ieee::Quad;
 use rustc_apfloat::{Float, FloatConvert, Round, Status};
 
 use super::{
-    classify, denormal_check, pack, screen1, screen2, sw, to_f80, Class,
-    Env, Outcome, F80, ONE,
+    classify, denormal_check, pack, screen1, screen2, sw, to_f80, Class, Env, Outcome, F80, ONE,
 };
 
 fn q(v: u128) -> Quad {
@@ -79,7 +78,9 @@ fn pi_quad() -> Quad {
 fn reduce(x: Quad) -> (Quad, u8) {
     let [p1, p2, p3] = half_pi_parts();
     let two_over_pi = div(qi(2), pi_quad());
-    let n = mul(x, two_over_pi).round_to_integral(Round::NearestTiesToEven).value;
+    let n = mul(x, two_over_pi)
+        .round_to_integral(Round::NearestTiesToEven)
+        .value;
     let r = sub(sub(sub(x, mul(n, p1)), mul(n, p2)), mul(n, p3));
     let mut exact = false;
     let nn = n.to_i128_r(128, Round::TowardZero, &mut exact).value;
