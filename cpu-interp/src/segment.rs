@@ -155,15 +155,10 @@ impl Interpreter {
         len: u64,
         kind: AccessKind,
     ) -> Result<u64, Fault> {
-        let s = self.state.seg(seg);
         if self.state.in_64bit_code() {
-            let base = if matches!(seg, SegReg::Fs | SegReg::Gs) {
-                s.base
-            } else {
-                0
-            };
-            return Ok(base.wrapping_add(offset));
+            return self.linear_64(seg, offset, len);
         }
+        let s = self.state.seg(seg);
         let last = offset.wrapping_add(len.max(1) - 1);
         let a = s.attributes;
         // Usable, expand-up data (type bit 2 clear, code bit 3 clear) and writable, or any

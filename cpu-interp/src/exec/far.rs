@@ -754,7 +754,7 @@ impl Interpreter {
                     return Some(0);
                 }
                 let loc = super::gpr_loc(reg)?;
-                Some(u64::from(self.get_reg(loc, reg.size() as u8)))
+                Some(self.get_reg(loc, reg.size() as u8))
             })
             .unwrap_or(0);
         (seg, off & self.address_mask(insn))

@@ -199,7 +199,7 @@ impl Interpreter {
                     if insn.op0_kind() == OpKind::Register {
                         // Only the low 16 bits of a register destination change, whatever
                         // the operand size (SDM Vol. 2A ARPL: "DEST[RPL] := SRC[RPL]").
-                        self.set_reg(reg_loc(insn.op0_register())?, 2, v);
+                        self.set_reg(reg_loc(insn.op0_register())?, 2, u64::from(v));
                     } else {
                         self.write_rm(p, insn, v, 2)?;
                     }
@@ -218,7 +218,7 @@ impl Interpreter {
                     Some(v) => {
                         let r = insn.op0_register();
                         let loc = reg_loc(r)?;
-                        self.set_reg(loc, r.size() as u8, v);
+                        self.set_reg(loc, r.size() as u8, u64::from(v));
                         self.set_rflags(f | flags::ZF);
                     }
                     None => self.set_rflags(f & !flags::ZF),
@@ -427,7 +427,7 @@ impl Interpreter {
                 return Err(Fault::gp(0));
             }
             if to_special {
-                let v = u64::from(self.get_reg(reg_loc(src)?, 4));
+                let v = self.get_reg(reg_loc(src)?, 4);
                 match n {
                     0 => self.write_cr0(p, v),
                     2 => {
@@ -444,7 +444,7 @@ impl Interpreter {
                     3 => self.state.cr3,
                     _ => self.state.cr4,
                 };
-                self.set_reg(reg_loc(dst)?, 4, v as u32);
+                self.set_reg(reg_loc(dst)?, 4, u64::from(v as u32));
                 Ok(())
             }
         } else {
@@ -468,7 +468,7 @@ impl Interpreter {
                 return self.general_detect(p, insn);
             }
             if to_special {
-                let v = u64::from(self.get_reg(reg_loc(src)?, 4));
+                let v = self.get_reg(reg_loc(src)?, 4);
                 self.state.dr[n] = match n {
                     6 => (v & 0xE00F) | 0xFFFF_0FF0,
                     7 => (v & 0xFFFF_23FF) | 0x400,
@@ -476,7 +476,7 @@ impl Interpreter {
                 };
             } else {
                 let v = self.state.dr[n] as u32;
-                self.set_reg(reg_loc(dst)?, 4, v);
+                self.set_reg(reg_loc(dst)?, 4, u64::from(v));
             }
             Ok(())
         }
@@ -796,12 +796,12 @@ impl Interpreter {
                 } else {
                     v
                 };
-                self.set_reg(reg_loc(r)?, size, v);
+                self.set_reg(reg_loc(r)?, size, u64::from(v));
                 Ok(())
             }
             OpKind::Memory => {
                 let (seg, off) = self.memory_operand(insn);
-                self.write_mem(p, seg, off, mem_size, v)
+                self.write_mem(p, seg, off, mem_size, u64::from(v))
             }
             _ => Err(Fault::ud()),
         }

@@ -1027,7 +1027,10 @@ impl Interpreter {
     /// FSTENV/FSAVE: the 14- or 28-byte environment, then for FSAVE the eight registers in
     /// stack order (SDM Vol. 1 §8.1.10, Figures 8-9 to 8-12).
     fn store_env(&mut self, p: &mut dyn Platform, d: &Decoded) -> Result<(), Fault> {
-        let o32 = d.o32 || self.state.in_64bit_code();
+        let o32 = matches!(
+            d.insn.memory_size(),
+            MemorySize::FpuEnv28 | MemorySize::FpuState108
+        );
         let real = self.fpu_real_format();
         let f = &self.state.fpu;
         let (fcw, fsw, ftw) = (f.fcw, f.fsw, self.full_tag_word());
@@ -1094,7 +1097,10 @@ impl Interpreter {
 
     /// FLDENV/FRSTOR.
     fn load_env(&mut self, p: &mut dyn Platform, d: &Decoded, regs: bool) -> Result<(), Fault> {
-        let o32 = d.o32 || self.state.in_64bit_code();
+        let o32 = matches!(
+            d.insn.memory_size(),
+            MemorySize::FpuEnv28 | MemorySize::FpuState108
+        );
         let real = self.fpu_real_format();
         let off = self.ea(d);
         let seg = d.seg;
