@@ -377,11 +377,7 @@ fn sqrt_in<F: Float>(a: F80, r: Round) -> StatusAnd<F> {
     let mut rem: u128 = 0;
     let total_pairs = 33 + K; // m has at most 66 bits = 33 pairs, then K zero pairs.
     for i in (0..total_pairs).rev() {
-        let pair = if i >= K {
-            (m >> (2 * (i - K))) & 3
-        } else {
-            0
-        };
+        let pair = if i >= K { (m >> (2 * (i - K))) & 3 } else { 0 };
         rem = (rem << 2) | pair;
         let trial = (root << 2) | 1;
         root <<= 1;
