@@ -13,7 +13,6 @@ use pcvm_core::Platform;
 
 use super::{Decoded, Handler};
 use crate::fault::vector;
-use crate::x87::sw;
 use crate::{Fault, Interpreter};
 
 /// The handler for an MMX instruction, or `None`.
@@ -29,10 +28,12 @@ fn mm_index(r: Register) -> usize {
 }
 
 impl Interpreter {
+    /// MMi: physical register i, which is ST((i − TOP) mod 8).
     fn mm(&self, i: usize) -> u64 {
-        let s = &self.state.fpu.st[i & 7];
+        let s = &self.state.fpu.st[(i + 8 - usize::from(self.top())) & 7];
         u64::from_le_bytes([s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7]])
     }
+    /// Write MMi (after [`Self::mmx_enter`], so TOP = 0 and MMi = ST(i)).
     fn set_mm(&mut self, i: usize, v: u64) {
         let s = &mut self.state.fpu.st[i & 7];
         s[..8].copy_from_slice(&v.to_le_bytes());
@@ -41,9 +42,8 @@ impl Interpreter {
     }
     /// The x87 state change of an MMX instruction: TOP = 0, all tags valid.
     fn mmx_enter(&mut self) {
-        let f = &mut self.state.fpu;
-        f.fsw &= !sw::TOP;
-        f.ftw = 0xFF;
+        self.set_top(0);
+        self.state.fpu.ftw = 0xFF;
     }
 }
 
@@ -143,9 +143,8 @@ fn exec(cpu: &mut Interpreter, p: &mut dyn Platform, d: &Decoded) -> Result<(), 
     let insn = &d.insn;
     let m = insn.mnemonic();
     if m == M::Emms {
-        let f = &mut cpu.state.fpu;
-        f.ftw = 0;
-        f.fsw &= !sw::TOP;
+        cpu.set_top(0);
+        cpu.state.fpu.ftw = 0;
         return Ok(());
     }
     // Source operand (operand 1): MMX register, GPR, memory or immediate.
@@ -211,6 +210,7 @@ fn exec(cpu: &mut Interpreter, p: &mut dyn Platform, d: &Decoded) -> Result<(), 
     let di = mm_index(insn.op_register(0));
     let a = cpu.mm(di);
     let b = src;
+    cpu.mmx_enter();
     let ss = |x: u64, y: u64, bits: u32, sub: bool| {
         let (p, q) = (sext(x, bits), sext(y, bits));
         sat_s(if sub { p - q } else { p + q }, bits)
@@ -288,7 +288,6 @@ fn exec(cpu: &mut Interpreter, p: &mut dyn Platform, d: &Decoded) -> Result<(), 
         _ => return super::undefined(cpu, p, d),
     };
     cpu.set_mm(di, r);
-    cpu.mmx_enter();
     Ok(())
 }
 

@@ -1,8 +1,9 @@
 //! x87 FPU instructions (Intel SDM Vol. 1 ch. 8; Vol. 2 per instruction), owned by FPU.
 //!
 //! The architectural store is `state.fpu` (the FXSAVE image fields): FCW, FSW (TOP in bits
-//! 11–13), the abridged tag word (bit i = physical register i valid) and the physical
-//! registers `st[i]` as 80-bit little-endian values; ST(i) is physical register (TOP + i) mod 8.
+//! 11–13), the abridged tag word (bit i = physical register i valid) and `st[i]` = ST(i) as
+//! 80-bit little-endian values in stack order, as FXSAVE stores them; ST(i) is physical
+//! register (TOP + i) mod 8, so changing TOP rotates the array.
 //! The full tag word is derived from the abridged one and the register contents when FSTENV
 //! and FSAVE need it (SDM Vol. 1 §8.1.7, §10.5.1.1). Numeric work is in `crate::x87`.
 //!
@@ -115,13 +116,18 @@ impl Interpreter {
         Err(Fault::new(vector::MF))
     }
 
-    fn top(&self) -> u8 {
+    pub(super) fn top(&self) -> u8 {
         ((self.state.fpu.fsw >> sw::TOP_SHIFT) & 7) as u8
     }
-    fn set_top(&mut self, t: u8) {
+    /// Change TOP, keeping `st` in stack order: the physical registers stay where they are,
+    /// so the array rotates by the change.
+    pub(super) fn set_top(&mut self, t: u8) {
+        let old = self.top();
         let f = &mut self.state.fpu;
+        f.st.rotate_left(usize::from(t.wrapping_sub(old) & 7));
         f.fsw = (f.fsw & !sw::TOP) | (u16::from(t & 7) << sw::TOP_SHIFT);
     }
+    /// Physical register number of ST(i).
     fn phys(&self, i: u8) -> usize {
         usize::from((self.top() + i) & 7)
     }
@@ -129,11 +135,11 @@ impl Interpreter {
         self.state.fpu.ftw & (1 << self.phys(i)) != 0
     }
     fn st(&self, i: u8) -> u128 {
-        reg_bits(&self.state.fpu.st[self.phys(i)])
+        reg_bits(&self.state.fpu.st[usize::from(i & 7)])
     }
     fn set_st(&mut self, i: u8, v: u128) {
         let p = self.phys(i);
-        self.state.fpu.st[p][..10].copy_from_slice(&v.to_le_bytes()[..10]);
+        self.state.fpu.st[usize::from(i & 7)][..10].copy_from_slice(&v.to_le_bytes()[..10]);
         self.state.fpu.ftw |= 1 << p;
     }
     fn push_st(&mut self, v: u128) {
@@ -744,6 +750,7 @@ fn transc_is_nan(v: u128) -> bool {
 
 /// FNINIT state (SDM Vol. 1 §8.1.1, Table 8-1 … FINIT).
 fn fninit(cpu: &mut Interpreter) {
+    cpu.set_top(0);
     let f = &mut cpu.state.fpu;
     f.fcw = 0x037F;
     f.fsw = 0;
@@ -1007,12 +1014,13 @@ impl Interpreter {
     /// The full tag word: 2 bits per physical register (SDM Vol. 1 §8.1.7).
     pub(crate) fn full_tag_word(&self) -> u16 {
         let f = &self.state.fpu;
+        let top = usize::from(self.top());
         let mut tw = 0u16;
         for r in 0..8 {
             let tag = if f.ftw & (1 << r) == 0 {
                 3
             } else {
-                fp::tag_of(reg_bits(&f.st[r]))
+                fp::tag_of(reg_bits(&f.st[(r + 8 - top) & 7]))
             };
             tw |= tag << (2 * r);
         }
@@ -1147,6 +1155,10 @@ impl Interpreter {
             }
             env_len = 14;
         }
+        if !regs {
+            // FLDENV moves TOP over registers that stay in place.
+            self.set_top(((fsw >> sw::TOP_SHIFT) & 7) as u8);
+        }
         let f = &mut self.state.fpu;
         f.fcw = (fcw & 0x1F3F) | 0x40;
         f.fsw = fsw;
@@ -1163,11 +1175,9 @@ impl Interpreter {
             }
         });
         if regs {
-            let top = (fsw >> sw::TOP_SHIFT) & 7;
-            for i in 0..8usize {
-                let phys = (usize::from(top) + i) & 7;
+            for (i, reg) in f.st.iter_mut().enumerate() {
                 let k = env_len + i * 10;
-                f.st[phys][..10].copy_from_slice(&buf[k..k + 10]);
+                reg[..10].copy_from_slice(&buf[k..k + 10]);
             }
         }
         update_es(f);
