@@ -24,6 +24,7 @@ mod flags;
 mod mmu;
 mod segment;
 mod task;
+mod x87;
 
 pub use error::{Error, Result};
 pub use fault::Fault;

@@ -46,16 +46,12 @@ fn cpuid_describes_the_implemented_cpu() {
         (8, "CX8"),
         (11, "SEP"),
         (15, "CMOV"),
+        (0, "FPU"),
+        (23, "MMX"),
     ] {
         assert_ne!(edx1 & (1 << bit), 0, "{name}");
     }
-    for (bit, name) in [
-        (0, "FPU"),
-        (9, "APIC"),
-        (23, "MMX"),
-        (24, "FXSR"),
-        (25, "SSE"),
-    ] {
+    for (bit, name) in [(9, "APIC"), (24, "FXSR"), (25, "SSE")] {
         assert_eq!(edx1 & (1 << bit), 0, "{name} not implemented");
     }
     assert!(w(8) < 0x4000_0000, "no hypervisor leaves");

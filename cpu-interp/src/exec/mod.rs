@@ -16,12 +16,14 @@ mod control;
 mod data;
 mod far;
 mod io;
+mod mmx;
 mod shift;
 mod stack;
 mod string;
 mod system;
+mod x87;
 
-use iced_x86::{Code, CpuidFeature, Instruction, Mnemonic, OpKind, Register};
+use iced_x86::{Code, Instruction, Mnemonic, OpKind, Register};
 use pcvm_core::{Platform, SegReg};
 
 use crate::{Fault, Interpreter};
@@ -351,25 +353,6 @@ pub(crate) fn too_long(
     Err(Fault::gp(0))
 }
 
-/// x87 escape without an FPU: #NM when CR0.EM or CR0.TS is set (SDM Vol. 3A §2.5), #UD
-/// otherwise until x87 is implemented.
-fn x87(cpu: &mut Interpreter, p: &mut dyn Platform, d: &Decoded) -> Result<(), Fault> {
-    use pcvm_core::cpu_state::cr;
-    if cpu.state.cr0 & (cr::CR0_EM | cr::CR0_TS) != 0 {
-        return Err(Fault::new(crate::fault::vector::NM));
-    }
-    undefined(cpu, p, d)
-}
-
-/// WAIT/FWAIT: #NM if CR0.MP and CR0.TS, else no operation (no FPU exceptions can pend).
-fn wait(cpu: &mut Interpreter, _p: &mut dyn Platform, _d: &Decoded) -> Result<(), Fault> {
-    use pcvm_core::cpu_state::cr;
-    if cpu.state.cr0 & (cr::CR0_MP | cr::CR0_TS) == (cr::CR0_MP | cr::CR0_TS) {
-        return Err(Fault::new(crate::fault::vector::NM));
-    }
-    Ok(())
-}
-
 fn nop(_cpu: &mut Interpreter, _p: &mut dyn Platform, _d: &Decoded) -> Result<(), Fault> {
     Ok(())
 }
@@ -601,7 +584,7 @@ fn select(insn: &Instruction, bitness: u32) -> (Handler, u8) {
         | M::Prefetchw
         | M::Endbr32
         | M::Endbr64 => (nop, 0),
-        M::Wait => (wait, 0),
+        M::Wait => (x87::fwait, 0),
 
         M::Push => {
             if has_reg(0, |r| r.is_segment_register()) {
@@ -722,19 +705,9 @@ fn select(insn: &Instruction, bitness: u32) -> (Handler, u8) {
         | M::Rdtscp
         | M::Clflush => (sys, END | SNAP),
 
-        _ => {
-            let fpu = insn.cpuid_features().iter().any(|f| {
-                matches!(
-                    f,
-                    CpuidFeature::FPU | CpuidFeature::FPU287 | CpuidFeature::FPU387
-                )
-            });
-            if fpu {
-                (x87, END)
-            } else {
-                (undefined, END)
-            }
-        }
+        _ => x87::select(insn)
+            .or_else(|| mmx::select(insn))
+            .unwrap_or((undefined, END)),
     }
 }
 

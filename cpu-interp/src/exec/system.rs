@@ -6,7 +6,7 @@
 //! interpreter implements: VME (with PVI), DE, PSE, TSC, MSR, PAE, CX8, SEP, MTRR, PGE, CMOV,
 //! PAT, PSE-36, CLFLUSH, PCID, and in the extended leaves long mode, SYSCALL/SYSRET, NX,
 //! RDTSCP, LAHF/SAHF in 64-bit mode and an invariant TSC. The x87/SSE bits are set by their
-//! own helpers' code as those units land; there is no local APIC, no MCE/MCA, no INVPCID and
+//! own helpers' code as those units land; the x87 FPU and MMX are reported; there is no local APIC, no MCE/MCA, no INVPCID and
 //! no RDFSBASE family. The TSC runs at [`TSC_HZ`] from the virtual clock.
 //!
 //! Long mode (SDM Vol. 3A §9.8.5, §2.2.1): EFER.LME with CR0.PG (and CR4.PAE) activates
@@ -29,6 +29,8 @@ pub(crate) const TSC_HZ: u64 = 1_000_000_000;
 
 /// CPUID.1:EDX feature bits reported (SDM Vol. 2A "CPUID", Table 3-11).
 mod feature {
+    /// x87 FPU on chip.
+    pub const FPU: u32 = 1 << 0;
     pub const VME: u32 = 1 << 1;
     pub const DE: u32 = 1 << 2;
     pub const PSE: u32 = 1 << 3;
@@ -43,6 +45,7 @@ mod feature {
     pub const PAT: u32 = 1 << 16;
     pub const PSE36: u32 = 1 << 17;
     pub const CLFSH: u32 = 1 << 19;
+    pub const MMX: u32 = 1 << 23;
     /// CPUID.1:ECX.PCID.
     pub const PCID: u32 = 1 << 17;
     /// CPUID.80000001H:EDX.SYSCALL (SYSCALL/SYSRET in 64-bit mode).
@@ -1228,7 +1231,8 @@ pub(crate) fn cpuid(leaf: u32, _subleaf: u32) -> (u32, u32, u32, u32) {
             0x0000_06FB,
             8 << 8,
             feature::PCID,
-            feature::VME
+            feature::FPU
+                | feature::VME
                 | feature::DE
                 | feature::PSE
                 | feature::TSC
@@ -1241,7 +1245,8 @@ pub(crate) fn cpuid(leaf: u32, _subleaf: u32) -> (u32, u32, u32, u32) {
                 | feature::CMOV
                 | feature::PAT
                 | feature::PSE36
-                | feature::CLFSH,
+                | feature::CLFSH
+                | feature::MMX,
         ),
         // One iteration, no cache/TLB descriptors (all null).
         2 => (0x0000_0001, 0, 0, 0),
@@ -1291,6 +1296,8 @@ mod tests {
         assert_eq!((a >> 8) & 0xF, 6, "family 6");
         assert_eq!(d & (1 << 9), 0, "no APIC");
         assert_ne!(d & (1 << 19), 0, "CLFLUSH");
+        assert_eq!(d & 1, 1, "FPU");
+        assert_ne!(d & (1 << 23), 0, "MMX");
         assert_eq!(c & (1 << 18), 0, "no x2APIC");
         assert!(cpuid(0x4000_0000, 0).0 < 0x4000_0000);
         let (max_ext, ..) = cpuid(0x8000_0000, 0);
