@@ -139,8 +139,8 @@ pub struct Cli {
     #[arg(long, value_name = "NS")]
     pub icount: Option<u64>,
 
-    /// Boot a kernel directly, without firmware: a Linux bzImage (64-bit entry; needs
-    /// --accel kvm for now), a multiboot v1 kernel, or an ELF kernel with a PVH note.
+    /// Boot a kernel directly, without firmware: a Linux bzImage (64-bit entry: needs a
+    /// backend with long mode), a multiboot v1 kernel, or an ELF kernel with a PVH note.
     #[arg(long, value_name = "FILE")]
     pub kernel: Option<PathBuf>,
     /// Initial ramdisk for -kernel; for multiboot, modules as "FILE [ARGS],FILE [ARGS]".

@@ -361,19 +361,6 @@ impl Machine {
     /// Build the machine: check every input first, so a bad file is one clear error.
     pub fn new(config: MachineConfig) -> Result<Self> {
         let direct = config.kernel.as_ref().map(DirectKernel::open).transpose()?;
-        if let Some(k) = &direct {
-            if k.needs_long_mode() && config.accel == Accel::Interp {
-                bail!(
-                    "-kernel {}: a bzImage needs long mode, which the interpreter does not \
-                     implement yet; use --accel kvm",
-                    config
-                        .kernel
-                        .as_ref()
-                        .map_or(Path::new(""), |c| &c.path)
-                        .display()
-                );
-            }
-        }
         // Direct boot needs no firmware; the built-in guest then sits unused at the reset vector.
         let demo = config.bios.is_none() && (config.drives.is_empty() || direct.is_some());
         let bios = match &config.bios {
@@ -721,6 +708,20 @@ impl Machine {
                 Box::new(kvm)
             }
         };
+        if let Some(k) = &direct {
+            if k.needs_long_mode() && !cpu.supports_long_mode() {
+                bail!(
+                    "-kernel {}: a bzImage is entered in 64-bit mode, and the {} backend does \
+                     not implement long mode (CPUID.80000001H:EDX.LM); use --accel kvm",
+                    config
+                        .kernel
+                        .as_ref()
+                        .map_or(Path::new(""), |c| &c.path)
+                        .display(),
+                    cpu.name()
+                );
+            }
+        }
         let kicker = cpu.kicker();
         let quit = Arc::new(AtomicBool::new(false));
         {
