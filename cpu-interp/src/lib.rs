@@ -699,6 +699,11 @@ impl CpuBackend for Interpreter {
         "interp"
     }
 
+    fn cpuid(&self, leaf: u32, subleaf: u32) -> Option<[u32; 4]> {
+        let (a, b, c, d) = exec::cpuid(leaf, subleaf);
+        Some([a, b, c, d])
+    }
+
     fn run(&mut self, platform: &mut dyn Platform, limit: RunLimit) -> pcvm_core::Result<VmExit> {
         Ok(self.run_inner(platform, limit))
     }

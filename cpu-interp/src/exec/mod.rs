@@ -21,6 +21,8 @@ mod shift;
 mod stack;
 mod string;
 mod system;
+
+pub(crate) use system::cpuid;
 mod x87;
 
 use iced_x86::{Code, Instruction, Mnemonic, OpKind, Register};
