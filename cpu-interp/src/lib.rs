@@ -673,6 +673,10 @@ impl CpuBackend for Interpreter {
         "interp"
     }
 
+    fn cpuid(&self, leaf: u32, subleaf: u32) -> Option<[u32; 4]> {
+        Some(self.guest_cpuid(leaf, subleaf))
+    }
+
     fn run(&mut self, platform: &mut dyn Platform, limit: RunLimit) -> pcvm_core::Result<VmExit> {
         Ok(self.run_inner(platform, limit))
     }

@@ -4,8 +4,9 @@
 //!
 //! Owned by SYS. CPUID describes an i686-class "GenuineIntel" family-6 CPU with exactly what
 //! this interpreter implements: VME (with PVI), DE, PSE, TSC, MSR, PAE, CX8, SEP, MTRR, PGE,
-//! CMOV, PAT, PSE-36 and NX. There is no FPU (x87 comes later), no MMX/SSE/FXSR, no local APIC,
-//! no MCE/MCA and no long mode. The TSC runs at [`TSC_HZ`] from the virtual clock.
+//! CMOV, PAT, PSE-36 and NX, and the board's local APIC (x2APIC, TSC deadline; its MSRs go to
+//! the board). There is no FPU (x87 comes later), no MMX/SSE/FXSR, no MCE/MCA and no long
+//! mode. The TSC runs at [`TSC_HZ`] from the virtual clock, invariant, advertised in leaf 0x15.
 
 use iced_x86::{Code, Instruction, Mnemonic, OpKind, Register};
 use pcvm_core::cpu_state::{cr, flags, gpr};
@@ -34,6 +35,14 @@ mod feature {
     pub const CMOV: u32 = 1 << 15;
     pub const PAT: u32 = 1 << 16;
     pub const PSE36: u32 = 1 << 17;
+    /// CPUID.1:EDX.APIC: the board's local APIC (its MSRs through `Platform::*_local_msr`).
+    pub const APIC: u32 = 1 << 9;
+    /// CPUID.1:ECX.x2APIC.
+    pub const ECX_X2APIC: u32 = 1 << 21;
+    /// CPUID.1:ECX.TSC-Deadline.
+    pub const ECX_TSC_DEADLINE: u32 = 1 << 24;
+    /// CPUID.80000007H:EDX.InvariantTSC: the TSC counts virtual time at a constant rate.
+    pub const INVARIANT_TSC: u32 = 1 << 8;
     /// CPUID.80000001H:EDX.NX.
     pub const NX: u32 = 1 << 20;
 }
@@ -58,6 +67,18 @@ pub(crate) mod msr {
     pub const PAT: u32 = 0x277;
     pub const MTRR_DEF_TYPE: u32 = 0x2FF;
     pub const EFER: u32 = 0xC000_0080;
+    pub const TSC_DEADLINE: u32 = 0x6E0;
+    pub const X2APIC_FIRST: u32 = 0x800;
+    pub const X2APIC_LAST: u32 = 0x8FF;
+}
+
+/// MSRs of the board's local APIC: IA32_APIC_BASE, IA32_TSC_DEADLINE, x2APIC (SDM Vol. 3A
+/// §11.4.4, §11.5.4.1, §11.12.1).
+fn local_apic_msr(index: u32) -> bool {
+    matches!(
+        index,
+        msr::APIC_BASE | msr::TSC_DEADLINE | msr::X2APIC_FIRST..=msr::X2APIC_LAST
+    )
 }
 
 /// IA32_MTRRCAP: 8 variable ranges, fixed ranges, write-combining (SDM Vol. 3A §11.11.1).
@@ -585,8 +606,22 @@ impl Interpreter {
         tsc
     }
 
+    /// CPUID as the guest sees it, for `CpuBackend::cpuid`.
+    pub(crate) fn guest_cpuid(&self, leaf: u32, subleaf: u32) -> [u32; 4] {
+        let (a, b, c, d) = cpuid(leaf, subleaf);
+        [a, b, c, d]
+    }
+
     /// RDMSR (SDM Vol. 4): unknown MSRs are #GP(0).
     pub(crate) fn read_msr(&mut self, p: &mut dyn Platform, index: u32) -> Result<u64, Fault> {
+        if local_apic_msr(index) {
+            if let Some(v) = p.read_local_msr(index) {
+                if index == msr::APIC_BASE {
+                    self.state.msrs.apic_base = v;
+                }
+                return Ok(v);
+            }
+        }
         let m = &self.state.msrs;
         Ok(match index {
             msr::TSC => return Ok(self.tsc_now(p)),
@@ -625,6 +660,22 @@ impl Interpreter {
         v: u64,
     ) -> Result<(), Fault> {
         let phys_reserved = !((1u64 << crate::mmu::PHYS_ADDR_BITS) - 1);
+        if local_apic_msr(index) {
+            let tsc = if index == msr::TSC_DEADLINE {
+                self.tsc_now(p)
+            } else {
+                0
+            };
+            match p.write_local_msr(index, v, tsc) {
+                Some(true) if index == msr::APIC_BASE => {
+                    self.state.msrs.apic_base = p.read_local_msr(index).unwrap_or(v);
+                    return Ok(());
+                }
+                Some(true) => return Ok(()),
+                Some(false) => return Err(Fault::gp(0)),
+                None => {}
+            }
+        }
         match index {
             msr::TSC => {
                 self.state.msrs.tsc = v;
@@ -896,7 +947,7 @@ fn reg_loc(r: Register) -> Result<u8, Fault> {
 /// maximum (including the hypervisor range 0x4000_0000) return the highest basic leaf, as
 /// Intel processors do.
 pub(crate) fn cpuid(leaf: u32, _subleaf: u32) -> (u32, u32, u32, u32) {
-    const MAX_BASIC: u32 = 2;
+    const MAX_BASIC: u32 = 0x16;
     const MAX_EXT: u32 = 0x8000_0008;
     let vendor = |s: &[u8; 4]| u32::from_le_bytes(*s);
     match leaf {
@@ -906,7 +957,7 @@ pub(crate) fn cpuid(leaf: u32, _subleaf: u32) -> (u32, u32, u32, u32) {
         1 => (
             0x0000_0683,
             0,
-            0,
+            feature::ECX_X2APIC | feature::ECX_TSC_DEADLINE,
             feature::VME
                 | feature::DE
                 | feature::PSE
@@ -919,10 +970,22 @@ pub(crate) fn cpuid(leaf: u32, _subleaf: u32) -> (u32, u32, u32, u32) {
                 | feature::PGE
                 | feature::CMOV
                 | feature::PAT
-                | feature::PSE36,
+                | feature::PSE36
+                | feature::APIC,
         ),
         // One iteration, no cache/TLB descriptors (all null).
         2 => (0x0000_0001, 0, 0, 0),
+        // Cache parameters, MONITOR, power, structured features, topology …: none.
+        3..=0x14 => (0, 0, 0, 0),
+        // TSC/crystal ratio 1/1 with a 1 GHz crystal: the TSC runs at TSC_HZ and, as Linux
+        // assumes from this leaf, the local APIC timer at the crystal clock (1 GHz,
+        // devices' lapic::TIMER_HZ), so neither needs calibrating.
+        0x15 => (1, 1, TSC_HZ as u32, 0),
+        // Base, maximum and bus frequency in MHz.
+        0x16 => {
+            let mhz = (TSC_HZ / 1_000_000) as u32;
+            (mhz, mhz, mhz, 0)
+        }
         0x8000_0000 => (MAX_EXT, 0, 0, 0),
         0x8000_0001 => (0, 0, 0, feature::NX),
         0x8000_0002..=0x8000_0004 => {
@@ -933,7 +996,8 @@ pub(crate) fn cpuid(leaf: u32, _subleaf: u32) -> (u32, u32, u32, u32) {
                 |i: usize| u32::from_le_bytes([chunk[i], chunk[i + 1], chunk[i + 2], chunk[i + 3]]);
             (w(0), w(4), w(8), w(12))
         }
-        0x8000_0005..=0x8000_0007 => (0, 0, 0, 0),
+        0x8000_0005 | 0x8000_0006 => (0, 0, 0, 0),
+        0x8000_0007 => (0, 0, 0, feature::INVARIANT_TSC),
         // Physical address bits 36, linear address bits 32.
         0x8000_0008 => (0x2000 | crate::mmu::PHYS_ADDR_BITS, 0, 0, 0),
         _ => cpuid(MAX_BASIC, 0),
@@ -947,7 +1011,7 @@ mod tests {
     #[test]
     fn cpuid_reports_intel_without_fpu_or_hypervisor() {
         let (max, b, c, d) = cpuid(0, 0);
-        assert_eq!(max, 2);
+        assert_eq!(max, 0x16);
         let mut v = Vec::new();
         for r in [b, d, c] {
             v.extend_from_slice(&r.to_le_bytes());
@@ -956,9 +1020,13 @@ mod tests {
         let (a, _, c, d) = cpuid(1, 0);
         assert_eq!((a >> 8) & 0xF, 6, "family 6");
         assert_eq!(d & 1, 0, "no FPU");
-        assert_eq!(d & (1 << 9), 0, "no APIC");
+        assert_ne!(d & (1 << 9), 0, "local APIC");
         assert_eq!(d & (1 << 23 | 1 << 24 | 1 << 25), 0, "no MMX/FXSR/SSE");
-        assert_eq!(c, 0);
+        assert_eq!(c, (1 << 21) | (1 << 24), "x2APIC, TSC deadline");
+        let (den, num, crystal, _) = cpuid(0x15, 0);
+        assert_eq!(u64::from(crystal) * u64::from(num) / u64::from(den), TSC_HZ);
+        assert_eq!(cpuid(0x16, 0).0, 1000);
+        assert_eq!(cpuid(7, 0), (0, 0, 0, 0));
         assert!(cpuid(0x4000_0000, 0).0 < 0x4000_0000);
         assert_eq!(cpuid(0x8000_0001, 0).3 & (1 << 29), 0, "no long mode");
         assert_eq!(cpuid(0x8000_0008, 0).0 & 0xFF, 36);
