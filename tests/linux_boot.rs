@@ -15,21 +15,10 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::initramfs::busybox_initramfs;
+use common::linux_guest::*;
 use common::sha256::sha256_hex;
 use common::{fixtures_dir, require_fixture, TempDir};
 
-/// `/init` prints this first: the kernel reached user space.
-const MARK_INIT: &str = "PCVM-INIT-REACHED";
-/// `/init` prints this after its last check, just before powering off or rebooting.
-const MARK_DONE: &str = "PCVM-CHECKS-DONE";
-/// Numbers `seq` writes for the hash and gzip checks (about 1.3 MiB of text).
-const SEQ_COUNT: u32 = 200_000;
-/// MiB of /dev/zero hashed.
-const ZERO_MIB: usize = 4;
-/// Terms of the series `awk` sums (Σ 1/i², times 6, tends to π²).
-const AWK_TERMS: u32 = 1000;
-/// Values of the `sort -n` check.
-const SORT_COUNT: u32 = 3000;
 /// dmesg lines the issue forbids (arch/x86 warnings about missing or broken emulation);
 /// "unstable" catches "Marking clocksource 'tsc' as unstable" and "TSC found unstable".
 const FORBIDDEN: [&str; 6] = [
@@ -40,42 +29,6 @@ const FORBIDDEN: [&str; 6] = [
     "unstable",
     "Fast TSC calibration failed",
 ];
-
-/// The kernel command line; `end` is `poweroff` or `reboot`, read back by `/init`.
-fn cmdline(end: &str) -> String {
-    format!("console=ttyS0 nokaslr panic=-1 pcvm_end={end}")
-}
-
-/// The `/init` script: busybox applets, /proc and /sys, then the checks, one `KEY=value` line
-/// each, then `dmesg` between markers, then the power-off or reboot the command line asks for.
-fn init_script() -> String {
-    format!(
-        r#"#!/bin/busybox sh
-/bin/busybox --install -s
-export PATH=/bin:/sbin:/usr/bin:/usr/sbin
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-echo {MARK_INIT}
-echo "UNAME=$(uname -r)"
-echo "ZERO=$(dd if=/dev/zero bs=1M count={ZERO_MIB} 2>/dev/null | sha256sum)"
-seq 1 {SEQ_COUNT} > /tmp/seq
-echo "SEQ=$(sha256sum < /tmp/seq)"
-gzip -c /tmp/seq > /tmp/seq.gz
-echo "GUNZIP=$(gunzip -c /tmp/seq.gz | sha256sum)"
-cmp /tmp/seq /tmp/seq.gz >/dev/null 2>&1 || echo "GZIP-DIFFERS=yes"
-echo "AWK=$(awk 'BEGIN {{ s = 0; for (i = 1; i <= {AWK_TERMS}; i++) s += 1 / (i * i); printf "%.9f", s * 6 - 2.5e-3 / 7 }}')"
-echo "SORT=$(awk 'BEGIN {{ x = 1; for (i = 0; i < {SORT_COUNT}; i++) {{ x = (x * 75 + 74) % 65537; print x - 30000 }} }}' | sort -n | sha256sum)"
-echo DMESG-BEGIN
-dmesg
-echo DMESG-END
-echo {MARK_DONE}
-case "$(cat /proc/cmdline)" in
-*pcvm_end=reboot*) reboot -f ;;
-*) poweroff -f ;;
-esac
-"#
-    )
-}
 
 /// The answers `/init` must print, computed here.
 fn expected_answers(kernel_release: &str) -> Vec<(&'static str, String)> {
@@ -348,10 +301,7 @@ fn answers_match_under_qemu_tcg() {
     let dir = TempDir::new("linux-qemu");
     let initrd = build_initramfs(&dir, &bb);
     for (mem, end) in [("1G", "poweroff"), ("3G", "reboot")] {
-        let mut cmd = Command::new(&qemu.0);
-        if let Some(dir) = &qemu.1 {
-            cmd.arg("-L").arg(dir);
-        }
+        let mut cmd = qemu_command(&qemu);
         cmd.args([
             "-accel",
             "tcg",
@@ -378,19 +328,41 @@ fn answers_match_under_qemu_tcg() {
     }
 }
 
-/// QEMU and its firmware directory: the Debian package unpacked by `fetch-fixtures qemu`, else
-/// one on PATH.
-fn qemu_binary() -> Option<(PathBuf, Option<PathBuf>)> {
-    let unpacked = fixtures_dir().join("qemu/usr/bin/qemu-system-x86_64");
-    if unpacked.is_file() {
-        // The package's -L data (linuxboot_dma.bin, …) with SeaBIOS from the seabios fixture.
-        return Some((unpacked, Some(fixtures_dir().join("qemu/usr/share/qemu"))));
+/// QEMU and the `-L` firmware directories it needs: one on PATH (with its own data), else
+/// the Debian packages unpacked by `fetch-fixtures qemu` (qemu-system-data's linuxboot_dma.bin
+/// and kvmvapic.bin, SeaBIOS's bios-256k.bin and vgabios-stdvga.bin; the TCG module from
+/// qemu-system-common through `QEMU_MODULE_DIR`, set by [`qemu_command`]).
+fn qemu_binary() -> Option<(PathBuf, Vec<PathBuf>)> {
+    let on_path = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|d| d.join("qemu-system-x86_64"))
+            .find(|p| p.is_file())
+    });
+    if let Some(p) = on_path {
+        return Some((p, Vec::new()));
     }
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join("qemu-system-x86_64"))
-        .find(|p| p.is_file())
-        .map(|p| (p, None))
+    let f = fixtures_dir();
+    let unpacked = f.join("qemu/usr/bin/qemu-system-x86_64");
+    unpacked.is_file().then(|| {
+        let dirs = vec![
+            f.join("qemu-data/usr/share/qemu"),
+            f.join("seabios/usr/share/seabios"),
+        ];
+        (unpacked, dirs)
+    })
+}
+
+/// A command running `qemu` with its firmware and module directories.
+fn qemu_command(qemu: &(PathBuf, Vec<PathBuf>)) -> Command {
+    let mut cmd = Command::new(&qemu.0);
+    for dir in &qemu.1 {
+        cmd.arg("-L").arg(dir);
+    }
+    if !qemu.1.is_empty() {
+        let modules = fixtures_dir().join("qemu-common/usr/lib/x86_64-linux-gnu/qemu");
+        cmd.env("QEMU_MODULE_DIR", modules);
+    }
+    cmd
 }
 
 #[test]

@@ -700,8 +700,7 @@ impl CpuBackend for Interpreter {
     }
 
     fn cpuid(&self, leaf: u32, subleaf: u32) -> Option<[u32; 4]> {
-        let (a, b, c, d) = exec::cpuid(leaf, subleaf);
-        Some([a, b, c, d])
+        Some(self.guest_cpuid(leaf, subleaf))
     }
 
     fn run(&mut self, platform: &mut dyn Platform, limit: RunLimit) -> pcvm_core::Result<VmExit> {

@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test file uses a different subset
 
 pub mod initramfs;
+pub mod linux_guest;
 pub mod sha256;
 
 use std::path::{Path, PathBuf};

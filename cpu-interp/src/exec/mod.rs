@@ -22,7 +22,6 @@ mod stack;
 mod string;
 mod system;
 
-pub(crate) use system::cpuid;
 mod x87;
 
 use iced_x86::{Code, Instruction, Mnemonic, OpKind, Register};

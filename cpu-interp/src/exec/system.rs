@@ -3,11 +3,12 @@
 //! (Intel SDM Vol. 2; Vol. 3A §2.5–2.8, §4.10, §17.2; Vol. 4 for the MSRs).
 //!
 //! Owned by SYS. CPUID describes a "GenuineIntel" family-6 x86-64 CPU with exactly what this
-//! interpreter implements: VME (with PVI), DE, PSE, TSC, MSR, PAE, CX8, SEP, MTRR, PGE, CMOV,
-//! PAT, PSE-36, CLFLUSH, PCID, and in the extended leaves long mode, SYSCALL/SYSRET, NX,
-//! RDTSCP, LAHF/SAHF in 64-bit mode and an invariant TSC. The x87/SSE bits are set by their
-//! own helpers' code as those units land; the x87 FPU and MMX are reported; there is no local APIC, no MCE/MCA, no INVPCID and
-//! no RDFSBASE family. The TSC runs at [`TSC_HZ`] from the virtual clock.
+//! interpreter implements: FPU, VME (with PVI), DE, PSE, TSC, MSR, PAE, CX8, SEP, MTRR, PGE,
+//! CMOV, PAT, PSE-36, CLFLUSH, MMX, PCID, the board's local APIC (x2APIC, TSC deadline; its
+//! MSRs go to the board), and in the extended leaves long mode, SYSCALL/SYSRET, NX, RDTSCP,
+//! LAHF/SAHF in 64-bit mode and an invariant TSC. The SSE bits are set as those units land;
+//! there is no MCE/MCA, no INVPCID and no RDFSBASE family. The TSC runs at [`TSC_HZ`] from the
+//! virtual clock, advertised in leaf 0x15.
 //!
 //! Long mode (SDM Vol. 3A §9.8.5, §2.2.1): EFER.LME with CR0.PG (and CR4.PAE) activates
 //! IA-32e mode (EFER.LMA); SYSCALL/SYSRET (Vol. 2B), SWAPGS, RDTSCP, the FS/GS base MSRs and
@@ -50,6 +51,12 @@ mod feature {
     pub const PCID: u32 = 1 << 17;
     /// CPUID.80000001H:EDX.SYSCALL (SYSCALL/SYSRET in 64-bit mode).
     pub const SYSCALL: u32 = 1 << 11;
+    /// CPUID.1:EDX.APIC: the board's local APIC (its MSRs through `Platform::*_local_msr`).
+    pub const APIC: u32 = 1 << 9;
+    /// CPUID.1:ECX.x2APIC.
+    pub const ECX_X2APIC: u32 = 1 << 21;
+    /// CPUID.1:ECX.TSC-Deadline.
+    pub const ECX_TSC_DEADLINE: u32 = 1 << 24;
     /// CPUID.80000001H:EDX.NX.
     pub const NX: u32 = 1 << 20;
     /// CPUID.80000001H:EDX.RDTSCP.
@@ -90,6 +97,18 @@ pub(crate) mod msr {
     pub const GS_BASE: u32 = 0xC000_0101;
     pub const KERNEL_GS_BASE: u32 = 0xC000_0102;
     pub const TSC_AUX: u32 = 0xC000_0103;
+    pub const TSC_DEADLINE: u32 = 0x6E0;
+    pub const X2APIC_FIRST: u32 = 0x800;
+    pub const X2APIC_LAST: u32 = 0x8FF;
+}
+
+/// MSRs of the board's local APIC: IA32_APIC_BASE, IA32_TSC_DEADLINE, x2APIC (SDM Vol. 3A
+/// §11.4.4, §11.5.4.1, §11.12.1).
+fn local_apic_msr(index: u32) -> bool {
+    matches!(
+        index,
+        msr::APIC_BASE | msr::TSC_DEADLINE | msr::X2APIC_FIRST..=msr::X2APIC_LAST
+    )
 }
 
 /// IA32_MTRRCAP: 8 variable ranges, fixed ranges, write-combining (SDM Vol. 3A §11.11.1).
@@ -785,8 +804,22 @@ impl Interpreter {
         tsc
     }
 
+    /// CPUID as the guest sees it, for `CpuBackend::cpuid`.
+    pub(crate) fn guest_cpuid(&self, leaf: u32, subleaf: u32) -> [u32; 4] {
+        let (a, b, c, d) = cpuid(leaf, subleaf);
+        [a, b, c, d]
+    }
+
     /// RDMSR (SDM Vol. 4): unknown MSRs are #GP(0).
     pub(crate) fn read_msr(&mut self, p: &mut dyn Platform, index: u32) -> Result<u64, Fault> {
+        if local_apic_msr(index) {
+            if let Some(v) = p.read_local_msr(index) {
+                if index == msr::APIC_BASE {
+                    self.state.msrs.apic_base = v;
+                }
+                return Ok(v);
+            }
+        }
         let m = &self.state.msrs;
         Ok(match index {
             msr::TSC => return Ok(self.tsc_now(p)),
@@ -833,6 +866,22 @@ impl Interpreter {
         v: u64,
     ) -> Result<(), Fault> {
         let phys_reserved = !((1u64 << crate::mmu::PHYS_ADDR_BITS) - 1);
+        if local_apic_msr(index) {
+            let tsc = if index == msr::TSC_DEADLINE {
+                self.tsc_now(p)
+            } else {
+                0
+            };
+            match p.write_local_msr(index, v, tsc) {
+                Some(true) if index == msr::APIC_BASE => {
+                    self.state.msrs.apic_base = p.read_local_msr(index).unwrap_or(v);
+                    return Ok(());
+                }
+                Some(true) => return Ok(()),
+                Some(false) => return Err(Fault::gp(0)),
+                None => {}
+            }
+        }
         match index {
             msr::TSC => {
                 self.state.msrs.tsc = v;
@@ -1219,7 +1268,7 @@ fn reg_loc(r: Register) -> Result<u8, Fault> {
 /// maximum (including the hypervisor range 0x4000_0000) return the highest basic leaf, as
 /// Intel processors do.
 pub(crate) fn cpuid(leaf: u32, _subleaf: u32) -> (u32, u32, u32, u32) {
-    const MAX_BASIC: u32 = 2;
+    const MAX_BASIC: u32 = 0x16;
     const MAX_EXT: u32 = 0x8000_0008;
     let vendor = |s: &[u8; 4]| u32::from_le_bytes(*s);
     match leaf {
@@ -1230,7 +1279,7 @@ pub(crate) fn cpuid(leaf: u32, _subleaf: u32) -> (u32, u32, u32, u32) {
         1 => (
             0x0000_06FB,
             8 << 8,
-            feature::PCID,
+            feature::PCID | feature::ECX_X2APIC | feature::ECX_TSC_DEADLINE,
             feature::FPU
                 | feature::VME
                 | feature::DE
@@ -1246,10 +1295,22 @@ pub(crate) fn cpuid(leaf: u32, _subleaf: u32) -> (u32, u32, u32, u32) {
                 | feature::PAT
                 | feature::PSE36
                 | feature::CLFSH
-                | feature::MMX,
+                | feature::MMX
+                | feature::APIC,
         ),
         // One iteration, no cache/TLB descriptors (all null).
         2 => (0x0000_0001, 0, 0, 0),
+        // Cache parameters, MONITOR, power, structured features, topology …: none.
+        3..=0x14 => (0, 0, 0, 0),
+        // TSC/crystal ratio 1/1 with a 1 GHz crystal: the TSC runs at TSC_HZ and, as Linux
+        // assumes from this leaf, the local APIC timer at the crystal clock (1 GHz,
+        // devices' lapic::TIMER_HZ), so neither needs calibrating.
+        0x15 => (1, 1, TSC_HZ as u32, 0),
+        // Base, maximum and bus frequency in MHz.
+        0x16 => {
+            let mhz = (TSC_HZ / 1_000_000) as u32;
+            (mhz, mhz, mhz, 0)
+        }
         0x8000_0000 => (MAX_EXT, 0, 0, 0),
         0x8000_0001 => (
             0,
@@ -1286,7 +1347,7 @@ mod tests {
     #[test]
     fn cpuid_reports_intel_64_without_hypervisor() {
         let (max, b, c, d) = cpuid(0, 0);
-        assert_eq!(max, 2);
+        assert_eq!(max, 0x16);
         let mut v = Vec::new();
         for r in [b, d, c] {
             v.extend_from_slice(&r.to_le_bytes());
@@ -1294,11 +1355,16 @@ mod tests {
         assert_eq!(&v, b"GenuineIntel");
         let (a, _, c, d) = cpuid(1, 0);
         assert_eq!((a >> 8) & 0xF, 6, "family 6");
-        assert_eq!(d & (1 << 9), 0, "no APIC");
         assert_ne!(d & (1 << 19), 0, "CLFLUSH");
         assert_eq!(d & 1, 1, "FPU");
         assert_ne!(d & (1 << 23), 0, "MMX");
-        assert_eq!(c & (1 << 18), 0, "no x2APIC");
+        assert_ne!(d & (1 << 9), 0, "local APIC");
+        assert_eq!(d & (1 << 24 | 1 << 25), 0, "no FXSR/SSE yet");
+        assert_eq!(c & ((1 << 21) | (1 << 24)), (1 << 21) | (1 << 24), "x2APIC, TSC deadline");
+        let (den, num, crystal, _) = cpuid(0x15, 0);
+        assert_eq!(u64::from(crystal) * u64::from(num) / u64::from(den), TSC_HZ);
+        assert_eq!(cpuid(0x16, 0).0, 1000);
+        assert_eq!(cpuid(7, 0), (0, 0, 0, 0));
         assert!(cpuid(0x4000_0000, 0).0 < 0x4000_0000);
         let (max_ext, ..) = cpuid(0x8000_0000, 0);
         assert!(max_ext >= 0x8000_0008);
