@@ -109,7 +109,7 @@ pub(super) fn loop_(
         let t = cpu.state.rip.wrapping_add(d.imm) & ip_mask(d);
         branch(cpu, t)?;
     }
-    cpu.state.gpr[gpr::RCX] = (rcx & !am) | count;
+    cpu.state.gpr[gpr::RCX] = super::addr_update(rcx, count, am);
     Ok(())
 }
 
