@@ -21,7 +21,7 @@ fn ip_mask(d: &Decoded) -> u64 {
 #[inline]
 fn check_target(cpu: &Interpreter, target: u64) -> Result<(), Fault> {
     if target > u64::from(cpu.state.seg(SegReg::Cs).limit)
-        && !(cpu.state.in_64bit_code() && crate::access::canonical(target))
+        && !(cpu.state.in_64bit_code() && crate::segment::is_canonical(target))
     {
         return Err(Fault::gp(0));
     }

@@ -470,7 +470,12 @@ fn select(insn: &Instruction, bitness: u32) -> (Handler, u8) {
         .any(|k| matches!(insn.op_kind(k), OpKind::FarBranch16 | OpKind::FarBranch32))
         || matches!(
             insn.code(),
-            Code::Jmp_m1616 | Code::Jmp_m1632 | Code::Call_m1616 | Code::Call_m1632
+            Code::Jmp_m1616
+                | Code::Jmp_m1632
+                | Code::Jmp_m1664
+                | Code::Call_m1616
+                | Code::Call_m1632
+                | Code::Call_m1664
         );
     let _ = bitness;
     let code = insn.code();
@@ -726,7 +731,8 @@ fn select(insn: &Instruction, bitness: u32) -> (Handler, u8) {
         | M::Sysret
         | M::Sysretq
         | M::Swapgs
-        | M::Rdtscp => (sys, END | SNAP),
+        | M::Rdtscp
+        | M::Clflush => (sys, END | SNAP),
 
         _ => {
             let fpu = insn.cpuid_features().iter().any(|f| {
