@@ -4,8 +4,9 @@
 //!
 //! Owned by SYS. CPUID describes a "GenuineIntel" family-6 x86-64 CPU with exactly what this
 //! interpreter implements: VME (with PVI), DE, PSE, TSC, MSR, PAE, CX8, SEP, MTRR, PGE, CMOV,
-//! PAT, PSE-36, CLFLUSH, PCID, and in the extended leaves long mode, SYSCALL/SYSRET, NX,
-//! RDTSCP, LAHF/SAHF in 64-bit mode and an invariant TSC. The x87/SSE bits are set by their
+//! PAT, PSE-36, CLFLUSH, CMPXCHG16B, PCID, MOVBE, POPCNT, and in the extended leaves long
+//! mode, SYSCALL/SYSRET, NX, 1 GiB pages, RDTSCP, LAHF/SAHF in 64-bit mode, LZCNT and an
+//! invariant TSC. The x87/SSE bits are set by their
 //! own helpers' code as those units land; there is no local APIC, no MCE/MCA, no INVPCID and
 //! no RDFSBASE family. The TSC runs at [`TSC_HZ`] from the virtual clock.
 //!
@@ -43,8 +44,18 @@ mod feature {
     pub const PAT: u32 = 1 << 16;
     pub const PSE36: u32 = 1 << 17;
     pub const CLFSH: u32 = 1 << 19;
+    /// CPUID.1:ECX.CMPXCHG16B.
+    pub const CX16: u32 = 1 << 13;
     /// CPUID.1:ECX.PCID.
     pub const PCID: u32 = 1 << 17;
+    /// CPUID.1:ECX.MOVBE.
+    pub const MOVBE: u32 = 1 << 22;
+    /// CPUID.1:ECX.POPCNT.
+    pub const POPCNT: u32 = 1 << 23;
+    /// CPUID.80000001H:EDX.Page1GB (1 GiB pages in 4-level paging).
+    pub const PAGE1GB: u32 = 1 << 26;
+    /// CPUID.80000001H:ECX.LZCNT.
+    pub const LZCNT: u32 = 1 << 5;
     /// CPUID.80000001H:EDX.SYSCALL (SYSCALL/SYSRET in 64-bit mode).
     pub const SYSCALL: u32 = 1 << 11;
     /// CPUID.80000001H:EDX.NX.
@@ -63,6 +74,7 @@ mod feature {
 pub(crate) mod msr {
     pub const TSC: u32 = 0x10;
     pub const APIC_BASE: u32 = 0x1B;
+    pub const PLATFORM_ID: u32 = 0x17;
     pub const BIOS_SIGN_ID: u32 = 0x8B;
     pub const MTRRCAP: u32 = 0xFE;
     pub const SYSENTER_CS: u32 = 0x174;
@@ -789,6 +801,9 @@ impl Interpreter {
             msr::TSC => return Ok(self.tsc_now(p)),
             msr::APIC_BASE => m.apic_base,
             msr::BIOS_SIGN_ID => 0,
+            // Platform ID 0: microcode loaders read it unconditionally on family 6
+            // (SDM Vol. 4 Table 2-2); it is read-only.
+            msr::PLATFORM_ID => 0,
             msr::MTRRCAP => MTRRCAP_VALUE,
             msr::SYSENTER_CS => m.sysenter_cs,
             msr::SYSENTER_ESP => m.sysenter_esp,
@@ -1227,7 +1242,7 @@ pub(crate) fn cpuid(leaf: u32, _subleaf: u32) -> (u32, u32, u32, u32) {
         1 => (
             0x0000_06FB,
             8 << 8,
-            feature::PCID,
+            feature::CX16 | feature::PCID | feature::MOVBE | feature::POPCNT,
             feature::VME
                 | feature::DE
                 | feature::PSE
@@ -1249,8 +1264,8 @@ pub(crate) fn cpuid(leaf: u32, _subleaf: u32) -> (u32, u32, u32, u32) {
         0x8000_0001 => (
             0,
             0,
-            feature::LAHF_LM,
-            feature::SYSCALL | feature::NX | feature::RDTSCP | feature::LM,
+            feature::LAHF_LM | feature::LZCNT,
+            feature::SYSCALL | feature::NX | feature::PAGE1GB | feature::RDTSCP | feature::LM,
         ),
         0x8000_0002..=0x8000_0004 => {
             let mut brand = [0u8; 48];
@@ -1300,6 +1315,13 @@ mod tests {
             assert_ne!(d & (1 << bit), 0, "{what}");
         }
         assert_ne!(c & 1, 0, "LAHF/SAHF in 64-bit mode");
+        assert_ne!(c & (1 << 5), 0, "LZCNT");
+        assert_ne!(d & (1 << 26), 0, "1 GiB pages");
+        let (_, _, c1, _) = cpuid(1, 0);
+        for (bit, what) in [(13, "CX16"), (17, "PCID"), (22, "MOVBE"), (23, "POPCNT")] {
+            assert_ne!(c1 & (1 << bit), 0, "{what}");
+        }
+        assert_eq!(c1 & (1 << 31), 0, "no hypervisor bit");
         let (a, ..) = cpuid(0x8000_0008, 0);
         assert_eq!(a & 0xFF, crate::mmu::PHYS_ADDR_BITS);
         assert_eq!((a >> 8) & 0xFF, 48, "48-bit linear addresses");
