@@ -6,7 +6,8 @@
 //! interpreter implements: VME (with PVI), DE, PSE, TSC, MSR, PAE, CX8, SEP, MTRR, PGE, CMOV,
 //! PAT, PSE-36, CLFLUSH, CMPXCHG16B, PCID, MOVBE, POPCNT, and in the extended leaves long
 //! mode, SYSCALL/SYSRET, NX, 1 GiB pages, RDTSCP, LAHF/SAHF in 64-bit mode, LZCNT and an
-//! invariant TSC. The x87/SSE bits are set by their
+//! invariant TSC; leaf 7 reports only IA32_ARCH_CAPABILITIES, whose "not affected" bits are
+//! true of an interpreter that does not speculate. The x87/SSE bits are set by their
 //! own helpers' code as those units land; there is no local APIC, no MCE/MCA, no INVPCID and
 //! no RDFSBASE family. The TSC runs at [`TSC_HZ`] from the virtual clock.
 //!
@@ -66,6 +67,8 @@ mod feature {
     pub const LM: u32 = 1 << 29;
     /// CPUID.80000001H:ECX.LAHF-SAHF (available in 64-bit mode).
     pub const LAHF_LM: u32 = 1 << 0;
+    /// CPUID.(EAX=7,ECX=0):EDX.IA32_ARCH_CAPABILITIES.
+    pub const ARCH_CAPABILITIES: u32 = 1 << 29;
     /// CPUID.80000007H:EDX.InvariantTSC.
     pub const INVARIANT_TSC: u32 = 1 << 8;
 }
@@ -75,6 +78,7 @@ pub(crate) mod msr {
     pub const TSC: u32 = 0x10;
     pub const APIC_BASE: u32 = 0x1B;
     pub const PLATFORM_ID: u32 = 0x17;
+    pub const ARCH_CAPABILITIES: u32 = 0x10A;
     pub const BIOS_SIGN_ID: u32 = 0x8B;
     pub const MTRRCAP: u32 = 0xFE;
     pub const SYSENTER_CS: u32 = 0x174;
@@ -100,6 +104,23 @@ pub(crate) mod msr {
     pub const KERNEL_GS_BASE: u32 = 0xC000_0102;
     pub const TSC_AUX: u32 = 0xC000_0103;
 }
+
+/// IA32_ARCH_CAPABILITIES (read-only; SDM Vol. 4 Table 2-2): an interpreter does not
+/// speculate, so it is not affected by the transient-execution issues these bits rule out —
+/// RDCL_NO (0), SKIP_L1DFL_VMENTRY (3), SSB_NO (4), MDS_NO (5), IF_PSCHANGE_MC_NO (6),
+/// TAA_NO (8), SBDR_SSDP_NO (13), FBSDP_NO (14), PSDP_NO (15), GDS_NO (26), RFDS_NO (27).
+/// Guests then skip mitigations such as kernel page-table isolation.
+const ARCH_CAPABILITIES_VALUE: u64 = (1 << 0)
+    | (1 << 3)
+    | (1 << 4)
+    | (1 << 5)
+    | (1 << 6)
+    | (1 << 8)
+    | (1 << 13)
+    | (1 << 14)
+    | (1 << 15)
+    | (1 << 26)
+    | (1 << 27);
 
 /// IA32_MTRRCAP: 8 variable ranges, fixed ranges, write-combining (SDM Vol. 3A §11.11.1).
 const MTRRCAP_VALUE: u64 = 0x508;
@@ -804,6 +825,7 @@ impl Interpreter {
             // Platform ID 0: microcode loaders read it unconditionally on family 6
             // (SDM Vol. 4 Table 2-2); it is read-only.
             msr::PLATFORM_ID => 0,
+            msr::ARCH_CAPABILITIES => ARCH_CAPABILITIES_VALUE,
             msr::MTRRCAP => MTRRCAP_VALUE,
             msr::SYSENTER_CS => m.sysenter_cs,
             msr::SYSENTER_ESP => m.sysenter_esp,
@@ -1117,7 +1139,7 @@ impl Interpreter {
                 continue;
             }
             let rw = (dr7 >> (16 + 4 * i)) & 3;
-            let addr = self.state.dr[i] & 0xFFFF_FFFF;
+            let addr = self.wrap_linear(self.state.dr[i]);
             let hit = match (rw, kind) {
                 (0, AccessKind::Execute) => addr == linear,
                 (1, AccessKind::Write) | (3, AccessKind::Read | AccessKind::Write) => {
@@ -1230,8 +1252,8 @@ fn reg_loc(r: Register) -> Result<u8, Fault> {
 /// CPUID (SDM Vol. 2A "CPUID"): `(eax, ebx, ecx, edx)` for leaf `leaf`. Leaves beyond the
 /// maximum (including the hypervisor range 0x4000_0000) return the highest basic leaf, as
 /// Intel processors do.
-pub(crate) fn cpuid(leaf: u32, _subleaf: u32) -> (u32, u32, u32, u32) {
-    const MAX_BASIC: u32 = 2;
+pub(crate) fn cpuid(leaf: u32, subleaf: u32) -> (u32, u32, u32, u32) {
+    const MAX_BASIC: u32 = 7;
     const MAX_EXT: u32 = 0x8000_0008;
     let vendor = |s: &[u8; 4]| u32::from_le_bytes(*s);
     match leaf {
@@ -1260,6 +1282,12 @@ pub(crate) fn cpuid(leaf: u32, _subleaf: u32) -> (u32, u32, u32, u32) {
         ),
         // One iteration, no cache/TLB descriptors (all null).
         2 => (0x0000_0001, 0, 0, 0),
+        // No serial number, no deterministic cache parameters (leaf 4 type 0 = none),
+        // no MONITOR/MWAIT, no thermal and power management.
+        3..=6 => (0, 0, 0, 0),
+        // Structured extended features: none but IA32_ARCH_CAPABILITIES; one subleaf.
+        7 if subleaf == 0 => (0, 0, 0, feature::ARCH_CAPABILITIES),
+        7 => (0, 0, 0, 0),
         0x8000_0000 => (MAX_EXT, 0, 0, 0),
         0x8000_0001 => (
             0,
@@ -1296,7 +1324,13 @@ mod tests {
     #[test]
     fn cpuid_reports_intel_64_without_hypervisor() {
         let (max, b, c, d) = cpuid(0, 0);
-        assert_eq!(max, 2);
+        assert_eq!(max, 7);
+        for leaf in 3..=6 {
+            assert_eq!(cpuid(leaf, 0), (0, 0, 0, 0), "leaf {leaf}");
+        }
+        let (max_sub, b7, c7, d7) = cpuid(7, 0);
+        assert_eq!((max_sub, b7, c7), (0, 0, 0), "no extended features but...");
+        assert_ne!(d7 & (1 << 29), 0, "...IA32_ARCH_CAPABILITIES");
         let mut v = Vec::new();
         for r in [b, d, c] {
             v.extend_from_slice(&r.to_le_bytes());
