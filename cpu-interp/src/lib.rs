@@ -277,7 +277,7 @@ impl Interpreter {
         if bitness != 64 && rip > u64::from(cs.limit) {
             return Err(Fault::gp(0));
         }
-        if bitness == 64 && !access::canonical(rip) {
+        if bitness == 64 && !segment::is_canonical(rip) {
             return Err(Fault::gp(0));
         }
         let linear = self.state.linear_rip();

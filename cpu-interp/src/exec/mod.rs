@@ -152,6 +152,18 @@ fn op_size(insn: &Instruction, i: u32) -> u8 {
     }
 }
 
+/// The new value of an address register (rSI, rDI, rCX) that string instructions, LOOP and
+/// JrCXZ update at address-size mask `am`: a 16-bit update keeps bits 63:16, a 32-bit one
+/// is a 32-bit register write and zero-extends (SDM Vol. 1 §3.4.1.1).
+#[inline]
+pub(crate) const fn addr_update(old: u64, new: u64, am: u64) -> u64 {
+    if am == 0xFFFF {
+        (old & !0xFFFF) | (new & 0xFFFF)
+    } else {
+        new & am
+    }
+}
+
 /// Mask of a `size`-byte value.
 #[inline]
 pub(crate) const fn mask(size: u8) -> u64 {
