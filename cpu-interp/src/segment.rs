@@ -491,7 +491,7 @@ impl Interpreter {
             return Ok(());
         }
         let tr = self.state.tr;
-        // Only a 32-bit TSS has a bitmap.
+        // Only a 32-bit (or, in IA-32e mode, 64-bit) TSS has a bitmap.
         if tr.unusable() || tr.type_field() & 0xD != 0x9 {
             return Err(Fault::gp(0));
         }
@@ -499,13 +499,13 @@ impl Interpreter {
             return Err(Fault::gp(0));
         }
         let mut b = [0u8; 2];
-        self.read_sys(p, (tr.base + 0x66) & 0xFFFF_FFFF, &mut b)?;
+        self.read_sys(p, self.wrap_linear(tr.base.wrapping_add(0x66)), &mut b)?;
         let map_base = u64::from(u16::from_le_bytes(b));
         let byte = map_base + u64::from(port / 8);
         if byte + 1 > u64::from(tr.limit) {
             return Err(Fault::gp(0));
         }
-        self.read_sys(p, (tr.base + byte) & 0xFFFF_FFFF, &mut b)?;
+        self.read_sys(p, self.wrap_linear(tr.base.wrapping_add(byte)), &mut b)?;
         let bits = u16::from_le_bytes(b);
         let mask = ((1u32 << len) - 1) << (port & 7);
         if u32::from(bits) & mask != 0 {

@@ -159,3 +159,24 @@ fn syscall_is_undefined_outside_64_bit_mode() {
     assert_eq!(m.recorded().0, 6, "#UD");
     assert_eq!(s.seg(SegReg::Cs).selector, SEL_CODE0);
 }
+
+#[test]
+fn arch_capabilities_and_platform_id_are_read_only() {
+    let (m, _) = run(|a| {
+        // CPUID.(7,0):EDX[29] announces IA32_ARCH_CAPABILITIES.
+        a.mov(eax, 7)?;
+        a.xor(ecx, ecx)?;
+        a.cpuid()?;
+        a.mov(dword_ptr(0x600), edx)?;
+        rdmsr_to(a, 0x10A, 0x608)?;
+        rdmsr_to(a, 0x17, 0x610)?;
+        wrmsr(a, 0x10A, 0)?;
+        a.hlt()
+    });
+    assert_ne!(m.read_u32(0x600) & (1 << 29), 0);
+    let caps = m.read_u64(0x608);
+    assert_ne!(caps & 1, 0, "RDCL_NO: no Meltdown");
+    assert_ne!(caps & (1 << 5), 0, "MDS_NO");
+    assert_eq!(m.read_u64(0x610), 0, "platform ID");
+    assert_eq!((m.recorded().0, m.recorded().1), (13, 0), "read-only");
+}

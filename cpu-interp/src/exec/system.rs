@@ -4,11 +4,13 @@
 //!
 //! Owned by SYS. CPUID describes a "GenuineIntel" family-6 x86-64 CPU with exactly what this
 //! interpreter implements: FPU, VME (with PVI), DE, PSE, TSC, MSR, PAE, CX8, SEP, MTRR, PGE,
-//! CMOV, PAT, PSE-36, CLFLUSH, MMX, PCID, the board's local APIC (x2APIC, TSC deadline; its
-//! MSRs go to the board), and in the extended leaves long mode, SYSCALL/SYSRET, NX, RDTSCP,
-//! LAHF/SAHF in 64-bit mode and an invariant TSC. The SSE bits are set as those units land;
-//! there is no MCE/MCA, no INVPCID and no RDFSBASE family. The TSC runs at [`TSC_HZ`] from the
-//! virtual clock, advertised in leaf 0x15.
+//! CMOV, PAT, PSE-36, CLFLUSH, MMX, CMPXCHG16B, PCID, MOVBE, POPCNT, the board's local APIC
+//! (x2APIC, TSC deadline; its MSRs go to the board), and in the extended leaves long mode,
+//! SYSCALL/SYSRET, NX, 1 GiB pages, RDTSCP, LAHF/SAHF in 64-bit mode, LZCNT and an invariant
+//! TSC; leaf 7 reports only IA32_ARCH_CAPABILITIES, whose "not affected" bits are true of an
+//! interpreter that does not speculate. The SSE bits are set as those units land; there is no
+//! MCE/MCA, no INVPCID and no RDFSBASE family. The TSC runs at [`TSC_HZ`] from the virtual
+//! clock, advertised in leaves 0x15/0x16.
 //!
 //! Long mode (SDM Vol. 3A §9.8.5, §2.2.1): EFER.LME with CR0.PG (and CR4.PAE) activates
 //! IA-32e mode (EFER.LMA); SYSCALL/SYSRET (Vol. 2B), SWAPGS, RDTSCP, the FS/GS base MSRs and
@@ -47,8 +49,18 @@ mod feature {
     pub const PSE36: u32 = 1 << 17;
     pub const CLFSH: u32 = 1 << 19;
     pub const MMX: u32 = 1 << 23;
+    /// CPUID.1:ECX.CMPXCHG16B.
+    pub const CX16: u32 = 1 << 13;
     /// CPUID.1:ECX.PCID.
     pub const PCID: u32 = 1 << 17;
+    /// CPUID.1:ECX.MOVBE.
+    pub const MOVBE: u32 = 1 << 22;
+    /// CPUID.1:ECX.POPCNT.
+    pub const POPCNT: u32 = 1 << 23;
+    /// CPUID.80000001H:EDX.Page1GB (1 GiB pages in 4-level paging).
+    pub const PAGE1GB: u32 = 1 << 26;
+    /// CPUID.80000001H:ECX.LZCNT.
+    pub const LZCNT: u32 = 1 << 5;
     /// CPUID.80000001H:EDX.SYSCALL (SYSCALL/SYSRET in 64-bit mode).
     pub const SYSCALL: u32 = 1 << 11;
     /// CPUID.1:EDX.APIC: the board's local APIC (its MSRs through `Platform::*_local_msr`).
@@ -65,6 +77,8 @@ mod feature {
     pub const LM: u32 = 1 << 29;
     /// CPUID.80000001H:ECX.LAHF-SAHF (available in 64-bit mode).
     pub const LAHF_LM: u32 = 1 << 0;
+    /// CPUID.(EAX=7,ECX=0):EDX.IA32_ARCH_CAPABILITIES.
+    pub const ARCH_CAPABILITIES: u32 = 1 << 29;
     /// CPUID.80000007H:EDX.InvariantTSC.
     pub const INVARIANT_TSC: u32 = 1 << 8;
 }
@@ -73,6 +87,8 @@ mod feature {
 pub(crate) mod msr {
     pub const TSC: u32 = 0x10;
     pub const APIC_BASE: u32 = 0x1B;
+    pub const PLATFORM_ID: u32 = 0x17;
+    pub const ARCH_CAPABILITIES: u32 = 0x10A;
     pub const BIOS_SIGN_ID: u32 = 0x8B;
     pub const MTRRCAP: u32 = 0xFE;
     pub const SYSENTER_CS: u32 = 0x174;
@@ -110,6 +126,23 @@ fn local_apic_msr(index: u32) -> bool {
         msr::APIC_BASE | msr::TSC_DEADLINE | msr::X2APIC_FIRST..=msr::X2APIC_LAST
     )
 }
+
+/// IA32_ARCH_CAPABILITIES (read-only; SDM Vol. 4 Table 2-2): an interpreter does not
+/// speculate, so it is not affected by the transient-execution issues these bits rule out —
+/// RDCL_NO (0), SKIP_L1DFL_VMENTRY (3), SSB_NO (4), MDS_NO (5), IF_PSCHANGE_MC_NO (6),
+/// TAA_NO (8), SBDR_SSDP_NO (13), FBSDP_NO (14), PSDP_NO (15), GDS_NO (26), RFDS_NO (27).
+/// Guests then skip mitigations such as kernel page-table isolation.
+const ARCH_CAPABILITIES_VALUE: u64 = (1 << 0)
+    | (1 << 3)
+    | (1 << 4)
+    | (1 << 5)
+    | (1 << 6)
+    | (1 << 8)
+    | (1 << 13)
+    | (1 << 14)
+    | (1 << 15)
+    | (1 << 26)
+    | (1 << 27);
 
 /// IA32_MTRRCAP: 8 variable ranges, fixed ranges, write-combining (SDM Vol. 3A §11.11.1).
 const MTRRCAP_VALUE: u64 = 0x508;
@@ -825,6 +858,10 @@ impl Interpreter {
             msr::TSC => return Ok(self.tsc_now(p)),
             msr::APIC_BASE => m.apic_base,
             msr::BIOS_SIGN_ID => 0,
+            // Platform ID 0: microcode loaders read it unconditionally on family 6
+            // (SDM Vol. 4 Table 2-2); it is read-only.
+            msr::PLATFORM_ID => 0,
+            msr::ARCH_CAPABILITIES => ARCH_CAPABILITIES_VALUE,
             msr::MTRRCAP => MTRRCAP_VALUE,
             msr::SYSENTER_CS => m.sysenter_cs,
             msr::SYSENTER_ESP => m.sysenter_esp,
@@ -1154,7 +1191,7 @@ impl Interpreter {
                 continue;
             }
             let rw = (dr7 >> (16 + 4 * i)) & 3;
-            let addr = self.state.dr[i] & 0xFFFF_FFFF;
+            let addr = self.wrap_linear(self.state.dr[i]);
             let hit = match (rw, kind) {
                 (0, AccessKind::Execute) => addr == linear,
                 (1, AccessKind::Write) | (3, AccessKind::Read | AccessKind::Write) => {
@@ -1267,7 +1304,7 @@ fn reg_loc(r: Register) -> Result<u8, Fault> {
 /// CPUID (SDM Vol. 2A "CPUID"): `(eax, ebx, ecx, edx)` for leaf `leaf`. Leaves beyond the
 /// maximum (including the hypervisor range 0x4000_0000) return the highest basic leaf, as
 /// Intel processors do.
-pub(crate) fn cpuid(leaf: u32, _subleaf: u32) -> (u32, u32, u32, u32) {
+pub(crate) fn cpuid(leaf: u32, subleaf: u32) -> (u32, u32, u32, u32) {
     const MAX_BASIC: u32 = 0x16;
     const MAX_EXT: u32 = 0x8000_0008;
     let vendor = |s: &[u8; 4]| u32::from_le_bytes(*s);
@@ -1279,7 +1316,12 @@ pub(crate) fn cpuid(leaf: u32, _subleaf: u32) -> (u32, u32, u32, u32) {
         1 => (
             0x0000_06FB,
             8 << 8,
-            feature::PCID | feature::ECX_X2APIC | feature::ECX_TSC_DEADLINE,
+            feature::CX16
+                | feature::PCID
+                | feature::MOVBE
+                | feature::POPCNT
+                | feature::ECX_X2APIC
+                | feature::ECX_TSC_DEADLINE,
             feature::FPU
                 | feature::VME
                 | feature::DE
@@ -1300,8 +1342,14 @@ pub(crate) fn cpuid(leaf: u32, _subleaf: u32) -> (u32, u32, u32, u32) {
         ),
         // One iteration, no cache/TLB descriptors (all null).
         2 => (0x0000_0001, 0, 0, 0),
-        // Cache parameters, MONITOR, power, structured features, topology …: none.
-        3..=0x14 => (0, 0, 0, 0),
+        // No serial number, no deterministic cache parameters (leaf 4 type 0 = none),
+        // no MONITOR/MWAIT, no thermal and power management.
+        3..=6 => (0, 0, 0, 0),
+        // Structured extended features: none but IA32_ARCH_CAPABILITIES; one subleaf.
+        7 if subleaf == 0 => (0, 0, 0, feature::ARCH_CAPABILITIES),
+        7 => (0, 0, 0, 0),
+        // Leaves 8–0x14: nothing to report.
+        8..=0x14 => (0, 0, 0, 0),
         // TSC/crystal ratio 1/1 with a 1 GHz crystal: the TSC runs at TSC_HZ and, as Linux
         // assumes from this leaf, the local APIC timer at the crystal clock (1 GHz,
         // devices' lapic::TIMER_HZ), so neither needs calibrating.
@@ -1315,8 +1363,8 @@ pub(crate) fn cpuid(leaf: u32, _subleaf: u32) -> (u32, u32, u32, u32) {
         0x8000_0001 => (
             0,
             0,
-            feature::LAHF_LM,
-            feature::SYSCALL | feature::NX | feature::RDTSCP | feature::LM,
+            feature::LAHF_LM | feature::LZCNT,
+            feature::SYSCALL | feature::NX | feature::PAGE1GB | feature::RDTSCP | feature::LM,
         ),
         0x8000_0002..=0x8000_0004 => {
             let mut brand = [0u8; 48];
@@ -1348,6 +1396,12 @@ mod tests {
     fn cpuid_reports_intel_64_without_hypervisor() {
         let (max, b, c, d) = cpuid(0, 0);
         assert_eq!(max, 0x16);
+        for leaf in 3..=6 {
+            assert_eq!(cpuid(leaf, 0), (0, 0, 0, 0), "leaf {leaf}");
+        }
+        let (max_sub, b7, c7, d7) = cpuid(7, 0);
+        assert_eq!((max_sub, b7, c7), (0, 0, 0), "no extended features but...");
+        assert_ne!(d7 & (1 << 29), 0, "...IA32_ARCH_CAPABILITIES");
         let mut v = Vec::new();
         for r in [b, d, c] {
             v.extend_from_slice(&r.to_le_bytes());
@@ -1360,11 +1414,14 @@ mod tests {
         assert_ne!(d & (1 << 23), 0, "MMX");
         assert_ne!(d & (1 << 9), 0, "local APIC");
         assert_eq!(d & (1 << 24 | 1 << 25), 0, "no FXSR/SSE yet");
-        assert_eq!(c & ((1 << 21) | (1 << 24)), (1 << 21) | (1 << 24), "x2APIC, TSC deadline");
+        assert_eq!(
+            c & ((1 << 21) | (1 << 24)),
+            (1 << 21) | (1 << 24),
+            "x2APIC, TSC deadline"
+        );
         let (den, num, crystal, _) = cpuid(0x15, 0);
         assert_eq!(u64::from(crystal) * u64::from(num) / u64::from(den), TSC_HZ);
         assert_eq!(cpuid(0x16, 0).0, 1000);
-        assert_eq!(cpuid(7, 0), (0, 0, 0, 0));
         assert!(cpuid(0x4000_0000, 0).0 < 0x4000_0000);
         let (max_ext, ..) = cpuid(0x8000_0000, 0);
         assert!(max_ext >= 0x8000_0008);
@@ -1373,6 +1430,13 @@ mod tests {
             assert_ne!(d & (1 << bit), 0, "{what}");
         }
         assert_ne!(c & 1, 0, "LAHF/SAHF in 64-bit mode");
+        assert_ne!(c & (1 << 5), 0, "LZCNT");
+        assert_ne!(d & (1 << 26), 0, "1 GiB pages");
+        let (_, _, c1, _) = cpuid(1, 0);
+        for (bit, what) in [(13, "CX16"), (17, "PCID"), (22, "MOVBE"), (23, "POPCNT")] {
+            assert_ne!(c1 & (1 << bit), 0, "{what}");
+        }
+        assert_eq!(c1 & (1 << 31), 0, "no hypervisor bit");
         let (a, ..) = cpuid(0x8000_0008, 0);
         assert_eq!(a & 0xFF, crate::mmu::PHYS_ADDR_BITS);
         assert_eq!((a >> 8) & 0xFF, 48, "48-bit linear addresses");
