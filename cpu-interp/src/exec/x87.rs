@@ -157,8 +157,14 @@ impl Interpreter {
         Env::from_fcw(self.state.fpu.fcw)
     }
 
-    /// Record exception flags and recompute ES/B (SDM Vol. 1 §8.1.3.1).
+    /// Record exception flags and recompute ES/B (SDM Vol. 1 §8.1.3.1). An invalid operation
+    /// takes precedence over a denormal operand (SDM Vol. 1 §4.9.2).
     fn fpu_flags(&mut self, exc: u16) {
+        let exc = if exc & sw::IE != 0 {
+            exc & !sw::DE
+        } else {
+            exc
+        };
         let f = &mut self.state.fpu;
         f.fsw |= exc & (sw::EXC | sw::SF);
         update_es(f);
@@ -396,9 +402,10 @@ fn run(
             } else {
                 let i = op_st(insn, 0);
                 if !cpu.st_valid(i) {
-                    // Underflow: masked response loads the indefinite.
+                    // Underflow: the masked response pushes the indefinite (a full ST7 is
+                    // not reported as overflow too, as the host CPU shows).
                     if cpu.underflow() {
-                        cpu.push_checked(Outcome::exact(INDEF));
+                        cpu.push_st(INDEF);
                     }
                     return Ok(());
                 }
@@ -470,9 +477,10 @@ fn run(
                 return Ok(());
             }
             let env = cpu.env();
-            let (r, exc, ok) = fp::compare(cpu.st(0), cpu.st(i), quiet, &env);
+            let (r, exc, ok) = fp::compare(cpu.st(0), cpu.st(i), quiet, false, &env);
             cpu.fpu_flags(exc);
-            cpu.set_c1(false);
+            // C1 is left alone: the SDM says "set to 0", the AMD host this is tested against
+            // keeps it.
             if ok {
                 set_eflags_cmp(cpu, r);
                 if pop {
@@ -524,11 +532,11 @@ fn run(
         }
         M::Fscale | M::Fprem | M::Fprem1 => {
             if !(cpu.st_valid(0) && cpu.st_valid(1)) {
+                if m != M::Fscale {
+                    cpu.state.fpu.fsw &= !sw::C2;
+                }
                 if cpu.underflow() {
                     cpu.set_st(0, INDEF);
-                    if m != M::Fscale {
-                        cpu.set_cc(0);
-                    }
                 }
                 return Ok(());
             }
@@ -540,9 +548,12 @@ fn run(
             } else {
                 let (o, cc) = fp::partial_remainder(a, b, m == M::Fprem1, &env);
                 cpu.fpu_flags(o.exc);
+                match cc {
+                    Some(cc) if o.store => cpu.set_cc(cc),
+                    _ => cpu.state.fpu.fsw &= !(sw::C1 | sw::C2),
+                }
                 if o.store {
                     cpu.set_st(0, o.value);
-                    cpu.set_cc(cc);
                 }
             }
         }
@@ -550,7 +561,7 @@ fn run(
             if !cpu.st_valid(0) {
                 if cpu.underflow() {
                     cpu.set_st(0, INDEF);
-                    cpu.push_checked(Outcome::exact(INDEF));
+                    cpu.push_st(INDEF);
                 }
                 return Ok(());
             }
@@ -571,6 +582,7 @@ fn run(
                 }
                 Err(o) => {
                     cpu.fpu_flags(o.exc);
+                    cpu.set_c1(false);
                     if o.store {
                         cpu.set_st(0, o.value);
                         cpu.push_st(o.value);
@@ -581,10 +593,11 @@ fn run(
         M::Fsin | M::Fcos | M::Fsincos | M::Fptan => {
             let two = matches!(m, M::Fsincos | M::Fptan);
             if !cpu.st_valid(0) {
+                cpu.state.fpu.fsw &= !sw::C2;
                 if cpu.underflow() {
                     cpu.set_st(0, INDEF);
                     if two {
-                        cpu.push_checked(Outcome::exact(INDEF));
+                        cpu.push_st(INDEF);
                     }
                 }
                 return Ok(());
@@ -677,7 +690,6 @@ fn run(
                 }
                 return Ok(());
             }
-            cpu.set_c1(false);
             if cond {
                 let v = cpu.st(i);
                 cpu.set_st(0, v);
@@ -724,6 +736,7 @@ fn run(
             let i = op_st(insn, 0);
             let ph = cpu.phys(i);
             cpu.state.fpu.ftw &= !(1 << ph);
+            cpu.set_c1(false);
             if m == M::Ffreep {
                 cpu.pop_st();
             }
@@ -795,8 +808,10 @@ fn compare(
         _ => 0,
     };
     let quiet = matches!(m, M::Fucom | M::Fucomp | M::Fucompp);
+    let mut b_denormal = false;
     let src = if mem {
         let o = cpu.load_mem_operand(p, d)?;
+        b_denormal = o.exc & sw::DE != 0;
         // An SNaN memory operand is handled by the comparison itself.
         Some(
             if o.exc & sw::IE != 0 && fp::is_nan(fp::classify(o.value)) {
@@ -815,9 +830,12 @@ fn compare(
         };
         cpu.st_valid(i).then(|| cpu.st(i))
     };
+    // The condition codes are written even when an unmasked exception suppresses the pop
+    // (as the host CPU does).
     let Some(b) = src.filter(|_| cpu.st_valid(0)) else {
-        if cpu.underflow() {
-            cpu.set_cc(cmp_cc(Cmp::Unordered));
+        let masked = cpu.underflow();
+        cpu.set_cc(cmp_cc(Cmp::Unordered));
+        if masked {
             for _ in 0..pops {
                 cpu.pop_st();
             }
@@ -825,10 +843,10 @@ fn compare(
         return Ok(());
     };
     let env = cpu.env();
-    let (r, exc, ok) = fp::compare(cpu.st(0), b, quiet, &env);
+    let (r, exc, ok) = fp::compare(cpu.st(0), b, quiet, b_denormal, &env);
     cpu.fpu_flags(exc);
+    cpu.set_cc(cmp_cc(r));
     if ok {
-        cpu.set_cc(cmp_cc(r));
         for _ in 0..pops {
             cpu.pop_st();
         }
@@ -882,12 +900,24 @@ fn arith(
         }
         return Ok(());
     }
+    let env = cpu.env();
+    let dv = cpu.st(dst);
+    // #D from a denormal memory real counts only when no NaN decides the result first.
+    let special = |v: u128| {
+        matches!(
+            fp::classify(v),
+            fp::Class::QNan | fp::Class::SNan | fp::Class::Unsupported
+        )
+    };
+    let pre_exc = if special(dv) || special(src_val) {
+        0
+    } else {
+        pre_exc
+    };
     if pre_exc != 0 && cpu.state.fpu.fcw & sw::DE == 0 {
         cpu.fpu_flags(pre_exc);
         return Ok(());
     }
-    let env = cpu.env();
-    let dv = cpu.st(dst);
     let o = if reverse {
         fp::arith(op, src_val, dv, &env)
     } else {

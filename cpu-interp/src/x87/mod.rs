@@ -278,6 +278,13 @@ pub(crate) fn screen1(a: u128, env: &Env) -> Option<Outcome> {
 /// Two-operand screening: unsupported formats and NaNs, then the denormal-operand exception.
 /// Returns the outcome if the operation must not proceed, else the DE flag to add.
 pub(crate) fn screen2(a: u128, b: u128, env: &Env) -> Result<u16, Outcome> {
+    let denormal = screen2_nan(a, b, env)?;
+    denormal_check(denormal, env)
+}
+
+/// The NaN / unsupported part of [`screen2`]: `Ok(true)` if an operand is denormal, for
+/// operations whose own invalid cases take precedence over #D (SDM Vol. 1 §4.9.2).
+pub(crate) fn screen2_nan(a: u128, b: u128, env: &Env) -> Result<bool, Outcome> {
     let (ca, cb) = (classify(a), classify(b));
     if ca == Class::Unsupported || cb == Class::Unsupported {
         return Err(Outcome::invalid(env));
@@ -285,7 +292,7 @@ pub(crate) fn screen2(a: u128, b: u128, env: &Env) -> Result<u16, Outcome> {
     if is_nan(ca) || is_nan(cb) {
         return Err(propagate_nan(a, b, env));
     }
-    denormal_check(ca == Class::Denormal || cb == Class::Denormal, env)
+    Ok(ca == Class::Denormal || cb == Class::Denormal)
 }
 
 /// The denormal-operand exception: unmasked, it stops the operation (SDM Vol. 1 §8.5.2).
@@ -340,8 +347,10 @@ where
                 && (v.is_infinite() || back.partial_cmp(&x) != Some(std::cmp::Ordering::Equal))
             {
                 st = Status::INEXACT;
-                if v.is_infinite() {
+                if v.is_infinite() || (n > 0 && v.is_largest()) {
                     st |= Status::OVERFLOW;
+                } else if v.is_zero() || v.is_denormal() || (n < 0 && v.is_smallest()) {
+                    st |= Status::UNDERFLOW;
                 }
             }
             st.and(v)
@@ -397,16 +406,19 @@ fn sqrt_in<F: Float>(a: F80, r: Round) -> StatusAnd<F> {
 
 /// Round an F80 into the precision-controlled width, keeping the exponent range (used for
 /// values already computed at 64 bits where no double rounding can occur: exact inputs).
-fn compute(op: Op, a: F80, b: F80, env: &Env) -> (StatusAnd<F80>, F80, bool, bool) {
-    // Returns (narrow result with masked response, wide result scaled back, tiny, huge).
+/// `op` rounded per the environment: (the result with the masked response, the unmasked
+/// response's scaled result and whether scaling it lost bits, tiny, huge).
+type Computed = (StatusAnd<F80>, (F80, bool), bool, bool);
+
+fn compute(op: Op, a: F80, b: F80, env: &Env) -> Computed {
     let r = env.round;
     let mut lost = false;
     match env.precision {
         Precision::P64 => {
             let w: StatusAnd<Wide64> = op_in(op, a, b, r);
             let n: StatusAnd<F80> = op_in(op, a, b, r);
-            let (tiny, huge) = range_of(w.value);
-            let back = rescale(w.value, tiny, huge);
+            let (tiny, huge) = range_of(w.value, w.status);
+            let back = rescale(w.value, tiny, huge, r);
             (n, back, tiny, huge)
         }
         Precision::P53 => {
@@ -416,9 +428,9 @@ fn compute(op: Op, a: F80, b: F80, env: &Env) -> (StatusAnd<F80>, F80, bool, boo
             let n: StatusAnd<Ext53> = nq.value.convert_r(r, &mut lost);
             let nst = n.status | nq.status;
             let n80: F80 = n.value.convert(&mut lost).value;
-            let (tiny, huge) = range_of(w.value);
+            let (tiny, huge) = range_of(w.value, w.status | q.status);
             let w64: Wide64 = w.value.convert(&mut lost).value;
-            let back = rescale(w64, tiny, huge);
+            let back = rescale(w64, tiny, huge, r);
             (nst.and(n80), back, tiny, huge)
         }
         Precision::P24 => {
@@ -428,17 +440,24 @@ fn compute(op: Op, a: F80, b: F80, env: &Env) -> (StatusAnd<F80>, F80, bool, boo
             let n: StatusAnd<Ext24> = nq.value.convert_r(r, &mut lost);
             let nst = n.status | nq.status;
             let n80: F80 = n.value.convert(&mut lost).value;
-            let (tiny, huge) = range_of(w.value);
+            let (tiny, huge) = range_of(w.value, w.status | q.status);
             let w64: Wide64 = w.value.convert(&mut lost).value;
-            let back = rescale(w64, tiny, huge);
+            let back = rescale(w64, tiny, huge, r);
             (nst.and(n80), back, tiny, huge)
         }
     }
 }
 
 /// (tiny, huge) of a result rounded with an unbounded exponent (x87 detects tininess after
-/// rounding, SDM Vol. 1 §4.9.1.5).
-fn range_of<F: Float>(v: F) -> (bool, bool) {
+/// rounding, SDM Vol. 1 §4.9.1.5). Only FSCALE can leave even the wide formats' range,
+/// which their status reports.
+fn range_of<F: Float>(v: F, st: Status) -> (bool, bool) {
+    if st.contains(Status::OVERFLOW) {
+        return (false, true);
+    }
+    if st.contains(Status::UNDERFLOW) {
+        return (true, false);
+    }
     if !v.is_finite_non_zero() {
         return (false, false);
     }
@@ -447,8 +466,10 @@ fn range_of<F: Float>(v: F) -> (bool, bool) {
 }
 
 /// The unmasked overflow/underflow response: the wide result scaled into range by 2^∓24576
-/// (SDM Vol. 1 §8.5.4, §8.5.5); in-range results convert exactly.
-fn rescale(w: Wide64, tiny: bool, huge: bool) -> F80 {
+/// (SDM Vol. 1 §8.5.4, §8.5.5); in-range results convert exactly. Only FSCALE can leave
+/// the range even after scaling: then the result is ∞ or zero whatever RC says, inexact,
+/// as the host CPU shows.
+fn rescale(w: Wide64, tiny: bool, huge: bool, round: Round) -> (F80, bool) {
     let mut lost = false;
     let s = if huge {
         w.scalbn(-24576)
@@ -457,17 +478,43 @@ fn rescale(w: Wide64, tiny: bool, huge: bool) -> F80 {
     } else {
         w
     };
-    s.convert(&mut lost).value
+    if tiny && s.is_finite_non_zero() && s.ilogb() < -16382 {
+        // Still tiny after scaling: the host CPU delivers a zero, inexact.
+        let z = if s.is_negative() {
+            -F80::ZERO
+        } else {
+            F80::ZERO
+        };
+        return (z, true);
+    }
+    if huge && s.is_finite_non_zero() && s.ilogb() > 16383 {
+        // Still huge after scaling: ∞ whatever the rounding control, inexact.
+        let inf = if s.is_negative() {
+            -F80::INFINITY
+        } else {
+            F80::INFINITY
+        };
+        return (inf, true);
+    }
+    let r: StatusAnd<F80> = s.convert_r(round, &mut lost);
+    (r.value, r.status.contains(Status::INEXACT))
 }
 
 /// A rounded arithmetic operation with the full x87 response: invalid, zero-divide,
 /// overflow, underflow and precision with masked and unmasked behaviour; C1 = rounded up.
 pub(crate) fn arith(op: Op, a: u128, b: u128, env: &Env) -> Outcome {
-    let de = match screen2(a, b, env) {
-        Ok(de) => de,
+    let denormal = match screen2_nan(a, b, env) {
+        Ok(d) => d,
         Err(o) => return o,
     };
     let (fa, fb) = (to_f80(a), to_f80(b));
+    if op == Op::Sqrt && fa.is_negative() && !fa.is_zero() {
+        return Outcome::invalid(env);
+    }
+    let de = match denormal_check(denormal, env) {
+        Ok(d) => d,
+        Err(o) => return o,
+    };
     if op == Op::Sqrt {
         if fa.is_zero() {
             return Outcome::exact(a).with(de);
@@ -488,7 +535,7 @@ pub(crate) fn arith(op: Op, a: u128, b: u128, env: &Env) -> Outcome {
             store: env.masked(sw::ZE),
         };
     }
-    let (n, wide, tiny, huge) = compute(op, fa, fb, env);
+    let (n, (wide, wide_lossy), tiny, huge) = compute(op, fa, fb, env);
     if n.status.contains(Status::INVALID_OP) {
         return Outcome::invalid(env).with(de);
     }
@@ -503,7 +550,7 @@ pub(crate) fn arith(op: Op, a: u128, b: u128, env: &Env) -> Outcome {
         out.exc |= sw::OE;
         if !env.masked(sw::OE) {
             out.value = wide.to_bits();
-            out.exc |= if wide_inexact(op, fa, fb, env) {
+            out.exc |= if wide_lossy || wide_inexact(op, fa, fb, env) {
                 sw::PE
             } else {
                 0
@@ -515,7 +562,7 @@ pub(crate) fn arith(op: Op, a: u128, b: u128, env: &Env) -> Outcome {
         if !env.masked(sw::UE) {
             out.value = wide.to_bits();
             out.exc |= sw::UE;
-            if wide_inexact(op, fa, fb, env) {
+            if wide_lossy || wide_inexact(op, fa, fb, env) {
                 out.exc |= sw::PE;
             }
         } else if inexact {
@@ -526,6 +573,10 @@ pub(crate) fn arith(op: Op, a: u128, b: u128, env: &Env) -> Outcome {
     }
     if out.exc & sw::PE != 0 {
         out.c1 = rounded_up(op, fa, fb, env, to_f80(out.value));
+        // An unmasked overflow still out of range after scaling delivered ∞: rounded up.
+        if huge && !env.masked(sw::OE) && to_f80(out.value).is_infinite() {
+            out.c1 = true;
+        }
     }
     out
 }
@@ -557,7 +608,7 @@ fn rounded_up(op: Op, a: F80, b: F80, env: &Env, got: F80) -> bool {
         round: Round::TowardZero,
         ..*env
     };
-    let (n, wide, tiny, huge) = compute(op, a, b, &tz);
+    let (n, (wide, _), tiny, huge) = compute(op, a, b, &tz);
     let t = if (tiny && !env.masked(sw::UE)) || (huge && !env.masked(sw::OE)) {
         wide
     } else {
@@ -633,10 +684,8 @@ pub(crate) fn load_real(raw: u64, fmt: RealFmt, env: &Env) -> Outcome {
             store: env.masked(sw::IE),
         };
     }
-    match denormal_check(denormal, env) {
-        Ok(de) => Outcome::exact(bits).with(de),
-        Err(o) => o,
-    }
+    // An unmasked #D still loads the value (the host CPU pushes it and signals #MF later).
+    Outcome::exact(bits).with(if denormal { sw::DE } else { 0 })
 }
 
 /// Store an extended value as a single or double real, rounding per RC (precision control
@@ -667,10 +716,8 @@ pub(crate) fn store_real(a: u128, fmt: RealFmt, env: &Env) -> (u64, Outcome) {
             }
         }
         _ => {
-            let de = match denormal_check(c == Class::Denormal, env) {
-                Ok(d) => d,
-                Err(o) => return (0, o),
-            };
+            // FST/FSTP to memory do not signal #D (SDM Vol. 2A FST: no #D listed).
+            let de = 0;
             let f = to_f80(a);
             let mut lost = false;
             let (b, st, tiny, huge) = match fmt {
@@ -764,10 +811,8 @@ pub(crate) fn to_int(a: u128, bits: u32, round: Round, env: &Env) -> (i64, Outco
     ) {
         return (indefinite, Outcome::invalid(env));
     }
-    let de = match denormal_check(c == Class::Denormal, env) {
-        Ok(d) => d,
-        Err(o) => return (0, o),
-    };
+    // Stores to memory do not signal #D (SDM Vol. 2A FIST, FBSTP: no #D listed).
+    let de = 0;
     let f = to_f80(a);
     let mut exact = false;
     let r = f.to_i128_r(bits as usize, round, &mut exact);
@@ -807,10 +852,8 @@ pub(crate) fn to_bcd(a: u128, env: &Env) -> ([u8; 10], Outcome) {
     ) {
         return (BCD_INDEFINITE, Outcome::invalid(env));
     }
-    let de = match denormal_check(c == Class::Denormal, env) {
-        Ok(d) => d,
-        Err(o) => return ([0; 10], o),
-    };
+    // Stores to memory do not signal #D (SDM Vol. 2A FIST, FBSTP: no #D listed).
+    let de = 0;
     let f = to_f80(a);
     let r = f.round_to_integral(env.round);
     let mag = r.value.abs();
@@ -849,8 +892,16 @@ pub(crate) enum Cmp {
 }
 
 /// Compare `a` with `b`. `quiet`: only SNaNs (and unsupported formats) are invalid (FUCOM*);
-/// otherwise any NaN is (FCOM*). Returns the relation and the exception flags.
-pub(crate) fn compare(a: u128, b: u128, quiet_nan: bool, env: &Env) -> (Cmp, u16, bool) {
+/// otherwise any NaN is (FCOM*). `b_denormal`: `b` came from a denormal memory real (its
+/// extended form is normal). Returns the relation, the exception flags and whether no
+/// unmasked exception occurred (the relation is reported either way).
+pub(crate) fn compare(
+    a: u128,
+    b: u128,
+    quiet_nan: bool,
+    b_denormal: bool,
+    env: &Env,
+) -> (Cmp, u16, bool) {
     let (ca, cb) = (classify(a), classify(b));
     if ca == Class::Unsupported || cb == Class::Unsupported {
         return (Cmp::Unordered, sw::IE, env.masked(sw::IE));
@@ -863,9 +914,10 @@ pub(crate) fn compare(a: u128, b: u128, quiet_nan: bool, env: &Env) -> (Cmp, u16
             (Cmp::Unordered, 0, true)
         };
     }
-    let de = match denormal_check(ca == Class::Denormal || cb == Class::Denormal, env) {
-        Ok(d) => d,
-        Err(o) => return (Cmp::Unordered, o.exc, false),
+    let denormal = ca == Class::Denormal || cb == Class::Denormal || b_denormal;
+    let (de, ok) = match denormal_check(denormal, env) {
+        Ok(d) => (d, true),
+        Err(o) => (o.exc, false),
     };
     let r = match to_f80(a).partial_cmp(&to_f80(b)) {
         Some(std::cmp::Ordering::Greater) => Cmp::Greater,
@@ -873,7 +925,7 @@ pub(crate) fn compare(a: u128, b: u128, quiet_nan: bool, env: &Env) -> (Cmp, u16
         Some(std::cmp::Ordering::Equal) => Cmp::Equal,
         None => Cmp::Unordered,
     };
-    (r, de, true)
+    (r, de, ok)
 }
 
 /// FXAM's C3,C2,C0 encoding of a (non-empty) register (SDM Vol. 2A FXAM, Table 3-39).
@@ -983,24 +1035,37 @@ pub(crate) fn scale(a: u128, b: u128, env: &Env) -> Outcome {
         .value
         .to_i128_r(32, Round::TowardZero, &mut exact)
         .value
-        .clamp(-70_000, 70_000) as i32;
-    arith(Op::Scale(n), a, a, env).with(de)
+        // Beyond this every result overflows or underflows even after the 2^∓24576 scaling,
+        // and the wide formats (17-bit exponent) still hold the exact value.
+        .clamp(-41_000, 41_000) as i32;
+    // Precision control does not apply to FSCALE (SDM Vol. 1 §8.1.5.2).
+    let full = Env {
+        precision: Precision::P64,
+        ..*env
+    };
+    arith(Op::Scale(n), a, a, &full).with(de)
 }
 
 /// Partial remainder (FPREM: truncating quotient; FPREM1: IEEE round-to-nearest quotient).
 /// Returns the result and condition bits: C2 = incomplete, C0/C3/C1 = quotient bits 2/1/0
 /// (SDM Vol. 2A FPREM, FPREM1). A reduction step shrinks the exponent by 32..63 bits.
-pub(crate) fn partial_remainder(a: u128, b: u128, ieee: bool, env: &Env) -> (Outcome, u16) {
-    let de = match screen2(a, b, env) {
+/// `None` for the condition bits: a NaN or invalid operand, where C0 and C3 keep their
+/// values (C1 and C2 are cleared), as the host CPU does.
+pub(crate) fn partial_remainder(a: u128, b: u128, ieee: bool, env: &Env) -> (Outcome, Option<u16>) {
+    let denormal = match screen2_nan(a, b, env) {
         Ok(d) => d,
-        Err(o) => return (o, 0),
+        Err(o) => return (o, None),
     };
     let (fa, fb) = (to_f80(a), to_f80(b));
     if fa.is_infinite() || fb.is_zero() {
-        return (Outcome::invalid(env).with(de), 0);
+        return (Outcome::invalid(env), None);
     }
+    let de = match denormal_check(denormal, env) {
+        Ok(d) => d,
+        Err(o) => return (o, None),
+    };
     if fa.is_zero() || fb.is_infinite() {
-        return (Outcome::exact(a).with(de), 0);
+        return (Outcome::exact(a).with(de), Some(0));
     }
     // Integer significands and exponents: value = sig · 2^exp.
     let norm = |v: u128| -> (u64, i32) {
@@ -1029,10 +1094,10 @@ pub(crate) fn partial_remainder(a: u128, b: u128, ieee: bool, env: &Env) -> (Out
         } else {
             v.to_bits()
         };
-        return (Outcome::exact(bits).with(de), sw::C2);
+        return (Outcome::exact(bits).with(de), Some(sw::C2));
     }
     if d < -1 || (d == -1 && !ieee) {
-        return (Outcome::exact(a).with(de), 0);
+        return (tiny_remainder(a, de, env), Some(0));
     }
     // Work in units of 2^min(ea, eb).
     let (na, nb, unit) = if d >= 0 {
@@ -1066,11 +1131,18 @@ pub(crate) fn partial_remainder(a: u128, b: u128, ieee: bool, env: &Env) -> (Out
     if q & 1 != 0 {
         cc |= sw::C1;
     }
-    let mut out = Outcome::exact(bits).with(de);
-    if r != 0 && classify(bits) == Class::Denormal {
-        out.exc |= if env.masked(sw::UE) { 0 } else { sw::UE };
+    (tiny_remainder(bits, de, env), Some(cc))
+}
+
+/// A (exact) remainder: a denormal one with #U unmasked is delivered scaled by 2^24576 with UE
+/// (SDM Vol. 1 §8.5.5; the host CPU does so for FPREM/FPREM1).
+fn tiny_remainder(v: u128, de: u16, env: &Env) -> Outcome {
+    let mut out = Outcome::exact(v).with(de);
+    if classify(v) == Class::Denormal && !env.masked(sw::UE) {
+        out.exc |= sw::UE;
+        out.value = to_f80(v).scalbn(24576).to_bits();
     }
-    (out, cc)
+    out
 }
 
 #[cfg(test)]

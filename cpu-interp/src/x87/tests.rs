@@ -219,12 +219,15 @@ fn real_loads_and_stores() {
 #[test]
 fn compare_and_examine() {
     let e = env(FCW);
-    assert_eq!(compare(f(1.0), f(2.0), false, &e).0, Cmp::Less);
-    assert_eq!(compare(f(0.0), f(-0.0), false, &e).0, Cmp::Equal);
+    assert_eq!(compare(f(1.0), f(2.0), false, false, &e).0, Cmp::Less);
+    assert_eq!(compare(f(0.0), f(-0.0), false, false, &e).0, Cmp::Equal);
     let qnan = INDEFINITE;
-    assert_eq!(compare(qnan, f(1.0), true, &e), (Cmp::Unordered, 0, true));
     assert_eq!(
-        compare(qnan, f(1.0), false, &e),
+        compare(qnan, f(1.0), true, false, &e),
+        (Cmp::Unordered, 0, true)
+    );
+    assert_eq!(
+        compare(qnan, f(1.0), false, false, &e),
         (Cmp::Unordered, sw::IE, true)
     );
     assert_eq!(fxam_bits(f(-0.0)), sw::C3);
@@ -237,17 +240,17 @@ fn remainder_scale_extract_round() {
     let e = env(FCW);
     let (o, cc) = partial_remainder(f(17.0), f(5.0), false, &e);
     assert_eq!(to_f64(o.value), 2.0);
-    assert_eq!(cc, sw::C3 | sw::C1, "quotient 3: Q1 in C3, Q0 in C1");
+    assert_eq!(cc, Some(sw::C3 | sw::C1), "quotient 3: Q1 in C3, Q0 in C1");
     let (o, _) = partial_remainder(f(17.0), f(5.0), true, &e);
     assert_eq!(to_f64(o.value), 2.0);
     let (o, cc) = partial_remainder(f(18.0), f(5.0), true, &e);
     assert_eq!(to_f64(o.value), -2.0);
-    assert_eq!(cc, sw::C0, "quotient 4");
+    assert_eq!(cc, Some(sw::C0), "quotient 4");
     let (o, cc) = partial_remainder(f(-7.5), f(2.0), false, &e);
-    assert_eq!((to_f64(o.value), cc & sw::C2), (-1.5, 0));
+    assert_eq!((to_f64(o.value), cc), (-1.5, Some(sw::C3 | sw::C1)));
     // Huge exponent difference: incomplete, C2 set, value still congruent.
     let (o, cc) = partial_remainder(f(1e300), f(3.0), false, &e);
-    assert_ne!(cc & sw::C2, 0);
+    assert_eq!(cc, Some(sw::C2));
     assert!(to_f64(o.value) < 1e300);
     assert_eq!(to_f64(scale(f(3.0), f(4.7), &e).value), 48.0);
     assert_eq!(to_f64(scale(f(3.0), f(-1.0), &e).value), 1.5);
@@ -267,8 +270,8 @@ fn transcendentals_match_known_values() {
     close(transc::trig(f(1.0), Trig::Sin, &e).0.value, 1f64.sin());
     close(transc::trig(f(1.0), Trig::Cos, &e).0.value, 1f64.cos());
     close(transc::trig(f(0.5), Trig::Tan, &e).0.value, 0.5f64.tan());
-    // Large arguments need an accurate reduction (the host libm reduces exactly).
-    for x in [1e18, 9.2e18, 123_456_789.0, 355.0] {
+    // Moderate arguments: the 66-bit-π reduction error stays below f64 resolution.
+    for x in [1.0, 10.0, 100.0, 1000.0, -3.0] {
         close(transc::trig(f(x), Trig::Sin, &e).0.value, x.sin());
         close(transc::trig(f(x), Trig::Cos, &e).0.value, x.cos());
     }
@@ -280,7 +283,12 @@ fn transcendentals_match_known_values() {
         transc::f2xm1(f(0.5), &e).value,
         std::f64::consts::SQRT_2 - 1.0,
     );
-    close(transc::f2xm1(f(-1.0), &e).value, -0.5);
+    let o = transc::f2xm1(f(-1.0), &e);
+    assert_eq!(
+        (to_f64(o.value), o.exc),
+        (-0.5, sw::PE),
+        "reported inexact like hardware"
+    );
     close(transc::fyl2x(f(3.0), f(10.0), &e).value, 3.0 * 10f64.log2());
     close(
         transc::fyl2xp1(f(2.0), f(0.25), &e).value,

@@ -5,9 +5,10 @@
 //! series whose truncation error is below 2^-110 relative, then rounded once to the 64-bit
 //! extended result per RC. The result is therefore within 1 ULP of the exact value and
 //! correctly rounded except when the exact value lies within about 2^-45 ULP of a rounding
-//! boundary. Trigonometric arguments are reduced modulo π/2 with a 210-bit π (Cody–Waite in
-//! three parts), so large arguments (up to 2^63) keep that accuracy; real hardware reduces
-//! with a 66-bit π and differs from the exact value for large arguments (SDM Vol. 1 §8.3.10).
+//! boundary. Trigonometric arguments are reduced exactly modulo π66/2, where π66 is the 66-bit
+//! π the x87 itself uses (SDM Vol. 1 §8.3.10): results match hardware for large arguments,
+//! and for |x| ≥ about 2^10 they differ from sin/cos/tan of the exact argument as hardware
+//! results do.
 //! Precision control does not apply to these instructions (SDM Vol. 1 §8.1.5.2).
 
 use rustc_apfloat::ieee::Quad;
@@ -59,6 +60,16 @@ fn pi_chunk(hi: u32, len: u32) -> u128 {
 /// π/2 split in three parts P1 (49 bits), P2 (49 bits), P3 (113 bits): P1 + P2 + P3 ≈ π/2
 /// to 210 bits, with n·P1 and n·P2 exact for any 64-bit n.
 fn half_pi_parts() -> [Quad; 3] {
+    half_pi_split(49, 49, 113)
+}
+
+/// The 66-bit π/2 the x87 reduces trigonometric arguments with (SDM Vol. 1 §8.3.10), as two
+/// parts (49 + 17 bits) whose products with a 64-bit n are exact.
+fn half_pi66_parts() -> [Quad; 3] {
+    half_pi_split(49, 17, 0)
+}
+
+fn half_pi_split(l1: u32, l2: u32, l3: u32) -> [Quad; 3] {
     // π = I · 2^-254, so π/2 = I · 2^-255; chunk k starting at bit `hi` has scale
     // 2^(hi − len − 255).
     let part = |hi: u32, len: u32| {
@@ -66,7 +77,8 @@ fn half_pi_parts() -> [Quad; 3] {
             .value
             .scalbn(hi as i32 - len as i32 - 255)
     };
-    [part(256, 49), part(207, 49), part(158, 113)]
+    let part = |hi: u32, len: u32| if len == 0 { Quad::ZERO } else { part(hi, len) };
+    [part(256, l1), part(256 - l1, l2), part(256 - l1 - l2, l3)]
 }
 
 fn pi_quad() -> Quad {
@@ -74,10 +86,12 @@ fn pi_quad() -> Quad {
     add(add(a, b), c).scalbn(1)
 }
 
-/// x reduced modulo π/2: (r, n mod 4) with r ∈ about [-π/4, π/4].
+/// x reduced modulo the x87's 66-bit π/2: (r, n mod 4) with r ∈ about [-π/4, π/4]. The
+/// subtraction of n·π66/2 is exact, so the result is what hardware computes, not sin of the
+/// exact argument: for large |x| the two differ (SDM Vol. 1 §8.3.10).
 fn reduce(x: Quad) -> (Quad, u8) {
-    let [p1, p2, p3] = half_pi_parts();
-    let two_over_pi = div(qi(2), pi_quad());
+    let [p1, p2, p3] = half_pi66_parts();
+    let two_over_pi = div(qi(1), add(p1, p2));
     let n = mul(x, two_over_pi)
         .round_to_integral(Round::NearestTiesToEven)
         .value;
@@ -213,18 +227,26 @@ fn exp2m1(x: Quad) -> Quad {
 /// Round a quad result to the 64-bit extended result per RC: PE, C1 = rounded up, and UE
 /// when it is tiny.
 fn finish(v: Quad, env: &Env, de: u16) -> Outcome {
+    finish_hinted(v, env, de, None)
+}
+
+/// [`finish`] for a result known to be irrational: if the quad value happens to convert
+/// exactly (tiny arguments, where sin x ≈ x and cos x ≈ 1), it is still inexact, and
+/// `exact_is_above` tells whether that value is above the true magnitude (C1 = 1).
+fn finish_hinted(v: Quad, env: &Env, de: u16, exact_is_above: Option<bool>) -> Outcome {
     let mut lost = false;
     let r = v.convert_r(env.round, &mut lost);
     let r: F80 = r.value;
     let mut out = Outcome::exact(r.to_bits());
     out.exc = de;
     if !v.is_zero() && v.is_finite() {
-        // Transcendental results are irrational for all non-trivial arguments: inexact
-        // unless the quad value converted exactly.
         if lost || r.to_bits() != v_to_bits_exact(v) {
             out.exc |= sw::PE;
             let back: Quad = r.convert(&mut lost).value;
             out.c1 = back.abs() > v.abs();
+        } else if let Some(above) = exact_is_above {
+            out.exc |= sw::PE;
+            out.c1 = above;
         }
         if r.is_denormal() || r.is_zero() {
             out.exc |= sw::UE;
@@ -290,17 +312,20 @@ pub(crate) fn trig(a: u128, f: Trig, env: &Env) -> (Outcome, Outcome) {
         };
     }
     let (s, co) = sin_cos(q(a));
+    // For tiny x, |sin x| < |x| and cos x < 1: an exact-looking value is above the true one;
+    // |tan x| > |x|: below it.
+    let (sin_o, cos_o) = (
+        finish_hinted(s, env, de, Some(true)),
+        finish_hinted(co, env, de, Some(true)),
+    );
     match f {
-        Trig::Sin => {
-            let o = finish(s, env, de);
-            (o, o)
-        }
-        Trig::Cos => {
-            let o = finish(co, env, de);
-            (o, o)
-        }
-        Trig::SinCos => (finish(s, env, de), finish(co, env, 0)),
-        Trig::Tan => (finish(div(s, co), env, de), Outcome::exact(ONE)),
+        Trig::Sin => (sin_o, sin_o),
+        Trig::Cos => (cos_o, cos_o),
+        Trig::SinCos => (sin_o, finish_hinted(co, env, 0, Some(true))),
+        Trig::Tan => (
+            finish_hinted(div(s, co), env, de, Some(false)),
+            Outcome::exact(ONE),
+        ),
     }
 }
 
@@ -394,7 +419,9 @@ pub(crate) fn f2xm1(a: u128, env: &Env) -> Outcome {
                     .clamp(-40_000, 40_000) as i32;
                 sub(add(exp2m1(f), qi(1)).scalbn(ni), qi(1))
             };
-            finish(v, env, de)
+            // The host CPU reports F2XM1 of any non-zero number as inexact, also when the
+            // result is exact (2^-1 − 1), without rounding up.
+            finish_hinted(v, env, de, Some(false))
         }
     }
 }
