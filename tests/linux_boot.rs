@@ -253,19 +253,16 @@ fn tail(s: &str, lines: usize) -> String {
 }
 
 #[test]
-#[ignore = "needs long mode in the interpreter (issue 4)"]
 fn interp_1g_poweroff() {
     boot_pcvm("interp", "1G", "poweroff");
 }
 
 #[test]
-#[ignore = "needs long mode in the interpreter (issue 4)"]
 fn interp_3g_poweroff() {
     boot_pcvm("interp", "3G", "poweroff");
 }
 
 #[test]
-#[ignore = "needs long mode in the interpreter (issue 4)"]
 fn interp_reboot_with_no_reboot_exits() {
     boot_pcvm("interp", "1G", "reboot");
 }

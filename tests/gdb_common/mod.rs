@@ -246,6 +246,25 @@ pub fn run_gdb(
     commands: &[&str],
     sigint_after: Option<Duration>,
 ) -> GdbRun {
+    run_gdb_with_timeout(
+        gdb,
+        symbols,
+        target,
+        commands,
+        sigint_after,
+        Duration::from_secs(60),
+    )
+}
+
+/// [`run_gdb`] with a limit other than a minute, for sessions that boot a whole kernel.
+pub fn run_gdb_with_timeout(
+    gdb: &Path,
+    symbols: Option<&Path>,
+    target: &str,
+    commands: &[&str],
+    sigint_after: Option<Duration>,
+    timeout: Duration,
+) -> GdbRun {
     let mut cmd = Command::new(gdb);
     cmd.args(["-nx", "-batch", "-iex", "maint set target-async off"])
         .args(["-iex", "set pagination off", "-iex", "set confirm off"])
@@ -274,7 +293,7 @@ pub fn run_gdb(
         }
         match child.try_wait().expect("wait gdb") {
             Some(_) => break,
-            None if start.elapsed() > Duration::from_secs(60) => {
+            None if start.elapsed() > timeout => {
                 let _ = child.kill();
                 let out = child.wait_with_output().expect("gdb output");
                 panic!(
