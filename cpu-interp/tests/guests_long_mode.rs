@@ -185,6 +185,7 @@ struct Labels {
     user_int80_next: u64,
     user_hlt: u64,
     user_swapgs: u64,
+    user_int_dpl0: u64,
     user_after_gate: u64,
 }
 
@@ -436,6 +437,8 @@ fn build() -> (Machine, Labels) {
         let mut swapgs_at = a.create_label();
         let mut after_swapgs = a.create_label();
         let mut after_gate = a.create_label();
+        let mut dpl_at = a.create_label();
+        let mut after_dpl = a.create_label();
         a.mov(eax, 0x1234)?;
         a.syscall()?;
         a.set_label(&mut after_syscall)?;
@@ -476,6 +479,12 @@ fn build() -> (Machine, Labels) {
         a.swapgs()?;
         a.set_label(&mut after_swapgs)?;
 
+        // INT n through a DPL 0 gate from ring 3: #GP(vector × 8 + 2).
+        resume_at(a, after_dpl)?;
+        a.set_label(&mut dpl_at)?;
+        a.int(u32::from(VEC_IST))?;
+        a.set_label(&mut after_dpl)?;
+
         a.int(u32::from(VEC_DONE))?;
         Ok(vec![
             after_syscall,
@@ -484,6 +493,7 @@ fn build() -> (Machine, Labels) {
             hlt_at,
             swapgs_at,
             after_gate,
+            dpl_at,
         ])
     });
     m.load(USER, &user);
@@ -539,6 +549,7 @@ fn build() -> (Machine, Labels) {
         user_hlt: lu[3],
         user_swapgs: lu[4],
         user_after_gate: lu[5],
+        user_int_dpl0: lu[6],
     };
     (m, labels)
 }
@@ -640,7 +651,7 @@ fn boot_to_long_mode_and_exercise_the_system_side() {
     let vectors: Vec<u64> = recs.iter().map(|r| r.vector).collect();
     assert_eq!(
         vectors,
-        vec![3, 3, 6, 13, 14, 0x81, 13, 14, 0x80, 13, 13, 0x82],
+        vec![3, 3, 6, 13, 14, 0x81, 13, 14, 0x80, 13, 13, 13, 0x82],
         "{recs:#x?}"
     );
     let kernel_frame = |r: &Record, rip: u64| {
@@ -703,7 +714,13 @@ fn boot_to_long_mode_and_exercise_the_system_side() {
     assert_eq!(recs[9].error, Some(0), "HLT at CPL 3");
     user_frame(&recs[10], l.user_swapgs, true);
     assert_eq!(recs[10].error, Some(0), "SWAPGS at CPL 3");
-    assert_eq!(recs[11].cs, u64::from(UCS));
+    user_frame(&recs[11], l.user_int_dpl0, true);
+    assert_eq!(
+        recs[11].error,
+        Some(u64::from(VEC_IST) * 8 + 2),
+        "gate DPL < CPL"
+    );
+    assert_eq!(recs[12].cs, u64::from(UCS));
 }
 
 /// Boot as [`build`] does up to the first 64-bit kernel instruction, then run `f`'s code
@@ -917,4 +934,56 @@ fn system_descriptors_are_16_bytes_in_long_mode() {
         (13, Some(u64::from(CS32)), l[0])
     );
     assert_eq!(s.gpr[6], 0x1234, "ran compatibility-mode code");
+}
+
+#[test]
+fn not_present_gate_and_double_fault_in_long_mode() {
+    // #DF goes to IST1. Then: INT through an empty IDT entry (type 0) is #GP(vector × 8 + 2),
+    // through a not-present interrupt gate #NP(vector × 8 + 2); a #GP whose own gate is not
+    // present becomes #DF(0) (contributory after contributory, SDM Vol. 3A §6.15 Table 6-5).
+    let (m, _, l) = boot_and_run(|a| {
+        let mut empty_at = a.create_label();
+        let mut after_empty = a.create_label();
+        let mut np_at = a.create_label();
+        let mut after_np = a.create_label();
+        let mut gp_at = a.create_label();
+        let mut after_gp = a.create_label();
+        kernel_prologue(a)?;
+        // IST1 for #DF: byte 4 of gate 8.
+        a.mov(byte_ptr(IDT_BASE + 8 * 16 + 4), 1)?;
+        resume_at(a, after_empty)?;
+        a.set_label(&mut empty_at)?;
+        a.int(0x85)?;
+        a.set_label(&mut after_empty)?;
+        // Gate 0x84: a 64-bit interrupt gate, DPL 3, not present.
+        a.mov(byte_ptr(IDT_BASE + 0x84 * 16 + 5), 0x6E)?;
+        resume_at(a, after_np)?;
+        a.set_label(&mut np_at)?;
+        a.int(0x84)?;
+        a.set_label(&mut after_np)?;
+        // Clear P in the #GP gate, then fault with a non-canonical address.
+        a.and(byte_ptr(IDT_BASE + 13 * 16 + 5), 0x7F)?;
+        resume_at(a, after_gp)?;
+        a.mov(rax, 0xDEAD_0000_0000_0000u64)?;
+        a.set_label(&mut gp_at)?;
+        a.mov(rbx, qword_ptr(rax))?;
+        a.set_label(&mut after_gp)?;
+        a.hlt()?;
+        Ok(vec![empty_at, np_at, gp_at])
+    });
+    let recs: Vec<Record> = (0..m.read_u64(REC_COUNT))
+        .map(|i| read_record(&m, i))
+        .collect();
+    let got: Vec<(u64, Option<u64>, u64)> =
+        recs.iter().map(|r| (r.vector, r.error, r.rip)).collect();
+    assert_eq!(
+        got,
+        vec![
+            (13, Some(0x85 * 8 + 2), l[0]),
+            (11, Some(0x84 * 8 + 2), l[1]),
+            (8, Some(0), l[2]),
+        ],
+        "{recs:#x?}"
+    );
+    assert_eq!(recs[2].frame_at, (IST1 & !0xF) - 48, "#DF on IST1");
 }
