@@ -729,7 +729,18 @@ fn boot_to_long_mode_and_exercise_the_system_side() {
 fn boot_and_run(
     f: impl FnOnce(&mut CodeAssembler) -> Result<Vec<CodeLabel>, IcedError>,
 ) -> (Machine, CpuState, Vec<u64>) {
+    boot_and_run_with(&[], f)
+}
+
+/// [`boot_and_run`] with extra code or data blobs loaded at their addresses.
+fn boot_and_run_with(
+    extra: &[(u64, Vec<u8>)],
+    f: impl FnOnce(&mut CodeAssembler) -> Result<Vec<CodeLabel>, IcedError>,
+) -> (Machine, CpuState, Vec<u64>) {
     let (mut m, _) = build();
+    for (at, bytes) in extra {
+        m.load(*at, bytes);
+    }
     let (code, labels) = asm_labels(64, USER, f);
     m.load(USER, &code);
     m.set_state(&real_mode_start());
@@ -743,6 +754,10 @@ fn boot_and_run(
     }
     // Records of the boot itself (the compatibility-mode INT3) are dropped.
     m.write_u64(REC_COUNT, 0);
+    // `TRACE_LM=1 cargo test … -- --nocapture` traces the snippet to stderr.
+    if std::env::var_os("TRACE_LM").is_some() {
+        m.cpu.set_trace(Some(Box::new(std::io::stderr())));
+    }
     let mut st = m.state();
     assert!(st.in_64bit_code());
     // The kernel's own set-up (stack, TR) is skipped: do the part the snippets need.
@@ -986,4 +1001,59 @@ fn not_present_gate_and_double_fault_in_long_mode() {
         "{recs:#x?}"
     );
     assert_eq!(recs[2].frame_at, (IST1 & !0xF) - 48, "#DF on IST1");
+}
+
+#[test]
+fn compatibility_mode_user_code() {
+    // SYSRET without REX.W drops to 32-bit ring-3 code (CS = STAR[63:48]); there INT 0x80
+    // builds a 64-bit frame on RSP0 holding the 32-bit CS:EIP and SS:ESP, IRETQ returns to
+    // compatibility mode, and SYSCALL is #UD (Intel: 64-bit mode only).
+    const COMPAT: u64 = 0xA800;
+    const CELL: u64 = 0x7F0;
+    let (compat, lc) = asm_labels(32, COMPAT, |a| {
+        let mut int_next = a.create_label();
+        let mut syscall_at = a.create_label();
+        // The kernel's DS is nulled by the IRET to ring 3 below: use the user's.
+        a.mov(esp, (USER_STACK - 0x100) as u32)?;
+        a.mov(eax, u32::from(UDS))?;
+        a.mov(ds, eax)?;
+        a.int(u32::from(VEC_SYSCALL_TRAP))?;
+        a.set_label(&mut int_next)?;
+        a.mov(eax, dword_ptr(CELL as u32))?;
+        a.mov(dword_ptr(RESUME as u32), eax)?;
+        a.set_label(&mut syscall_at)?;
+        a.syscall()?;
+        a.int(u32::from(VEC_DONE))?;
+        Ok(vec![int_next, syscall_at])
+    });
+    let after_syscall = lc[1] + 2;
+    let (m, _, _) = boot_and_run_with(&[(COMPAT, compat)], |a| {
+        kernel_prologue(a)?;
+        wrmsr(a, 0xC000_0081, u64::from(UCS32 & !3) << 48)?;
+        a.mov(qword_ptr(RESUME), lc[0] as i32)?;
+        a.mov(qword_ptr(CELL), after_syscall as i32)?;
+        a.mov(ecx, COMPAT as u32)?;
+        a.mov(r11d, 0x202)?;
+        a.sysret()?;
+        Ok(vec![])
+    });
+    let recs: Vec<Record> = (0..m.read_u64(REC_COUNT))
+        .map(|i| read_record(&m, i))
+        .collect();
+    let got: Vec<(u64, u64, u64, u64, u64)> = recs
+        .iter()
+        .map(|r| (r.vector, r.rip, r.cs, r.rsp, r.ss))
+        .collect();
+    let (ucs, uss, usp) = (u64::from(UCS32), u64::from(UDS), USER_STACK - 0x100);
+    assert_eq!(
+        got,
+        vec![
+            (0x80, lc[0], ucs, usp, uss),
+            (6, lc[1], ucs, usp, uss),
+            (u64::from(VEC_DONE), after_syscall + 2, ucs, usp, uss),
+        ],
+        "{recs:#x?}"
+    );
+    assert_eq!(recs[0].frame_at, RSP0 - 40);
+    assert_eq!(recs[0].rflags & 0x202, 0x202, "user RFLAGS from R11");
 }
