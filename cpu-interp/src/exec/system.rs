@@ -7,7 +7,7 @@
 //! PAT, PSE-36, CLFLUSH, CMPXCHG16B, PCID, MOVBE, POPCNT, and in the extended leaves long
 //! mode, SYSCALL/SYSRET, NX, 1 GiB pages, RDTSCP, LAHF/SAHF in 64-bit mode, LZCNT and an
 //! invariant TSC; leaf 7 reports only IA32_ARCH_CAPABILITIES, whose "not affected" bits are
-//! true of an interpreter that does not speculate. The x87/SSE bits are set by their
+//! true of an interpreter that does not speculate; leaf 0x16 gives the TSC frequency. The x87/SSE bits are set by their
 //! own helpers' code as those units land; there is no local APIC, no MCE/MCA, no INVPCID and
 //! no RDFSBASE family. The TSC runs at [`TSC_HZ`] from the virtual clock.
 //!
@@ -1253,7 +1253,7 @@ fn reg_loc(r: Register) -> Result<u8, Fault> {
 /// maximum (including the hypervisor range 0x4000_0000) return the highest basic leaf, as
 /// Intel processors do.
 pub(crate) fn cpuid(leaf: u32, subleaf: u32) -> (u32, u32, u32, u32) {
-    const MAX_BASIC: u32 = 7;
+    const MAX_BASIC: u32 = 0x16;
     const MAX_EXT: u32 = 0x8000_0008;
     let vendor = |s: &[u8; 4]| u32::from_le_bytes(*s);
     match leaf {
@@ -1288,6 +1288,17 @@ pub(crate) fn cpuid(leaf: u32, subleaf: u32) -> (u32, u32, u32, u32) {
         // Structured extended features: none but IA32_ARCH_CAPABILITIES; one subleaf.
         7 if subleaf == 0 => (0, 0, 0, feature::ARCH_CAPABILITIES),
         7 => (0, 0, 0, 0),
+        // Nothing in leaves 8–0x15: no performance monitoring, no topology enumeration, no
+        // processor trace, and no TSC/crystal ratio (0x15 EAX = EBX = 0 means "not
+        // enumerated"; the local APIC timer does not run from a crystal clock here).
+        8..=0x15 => (0, 0, 0, 0),
+        // Processor frequency: base and maximum = the TSC rate in MHz, 100 MHz bus. Lets
+        // guests learn the TSC frequency without calibrating it against a timer
+        // (Linux: cpu_khz_from_cpuid()).
+        0x16 => {
+            let mhz = (TSC_HZ / 1_000_000) as u32;
+            (mhz, mhz, 100, 0)
+        }
         0x8000_0000 => (MAX_EXT, 0, 0, 0),
         0x8000_0001 => (
             0,
@@ -1324,7 +1335,9 @@ mod tests {
     #[test]
     fn cpuid_reports_intel_64_without_hypervisor() {
         let (max, b, c, d) = cpuid(0, 0);
-        assert_eq!(max, 7);
+        assert_eq!(max, 0x16);
+        assert_eq!(cpuid(0x16, 0).0, 1000, "TSC at 1000 MHz");
+        assert_eq!(cpuid(0x15, 0), (0, 0, 0, 0), "no crystal ratio");
         for leaf in 3..=6 {
             assert_eq!(cpuid(leaf, 0), (0, 0, 0, 0), "leaf {leaf}");
         }
