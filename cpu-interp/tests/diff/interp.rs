@@ -264,6 +264,16 @@ impl InterpSide {
 
     /// Run one case to its end marker or first exception.
     pub fn run(&mut self, case: &Case) -> Result<Outcome, String> {
+        self.run_with(case, &|_| {}).map(|(o, _)| o)
+    }
+
+    /// Run one case whose initial state `prepare` adjusts (e.g. x87/SSE state and CR4);
+    /// also returns the final CPU state.
+    pub fn run_with(
+        &mut self,
+        case: &Case,
+        prepare: &dyn Fn(&mut CpuState),
+    ) -> Result<(Outcome, CpuState), String> {
         let init = fill_region(case.mem_seed, case.mem_style, DATA_SIZE);
         // The whole code page: INT3 after the sequence (CS-relative reads see the same bytes
         // as on the host).
@@ -275,7 +285,8 @@ impl InterpSide {
             .write_phys(DATA_BASE, &init)
             .and_then(|()| self.memory.write_phys(CODE_BASE, &code))
             .map_err(|e| e.to_string())?;
-        let state = Self::initial_state(case);
+        let mut state = Self::initial_state(case);
+        prepare(&mut state);
         let board = &mut self.board;
         if self.fresh {
             self.cpu = None;
@@ -351,7 +362,7 @@ impl InterpSide {
             .filter(|(_, (a, b))| a != b)
             .map(|(i, (a, _))| (i as u16, *a))
             .collect();
-        Ok(Outcome {
+        let outcome = Outcome {
             vector,
             rip_off: eip.wrapping_sub(case.segs.eip),
             error_code: if skip == 1 { word(0) } else { 0 },
@@ -359,6 +370,7 @@ impl InterpSide {
             regs,
             eflags,
             mem,
-        })
+        };
+        Ok((outcome, st))
     }
 }

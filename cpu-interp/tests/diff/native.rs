@@ -46,8 +46,23 @@ impl NativeRunner {
 
     /// Run `cases` on the host CPU in `mode`; one outcome per case, in order.
     pub fn run(&self, mode: NativeMode, cases: &[&Case]) -> Result<Vec<Outcome>, String> {
+        Ok(self
+            .run_fx(mode, cases, None)?
+            .into_iter()
+            .map(|(o, _)| o)
+            .collect())
+    }
+
+    /// Like [`Self::run`], each case starting from the FXSAVE image `fx[i]` (x87, MXCSR, XMM
+    /// state) when given; the outcome then comes with the final FXSAVE image.
+    pub fn run_fx(
+        &self,
+        mode: NativeMode,
+        cases: &[&Case],
+        fx: Option<&[&[u8; 512]]>,
+    ) -> Result<Vec<(Outcome, Option<Vec<u8>>)>, String> {
         let mut input = String::with_capacity(cases.len() * 120);
-        for c in cases {
+        for (i, c) in cases.iter().enumerate() {
             let code: String = c.code.iter().map(|b| format!("{b:02x}")).collect();
             input.push_str(match mode {
                 NativeMode::Compat32 => "32 ",
@@ -69,6 +84,14 @@ impl NativeRunner {
                 c.segs.eip,
                 c.code_offset
             ));
+            if let Some(img) = fx.and_then(|f| f.get(i)) {
+                input.pop();
+                input.push_str(" fx ");
+                for b in img.iter() {
+                    input.push_str(&format!("{b:02x}"));
+                }
+                input.push('\n');
+            }
         }
         if let Ok(dir) = std::env::var("PCVM_DIFF_DUMP_DIR") {
             // Debug aid: keep the runner input so a batch can be replayed by hand.
@@ -95,7 +118,8 @@ impl NativeRunner {
             ));
         }
         let text = String::from_utf8_lossy(&out.stdout);
-        let mut outcomes: Vec<Outcome> = text.lines().map(parse_line).collect::<Result<_, _>>()?;
+        let mut outcomes: Vec<(Outcome, Option<Vec<u8>>)> =
+            text.lines().map(parse_line).collect::<Result<_, _>>()?;
         if outcomes.len() != cases.len() {
             return Err(format!(
                 "native runner answered {} of {} cases",
@@ -104,7 +128,7 @@ impl NativeRunner {
             ));
         }
         // The runner reports the raw EIP; make it relative to where each case started.
-        for (o, c) in outcomes.iter_mut().zip(cases) {
+        for ((o, _), c) in outcomes.iter_mut().zip(cases) {
             let start = if mode == NativeMode::Long64 {
                 super::CODE_BASE as u32 + c.code_offset
             } else {
@@ -116,7 +140,7 @@ impl NativeRunner {
     }
 }
 
-fn parse_line(line: &str) -> Result<Outcome, String> {
+fn parse_line(line: &str) -> Result<(Outcome, Option<Vec<u8>>), String> {
     let bad = || format!("bad runner output line `{line}`");
     let mut it = line.split_ascii_whitespace();
     let mut hex = || -> Result<u64, String> {
@@ -142,13 +166,26 @@ fn parse_line(line: &str) -> Result<Outcome, String> {
             u8::from_str_radix(v, 16).map_err(|_| bad())?,
         ));
     }
-    Ok(Outcome {
-        vector,
-        rip_off,
-        error_code,
-        fault_addr,
-        regs,
-        eflags,
-        mem,
-    })
+    let fx = match it.next() {
+        Some("fx") => {
+            let hex = it.next().ok_or_else(bad)?;
+            let bytes: Result<Vec<u8>, String> = (0..hex.len() / 2)
+                .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| bad()))
+                .collect();
+            Some(bytes?)
+        }
+        _ => None,
+    };
+    Ok((
+        Outcome {
+            vector,
+            rip_off,
+            error_code,
+            fault_addr,
+            regs,
+            eflags,
+            mem,
+        },
+        fx,
+    ))
 }

@@ -21,6 +21,11 @@
  *                           nchanged [offset:value ...]
  * The data region (DATA_SIZE bytes at DATA_BASE) is filled from memseed with splitmix64; style 1
  * keeps only bit 0 of each byte (so string compares find equal bytes).
+ *
+ * SIMD extension (tests/simd_differential.rs): an input line may end with ` fx <1024 hex>`, a
+ * 512-byte FXSAVE image loaded with FXRSTOR just before the sequence starts; the output line
+ * then ends with ` fx <1024 hex>`, the FXSAVE image of the signal context (x87, MXCSR, XMM0-15)
+ * when the sequence ended.
  */
 #define _GNU_SOURCE
 #include <setjmp.h>
@@ -67,12 +72,15 @@ struct guest {
     uint16_t far_sel;  /* 84 */
     uint16_t pad;      /* 86 */
     uint16_t ds, es, ss; /* 88, 90, 92: data selectors for the compatibility-mode entry */
+    uint16_t pad2;       /* 94 */
+    void *fx;            /* 96: FXSAVE image to load before entry, or NULL */
 };
 
 struct result {
     uint64_t gpr[8];
     uint64_t rflags, rip, trapno, err, cr2;
     int sig;
+    unsigned char fx[512];
 };
 
 void enter64(struct guest *g) __attribute__((noreturn));
@@ -83,6 +91,11 @@ __asm__(
     ".globl enter64\n"
     "enter64:\n"
     "  mov %rdi, %r11\n"
+    "  mov 96(%r11), %rax\n"
+    "  test %rax, %rax\n"
+    "  jz 1f\n"
+    "  fxrstor64 (%rax)\n"
+    "1:\n"
     "  pushq 64(%r11)\n"
     "  popfq\n"
     "  mov 0(%r11), %rax\n"
@@ -97,6 +110,11 @@ __asm__(
     ".globl enter32\n"
     "enter32:\n"
     "  mov %rdi, %r11\n"
+    "  mov 96(%r11), %rax\n"
+    "  test %rax, %rax\n"
+    "  jz 1f\n"
+    "  fxrstor64 (%rax)\n"
+    "1:\n"
     "  movzwl 88(%r11), %eax\n"
     "  mov %eax, %ds\n"
     "  movzwl 90(%r11), %eax\n"
@@ -117,11 +135,13 @@ __asm__(
 
 _Static_assert(__builtin_offsetof(struct guest, ds) == 88, "layout used by enter32");
 _Static_assert(__builtin_offsetof(struct guest, ss) == 92, "layout used by enter32");
+_Static_assert(__builtin_offsetof(struct guest, fx) == 96, "layout used by enter64/enter32");
 
 static sigjmp_buf back;
 static struct guest g;
 static struct result res;
 static unsigned char initmem[DATA_SIZE];
+static unsigned char fximg[512] __attribute__((aligned(64)));
 
 static void on_signal(int sig, siginfo_t *si, void *ucv) {
     /* The sequence may have set EFLAGS.AC; Linux runs user code with CR0.AM=1, so clear it
@@ -144,6 +164,7 @@ static void on_signal(int sig, siginfo_t *si, void *ucv) {
     res.err = r[REG_ERR];
     res.cr2 = r[REG_CR2];
     res.sig = sig;
+    if (uc->uc_mcontext.fpregs) memcpy(res.fx, uc->uc_mcontext.fpregs, sizeof res.fx);
     siglongjmp(back, 1);
 }
 
@@ -221,11 +242,12 @@ int main(void) {
         char codehex[4096];
         unsigned mode, style, cs, ds, es, ss, eip, codeoff;
         unsigned long long regs[8], fl, seed;
+        int used = 0;
         int k = sscanf(line,
-                       "%x %4095s %llx %llx %llx %llx %llx %llx %llx %llx %llx %llx %x %x %x %x %x %x %x",
+                       "%x %4095s %llx %llx %llx %llx %llx %llx %llx %llx %llx %llx %x %x %x %x %x %x %x%n",
                        &mode, codehex, &regs[0], &regs[1], &regs[2], &regs[3], &regs[4],
                        &regs[5], &regs[6], &regs[7], &fl, &seed, &style, &cs, &ds, &es, &ss, &eip,
-                       &codeoff);
+                       &codeoff, &used);
         if (k != 19 || (mode != 0x32 && mode != 0x64) || codeoff >= CODE_SIZE) {
             fprintf(stderr, "runner: bad input line %lu\n", n);
             return 2;
@@ -247,6 +269,20 @@ int main(void) {
             }
             cp[codeoff + i] = (unsigned char)(hi << 4 | lo);
         }
+        /* Optional FXSAVE image to start from (the SIMD extension). */
+        const char *rest = line + used;
+        int with_fx = strncmp(rest, " fx ", 4) == 0;
+        if (with_fx) {
+            for (size_t i = 0; i < sizeof fximg; i++) {
+                int hi = hexval(rest[4 + 2 * i]), lo = hi < 0 ? -1 : hexval(rest[5 + 2 * i]);
+                if (hi < 0 || lo < 0) {
+                    fprintf(stderr, "runner: bad fx hex on line %lu\n", n);
+                    return 2;
+                }
+                fximg[i] = (unsigned char)(hi << 4 | lo);
+            }
+        }
+        g.fx = with_fx ? fximg : NULL;
         fill(seed, style);
         memcpy(data, initmem, DATA_SIZE);
         for (int i = 0; i < 8; i++) g.gpr[i] = (uint32_t)regs[i];
@@ -276,6 +312,10 @@ int main(void) {
         printf(" %x", changed);
         for (size_t i = 0; i < DATA_SIZE; i++)
             if (now[i] != initmem[i]) printf(" %zx:%x", i, now[i]);
+        if (with_fx) {
+            printf(" fx ");
+            for (size_t i = 0; i < sizeof res.fx; i++) printf("%02x", res.fx[i]);
+        }
         printf("\n");
     }
     free(line);
