@@ -1210,7 +1210,8 @@ fn simd(cpu: &mut Interpreter, p: &mut dyn Platform, d: &Decoded) -> Result<(), 
 }
 
 /// DPPS: products of the lanes selected by imm[7:4], summed ((0+1)+(2+3)) with each step
-/// rounded, written to the lanes selected by imm[3:0] (SDM Vol. 2A DPPS).
+/// rounded, written to the lanes selected by imm[3:0] (SDM Vol. 2A DPPS). The summing
+/// step's flags count as post-computation flags.
 fn dpps(e: &mut Env, a: u128, b: u128, imm: u8) -> u128 {
     let mut t = [0u64; 4];
     for (i, ti) in t.iter_mut().enumerate() {
@@ -1225,7 +1226,7 @@ fn dpps(e: &mut Env, a: u128, b: u128, imm: u8) -> u128 {
     let s01 = float::arith::<F32>(&mut sum, Op::Add, t[0], t[1]);
     let s23 = float::arith::<F32>(&mut sum, Op::Add, t[2], t[3]);
     let s = float::arith::<F32>(&mut sum, Op::Add, s01, s23);
-    e.absorb_step(&sum);
+    e.add_post(sum.flags());
     int::build(32, |i| if imm >> i & 1 != 0 { s } else { 0 })
 }
 
@@ -1242,7 +1243,7 @@ fn dppd(e: &mut Env, a: u128, b: u128, imm: u8) -> u128 {
     }
     let mut sum = Env::new(e.mxcsr);
     let s = float::arith::<F64>(&mut sum, Op::Add, t[0], t[1]);
-    e.absorb_step(&sum);
+    e.add_post(sum.flags());
     int::build(64, |i| if imm >> i & 1 != 0 { s } else { 0 })
 }
 

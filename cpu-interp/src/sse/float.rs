@@ -7,8 +7,8 @@
 //! returns the result bits and records flags in an [`Env`]; the caller decides with
 //! [`Env::finish`] whether the instruction completes or raises #XM.
 
-use rustc_apfloat::ieee::{Double, Single};
-use rustc_apfloat::{Float, Round, Status, StatusAnd};
+use rustc_apfloat::ieee::{Double, Quad, Single};
+use rustc_apfloat::{Float, FloatConvert, Round, Status, StatusAnd};
 
 /// MXCSR fields (SDM Vol. 1 §10.2.3, Figure 10-3).
 pub(crate) mod mxcsr {
@@ -32,7 +32,10 @@ pub(crate) mod mxcsr {
 
 /// An IEEE binary format as x86 lays it out.
 pub(crate) trait Fmt {
-    type F: Float;
+    type F: Float + FloatConvert<Self::W>;
+    /// A wider format that holds exact products and quotients' leading bits, for judging
+    /// precision with an unbounded exponent.
+    type W: Float + FloatConvert<Self::F>;
     const BITS: u32;
     const SIGN: u64;
     const EXP: u64;
@@ -68,6 +71,7 @@ pub(crate) struct F64;
 
 impl Fmt for F32 {
     type F = Single;
+    type W = Double;
     const BITS: u32 = 32;
     const SIGN: u64 = 0x8000_0000;
     const EXP: u64 = 0x7F80_0000;
@@ -80,6 +84,7 @@ impl Fmt for F32 {
 
 impl Fmt for F64 {
     type F = Double;
+    type W = Quad;
     const BITS: u32 = 64;
     const SIGN: u64 = 0x8000_0000_0000_0000;
     const EXP: u64 = 0x7FF0_0000_0000_0000;
@@ -123,9 +128,15 @@ impl Env {
         rounding(self.mxcsr >> mxcsr::RC_SHIFT)
     }
 
-    /// Flags of a later computation step (the sums of DPPS) count as post-computation ones.
-    pub fn absorb_step(&mut self, step: &Env) {
-        self.post |= step.pre | step.post;
+    /// Every flag raised so far.
+    pub fn flags(&self) -> u32 {
+        self.pre | self.post
+    }
+
+    /// Record flags of a step of a multi-step instruction (DPPS/DPPD) as post-computation
+    /// ones: the processor reports all steps' flags together.
+    pub fn add_post(&mut self, flags: u32) {
+        self.post |= flags;
     }
 
     /// The new MXCSR and whether an unmasked exception stops the instruction (destination
@@ -187,7 +198,15 @@ impl Env {
 
     /// Deliver a rounded result: invalid → default NaN, FTZ, and the OE/UE/PE flags.
     /// Tininess is detected after rounding, as x86 does.
-    pub fn result<T: Fmt>(&mut self, r: StatusAnd<T::F>) -> u64 {
+    ///
+    /// An unmasked overflow or underflow delivers no result; its PE then says whether the
+    /// result rounded with an unbounded exponent is inexact, which `unbounded_inexact`
+    /// decides (only called in that case).
+    pub fn result<T: Fmt>(
+        &mut self,
+        r: StatusAnd<T::F>,
+        unbounded_inexact: impl FnOnce() -> bool,
+    ) -> u64 {
         let bits = r.value.to_bits() as u64;
         let st = r.status;
         if st.contains(Status::INVALID_OP) {
@@ -198,11 +217,9 @@ impl Env {
             self.pre |= mxcsr::ZE;
             return bits;
         }
-        // An unmasked overflow or underflow reports only OE or UE: no result is delivered,
-        // so there is no rounding to report as PE (SDM Vol. 1 §4.9.1.5–6).
         if st.contains(Status::OVERFLOW) {
             self.post |= mxcsr::OE;
-            if self.mxcsr & mxcsr::OM != 0 {
+            if self.mxcsr & mxcsr::OM != 0 || unbounded_inexact() {
                 self.post |= mxcsr::PE;
             }
             return bits;
@@ -213,6 +230,9 @@ impl Env {
         if tiny {
             if !um_masked {
                 self.post |= mxcsr::UE;
+                if unbounded_inexact() {
+                    self.post |= mxcsr::PE;
+                }
                 return bits;
             }
             if self.mxcsr & mxcsr::FZ != 0 {
@@ -258,6 +278,27 @@ fn with_overflow<T: Fmt>(
     }
 }
 
+/// `v` (exact in the wide format, or `wide_inexact`) rounded to `T`'s precision with an
+/// unbounded exponent is inexact: normalize it to [1, 2) and narrow.
+fn narrow_inexact<T: Fmt>(v: T::W, wide_inexact: bool) -> bool {
+    if wide_inexact {
+        return true;
+    }
+    if v.is_zero() || !v.is_finite() {
+        return false;
+    }
+    let m = v.scalbn(-v.ilogb());
+    let mut loses = false;
+    let n: StatusAnd<T::F> = m.convert_r(Round::NearestTiesToEven, &mut loses);
+    n.status.contains(Status::INEXACT) || loses
+}
+
+/// Widen a `T` value exactly.
+fn widen<T: Fmt>(x: T::F) -> T::W {
+    let mut loses = false;
+    x.convert_r(Round::NearestTiesToEven, &mut loses).value
+}
+
 /// Half of `x` (exact for the large magnitudes [`with_overflow`] deals with).
 fn half<F: Float>(x: F) -> F {
     x.scalbn(-1)
@@ -297,7 +338,16 @@ pub(crate) fn arith<T: Fmt>(env: &mut Env, op: Op, a: u64, b: u64) -> u64 {
         Op::Add | Op::Sub => apply(half(a), half(b)),
         Op::Mul | Op::Div => apply(half(a), b),
     });
-    env.result::<T>(r)
+    env.result::<T>(r, || {
+        let (x, y) = (widen::<T>(a), widen::<T>(b));
+        let w = match op {
+            Op::Add => x.add_r(y, rm),
+            Op::Sub => x.sub_r(y, rm),
+            Op::Mul => x.mul_r(y, rm),
+            Op::Div => x.div_r(y, rm),
+        };
+        narrow_inexact::<T>(w.value, w.status.contains(Status::INEXACT))
+    })
 }
 
 /// MINSS/MAXPD…: the second source when either is a NaN (IE for any NaN) or both are
@@ -415,7 +465,7 @@ pub(crate) fn comis<T: Fmt>(env: &mut Env, signaling: bool, a: u64, b: u64) -> (
 /// Float → float (CVTSS2SD, CVTPD2PS …): NaNs keep sign and the top of the payload, quieted.
 pub(crate) fn convert<S: Fmt, D: Fmt>(env: &mut Env, a: u64) -> u64
 where
-    S::F: rustc_apfloat::FloatConvert<D::F>,
+    S::F: FloatConvert<D::F> + FloatConvert<D::W>,
 {
     if S::is_nan(a) {
         if S::is_snan(a) {
@@ -434,10 +484,14 @@ where
     let rm = env.round();
     let conv = |x: S::F| -> StatusAnd<D::F> {
         let mut loses = false;
-        rustc_apfloat::FloatConvert::convert_r(x, rm, &mut loses)
+        FloatConvert::convert_r(x, rm, &mut loses)
     };
     let r = with_overflow::<D>(conv(S::f(a)), || conv(half(S::f(a))));
-    env.result::<D>(r)
+    env.result::<D>(r, || {
+        let mut loses = false;
+        let w: StatusAnd<D::W> = S::f(a).convert_r(Round::NearestTiesToEven, &mut loses);
+        narrow_inexact::<D>(w.value, loses)
+    })
 }
 
 /// Float → signed integer of `width` bits (32 or 64), rounded by `round` (CVTSS2SI rounds by
