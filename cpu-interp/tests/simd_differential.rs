@@ -21,9 +21,9 @@ use std::sync::{Mutex, OnceLock};
 use std::time::Instant;
 
 use diff::interp::InterpSide;
-use diff::native::NativeRunner;
+use diff::native::{FxOutcome, NativeRunner};
 use diff::prng::Rng;
-use diff::{compare, describe, same_in_64bit_mode, Case, NativeMode, Outcome, Segs};
+use diff::{compare, describe, same_in_64bit_mode, Case, NativeMode, Segs};
 use pcvm_core::cpu_state::cr;
 use pcvm_core::CpuState;
 use simd::{SimdCase, SimdFamily};
@@ -105,11 +105,7 @@ struct Report {
     details: Vec<String>,
 }
 
-fn differences(
-    case: &Case,
-    a: &(Outcome, Option<Vec<u8>>),
-    b: &(Outcome, Option<Vec<u8>>),
-) -> Vec<String> {
+fn differences(case: &Case, a: &FxOutcome, b: &FxOutcome) -> Vec<String> {
     let mut d = compare(case, &a.0, &b.0);
     if a.0.mem != b.0.mem {
         // The bytes where the two differ (the full lists can be long: FXSAVE writes 512).

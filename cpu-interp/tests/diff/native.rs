@@ -9,6 +9,9 @@ use super::{Case, NativeMode, Outcome};
 
 static DUMPS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
+/// A case's outcome and, for SIMD cases, the final 512-byte FXSAVE image.
+pub type FxOutcome = (Outcome, Option<Vec<u8>>);
+
 /// The compiled runner.
 pub struct NativeRunner {
     exe: PathBuf,
@@ -60,7 +63,7 @@ impl NativeRunner {
         mode: NativeMode,
         cases: &[&Case],
         fx: Option<&[&[u8; 512]]>,
-    ) -> Result<Vec<(Outcome, Option<Vec<u8>>)>, String> {
+    ) -> Result<Vec<FxOutcome>, String> {
         let mut input = String::with_capacity(cases.len() * 120);
         for (i, c) in cases.iter().enumerate() {
             let code: String = c.code.iter().map(|b| format!("{b:02x}")).collect();
@@ -118,7 +121,7 @@ impl NativeRunner {
             ));
         }
         let text = String::from_utf8_lossy(&out.stdout);
-        let mut outcomes: Vec<(Outcome, Option<Vec<u8>>)> =
+        let mut outcomes: Vec<FxOutcome> =
             text.lines().map(parse_line).collect::<Result<_, _>>()?;
         if outcomes.len() != cases.len() {
             return Err(format!(
@@ -140,7 +143,7 @@ impl NativeRunner {
     }
 }
 
-fn parse_line(line: &str) -> Result<(Outcome, Option<Vec<u8>>), String> {
+fn parse_line(line: &str) -> Result<FxOutcome, String> {
     let bad = || format!("bad runner output line `{line}`");
     let mut it = line.split_ascii_whitespace();
     let mut hex = || -> Result<u64, String> {
