@@ -23,6 +23,7 @@ mod fault;
 mod flags;
 mod mmu;
 mod segment;
+mod sse;
 mod task;
 
 pub use error::{Error, Result};

@@ -17,6 +17,7 @@ mod data;
 mod far;
 mod io;
 mod shift;
+mod sse;
 mod stack;
 mod string;
 mod system;
@@ -735,6 +736,9 @@ fn select(insn: &Instruction, bitness: u32) -> (Handler, u8) {
         | M::Clflush => (sys, END | SNAP),
 
         _ => {
+            if let Some(h) = sse::select(insn) {
+                return h;
+            }
             let fpu = insn.cpuid_features().iter().any(|f| {
                 matches!(
                     f,

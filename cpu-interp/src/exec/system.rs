@@ -7,8 +7,9 @@
 //! PAT, PSE-36, CLFLUSH, CMPXCHG16B, PCID, MOVBE, POPCNT, and in the extended leaves long
 //! mode, SYSCALL/SYSRET, NX, 1 GiB pages, RDTSCP, LAHF/SAHF in 64-bit mode, LZCNT and an
 //! invariant TSC; leaf 7 reports only IA32_ARCH_CAPABILITIES, whose "not affected" bits are
-//! true of an interpreter that does not speculate; leaf 0x16 gives the TSC frequency. The x87/SSE bits are set by their
-//! own helpers' code as those units land; there is no local APIC, no MCE/MCA, no INVPCID and
+//! true of an interpreter that does not speculate; leaf 0x16 gives the TSC frequency. FXSR,
+//! SSE–SSE4.2 and XSAVE (XCR0 = x87|SSE, leaf 0xD) are implemented in `exec/sse.rs`; the x87
+//! bits are set by its own code as it lands; there is no local APIC, no MCE/MCA, no INVPCID and
 //! no RDFSBASE family. The TSC runs at [`TSC_HZ`] from the virtual clock.
 //!
 //! Long mode (SDM Vol. 3A §9.8.5, §2.2.1): EFER.LME with CR0.PG (and CR4.PAE) activates
@@ -47,6 +48,16 @@ mod feature {
     pub const CLFSH: u32 = 1 << 19;
     /// CPUID.1:ECX.CMPXCHG16B.
     pub const CX16: u32 = 1 << 13;
+    pub const FXSR: u32 = 1 << 24;
+    pub const SSE: u32 = 1 << 25;
+    pub const SSE2: u32 = 1 << 26;
+    /// CPUID.1:ECX SIMD and XSAVE bits (`exec/sse.rs`).
+    pub const SSE3: u32 = 1 << 0;
+    pub const SSSE3: u32 = 1 << 9;
+    pub const SSE4_1: u32 = 1 << 19;
+    pub const SSE4_2: u32 = 1 << 20;
+    pub const XSAVE: u32 = 1 << 26;
+    pub const OSXSAVE: u32 = 1 << 27;
     /// CPUID.1:ECX.PCID.
     pub const PCID: u32 = 1 << 17;
     /// CPUID.1:ECX.MOVBE.
@@ -388,10 +399,12 @@ impl Interpreter {
                 Err(Fault::gp(0))
             }
             Mnemonic::Cpuid => {
-                let (a, b, c, d) = cpuid(
-                    self.state.gpr[gpr::RAX] as u32,
-                    self.state.gpr[gpr::RCX] as u32,
-                );
+                let leaf = self.state.gpr[gpr::RAX] as u32;
+                let (a, b, mut c, d) = cpuid(leaf, self.state.gpr[gpr::RCX] as u32);
+                // CPUID.1:ECX.OSXSAVE mirrors CR4.OSXSAVE (SDM Vol. 2A Table 3-10).
+                if leaf == 1 && self.state.cr4 & cr::CR4_OSXSAVE != 0 {
+                    c |= feature::OSXSAVE;
+                }
                 self.state.gpr[gpr::RAX] = u64::from(a);
                 self.state.gpr[gpr::RBX] = u64::from(b);
                 self.state.gpr[gpr::RCX] = u64::from(c);
@@ -1264,7 +1277,15 @@ pub(crate) fn cpuid(leaf: u32, subleaf: u32) -> (u32, u32, u32, u32) {
         1 => (
             0x0000_06FB,
             8 << 8,
-            feature::CX16 | feature::PCID | feature::MOVBE | feature::POPCNT,
+            feature::SSE3
+                | feature::SSSE3
+                | feature::CX16
+                | feature::PCID
+                | feature::SSE4_1
+                | feature::SSE4_2
+                | feature::MOVBE
+                | feature::POPCNT
+                | feature::XSAVE,
             feature::VME
                 | feature::DE
                 | feature::PSE
@@ -1278,7 +1299,10 @@ pub(crate) fn cpuid(leaf: u32, subleaf: u32) -> (u32, u32, u32, u32) {
                 | feature::CMOV
                 | feature::PAT
                 | feature::PSE36
-                | feature::CLFSH,
+                | feature::CLFSH
+                | feature::FXSR
+                | feature::SSE
+                | feature::SSE2,
         ),
         // One iteration, no cache/TLB descriptors (all null).
         2 => (0x0000_0001, 0, 0, 0),
@@ -1288,10 +1312,22 @@ pub(crate) fn cpuid(leaf: u32, subleaf: u32) -> (u32, u32, u32, u32) {
         // Structured extended features: none but IA32_ARCH_CAPABILITIES; one subleaf.
         7 if subleaf == 0 => (0, 0, 0, feature::ARCH_CAPABILITIES),
         7 => (0, 0, 0, 0),
-        // Nothing in leaves 8–0x15: no performance monitoring, no topology enumeration, no
-        // processor trace, and no TSC/crystal ratio (0x15 EAX = EBX = 0 means "not
-        // enumerated"; the local APIC timer does not run from a crystal clock here).
-        8..=0x15 => (0, 0, 0, 0),
+        // No performance monitoring or topology leaves.
+        8..=0xC => (0, 0, 0, 0),
+        // XSAVE (SDM Vol. 1 §13.2): XCR0 may hold x87|SSE; the area is the 512-byte legacy
+        // region plus the 64-byte header for either; no XSAVEOPT/XSAVEC/XGETBV1/XSAVES.
+        0xD => match subleaf {
+            0 => (
+                crate::sse::XCR0_SUPPORTED as u32,
+                crate::sse::XSAVE_SIZE as u32,
+                crate::sse::XSAVE_SIZE as u32,
+                0,
+            ),
+            _ => (0, 0, 0, 0),
+        },
+        // Nothing in leaves 0xE–0x15: no processor trace, and no TSC/crystal ratio (0x15
+        // EAX = EBX = 0 means "not enumerated"; no timer runs from a crystal clock here).
+        0xE..=0x15 => (0, 0, 0, 0),
         // Processor frequency: base and maximum = the TSC rate in MHz, 100 MHz bus. Lets
         // guests learn the TSC frequency without calibrating it against a timer
         // (Linux: cpu_khz_from_cpuid()).
@@ -1353,6 +1389,16 @@ mod tests {
         assert_eq!((a >> 8) & 0xF, 6, "family 6");
         assert_eq!(d & (1 << 9), 0, "no APIC");
         assert_ne!(d & (1 << 19), 0, "CLFLUSH");
+        assert_eq!(d & (7 << 24), 7 << 24, "FXSR SSE SSE2");
+        assert_eq!(
+            c & 0x0418_0201,
+            0x0418_0201,
+            "SSE3 SSSE3 SSE4.1 SSE4.2 XSAVE"
+        );
+        assert_eq!(c & (1 << 27), 0, "OSXSAVE comes from CR4 at execution");
+        assert_eq!(c & (1 << 28), 0, "no AVX");
+        assert_eq!(cpuid(0xD, 0), (3, 576, 576, 0));
+        assert_eq!(cpuid(0xD, 1).0, 0, "no XSAVEOPT/XSAVEC");
         assert_eq!(c & (1 << 18), 0, "no x2APIC");
         assert!(cpuid(0x4000_0000, 0).0 < 0x4000_0000);
         let (max_ext, ..) = cpuid(0x8000_0000, 0);
