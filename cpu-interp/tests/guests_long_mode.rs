@@ -185,6 +185,7 @@ struct Labels {
     user_int80_next: u64,
     user_hlt: u64,
     user_swapgs: u64,
+    user_int_dpl0: u64,
     user_after_gate: u64,
 }
 
@@ -436,6 +437,8 @@ fn build() -> (Machine, Labels) {
         let mut swapgs_at = a.create_label();
         let mut after_swapgs = a.create_label();
         let mut after_gate = a.create_label();
+        let mut dpl_at = a.create_label();
+        let mut after_dpl = a.create_label();
         a.mov(eax, 0x1234)?;
         a.syscall()?;
         a.set_label(&mut after_syscall)?;
@@ -476,6 +479,12 @@ fn build() -> (Machine, Labels) {
         a.swapgs()?;
         a.set_label(&mut after_swapgs)?;
 
+        // INT n through a DPL 0 gate from ring 3: #GP(vector × 8 + 2).
+        resume_at(a, after_dpl)?;
+        a.set_label(&mut dpl_at)?;
+        a.int(u32::from(VEC_IST))?;
+        a.set_label(&mut after_dpl)?;
+
         a.int(u32::from(VEC_DONE))?;
         Ok(vec![
             after_syscall,
@@ -484,6 +493,7 @@ fn build() -> (Machine, Labels) {
             hlt_at,
             swapgs_at,
             after_gate,
+            dpl_at,
         ])
     });
     m.load(USER, &user);
@@ -539,6 +549,7 @@ fn build() -> (Machine, Labels) {
         user_hlt: lu[3],
         user_swapgs: lu[4],
         user_after_gate: lu[5],
+        user_int_dpl0: lu[6],
     };
     (m, labels)
 }
@@ -640,7 +651,7 @@ fn boot_to_long_mode_and_exercise_the_system_side() {
     let vectors: Vec<u64> = recs.iter().map(|r| r.vector).collect();
     assert_eq!(
         vectors,
-        vec![3, 3, 6, 13, 14, 0x81, 13, 14, 0x80, 13, 13, 0x82],
+        vec![3, 3, 6, 13, 14, 0x81, 13, 14, 0x80, 13, 13, 13, 0x82],
         "{recs:#x?}"
     );
     let kernel_frame = |r: &Record, rip: u64| {
@@ -703,7 +714,13 @@ fn boot_to_long_mode_and_exercise_the_system_side() {
     assert_eq!(recs[9].error, Some(0), "HLT at CPL 3");
     user_frame(&recs[10], l.user_swapgs, true);
     assert_eq!(recs[10].error, Some(0), "SWAPGS at CPL 3");
-    assert_eq!(recs[11].cs, u64::from(UCS));
+    user_frame(&recs[11], l.user_int_dpl0, true);
+    assert_eq!(
+        recs[11].error,
+        Some(u64::from(VEC_IST) * 8 + 2),
+        "gate DPL < CPL"
+    );
+    assert_eq!(recs[12].cs, u64::from(UCS));
 }
 
 /// Boot as [`build`] does up to the first 64-bit kernel instruction, then run `f`'s code
@@ -712,7 +729,18 @@ fn boot_to_long_mode_and_exercise_the_system_side() {
 fn boot_and_run(
     f: impl FnOnce(&mut CodeAssembler) -> Result<Vec<CodeLabel>, IcedError>,
 ) -> (Machine, CpuState, Vec<u64>) {
+    boot_and_run_with(&[], f)
+}
+
+/// [`boot_and_run`] with extra code or data blobs loaded at their addresses.
+fn boot_and_run_with(
+    extra: &[(u64, Vec<u8>)],
+    f: impl FnOnce(&mut CodeAssembler) -> Result<Vec<CodeLabel>, IcedError>,
+) -> (Machine, CpuState, Vec<u64>) {
     let (mut m, _) = build();
+    for (at, bytes) in extra {
+        m.load(*at, bytes);
+    }
     let (code, labels) = asm_labels(64, USER, f);
     m.load(USER, &code);
     m.set_state(&real_mode_start());
@@ -726,6 +754,10 @@ fn boot_and_run(
     }
     // Records of the boot itself (the compatibility-mode INT3) are dropped.
     m.write_u64(REC_COUNT, 0);
+    // `TRACE_LM=1 cargo test … -- --nocapture` traces the snippet to stderr.
+    if std::env::var_os("TRACE_LM").is_some() {
+        m.cpu.set_trace(Some(Box::new(std::io::stderr())));
+    }
     let mut st = m.state();
     assert!(st.in_64bit_code());
     // The kernel's own set-up (stack, TR) is skipped: do the part the snippets need.
@@ -917,4 +949,111 @@ fn system_descriptors_are_16_bytes_in_long_mode() {
         (13, Some(u64::from(CS32)), l[0])
     );
     assert_eq!(s.gpr[6], 0x1234, "ran compatibility-mode code");
+}
+
+#[test]
+fn not_present_gate_and_double_fault_in_long_mode() {
+    // #DF goes to IST1. Then: INT through an empty IDT entry (type 0) is #GP(vector × 8 + 2),
+    // through a not-present interrupt gate #NP(vector × 8 + 2); a #GP whose own gate is not
+    // present becomes #DF(0) (contributory after contributory, SDM Vol. 3A §6.15 Table 6-5).
+    let (m, _, l) = boot_and_run(|a| {
+        let mut empty_at = a.create_label();
+        let mut after_empty = a.create_label();
+        let mut np_at = a.create_label();
+        let mut after_np = a.create_label();
+        let mut gp_at = a.create_label();
+        let mut after_gp = a.create_label();
+        kernel_prologue(a)?;
+        // IST1 for #DF: byte 4 of gate 8.
+        a.mov(byte_ptr(IDT_BASE + 8 * 16 + 4), 1)?;
+        resume_at(a, after_empty)?;
+        a.set_label(&mut empty_at)?;
+        a.int(0x85)?;
+        a.set_label(&mut after_empty)?;
+        // Gate 0x84: a 64-bit interrupt gate, DPL 3, not present.
+        a.mov(byte_ptr(IDT_BASE + 0x84 * 16 + 5), 0x6E)?;
+        resume_at(a, after_np)?;
+        a.set_label(&mut np_at)?;
+        a.int(0x84)?;
+        a.set_label(&mut after_np)?;
+        // Clear P in the #GP gate, then fault with a non-canonical address.
+        a.and(byte_ptr(IDT_BASE + 13 * 16 + 5), 0x7F)?;
+        resume_at(a, after_gp)?;
+        a.mov(rax, 0xDEAD_0000_0000_0000u64)?;
+        a.set_label(&mut gp_at)?;
+        a.mov(rbx, qword_ptr(rax))?;
+        a.set_label(&mut after_gp)?;
+        a.hlt()?;
+        Ok(vec![empty_at, np_at, gp_at])
+    });
+    let recs: Vec<Record> = (0..m.read_u64(REC_COUNT))
+        .map(|i| read_record(&m, i))
+        .collect();
+    let got: Vec<(u64, Option<u64>, u64)> =
+        recs.iter().map(|r| (r.vector, r.error, r.rip)).collect();
+    assert_eq!(
+        got,
+        vec![
+            (13, Some(0x85 * 8 + 2), l[0]),
+            (11, Some(0x84 * 8 + 2), l[1]),
+            (8, Some(0), l[2]),
+        ],
+        "{recs:#x?}"
+    );
+    assert_eq!(recs[2].frame_at, (IST1 & !0xF) - 48, "#DF on IST1");
+}
+
+#[test]
+fn compatibility_mode_user_code() {
+    // SYSRET without REX.W drops to 32-bit ring-3 code (CS = STAR[63:48]); there INT 0x80
+    // builds a 64-bit frame on RSP0 holding the 32-bit CS:EIP and SS:ESP, IRETQ returns to
+    // compatibility mode, and SYSCALL is #UD (Intel: 64-bit mode only).
+    const COMPAT: u64 = 0xA800;
+    const CELL: u64 = 0x7F0;
+    let (compat, lc) = asm_labels(32, COMPAT, |a| {
+        let mut int_next = a.create_label();
+        let mut syscall_at = a.create_label();
+        // The kernel's DS is nulled by the IRET to ring 3 below: use the user's.
+        a.mov(esp, (USER_STACK - 0x100) as u32)?;
+        a.mov(eax, u32::from(UDS))?;
+        a.mov(ds, eax)?;
+        a.int(u32::from(VEC_SYSCALL_TRAP))?;
+        a.set_label(&mut int_next)?;
+        a.mov(eax, dword_ptr(CELL as u32))?;
+        a.mov(dword_ptr(RESUME as u32), eax)?;
+        a.set_label(&mut syscall_at)?;
+        a.syscall()?;
+        a.int(u32::from(VEC_DONE))?;
+        Ok(vec![int_next, syscall_at])
+    });
+    let after_syscall = lc[1] + 2;
+    let (m, _, _) = boot_and_run_with(&[(COMPAT, compat)], |a| {
+        kernel_prologue(a)?;
+        wrmsr(a, 0xC000_0081, u64::from(UCS32 & !3) << 48)?;
+        a.mov(qword_ptr(RESUME), lc[0] as i32)?;
+        a.mov(qword_ptr(CELL), after_syscall as i32)?;
+        a.mov(ecx, COMPAT as u32)?;
+        a.mov(r11d, 0x202)?;
+        a.sysret()?;
+        Ok(vec![])
+    });
+    let recs: Vec<Record> = (0..m.read_u64(REC_COUNT))
+        .map(|i| read_record(&m, i))
+        .collect();
+    let got: Vec<(u64, u64, u64, u64, u64)> = recs
+        .iter()
+        .map(|r| (r.vector, r.rip, r.cs, r.rsp, r.ss))
+        .collect();
+    let (ucs, uss, usp) = (u64::from(UCS32), u64::from(UDS), USER_STACK - 0x100);
+    assert_eq!(
+        got,
+        vec![
+            (0x80, lc[0], ucs, usp, uss),
+            (6, lc[1], ucs, usp, uss),
+            (u64::from(VEC_DONE), after_syscall + 2, ucs, usp, uss),
+        ],
+        "{recs:#x?}"
+    );
+    assert_eq!(recs[0].frame_at, RSP0 - 40);
+    assert_eq!(recs[0].rflags & 0x202, 0x202, "user RFLAGS from R11");
 }

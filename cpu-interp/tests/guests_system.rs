@@ -49,10 +49,13 @@ fn cpuid_describes_the_implemented_cpu() {
         (0, "FPU"),
         (23, "MMX"),
         (9, "APIC"),
+        (24, "FXSR"),
+        (25, "SSE"),
+        (26, "SSE2"),
     ] {
         assert_ne!(edx1 & (1 << bit), 0, "{name}");
     }
-    for (bit, name) in [(24, "FXSR"), (25, "SSE")] {
+    for (bit, name) in [(28, "HTT")] {
         assert_eq!(edx1 & (1 << bit), 0, "{name} not implemented");
     }
     assert!(w(8) < 0x4000_0000, "no hypervisor leaves");

@@ -4,13 +4,14 @@
 //!
 //! Owned by SYS. CPUID describes a "GenuineIntel" family-6 x86-64 CPU with exactly what this
 //! interpreter implements: FPU, VME (with PVI), DE, PSE, TSC, MSR, PAE, CX8, SEP, MTRR, PGE,
-//! CMOV, PAT, PSE-36, CLFLUSH, MMX, CMPXCHG16B, PCID, MOVBE, POPCNT, the board's local APIC
-//! (x2APIC, TSC deadline; its MSRs go to the board), and in the extended leaves long mode,
-//! SYSCALL/SYSRET, NX, 1 GiB pages, RDTSCP, LAHF/SAHF in 64-bit mode, LZCNT and an invariant
-//! TSC; leaf 7 reports only IA32_ARCH_CAPABILITIES, whose "not affected" bits are true of an
-//! interpreter that does not speculate. The SSE bits are set as those units land; there is no
-//! MCE/MCA, no INVPCID and no RDFSBASE family. The TSC runs at [`TSC_HZ`] from the virtual
-//! clock, advertised in leaves 0x15/0x16.
+//! CMOV, PAT, PSE-36, CLFLUSH, MMX, FXSR, SSE, SSE2, SSE3, SSSE3, SSE4.1, SSE4.2, XSAVE
+//! (XCR0 = x87|SSE, leaf 0xD; `exec/sse.rs`), CMPXCHG16B, PCID, MOVBE, POPCNT, the board's
+//! local APIC (x2APIC, TSC deadline; its MSRs go to the board), and in the extended leaves long
+//! mode, SYSCALL/SYSRET, NX, 1 GiB pages, RDTSCP, LAHF/SAHF in 64-bit mode, LZCNT and an
+//! invariant TSC; leaf 7 reports only IA32_ARCH_CAPABILITIES, whose "not affected" bits are
+//! true of an interpreter that does not speculate. There is no MCE/MCA, no INVPCID and no
+//! RDFSBASE family. The TSC runs at [`TSC_HZ`] from the virtual clock, advertised in leaves
+//! 0x15/0x16.
 //!
 //! Long mode (SDM Vol. 3A §9.8.5, §2.2.1): EFER.LME with CR0.PG (and CR4.PAE) activates
 //! IA-32e mode (EFER.LMA); SYSCALL/SYSRET (Vol. 2B), SWAPGS, RDTSCP, the FS/GS base MSRs and
@@ -51,6 +52,16 @@ mod feature {
     pub const MMX: u32 = 1 << 23;
     /// CPUID.1:ECX.CMPXCHG16B.
     pub const CX16: u32 = 1 << 13;
+    pub const FXSR: u32 = 1 << 24;
+    pub const SSE: u32 = 1 << 25;
+    pub const SSE2: u32 = 1 << 26;
+    /// CPUID.1:ECX SIMD and XSAVE bits (`exec/sse.rs`).
+    pub const SSE3: u32 = 1 << 0;
+    pub const SSSE3: u32 = 1 << 9;
+    pub const SSE4_1: u32 = 1 << 19;
+    pub const SSE4_2: u32 = 1 << 20;
+    pub const XSAVE: u32 = 1 << 26;
+    pub const OSXSAVE: u32 = 1 << 27;
     /// CPUID.1:ECX.PCID.
     pub const PCID: u32 = 1 << 17;
     /// CPUID.1:ECX.MOVBE.
@@ -410,10 +421,12 @@ impl Interpreter {
                 Err(Fault::gp(0))
             }
             Mnemonic::Cpuid => {
-                let (a, b, c, d) = cpuid(
-                    self.state.gpr[gpr::RAX] as u32,
-                    self.state.gpr[gpr::RCX] as u32,
-                );
+                let leaf = self.state.gpr[gpr::RAX] as u32;
+                let (a, b, mut c, d) = cpuid(leaf, self.state.gpr[gpr::RCX] as u32);
+                // CPUID.1:ECX.OSXSAVE mirrors CR4.OSXSAVE (SDM Vol. 2A Table 3-10).
+                if leaf == 1 && self.state.cr4 & cr::CR4_OSXSAVE != 0 {
+                    c |= feature::OSXSAVE;
+                }
                 self.state.gpr[gpr::RAX] = u64::from(a);
                 self.state.gpr[gpr::RBX] = u64::from(b);
                 self.state.gpr[gpr::RCX] = u64::from(c);
@@ -1316,10 +1329,15 @@ pub(crate) fn cpuid(leaf: u32, subleaf: u32) -> (u32, u32, u32, u32) {
         1 => (
             0x0000_06FB,
             8 << 8,
-            feature::CX16
+            feature::SSE3
+                | feature::SSSE3
+                | feature::CX16
                 | feature::PCID
+                | feature::SSE4_1
+                | feature::SSE4_2
                 | feature::MOVBE
                 | feature::POPCNT
+                | feature::XSAVE
                 | feature::ECX_X2APIC
                 | feature::ECX_TSC_DEADLINE,
             feature::FPU
@@ -1338,6 +1356,9 @@ pub(crate) fn cpuid(leaf: u32, subleaf: u32) -> (u32, u32, u32, u32) {
                 | feature::PSE36
                 | feature::CLFSH
                 | feature::MMX
+                | feature::FXSR
+                | feature::SSE
+                | feature::SSE2
                 | feature::APIC,
         ),
         // One iteration, no cache/TLB descriptors (all null).
@@ -1348,8 +1369,21 @@ pub(crate) fn cpuid(leaf: u32, subleaf: u32) -> (u32, u32, u32, u32) {
         // Structured extended features: none but IA32_ARCH_CAPABILITIES; one subleaf.
         7 if subleaf == 0 => (0, 0, 0, feature::ARCH_CAPABILITIES),
         7 => (0, 0, 0, 0),
-        // Leaves 8–0x14: nothing to report.
-        8..=0x14 => (0, 0, 0, 0),
+        // No performance monitoring or topology leaves.
+        8..=0xC => (0, 0, 0, 0),
+        // XSAVE (SDM Vol. 1 §13.2): XCR0 may hold x87|SSE; the area is the 512-byte legacy
+        // region plus the 64-byte header for either; no XSAVEOPT/XSAVEC/XGETBV1/XSAVES.
+        0xD => match subleaf {
+            0 => (
+                crate::sse::XCR0_SUPPORTED as u32,
+                crate::sse::XSAVE_SIZE as u32,
+                crate::sse::XSAVE_SIZE as u32,
+                0,
+            ),
+            _ => (0, 0, 0, 0),
+        },
+        // Nothing in leaves 0xE–0x14 (no processor trace, SGX, ...).
+        0xE..=0x14 => (0, 0, 0, 0),
         // TSC/crystal ratio 1/1 with a 1 GHz crystal: the TSC runs at TSC_HZ and, as Linux
         // assumes from this leaf, the local APIC timer at the crystal clock (1 GHz,
         // devices' lapic::TIMER_HZ), so neither needs calibrating.
@@ -1413,7 +1447,6 @@ mod tests {
         assert_eq!(d & 1, 1, "FPU");
         assert_ne!(d & (1 << 23), 0, "MMX");
         assert_ne!(d & (1 << 9), 0, "local APIC");
-        assert_eq!(d & (1 << 24 | 1 << 25), 0, "no FXSR/SSE yet");
         assert_eq!(
             c & ((1 << 21) | (1 << 24)),
             (1 << 21) | (1 << 24),
@@ -1422,6 +1455,16 @@ mod tests {
         let (den, num, crystal, _) = cpuid(0x15, 0);
         assert_eq!(u64::from(crystal) * u64::from(num) / u64::from(den), TSC_HZ);
         assert_eq!(cpuid(0x16, 0).0, 1000);
+        assert_eq!(d & (7 << 24), 7 << 24, "FXSR SSE SSE2");
+        assert_eq!(
+            c & 0x0418_0201,
+            0x0418_0201,
+            "SSE3 SSSE3 SSE4.1 SSE4.2 XSAVE"
+        );
+        assert_eq!(c & (1 << 27), 0, "OSXSAVE comes from CR4 at execution");
+        assert_eq!(c & (1 << 28), 0, "no AVX");
+        assert_eq!(cpuid(0xD, 0), (3, 576, 576, 0));
+        assert_eq!(cpuid(0xD, 1).0, 0, "no XSAVEOPT/XSAVEC");
         assert!(cpuid(0x4000_0000, 0).0 < 0x4000_0000);
         let (max_ext, ..) = cpuid(0x8000_0000, 0);
         assert!(max_ext >= 0x8000_0008);

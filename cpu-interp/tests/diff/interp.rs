@@ -373,15 +373,30 @@ impl InterpSide {
 
     /// Run one case to its end marker or first exception in 32-bit protected mode.
     pub fn run(&mut self, case: &Case) -> Result<Outcome, String> {
-        self.run_in(case, false)
+        self.run_with(case, &|_| {}).map(|(o, _)| o)
     }
 
     /// Run one case to its end marker or first exception in 64-bit mode.
     pub fn run64(&mut self, case: &Case) -> Result<Outcome, String> {
-        self.run_in(case, true)
+        self.run_in(case, true, &|_| {}).map(|(o, _)| o)
     }
 
-    fn run_in(&mut self, case: &Case, long: bool) -> Result<Outcome, String> {
+    /// Run one case in 32-bit protected mode whose initial state `prepare` adjusts (e.g.
+    /// x87/SSE state and CR4); also returns the final CPU state.
+    pub fn run_with(
+        &mut self,
+        case: &Case,
+        prepare: &dyn Fn(&mut CpuState),
+    ) -> Result<(Outcome, CpuState), String> {
+        self.run_in(case, false, prepare)
+    }
+
+    fn run_in(
+        &mut self,
+        case: &Case,
+        long: bool,
+        prepare: &dyn Fn(&mut CpuState),
+    ) -> Result<(Outcome, CpuState), String> {
         let init = fill_region(case.mem_seed, case.mem_style, DATA_SIZE);
         // The whole code page: INT3 after the sequence (CS-relative reads see the same bytes
         // as on the host).
@@ -393,11 +408,12 @@ impl InterpSide {
             .write_phys(DATA_BASE, &init)
             .and_then(|()| self.memory.write_phys(CODE_BASE, &code))
             .map_err(|e| e.to_string())?;
-        let state = if long {
+        let mut state = if long {
             Self::initial_state64(case)
         } else {
             Self::initial_state(case)
         };
+        prepare(&mut state);
         let board = &mut self.board;
         if self.fresh {
             self.cpu = None;
@@ -447,7 +463,8 @@ impl InterpSide {
             .map(|(i, (a, _))| (i as u16, *a))
             .collect();
         if long {
-            return self.outcome64(case, &st, vector, mem);
+            let outcome = self.outcome64(case, &st, vector, mem)?;
+            return Ok((outcome, st));
         }
         let mut frame = [0u8; 24];
         // The ring-0 stack is at its system linear address; read it physically.
@@ -476,7 +493,7 @@ impl InterpSide {
             *r = st.gpr[i] as u32;
         }
         regs[gpr::RSP] = esp3;
-        Ok(Outcome {
+        let outcome = Outcome {
             vector,
             rip_off: eip.wrapping_sub(case.segs.eip),
             error_code: if skip == 1 { word(0) } else { 0 },
@@ -486,7 +503,8 @@ impl InterpSide {
             ext: [0; 8],
             eflags,
             mem,
-        })
+        };
+        Ok((outcome, st))
     }
 
     /// Read a 64-bit exception frame (SDM Vol. 3A §6.14.2: [error code,] RIP, CS, RFLAGS,

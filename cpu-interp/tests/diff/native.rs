@@ -9,6 +9,9 @@ use super::{Case, NativeMode, Outcome};
 
 static DUMPS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
+/// A case's outcome and, for SIMD cases, the final 512-byte FXSAVE image.
+pub type FxOutcome = (Outcome, Option<Vec<u8>>);
+
 /// The compiled runner.
 pub struct NativeRunner {
     exe: PathBuf,
@@ -46,8 +49,23 @@ impl NativeRunner {
 
     /// Run `cases` on the host CPU in `mode`; one outcome per case, in order.
     pub fn run(&self, mode: NativeMode, cases: &[&Case]) -> Result<Vec<Outcome>, String> {
+        Ok(self
+            .run_fx(mode, cases, None)?
+            .into_iter()
+            .map(|(o, _)| o)
+            .collect())
+    }
+
+    /// Like [`Self::run`], each case starting from the FXSAVE image `fx[i]` (x87, MXCSR, XMM
+    /// state) when given; the outcome then comes with the final FXSAVE image.
+    pub fn run_fx(
+        &self,
+        mode: NativeMode,
+        cases: &[&Case],
+        fx: Option<&[&[u8; 512]]>,
+    ) -> Result<Vec<FxOutcome>, String> {
         let mut input = String::with_capacity(cases.len() * 120);
-        for c in cases {
+        for (i, c) in cases.iter().enumerate() {
             let code: String = c.code.iter().map(|b| format!("{b:02x}")).collect();
             input.push_str(match mode {
                 NativeMode::Compat32 => "32 ",
@@ -71,6 +89,12 @@ impl NativeRunner {
             ));
             for r in c.ext {
                 input.push_str(&format!(" {r:x}"));
+            }
+            if let Some(img) = fx.and_then(|f| f.get(i)) {
+                input.push_str(" fx ");
+                for b in img.iter() {
+                    input.push_str(&format!("{b:02x}"));
+                }
             }
             input.push('\n');
         }
@@ -99,7 +123,8 @@ impl NativeRunner {
             ));
         }
         let text = String::from_utf8_lossy(&out.stdout);
-        let mut outcomes: Vec<Outcome> = text.lines().map(parse_line).collect::<Result<_, _>>()?;
+        let mut outcomes: Vec<FxOutcome> =
+            text.lines().map(parse_line).collect::<Result<_, _>>()?;
         if outcomes.len() != cases.len() {
             return Err(format!(
                 "native runner answered {} of {} cases",
@@ -108,7 +133,7 @@ impl NativeRunner {
             ));
         }
         // The runner reports the raw EIP; make it relative to where each case started.
-        for (o, c) in outcomes.iter_mut().zip(cases) {
+        for ((o, _), c) in outcomes.iter_mut().zip(cases) {
             let start = if mode == NativeMode::Long64 {
                 super::CODE_BASE as u32 + c.code_offset
             } else {
@@ -120,7 +145,7 @@ impl NativeRunner {
     }
 }
 
-fn parse_line(line: &str) -> Result<Outcome, String> {
+fn parse_line(line: &str) -> Result<FxOutcome, String> {
     let bad = || format!("bad runner output line `{line}`");
     let mut it = line.split_ascii_whitespace();
     let hex = |it: &mut std::str::SplitAsciiWhitespace| -> Result<u64, String> {
@@ -154,15 +179,28 @@ fn parse_line(line: &str) -> Result<Outcome, String> {
         let t = it.next().ok_or_else(bad)?;
         *r = u64::from_str_radix(t, 16).map_err(|_| bad())?;
     }
-    Ok(Outcome {
-        vector,
-        rip_off,
-        error_code,
-        fault_addr,
-        regs,
-        hi,
-        ext,
-        eflags,
-        mem,
-    })
+    let fx = match it.next() {
+        Some("fx") => {
+            let hex = it.next().ok_or_else(bad)?;
+            let bytes: Result<Vec<u8>, String> = (0..hex.len() / 2)
+                .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| bad()))
+                .collect();
+            Some(bytes?)
+        }
+        _ => None,
+    };
+    Ok((
+        Outcome {
+            vector,
+            rip_off,
+            error_code,
+            fault_addr,
+            regs,
+            hi,
+            ext,
+            eflags,
+            mem,
+        },
+        fx,
+    ))
 }

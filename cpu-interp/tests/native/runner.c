@@ -23,6 +23,11 @@
  *                           nchanged [offset:value ...] r8 r9 r10 r11 r12 r13 r14 r15
  * The data region (DATA_SIZE bytes at DATA_BASE) is filled from memseed with splitmix64; style 1
  * keeps only bit 0 of each byte (so string compares find equal bytes).
+ *
+ * SIMD extension (tests/simd_differential.rs): an input line may end with ` fx <1024 hex>`, a
+ * 512-byte FXSAVE image loaded with FXRSTOR just before the sequence starts; the output line
+ * then ends with ` fx <1024 hex>`, the FXSAVE image of the signal context (x87, MXCSR, XMM0-15)
+ * when the sequence ended.
  */
 #define _GNU_SOURCE
 #include <setjmp.h>
@@ -69,8 +74,9 @@ struct guest {
     uint16_t far_sel;  /* 84 */
     uint16_t pad;      /* 86 */
     uint16_t ds, es, ss; /* 88, 90, 92: data selectors for the compatibility-mode entry */
-    uint16_t pad2;
-    uint64_t ext[8];   /* 96: r8-r15 (64-bit mode) */
+    uint16_t pad2;       /* 94 */
+    void *fx;            /* 96: FXSAVE image to load before entry, or NULL */
+    uint64_t ext[8];     /* 104: r8-r15 (64-bit mode) */
 };
 
 struct result {
@@ -78,6 +84,7 @@ struct result {
     uint64_t ext[8];
     uint64_t rflags, rip, trapno, err, cr2;
     int sig;
+    unsigned char fx[512];
 };
 
 /* The guest registers: a global so enter64 can load all sixteen GPRs RIP-relative. */
@@ -90,6 +97,11 @@ __asm__(
     ".text\n"
     ".globl enter64\n"
     "enter64:\n"
+    "  mov runner_guest+96(%rip), %rax\n"
+    "  test %rax, %rax\n"
+    "  jz 1f\n"
+    "  fxrstor64 (%rax)\n"
+    "1:\n"
     "  pushq runner_guest+64(%rip)\n"
     "  popfq\n"
     "  mov runner_guest+0(%rip), %rax\n"
@@ -99,19 +111,24 @@ __asm__(
     "  mov runner_guest+40(%rip), %rbp\n"
     "  mov runner_guest+48(%rip), %rsi\n"
     "  mov runner_guest+56(%rip), %rdi\n"
-    "  mov runner_guest+96(%rip), %r8\n"
-    "  mov runner_guest+104(%rip), %r9\n"
-    "  mov runner_guest+112(%rip), %r10\n"
-    "  mov runner_guest+120(%rip), %r11\n"
-    "  mov runner_guest+128(%rip), %r12\n"
-    "  mov runner_guest+136(%rip), %r13\n"
-    "  mov runner_guest+144(%rip), %r14\n"
-    "  mov runner_guest+152(%rip), %r15\n"
+    "  mov runner_guest+104(%rip), %r8\n"
+    "  mov runner_guest+112(%rip), %r9\n"
+    "  mov runner_guest+120(%rip), %r10\n"
+    "  mov runner_guest+128(%rip), %r11\n"
+    "  mov runner_guest+136(%rip), %r12\n"
+    "  mov runner_guest+144(%rip), %r13\n"
+    "  mov runner_guest+152(%rip), %r14\n"
+    "  mov runner_guest+160(%rip), %r15\n"
     "  mov runner_guest+32(%rip), %rsp\n"
     "  jmp *runner_guest+72(%rip)\n"
     ".globl enter32\n"
     "enter32:\n"
     "  mov %rdi, %r11\n"
+    "  mov 96(%r11), %rax\n"
+    "  test %rax, %rax\n"
+    "  jz 1f\n"
+    "  fxrstor64 (%rax)\n"
+    "1:\n"
     "  movzwl 88(%r11), %eax\n"
     "  mov %eax, %ds\n"
     "  movzwl 90(%r11), %eax\n"
@@ -132,12 +149,14 @@ __asm__(
 
 _Static_assert(__builtin_offsetof(struct guest, ds) == 88, "layout used by enter32");
 _Static_assert(__builtin_offsetof(struct guest, ss) == 92, "layout used by enter32");
-_Static_assert(__builtin_offsetof(struct guest, ext) == 96, "layout used by enter64");
+_Static_assert(__builtin_offsetof(struct guest, fx) == 96, "layout used by enter64/enter32");
+_Static_assert(__builtin_offsetof(struct guest, ext) == 104, "layout used by enter64");
 
 static sigjmp_buf back;
 #define g runner_guest
 static struct result res;
 static unsigned char initmem[DATA_SIZE];
+static unsigned char fximg[512] __attribute__((aligned(64)));
 
 static void on_signal(int sig, siginfo_t *si, void *ucv) {
     /* The sequence may have set EFLAGS.AC; Linux runs user code with CR0.AM=1, so clear it
@@ -168,6 +187,7 @@ static void on_signal(int sig, siginfo_t *si, void *ucv) {
     res.err = r[REG_ERR];
     res.cr2 = r[REG_CR2];
     res.sig = sig;
+    if (uc->uc_mcontext.fpregs) memcpy(res.fx, uc->uc_mcontext.fpregs, sizeof res.fx);
     siglongjmp(back, 1);
 }
 
@@ -245,13 +265,14 @@ int main(void) {
         char codehex[4096];
         unsigned mode, style, cs, ds, es, ss, eip, codeoff;
         unsigned long long regs[8], ext[8], fl, seed;
+        int used = 0;
         int k = sscanf(line,
                        "%x %4095s %llx %llx %llx %llx %llx %llx %llx %llx %llx %llx %x %x %x %x %x %x %x"
-                       " %llx %llx %llx %llx %llx %llx %llx %llx",
+                       " %llx %llx %llx %llx %llx %llx %llx %llx%n",
                        &mode, codehex, &regs[0], &regs[1], &regs[2], &regs[3], &regs[4],
                        &regs[5], &regs[6], &regs[7], &fl, &seed, &style, &cs, &ds, &es, &ss, &eip,
                        &codeoff, &ext[0], &ext[1], &ext[2], &ext[3], &ext[4], &ext[5], &ext[6],
-                       &ext[7]);
+                       &ext[7], &used);
         if (k != 27 || (mode != 0x32 && mode != 0x64) || codeoff >= CODE_SIZE) {
             fprintf(stderr, "runner: bad input line %lu\n", n);
             return 2;
@@ -273,6 +294,20 @@ int main(void) {
             }
             cp[codeoff + i] = (unsigned char)(hi << 4 | lo);
         }
+        /* Optional FXSAVE image to start from (the SIMD extension). */
+        const char *rest = line + used;
+        int with_fx = strncmp(rest, " fx ", 4) == 0;
+        if (with_fx) {
+            for (size_t i = 0; i < sizeof fximg; i++) {
+                int hi = hexval(rest[4 + 2 * i]), lo = hi < 0 ? -1 : hexval(rest[5 + 2 * i]);
+                if (hi < 0 || lo < 0) {
+                    fprintf(stderr, "runner: bad fx hex on line %lu\n", n);
+                    return 2;
+                }
+                fximg[i] = (unsigned char)(hi << 4 | lo);
+            }
+        }
+        g.fx = with_fx ? fximg : NULL;
         fill(seed, style);
         memcpy(data, initmem, DATA_SIZE);
         for (int i = 0; i < 8; i++) {
@@ -309,6 +344,10 @@ int main(void) {
             if (now[i] != initmem[i]) printf(" %zx:%x", i, now[i]);
         for (int i = 0; i < 8; i++)
             printf(" %llx", (unsigned long long)(mode == 0x64 ? res.ext[i] : 0));
+        if (with_fx) {
+            printf(" fx ");
+            for (size_t i = 0; i < sizeof res.fx; i++) printf("%02x", res.fx[i]);
+        }
         printf("\n");
     }
     free(line);
