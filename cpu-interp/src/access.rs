@@ -6,6 +6,7 @@
 use pcvm_core::memory::PhysRegion;
 use pcvm_core::{Platform, SegReg};
 
+use crate::segment::is_canonical;
 use crate::{Fault, Interpreter};
 
 /// What an access does, for segment and page protection checks.
@@ -26,13 +27,6 @@ pub(crate) struct RamEntry {
     gen: u64,
     /// RAM offset of the page's first byte.
     ram: u64,
-}
-
-/// A 64-bit linear address is canonical when bits 63:47 are all equal (48-bit linear
-/// addresses, SDM Vol. 1 §3.3.7.1).
-#[inline]
-pub(crate) const fn canonical(linear: u64) -> bool {
-    ((linear as i64) << 16 >> 16) as u64 == linear
 }
 
 /// Entries in each of the read and write RAM caches.
@@ -319,7 +313,7 @@ impl Interpreter {
             0
         };
         let linear = base.wrapping_add(offset);
-        if canonical(linear) && canonical(linear.wrapping_add(len.max(1) - 1)) {
+        if is_canonical(linear) && is_canonical(linear.wrapping_add(len.max(1) - 1)) {
             Ok(linear)
         } else if seg == SegReg::Ss {
             Err(Fault::ss(0))

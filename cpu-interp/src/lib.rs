@@ -23,6 +23,7 @@ mod fault;
 mod flags;
 mod mmu;
 mod segment;
+mod sse;
 mod task;
 mod x87;
 
@@ -278,7 +279,7 @@ impl Interpreter {
         if bitness != 64 && rip > u64::from(cs.limit) {
             return Err(Fault::gp(0));
         }
-        if bitness == 64 && !access::canonical(rip) {
+        if bitness == 64 && !segment::is_canonical(rip) {
             return Err(Fault::gp(0));
         }
         let linear = self.state.linear_rip();

@@ -243,3 +243,203 @@ fn stack_calls_and_loops_default_to_64_bits() {
     assert_eq!(g[15], top - 8 - 16, "ENTER pushed RBP as 8 bytes");
     assert_eq!(g[gpr::RSP], top);
 }
+
+#[test]
+fn rip_relative_operands_follow_the_executing_rip() {
+    // The same physical code runs at its identity address and again through a second
+    // mapping whose data page differs: RIP-relative accesses must use the RIP it runs at,
+    // not the address the cached block was decoded at.
+    let build = |pad: u64| {
+        asm_labels(64, CODE, |a| {
+            let mut data = a.create_label();
+            let mut again = a.create_label();
+            a.mov(rax, qword_ptr(data))?;
+            a.add(qword_ptr(data), 1)?;
+            a.lea(rbx, qword_ptr(data))?;
+            a.cmp(r15, 0)?;
+            a.jne(again)?;
+            a.mov(r8, rax)?;
+            a.mov(r9, rbx)?;
+            a.mov(r15, 1u64)?;
+            a.mov(rcx, HIGH_ALIAS + CODE)?;
+            a.jmp(rcx)?;
+            a.set_label(&mut again)?;
+            a.hlt()?;
+            a.zero_bytes()?;
+            // The data sits on the next page, which the alias maps elsewhere.
+            for _ in 0..pad {
+                a.db(&[0])?;
+            }
+            a.set_label(&mut data)?;
+            a.dq(&[0x1111])?;
+            Ok(vec![data])
+        })
+    };
+    let (_, first) = build(0);
+    let (code, labels) = build(CODE + 0x1000 - first[0]);
+    let data = labels[0];
+    assert_eq!(
+        data & !0xFFF,
+        CODE + 0x1000,
+        "data on the page after the code"
+    );
+    let mut m = long64_machine(|a| a.nop());
+    m.load(CODE, &code);
+    // High alias: its own PDPT/PD/PT, identical except the data page → physical 0x5_0000.
+    let (pdpt2, pd2, pt2) = (0x3_4000u64, 0x3_5000u64, 0x3_6000u64);
+    m.write_u64(PML4 + 256 * 8, pdpt2 | 3);
+    m.write_u64(pdpt2, pd2 | 3);
+    m.write_u64(pd2, pt2 | 3);
+    for i in 0..512u64 {
+        m.write_u64(pt2 + i * 8, (i << 12) | 3);
+    }
+    m.write_u64(pt2 + (data >> 12) * 8, 0x5_0000 | 3);
+    m.write_u64(0x5_0000 + (data & 0xFFF), 0x2222);
+    let s = m.run_to_halt();
+    assert_eq!(s.gpr[8], 0x1111);
+    assert_eq!(s.gpr[9], data);
+    assert_eq!(
+        s.gpr[gpr::RAX],
+        0x2222,
+        "read through the alias's data page"
+    );
+    assert_eq!(s.gpr[gpr::RBX], HIGH_ALIAS + data);
+    assert_eq!(m.read_u64(data), 0x1112);
+    assert_eq!(m.read_u64(0x5_0000 + (data & 0xFFF)), 0x2223);
+    assert_eq!(s.rip, HIGH_ALIAS + labels_after_hlt(&code));
+}
+
+/// Offset just past the first HLT (0xF4) of `code`: where RIP stops.
+fn labels_after_hlt(code: &[u8]) -> u64 {
+    let mut dec = iced_x86::Decoder::with_ip(64, code, CODE, iced_x86::DecoderOptions::NONE);
+    for insn in &mut dec {
+        if insn.mnemonic() == iced_x86::Mnemonic::Hlt {
+            return insn.next_ip();
+        }
+    }
+    panic!("no HLT");
+}
+
+#[test]
+fn string_instructions_use_rsi_rdi_rcx() {
+    let src = DATA;
+    let dst = DATA + 0x1000;
+    let mut m = long64_machine(|a| {
+        a.mov(rsi, src)?;
+        a.mov(rdi, dst)?;
+        a.mov(rcx, 5u64)?;
+        a.rep().movsq()?;
+        a.mov(r8, rsi)?;
+        a.mov(r9, rdi)?;
+        a.mov(r10, rcx)?;
+        a.mov(rax, 0x0123_4567_89AB_CDEFu64)?;
+        a.mov(rcx, 3u64)?;
+        a.rep().stosq()?;
+        a.mov(r11, rdi)?;
+        a.mov(rsi, dst)?;
+        a.lodsq()?;
+        a.mov(r12, rax)?;
+        // REPE CMPSQ over the copied qwords stops at the first difference (index 2).
+        a.mov(qword_ptr(dst as u32 + 16), 0)?;
+        a.mov(rsi, src)?;
+        a.mov(rdi, dst)?;
+        a.mov(rcx, 5u64)?;
+        a.repe().cmpsq()?;
+        a.mov(r13, rcx)?;
+        // SCASQ with a 32-bit address size (67): EDI, and the upper half of RDI is dropped.
+        a.mov(rdi, 0xFFFF_FFFF_0000_0000u64 | (dst + 0x28))?;
+        a.mov(rax, 0x0123_4567_89AB_CDEFu64)?;
+        a.db(&[0x67, 0x48, 0xAF])?; // scas rax, qword ptr es:[edi]
+        a.mov(r14, rdi)?;
+        a.hlt()?;
+        Ok(())
+    });
+    for i in 0..5u64 {
+        m.write_u64(src + 8 * i, 0x1000 + i);
+    }
+    m.write_u64(dst + 0x28, 0x0123_4567_89AB_CDEF);
+    let s = m.run_to_halt();
+    let g = s.gpr;
+    assert_eq!((g[8], g[9], g[10]), (src + 40, dst + 40, 0));
+    assert_eq!(g[11], dst + 40 + 24);
+    assert_eq!(g[12], 0x1000);
+    assert_eq!(g[13], 2, "mismatch at the third qword: RCX = 5 - 3");
+    assert_eq!(g[14], dst + 0x30, "EDI advanced and zero-extended");
+    assert_ne!(s.rflags & ZF, 0, "SCASQ found the equal qword");
+    for i in 0..3u64 {
+        assert_eq!(m.read_u64(dst + 40 + 8 * i), 0x0123_4567_89AB_CDEF);
+    }
+}
+
+#[test]
+fn cmpxchg_xadd_and_cmpxchg16b_at_64_bits() {
+    let mut m = long64_machine(|a| {
+        a.mov(rbx, 0x1111_2222_3333_4444u64)?;
+        a.mov(rcx, 0x5555_6666_7777_8888u64)?;
+        a.mov(rax, 0xAAAA_0000_0000_0001u64)?;
+        a.mov(rdx, 0xBBBB_0000_0000_0002u64)?;
+        a.cmpxchg16b(xmmword_ptr(DATA as u32))?; // equal: stores RCX:RBX
+        a.setz(r8b)?;
+        a.cmpxchg16b(xmmword_ptr(DATA as u32))?; // now different: loads RDX:RAX
+        a.setz(r9b)?;
+        a.mov(r10, rax)?;
+        a.mov(r11, rdx)?;
+        a.mov(rax, 7u64)?;
+        a.mov(r12, 9u64)?;
+        a.cmpxchg(qword_ptr(DATA as u32 + 0x20), r12)?;
+        a.mov(r13, 0x1_0000_0000u64)?;
+        a.xadd(qword_ptr(DATA as u32 + 0x28), r13)?;
+        a.hlt()?;
+        Ok(())
+    });
+    m.write_u64(DATA, 0xAAAA_0000_0000_0001);
+    m.write_u64(DATA + 8, 0xBBBB_0000_0000_0002);
+    m.write_u64(DATA + 0x20, 7);
+    m.write_u64(DATA + 0x28, 0xFFFF_FFFF);
+    let s = m.run_to_halt();
+    let g = s.gpr;
+    assert_eq!((g[8] & 0xFF, g[9] & 0xFF), (1, 0));
+    assert_eq!(
+        (g[10], g[11]),
+        (0x1111_2222_3333_4444, 0x5555_6666_7777_8888)
+    );
+    assert_eq!(m.read_u64(DATA), 0x1111_2222_3333_4444);
+    assert_eq!(m.read_u64(DATA + 8), 0x5555_6666_7777_8888);
+    assert_eq!(m.read_u64(DATA + 0x20), 9);
+    assert_eq!(m.read_u64(DATA + 0x28), 0x1_FFFF_FFFF);
+    assert_eq!(g[13], 0xFFFF_FFFF);
+}
+
+#[test]
+fn four_level_paging_sets_accessed_and_dirty_bits_and_maps_large_pages() {
+    let mut m = long64_machine(|a| {
+        a.mov(rax, qword_ptr(DATA as u32))?; // read through a 4 KiB page
+        a.mov(qword_ptr(0x20_1000u32), rax)?; // write through the 2 MiB page
+        a.mov(rbx, HIGH_ALIAS + 0x20_1000)?;
+        a.mov(rcx, qword_ptr(rbx))?; // the same bytes through the high alias
+        a.hlt()?;
+        Ok(())
+    });
+    m.write_u64(DATA, 0xDEAD_BEEF_0BAD_F00D);
+    let s = m.run_to_halt();
+    assert_eq!(s.gpr[gpr::RCX], 0xDEAD_BEEF_0BAD_F00D);
+    const A: u64 = 1 << 5;
+    const D: u64 = 1 << 6;
+    assert_ne!(m.read_u64(PML4) & A, 0, "PML4E accessed");
+    assert_ne!(m.read_u64(PDPT) & A, 0, "PDPTE accessed");
+    assert_ne!(m.read_u64(PD) & A, 0, "PDE accessed");
+    let pte = m.read_u64(PT + (DATA >> 12) * 8);
+    assert_eq!(pte & (A | D), A, "read: accessed, not dirty");
+    assert_eq!(
+        m.read_u64(PD + 8) & (A | D),
+        A | D,
+        "2 MiB page written: dirty"
+    );
+    // The debugger's translation agrees, for both halves of the address space and a
+    // 1 GiB page.
+    m.write_u64(PDPT + 8, 0x4000_0000 | 0x83);
+    let t = |m: &mut Machine, lin: u64| m.cpu.translate(&m.board, lin).expect("translate");
+    assert_eq!(t(&mut m, HIGH_ALIAS + 0x20_1234), Some(0x20_1234));
+    assert_eq!(t(&mut m, 0x4567_8ABC), Some(0x4567_8ABC));
+    assert_eq!(t(&mut m, 0x8000_0000), None);
+}

@@ -21,7 +21,7 @@ fn ip_mask(d: &Decoded) -> u64 {
 #[inline]
 fn check_target(cpu: &Interpreter, target: u64) -> Result<(), Fault> {
     if target > u64::from(cpu.state.seg(SegReg::Cs).limit)
-        && !(cpu.state.in_64bit_code() && crate::access::canonical(target))
+        && !(cpu.state.in_64bit_code() && crate::segment::is_canonical(target))
     {
         return Err(Fault::gp(0));
     }
@@ -109,7 +109,7 @@ pub(super) fn loop_(
         let t = cpu.state.rip.wrapping_add(d.imm) & ip_mask(d);
         branch(cpu, t)?;
     }
-    cpu.state.gpr[gpr::RCX] = (rcx & !am) | count;
+    cpu.state.gpr[gpr::RCX] = super::addr_update(rcx, count, am);
     Ok(())
 }
 

@@ -18,6 +18,7 @@ mod far;
 mod io;
 mod mmx;
 mod shift;
+mod sse;
 mod stack;
 mod string;
 mod system;
@@ -151,6 +152,18 @@ fn op_size(insn: &Instruction, i: u32) -> u8 {
         OpKind::Immediate32 | OpKind::Immediate8to32 => 4,
         OpKind::Immediate8to64 | OpKind::Immediate32to64 | OpKind::Immediate64 => 8,
         _ => 0,
+    }
+}
+
+/// The new value of an address register (rSI, rDI, rCX) that string instructions, LOOP and
+/// JrCXZ update at address-size mask `am`: a 16-bit update keeps bits 63:16, a 32-bit one
+/// is a 32-bit register write and zero-extends (SDM Vol. 1 §3.4.1.1).
+#[inline]
+pub(crate) const fn addr_update(old: u64, new: u64, am: u64) -> u64 {
+    if am == 0xFFFF {
+        (old & !0xFFFF) | (new & 0xFFFF)
+    } else {
+        new & am
     }
 }
 
@@ -441,7 +454,12 @@ fn select(insn: &Instruction, bitness: u32) -> (Handler, u8) {
         .any(|k| matches!(insn.op_kind(k), OpKind::FarBranch16 | OpKind::FarBranch32))
         || matches!(
             insn.code(),
-            Code::Jmp_m1616 | Code::Jmp_m1632 | Code::Call_m1616 | Code::Call_m1632
+            Code::Jmp_m1616
+                | Code::Jmp_m1632
+                | Code::Jmp_m1664
+                | Code::Call_m1616
+                | Code::Call_m1632
+                | Code::Call_m1664
         );
     let _ = bitness;
     let code = insn.code();
@@ -697,11 +715,17 @@ fn select(insn: &Instruction, bitness: u32) -> (Handler, u8) {
         | M::Sysret
         | M::Sysretq
         | M::Swapgs
-        | M::Rdtscp => (sys, END | SNAP),
+        | M::Rdtscp
+        | M::Clflush => (sys, END | SNAP),
 
-        _ => x87::select(insn)
-            .or_else(|| mmx::select(insn))
-            .unwrap_or((undefined, END)),
+        _ => {
+            if let Some(h) = sse::select(insn) {
+                return h;
+            }
+            x87::select(insn)
+                .or_else(|| mmx::select(insn))
+                .unwrap_or((undefined, END))
+        }
     }
 }
 

@@ -109,7 +109,7 @@ fn string_loop(
     let src_seg = d.seg;
     let bump = |cpu: &mut Interpreter, r: usize| {
         let v = cpu.state.gpr[r];
-        cpu.state.gpr[r] = (v & !am) | (v.wrapping_add(step) & am);
+        cpu.state.gpr[r] = super::addr_update(v, v.wrapping_add(step), am);
     };
     // Under TF a REP string instruction traps after every iteration (SDM Vol. 3A
     // §17.3.1.4); otherwise a visit runs at most CHUNK iterations and the remaining budget.
@@ -196,7 +196,7 @@ fn string_loop(
             return Ok(());
         }
         let rcx = cpu.state.gpr[gpr::RCX];
-        cpu.state.gpr[gpr::RCX] = (rcx & !am) | (rcx.wrapping_sub(1) & am);
+        cpu.state.gpr[gpr::RCX] = super::addr_update(rcx, rcx.wrapping_sub(1), am);
         *done += 1;
         if let Some(want_zf) = cond_zf {
             let zf = cpu.rflags() & fl::ZF != 0;
@@ -275,11 +275,11 @@ impl Interpreter {
         if mem.code_dirty() {
             self.smc = true;
         }
-        let adv = |v: u64| (v & !am) | (v.wrapping_add(bytes) & am);
+        let adv = |v: u64| super::addr_update(v, v.wrapping_add(bytes), am);
         self.state.gpr[gpr::RSI] = adv(self.state.gpr[gpr::RSI]);
         self.state.gpr[gpr::RDI] = adv(self.state.gpr[gpr::RDI]);
         let rcx = self.state.gpr[gpr::RCX];
-        self.state.gpr[gpr::RCX] = (rcx & !am) | (rcx.wrapping_sub(n) & am);
+        self.state.gpr[gpr::RCX] = super::addr_update(rcx, rcx.wrapping_sub(n), am);
         Ok(Some(n))
     }
 
@@ -331,9 +331,9 @@ impl Interpreter {
             self.smc = true;
         }
         let rdi = self.state.gpr[gpr::RDI];
-        self.state.gpr[gpr::RDI] = (rdi & !am) | (rdi.wrapping_add(bytes) & am);
+        self.state.gpr[gpr::RDI] = super::addr_update(rdi, rdi.wrapping_add(bytes), am);
         let rcx = self.state.gpr[gpr::RCX];
-        self.state.gpr[gpr::RCX] = (rcx & !am) | (rcx.wrapping_sub(n) & am);
+        self.state.gpr[gpr::RCX] = super::addr_update(rcx, rcx.wrapping_sub(n), am);
         Ok(Some(n))
     }
 }

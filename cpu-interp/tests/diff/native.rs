@@ -9,6 +9,9 @@ use super::{Case, NativeMode, Outcome};
 
 static DUMPS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
+/// A case's outcome and, for SIMD cases, the final 512-byte FXSAVE image.
+pub type FxOutcome = (Outcome, Option<Vec<u8>>);
+
 /// The compiled runner.
 pub struct NativeRunner {
     exe: PathBuf,
@@ -46,19 +49,34 @@ impl NativeRunner {
 
     /// Run `cases` on the host CPU in `mode`; one outcome per case, in order.
     pub fn run(&self, mode: NativeMode, cases: &[&Case]) -> Result<Vec<Outcome>, String> {
+        Ok(self
+            .run_fx(mode, cases, None)?
+            .into_iter()
+            .map(|(o, _)| o)
+            .collect())
+    }
+
+    /// Like [`Self::run`], each case starting from the FXSAVE image `fx[i]` (x87, MXCSR, XMM
+    /// state) when given; the outcome then comes with the final FXSAVE image.
+    pub fn run_fx(
+        &self,
+        mode: NativeMode,
+        cases: &[&Case],
+        fx: Option<&[&[u8; 512]]>,
+    ) -> Result<Vec<FxOutcome>, String> {
         let mut input = String::with_capacity(cases.len() * 120);
-        for c in cases {
+        for (i, c) in cases.iter().enumerate() {
             let code: String = c.code.iter().map(|b| format!("{b:02x}")).collect();
             input.push_str(match mode {
                 NativeMode::Compat32 => "32 ",
                 NativeMode::Long64 => "64 ",
             });
             input.push_str(&code);
-            for r in c.regs {
-                input.push_str(&format!(" {r:x}"));
+            for (r, hi) in c.regs.iter().zip(c.hi) {
+                input.push_str(&format!(" {:x}", u64::from(*r) | (u64::from(hi) << 32)));
             }
             input.push_str(&format!(
-                " {:x} {:x} {:x} {:x} {:x} {:x} {:x} {:x} {:x}\n",
+                " {:x} {:x} {:x} {:x} {:x} {:x} {:x} {:x} {:x}",
                 c.eflags,
                 c.mem_seed,
                 c.mem_style,
@@ -69,6 +87,16 @@ impl NativeRunner {
                 c.segs.eip,
                 c.code_offset
             ));
+            for r in c.ext {
+                input.push_str(&format!(" {r:x}"));
+            }
+            if let Some(img) = fx.and_then(|f| f.get(i)) {
+                input.push_str(" fx ");
+                for b in img.iter() {
+                    input.push_str(&format!("{b:02x}"));
+                }
+            }
+            input.push('\n');
         }
         if let Ok(dir) = std::env::var("PCVM_DIFF_DUMP_DIR") {
             // Debug aid: keep the runner input so a batch can be replayed by hand.
@@ -95,7 +123,8 @@ impl NativeRunner {
             ));
         }
         let text = String::from_utf8_lossy(&out.stdout);
-        let mut outcomes: Vec<Outcome> = text.lines().map(parse_line).collect::<Result<_, _>>()?;
+        let mut outcomes: Vec<FxOutcome> =
+            text.lines().map(parse_line).collect::<Result<_, _>>()?;
         if outcomes.len() != cases.len() {
             return Err(format!(
                 "native runner answered {} of {} cases",
@@ -104,7 +133,7 @@ impl NativeRunner {
             ));
         }
         // The runner reports the raw EIP; make it relative to where each case started.
-        for (o, c) in outcomes.iter_mut().zip(cases) {
+        for ((o, _), c) in outcomes.iter_mut().zip(cases) {
             let start = if mode == NativeMode::Long64 {
                 super::CODE_BASE as u32 + c.code_offset
             } else {
@@ -116,23 +145,26 @@ impl NativeRunner {
     }
 }
 
-fn parse_line(line: &str) -> Result<Outcome, String> {
+fn parse_line(line: &str) -> Result<FxOutcome, String> {
     let bad = || format!("bad runner output line `{line}`");
     let mut it = line.split_ascii_whitespace();
-    let mut hex = || -> Result<u64, String> {
+    let hex = |it: &mut std::str::SplitAsciiWhitespace| -> Result<u64, String> {
         let t = it.next().ok_or_else(bad)?;
         u64::from_str_radix(t, 16).map_err(|_| bad())
     };
-    let vector = hex()? as u8;
-    let error_code = hex()? as u32;
-    let fault_addr = hex()? as u32;
-    let rip_off = hex()? as u32;
+    let vector = hex(&mut it)? as u8;
+    let error_code = hex(&mut it)? as u32;
+    let fault_addr = hex(&mut it)? as u32;
+    let rip_off = hex(&mut it)? as u32;
     let mut regs = [0u32; 8];
-    for r in &mut regs {
-        *r = hex()? as u32;
+    let mut hi = [0u32; 8];
+    for (r, h) in regs.iter_mut().zip(&mut hi) {
+        let v = hex(&mut it)?;
+        *r = v as u32;
+        *h = (v >> 32) as u32;
     }
-    let eflags = hex()? as u32;
-    let n = hex()? as usize;
+    let eflags = hex(&mut it)? as u32;
+    let n = hex(&mut it)? as usize;
     let mut mem = Vec::with_capacity(n);
     for _ in 0..n {
         let t = it.next().ok_or_else(bad)?;
@@ -142,13 +174,33 @@ fn parse_line(line: &str) -> Result<Outcome, String> {
             u8::from_str_radix(v, 16).map_err(|_| bad())?,
         ));
     }
-    Ok(Outcome {
-        vector,
-        rip_off,
-        error_code,
-        fault_addr,
-        regs,
-        eflags,
-        mem,
-    })
+    let mut ext = [0u64; 8];
+    for r in &mut ext {
+        let t = it.next().ok_or_else(bad)?;
+        *r = u64::from_str_radix(t, 16).map_err(|_| bad())?;
+    }
+    let fx = match it.next() {
+        Some("fx") => {
+            let hex = it.next().ok_or_else(bad)?;
+            let bytes: Result<Vec<u8>, String> = (0..hex.len() / 2)
+                .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| bad()))
+                .collect();
+            Some(bytes?)
+        }
+        _ => None,
+    };
+    Ok((
+        Outcome {
+            vector,
+            rip_off,
+            error_code,
+            fault_addr,
+            regs,
+            hi,
+            ext,
+            eflags,
+            mem,
+        },
+        fx,
+    ))
 }
