@@ -88,6 +88,15 @@ fn value(r: &mut Rng, fam: Fam) -> u128 {
         let e = 0x3FFF - 20 + r.below(18) as u16;
         return pack(neg, e, (1 << 63) | r.next());
     }
+    if r.chance(3) {
+        // Pseudo-denormal, unnormal, pseudo-infinity, pseudo-NaN (SDM Vol. 1 §8.2.2).
+        return match r.below(4) {
+            0 => pack(neg, 0, (1 << 63) | (r.next() >> 1)),
+            1 => pack(neg, 1 + r.below(0x7FFD) as u16, r.next() >> 1),
+            2 => pack(neg, 0x7FFF, 0),
+            _ => pack(neg, 0x7FFF, (r.next() >> 1) | 1),
+        };
+    }
     match r.below(20) {
         0 => pack(neg, 0, 0),
         1 => pack(neg, 0x7FFF, 1 << 63),
@@ -287,7 +296,14 @@ fn x87_insn(r: &mut Rng, code: &mut Vec<u8>, fam: Fam) {
         }
         // Control: FLDCW (keeping the family's masks), FNSTCW, FNSTSW m16, FNCLEX.
         12 => {
-            if fam != Fam::Unmasked {
+            if r.chance(15) {
+                // FNINIT / FFREEP.
+                if r.chance(50) {
+                    code.extend_from_slice(&[0xDB, 0xE3]);
+                } else {
+                    code.extend_from_slice(&[0xDF, 0xC0 + i]);
+                }
+            } else if fam != Fam::Unmasked {
                 mem(code, &[0xD9], 5, 40);
             } else {
                 code.extend_from_slice(&[0xDB, 0xE2]);

@@ -1123,7 +1123,8 @@ pub(crate) fn partial_remainder(a: u128, b: u128, ieee: bool, env: &Env) -> (Out
         return (Outcome::exact(bits).with(de), Some(sw::C2));
     }
     if d < -1 || (d == -1 && !ieee) {
-        return (tiny_remainder(a, de, env), Some(0));
+        // The operand comes back in canonical form (a pseudo-denormal gets exponent 1).
+        return (tiny_remainder(fa.to_bits(), de, env), Some(0));
     }
     // Work in units of 2^min(ea, eb).
     let (na, nb, unit) = if d >= 0 {
