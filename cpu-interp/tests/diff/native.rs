@@ -9,8 +9,15 @@ use super::{Case, NativeMode, Outcome};
 
 static DUMPS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
-/// A case's outcome and, for SIMD cases, the final 512-byte FXSAVE image.
-pub type FxOutcome = (Outcome, Option<Vec<u8>>);
+/// A case's outcome and, for SIMD cases, the final state beyond it.
+pub type FxOutcome = (Outcome, Option<SimdState>);
+
+/// The final 512-byte FXSAVE image and the full 64-bit RAX…RDI of a SIMD case.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SimdState {
+    pub fx: Vec<u8>,
+    pub gpr64: [u64; 8],
+}
 
 /// The compiled runner.
 pub struct NativeRunner {
@@ -175,7 +182,14 @@ fn parse_line(line: &str) -> Result<FxOutcome, String> {
             let bytes: Result<Vec<u8>, String> = (0..hex.len() / 2)
                 .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| bad()))
                 .collect();
-            Some(bytes?)
+            let mut gpr64 = [0u64; 8];
+            if it.next() == Some("g64") {
+                for g in &mut gpr64 {
+                    let t = it.next().ok_or_else(bad)?;
+                    *g = u64::from_str_radix(t, 16).map_err(|_| bad())?;
+                }
+            }
+            Some(SimdState { fx: bytes?, gpr64 })
         }
         _ => None,
     };

@@ -4,6 +4,8 @@
 //! [`all`], so another set (x87, MMX) only adds a module and a line there.
 
 pub mod gen;
+pub mod long;
+pub mod rex;
 pub mod sse;
 pub mod sse2;
 pub mod sse3;
@@ -19,6 +21,8 @@ use crate::diff::Case;
 pub struct SimdCase {
     pub case: Case,
     pub fx: Box<[u8; 512]>,
+    /// The bytes only mean this in 64-bit mode (REX prefixes): run there only.
+    pub long_only: bool,
 }
 
 /// A named generator.
@@ -37,6 +41,7 @@ pub fn all() -> Vec<SimdFamily> {
         ssse3::families(),
         sse41::families(),
         sse42::families(),
+        rex::families(),
     ]
     .into_iter()
     .flatten()

@@ -107,7 +107,7 @@ const MOVE_LOGIC: &[OpSpec] = &[
     op("pinsrw", &[0x66, 0x0F, 0xC4], XmmGpr, 2, Imm::Any, Int),
     OpSpec {
         mem_only: true,
-        ..op("movnti", &[0x0F, 0xC3], GprStore, 4, Imm::None, Int)
+        ..op("movnti", &[0x0F, 0xC3], GprRm, 4, Imm::None, Int)
     },
 ];
 

@@ -66,7 +66,11 @@ fn mxcsr(rng: &mut Rng) -> SimdCase {
         c.code.extend_from_slice(&[0x0F, op, 0xC1]);
         c.code.extend_from_slice(&[0x0F, 0xAE, 0x1B]); // stmxcsr [ebx]
     }
-    SimdCase { case: c, fx }
+    SimdCase {
+        case: c,
+        fx,
+        long_only: false,
+    }
 }
 
 /// FXSAVE, or FXSAVE + changes + FXRSTOR.
@@ -84,7 +88,11 @@ fn fxsave(rng: &mut Rng) -> SimdCase {
         }
         c.code.extend_from_slice(&[0x0F, 0xAE, 0x0B]); // fxrstor [ebx]
     }
-    SimdCase { case: c, fx }
+    SimdCase {
+        case: c,
+        fx,
+        long_only: false,
+    }
 }
 
 /// XSAVE with a random request mask in EDX:EAX, or XSAVE + changes + XRSTOR.
@@ -117,7 +125,11 @@ fn xsave(rng: &mut Rng) -> SimdCase {
         }
         c.code.extend_from_slice(&[0x0F, 0xAE, 0x2B]); // xrstor [ebx]
     }
-    SimdCase { case: c, fx }
+    SimdCase {
+        case: c,
+        fx,
+        long_only: false,
+    }
 }
 
 pub fn families() -> Vec<SimdFamily> {
