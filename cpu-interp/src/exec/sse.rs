@@ -330,15 +330,21 @@ fn crc32(cpu: &mut Interpreter, p: &mut dyn Platform, d: &Decoded) -> Result<(),
             (cpu.simd_load(p, d, len, false)? as u64, len)
         }
     };
-    let mut crc = cpu.gpr_read(dst) as u32;
-    for k in 0..len {
+    let crc = crc32c(cpu.gpr_read(dst) as u32, v, len);
+    cpu.gpr_write(dst, u64::from(crc));
+    Ok(())
+}
+
+/// Accumulate the low `len` bytes of `v` (least significant first) into a CRC-32C value,
+/// bit-reflected, without the conventional pre/post inversion (as the instruction does).
+fn crc32c(mut crc: u32, v: u64, len: usize) -> u32 {
+    for k in 0..len.min(8) {
         crc ^= u32::from((v >> (8 * k)) as u8);
         for _ in 0..8 {
             crc = (crc >> 1) ^ (0x82F6_3B78 & (crc & 1).wrapping_neg());
         }
     }
-    cpu.gpr_write(dst, u64::from(crc));
-    Ok(())
+    crc
 }
 
 /// MASKMOVDQU xmm1, xmm2: store the bytes of xmm1 whose mask byte in xmm2 has its top bit
@@ -947,7 +953,13 @@ fn simd(cpu: &mut Interpreter, p: &mut dyn Platform, d: &Decoded) -> Result<(), 
         M::Cvtdq2ps => Some(fp_packed::<F32>(e, b, b, |e, x, _| {
             float::from_int::<F32>(e, i64::from(x as u32 as i32))
         })),
-        M::Cvtdq2pd => {
+        // The memory forms of CVTPI2PS/CVTPI2PD (the MMX-register forms belong with MMX).
+        M::Cvtpi2ps => {
+            let lo = float::from_int::<F32>(e, slane(b, 32, 0));
+            let hi = float::from_int::<F32>(e, slane(b, 32, 1));
+            Some((a & !u128::from(u64::MAX)) | u128::from(lo) | (u128::from(hi) << 32))
+        }
+        M::Cvtdq2pd | M::Cvtpi2pd => {
             let lo = float::from_int::<F64>(e, slane(b, 32, 0));
             let hi = float::from_int::<F64>(e, slane(b, 32, 1));
             Some(u128::from(lo) | (u128::from(hi) << 64))
@@ -988,7 +1000,7 @@ fn simd(cpu: &mut Interpreter, p: &mut dyn Platform, d: &Decoded) -> Result<(), 
         M::Dppd => Some(dppd(e, a, b, imm)),
         M::Rcpps | M::Rcpss | M::Rsqrtps | M::Rsqrtss => {
             let rsqrt = matches!(m, M::Rsqrtps | M::Rsqrtss);
-            let f = |x: u64| u64::from(approx_recip(x as u32, rsqrt, cpu.state.fpu.mxcsr));
+            let f = |x: u64| u64::from(approx_recip(x as u32, rsqrt));
             Some(if matches!(m, M::Rcpps | M::Rsqrtps) {
                 int::build(32, |i| f(lane(b, 32, i)))
             } else {
@@ -1247,18 +1259,18 @@ fn dppd(e: &mut Env, a: u128, b: u128, imm: u8) -> u128 {
     int::build(64, |i| if imm >> i & 1 != 0 { s } else { 0 })
 }
 
-/// RCPPS/RSQRTPS approximation: the exact result truncated to 12 significant bits (relative
-/// error ≤ 2⁻¹¹, within the SDM's 1.5·2⁻¹² bound only approximately; real processors differ
-/// from each other here). Denormal inputs count as zero, tiny results flush to zero, NaNs
-/// are quieted, and no MXCSR flags are raised (SDM Vol. 2B RCPPS).
-fn approx_recip(x: u32, rsqrt: bool, _mxcsr: u32) -> u32 {
+/// RCPPS/RSQRTPS: processors return an approximation within 1.5·2⁻¹² relative error whose
+/// exact bits differ between vendors; this returns the double-precision result rounded to
+/// single, well within that bound. Denormal inputs count as zero (±∞ results), results below the normal
+/// range flush to zero, NaNs are quieted, a negative RSQRTPS input gives the default NaN,
+/// and no MXCSR flags are raised (SDM Vol. 2B RCPPS, RSQRTPS).
+fn approx_recip(x: u32, rsqrt: bool) -> u32 {
     let nan = x & 0x7F80_0000 == 0x7F80_0000 && x & 0x7F_FFFF != 0;
     if nan {
         return x | 0x40_0000;
     }
     let sign = x & 0x8000_0000;
-    let zero = x & 0x7F80_0000 == 0;
-    if zero {
+    if x & 0x7F80_0000 == 0 {
         return sign | 0x7F80_0000;
     }
     if rsqrt && sign != 0 {
@@ -1270,5 +1282,50 @@ fn approx_recip(x: u32, rsqrt: bool, _mxcsr: u32) -> u32 {
     if r32.abs() < f32::MIN_POSITIVE {
         return sign;
     }
-    r32.to_bits() & !0xFFF
+    r32.to_bits()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reciprocal_approximations_meet_the_sdm_bound() {
+        for x in [1.0f32, 3.0, 0.1, 1e30, -7.5, 1.2e-38] {
+            let r = f32::from_bits(approx_recip(x.to_bits(), false));
+            if x.abs() < 1e30 {
+                assert!(((r * x) - 1.0).abs() <= 1.5 / 4096.0, "rcp({x}) = {r}");
+            }
+            if x > 0.0 {
+                let q = f32::from_bits(approx_recip(x.to_bits(), true));
+                assert!(
+                    ((q * q * x) - 1.0).abs() <= 3.0 / 4096.0,
+                    "rsqrt({x}) = {q}"
+                );
+            }
+        }
+        assert_eq!(
+            approx_recip(0x8000_0001, false),
+            0xFF80_0000,
+            "denormal → −∞"
+        );
+        assert_eq!(approx_recip(0x7F7F_FFFF, false), 0, "tiny result flushes");
+        assert_eq!(
+            approx_recip(0xBF80_0000, true),
+            0xFFC0_0000,
+            "rsqrt(−1) = QNaN indefinite"
+        );
+        assert_eq!(approx_recip(0x7F80_0001, true), 0x7FC0_0001, "SNaN quieted");
+    }
+
+    #[test]
+    fn crc32c_of_a_known_string() {
+        // CRC-32C("123456789") = 0xE3069283 with the conventional pre/post inversion; fed
+        // as one 8-byte and one 1-byte step like CRC32 r64, m64 then CRC32 r32, m8.
+        let s = b"123456789";
+        let mut q = [0u8; 8];
+        q.copy_from_slice(&s[..8]);
+        let crc = crc32c(!0, u64::from_le_bytes(q), 8);
+        assert_eq!(!crc32c(crc, u64::from(s[8]), 1), 0xE306_9283);
+    }
 }
