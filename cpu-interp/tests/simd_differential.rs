@@ -401,6 +401,9 @@ fn native_simd_known_results() {
     let case = |code: &[u8]| Case {
         code: code.to_vec(),
         regs: [0; 8],
+        hi: [0; 8],
+        ext: [0; 8],
+        long_only: false,
         eflags: 0,
         mem_seed: 1,
         mem_style: 0,

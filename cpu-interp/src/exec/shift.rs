@@ -49,6 +49,7 @@ pub(super) fn shift(cpu: &mut Interpreter, p: &mut dyn Platform, d: &Decoded) ->
         cpu.get_reg(d.o0, size)
     };
     if n == 0 {
+        zero_count_write(cpu, d, a);
         return Ok(());
     }
     let f0 = cpu.rflags();
@@ -158,6 +159,16 @@ pub(super) fn shift(cpu: &mut Interpreter, p: &mut dyn Platform, d: &Decoded) ->
     Ok(())
 }
 
+/// A shift by a masked count of 0 changes no flags and no value, but a 32-bit register
+/// destination is still written, which clears bits 63:32 (SDM Vol. 1 §3.4.1.1; as the
+/// processors the differential test runs on do).
+#[inline]
+fn zero_count_write(cpu: &mut Interpreter, d: &Decoded, a: u64) {
+    if d.size == 4 && d.o0 != MEM {
+        cpu.set_reg(d.o0, 4, a);
+    }
+}
+
 /// SHLD / SHRD: double-precision shifts (SDM Vol. 2B SHLD, SHRD).
 pub(super) fn shxd(cpu: &mut Interpreter, p: &mut dyn Platform, d: &Decoded) -> Result<(), Fault> {
     let size = d.size;
@@ -175,6 +186,7 @@ pub(super) fn shxd(cpu: &mut Interpreter, p: &mut dyn Platform, d: &Decoded) -> 
     };
     let b = cpu.get_reg(d.o1, size);
     if n == 0 {
+        zero_count_write(cpu, d, a);
         return Ok(());
     }
     let shld = d.insn.mnemonic() == Mnemonic::Shld;

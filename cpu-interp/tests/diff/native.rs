@@ -79,11 +79,11 @@ impl NativeRunner {
                 NativeMode::Long64 => "64 ",
             });
             input.push_str(&code);
-            for r in c.regs {
-                input.push_str(&format!(" {r:x}"));
+            for (r, hi) in c.regs.iter().zip(c.hi) {
+                input.push_str(&format!(" {:x}", u64::from(*r) | (u64::from(hi) << 32)));
             }
             input.push_str(&format!(
-                " {:x} {:x} {:x} {:x} {:x} {:x} {:x} {:x} {:x}\n",
+                " {:x} {:x} {:x} {:x} {:x} {:x} {:x} {:x} {:x}",
                 c.eflags,
                 c.mem_seed,
                 c.mem_style,
@@ -94,14 +94,16 @@ impl NativeRunner {
                 c.segs.eip,
                 c.code_offset
             ));
+            for r in c.ext {
+                input.push_str(&format!(" {r:x}"));
+            }
             if let Some(img) = fx.and_then(|f| f.get(i)) {
-                input.pop();
                 input.push_str(" fx ");
                 for b in img.iter() {
                     input.push_str(&format!("{b:02x}"));
                 }
-                input.push('\n');
             }
+            input.push('\n');
         }
         if let Ok(dir) = std::env::var("PCVM_DIFF_DUMP_DIR") {
             // Debug aid: keep the runner input so a batch can be replayed by hand.
@@ -153,20 +155,23 @@ impl NativeRunner {
 fn parse_line(line: &str) -> Result<FxOutcome, String> {
     let bad = || format!("bad runner output line `{line}`");
     let mut it = line.split_ascii_whitespace();
-    let mut hex = || -> Result<u64, String> {
+    let hex = |it: &mut std::str::SplitAsciiWhitespace| -> Result<u64, String> {
         let t = it.next().ok_or_else(bad)?;
         u64::from_str_radix(t, 16).map_err(|_| bad())
     };
-    let vector = hex()? as u8;
-    let error_code = hex()? as u32;
-    let fault_addr = hex()? as u32;
-    let rip_off = hex()? as u32;
+    let vector = hex(&mut it)? as u8;
+    let error_code = hex(&mut it)? as u32;
+    let fault_addr = hex(&mut it)? as u32;
+    let rip_off = hex(&mut it)? as u32;
     let mut regs = [0u32; 8];
-    for r in &mut regs {
-        *r = hex()? as u32;
+    let mut hi = [0u32; 8];
+    for (r, h) in regs.iter_mut().zip(&mut hi) {
+        let v = hex(&mut it)?;
+        *r = v as u32;
+        *h = (v >> 32) as u32;
     }
-    let eflags = hex()? as u32;
-    let n = hex()? as usize;
+    let eflags = hex(&mut it)? as u32;
+    let n = hex(&mut it)? as usize;
     let mut mem = Vec::with_capacity(n);
     for _ in 0..n {
         let t = it.next().ok_or_else(bad)?;
@@ -175,6 +180,11 @@ fn parse_line(line: &str) -> Result<FxOutcome, String> {
             u16::from_str_radix(o, 16).map_err(|_| bad())?,
             u8::from_str_radix(v, 16).map_err(|_| bad())?,
         ));
+    }
+    let mut ext = [0u64; 8];
+    for r in &mut ext {
+        let t = it.next().ok_or_else(bad)?;
+        *r = u64::from_str_radix(t, 16).map_err(|_| bad())?;
     }
     let fx = match it.next() {
         Some("fx") => {
@@ -200,6 +210,8 @@ fn parse_line(line: &str) -> Result<FxOutcome, String> {
             error_code,
             fault_addr,
             regs,
+            hi,
+            ext,
             eflags,
             mem,
         },

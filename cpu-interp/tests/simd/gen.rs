@@ -242,6 +242,9 @@ pub fn base_case(rng: &mut Rng) -> Case {
     Case {
         code: Vec::new(),
         regs,
+        hi: [0; 8],
+        ext: [0; 8],
+        long_only: false,
         eflags: rng.u32() & 0x0CD5,
         mem_seed: rng.next_u64(),
         mem_style: 0,
