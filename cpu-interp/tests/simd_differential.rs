@@ -2,9 +2,9 @@
 //! CPU (issue 4): each case starts from a seeded FXSAVE image (MXCSR, XMM0–15, x87 control) and
 //! the same registers and memory on both sides, runs one instruction (or a short sequence)
 //! natively and in the interpreter (CPL 3, CR4.OSFXSR|OSXMMEXCPT|OSXSAVE, XCR0 = x87|SSE) in
-//! both 32-bit mode (host: compatibility mode; interpreter: protected mode, `diff/interp.rs`)
-//! and 64-bit mode (`simd/long.rs`; every case whose bytes mean the same there, plus the
-//! REX-prefixed `rex-64bit` family); GPRs (in full in 64-bit mode), flags, memory, the
+//! both 32-bit mode (host: compatibility mode; interpreter: protected mode) and 64-bit mode
+//! (every case whose bytes mean the same there, plus the REX-prefixed `rex-64bit` family,
+//! whose cases are `long_only`); GPRs (all sixteen in full for those), flags, memory, the
 //! exception vector and the final FXSAVE image must agree. Families live in `simd/` (one
 //! module per instruction set).
 //!
@@ -28,7 +28,6 @@ use diff::prng::Rng;
 use diff::{compare, describe, same_in_64bit_mode, Case, NativeMode, Segs};
 use pcvm_core::cpu_state::cr;
 use pcvm_core::CpuState;
-use simd::long::Interp64;
 use simd::{SimdCase, SimdFamily};
 
 const DEFAULT_SEED: u64 = 0x5EED_0004_551D_0001;
@@ -108,9 +107,8 @@ struct Report {
     details: Vec<String>,
 }
 
-/// Field-by-field differences of two outcomes; `full` also compares RAX…RDI in full and all
-/// sixteen XMM registers (64-bit mode runs).
-fn differences(case: &Case, a: &FxOutcome, b: &FxOutcome, full: bool) -> Vec<String> {
+/// Field-by-field differences of two outcomes, the FXSAVE image included.
+fn differences(case: &Case, a: &FxOutcome, b: &FxOutcome) -> Vec<String> {
     let mut d = compare(case, &a.0, &b.0);
     if a.0.mem != b.0.mem {
         // The bytes where the two differ (the full lists can be long: FXSAVE writes 512).
@@ -129,16 +127,7 @@ fn differences(case: &Case, a: &FxOutcome, b: &FxOutcome, full: bool) -> Vec<Str
         ));
     }
     match (&a.1, &b.1) {
-        (Some(x), Some(y)) => {
-            d.extend(simd::fx_differences(&x.fx, &y.fx));
-            if full {
-                for (i, (p, q)) in x.gpr64.iter().zip(&y.gpr64).enumerate() {
-                    if p != q {
-                        d.push(format!("64-bit gpr{i}: interp {p:#018x} host {q:#018x}"));
-                    }
-                }
-            }
-        }
+        (Some(x), Some(y)) => d.extend(simd::fx_differences(&x.fx, &y.fx)),
         _ => d.push("no FXSAVE image".into()),
     }
     d
@@ -146,18 +135,7 @@ fn differences(case: &Case, a: &FxOutcome, b: &FxOutcome, full: bool) -> Vec<Str
 
 /// The interpreter's final state as the runner reports the host's.
 fn simd_state(st: &CpuState) -> Option<SimdState> {
-    let mut gpr64 = [0u64; 8];
-    gpr64.copy_from_slice(&st.gpr[..8]);
-    Some(SimdState {
-        fx: image_of(st),
-        gpr64,
-    })
-}
-
-/// The two interpreter machines a worker uses.
-struct Sides {
-    i32: InterpSide,
-    i64: Interp64,
+    Some(SimdState { fx: image_of(st) })
 }
 
 fn run_family(
@@ -165,18 +143,20 @@ fn run_family(
     seed: u64,
     indices: &[u64],
     native: &NativeRunner,
-    sides: &mut Sides,
+    interp: &mut InterpSide,
 ) -> Report {
     let start = Instant::now();
     let cases: Vec<SimdCase> = indices
         .iter()
         .map(|&i| (fam.gen)(&mut Rng::for_case(seed, fam.name, i)))
         .collect();
-    let compat_idx: Vec<usize> = (0..cases.len()).filter(|&i| !cases[i].long_only).collect();
+    let compat_idx: Vec<usize> = (0..cases.len())
+        .filter(|&i| !cases[i].case.long_only)
+        .collect();
     let long_idx: Vec<usize> = (0..cases.len())
         .filter(|&i| {
             let c = &cases[i].case;
-            cases[i].long_only
+            c.long_only
                 || (c.allow_64
                     && c.segs == Segs::FLAT.at(c.code_offset)
                     && same_in_64bit_mode(&c.code))
@@ -234,7 +214,7 @@ fn run_family(
         if let Some(c) = compat_of[i] {
             // The two host modes must agree with each other, or the harness is wrong.
             if let Some(l) = long_of[i] {
-                let d = differences(case, l, c, false);
+                let d = differences(case, l, c);
                 if !d.is_empty() {
                     r.harness_errors += 1;
                     if r.harness_errors <= show_max {
@@ -247,12 +227,11 @@ fn run_family(
                     continue;
                 }
             }
-            let got = sides
-                .i32
+            let got = interp
                 .run_with(case, &prepare(&sc.fx))
                 .map(|(o, st)| (o, simd_state(&st)));
             let d = match got {
-                Ok(o) => differences(case, &o, c, false),
+                Ok(o) => differences(case, &o, c),
                 Err(e) => vec![format!("interpreter: {e}")],
             };
             if !d.is_empty() {
@@ -260,12 +239,11 @@ fn run_family(
             }
         }
         if let Some(l) = long_of[i] {
-            let got = sides
-                .i64
-                .run_with(case, &prepare(&sc.fx))
+            let got = interp
+                .run64_with(case, &prepare(&sc.fx))
                 .map(|(o, st)| (o, simd_state(&st)));
             let d = match got {
-                Ok(o) => differences(case, &o, l, true),
+                Ok(o) => differences(case, &o, l),
                 Err(e) => vec![format!("interpreter (64-bit): {e}")],
             };
             if !d.is_empty() {
@@ -274,7 +252,7 @@ fn run_family(
         }
         if let Some((bits, d)) = failed.first() {
             r.mismatches += 1;
-            let bitness = if sc.long_only { 64 } else { 32 };
+            let bitness = if case.long_only { 64 } else { 32 };
             if r.details.len() < show_max
                 && shown.insert((*bits, mnemonics_in(&case.code, bitness)))
             {
@@ -342,15 +320,12 @@ fn simd_differential() {
     std::thread::scope(|s| {
         for _ in 0..workers {
             s.spawn(|| {
-                let mut sides = Sides {
-                    i32: InterpSide::new().expect("interpreter machine"),
-                    i64: Interp64::new().expect("64-bit interpreter machine"),
-                };
+                let mut interp = InterpSide::new().expect("interpreter machine");
                 loop {
                     let Some(f) = queue.lock().expect("queue").pop() else {
                         break;
                     };
-                    let r = run_family(f, seed, &indices, native, &mut sides);
+                    let r = run_family(f, seed, &indices, native, &mut interp);
                     reports.lock().expect("reports").push(r);
                 }
             });

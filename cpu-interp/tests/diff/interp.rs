@@ -391,6 +391,15 @@ impl InterpSide {
         self.run_in(case, false, prepare)
     }
 
+    /// Like [`Self::run_with`], in 64-bit mode.
+    pub fn run64_with(
+        &mut self,
+        case: &Case,
+        prepare: &dyn Fn(&mut CpuState),
+    ) -> Result<(Outcome, CpuState), String> {
+        self.run_in(case, true, prepare)
+    }
+
     fn run_in(
         &mut self,
         case: &Case,

@@ -12,11 +12,10 @@ static DUMPS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::n
 /// A case's outcome and, for SIMD cases, the final state beyond it.
 pub type FxOutcome = (Outcome, Option<SimdState>);
 
-/// The final 512-byte FXSAVE image and the full 64-bit RAX…RDI of a SIMD case.
+/// The final state of a SIMD case beyond the GPRs: its 512-byte FXSAVE image.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SimdState {
     pub fx: Vec<u8>,
-    pub gpr64: [u64; 8],
 }
 
 /// The compiled runner.
@@ -192,14 +191,7 @@ fn parse_line(line: &str) -> Result<FxOutcome, String> {
             let bytes: Result<Vec<u8>, String> = (0..hex.len() / 2)
                 .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| bad()))
                 .collect();
-            let mut gpr64 = [0u64; 8];
-            if it.next() == Some("g64") {
-                for g in &mut gpr64 {
-                    let t = it.next().ok_or_else(bad)?;
-                    *g = u64::from_str_radix(t, 16).map_err(|_| bad())?;
-                }
-            }
-            Some(SimdState { fx: bytes?, gpr64 })
+            Some(SimdState { fx: bytes? })
         }
         _ => None,
     };

@@ -27,7 +27,7 @@
  * SIMD extension (tests/simd_differential.rs): an input line may end with ` fx <1024 hex>`, a
  * 512-byte FXSAVE image loaded with FXRSTOR just before the sequence starts; the output line
  * then ends with ` fx <1024 hex>`, the FXSAVE image of the signal context (x87, MXCSR, XMM0-15)
- * when the sequence ended, and ` g64 <8 hex>`: RAX..RDI in full (64-bit mode results).
+ * when the sequence ended.
  */
 #define _GNU_SOURCE
 #include <setjmp.h>
@@ -347,8 +347,6 @@ int main(void) {
         if (with_fx) {
             printf(" fx ");
             for (size_t i = 0; i < sizeof res.fx; i++) printf("%02x", res.fx[i]);
-            printf(" g64");
-            for (int i = 0; i < 8; i++) printf(" %llx", (unsigned long long)res.gpr[i]);
         }
         printf("\n");
     }

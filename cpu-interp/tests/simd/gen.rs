@@ -377,7 +377,6 @@ pub fn case_with_rex(rng: &mut Rng, spec: &OpSpec, how: Mxcsr, rex: bool) -> Sim
     SimdCase {
         case: c,
         fx: fx_image(mx, &xmm),
-        long_only: false,
     }
 }
 

@@ -4,7 +4,6 @@
 //! [`all`], so another set (x87, MMX) only adds a module and a line there.
 
 pub mod gen;
-pub mod long;
 pub mod rex;
 pub mod sse;
 pub mod sse2;
@@ -21,8 +20,6 @@ use crate::diff::Case;
 pub struct SimdCase {
     pub case: Case,
     pub fx: Box<[u8; 512]>,
-    /// The bytes only mean this in 64-bit mode (REX prefixes): run there only.
-    pub long_only: bool,
 }
 
 /// A named generator.

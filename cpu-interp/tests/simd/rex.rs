@@ -10,7 +10,7 @@ fn any_rex(rng: &mut Rng) -> SimdCase {
     let all = specs();
     let spec = all[rng.below(all.len() as u32) as usize];
     let mut c = case_with_rex(rng, &spec, Mxcsr::Usual, true);
-    c.long_only = true;
+    c.case.long_only = true;
     c
 }
 

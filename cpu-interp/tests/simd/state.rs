@@ -66,11 +66,7 @@ fn mxcsr(rng: &mut Rng) -> SimdCase {
         c.code.extend_from_slice(&[0x0F, op, 0xC1]);
         c.code.extend_from_slice(&[0x0F, 0xAE, 0x1B]); // stmxcsr [ebx]
     }
-    SimdCase {
-        case: c,
-        fx,
-        long_only: false,
-    }
+    SimdCase { case: c, fx }
 }
 
 /// FXSAVE, or FXSAVE + changes + FXRSTOR.
@@ -88,11 +84,7 @@ fn fxsave(rng: &mut Rng) -> SimdCase {
         }
         c.code.extend_from_slice(&[0x0F, 0xAE, 0x0B]); // fxrstor [ebx]
     }
-    SimdCase {
-        case: c,
-        fx,
-        long_only: false,
-    }
+    SimdCase { case: c, fx }
 }
 
 /// XSAVE with a random request mask in EDX:EAX, or XSAVE + changes + XRSTOR.
@@ -125,11 +117,7 @@ fn xsave(rng: &mut Rng) -> SimdCase {
         }
         c.code.extend_from_slice(&[0x0F, 0xAE, 0x2B]); // xrstor [ebx]
     }
-    SimdCase {
-        case: c,
-        fx,
-        long_only: false,
-    }
+    SimdCase { case: c, fx }
 }
 
 pub fn families() -> Vec<SimdFamily> {
