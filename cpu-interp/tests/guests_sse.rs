@@ -198,3 +198,36 @@ fn random_sse_encodings_never_panic() {
         let _ = m.run();
     }
 }
+
+/// The SSE instructions on MMX registers fault like MMX ones: CR0.EM → #UD, CR0.TS → #NM,
+/// a pending unmasked x87 exception → #MF; otherwise they enter MMX state (TOP = 0, all
+/// tags valid).
+#[test]
+fn sse_on_mmx_registers_fault_like_mmx() {
+    let pavgb = |a: &mut CodeAssembler| {
+        a.pavgb(mm0, mm1)?;
+        a.hlt()
+    };
+    assert_eq!(run32(cr::CR0_EM, OS_SSE, pavgb).0, 6);
+    assert_eq!(run32(cr::CR0_TS, OS_SSE, pavgb).0, 7);
+    let mut m = pm32_machine(pavgb);
+    let mut s = m.state();
+    s.cr4 |= OS_SSE;
+    s.fpu.fcw = 0x037E; // IM clear
+    s.fpu.fsw = 0x8081 | (5 << 11); // IE pending (ES, B), TOP = 5
+    m.set_state(&s);
+    m.run_to_halt();
+    assert_eq!(m.recorded().0, 16, "#MF");
+    let (v, s) = run32(0, OS_SSE, |a| {
+        a.pavgb(mm0, mm1)?;
+        a.hlt()
+    });
+    assert_eq!(v, 0xEEEE_EEEE);
+    assert_eq!((s.fpu.fsw >> 11) & 7, 0, "TOP = 0");
+    assert_eq!(s.fpu.ftw, 0xFF, "all tags valid");
+    assert_eq!(
+        &s.fpu.st[0][8..10],
+        &[0xFF, 0xFF],
+        "MM0 written with exponent ones"
+    );
+}

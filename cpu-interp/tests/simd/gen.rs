@@ -45,6 +45,9 @@ pub enum Vals {
     Int,
     F32,
     F64,
+    /// Integers in the XMM registers and in MM0–MM7, with a random x87 TOP and tag word (the
+    /// SSE instructions on MMX registers).
+    Mmx,
 }
 
 /// One instruction form.
@@ -172,7 +175,7 @@ pub fn f64_val(rng: &mut Rng) -> u64 {
 /// A random 128-bit register value of the given kind.
 pub fn xmm_val(rng: &mut Rng, vals: Vals) -> u128 {
     match vals {
-        Vals::Int => {
+        Vals::Int | Vals::Mmx => {
             let mut v = 0u128;
             for i in 0..4 {
                 let w = match rng.below(6) {
@@ -306,6 +309,18 @@ pub fn case_with_rex(rng: &mut Rng, spec: &OpSpec, how: Mxcsr, rex: bool) -> Sim
         xmm[1] = xmm[0];
     }
     let mx = mxcsr_val(rng, how);
+    let mut fx = fx_image(mx, &xmm);
+    if spec.vals == Vals::Mmx {
+        // x87 registers in stack order with their exponent bytes, a random TOP and tags;
+        // the exception flags stay masked (no #MF).
+        for i in 0..8 {
+            let v = xmm_val(rng, Vals::Int);
+            fx[32 + 16 * i..42 + 16 * i].copy_from_slice(&v.to_le_bytes()[..10]);
+        }
+        let fsw = (rng.below(8) << 11) as u16 | (rng.below(64) as u16);
+        fx[2..4].copy_from_slice(&fsw.to_le_bytes());
+        fx[4] = rng.u32() as u8;
+    }
     let use_mem = spec.mem > 0 && (spec.mem_only || rng.chance(1, 3));
     let prefixes = spec
         .opcode
@@ -374,10 +389,7 @@ pub fn case_with_rex(rng: &mut Rng, spec: &OpSpec, how: Mxcsr, rex: bool) -> Sim
         }),
         Imm::Round => c.code.push(rng.below(16) as u8),
     }
-    SimdCase {
-        case: c,
-        fx: fx_image(mx, &xmm),
-    }
+    SimdCase { case: c, fx }
 }
 
 /// A family that picks one of `specs` per case.
