@@ -10,8 +10,8 @@
 //!
 //! Families: `x87-arith` (loads, stores, arithmetic, compares, FCOMI/FCMOV, control, with all
 //! exceptions masked), `x87-unmasked` (random exception masks, so #MF and the unmasked
-//! responses occur), `mmx` (MMX and the SSE/SSE2/SSSE3 integer forms on MMX registers, mixed
-//! with x87 stack use). Transcendentals are exercised by
+//! responses occur), `mmx` (MMX, and the SSE/SSE2/SSSE3 integer forms on MMX registers of
+//! `exec/sse.rs`, mixed with x87 stack use). Transcendentals are exercised by
 //! `x87-transcendental`, which allows 1 ULP (the host rounds its own approximations) and
 //! ignores C1 there.
 //!

@@ -5,7 +5,7 @@
 //! exponent bits to ones; EMMS empties the tag word (SDM Vol. 1 §9.5.1, Table 9-2). Faults:
 //! CR0.EM → #UD, CR0.TS → #NM, a pending x87 exception → #MF (SDM Vol. 3A §2.5; Vol. 2
 //! "Numeric Exceptions" of each MMX instruction). The SSE extensions that operate on MMX
-//! registers (PSHUFW, PMINUB, PADDQ, …) are not here.
+//! registers (PSHUFW, PMINUB, PADDQ, …) are in `exec/sse.rs`.
 
 use iced_x86::{Instruction, Mnemonic, OpKind, Register};
 use pcvm_core::cpu_state::cr;
@@ -15,62 +15,12 @@ use super::{Decoded, Handler};
 use crate::fault::vector;
 use crate::{Fault, Interpreter};
 
-/// The handler for an MMX instruction, or `None`: the MMX set, and the integer SSE, SSE2 and
-/// SSSE3 instructions on MMX registers (`sse::select` declines every MMX-register form).
+/// The handler for an MMX instruction, or `None`.
 pub(super) fn select(insn: &Instruction) -> Option<(Handler, u8)> {
-    use iced_x86::CpuidFeature as F;
-    let features = insn.cpuid_features();
-    let mmx = features == [F::MMX];
+    let mmx = insn.cpuid_features() == [iced_x86::CpuidFeature::MMX];
     let xmm = (0..insn.op_count())
         .any(|k| insn.op_kind(k) == OpKind::Register && insn.op_register(k).is_xmm());
-    let on_mm = (0..insn.op_count())
-        .any(|k| insn.op_kind(k) == OpKind::Register && insn.op_register(k).is_mm());
-    let simd_on_mm = on_mm
-        && features
-            .iter()
-            .all(|f| matches!(f, F::MMX | F::SSE | F::SSE2 | F::SSSE3))
-        && sse_on_mm(insn.mnemonic());
-    ((mmx || simd_on_mm) && !xmm).then_some((exec as Handler, 0))
-}
-
-/// The SSE/SSE2/SSSE3 integer instructions this file implements on MMX registers.
-fn sse_on_mm(m: Mnemonic) -> bool {
-    use Mnemonic as M;
-    matches!(
-        m,
-        M::Pshufw
-            | M::Pinsrw
-            | M::Pextrw
-            | M::Pmovmskb
-            | M::Pminub
-            | M::Pmaxub
-            | M::Pminsw
-            | M::Pmaxsw
-            | M::Pavgb
-            | M::Pavgw
-            | M::Pmulhuw
-            | M::Psadbw
-            | M::Movntq
-            | M::Paddq
-            | M::Psubq
-            | M::Pmuludq
-            | M::Pshufb
-            | M::Phaddw
-            | M::Phaddd
-            | M::Phaddsw
-            | M::Phsubw
-            | M::Phsubd
-            | M::Phsubsw
-            | M::Pmaddubsw
-            | M::Pmulhrsw
-            | M::Psignb
-            | M::Psignw
-            | M::Psignd
-            | M::Pabsb
-            | M::Pabsw
-            | M::Pabsd
-            | M::Palignr
-    )
+    (mmx && !xmm).then_some((exec as Handler, 0))
 }
 
 fn mm_index(r: Register) -> usize {
@@ -83,7 +33,7 @@ impl Interpreter {
         let s = &self.state.fpu.st[(i + 8 - usize::from(self.top())) & 7];
         u64::from_le_bytes([s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7]])
     }
-    /// Write MMi (after [`Self::mmx_enter`], so TOP = 0 and MMi = ST(i)).
+    /// Write MMi (after [`Self::enter_mmx_state`], so TOP = 0 and MMi = ST(i)).
     fn set_mm(&mut self, i: usize, v: u64) {
         let s = &mut self.state.fpu.st[i & 7];
         s[..8].copy_from_slice(&v.to_le_bytes());
@@ -91,7 +41,7 @@ impl Interpreter {
         s[9] = 0xFF;
     }
     /// The x87 state change of an MMX instruction: TOP = 0, all tags valid.
-    fn mmx_enter(&mut self) {
+    fn enter_mmx_state(&mut self) {
         self.set_top(0);
         self.state.fpu.ftw = 0xFF;
     }
@@ -220,42 +170,21 @@ fn exec(cpu: &mut Interpreter, p: &mut dyn Platform, d: &Decoded) -> Result<(), 
         }
         OpKind::Memory => {
             let off = cpu.ea(d);
-            match insn.memory_size().size() {
-                2 => u64::from(u16::from_le_bytes(cpu.read_seg::<2>(p, d.seg, off)?)),
-                4 => u64::from(u32::from_le_bytes(cpu.read_seg::<4>(p, d.seg, off)?)),
-                _ => u64::from_le_bytes(cpu.read_seg::<8>(p, d.seg, off)?),
+            if insn.memory_size().size() == 4 {
+                u64::from(u32::from_le_bytes(cpu.read_seg::<4>(p, d.seg, off)?))
+            } else {
+                u64::from_le_bytes(cpu.read_seg::<8>(p, d.seg, off)?)
             }
         }
         OpKind::Immediate8 => u64::from(insn.immediate8()),
         _ => return super::undefined(cpu, p, d),
     };
-    // The third operand of PSHUFW/PINSRW/PEXTRW/PALIGNR.
-    let imm = if insn.op_count() > 2 {
-        insn.immediate8()
-    } else {
-        0
-    };
-    // PEXTRW / PMOVMSKB: a GPR destination.
-    if matches!(m, M::Pextrw | M::Pmovmskb) {
-        let v = if m == M::Pextrw {
-            (src >> (16 * u32::from(imm & 3))) & 0xFFFF
-        } else {
-            (0..8).fold(0, |acc, i| acc | (((src >> (8 * i + 7)) & 1) << i))
-        };
-        let Some(loc) = super::gpr_loc(insn.op_register(0)) else {
-            return super::undefined(cpu, p, d);
-        };
-        // A 32- or 64-bit destination is zero-extended.
-        cpu.state.gpr[usize::from(loc & 0xF)] = v;
-        cpu.mmx_enter();
-        return Ok(());
-    }
-    // MOVD/MOVQ/MOVNTQ to a GPR or memory.
+    // MOVD/MOVQ to a GPR or memory.
     if insn.op_kind(0) != OpKind::Register || !insn.op_register(0).is_mm() {
-        if !matches!(m, M::Movd | M::Movq | M::Movntq) {
+        if !matches!(m, M::Movd | M::Movq) {
             return super::undefined(cpu, p, d);
         }
-        let wide = m != M::Movd;
+        let wide = m == M::Movq;
         match insn.op_kind(0) {
             OpKind::Memory => {
                 let off = cpu.ea(d);
@@ -275,13 +204,13 @@ fn exec(cpu: &mut Interpreter, p: &mut dyn Platform, d: &Decoded) -> Result<(), 
             }
             _ => return super::undefined(cpu, p, d),
         }
-        cpu.mmx_enter();
+        cpu.enter_mmx_state();
         return Ok(());
     }
     let di = mm_index(insn.op_register(0));
     let a = cpu.mm(di);
     let b = src;
-    cpu.mmx_enter();
+    cpu.enter_mmx_state();
     let ss = |x: u64, y: u64, bits: u32, sub: bool| {
         let (p, q) = (sext(x, bits), sext(y, bits));
         sat_s(if sub { p - q } else { p + q }, bits)
@@ -356,145 +285,15 @@ fn exec(cpu: &mut Interpreter, p: &mut dyn Platform, d: &Decoded) -> Result<(), 
         M::Punpckhbw => unpack(a, b, 8, true),
         M::Punpckhwd => unpack(a, b, 16, true),
         M::Punpckhdq => unpack(a, b, 32, true),
-        _ => match sse_op(m, a, b, imm) {
-            Some(r) => r,
-            None => return super::undefined(cpu, p, d),
-        },
+        _ => return super::undefined(cpu, p, d),
     };
     cpu.set_mm(di, r);
     Ok(())
 }
 
-/// The SSE/SSE2/SSSE3 integer operations on 64-bit MMX operands (SDM Vol. 2 per
-/// instruction, the 64-bit forms).
-fn sse_op(m: Mnemonic, a: u64, b: u64, imm: u8) -> Option<u64> {
-    use Mnemonic as M;
-    let w = |v: u64, i: u32| (v >> (16 * i)) & 0xFFFF;
-    let byte = |v: u64, i: u32| (v >> (8 * i)) & 0xFF;
-    // Horizontal add/subtract of adjacent pairs: a's pairs then b's.
-    let horiz = |bits: u32, f: &dyn Fn(i64, i64) -> u64| {
-        let n = 64 / bits;
-        let mut r = 0u64;
-        for (k, src) in [a, b].into_iter().enumerate() {
-            for i in 0..n / 2 {
-                let m = if bits == 64 {
-                    u64::MAX
-                } else {
-                    (1 << bits) - 1
-                };
-                let x = sext((src >> (2 * i * bits)) & m, bits);
-                let y = sext((src >> ((2 * i + 1) * bits)) & m, bits);
-                r |= (f(x, y) & m) << ((k as u32 * n / 2 + i) * bits);
-            }
-        }
-        r
-    };
-    let sign = |bits: u32| {
-        lanes(a, b, bits, |x, y| {
-            let s = sext(y, bits);
-            if s < 0 {
-                x.wrapping_neg()
-            } else if s == 0 {
-                0
-            } else {
-                x
-            }
-        })
-    };
-    let abs = |bits: u32| lanes(b, 0, bits, |x, _| sext(x, bits).unsigned_abs());
-    Some(match m {
-        M::Pshufw => (0..4).fold(0, |r, i| {
-            r | (w(b, u32::from(imm >> (2 * i)) & 3) << (16 * i))
-        }),
-        M::Pinsrw => {
-            let sh = 16 * u32::from(imm & 3);
-            (a & !(0xFFFF << sh)) | ((b & 0xFFFF) << sh)
-        }
-        M::Pminub => lanes(a, b, 8, |x, y| x.min(y)),
-        M::Pmaxub => lanes(a, b, 8, |x, y| x.max(y)),
-        M::Pminsw => lanes(a, b, 16, |x, y| sext(x, 16).min(sext(y, 16)) as u64),
-        M::Pmaxsw => lanes(a, b, 16, |x, y| sext(x, 16).max(sext(y, 16)) as u64),
-        M::Pavgb => lanes(a, b, 8, |x, y| (x + y + 1) >> 1),
-        M::Pavgw => lanes(a, b, 16, |x, y| (x + y + 1) >> 1),
-        M::Pmulhuw => lanes(a, b, 16, |x, y| (x * y) >> 16),
-        M::Psadbw => (0..8).map(|i| byte(a, i).abs_diff(byte(b, i))).sum(),
-        M::Paddq => a.wrapping_add(b),
-        M::Psubq => a.wrapping_sub(b),
-        M::Pmuludq => (a & 0xFFFF_FFFF) * (b & 0xFFFF_FFFF),
-        M::Pshufb => (0..8).fold(0, |r, i| {
-            let sel = byte(b, i);
-            let v = if sel & 0x80 != 0 {
-                0
-            } else {
-                byte(a, (sel & 7) as u32)
-            };
-            r | (v << (8 * i))
-        }),
-        M::Phaddw => horiz(16, &|x, y| x.wrapping_add(y) as u64),
-        M::Phaddd => horiz(32, &|x, y| x.wrapping_add(y) as u64),
-        M::Phaddsw => horiz(16, &|x, y| sat_s(x + y, 16)),
-        M::Phsubw => horiz(16, &|x, y| x.wrapping_sub(y) as u64),
-        M::Phsubd => horiz(32, &|x, y| x.wrapping_sub(y) as u64),
-        M::Phsubsw => horiz(16, &|x, y| sat_s(x - y, 16)),
-        M::Pmaddubsw => (0..4).fold(0, |r, i| {
-            let p0 = byte(a, 2 * i) as i64 * sext(byte(b, 2 * i), 8);
-            let p1 = byte(a, 2 * i + 1) as i64 * sext(byte(b, 2 * i + 1), 8);
-            r | ((sat_s(p0 + p1, 16) & 0xFFFF) << (16 * i))
-        }),
-        M::Pmulhrsw => lanes(a, b, 16, |x, y| {
-            ((((sext(x, 16) * sext(y, 16)) >> 14) + 1) >> 1) as u64
-        }),
-        M::Psignb => sign(8),
-        M::Psignw => sign(16),
-        M::Psignd => sign(32),
-        M::Pabsb => abs(8),
-        M::Pabsw => abs(16),
-        M::Pabsd => abs(32),
-        M::Palignr => {
-            // (a:b) >> (8 · imm), 128 bits wide.
-            let v = (u128::from(a) << 64) | u128::from(b);
-            let sh = 8 * u32::from(imm);
-            if sh >= 128 {
-                0
-            } else {
-                (v >> sh) as u64
-            }
-        }
-        _ => return None,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sse_forms_on_mmx_registers() {
-        use Mnemonic as M;
-        assert_eq!(
-            sse_op(M::Pshufw, 0, 0x4444_3333_2222_1111, 0x1B),
-            Some(0x1111_2222_3333_4444)
-        );
-        assert_eq!(sse_op(M::Psadbw, 0x00FF, 0x0100, 0), Some(0xFF + 1));
-        assert_eq!(
-            sse_op(M::Phaddw, 0x0004_0003_0002_0001, 0x7FFF_0001, 0),
-            Some(0x0000_8000_0007_0003)
-        );
-        assert_eq!(
-            sse_op(M::Phaddsw, 0, 0x7FFF_0001, 0),
-            Some(0x7FFF_0000_0000)
-        );
-        assert_eq!(sse_op(M::Pmulhrsw, 0x4000, 0x4000, 0), Some(0x2000));
-        assert_eq!(
-            sse_op(M::Palignr, 0x1122, 0x3344_0000_0000_0000, 2),
-            Some(0x1122_3344_0000_0000)
-        );
-        assert_eq!(sse_op(M::Pabsb, 0, 0x80FF, 0), Some(0x8001));
-        assert_eq!(
-            sse_op(M::Pshufb, 0x0807_0605_0403_0201, 0x80_00_07, 0),
-            Some(0x0101_0101_0100_0108)
-        );
-    }
 
     #[test]
     fn lane_helpers() {
