@@ -373,3 +373,47 @@ impl Interpreter {
         Ok(u64::from_le_bytes(b))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use pcvm_core::cpu_state::cr;
+    use pcvm_core::Segment;
+
+    use super::*;
+
+    #[test]
+    fn long_mode_segmentation_uses_fs_gs_bases_and_canonical_checks() {
+        let mut cpu = Interpreter::new();
+        cpu.state.efer = cr::EFER_LME | cr::EFER_LMA;
+        cpu.state.cr0 |= cr::CR0_PE;
+        cpu.state.seg_mut(SegReg::Cs).attributes |= Segment::ATTR_L;
+        cpu.state.seg_mut(SegReg::Ds).base = 0x1000;
+        cpu.state.seg_mut(SegReg::Ds).limit = 0;
+        cpu.state.seg_mut(SegReg::Fs).base = 0xFFFF_8000_0000_0000;
+        let read = AccessKind::Read;
+        // No DS base and no limit check in 64-bit mode; FS keeps its base.
+        assert_eq!(cpu.seg_linear(SegReg::Ds, 0x10, 8, read), Ok(0x10));
+        assert_eq!(
+            cpu.seg_linear(SegReg::Fs, 0x10, 8, AccessKind::Write),
+            Ok(0xFFFF_8000_0000_0010)
+        );
+        // An access whose last byte leaves the lower canonical half: #GP(0); through SS: #SS(0).
+        assert_eq!(
+            cpu.seg_linear(SegReg::Ds, 0x7FFF_FFFF_FFFC, 8, read),
+            Err(Fault::gp(0))
+        );
+        assert_eq!(
+            cpu.seg_linear(SegReg::Ss, 0x8000_0000_0000, 1, read),
+            Err(Fault::ss(0))
+        );
+        assert_eq!(
+            cpu.seg_linear(SegReg::Fs, u64::MAX, 1, read),
+            Err(Fault::gp(0)),
+            "FS base - 1 is in the hole"
+        );
+        assert_eq!(
+            cpu.seg_linear(SegReg::Es, u64::MAX - 7, 8, read),
+            Ok(u64::MAX - 7)
+        );
+    }
+}

@@ -288,7 +288,7 @@ impl Interpreter {
         if let Some(idx) = self.cache.lookup(key) {
             let b = self.cache.block(idx);
             let len = u64::from(b.byte_len);
-            let end = rip + len - 1;
+            let end = rip.wrapping_add(len).wrapping_sub(1);
             let reusable = if bitness == 64 {
                 b.rip == decode_cache::ANY_RIP || b.rip == rip
             } else {
@@ -347,7 +347,7 @@ impl Interpreter {
             let in_first = first_len.min(avail);
             bytes[..in_first].copy_from_slice(&buf[..in_first]);
             if avail > in_first {
-                let next_linear = self.wrap_linear(linear + in_first as u64);
+                let next_linear = self.wrap_linear(linear.wrapping_add(in_first as u64));
                 let phys2 = self.translate(p, next_linear, AccessKind::Execute)?;
                 self.phys_read(p, phys2, &mut bytes[in_first..avail]);
             }
@@ -372,8 +372,11 @@ impl Interpreter {
             _ => u64::MAX,
         };
         // Handlers of RIP-relative operands that go through the iced instruction (system,
-        // far) see the RIP it was decoded at: such a block serves only that RIP.
-        let rip_bound = insns.iter().any(|d| d.base == exec::RIP_BASE);
+        // far) see the RIP it was decoded at: such a block serves only that RIP. Everything
+        // else adds the displacement to the current RIP and runs anywhere.
+        let rip_bound = insns
+            .iter()
+            .any(|d| d.base == exec::RIP_BASE && d.flags & exec::INSN_ADDR != 0);
         let idx = self.cache.insert(Block {
             key,
             insns,

@@ -252,7 +252,11 @@ fn rip_relative_operands_follow_the_executing_rip() {
     let build = |pad: u64| {
         asm_labels(64, CODE, |a| {
             let mut data = a.create_label();
+            let mut table = a.create_label();
             let mut again = a.create_label();
+            // A system instruction's RIP-relative operand (its handler reads the decoded
+            // instruction) must follow the RIP too.
+            a.sgdt(ptr(table))?;
             a.mov(rax, qword_ptr(data))?;
             a.add(qword_ptr(data), 1)?;
             a.lea(rbx, qword_ptr(data))?;
@@ -272,7 +276,9 @@ fn rip_relative_operands_follow_the_executing_rip() {
             }
             a.set_label(&mut data)?;
             a.dq(&[0x1111])?;
-            Ok(vec![data])
+            a.set_label(&mut table)?;
+            a.dq(&[0, 0])?;
+            Ok(vec![data, table])
         })
     };
     let (_, first) = build(0);
@@ -307,6 +313,12 @@ fn rip_relative_operands_follow_the_executing_rip() {
     assert_eq!(m.read_u64(data), 0x1112);
     assert_eq!(m.read_u64(0x5_0000 + (data & 0xFFF)), 0x2223);
     assert_eq!(s.rip, HIGH_ALIAS + labels_after_hlt(&code));
+    let table = labels[1];
+    let alias_table = 0x5_0000 + (table & 0xFFF);
+    for at in [table, alias_table] {
+        assert_eq!(m.read_u16(at), GDT_LIMIT, "SGDT limit at {at:#x}");
+        assert_eq!(m.read_u64(at + 2), GDT, "SGDT base at {at:#x}");
+    }
 }
 
 /// Offset just past the first HLT (0xF4) of `code`: where RIP stops.
@@ -442,4 +454,81 @@ fn four_level_paging_sets_accessed_and_dirty_bits_and_maps_large_pages() {
     assert_eq!(t(&mut m, HIGH_ALIAS + 0x20_1234), Some(0x20_1234));
     assert_eq!(t(&mut m, 0x4567_8ABC), Some(0x4567_8ABC));
     assert_eq!(t(&mut m, 0x8000_0000), None);
+}
+
+/// Run `code` in 64-bit mode with the 64-bit recorders; (vector, error code, CR2, RIP).
+fn fault64(
+    f: impl FnOnce(&mut CodeAssembler) -> Result<(), IcedError>,
+    setup: impl FnOnce(&mut Machine),
+) -> (u64, u64, u64, u64) {
+    let mut m = long64_machine(f);
+    install_recorders64(&mut m);
+    setup(&mut m);
+    m.run_to_halt();
+    recorded64(&m)
+}
+
+#[test]
+fn faults_of_64_bit_mode() {
+    let hole = 0x0000_8000_0000_0000u64;
+    // Instructions that do not exist in 64-bit mode: #UD.
+    for bytes in [[0x27u8], [0x60], [0x06], [0xD4]] {
+        let r = fault64(|a| a.db(&bytes), |_| {});
+        assert_eq!((r.0, r.3), (6, CODE), "{bytes:02x?} is #UD");
+    }
+    // A non-canonical data address: #GP(0); through RSP: #SS(0) (on IST1).
+    let r = fault64(
+        |a| {
+            a.mov(rbx, hole)?;
+            a.mov(rax, qword_ptr(rbx))
+        },
+        |_| {},
+    );
+    assert_eq!((r.0, r.1), (13, 0));
+    let r = fault64(
+        |a| {
+            a.mov(rsp, hole + 8)?;
+            a.push(rax)
+        },
+        |_| {},
+    );
+    assert_eq!((r.0, r.1, r.3), (12, 0, CODE + 10));
+    // A non-canonical branch target: #GP(0) at the branch.
+    let r = fault64(
+        |a| {
+            a.mov(rax, hole)?;
+            a.jmp(rax)
+        },
+        |_| {},
+    );
+    assert_eq!((r.0, r.1, r.3), (13, 0, CODE + 10));
+    // CMPXCHG16B needs a 16-byte aligned operand.
+    let r = fault64(|a| a.cmpxchg16b(xmmword_ptr(DATA as u32 + 8)), |_| {});
+    assert_eq!((r.0, r.1, r.3), (13, 0, CODE));
+    // Executing from an XD page with EFER.NXE: #PF with I/D (SDM Vol. 3A §4.7).
+    let r = fault64(
+        |a| {
+            a.mov(rax, DATA)?;
+            a.jmp(rax)
+        },
+        |m| m.write_u64(PT + (DATA >> 12) * 8, DATA | 3 | (1 << 63)),
+    );
+    assert_eq!((r.0, r.1, r.2, r.3), (14, 0x11, DATA, DATA));
+    // A write to a read-only page with CR0.WP: #PF P|W.
+    let r = fault64(
+        |a| a.mov(qword_ptr(DATA as u32), rax),
+        |m| {
+            m.write_u64(PT + (DATA >> 12) * 8, DATA | 1);
+            let mut s = m.state();
+            s.cr0 |= pcvm_core::cpu_state::cr::CR0_WP;
+            m.set_state(&s);
+        },
+    );
+    assert_eq!((r.0, r.1, r.2, r.3), (14, 3, DATA, CODE));
+    // Reserved bit 51 in a PTE: #PF P|RSVD.
+    let r = fault64(
+        |a| a.mov(rax, qword_ptr(DATA as u32)),
+        |m| m.write_u64(PT + (DATA >> 12) * 8, DATA | 3 | (1 << 51)),
+    );
+    assert_eq!((r.0, r.1 & 0xF, r.2), (14, 0x9, DATA));
 }

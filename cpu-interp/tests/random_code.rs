@@ -3,7 +3,8 @@
 //! return normally — never a host panic.
 //!
 //! Modes: real mode, 16-bit and 32-bit protected mode (CPL 0, GDT and IDT set up with gates
-//! into the random code), and 32-bit protected mode with 2-level paging. The generator is a
+//! into the random code), 32-bit protected mode with 2-level paging, and 64-bit mode (IA-32e
+//! with 4-level paging and a 64-bit IDT). The generator is a
 //! seeded xorshift64*, so a failure reproduces from the printed seed and episode.
 //!
 //! Environment: `PCVM_RANDOM_STEPS` (default 10 000 000 instructions in total),
@@ -41,6 +42,8 @@ const CODE_LEN: u64 = 0x1_0000;
 const GDT: u64 = 0x1000;
 const IDT: u64 = 0x2000;
 const PAGE_DIR: u64 = 0x30_0000;
+/// 4-level tables of the 64-bit mode: PML4, PDPT, PD (2 MiB pages over 32 MiB).
+const PML4: u64 = 0x38_0000;
 
 #[derive(Clone, Copy, Debug)]
 enum Mode {
@@ -48,6 +51,7 @@ enum Mode {
     Protected16,
     Protected32,
     Paging32,
+    Long64,
 }
 
 /// A GDT descriptor from base, limit (bytes, pre-granularity) and access/flags.
@@ -94,6 +98,7 @@ fn set_up_tables(b: &Board, rng: &mut Rng, mode: Mode) {
         descriptor(0, 0xFFFF_FFFF, 0x93, 0x4),
         descriptor(CODE as u32, 0xFFFF, 0x9B, 0),
         descriptor(0, 0xFFFF, 0x93, 0),
+        descriptor(0, 0xFFFF_FFFF, 0x9B, 0x2), // 64-bit code (L = 1)
     ];
     for (i, d) in gdt.iter().enumerate() {
         write(b, GDT + i as u64 * 8, &d.to_le_bytes());
@@ -118,7 +123,25 @@ fn set_up_tables(b: &Board, rng: &mut Rng, mode: Mode) {
                     (target & 0xFFFF) | (0x08 << 16) | (0x8Eu64 << 40) | ((target >> 16) << 48);
                 write(b, IDT + v * 8, &gate.to_le_bytes());
             }
+            Mode::Long64 => {
+                // 16-byte 64-bit interrupt gate to the 64-bit code segment.
+                let target = CODE + off;
+                let low =
+                    (target & 0xFFFF) | (0x28 << 16) | (0x8Eu64 << 40) | ((target >> 16) << 48);
+                let mut gate = low.to_le_bytes().to_vec();
+                gate.extend_from_slice(&(target >> 32).to_le_bytes());
+                write(b, IDT + v * 16, &gate);
+            }
         }
+    }
+    if let Mode::Long64 = mode {
+        let (pdpt, pd) = (PML4 + 0x1000, PML4 + 0x2000);
+        write(b, PML4, &(pdpt | 0x7).to_le_bytes());
+        write(b, pdpt, &(pd | 0x7).to_le_bytes());
+        let entries: Vec<u8> = (0..16u64)
+            .flat_map(|i| ((i << 21) | 0x87).to_le_bytes())
+            .collect();
+        write(b, pd, &entries);
     }
     if let Mode::Paging32 = mode {
         // Identity-map 32 MiB with 4 KiB pages.
@@ -140,6 +163,15 @@ fn state_for(mode: Mode, rng: &mut Rng) -> CpuState {
     for r in 0..8 {
         s.gpr[r] = rng.next() & 0xFFFF_FFFF;
     }
+    if let Mode::Long64 = mode {
+        for r in 0..16 {
+            s.gpr[r] = match rng.below(3) {
+                0 => rng.next(),
+                1 => rng.below(32 << 20),
+                _ => rng.next() & 0xFFFF_FFFF,
+            };
+        }
+    }
     s.rflags = 0x2 | (rng.next() & 0x0CD5);
     let start = rng.below(CODE_LEN - 0x1000);
     match mode {
@@ -158,15 +190,19 @@ fn state_for(mode: Mode, rng: &mut Rng) -> CpuState {
                 limit: 0x3FF,
             };
         }
-        Mode::Protected16 | Mode::Protected32 | Mode::Paging32 => {
+        Mode::Protected16 | Mode::Protected32 | Mode::Paging32 | Mode::Long64 => {
             s.cr0 = cr::CR0_PE | cr::CR0_ET;
             s.gdtr = DescriptorTable {
                 base: GDT,
-                limit: 5 * 8 - 1,
+                limit: 6 * 8 - 1,
             };
             s.idtr = DescriptorTable {
                 base: IDT,
-                limit: 256 * 8 - 1,
+                limit: if let Mode::Long64 = mode {
+                    256 * 16 - 1
+                } else {
+                    256 * 8 - 1
+                },
             };
             let flat_data = Segment {
                 selector: 0x10,
@@ -199,6 +235,18 @@ fn state_for(mode: Mode, rng: &mut Rng) -> CpuState {
                 s.cr3 = PAGE_DIR;
                 s.cr0 |= cr::CR0_PG;
             }
+            if let Mode::Long64 = mode {
+                s.cr3 = PML4;
+                s.cr0 |= cr::CR0_PG;
+                s.cr4 |= cr::CR4_PAE;
+                s.efer = cr::EFER_LME | cr::EFER_LMA | cr::EFER_NXE;
+                *s.seg_mut(SegReg::Cs) = Segment {
+                    selector: 0x28,
+                    base: 0,
+                    limit: 0xFFFF_FFFF,
+                    attributes: 0x9B | Segment::ATTR_L | Segment::ATTR_G,
+                };
+            }
         }
     }
     s
@@ -219,10 +267,11 @@ fn random_code_never_panics() {
         Mode::Protected16,
         Mode::Protected32,
         Mode::Paging32,
+        Mode::Long64,
     ];
     let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     let mut total = 0u64;
-    let mut per_mode = [0u64; 4];
+    let mut per_mode = [0u64; 5];
     let mut exits = std::collections::BTreeMap::<String, u64>::new();
     let mut episode = 0u64;
     let mut b = board();
@@ -231,7 +280,7 @@ fn random_code_never_panics() {
         *byte = rng.next() as u8;
     }
     while total < target {
-        let mi = (episode % 4) as usize;
+        let mi = (episode % 5) as usize;
         let mode = modes[mi];
         if episode % 64 < 4 {
             // Fresh tables and code now and then: random stores corrupt both.
@@ -270,8 +319,8 @@ fn random_code_never_panics() {
     }
     println!(
         "random code: {total} instructions in {episode} episodes (seed {seed}); \
-         real {}, pm16 {}, pm32 {}, pm32+paging {}; exits {exits:?}",
-        per_mode[0], per_mode[1], per_mode[2], per_mode[3]
+         real {}, pm16 {}, pm32 {}, pm32+paging {}, long64 {}; exits {exits:?}",
+        per_mode[0], per_mode[1], per_mode[2], per_mode[3], per_mode[4]
     );
     assert!(total >= target);
 }

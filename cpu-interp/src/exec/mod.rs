@@ -37,6 +37,9 @@ pub(crate) type Handler = fn(&mut Interpreter, &mut dyn Platform, &Decoded) -> R
 pub(crate) const END: u8 = 1;
 /// The run loop snapshots the registers before this instruction so a fault is precise.
 pub(crate) const SNAP: u8 = 2;
+/// The handler computes memory addresses from the iced instruction, whose RIP-relative
+/// operands are absolute for the RIP it was decoded at (system and far instructions).
+pub(crate) const INSN_ADDR: u8 = 4;
 
 /// Operand location codes: 0–15 a GPR (low part of the operand's size), `HI | n` the high
 /// byte of GPR n (AH, CH, DH, BH), [`MEM`], [`IMM`] or [`NONE`].
@@ -522,7 +525,7 @@ fn select(insn: &Instruction, bitness: u32) -> (Handler, u8) {
             } else if has_reg(0, |r| r.is_cr() || r.is_dr() || r.is_tr())
                 || has_reg(1, |r| r.is_cr() || r.is_dr() || r.is_tr())
             {
-                (sys, END | SNAP)
+                (sys, END | SNAP | INSN_ADDR)
             } else {
                 (mov_form(insn), 0)
             }
@@ -638,13 +641,13 @@ fn select(insn: &Instruction, bitness: u32) -> (Handler, u8) {
         | M::Jge
         | M::Jle
         | M::Jg => (control::jcc, END),
-        M::Jmp if is_far => (far, END | SNAP),
-        M::Call if is_far => (far, END | SNAP),
+        M::Jmp if is_far => (far, END | SNAP | INSN_ADDR),
+        M::Call if is_far => (far, END | SNAP | INSN_ADDR),
         M::Jmp => (control::jmp, END),
         M::Call => (control::call, END),
         M::Ret => (control::ret, END),
         M::Retf | M::Iret | M::Iretd | M::Iretq | M::Int | M::Int3 | M::Into | M::Int1 => {
-            (far, END | SNAP)
+            (far, END | SNAP | INSN_ADDR)
         }
         M::Loop | M::Loope | M::Loopne => (control::loop_, END),
         M::Jcxz | M::Jecxz | M::Jrcxz => (control::jcxz, END),
@@ -716,7 +719,7 @@ fn select(insn: &Instruction, bitness: u32) -> (Handler, u8) {
         | M::Sysretq
         | M::Swapgs
         | M::Rdtscp
-        | M::Clflush => (sys, END | SNAP),
+        | M::Clflush => (sys, END | SNAP | INSN_ADDR),
 
         _ => {
             if let Some(h) = sse::select(insn) {

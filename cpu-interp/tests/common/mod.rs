@@ -445,3 +445,57 @@ pub fn long64_machine(f: impl FnOnce(&mut CodeAssembler) -> Result<(), IcedError
     m.set_state(&s);
     m
 }
+
+/// Install 64-bit recorder handlers for vectors 0–31 (16-byte interrupt gates to
+/// [`SEL_CODE64`], SDM Vol. 3A §6.14.1) and point IDTR at them: handler v stores the vector at
+/// RESULT, the error code (or all ones) at RESULT+8, CR2 at RESULT+16 and the pushed RIP at
+/// RESULT+24, then halts. #SS and #DF run on IST1 (a stack at STACK3_TOP) so a bad RSP can be
+/// reported.
+pub fn install_recorders64(m: &mut Machine) {
+    for v in 0u8..32 {
+        let addr = HANDLERS + u64::from(v) * 0x40;
+        let code = asm(64, addr, |a| {
+            use iced_x86::code_asm::*;
+            a.mov(qword_ptr(RESULT as u32), u32::from(v) as i32)?;
+            if has_error_code(v) {
+                a.pop(rax)?;
+            } else {
+                a.mov(rax, -1i64)?;
+            }
+            a.mov(qword_ptr(RESULT as u32 + 8), rax)?;
+            a.mov(rax, cr2)?;
+            a.mov(qword_ptr(RESULT as u32 + 16), rax)?;
+            a.mov(rax, qword_ptr(rsp))?;
+            a.mov(qword_ptr(RESULT as u32 + 24), rax)?;
+            a.hlt()?;
+            Ok(())
+        });
+        m.load(addr, &code);
+        let ist = u64::from(matches!(v, 8 | 12));
+        let low = (addr & 0xFFFF)
+            | (u64::from(SEL_CODE64) << 16)
+            | (ist << 32)
+            | (0x8Eu64 << 40)
+            | ((addr >> 16) << 48);
+        m.write_u64(IDT + u64::from(v) * 16, low);
+        m.write_u64(IDT + u64::from(v) * 16 + 8, addr >> 32);
+    }
+    // 64-bit TSS: IST1 at offset 0x24.
+    m.write_u64(TSS + 0x24, u64::from(STACK3_TOP));
+    let mut s = m.state();
+    s.idtr = DescriptorTable {
+        base: IDT,
+        limit: 32 * 16 - 1,
+    };
+    m.set_state(&s);
+}
+
+/// The recorded (vector, error code, CR2, RIP) of [`install_recorders64`].
+pub fn recorded64(m: &Machine) -> (u64, u64, u64, u64) {
+    (
+        m.read_u64(RESULT),
+        m.read_u64(RESULT + 8),
+        m.read_u64(RESULT + 16),
+        m.read_u64(RESULT + 24),
+    )
+}
