@@ -462,3 +462,52 @@ fn mmx_arithmetic_and_x87_state_effects() {
         "MMX writes set the exponent to ones"
     );
 }
+
+#[test]
+fn real_mode_fstenv_layouts_hold_linear_pointers() {
+    // CS = 0700h, IP = 1000h: the code is at linear 8000h.
+    let code = asm(16, 0x1000, |a| {
+        a.fninit()?;
+        a.fld(qword_ptr(0x4000))?; // DD 06 00 40 at IP 1002h, FOP = 506h
+        a.fnstenv(ptr(0x5000))?; // 14-byte real-mode format
+        a.add_instruction(Instruction::with1(
+            Code::Fnstenv_m28byte,
+            MemoryOperand::with_base_displ(Register::None, 0x5100),
+        )?)?; // 28-byte real-mode format (operand-size prefix)
+        a.hlt()
+    });
+    let mut m = Machine::new();
+    m.load(0x8000, &code);
+    m.write_u64(0x4000, 1.0f64.to_bits());
+    let mut s = pcvm_core::CpuState::reset();
+    *s.seg_mut(pcvm_core::SegReg::Cs) = pcvm_core::Segment {
+        selector: 0x0700,
+        base: 0x7000,
+        limit: 0xFFFF,
+        attributes: 0x9B,
+    };
+    *s.seg_mut(pcvm_core::SegReg::Ds) = pcvm_core::Segment {
+        selector: 0x0010,
+        base: 0x100,
+        limit: 0xFFFF,
+        attributes: 0x93,
+    };
+    s.rip = 0x1000;
+    m.set_state(&s);
+    m.run_to_halt();
+    // Data at DS:4000h = linear 4100h (the value there is 0: FLD of +0.0).
+    let h = |k: u64| m.read_u16(0x5100 + 2 * k);
+    assert_eq!(h(0), 0x037F);
+    assert_eq!(h(3), 0x8002, "FIP linear bits 15–0");
+    assert_eq!(h(4), 0x0506, "FIP bits 19–16 in 15–12, FOP in 10–0");
+    assert_eq!(h(5), 0x4100, "FDP linear bits 15–0");
+    assert_eq!(h(6), 0, "FDP bits 19–16");
+    let w = |k: u64| m.read_u32(0x5200 + 4 * k);
+    assert_eq!(w(0) & 0xFFFF, 0x037F);
+    assert_eq!((w(1) >> 11) & 7, 7, "TOP");
+    assert_eq!(w(2) & 0xFFFF, 0x7FFF, "ST0 (physical 7) holds zero: tag 01");
+    assert_eq!(w(3) & 0xFFFF, 0x8002);
+    assert_eq!(w(4), 0x0506);
+    assert_eq!(w(5) & 0xFFFF, 0x4100);
+    assert_eq!(w(6), 0);
+}

@@ -1,10 +1,12 @@
 //! Differential test of the interpreter's SSE–SSE4.2, MXCSR and FXSAVE/XSAVE against the host
 //! CPU (issue 4): each case starts from a seeded FXSAVE image (MXCSR, XMM0–15, x87 control) and
 //! the same registers and memory on both sides, runs one instruction (or a short sequence)
-//! natively — in 32-bit compatibility mode and, where the bytes mean the same, 64-bit mode —
-//! and in the interpreter (32-bit protected mode, CPL 3, CR4.OSFXSR|OSXMMEXCPT|OSXSAVE,
-//! XCR0 = x87|SSE); GPRs, flags, memory, the exception vector and the final FXSAVE image must
-//! agree. Families live in `simd/` (one module per instruction set).
+//! natively and in the interpreter (CPL 3, CR4.OSFXSR|OSXMMEXCPT|OSXSAVE, XCR0 = x87|SSE) in
+//! both 32-bit mode (host: compatibility mode; interpreter: protected mode) and 64-bit mode
+//! (every case whose bytes mean the same there, plus the REX-prefixed `rex-64bit` family,
+//! whose cases are `long_only`); GPRs (all sixteen in full for those), flags, memory, the
+//! exception vector and the final FXSAVE image must agree. Families live in `simd/` (one
+//! module per instruction set).
 //!
 //! Environment (as host_differential.rs): `PCVM_DIFF_CASES` (default 3000 per family),
 //! `PCVM_DIFF_SEED`, `PCVM_DIFF_FAMILY`, `PCVM_DIFF_CASE`, `PCVM_DIFF_SHOW`,
@@ -21,7 +23,7 @@ use std::sync::{Mutex, OnceLock};
 use std::time::Instant;
 
 use diff::interp::InterpSide;
-use diff::native::{FxOutcome, NativeRunner};
+use diff::native::{FxOutcome, NativeRunner, SimdState};
 use diff::prng::Rng;
 use diff::{compare, describe, same_in_64bit_mode, Case, NativeMode, Segs};
 use pcvm_core::cpu_state::cr;
@@ -105,6 +107,7 @@ struct Report {
     details: Vec<String>,
 }
 
+/// Field-by-field differences of two outcomes, the FXSAVE image included.
 fn differences(case: &Case, a: &FxOutcome, b: &FxOutcome) -> Vec<String> {
     let mut d = compare(case, &a.0, &b.0);
     if a.0.mem != b.0.mem {
@@ -124,10 +127,15 @@ fn differences(case: &Case, a: &FxOutcome, b: &FxOutcome) -> Vec<String> {
         ));
     }
     match (&a.1, &b.1) {
-        (Some(x), Some(y)) => d.extend(simd::fx_differences(x, y)),
+        (Some(x), Some(y)) => d.extend(simd::fx_differences(&x.fx, &y.fx)),
         _ => d.push("no FXSAVE image".into()),
     }
     d
+}
+
+/// The interpreter's final state as the runner reports the host's.
+fn simd_state(st: &CpuState) -> Option<SimdState> {
+    Some(SimdState { fx: image_of(st) })
 }
 
 fn run_family(
@@ -142,16 +150,23 @@ fn run_family(
         .iter()
         .map(|&i| (fam.gen)(&mut Rng::for_case(seed, fam.name, i)))
         .collect();
-    let all: Vec<&Case> = cases.iter().map(|c| &c.case).collect();
-    let fxs: Vec<&[u8; 512]> = cases.iter().map(|c| &*c.fx).collect();
+    let compat_idx: Vec<usize> = (0..cases.len())
+        .filter(|&i| !cases[i].case.long_only)
+        .collect();
     let long_idx: Vec<usize> = (0..cases.len())
         .filter(|&i| {
             let c = &cases[i].case;
-            c.allow_64 && c.segs == Segs::FLAT.at(c.code_offset) && same_in_64bit_mode(&c.code)
+            c.long_only
+                || (c.allow_64
+                    && c.segs == Segs::FLAT.at(c.code_offset)
+                    && same_in_64bit_mode(&c.code))
         })
         .collect();
-    let long_cases: Vec<&Case> = long_idx.iter().map(|&i| all[i]).collect();
-    let long_fx: Vec<&[u8; 512]> = long_idx.iter().map(|&i| fxs[i]).collect();
+    let pick = |idx: &[usize]| -> (Vec<&Case>, Vec<&[u8; 512]>) {
+        idx.iter().map(|&i| (&cases[i].case, &*cases[i].fx)).unzip()
+    };
+    let (compat_cases, compat_fx) = pick(&compat_idx);
+    let (long_cases, long_fx) = pick(&long_idx);
     let mut r = Report {
         name: fam.name,
         cases: cases.len(),
@@ -161,7 +176,7 @@ fn run_family(
         seconds: 0.0,
         details: Vec::new(),
     };
-    let compat = native.run_fx(NativeMode::Compat32, &all, Some(&fxs));
+    let compat = native.run_fx(NativeMode::Compat32, &compat_cases, Some(&compat_fx));
     let long = native.run_fx(NativeMode::Long64, &long_cases, Some(&long_fx));
     let (compat, long) = match (compat, long) {
         (Ok(c), Ok(l)) => (c, l),
@@ -171,6 +186,10 @@ fn run_family(
             return r;
         }
     };
+    let mut compat_of = vec![None; cases.len()];
+    for (k, &i) in compat_idx.iter().enumerate() {
+        compat_of[i] = Some(&compat[k]);
+    }
     let mut long_of = vec![None; cases.len()];
     for (k, &i) in long_idx.iter().enumerate() {
         long_of[i] = Some(&long[k]);
@@ -179,42 +198,65 @@ fn run_family(
     let mut shown = HashSet::new();
     for (i, sc) in cases.iter().enumerate() {
         let case = &sc.case;
-        let header = || {
+        let header = |bits: u32| {
             format!(
-                "family={} case={} (PCVM_DIFF_SEED={seed:#x} PCVM_DIFF_FAMILY={} PCVM_DIFF_CASE={})\n    {}\n    mxcsr={:#x}",
+                "family={} case={} (PCVM_DIFF_SEED={seed:#x} PCVM_DIFF_FAMILY={} PCVM_DIFF_CASE={})\n    {}\n    {bits}-bit: `{}` mxcsr={:#x}",
                 fam.name,
                 indices[i],
                 fam.name,
                 indices[i],
                 describe(case),
+                diff::disassemble(&case.code, bits),
                 u32::from_le_bytes([sc.fx[24], sc.fx[25], sc.fx[26], sc.fx[27]])
             )
         };
-        if let Some(l) = long_of[i] {
-            let d = differences(case, l, &compat[i]);
-            if !d.is_empty() {
-                r.harness_errors += 1;
-                if r.harness_errors <= show_max {
-                    r.details.push(format!(
-                        "HARNESS: host long64 vs compat32 disagree, {}\n      {}",
-                        header(),
-                        d.join("\n      ")
-                    ));
+        let mut failed: Vec<(u32, Vec<String>)> = Vec::new();
+        if let Some(c) = compat_of[i] {
+            // The two host modes must agree with each other, or the harness is wrong.
+            if let Some(l) = long_of[i] {
+                let d = differences(case, l, c);
+                if !d.is_empty() {
+                    r.harness_errors += 1;
+                    if r.harness_errors <= show_max {
+                        r.details.push(format!(
+                            "HARNESS: host long64 vs compat32 disagree, {}\n      {}",
+                            header(32),
+                            d.join("\n      ")
+                        ));
+                    }
+                    continue;
                 }
-                continue;
+            }
+            let got = interp
+                .run_with(case, &prepare(&sc.fx))
+                .map(|(o, st)| (o, simd_state(&st)));
+            let d = match got {
+                Ok(o) => differences(case, &o, c),
+                Err(e) => vec![format!("interpreter: {e}")],
+            };
+            if !d.is_empty() {
+                failed.push((32, d));
             }
         }
-        let got = interp
-            .run_with(case, &prepare(&sc.fx))
-            .map(|(o, st)| (o, Some(image_of(&st))));
-        let d = match got {
-            Ok(o) => differences(case, &o, &compat[i]),
-            Err(e) => vec![format!("interpreter: {e}")],
-        };
-        if !d.is_empty() {
+        if let Some(l) = long_of[i] {
+            let got = interp
+                .run64_with(case, &prepare(&sc.fx))
+                .map(|(o, st)| (o, simd_state(&st)));
+            let d = match got {
+                Ok(o) => differences(case, &o, l),
+                Err(e) => vec![format!("interpreter (64-bit): {e}")],
+            };
+            if !d.is_empty() {
+                failed.push((64, d));
+            }
+        }
+        if let Some((bits, d)) = failed.first() {
             r.mismatches += 1;
-            if r.details.len() < show_max && shown.insert(diff::mnemonics(&case.code)) {
-                let regs: Vec<String> = (0..8)
+            let bitness = if case.long_only { 64 } else { 32 };
+            if r.details.len() < show_max
+                && shown.insert((*bits, mnemonics_in(&case.code, bitness)))
+            {
+                let regs: Vec<String> = (0..if *bits == 64 { 16 } else { 8 })
                     .map(|k| {
                         let b = &sc.fx[160 + 16 * k..176 + 16 * k];
                         format!(
@@ -227,8 +269,8 @@ fn run_family(
                     })
                     .collect();
                 r.details.push(format!(
-                    "MISMATCH {}\n    {}\n      {}",
-                    header(),
+                    "MISMATCH ({bits}-bit interpreter) {}\n    {}\n      {}",
+                    header(bitness),
                     regs.join(" "),
                     d.join("\n      ")
                 ));
@@ -237,6 +279,16 @@ fn run_family(
     }
     r.seconds = start.elapsed().as_secs_f64();
     r
+}
+
+/// The mnemonics of `code` decoded as `bitness`-bit code (groups mismatches).
+fn mnemonics_in(code: &[u8], bitness: u32) -> String {
+    let mut dec = iced_x86::Decoder::new(bitness, code, iced_x86::DecoderOptions::NONE);
+    let mut out = Vec::new();
+    while dec.can_decode() {
+        out.push(format!("{:?}", dec.decode().mnemonic()));
+    }
+    out.join(";")
 }
 
 #[test]
@@ -290,7 +342,7 @@ fn simd_differential() {
     println!("SIMD differential, seed {seed:#x}:");
     println!(
         "  {:<24} {:>7} {:>8} {:>10} {:>8} {:>7}",
-        "family", "cases", "+long64", "mismatches", "harness", "secs"
+        "family", "cases", "in64bit", "mismatches", "harness", "secs"
     );
     let (mut cases, mut long, mut mism, mut harness) = (0, 0, 0, 0);
     for r in &reports {
@@ -347,10 +399,10 @@ fn native_simd_known_results() {
         .run_fx(NativeMode::Compat32, &[&add, &div], Some(&[&fx_ok, &fx_zm]))
         .expect("runner");
     let two = u128::from(2.0f32.to_bits()) * 0x0000_0001_0000_0001_0000_0001_0000_0001;
-    let img = out[0].1.as_ref().expect("image");
+    let img = &out[0].1.as_ref().expect("image").fx;
     assert_eq!(out[0].0.vector, 3);
     assert_eq!(&img[160..176], &two.to_le_bytes());
-    let img = out[1].1.as_ref().expect("image");
+    let img = &out[1].1.as_ref().expect("image").fx;
     assert_eq!(out[1].0.vector, 19, "#XM");
     assert_eq!(
         &img[160..176],

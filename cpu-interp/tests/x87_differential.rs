@@ -10,7 +10,8 @@
 //!
 //! Families: `x87-arith` (loads, stores, arithmetic, compares, FCOMI/FCMOV, control, with all
 //! exceptions masked), `x87-unmasked` (random exception masks, so #MF and the unmasked
-//! responses occur), `mmx` (MMX mixed with x87 stack use). Transcendentals are exercised by
+//! responses occur), `mmx` (MMX, and the SSE/SSE2/SSSE3 integer forms on MMX registers of
+//! `exec/sse.rs`, mixed with x87 stack use). Transcendentals are exercised by
 //! `x87-transcendental`, which allows 1 ULP (the host rounds its own approximations) and
 //! ignores C1 there.
 //!
@@ -86,6 +87,15 @@ fn value(r: &mut Rng, fam: Fam) -> u128 {
         // |x| < 1/4: F2XM1 and FYL2XP1 are undefined outside their ranges.
         let e = 0x3FFF - 20 + r.below(18) as u16;
         return pack(neg, e, (1 << 63) | r.next());
+    }
+    if r.chance(3) {
+        // Pseudo-denormal, unnormal, pseudo-infinity, pseudo-NaN (SDM Vol. 1 §8.2.2).
+        return match r.below(4) {
+            0 => pack(neg, 0, (1 << 63) | (r.next() >> 1)),
+            1 => pack(neg, 1 + r.below(0x7FFD) as u16, r.next() >> 1),
+            2 => pack(neg, 0x7FFF, 0),
+            _ => pack(neg, 0x7FFF, (r.next() >> 1) | 1),
+        };
     }
     match r.below(20) {
         0 => pack(neg, 0, 0),
@@ -286,7 +296,14 @@ fn x87_insn(r: &mut Rng, code: &mut Vec<u8>, fam: Fam) {
         }
         // Control: FLDCW (keeping the family's masks), FNSTCW, FNSTSW m16, FNCLEX.
         12 => {
-            if fam != Fam::Unmasked {
+            if r.chance(15) {
+                // FNINIT / FFREEP.
+                if r.chance(50) {
+                    code.extend_from_slice(&[0xDB, 0xE3]);
+                } else {
+                    code.extend_from_slice(&[0xDF, 0xC0 + i]);
+                }
+            } else if fam != Fam::Unmasked {
                 mem(code, &[0xD9], 5, 40);
             } else {
                 code.extend_from_slice(&[0xDB, 0xE2]);
@@ -318,6 +335,39 @@ fn mmx_insn(r: &mut Rng, code: &mut Vec<u8>) {
         0x74, 0x75, 0x76, 0x64, 0x65, 0x66, 0xDB, 0xDF, 0xEB, 0xEF, 0xF1, 0xF2, 0xF3, 0xD1, 0xD2,
         0xD3, 0xE1, 0xE2, 0xD5, 0xE5, 0xF5, 0x63, 0x6B, 0x67, 0x60, 0x61, 0x62, 0x68, 0x69, 0x6A,
     ];
+    // SSE, SSE2 and SSSE3 forms on MMX registers.
+    if r.chance(35) {
+        let sse = [
+            0xDAu8, 0xDE, 0xEA, 0xEE, 0xE0, 0xE3, 0xE4, 0xF6, 0xD4, 0xFB, 0xF4,
+        ];
+        let ssse3 = [
+            0x00u8, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0A, 0x0B, 0x1C, 0x1D,
+            0x1E,
+        ];
+        let modrm = 0xC0 | (a << 3) | b;
+        match r.below(8) {
+            0 => code.extend_from_slice(&[0x0F, 0x70, modrm, r.next() as u8]),
+            1 => {
+                mem(code, &[0x0F, 0xC4], a, 8 * r.below(8) as u8);
+                code.push(r.next() as u8);
+            }
+            2 => {
+                // PEXTRW eax / PMOVMSKB eax, then MOVD mm, eax to compare the result.
+                if r.chance(50) {
+                    code.extend_from_slice(&[0x0F, 0xC5, 0xC0 | b, r.next() as u8]);
+                } else {
+                    code.extend_from_slice(&[0x0F, 0xD7, 0xC0 | b]);
+                }
+                code.extend_from_slice(&[0x0F, 0x6E, 0xC0 | (a << 3)]);
+            }
+            3 => mem(code, &[0x0F, 0xE7], a, 80 + 8 * r.below(5) as u8),
+            4 => code.extend_from_slice(&[0x0F, 0x3A, 0x0F, modrm, r.below(20) as u8]),
+            5 => mem(code, &[0x0F, 0x38, r.pick(&ssse3)], a, 8 * r.below(8) as u8),
+            6 => code.extend_from_slice(&[0x0F, 0x38, r.pick(&ssse3), modrm]),
+            _ => code.extend_from_slice(&[0x0F, r.pick(&sse), modrm]),
+        }
+        return;
+    }
     match r.below(10) {
         0 => {
             // Shift by immediate: 71/72/73 with /2 /4 /6.

@@ -5,7 +5,7 @@
 //! exponent bits to ones; EMMS empties the tag word (SDM Vol. 1 §9.5.1, Table 9-2). Faults:
 //! CR0.EM → #UD, CR0.TS → #NM, a pending x87 exception → #MF (SDM Vol. 3A §2.5; Vol. 2
 //! "Numeric Exceptions" of each MMX instruction). The SSE extensions that operate on MMX
-//! registers (PSHUFW, PMINUB, PADDQ, …) are not here.
+//! registers (PSHUFW, PMINUB, PADDQ, …) are in `exec/sse.rs`.
 
 use iced_x86::{Instruction, Mnemonic, OpKind, Register};
 use pcvm_core::cpu_state::cr;
@@ -33,7 +33,7 @@ impl Interpreter {
         let s = &self.state.fpu.st[(i + 8 - usize::from(self.top())) & 7];
         u64::from_le_bytes([s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7]])
     }
-    /// Write MMi (after [`Self::mmx_enter`], so TOP = 0 and MMi = ST(i)).
+    /// Write MMi (after [`Self::enter_mmx_state`], so TOP = 0 and MMi = ST(i)).
     fn set_mm(&mut self, i: usize, v: u64) {
         let s = &mut self.state.fpu.st[i & 7];
         s[..8].copy_from_slice(&v.to_le_bytes());
@@ -41,7 +41,7 @@ impl Interpreter {
         s[9] = 0xFF;
     }
     /// The x87 state change of an MMX instruction: TOP = 0, all tags valid.
-    fn mmx_enter(&mut self) {
+    fn enter_mmx_state(&mut self) {
         self.set_top(0);
         self.state.fpu.ftw = 0xFF;
     }
@@ -204,13 +204,13 @@ fn exec(cpu: &mut Interpreter, p: &mut dyn Platform, d: &Decoded) -> Result<(), 
             }
             _ => return super::undefined(cpu, p, d),
         }
-        cpu.mmx_enter();
+        cpu.enter_mmx_state();
         return Ok(());
     }
     let di = mm_index(insn.op_register(0));
     let a = cpu.mm(di);
     let b = src;
-    cpu.mmx_enter();
+    cpu.enter_mmx_state();
     let ss = |x: u64, y: u64, bits: u32, sub: bool| {
         let (p, q) = (sext(x, bits), sext(y, bits));
         sat_s(if sub { p - q } else { p + q }, bits)

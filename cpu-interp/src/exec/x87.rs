@@ -909,13 +909,14 @@ fn arith(
             fp::Class::QNan | fp::Class::SNan | fp::Class::Unsupported
         )
     };
-    let pre_exc = if special(dv) || special(src_val) {
+    let pre_exc = if special(dv) || special(src_val) || zero_divide(dv, src_val, op, reverse) {
         0
     } else {
         pre_exc
     };
     if pre_exc != 0 && cpu.state.fpu.fcw & sw::DE == 0 {
         cpu.fpu_flags(pre_exc);
+        cpu.set_c1(false);
         return Ok(());
     }
     let o = if reverse {
@@ -927,6 +928,12 @@ fn arith(
     o.exc |= pre_exc;
     cpu.commit(dst, o, pop);
     Ok(())
+}
+
+/// The division is by zero (which takes precedence over #D).
+fn zero_divide(dst: u128, src: u128, op: Op, reverse: bool) -> bool {
+    let divisor = if reverse { dst } else { src };
+    op == Op::Div && fp::classify(divisor) == fp::Class::Zero
 }
 
 /// FST/FSTP/FIST/FISTP/FISTTP/FBSTP.

@@ -28,28 +28,30 @@ impl Semantics for Ext53S {
     const BITS: usize = 68;
     const EXP_BITS: usize = 15;
 }
-/// 64-bit significand, 17-bit exponent: the rounded result with an "unbounded" exponent.
+/// 64-bit significand, 18-bit exponent: the rounded result with an "unbounded" exponent.
 pub(crate) struct Wide64S;
 impl Semantics for Wide64S {
-    const BITS: usize = 81;
-    const EXP_BITS: usize = 17;
+    const BITS: usize = 82;
+    const EXP_BITS: usize = 18;
 }
 pub(crate) struct Wide53S;
 impl Semantics for Wide53S {
-    const BITS: usize = 70;
-    const EXP_BITS: usize = 17;
+    const BITS: usize = 71;
+    const EXP_BITS: usize = 18;
 }
 pub(crate) struct Wide24S;
 impl Semantics for Wide24S {
-    const BITS: usize = 41;
-    const EXP_BITS: usize = 17;
+    const BITS: usize = 42;
+    const EXP_BITS: usize = 18;
 }
-/// 113-bit significand, 17-bit exponent: exact enough that rounding it again to 24 or 53 bits
-/// equals rounding the exact result once (2p + 2 ≤ 113).
+/// 110-bit significand, 18-bit exponent: results are rounded to it "to odd" (truncate, then
+/// set the last bit if inexact), so rounding again to 24 or 53 bits equals rounding the exact
+/// result once (p + 2 ≤ 110; Boldo & Melquiond, "Emulation of FMA and correctly rounded sums:
+/// proved algorithms using rounding to odd").
 pub(crate) struct WideQuadS;
 impl Semantics for WideQuadS {
-    const BITS: usize = 130;
-    const EXP_BITS: usize = 17;
+    const BITS: usize = 128;
+    const EXP_BITS: usize = 18;
 }
 type Ext24 = IeeeFloat<Ext24S>;
 type Ext53 = IeeeFloat<Ext53S>;
@@ -358,6 +360,27 @@ where
     }
 }
 
+/// `op` rounded to odd in `F` (see [`WideQuadS`]): truncated, with the last significand bit
+/// set when inexact. `F` must encode in 128 bits.
+fn op_odd<F>(op: Op, a: F80, b: F80, r: Round) -> StatusAnd<F>
+where
+    F: Float,
+    F80: FloatConvert<F>,
+{
+    let t: StatusAnd<F> = op_in(op, a, b, Round::TowardZero);
+    if t.value.is_zero() && t.status == Status::OK {
+        // An exact zero: its sign depends on the real rounding mode (x − x = −0 rounding down).
+        return op_in(op, a, b, r);
+    }
+    if t.status.contains(Status::INEXACT) && t.value.is_finite() {
+        let bits = t.value.to_bits();
+        if bits & 1 == 0 {
+            return t.status.and(F::from_bits(bits | 1));
+        }
+    }
+    t
+}
+
 /// Correctly rounded square root of a finite positive `a` in format `F`: the root's bits are
 /// found digit by digit with a sticky remainder bit, then rounded once by `from_u128_r`.
 fn sqrt_in<F: Float>(a: F80, r: Round) -> StatusAnd<F> {
@@ -422,9 +445,9 @@ fn compute(op: Op, a: F80, b: F80, env: &Env) -> Computed {
             (n, back, tiny, huge)
         }
         Precision::P53 => {
-            let q: StatusAnd<WideQuad> = op_in(op, a, b, r);
+            let q: StatusAnd<WideQuad> = op_odd(op, a, b, r);
             let w: StatusAnd<Wide53> = q.value.convert_r(r, &mut lost);
-            let nq: StatusAnd<Quad> = op_in(op, a, b, r);
+            let nq: StatusAnd<Quad> = op_odd(op, a, b, r);
             let n: StatusAnd<Ext53> = nq.value.convert_r(r, &mut lost);
             let nst = n.status | nq.status;
             let n80: F80 = n.value.convert(&mut lost).value;
@@ -434,9 +457,9 @@ fn compute(op: Op, a: F80, b: F80, env: &Env) -> Computed {
             (nst.and(n80), back, tiny, huge)
         }
         Precision::P24 => {
-            let q: StatusAnd<WideQuad> = op_in(op, a, b, r);
+            let q: StatusAnd<WideQuad> = op_odd(op, a, b, r);
             let w: StatusAnd<Wide24> = q.value.convert_r(r, &mut lost);
-            let nq: StatusAnd<Quad> = op_in(op, a, b, r);
+            let nq: StatusAnd<Quad> = op_odd(op, a, b, r);
             let n: StatusAnd<Ext24> = nq.value.convert_r(r, &mut lost);
             let nst = n.status | nq.status;
             let n80: F80 = n.value.convert(&mut lost).value;
@@ -511,6 +534,16 @@ pub(crate) fn arith(op: Op, a: u128, b: u128, env: &Env) -> Outcome {
     if op == Op::Sqrt && fa.is_negative() && !fa.is_zero() {
         return Outcome::invalid(env);
     }
+    // Zero divide takes precedence over a denormal dividend (as the host CPU shows).
+    if op == Op::Div && fb.is_zero() && !fa.is_zero() && !fa.is_infinite() {
+        let neg = fa.is_negative() != fb.is_negative();
+        return Outcome {
+            value: pack(neg, EXP_MASK, INT_BIT),
+            exc: sw::ZE,
+            c1: false,
+            store: env.masked(sw::ZE),
+        };
+    }
     let de = match denormal_check(denormal, env) {
         Ok(d) => d,
         Err(o) => return o,
@@ -526,15 +559,7 @@ pub(crate) fn arith(op: Op, a: u128, b: u128, env: &Env) -> Outcome {
             return Outcome::exact(a).with(de);
         }
     }
-    if op == Op::Div && fb.is_zero() && !fa.is_zero() && !fa.is_infinite() {
-        let neg = fa.is_negative() != fb.is_negative();
-        return Outcome {
-            value: pack(neg, EXP_MASK, INT_BIT),
-            exc: de | sw::ZE,
-            c1: false,
-            store: env.masked(sw::ZE),
-        };
-    }
+
     let (n, (wide, wide_lossy), tiny, huge) = compute(op, fa, fb, env);
     if n.status.contains(Status::INVALID_OP) {
         return Outcome::invalid(env).with(de);
@@ -590,12 +615,12 @@ fn wide_inexact(op: Op, a: F80, b: F80, env: &Env) -> bool {
             .status
             .contains(Status::INEXACT),
         Precision::P53 => {
-            let q: StatusAnd<WideQuad> = op_in(op, a, b, r);
+            let q: StatusAnd<WideQuad> = op_odd(op, a, b, r);
             let w: StatusAnd<Wide53> = q.value.convert_r(r, &mut lost);
             (q.status | w.status).contains(Status::INEXACT)
         }
         Precision::P24 => {
-            let q: StatusAnd<WideQuad> = op_in(op, a, b, r);
+            let q: StatusAnd<WideQuad> = op_odd(op, a, b, r);
             let w: StatusAnd<Wide24> = q.value.convert_r(r, &mut lost);
             (q.status | w.status).contains(Status::INEXACT)
         }
@@ -1035,9 +1060,10 @@ pub(crate) fn scale(a: u128, b: u128, env: &Env) -> Outcome {
         .value
         .to_i128_r(32, Round::TowardZero, &mut exact)
         .value
-        // Beyond this every result overflows or underflows even after the 2^∓24576 scaling,
-        // and the wide formats (17-bit exponent) still hold the exact value.
-        .clamp(-41_000, 41_000) as i32;
+        // Beyond this every result overflows or underflows even after the 2^∓24576 scaling
+        // (16383 + 16445 + 24576 < 57500), and the wide formats (18-bit exponent) still hold
+        // the exact value.
+        .clamp(-57_500, 57_500) as i32;
     // Precision control does not apply to FSCALE (SDM Vol. 1 §8.1.5.2).
     let full = Env {
         precision: Precision::P64,
@@ -1097,7 +1123,8 @@ pub(crate) fn partial_remainder(a: u128, b: u128, ieee: bool, env: &Env) -> (Out
         return (Outcome::exact(bits).with(de), Some(sw::C2));
     }
     if d < -1 || (d == -1 && !ieee) {
-        return (tiny_remainder(a, de, env), Some(0));
+        // The operand comes back in canonical form (a pseudo-denormal gets exponent 1).
+        return (tiny_remainder(fa.to_bits(), de, env), Some(0));
     }
     // Work in units of 2^min(ea, eb).
     let (na, nb, unit) = if d >= 0 {

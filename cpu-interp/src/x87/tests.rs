@@ -305,3 +305,33 @@ fn transcendentals_match_known_values() {
     );
     assert!(!transc::trig_in_range(f(1e19)));
 }
+
+#[test]
+fn precision_control_rounds_once() {
+    // 1 + 2^-23 + 2^-24 is halfway between two 24-bit neighbours; subtracting 2^-130 puts the
+    // exact sum just below: round to nearest gives 1 + 2^-23. Rounding first to 113 bits would
+    // land on the tie and round to even (1 + 2^-22).
+    let a = pack(false, 0x3FFF, (1 << 63) | (1 << 40) | (1 << 39));
+    let b = pack(true, 0x3FFF - 130, 1 << 63);
+    let o = arith(Op::Add, a, b, &env(0x007F));
+    assert_eq!(o.value, pack(false, 0x3FFF, (1 << 63) | (1 << 40)));
+    assert_eq!(o.exc, sw::PE);
+    assert!(!o.c1);
+    // The same at 53 bits.
+    let a = pack(false, 0x3FFF, (1 << 63) | (1 << 11) | (1 << 10));
+    let o = arith(Op::Add, a, b, &env(0x027F));
+    assert_eq!(o.value, pack(false, 0x3FFF, (1 << 63) | (1 << 11)));
+}
+
+#[test]
+fn exact_zero_sums_take_the_rounding_sign() {
+    for (fcw, neg) in [
+        (0x037F, false),
+        (0x077F, true),
+        (0x007F, false),
+        (0x047F, true),
+    ] {
+        let o = arith(Op::Sub, f(1.5), f(1.5), &env(fcw));
+        assert_eq!(o.value, pack(neg, 0, 0), "fcw {fcw:#x}");
+    }
+}

@@ -378,7 +378,7 @@ impl InterpSide {
 
     /// Run one case to its end marker or first exception in 64-bit mode.
     pub fn run64(&mut self, case: &Case) -> Result<Outcome, String> {
-        self.run_in(case, true, &|_| {}).map(|(o, _)| o)
+        self.run64_with(case, &|_| {}).map(|(o, _)| o)
     }
 
     /// Run one case in 32-bit protected mode whose initial state `prepare` adjusts (e.g.
@@ -389,6 +389,15 @@ impl InterpSide {
         prepare: &dyn Fn(&mut CpuState),
     ) -> Result<(Outcome, CpuState), String> {
         self.run_in(case, false, prepare)
+    }
+
+    /// Like [`Self::run_with`], in 64-bit mode.
+    pub fn run64_with(
+        &mut self,
+        case: &Case,
+        prepare: &dyn Fn(&mut CpuState),
+    ) -> Result<(Outcome, CpuState), String> {
+        self.run_in(case, true, prepare)
     }
 
     fn run_in(

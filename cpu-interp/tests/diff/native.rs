@@ -9,8 +9,14 @@ use super::{Case, NativeMode, Outcome};
 
 static DUMPS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
-/// A case's outcome and, for SIMD cases, the final 512-byte FXSAVE image.
-pub type FxOutcome = (Outcome, Option<Vec<u8>>);
+/// A case's outcome and, for SIMD cases, the final state beyond it.
+pub type FxOutcome = (Outcome, Option<SimdState>);
+
+/// The final state of a SIMD case beyond the GPRs: its 512-byte FXSAVE image.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SimdState {
+    pub fx: Vec<u8>,
+}
 
 /// The compiled runner.
 pub struct NativeRunner {
@@ -185,7 +191,7 @@ fn parse_line(line: &str) -> Result<FxOutcome, String> {
             let bytes: Result<Vec<u8>, String> = (0..hex.len() / 2)
                 .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| bad()))
                 .collect();
-            Some(bytes?)
+            Some(SimdState { fx: bytes? })
         }
         _ => None,
     };

@@ -23,6 +23,9 @@ pub enum Form {
     GprStore,
     /// reg = /digit, r/m = XMM (shift-by-immediate group).
     Digit(u8),
+    /// reg = GPR, r/m = GPR or memory (CRC32's destination and source, MOVNTI's source and
+    /// destination).
+    GprRm,
 }
 
 /// Immediate byte.
@@ -42,6 +45,9 @@ pub enum Vals {
     Int,
     F32,
     F64,
+    /// Integers in the XMM registers and in MM0–MM7, with a random x87 TOP and tag word (the
+    /// SSE instructions on MMX registers).
+    Mmx,
 }
 
 /// One instruction form.
@@ -169,7 +175,7 @@ pub fn f64_val(rng: &mut Rng) -> u64 {
 /// A random 128-bit register value of the given kind.
 pub fn xmm_val(rng: &mut Rng, vals: Vals) -> u128 {
     match vals {
-        Vals::Int => {
+        Vals::Int | Vals::Mmx => {
             let mut v = 0u128;
             for i in 0..4 {
                 let w = match rng.below(6) {
@@ -286,6 +292,13 @@ pub fn rm_operand(
 
 /// A case for one instruction form.
 pub fn case(rng: &mut Rng, spec: &OpSpec, how: Mxcsr) -> SimdCase {
+    case_with_rex(rng, spec, how, false)
+}
+
+/// A case for one instruction form, with a random REX prefix when `rex` (64-bit mode only):
+/// REX.W, REX.R for an XMM ModRM.reg, REX.B for an XMM ModRM.rm — never on a GPR or memory
+/// operand's registers, so every GPR involved is one of the eight the runner sets.
+pub fn case_with_rex(rng: &mut Rng, spec: &OpSpec, how: Mxcsr, rex: bool) -> SimdCase {
     let mut c = base_case(rng);
     let mut xmm = [0u128; 16];
     for x in &mut xmm {
@@ -296,8 +309,45 @@ pub fn case(rng: &mut Rng, spec: &OpSpec, how: Mxcsr) -> SimdCase {
         xmm[1] = xmm[0];
     }
     let mx = mxcsr_val(rng, how);
+    let mut fx = fx_image(mx, &xmm);
+    if spec.vals == Vals::Mmx {
+        // x87 registers in stack order with their exponent bytes, a random TOP and tags;
+        // the exception flags stay masked (no #MF).
+        for i in 0..8 {
+            let v = xmm_val(rng, Vals::Int);
+            fx[32 + 16 * i..42 + 16 * i].copy_from_slice(&v.to_le_bytes()[..10]);
+        }
+        let fsw = (rng.below(8) << 11) as u16 | (rng.below(64) as u16);
+        fx[2..4].copy_from_slice(&fsw.to_le_bytes());
+        fx[4] = rng.u32() as u8;
+    }
     let use_mem = spec.mem > 0 && (spec.mem_only || rng.chance(1, 3));
-    c.code.extend_from_slice(spec.opcode);
+    let prefixes = spec
+        .opcode
+        .iter()
+        .take_while(|b| matches!(b, 0x66 | 0xF2 | 0xF3))
+        .count();
+    c.code.extend_from_slice(&spec.opcode[..prefixes]);
+    if rex {
+        let reg_is_xmm = !matches!(spec.form, Form::GprXmm | Form::GprRm | Form::Digit(_));
+        let rm_is_xmm = !use_mem
+            && matches!(
+                spec.form,
+                Form::XmmRm | Form::Store | Form::GprXmm | Form::Digit(_)
+            );
+        let mut b = 0x40;
+        if rng.chance(1, 2) {
+            b |= 8;
+        }
+        if reg_is_xmm && rng.chance(1, 2) {
+            b |= 4;
+        }
+        if rm_is_xmm && rng.chance(1, 2) {
+            b |= 1;
+        }
+        c.code.push(b);
+    }
+    c.code.extend_from_slice(&spec.opcode[prefixes..]);
     let x = |rng: &mut Rng| rng.below(8) as u8;
     let g = |rng: &mut Rng| rng.pick(&GPRS);
     let size = u32::from(spec.mem);
@@ -311,6 +361,12 @@ pub fn case(rng: &mut Rng, spec: &OpSpec, how: Mxcsr) -> SimdCase {
             let reg = g(rng);
             let rm = if use_mem { None } else { Some(x(rng)) };
             rm_operand(rng, &mut c, reg, rm, size, &[reg]);
+        }
+        Form::GprRm => {
+            let reg = g(rng);
+            let r = g(rng);
+            let rm = if use_mem { None } else { Some(r) };
+            rm_operand(rng, &mut c, reg, rm, size, &[reg, r]);
         }
         Form::XmmGpr | Form::GprStore => {
             let reg = x(rng);
@@ -333,10 +389,7 @@ pub fn case(rng: &mut Rng, spec: &OpSpec, how: Mxcsr) -> SimdCase {
         }),
         Imm::Round => c.code.push(rng.below(16) as u8),
     }
-    SimdCase {
-        case: c,
-        fx: fx_image(mx, &xmm),
-    }
+    SimdCase { case: c, fx }
 }
 
 /// A family that picks one of `specs` per case.

@@ -4,6 +4,8 @@
 //! [`all`], so another set (x87, MMX) only adds a module and a line there.
 
 pub mod gen;
+pub mod mmx_forms;
+pub mod rex;
 pub mod sse;
 pub mod sse2;
 pub mod sse3;
@@ -37,6 +39,8 @@ pub fn all() -> Vec<SimdFamily> {
         ssse3::families(),
         sse41::families(),
         sse42::families(),
+        mmx_forms::families(),
+        rex::families(),
     ]
     .into_iter()
     .flatten()
@@ -52,6 +56,7 @@ pub fn specs() -> Vec<gen::OpSpec> {
         ssse3::tables(),
         sse41::tables(),
         sse42::tables(),
+        mmx_forms::tables(),
     ]
     .into_iter()
     .flatten()

@@ -22,6 +22,10 @@ const ARITH: &[OpSpec] = &[
 ];
 
 const COMPARE_CONVERT: &[OpSpec] = &[
+    OpSpec {
+        mem_only: true,
+        ..op("cvtpi2ps", &[0x0F, 0x2A], XmmRm, 8, Imm::None, Int)
+    },
     op("cmpps", &[0x0F, 0xC2], XmmRm, 16, Imm::Pred, F32),
     op("cmpss", &[0xF3, 0x0F, 0xC2], XmmRm, 4, Imm::Pred, F32),
     op("comiss", &[0x0F, 0x2F], XmmRm, 4, Imm::None, F32),

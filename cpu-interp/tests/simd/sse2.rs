@@ -22,6 +22,10 @@ const ARITH: &[OpSpec] = &[
 ];
 
 const COMPARE_CONVERT: &[OpSpec] = &[
+    OpSpec {
+        mem_only: true,
+        ..op("cvtpi2pd", &[0x66, 0x0F, 0x2A], XmmRm, 8, Imm::None, Int)
+    },
     op("cmppd", &[0x66, 0x0F, 0xC2], XmmRm, 16, Imm::Pred, F64),
     op("cmpsd", &[0xF2, 0x0F, 0xC2], XmmRm, 8, Imm::Pred, F64),
     op("comisd", &[0x66, 0x0F, 0x2F], XmmRm, 8, Imm::None, F64),
@@ -107,7 +111,7 @@ const MOVE_LOGIC: &[OpSpec] = &[
     op("pinsrw", &[0x66, 0x0F, 0xC4], XmmGpr, 2, Imm::Any, Int),
     OpSpec {
         mem_only: true,
-        ..op("movnti", &[0x0F, 0xC3], GprStore, 4, Imm::None, Int)
+        ..op("movnti", &[0x0F, 0xC3], GprRm, 4, Imm::None, Int)
     },
 ];
 

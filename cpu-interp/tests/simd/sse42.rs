@@ -47,7 +47,7 @@ const ALL: &[OpSpec] = &[
     op(
         "crc32-8",
         &[0xF2, 0x0F, 0x38, 0xF0],
-        GprXmm,
+        GprRm,
         1,
         Imm::None,
         Int,
@@ -55,7 +55,7 @@ const ALL: &[OpSpec] = &[
     op(
         "crc32-16",
         &[0x66, 0xF2, 0x0F, 0x38, 0xF1],
-        GprXmm,
+        GprRm,
         2,
         Imm::None,
         Int,
@@ -63,7 +63,7 @@ const ALL: &[OpSpec] = &[
     op(
         "crc32-32",
         &[0xF2, 0x0F, 0x38, 0xF1],
-        GprXmm,
+        GprRm,
         4,
         Imm::None,
         Int,
