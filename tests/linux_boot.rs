@@ -206,10 +206,16 @@ fn run_with_limit(mut cmd: Command, dir: &TempDir, limit: Duration) -> Run {
 /// Boot under pcvm with `accel`, `mem` of RAM and `end` (`poweroff`/`reboot`); check the
 /// answers and that pcvm exits 0.
 fn boot_pcvm(accel: &str, mem: &str, end: &str) {
+    boot_pcvm_with(&["--accel", accel], mem, end);
+}
+
+/// [`boot_pcvm`] with backend options `backend` (e.g. `--accel kvm --irqchip kernel`).
+fn boot_pcvm_with(backend: &[&str], mem: &str, end: &str) {
+    let accel = backend.join(" ");
     let (Some((vmlinuz, release)), Some(bb)) = (kernel(), busybox()) else {
         return;
     };
-    let dir = TempDir::new(&format!("linux-{accel}-{mem}-{end}"));
+    let dir = TempDir::new(&format!("linux-{mem}-{end}"));
     let initrd = build_initramfs(&dir, &bb);
     let limit = boot_timeout();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_pcvm"));
@@ -224,14 +230,13 @@ fn boot_pcvm(accel: &str, mem: &str, end: &str) {
         &cmdline(end),
         "-nographic",
         "-no-reboot",
-        "--accel",
-        accel,
         "--timeout",
         &limit.as_secs().to_string(),
     ]);
+    cmd.args(backend);
     let run = run_with_limit(cmd, &dir, limit + Duration::from_secs(30));
     eprintln!(
-        "pcvm --accel {accel} -m {mem} ({end}): status {:?} after {:.1} s",
+        "pcvm {accel} -m {mem} ({end}): status {:?} after {:.1} s",
         run.status, run.secs
     );
     if run.status != Some(0) {
@@ -270,21 +275,36 @@ fn interp_reboot_with_no_reboot_exits() {
     boot_pcvm("interp", "1G", "reboot");
 }
 
-/// KVM with pcvm's device model; only on hardware virtualization (a software /dev/kvm such as
-/// kvm-pvm takes far too long to boot Linux, see issue 5).
-#[test]
-fn kvm_1g_poweroff() {
+/// KVM is hardware-backed and usable; otherwise print why the KVM boots skip (a software
+/// /dev/kvm such as kvm-pvm takes far too long to boot Linux, see issue 5).
+fn hardware_kvm() -> bool {
     if !pcvm_accel_kvm::hardware_virtualization_available() {
         eprintln!(
             "skipped: the host CPU has no hardware virtualization (no vmx/svm in /proc/cpuinfo)"
         );
-        return;
+        return false;
     }
     if let Err(e) = pcvm_accel_kvm::kvm_usable() {
         eprintln!("skipped: /dev/kvm is not usable: {e}");
-        return;
+        return false;
     }
-    boot_pcvm("kvm", "1G", "poweroff");
+    true
+}
+
+/// KVM with pcvm's interrupt controllers and timers.
+#[test]
+fn kvm_1g_poweroff() {
+    if hardware_kvm() {
+        boot_pcvm("kvm", "1G", "poweroff");
+    }
+}
+
+/// KVM with its in-kernel PIC, I/O APIC, local APIC and PIT.
+#[test]
+fn kvm_kernel_irqchip_3g_reboot() {
+    if hardware_kvm() {
+        boot_pcvm_with(&["--accel", "kvm", "--irqchip", "kernel"], "3G", "reboot");
+    }
 }
 
 /// The harness itself under QEMU's TCG, when `qemu-system-x86_64` is installed (it is only a
