@@ -6,7 +6,9 @@
 //! `reboot -f` (with `-no-reboot`: exit 0).
 //!
 //! The same initramfs and checks run under `qemu-system-x86_64 -accel tcg` when it is
-//! installed, which proves the script and the expected answers independently of pcvm.
+//! installed, which proves the script and the expected answers independently of pcvm. The
+//! interpreter boots skip (saying so) while the interpreter lacks long mode; each takes minutes
+//! once it has it (`PCVM_LINUX_TIMEOUT` bounds a boot, default 900 s).
 
 mod common;
 
@@ -257,22 +259,36 @@ fn tail(s: &str, lines: usize) -> String {
     v[v.len().saturating_sub(lines)..].join("\n")
 }
 
+/// The interpreter implements long mode (a bzImage is entered in 64-bit mode); otherwise print
+/// why the interpreter boots skip. They run by themselves once CPUID advertises LM.
+fn interp_long_mode() -> bool {
+    use pcvm_core::CpuBackend as _;
+    let lm = pcvm_cpu_interp::Interpreter::new().supports_long_mode();
+    if !lm {
+        eprintln!("skipped: the interpreter does not implement long mode yet (issue 4)");
+    }
+    lm
+}
+
 #[test]
-#[ignore = "needs long mode in the interpreter (issue 4)"]
 fn interp_1g_poweroff() {
-    boot_pcvm("interp", "1G", "poweroff");
+    if interp_long_mode() {
+        boot_pcvm("interp", "1G", "poweroff");
+    }
 }
 
 #[test]
-#[ignore = "needs long mode in the interpreter (issue 4)"]
 fn interp_3g_poweroff() {
-    boot_pcvm("interp", "3G", "poweroff");
+    if interp_long_mode() {
+        boot_pcvm("interp", "3G", "poweroff");
+    }
 }
 
 #[test]
-#[ignore = "needs long mode in the interpreter (issue 4)"]
 fn interp_reboot_with_no_reboot_exits() {
-    boot_pcvm("interp", "1G", "reboot");
+    if interp_long_mode() {
+        boot_pcvm("interp", "1G", "reboot");
+    }
 }
 
 /// KVM is hardware-backed and usable; otherwise print why the KVM boots skip (a software
