@@ -46,16 +46,19 @@ fn cpuid_describes_the_implemented_cpu() {
         (8, "CX8"),
         (11, "SEP"),
         (15, "CMOV"),
+        (0, "FPU"),
+        (23, "MMX"),
         (9, "APIC"),
     ] {
         assert_ne!(edx1 & (1 << bit), 0, "{name}");
     }
-    for (bit, name) in [(0, "FPU"), (23, "MMX"), (24, "FXSR"), (25, "SSE")] {
+    for (bit, name) in [(24, "FXSR"), (25, "SSE")] {
         assert_eq!(edx1 & (1 << bit), 0, "{name} not implemented");
     }
     assert!(w(8) < 0x4000_0000, "no hypervisor leaves");
     assert_ne!(w(15) & (1 << 20), 0, "NX");
-    assert_eq!(w(15) & (1 << 29), 0, "no long mode");
+    assert_ne!(w(15) & (1 << 29), 0, "long mode");
+    assert_ne!(w(15) & (1 << 11), 0, "SYSCALL");
 }
 
 #[test]
@@ -226,9 +229,9 @@ fn lldt_ltr_and_ldt_segments() {
 
 #[test]
 fn control_register_checks() {
-    // A reserved CR4 bit (OSFXSR: no FXSR here) is #GP(0).
+    // A reserved CR4 bit (LA57: no 5-level paging here) is #GP(0).
     let (m, _) = run(|a| {
-        a.mov(eax, 1u32 << 9)?;
+        a.mov(eax, 1u32 << 12)?;
         a.mov(cr4, eax)?;
         a.hlt()
     });
