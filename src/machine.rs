@@ -1035,8 +1035,15 @@ impl crate::gdb::GdbMachine for Machine {
     }
 }
 
-/// A CPU state dump: general registers, segments, control registers.
+/// EFER.LMA: IA-32e mode is active (Intel SDM Vol. 3A §2.2.1).
+const EFER_LMA: u64 = 1 << 10;
+
+/// A CPU state dump: general registers, segments, control registers (all 64 bits wide and
+/// R8–R15 once the CPU is in IA-32e mode).
 pub fn format_state(s: &CpuState) -> String {
+    if s.efer & EFER_LMA != 0 {
+        return format_state_64(s);
+    }
     use std::fmt::Write as _;
     let mut o = String::new();
     let g = &s.gpr;
@@ -1071,4 +1078,67 @@ pub fn format_state(s: &CpuState) -> String {
         s.cr0 as u32, s.cr2 as u32, s.cr3 as u32, s.cr4 as u32, s.efer
     );
     o
+}
+
+/// [`format_state`] in IA-32e mode.
+fn format_state_64(s: &CpuState) -> String {
+    use std::fmt::Write as _;
+    let mut o = String::new();
+    let names = [
+        "RAX", "RCX", "RDX", "RBX", "RSP", "RBP", "RSI", "RDI", "R8", "R9", "R10", "R11", "R12",
+        "R13", "R14", "R15",
+    ];
+    for (i, pair) in names.chunks(2).enumerate() {
+        let _ = writeln!(
+            o,
+            "{:<3}={:016x} {:<3}={:016x}",
+            pair[0],
+            s.gpr[2 * i],
+            pair[1],
+            s.gpr[2 * i + 1]
+        );
+    }
+    let _ = writeln!(o, "RIP={:016x} RFL={:08x}", s.rip, s.rflags);
+    let seg_names = ["ES", "CS", "SS", "DS", "FS", "GS", "LDT", "TR"];
+    for (name, seg) in seg_names
+        .iter()
+        .zip(s.segments.iter().chain([&s.ldtr, &s.tr]))
+    {
+        let _ = writeln!(
+            o,
+            "{name:<3}={:04x} base={:016x} limit={:08x} attr={:04x}",
+            seg.selector, seg.base, seg.limit, seg.attributes
+        );
+    }
+    let _ = writeln!(
+        o,
+        "GDT={:016x}/{:04x} IDT={:016x}/{:04x}",
+        s.gdtr.base, s.gdtr.limit, s.idtr.base, s.idtr.limit
+    );
+    let _ = write!(
+        o,
+        "CR0={:08x} CR2={:016x} CR3={:016x} CR4={:08x} EFER={:x}",
+        s.cr0, s.cr2, s.cr3, s.cr4, s.efer
+    );
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_dump_is_64_bit_wide_in_ia32e_mode() {
+        let mut s = CpuState::reset();
+        s.gpr[15] = 0x1234_5678_9ABC_DEF0;
+        s.rip = 0xFFFF_FFFF_8100_0000;
+        let legacy = format_state(&s);
+        assert!(legacy.starts_with("EAX="), "{legacy}");
+        assert!(!legacy.contains("R15"), "{legacy}");
+        s.efer = 0x500; // LME | LMA
+        let wide = format_state(&s);
+        assert!(wide.contains("R15=123456789abcdef0"), "{wide}");
+        assert!(wide.contains("RIP=ffffffff81000000"), "{wide}");
+        assert!(wide.contains("EFER=500"), "{wide}");
+    }
 }

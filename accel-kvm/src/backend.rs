@@ -168,6 +168,10 @@ impl KvmBackend {
             };
             vm.create_pit2(pit)
                 .map_err(ioctl_err("create the in-kernel PIT"))?;
+            let routing = crate::irq_line::pc_gsi_routing()
+                .map_err(|e| Error::VcpuFailed(format!("GSI routing table: {e}")))?;
+            vm.set_gsi_routing(&routing)
+                .map_err(ioctl_err("set the PC's GSI routing"))?;
         }
         let readonly = vm.check_extension(Cap::ReadonlyMem);
         if !readonly {
