@@ -21,12 +21,14 @@ mod exception;
 mod exec;
 mod fault;
 mod flags;
+mod jit_support;
 mod mmu;
 mod segment;
 mod task;
 
 pub use error::{Error, Result};
 pub use fault::Fault;
+pub use jit_support::{BlockPeek, JitBlock, JitMode, JitStep, JitSync};
 
 use std::collections::HashSet;
 use std::io::Write;
