@@ -58,6 +58,12 @@ const MAX_CODE_BYTES: usize = 64 << 20;
 /// REP iterations a fallback run may do beyond its block before returning to the dispatcher.
 const REP_SLICE: u64 = 4096;
 
+/// Most guest instructions in one translated block (compile time grows with the exits).
+const MAX_TRANSLATED: usize = 32;
+
+/// Recompilations of one block (after its code changed) before it stays interpreted.
+const MAX_RECOMPILES: u32 = 8;
+
 /// Entries of the linear-EIP lookup cache.
 const JMP_CACHE_SIZE: usize = 4096;
 
@@ -189,6 +195,8 @@ pub struct JitBackend {
     map: HashMap<(u64, u64), Entry>,
     /// RAM page → compiled blocks decoded from it.
     pages: HashMap<u64, Vec<u32>>,
+    /// Times the block at a key was dropped because its code changed.
+    drops: HashMap<(u64, u64), u32>,
     /// (linear EIP, context generation, block index).
     jmp: Vec<(u64, u64, u32)>,
     threshold: u32,
@@ -220,6 +228,7 @@ impl JitBackend {
             blocks: Vec::new(),
             map: HashMap::new(),
             pages: HashMap::new(),
+            drops: HashMap::new(),
             jmp: vec![(u64::MAX, 0, 0); JMP_CACHE_SIZE],
             threshold: DEFAULT_THRESHOLD,
             stats: JitStats::default(),
@@ -247,6 +256,7 @@ impl JitBackend {
         self.blocks.clear();
         self.map.clear();
         self.pages.clear();
+        self.drops.clear();
         self.jmp.fill((u64::MAX, 0, 0));
         self.stats.flushes += 1;
         match Compiler::new() {
@@ -273,7 +283,16 @@ impl JitBackend {
 
     fn drop_block(&mut self, idx: u32) {
         if let Some(b) = self.blocks.get_mut(idx as usize).and_then(Option::take) {
-            self.map.insert(b.key, Entry::Cold(0));
+            // Code rewritten again and again (data sharing its page, a patching loop) stays
+            // interpreted rather than recompiled each time.
+            let drops = self.drops.entry(b.key).or_insert(0);
+            *drops += 1;
+            let next = if *drops >= MAX_RECOMPILES {
+                Entry::Never
+            } else {
+                Entry::Cold(0)
+            };
+            self.map.insert(b.key, next);
             self.jmp.fill((u64::MAX, 0, 0));
             self.stats.invalidations += 1;
         }
@@ -327,7 +346,12 @@ impl JitBackend {
         if block.phys != key.0 {
             return None;
         }
-        let n = block.insns.iter().take_while(|i| supported(i)).count();
+        let n = block
+            .insns
+            .iter()
+            .take(MAX_TRANSLATED)
+            .take_while(|i| supported(i))
+            .count();
         if n == 0 {
             return None;
         }

@@ -295,6 +295,7 @@ impl<'a> Translator<'a> {
         let entry = b.create_block();
         b.append_block_params_for_function_params(entry);
         b.switch_to_block(entry);
+        b.seal_block(entry);
         let ctx = b.block_params(entry)[0];
         let plat = b.block_params(entry)[1];
         let regs = std::array::from_fn(|_| b.declare_var(I64));
@@ -391,6 +392,10 @@ impl<'a> Translator<'a> {
         let cont = self.b.create_block();
         self.b.set_cold_block(out);
         self.b.ins().brif(cond, out, &[], cont, &[]);
+        // Blocks are sealed as soon as their predecessors are known, so variable lookups stay
+        // local instead of growing block parameters across the whole function.
+        self.b.seal_block(out);
+        self.b.seal_block(cont);
         self.b.switch_to_block(out);
         let r = self.b.ins().iconst(I64, rip as i64);
         self.exit(r, executed, code);
@@ -507,6 +512,8 @@ impl<'a> Translator<'a> {
             let fast = self.b.create_block();
             let (hit, entry) = self.tlb_probe(ea, size, OFF_TLB_READ);
             self.b.ins().brif(hit, fast, &[], slow, &[]);
+            self.b.seal_block(fast);
+            self.b.seal_block(slow);
             self.b.switch_to_block(fast);
             let addend = self
                 .b
@@ -522,6 +529,7 @@ impl<'a> Translator<'a> {
             self.b.ins().jump(merge, &[v.into()]);
         } else {
             self.b.ins().jump(slow, &[]);
+            self.b.seal_block(slow);
         }
         self.b.switch_to_block(slow);
         let mut flags = u64::from(size);
@@ -546,6 +554,7 @@ impl<'a> Translator<'a> {
         let c = self.b.ins().icmp_imm_s(IntCC::NotEqual, fault, 0);
         self.fault_exit_if(c);
         self.b.ins().jump(merge, &[v.into()]);
+        self.b.seal_block(merge);
         self.b.switch_to_block(merge);
         self.b.block_params(merge)[0]
     }
@@ -561,6 +570,8 @@ impl<'a> Translator<'a> {
             let fast = self.b.create_block();
             let (hit, entry) = self.tlb_probe(ea, size, OFF_TLB_WRITE);
             self.b.ins().brif(hit, fast, &[], slow, &[]);
+            self.b.seal_block(fast);
+            self.b.seal_block(slow);
             self.b.switch_to_block(fast);
             let addend = self
                 .b
@@ -577,6 +588,7 @@ impl<'a> Translator<'a> {
             self.b.ins().jump(merge, &[st.into()]);
         } else {
             self.b.ins().jump(slow, &[]);
+            self.b.seal_block(slow);
         }
         self.b.switch_to_block(slow);
         let mut flags = u64::from(size);
@@ -593,6 +605,7 @@ impl<'a> Translator<'a> {
         );
         let st = self.b.inst_results(call)[0];
         self.b.ins().jump(merge, &[st.into()]);
+        self.b.seal_block(merge);
         self.b.switch_to_block(merge);
         let st = self.b.block_params(merge)[0];
         let c = self

@@ -457,7 +457,7 @@ fn interpreter_and_jit_agree_on_random_blocks() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000_000);
-    let states_per_program = 100u64;
+    let states_per_program = 500u64;
     let programs = runs.div_ceil(states_per_program);
     let mut sides = [false, true].map(|paging| {
         let interp = Side {
@@ -472,8 +472,13 @@ fn interpreter_and_jit_agree_on_random_blocks() {
         };
         (interp, jit)
     });
+    // Start at a given program to reproduce a reported mismatch quickly.
+    let first: u64 = std::env::var("PCVM_JIT_DIFF_FIRST")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     let mut total = 0u64;
-    for prog in 0..programs {
+    for prog in first..first + programs {
         let mut r = Rng(0x9E37_79B9_7F4A_7C15 ^ prog.wrapping_mul(0x1000_0001));
         let code = program(&mut r);
         let paging = prog % 2 == 1;
