@@ -70,6 +70,8 @@ const PCI_IO_LEN: u64 = 0x1_0000 - PciIoWindow::SEABIOS_BASE as u64;
 pub enum Accel {
     /// The reference interpreter.
     Interp,
+    /// The Cranelift JIT (hot 32-bit blocks compiled, everything else interpreted).
+    Jit,
     /// KVM through /dev/kvm, driving the same device model through exits (userspace irqchip).
     Kvm,
 }
@@ -362,7 +364,7 @@ impl Machine {
     pub fn new(config: MachineConfig) -> Result<Self> {
         let direct = config.kernel.as_ref().map(DirectKernel::open).transpose()?;
         if let Some(k) = &direct {
-            if k.needs_long_mode() && config.accel == Accel::Interp {
+            if k.needs_long_mode() && matches!(config.accel, Accel::Interp | Accel::Jit) {
                 bail!(
                     "-kernel {}: a bzImage needs long mode, which the interpreter does not \
                      implement yet; use --accel kvm",
@@ -704,6 +706,10 @@ impl Machine {
         }
         let cpu: Box<dyn CpuBackend> = match config.accel {
             Accel::Interp => Box::new(interp),
+            Accel::Jit => Box::new(
+                pcvm_cpu_jit::JitBackend::with_interpreter(interp)
+                    .context("failed to create the JIT backend")?,
+            ),
             Accel::Kvm => {
                 if config.trace.is_some() {
                     bail!("--trace needs --accel interp: KVM runs guest code natively");
