@@ -14,7 +14,8 @@ use clap::{CommandFactory, Parser, ValueEnum};
 
 use crate::direct::KernelConfig;
 use crate::machine::{
-    Accel, BootConfig, CharSpec, DebugExitConfig, Display, DriveConfig, DriveMedia, MachineConfig,
+    Accel, BootConfig, CharSpec, DebugExitConfig, Display, DriveConfig, DriveMedia, Irqchip,
+    MachineConfig,
 };
 use pcvm_firmware::cmos::BootDevice;
 
@@ -122,6 +123,16 @@ pub struct Cli {
     #[arg(long, value_enum, value_name = "BACKEND", default_value = "auto")]
     pub accel: AccelArg,
 
+    /// Where KVM's interrupt controllers live: userspace (pcvm's PIC, I/O APIC and local APIC
+    /// decide what KVM injects; the default) or kernel (KVM's in-kernel PIC/IOAPIC/LAPIC/PIT).
+    #[arg(long, value_enum, value_name = "WHERE")]
+    pub irqchip: Option<IrqchipArg>,
+
+    /// Machine options as QEMU spells them: [pc,]kernel_irqchip=on|off (the same as
+    /// --irqchip kernel|userspace).
+    #[arg(short = 'M', long, value_name = "OPTS")]
+    pub machine: Option<String>,
+
     /// Number of CPUs (only 1 is supported).
     #[arg(long, value_name = "N", default_value = "1")]
     pub smp: String,
@@ -139,8 +150,8 @@ pub struct Cli {
     #[arg(long, value_name = "NS")]
     pub icount: Option<u64>,
 
-    /// Boot a kernel directly, without firmware: a Linux bzImage (64-bit entry; needs
-    /// --accel kvm for now), a multiboot v1 kernel, or an ELF kernel with a PVH note.
+    /// Boot a kernel directly, without firmware: a Linux bzImage (64-bit entry: needs a
+    /// backend with long mode), a multiboot v1 kernel, or an ELF kernel with a PVH note.
     #[arg(long, value_name = "FILE")]
     pub kernel: Option<PathBuf>,
     /// Initial ramdisk for -kernel; for multiboot, modules as "FILE [ARGS],FILE [ARGS]".
@@ -179,6 +190,48 @@ pub enum AccelArg {
     Jit,
     /// KVM (/dev/kvm), with pcvm's device model in userspace.
     Kvm,
+}
+
+/// `--irqchip` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum IrqchipArg {
+    /// pcvm's interrupt controllers.
+    Userspace,
+    /// KVM's in-kernel interrupt controllers.
+    Kernel,
+}
+
+/// The irqchip placement a `-machine` spec asks for (`None`: it does not say). Accepts the
+/// machine type `pc` (or `pc-i440fx-*`, `type=pc`) and `kernel_irqchip=on|off`.
+fn parse_machine(spec: &str) -> Result<Option<Irqchip>> {
+    let mut irqchip = None;
+    for (i, item) in spec.split(',').enumerate() {
+        let (key, value) = match item.split_once('=') {
+            Some((k, v)) => (k, v),
+            None if i == 0 => ("type", item),
+            None => bail!("invalid -machine '{spec}': '{item}' is not KEY=VALUE"),
+        };
+        match key {
+            "type" if value == "pc" || value.starts_with("pc-i440fx") => {}
+            "type" => bail!(
+                "invalid -machine '{spec}': machine type '{value}' is not supported (pcvm is \
+                 an i440FX 'pc')"
+            ),
+            "kernel_irqchip" | "kernel-irqchip" => {
+                irqchip = Some(match value {
+                    "on" | "true" | "yes" => Irqchip::Kernel,
+                    "off" | "false" | "no" => Irqchip::Userspace,
+                    "split" => bail!(
+                        "invalid -machine '{spec}': kernel_irqchip=split is not supported \
+                         (use on or off)"
+                    ),
+                    _ => bail!("invalid -machine '{spec}': kernel_irqchip takes on or off"),
+                })
+            }
+            _ => bail!("invalid -machine '{spec}': unsupported option '{key}'"),
+        }
+    }
+    Ok(irqchip)
 }
 
 /// Rewrite QEMU's single-dash long options to clap's `--` form.
@@ -314,6 +367,22 @@ impl Cli {
             AccelArg::Jit => Accel::Jit,
             AccelArg::Kvm => Accel::Kvm,
         };
+        let from_flag = self.irqchip.map(|a| match a {
+            IrqchipArg::Userspace => Irqchip::Userspace,
+            IrqchipArg::Kernel => Irqchip::Kernel,
+        });
+        let from_machine = self
+            .machine
+            .as_deref()
+            .map(parse_machine)
+            .transpose()?
+            .flatten();
+        let irqchip = match (from_flag, from_machine) {
+            (Some(a), Some(b)) if a != b => {
+                bail!("conflicting irqchip options: --irqchip and -machine kernel_irqchip differ")
+            }
+            (a, b) => a.or(b).unwrap_or_default(),
+        };
         let memory = parse_memory_size(&self.memory)?;
 
         let mut drives: Vec<DriveConfig> = Vec::new();
@@ -432,6 +501,7 @@ impl Cli {
             display,
             no_reboot: self.no_reboot,
             accel,
+            irqchip,
             trace: self.trace,
             timeout,
             icount_ns: self.icount,
@@ -753,6 +823,55 @@ mod tests {
         Cli::try_parse_normalized(v)
             .map_err(|e| anyhow!("{e}"))?
             .into_config()
+    }
+
+    #[test]
+    fn irqchip_from_the_flag_or_qemus_machine_option() {
+        let irqchip = |args: &[&str]| parse(args).map(|c| c.irqchip);
+        assert_eq!(irqchip(&[]).unwrap(), Irqchip::Userspace);
+        assert_eq!(irqchip(&["--irqchip", "kernel"]).unwrap(), Irqchip::Kernel);
+        assert_eq!(
+            irqchip(&["-irqchip", "userspace"]).unwrap(),
+            Irqchip::Userspace
+        );
+        assert_eq!(
+            irqchip(&["-machine", "kernel_irqchip=on"]).unwrap(),
+            Irqchip::Kernel
+        );
+        assert_eq!(
+            irqchip(&["-M", "pc,kernel_irqchip=off"]).unwrap(),
+            Irqchip::Userspace
+        );
+        assert_eq!(
+            irqchip(&["-machine", "type=pc-i440fx-7.2,kernel-irqchip=true"]).unwrap(),
+            Irqchip::Kernel
+        );
+        assert_eq!(irqchip(&["-machine", "pc"]).unwrap(), Irqchip::Userspace);
+        assert_eq!(
+            irqchip(&["--irqchip", "kernel", "-machine", "kernel_irqchip=on"]).unwrap(),
+            Irqchip::Kernel
+        );
+        for (bad, why) in [
+            (
+                &["-machine", "q35"][..],
+                "machine type 'q35' is not supported",
+            ),
+            (
+                &["-machine", "kernel_irqchip=split"],
+                "split is not supported",
+            ),
+            (&["-machine", "kernel_irqchip=maybe"], "takes on or off"),
+            (&["-machine", "pc,usb=on"], "unsupported option 'usb'"),
+            (&["-machine", "pc,on"], "not KEY=VALUE"),
+            (
+                &["--irqchip", "userspace", "-machine", "kernel_irqchip=on"],
+                "conflicting irqchip options",
+            ),
+            (&["--irqchip", "both"], "both"),
+        ] {
+            let e = irqchip(bad).unwrap_err().to_string();
+            assert!(e.contains(why), "{bad:?}: {e}");
+        }
     }
 
     #[test]

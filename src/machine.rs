@@ -91,6 +91,17 @@ impl Accel {
     }
 }
 
+/// Where KVM's interrupt controllers live (`--irqchip`, QEMU's `-machine kernel_irqchip=`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Irqchip {
+    /// pcvm's PIC, I/O APIC and local APIC decide what KVM injects (the default).
+    #[default]
+    Userspace,
+    /// KVM's in-kernel PIC, I/O APIC, local APIC and PIT (`KVM_CREATE_IRQCHIP`,
+    /// `KVM_CREATE_PIT2`); pcvm's devices raise their lines with `KVM_IRQ_LINE`. KVM only.
+    Kernel,
+}
+
 /// What is shown of the guest's screen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Display {
@@ -169,6 +180,8 @@ pub struct MachineConfig {
     /// Exit instead of resetting.
     pub no_reboot: bool,
     pub accel: Accel,
+    /// Interrupt controllers in pcvm or in KVM (`--accel kvm` only).
+    pub irqchip: Irqchip,
     /// Instruction trace file.
     pub trace: Option<PathBuf>,
     /// Wall-clock limit for [`Machine::run`].
@@ -198,6 +211,7 @@ impl Default for MachineConfig {
             display: Display::None,
             no_reboot: false,
             accel: Accel::Interp,
+            irqchip: Irqchip::Userspace,
             trace: None,
             timeout: None,
             icount_ns: None,
@@ -363,19 +377,6 @@ impl Machine {
     /// Build the machine: check every input first, so a bad file is one clear error.
     pub fn new(config: MachineConfig) -> Result<Self> {
         let direct = config.kernel.as_ref().map(DirectKernel::open).transpose()?;
-        if let Some(k) = &direct {
-            if k.needs_long_mode() && matches!(config.accel, Accel::Interp | Accel::Jit) {
-                bail!(
-                    "-kernel {}: a bzImage needs long mode, which the interpreter does not \
-                     implement yet; use --accel kvm",
-                    config
-                        .kernel
-                        .as_ref()
-                        .map_or(Path::new(""), |c| &c.path)
-                        .display()
-                );
-            }
-        }
         // Direct boot needs no firmware; the built-in guest then sits unused at the reset vector.
         let demo = config.bios.is_none() && (config.drives.is_empty() || direct.is_some());
         let bios = match &config.bios {
@@ -404,6 +405,58 @@ impl Machine {
                 .context("failed to map the built-in guest")?,
         }
         let memory = Arc::new(memory);
+        // The CPU backend first: with KVM's in-kernel irqchip the devices' interrupt lines
+        // are KVM's (`KVM_IRQ_LINE`), so they must exist before the devices.
+        if config.irqchip == Irqchip::Kernel && config.accel != Accel::Kvm {
+            bail!("--irqchip kernel needs --accel kvm (the in-kernel irqchip is KVM's)");
+        }
+        let mut kvm_gsi_lines: Option<Vec<Arc<dyn IrqLine>>> = None;
+        let interpreter = || -> Result<pcvm_cpu_interp::Interpreter> {
+            let mut interp = pcvm_cpu_interp::Interpreter::new();
+            if let Some(path) = &config.trace {
+                let f = std::fs::File::create(path)
+                    .with_context(|| format!("failed to create trace file {}", path.display()))?;
+                interp.set_trace(Some(Box::new(std::io::BufWriter::new(f))));
+            }
+            Ok(interp)
+        };
+        let cpu: Box<dyn CpuBackend> = match config.accel {
+            Accel::Interp => Box::new(interpreter()?),
+            Accel::Jit => Box::new(
+                pcvm_cpu_jit::JitBackend::with_interpreter(interpreter()?)
+                    .context("failed to create the JIT backend")?,
+            ),
+            Accel::Kvm => {
+                if config.trace.is_some() {
+                    bail!("--trace needs --accel interp: KVM runs guest code natively");
+                }
+                let info =
+                    pcvm_accel_kvm::kvm_usable().context("--accel kvm: /dev/kvm is not usable")?;
+                if let Some(warning) = info.warning() {
+                    eprintln!("pcvm: {warning}");
+                }
+                let irqchip = match config.irqchip {
+                    Irqchip::Userspace => pcvm_accel_kvm::IrqchipMode::Userspace,
+                    Irqchip::Kernel => pcvm_accel_kvm::IrqchipMode::Kernel,
+                };
+                let kvm = pcvm_accel_kvm::KvmBackend::new(
+                    &memory,
+                    pcvm_accel_kvm::KvmOptions {
+                        irqchip,
+                        ..pcvm_accel_kvm::KvmOptions::default()
+                    },
+                )
+                .context("failed to create the KVM backend")?;
+                if config.irqchip == Irqchip::Kernel {
+                    let lines = (0..IOAPIC_PINS as u32)
+                        .map(|gsi| kvm.irq_line(gsi))
+                        .collect::<Option<Vec<_>>>()
+                        .ok_or_else(|| anyhow!("KVM has no in-kernel irqchip lines"))?;
+                    kvm_gsi_lines = Some(lines);
+                }
+                Box::new(kvm)
+            }
+        };
         let clock = VirtualClock::new(match config.icount_ns {
             Some(ns) => ClockMode::InstructionCount {
                 ns_per_instruction: ns,
@@ -448,7 +501,21 @@ impl Machine {
             pic.clone(),
             &board.intr,
         ))));
-        let irq = |n: u8| -> Arc<dyn IrqLine> { IsaIrqLine::shared(&pic, &ioapic, n) };
+        // ISA IRQ n: both 8259 input n and I/O APIC pin (n, IRQ0 on 2) — ours, or with the
+        // in-kernel irqchip KVM's GSI n, which KVM's default routing sends to its PIC input
+        // n and IOAPIC pin n (KVM API §4.24 KVM_CREATE_IRQCHIP).
+        let irq = |n: u8| -> Arc<dyn IrqLine> {
+            match &kvm_gsi_lines {
+                Some(lines) => lines[usize::from(n)].clone(),
+                None => IsaIrqLine::shared(&pic, &ioapic, n),
+            }
+        };
+        let ioapic_pin = |pin: usize| -> Arc<dyn IrqLine> {
+            match &kvm_gsi_lines {
+                Some(lines) => lines[pin].clone(),
+                None => IoApicPinLine::shared(&ioapic, pin),
+            }
+        };
 
         // HPET: legacy replacement routes to ISA IRQ0/8, otherwise GSI 20–23.
         let hpet_timer = TimerHandle::new();
@@ -456,7 +523,7 @@ impl Machine {
         hpet_lines[2] = Some(irq(0));
         hpet_lines[8] = Some(irq(8));
         for (pin, slot) in hpet_lines.iter_mut().enumerate().skip(20) {
-            *slot = Some(IoApicPinLine::shared(&ioapic, pin));
+            *slot = Some(ioapic_pin(pin));
         }
         let hpet = Arc::new(Mutex::new(Hpet::new(
             clock.clone(),
@@ -698,35 +765,20 @@ impl Machine {
         let apm = Arc::new(Mutex::new(ApmShutdownPort::new(board.requests.clone())));
         add_pio(&mut board, &[(APM_SHUTDOWN_PORT, 1)], apm)?;
 
-        let mut interp = pcvm_cpu_interp::Interpreter::new();
-        if let Some(path) = &config.trace {
-            let f = std::fs::File::create(path)
-                .with_context(|| format!("failed to create trace file {}", path.display()))?;
-            interp.set_trace(Some(Box::new(std::io::BufWriter::new(f))));
-        }
-        let cpu: Box<dyn CpuBackend> = match config.accel {
-            Accel::Interp => Box::new(interp),
-            Accel::Jit => Box::new(
-                pcvm_cpu_jit::JitBackend::with_interpreter(interp)
-                    .context("failed to create the JIT backend")?,
-            ),
-            Accel::Kvm => {
-                if config.trace.is_some() {
-                    bail!("--trace needs --accel interp: KVM runs guest code natively");
-                }
-                let info =
-                    pcvm_accel_kvm::kvm_usable().context("--accel kvm: /dev/kvm is not usable")?;
-                if let Some(warning) = info.warning() {
-                    eprintln!("pcvm: {warning}");
-                }
-                let kvm = pcvm_accel_kvm::KvmBackend::new(
-                    &board.memory,
-                    pcvm_accel_kvm::KvmOptions::default(),
-                )
-                .context("failed to create the KVM backend")?;
-                Box::new(kvm)
+        if let Some(k) = &direct {
+            if k.needs_long_mode() && !cpu.supports_long_mode() {
+                bail!(
+                    "-kernel {}: a bzImage is entered in 64-bit mode, and the {} backend does \
+                     not implement long mode (CPUID.80000001H:EDX.LM); use --accel kvm",
+                    config
+                        .kernel
+                        .as_ref()
+                        .map_or(Path::new(""), |c| &c.path)
+                        .display(),
+                    cpu.name()
+                );
             }
-        };
+        }
         let kicker = cpu.kicker();
         let quit = Arc::new(AtomicBool::new(false));
         {

@@ -183,8 +183,15 @@ fn multiboot_guest_detects_a_different_cmdline() {
     assert!(!serial.contains(MARKER), "{serial:?}");
 }
 
+/// Until the interpreter implements long mode it refuses a bzImage with one clear line; the
+/// check asks the backend's CPUID, so it lifts by itself when long mode lands.
 #[test]
 fn bzimage_under_the_interpreter_needs_long_mode() {
+    use pcvm_core::CpuBackend as _;
+    if pcvm_cpu_interp::Interpreter::new().supports_long_mode() {
+        eprintln!("skipped: the interpreter implements long mode");
+        return;
+    }
     let dir = TempDir::new("bzimage-interp");
     let mut bz = vec![0u8; 0x1000];
     bz[0x1FE..0x200].copy_from_slice(&[0x55, 0xAA]);
@@ -194,7 +201,8 @@ fn bzimage_under_the_interpreter_needs_long_mode() {
     let p = p.display().to_string();
     assert_bad_input(
         &["--accel", "interp", "-kernel", &p],
-        "needs long mode, which the interpreter does not implement yet; use --accel kvm",
+        "a bzImage is entered in 64-bit mode, and the interp backend does not implement long \
+         mode (CPUID.80000001H:EDX.LM); use --accel kvm",
     );
 }
 

@@ -104,6 +104,8 @@ pub struct KvmBackend {
     use_xsave: bool,
     /// The MSRs of `CpuState` this KVM can save and restore.
     msr_indices: Vec<u32>,
+    /// The guest's CPUID table as set with `KVM_SET_CPUID2`.
+    cpuid: Vec<kvm_bindings::kvm_cpuid_entry2>,
     /// `KVM_CAP_GUEST_DEBUG_HW_BPS`.
     hw_breakpoints: usize,
     debug: DebugConfig,
@@ -225,6 +227,7 @@ impl KvmBackend {
             mxcsr_mask,
             use_xsave,
             msr_indices,
+            cpuid: entries,
             hw_breakpoints,
             debug: DebugConfig::default(),
             debug_mode: DebugMode::Off,
@@ -967,5 +970,18 @@ impl CpuBackend for KvmBackend {
 
     fn kicker(&self) -> Kicker {
         self.kicker.clone()
+    }
+
+    /// The entry given to `KVM_SET_CPUID2` (an index-qualified entry matches its subleaf
+    /// only, KVM API §4.46 `KVM_CPUID_FLAG_SIGNIFCANT_INDEX`).
+    fn cpuid(&self, leaf: u32, subleaf: u32) -> Option<[u32; 4]> {
+        self.cpuid
+            .iter()
+            .find(|e| {
+                e.function == leaf
+                    && (e.flags & kvm_bindings::KVM_CPUID_FLAG_SIGNIFCANT_INDEX == 0
+                        || e.index == subleaf)
+            })
+            .map(|e| [e.eax, e.ebx, e.ecx, e.edx])
     }
 }

@@ -188,4 +188,21 @@ pub trait CpuBackend: Send {
     fn instructions_retired(&self) -> u64 {
         0
     }
+
+    /// What CPUID leaf `leaf`, subleaf `subleaf` returns to the guest as `[eax, ebx, ecx,
+    /// edx]`, so the machine can ask what the guest CPU implements; `None` if the backend
+    /// cannot tell.
+    fn cpuid(&self, _leaf: u32, _subleaf: u32) -> Option<[u32; 4]> {
+        None
+    }
+
+    /// The guest CPU implements Intel 64 long mode: CPUID.80000001H:EDX.LM[bit 29] (Intel SDM
+    /// Vol. 2A "CPUID"). `false` when the backend cannot tell.
+    fn supports_long_mode(&self) -> bool {
+        self.cpuid(0x8000_0000, 0)
+            .is_some_and(|max| max[0] >= 0x8000_0001)
+            && self
+                .cpuid(0x8000_0001, 0)
+                .is_some_and(|r| r[3] & (1 << 29) != 0)
+    }
 }

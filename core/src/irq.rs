@@ -92,6 +92,19 @@ pub trait InterruptController: Send {
     /// INTA cycle: the vector of the highest-priority pending interrupt, now in service, or
     /// `None` if the request went away (the CPU then takes nothing).
     fn acknowledge(&mut self) -> Option<u8>;
+
+    /// RDMSR of a CPU-local MSR the controller implements (a local APIC: IA32_APIC_BASE,
+    /// the x2APIC range, IA32_TSC_DEADLINE); `None` if it has no such MSR or the access
+    /// faults in its current mode. See [`crate::Platform::read_local_msr`].
+    fn read_msr(&mut self, _msr: u32) -> Option<u64> {
+        None
+    }
+
+    /// WRMSR of a CPU-local MSR with the CPU's time-stamp counter `tsc` at the write:
+    /// `Some(true)` done, `Some(false)` #GP, `None` not an MSR of this controller.
+    fn write_msr(&mut self, _msr: u32, _value: u64, _tsc: u64) -> Option<bool> {
+        None
+    }
 }
 
 #[cfg(test)]

@@ -95,6 +95,21 @@ pub trait Platform {
     /// A device asked for reset or power-off; the backend should return
     /// [`crate::VmExit::Reset`] / [`crate::VmExit::PowerOff`] at the next instruction boundary.
     fn system_request(&self) -> Option<SystemRequest>;
+
+    /// RDMSR of a CPU-local MSR the board's interrupt controller implements (the local APIC's
+    /// IA32_APIC_BASE 0x1B, x2APIC registers 0x800–0x8FF, IA32_TSC_DEADLINE 0x6E0; Intel SDM
+    /// Vol. 3A §11.4.4, §11.12.1, §11.5.4.1). `None`: the board does not take this MSR now,
+    /// and the backend handles it itself (or raises #GP, as for x2APIC MSRs in xAPIC mode).
+    fn read_local_msr(&mut self, _msr: u32) -> Option<u64> {
+        None
+    }
+
+    /// WRMSR of such an MSR; `tsc` is the CPU's time-stamp counter at the write (the
+    /// TSC-deadline timer compares against it). `Some(true)`: done; `Some(false)`: the write
+    /// is invalid, #GP(0); `None`: not the board's, the backend handles it.
+    fn write_local_msr(&mut self, _msr: u32, _value: u64, _tsc: u64) -> Option<bool> {
+        None
+    }
 }
 
 /// The assembled machine: memory, buses, timers, interrupt routing.
@@ -175,5 +190,62 @@ impl Platform for Board {
         } else {
             None
         }
+    }
+    fn read_local_msr(&mut self, msr: u32) -> Option<u64> {
+        self.interrupt_controller
+            .as_ref()?
+            .lock()
+            .ok()?
+            .read_msr(msr)
+    }
+    fn write_local_msr(&mut self, msr: u32, value: u64, tsc: u64) -> Option<bool> {
+        self.interrupt_controller
+            .as_ref()?
+            .lock()
+            .ok()?
+            .write_msr(msr, value, tsc)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ClockMode;
+    use crate::memory::MemoryLayout;
+
+    /// A controller owning MSR 0x1B only, recording the TSC of the last write.
+    struct OneMsr(u64, u64);
+
+    impl InterruptController for OneMsr {
+        fn acknowledge(&mut self) -> Option<u8> {
+            None
+        }
+        fn read_msr(&mut self, msr: u32) -> Option<u64> {
+            (msr == 0x1B).then_some(self.0)
+        }
+        fn write_msr(&mut self, msr: u32, value: u64, tsc: u64) -> Option<bool> {
+            (msr == 0x1B).then(|| {
+                self.0 = value;
+                self.1 = tsc;
+                value & 1 == 0
+            })
+        }
+    }
+
+    #[test]
+    fn local_msrs_go_to_the_interrupt_controller() {
+        let layout = MemoryLayout::pc(16 << 20).unwrap();
+        let memory = Arc::new(GuestMemory::new(layout).unwrap());
+        let mut board = Board::new(memory, VirtualClock::new(ClockMode::Host));
+        assert_eq!(board.read_local_msr(0x1B), None, "no controller");
+        assert_eq!(board.write_local_msr(0x1B, 0, 0), None);
+        let ctl = Arc::new(Mutex::new(OneMsr(0xFEE0_0900, 0)));
+        board.interrupt_controller = Some(ctl.clone());
+        assert_eq!(board.read_local_msr(0x1B), Some(0xFEE0_0900));
+        assert_eq!(board.read_local_msr(0x10), None);
+        assert_eq!(board.write_local_msr(0x1B, 0xFEE0_0800, 77), Some(true));
+        assert_eq!(ctl.lock().unwrap().1, 77, "the TSC reaches the controller");
+        assert_eq!(board.write_local_msr(0x1B, 1, 0), Some(false));
+        assert_eq!(board.write_local_msr(0x6E0, 1, 0), None);
     }
 }

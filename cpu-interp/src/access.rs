@@ -6,6 +6,7 @@
 use pcvm_core::memory::PhysRegion;
 use pcvm_core::{Platform, SegReg};
 
+use crate::segment::is_canonical;
 use crate::{Fault, Interpreter};
 
 /// What an access does, for segment and page protection checks.
@@ -300,6 +301,27 @@ impl Interpreter {
 }
 
 impl Interpreter {
+    /// The linear address of a 64-bit-mode access of `len` bytes at `offset` through `seg`:
+    /// only FS and GS have a base, there are no limit checks, and every byte must be
+    /// canonical — #SS(0) for stack references, #GP(0) otherwise (SDM Vol. 3A §3.4.2.1,
+    /// §6.15 #GP/#SS).
+    #[inline]
+    pub(crate) fn linear_64(&self, seg: SegReg, offset: u64, len: u64) -> Result<u64, Fault> {
+        let base = if matches!(seg, SegReg::Fs | SegReg::Gs) {
+            self.state.seg(seg).base
+        } else {
+            0
+        };
+        let linear = base.wrapping_add(offset);
+        if is_canonical(linear) && is_canonical(linear.wrapping_add(len.max(1) - 1)) {
+            Ok(linear)
+        } else if seg == SegReg::Ss {
+            Err(Fault::ss(0))
+        } else {
+            Err(Fault::gp(0))
+        }
+    }
+
     /// Mask for the stack pointer: SS.B selects ESP over SP outside 64-bit mode
     /// (Intel SDM Vol. 1 §6.2.3).
     #[inline]

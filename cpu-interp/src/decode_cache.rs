@@ -28,13 +28,19 @@ pub(crate) struct Block {
     pub byte_len: u32,
     /// RAM page (RAM offset >> 12) the block was decoded from.
     pub ram_page: u64,
+    /// The only RIP this block may run at, or [`ANY_RIP`] when it is position independent.
+    pub rip: u64,
 }
+
+/// [`Block::rip`] of a block that runs at any RIP.
+pub(crate) const ANY_RIP: u64 = u64::MAX;
 
 static FREE_BLOCK: Block = Block {
     key: u64::MAX,
     insns: Vec::new(),
     byte_len: 0,
     ram_page: u64::MAX,
+    rip: ANY_RIP,
 };
 
 /// The cache key of code at physical address `phys` executed with `bitness`-bit defaults.

@@ -7,13 +7,20 @@
 //! to ring 0 pushing GS/FS/DS/ES; error codes with the EXT and IDT bits (§6.13).
 //! [`Interpreter::raise`] applies SDM Vol. 3A §6.15 Table 6-5 (benign, contributory and
 //! page-fault classes): #DF with error code 0, and shutdown when #DF delivery itself faults.
+//!
+//! IA-32e mode (§6.14) uses 16-byte interrupt and trap gates to 64-bit code only: SS:RSP is
+//! always pushed, RSP is aligned down to 16 bytes, the stack comes from the 64-bit TSS (RSPn
+//! on a privilege change, or the gate's IST entry), SS becomes NULL(new CPL) on a privilege
+//! change, and every frame slot is 8 bytes.
 
 use pcvm_core::cpu_state::{flags, gpr};
 use pcvm_core::{Platform, SegReg, Segment};
 
 use crate::access::AccessKind;
 use crate::fault::vector;
-use crate::segment::{np, null_segment, sel_code, sys_type, ts, Descriptor};
+use crate::segment::{
+    is_canonical, np, null_segment, null_stack_segment, sel_code, sys_type, ts, Descriptor, Upper,
+};
 use crate::task::TaskSource;
 use crate::{Fault, Interpreter};
 
@@ -128,7 +135,138 @@ impl Interpreter {
         if !self.state.protected_mode() {
             return self.deliver_real(p, vector);
         }
+        if self.state.long_mode_active() {
+            return self.deliver_long(p, vector, error_code, kind);
+        }
         self.deliver_protected(p, vector, error_code, kind)
+    }
+
+    /// IA-32e mode delivery (SDM Vol. 3A §6.14, Vol. 2 "INT n" IA-32e-MODE): the IDT holds
+    /// 16-byte 64-bit interrupt/trap gates whose target must be a 64-bit code segment at a
+    /// canonical offset. The frame (SS, RSP, RFLAGS, CS, RIP and the error code, 8 bytes each)
+    /// goes on a 16-byte-aligned stack: the current one, RSPn of the 64-bit TSS on a privilege
+    /// change (SS = NULL(n)), or the gate's IST stack.
+    fn deliver_long(
+        &mut self,
+        p: &mut dyn Platform,
+        vector: u8,
+        error_code: Option<u32>,
+        kind: EventKind,
+    ) -> Result<(), Fault> {
+        let ext = u32::from(kind != EventKind::Software);
+        let idt_code = u32::from(vector) * 8 + 2 + ext;
+        let entry = u64::from(vector) * 16;
+        if entry + 15 > u64::from(self.state.idtr.limit) {
+            return Err(Fault::gp(idt_code));
+        }
+        let mut b = [0u8; 16];
+        self.read_sys(p, self.state.idtr.base.wrapping_add(entry), &mut b)?;
+        let mut lo = [0u8; 8];
+        let mut hi = [0u8; 8];
+        lo.copy_from_slice(&b[..8]);
+        hi.copy_from_slice(&b[8..]);
+        let gate = Descriptor(u64::from_le_bytes(lo));
+        let upper = Upper(u64::from_le_bytes(hi));
+        let typ = gate.typ();
+        if gate.is_code_or_data() || !matches!(typ, sys_type::INT_GATE64 | sys_type::TRAP_GATE64) {
+            return Err(Fault::gp(idt_code));
+        }
+        let cpl = self.state.cpl();
+        if kind == EventKind::Software && gate.dpl() < cpl {
+            return Err(Fault::gp(idt_code));
+        }
+        if !gate.present() {
+            return Err(np(idt_code));
+        }
+        let sel = gate.gate_selector();
+        if sel & 0xFFFC == 0 {
+            return Err(Fault::gp(ext));
+        }
+        let Some(desc) = self.read_descriptor(p, sel)? else {
+            return Err(Fault::gp(sel_code(sel) + ext));
+        };
+        if !desc.is_code() || desc.dpl() > cpl || !desc.long() || desc.db() {
+            return Err(Fault::gp(sel_code(sel) + ext));
+        }
+        if !desc.present() {
+            return Err(np(sel_code(sel) + ext));
+        }
+        let offset = u64::from(gate.gate_offset()) | (upper.high() << 32);
+        if !is_canonical(offset) {
+            return Err(Fault::gp(ext));
+        }
+        let new_cpl = if desc.conforming() { cpl } else { desc.dpl() };
+        let mut old_flags = self.rflags();
+        if kind == EventKind::Exception && is_fault(vector) {
+            old_flags |= flags::RF;
+        }
+        let old_ss = u64::from(self.state.seg(SegReg::Ss).selector);
+        let old_rsp = self.state.gpr[gpr::RSP];
+        let old_cs = u64::from(self.state.seg(SegReg::Cs).selector);
+        let old_rip = self.state.rip;
+        let ist = gate.gate_ist();
+        let rsp = if ist != 0 {
+            self.tss64_field(p, tss64_ist(ist), ext)?
+        } else if new_cpl < cpl {
+            self.tss64_field(p, tss64_rsp(new_cpl), ext)?
+        } else {
+            old_rsp
+        };
+        let rsp = rsp & !0xF;
+        let frame_len = 8 * (5 + u64::from(error_code.is_some()));
+        let bottom = rsp.wrapping_sub(frame_len);
+        if !is_canonical(rsp) || !is_canonical(bottom) {
+            return Err(Fault::ss(ext));
+        }
+        if new_cpl < cpl {
+            *self.state.seg_mut(SegReg::Ss) = null_stack_segment(u16::from(new_cpl), new_cpl);
+        }
+        self.set_accessed(p, sel, desc)?;
+        let mut cs = desc.to_segment((sel & !3) | u16::from(new_cpl));
+        cs.attributes |= Segment::ATTR_ACCESSED;
+        *self.state.seg_mut(SegReg::Cs) = cs;
+        // The frame is written at the new privilege level (a supervisor access below ring 3).
+        let mut frame = [0u64; 6];
+        let mut n = 0;
+        if let Some(code) = error_code {
+            frame[0] = u64::from(code);
+            n = 1;
+        }
+        for v in [old_rip, old_cs, old_flags, old_rsp, old_ss] {
+            frame[n] = v;
+            n += 1;
+        }
+        let mut bytes = [0u8; 48];
+        for (i, v) in frame[..n].iter().enumerate() {
+            bytes[8 * i..8 * i + 8].copy_from_slice(&v.to_le_bytes());
+        }
+        self.write_linear(p, bottom, &bytes[..8 * n])
+            .map_err(|f| with_ext(f, ext))?;
+        self.state.gpr[gpr::RSP] = bottom;
+        self.state.rip = offset;
+        let mut f = old_flags & !(flags::TF | flags::VM | flags::RF | flags::NT);
+        if typ == sys_type::INT_GATE64 {
+            f &= !flags::IF;
+        }
+        self.set_rflags(f);
+        Ok(())
+    }
+
+    /// A quadword of the 64-bit TSS at byte `offset` (RSPn or ISTn, SDM Vol. 3A §7.7
+    /// Figure 7-11); a TSS too short for it is #TS(TSS selector + EXT).
+    pub(crate) fn tss64_field(
+        &mut self,
+        p: &mut dyn Platform,
+        offset: u64,
+        ext: u32,
+    ) -> Result<u64, Fault> {
+        let tr = self.state.tr;
+        if tr.unusable() || offset + 7 > u64::from(tr.limit) {
+            return Err(ts(sel_code(tr.selector) + ext));
+        }
+        let mut b = [0u8; 8];
+        self.read_sys(p, tr.base.wrapping_add(offset), &mut b)?;
+        Ok(u64::from_le_bytes(b))
     }
 
     /// Real-address mode (SDM Vol. 3A §20.1.4): 4-byte IVT entries at IDTR.base; FLAGS, CS
@@ -378,6 +516,16 @@ impl Interpreter {
         }
         Ok(())
     }
+}
+
+/// Offset of RSPn in the 64-bit TSS (SDM Vol. 3A Figure 7-11).
+pub(crate) fn tss64_rsp(cpl: u8) -> u64 {
+    4 + 8 * u64::from(cpl)
+}
+
+/// Offset of ISTn (n = 1–7) in the 64-bit TSS (SDM Vol. 3A Figure 7-11).
+pub(crate) fn tss64_ist(n: u8) -> u64 {
+    0x24 + 8 * u64::from(n - 1)
 }
 
 /// Fault-class exceptions (SDM Vol. 3A Table 6-1); #DB is left out because only its

@@ -39,34 +39,34 @@ pub(crate) enum FlagOp {
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct LazyFlags {
     pub op: FlagOp,
-    /// Operand width in bits (8, 16, 32).
+    /// Operand width in bits (8, 16, 32, 64).
     pub bits: u8,
     /// Carry flag to keep (INC/DEC).
     pub cf_in: bool,
-    pub a: u32,
-    pub b: u32,
-    pub res: u32,
+    pub a: u64,
+    pub b: u64,
+    pub res: u64,
 }
 
 /// Parity of the low byte: PF is set when it has an even number of 1 bits.
 #[inline]
-pub(crate) fn parity(v: u32) -> bool {
+pub(crate) fn parity(v: u64) -> bool {
     (v as u8).count_ones() & 1 == 0
 }
 
 /// Mask of an operand of `bits` width.
 #[inline]
-pub(crate) const fn width_mask(bits: u8) -> u32 {
-    if bits >= 32 {
-        u32::MAX
+pub(crate) const fn width_mask(bits: u8) -> u64 {
+    if bits >= 64 {
+        u64::MAX
     } else {
-        (1u32 << bits) - 1
+        (1u64 << bits) - 1
     }
 }
 
 /// SF, ZF and PF of a result of `bits` width.
 #[inline]
-pub(crate) fn szp(res: u32, bits: u8) -> u64 {
+pub(crate) fn szp(res: u64, bits: u8) -> u64 {
     let m = width_mask(bits);
     let r = res & m;
     let mut f = 0;
@@ -87,7 +87,7 @@ impl LazyFlags {
     #[inline]
     fn compute(&self) -> u64 {
         let bits = self.bits;
-        let top = u32::from(bits) - 1;
+        let top = u64::from(bits) - 1;
         let (a, b, r) = (self.a, self.b, self.res);
         let mut f = szp(r, bits);
         match self.op {
@@ -172,7 +172,7 @@ impl Interpreter {
 
     /// Record a lazy flag result.
     #[inline]
-    pub(crate) fn set_lazy(&mut self, op: FlagOp, bits: u8, a: u32, b: u32, res: u32) {
+    pub(crate) fn set_lazy(&mut self, op: FlagOp, bits: u8, a: u64, b: u64, res: u64) {
         self.flags = LazyFlags {
             op,
             bits,
@@ -185,7 +185,7 @@ impl Interpreter {
 
     /// Record INC/DEC, which keep CF.
     #[inline]
-    pub(crate) fn set_lazy_incdec(&mut self, op: FlagOp, bits: u8, a: u32, res: u32) {
+    pub(crate) fn set_lazy_incdec(&mut self, op: FlagOp, bits: u8, a: u64, res: u64) {
         let cf_in = self.cf();
         self.flags = LazyFlags {
             op,
@@ -262,7 +262,7 @@ impl Interpreter {
 mod tests {
     use super::*;
 
-    fn lazy(op: FlagOp, bits: u8, a: u32, b: u32, res: u32) -> u64 {
+    fn lazy(op: FlagOp, bits: u8, a: u64, b: u64, res: u64) -> u64 {
         LazyFlags {
             op,
             bits,
@@ -294,11 +294,14 @@ mod tests {
     fn fast_getters_match_compute() {
         let mut cpu = crate::Interpreter::new();
         let cases = [
-            (FlagOp::Add, 8u8, 0xF0u32, 0x20u32),
+            (FlagOp::Add, 8u8, 0xF0u64, 0x20u64),
             (FlagOp::Sub, 16, 0x10, 0x20),
             (FlagOp::Sub, 32, 0x8000_0000, 1),
             (FlagOp::Logic, 8, 0x80, 0x80),
             (FlagOp::Add, 32, 0xFFFF_FFFF, 1),
+            (FlagOp::Add, 64, u64::MAX, 1),
+            (FlagOp::Sub, 64, 1 << 63, 1),
+            (FlagOp::Sub, 64, 0, 1),
         ];
         for (op, bits, a, b) in cases {
             let m = width_mask(bits);
@@ -331,6 +334,25 @@ mod tests {
                 assert_eq!(cpu.cond(cc), slow, "{op:?} {bits} {a:#x} {b:#x} cc {cc}");
             }
         }
+    }
+
+    #[test]
+    fn flags_of_64_bit_results() {
+        // 2^63 - 1 + 1: OF, SF, AF, PF (low byte 0).
+        let f = lazy(FlagOp::Add, 64, i64::MAX as u64, 1, 1 << 63);
+        assert_eq!(f, fl::OF | fl::SF | fl::AF | fl::PF);
+        // 2^64 - 1 + 1 = 0: CF, ZF.
+        let f = lazy(FlagOp::Add, 64, u64::MAX, 1, 0);
+        assert_eq!(f, fl::CF | fl::ZF | fl::AF | fl::PF);
+        // 0 - 1: CF, SF.
+        let f = lazy(FlagOp::Sub, 64, 0, 1, u64::MAX);
+        assert_eq!(f, fl::CF | fl::SF | fl::AF | fl::PF);
+        // Bit 32 set only: a 32-bit view would say zero.
+        assert_eq!(lazy(FlagOp::Logic, 64, 0, 0, 1 << 32) & fl::ZF, 0);
+        assert_eq!(
+            lazy(FlagOp::Dec, 64, 1 << 63, 1, i64::MAX as u64) & fl::OF,
+            fl::OF
+        );
     }
 
     #[test]

@@ -25,6 +25,7 @@ mod jit_support;
 mod mmu;
 mod segment;
 mod task;
+mod x87;
 
 pub use error::{Error, Result};
 pub use fault::Fault;
@@ -259,8 +260,11 @@ impl Interpreter {
         let linear = self.state.seg(SegReg::Cs).base.wrapping_add(self.state.rip);
         let slot = ((linear ^ (linear >> 10)) as usize) & (JMP_CACHE_SIZE - 1);
         let (tag, gen, idx, key) = self.jmp_cache[slot];
-        if tag == linear && gen == self.ctx_gen && self.cache.block(idx).key == key {
-            return Ok(Source::Cached(idx, key));
+        if tag == linear && gen == self.ctx_gen {
+            let b = self.cache.block(idx);
+            if b.key == key && (b.rip == decode_cache::ANY_RIP || b.rip == self.state.rip) {
+                return Ok(Source::Cached(idx, key));
+            }
         }
         let src = self.fetch_block_slow(p)?;
         if let Source::Cached(idx, key) = src {
@@ -276,13 +280,22 @@ impl Interpreter {
         if bitness != 64 && rip > u64::from(cs.limit) {
             return Err(Fault::gp(0));
         }
+        if bitness == 64 && !segment::is_canonical(rip) {
+            return Err(Fault::gp(0));
+        }
         let linear = self.state.linear_rip();
         let phys = self.translate(p, linear, AccessKind::Execute)?;
         let key = block_key(phys, bitness);
         if let Some(idx) = self.cache.lookup(key) {
-            let len = u64::from(self.cache.block(idx).byte_len);
+            let b = self.cache.block(idx);
+            let len = u64::from(b.byte_len);
             let end = rip + len - 1;
-            if bitness == 64 || (end <= u64::from(cs.limit) && (bitness == 32 || end <= 0xFFFF)) {
+            let reusable = if bitness == 64 {
+                b.rip == decode_cache::ANY_RIP || b.rip == rip
+            } else {
+                end <= u64::from(cs.limit) && (bitness == 32 || end <= 0xFFFF)
+            };
+            if reusable {
                 return Ok(Source::Cached(idx, key));
             }
         }
@@ -359,11 +372,19 @@ impl Interpreter {
             }
             _ => u64::MAX,
         };
+        // Handlers of RIP-relative operands that go through the iced instruction (system,
+        // far) see the RIP it was decoded at: such a block serves only that RIP.
+        let rip_bound = insns.iter().any(|d| d.base == exec::RIP_BASE);
         let idx = self.cache.insert(Block {
             key,
             insns,
             byte_len: pos as u32,
             ram_page,
+            rip: if rip_bound {
+                rip
+            } else {
+                decode_cache::ANY_RIP
+            },
         });
         Ok(Source::Cached(idx, key))
     }
@@ -550,10 +571,10 @@ impl Interpreter {
             };
             if ip_mask_gen != self.ctx_gen {
                 ip_mask_gen = self.ctx_gen;
-                ip_mask = if self.state.code_bitness() == 16 {
-                    0xFFFF
-                } else {
-                    0xFFFF_FFFF
+                ip_mask = match self.state.code_bitness() {
+                    16 => 0xFFFF,
+                    32 => 0xFFFF_FFFF,
+                    _ => u64::MAX,
                 };
             }
             let (insns, cached) = match source {
@@ -591,7 +612,12 @@ impl Interpreter {
                     match outcome {
                         Ok(()) => {
                             executed = 1;
-                            if rf && d.insn.mnemonic() != iced_x86::Mnemonic::Iretd {
+                            if rf
+                                && !matches!(
+                                    d.insn.mnemonic(),
+                                    iced_x86::Mnemonic::Iretd | iced_x86::Mnemonic::Iretq
+                                )
+                            {
                                 self.state.rflags &= !fl::RF;
                             }
                             let step = tf && !self.state.mov_ss_shadow && !is_software_interrupt(d);
@@ -673,6 +699,10 @@ fn is_software_interrupt(d: &Decoded) -> bool {
 impl CpuBackend for Interpreter {
     fn name(&self) -> &'static str {
         "interp"
+    }
+
+    fn cpuid(&self, leaf: u32, subleaf: u32) -> Option<[u32; 4]> {
+        Some(self.guest_cpuid(leaf, subleaf))
     }
 
     fn run(&mut self, platform: &mut dyn Platform, limit: RunLimit) -> pcvm_core::Result<VmExit> {

@@ -1,10 +1,13 @@
 //! Paging: linear → physical translation with a software TLB (Intel SDM Vol. 3A §4).
 //!
-//! Owned by SYS. Implements 32-bit paging with 4 MiB pages (CR4.PSE, PSE-36 with a 36-bit
-//! physical address width) and PAE paging with 2 MiB pages and execute-disable (EFER.NXE),
-//! U/S and R/W with CR0.WP, accessed/dirty updates in the tables, global pages (CR4.PGE) and
-//! #PF error codes with CR2. The PDPTE registers of PAE paging are loaded on MOV CR3/CR0/CR4
-//! (SDM Vol. 3A §4.4.1). Not modelled: SMEP/SMAP/PKE/PCID and 4-level paging (long mode).
+//! Implements 32-bit paging with 4 MiB pages (CR4.PSE, PSE-36 with a 36-bit physical address
+//! width), PAE paging with 2 MiB pages and execute-disable (EFER.NXE), and 4-level paging
+//! (IA-32e mode, EFER.LMA) with 1 GiB and 2 MiB pages (SDM Vol. 3A §4.5); U/S and R/W with
+//! CR0.WP, accessed/dirty updates in the tables, global pages (CR4.PGE) and #PF error codes
+//! with CR2. The PDPTE registers of PAE paging are loaded on MOV CR3/CR0/CR4
+//! (SDM Vol. 3A §4.4.1). PCIDs are tolerated: CR3 bits 11:0 are ignored for the walk and
+//! the TLB is not tagged (a flush that keeps other PCIDs' entries is allowed to drop more).
+//! Not modelled (and not advertised): SMEP/SMAP/PKE, 5-level paging.
 //!
 //! The TLB is direct-mapped, keyed by linear page number, and holds guest-physical page
 //! addresses (not host pointers), so changes of the physical memory map (PAM, A20) do not
@@ -165,6 +168,8 @@ impl Tlb {
 #[derive(Clone, Copy, Debug)]
 struct PagingMode {
     pae: bool,
+    /// 4-level paging (IA-32e mode: EFER.LMA, which implies CR4.PAE).
+    long: bool,
     pse: bool,
     nxe: bool,
     pge: bool,
@@ -174,10 +179,12 @@ struct PagingMode {
 impl PagingMode {
     fn of(state: &CpuState) -> Self {
         let pae = state.cr4 & cr::CR4_PAE != 0;
+        let long = state.efer & cr::EFER_LMA != 0;
         PagingMode {
             pae,
+            long,
             pse: state.cr4 & cr::CR4_PSE != 0,
-            nxe: pae && state.efer & cr::EFER_NXE != 0,
+            nxe: (pae || long) && state.efer & cr::EFER_NXE != 0,
             pge: state.cr4 & cr::CR4_PGE != 0,
             cr3: state.cr3,
         }
@@ -188,7 +195,7 @@ impl PagingMode {
 #[derive(Clone, Copy, Debug)]
 struct Walk {
     /// Physical address and value of each entry used, root first.
-    entries: [(u64, u64); 2],
+    entries: [(u64, u64); 4],
     n: usize,
     /// Physical address of the 4 KiB page holding the linear address.
     phys_page: u64,
@@ -215,6 +222,9 @@ fn walk_tables(
     linear: u64,
     read: &mut dyn FnMut(u64, bool) -> u64,
 ) -> Result<Walk, WalkError> {
+    if mode.long {
+        return walk_4level(mode, linear, read);
+    }
     if mode.pae {
         let pdpte = pdptes[((linear >> 30) & 3) as usize];
         if pdpte & PTE_P == 0 {
@@ -239,7 +249,7 @@ fn walk_tables(
                 return Err(WalkError::Reserved);
             }
             return Ok(Walk {
-                entries: [(pde_addr, pde), (0, 0)],
+                entries: [(pde_addr, pde), (0, 0), (0, 0), (0, 0)],
                 n: 1,
                 phys_page: (pde & PHYS_MASK & !0x1F_FFFF) | (linear & 0x1F_F000),
                 large: true,
@@ -257,7 +267,7 @@ fn walk_tables(
             return Err(WalkError::Reserved);
         }
         return Ok(Walk {
-            entries: [(pde_addr, pde), (pte_addr, pte)],
+            entries: [(pde_addr, pde), (pte_addr, pte), (0, 0), (0, 0)],
             n: 2,
             phys_page: pte & PHYS_MASK & !0xFFF,
             large: false,
@@ -280,7 +290,7 @@ fn walk_tables(
         }
         let high = ((pde >> 13) & 0xF) << 32;
         return Ok(Walk {
-            entries: [(pde_addr, pde), (0, 0)],
+            entries: [(pde_addr, pde), (0, 0), (0, 0), (0, 0)],
             n: 1,
             phys_page: high | (pde & 0xFFC0_0000) | (linear & 0x3F_F000),
             large: true,
@@ -295,7 +305,7 @@ fn walk_tables(
         return Err(WalkError::NotPresent);
     }
     Ok(Walk {
-        entries: [(pde_addr, pde), (pte_addr, pte)],
+        entries: [(pde_addr, pde), (pte_addr, pte), (0, 0), (0, 0)],
         n: 2,
         phys_page: pte & 0xFFFF_F000,
         large: false,
@@ -303,6 +313,61 @@ fn walk_tables(
         writable: pde & pte & PTE_RW != 0,
         no_exec: false,
     })
+}
+
+/// Walk the 4-level structures of IA-32e paging: PML4 → PDPT (1 GiB pages) → PD (2 MiB
+/// pages) → PT (SDM Vol. 3A §4.5). Bits 51:MAXPHYADDR of every entry are reserved, bit 63
+/// too without EFER.NXE, bit 7 of a PML4E; bits 62:52 are ignored (software uses them).
+fn walk_4level(
+    mode: PagingMode,
+    linear: u64,
+    read: &mut dyn FnMut(u64, bool) -> u64,
+) -> Result<Walk, WalkError> {
+    let reserved = (((1u64 << 52) - 1) & !PHYS_MASK) | if mode.nxe { 0 } else { PTE_XD };
+    let mut w = Walk {
+        entries: [(0, 0); 4],
+        n: 0,
+        phys_page: 0,
+        large: false,
+        user_ok: true,
+        writable: true,
+        no_exec: false,
+    };
+    let mut table = mode.cr3 & PHYS_MASK & !0xFFF;
+    // Levels: shift of the index field, and the page size a PS=1 entry maps (0: PS is
+    // reserved at this level, 1: the entry always maps a page).
+    for (level, shift) in [39u32, 30, 21, 12].into_iter().enumerate() {
+        let addr = table + ((linear >> shift) & 0x1FF) * 8;
+        let e = read(addr, true);
+        if e & PTE_P == 0 {
+            return Err(WalkError::NotPresent);
+        }
+        let ps = level > 0 && level < 3 && e & PTE_PS != 0;
+        // PS is reserved in a PML4E; a large page's low address bits (above the PAT bit
+        // 12) must be zero.
+        let large_reserved = match (level, ps) {
+            (0, _) => PTE_PS,
+            (1, true) => 0x3FFF_E000,
+            (2, true) => 0x1F_E000,
+            _ => 0,
+        };
+        if e & (reserved | large_reserved) != 0 {
+            return Err(WalkError::Reserved);
+        }
+        w.entries[level] = (addr, e);
+        w.n = level + 1;
+        w.user_ok &= e & PTE_US != 0;
+        w.writable &= e & PTE_RW != 0;
+        w.no_exec |= mode.nxe && e & PTE_XD != 0;
+        if ps || level == 3 {
+            let page_mask = (1u64 << shift) - 1;
+            w.phys_page = (e & PHYS_MASK & !page_mask) | (linear & page_mask & !0xFFF);
+            w.large = ps;
+            return Ok(w);
+        }
+        table = e & PHYS_MASK & !0xFFF;
+    }
+    Err(WalkError::NotPresent)
 }
 
 impl Interpreter {
@@ -353,9 +418,9 @@ impl Interpreter {
         kind: AccessKind,
         user: bool,
     ) -> Result<u64, Fault> {
-        let linear = linear & 0xFFFF_FFFF;
+        let linear = self.wrap_linear(linear);
         let mode = PagingMode::of(&self.state);
-        let pdptes = if mode.pae {
+        let pdptes = if mode.pae && !mode.long {
             self.current_pdptes(p)
         } else {
             [0; 4]
@@ -475,9 +540,12 @@ impl Interpreter {
         Ok(())
     }
 
-    /// PAE paging is enabled (CR0.PG and CR4.PAE).
+    /// PAE paging is enabled (CR0.PG and CR4.PAE outside IA-32e mode): the mode with PDPTE
+    /// registers. 4-level paging (EFER.LMA) has none.
     pub(crate) fn pae_paging(&self) -> bool {
-        self.state.cr0 & cr::CR0_PG != 0 && self.state.cr4 & cr::CR4_PAE != 0
+        self.state.cr0 & cr::CR0_PG != 0
+            && self.state.cr4 & cr::CR4_PAE != 0
+            && self.state.efer & cr::EFER_LMA == 0
     }
 
     /// Side-effect-free translation for the debugger: no A/D writes, no faults, no TLB fill,
@@ -486,7 +554,7 @@ impl Interpreter {
         if self.state.cr0 & cr::CR0_PG == 0 {
             return Some(linear & 0xFFFF_FFFF);
         }
-        let linear = linear & 0xFFFF_FFFF;
+        let linear = self.wrap_linear(linear);
         let mode = PagingMode::of(&self.state);
         let mut read = |addr: u64, wide: bool| -> u64 {
             let mut b = [0u8; 8];
@@ -495,6 +563,7 @@ impl Interpreter {
             u64::from_le_bytes(b)
         };
         let pdptes = match self.tlb.pdptes {
+            _ if mode.long => [0; 4],
             Some(v) if mode.pae => v,
             _ if mode.pae => {
                 let base = mode.cr3 & 0xFFFF_FFE0;
@@ -524,7 +593,7 @@ impl Interpreter {
             let phys = self.translate_supervisor(p, linear, AccessKind::Read)?;
             self.phys_read(p, phys, buf);
         } else {
-            let second = (linear + first as u64) & 0xFFFF_FFFF;
+            let second = self.wrap_linear(linear.wrapping_add(first as u64));
             let phys1 = self.translate_supervisor(p, linear, AccessKind::Read)?;
             let phys2 = self.translate_supervisor(p, second, AccessKind::Read)?;
             let (a, b) = buf.split_at_mut(first);
@@ -546,7 +615,7 @@ impl Interpreter {
             let phys = self.translate_supervisor(p, linear, AccessKind::Write)?;
             self.phys_write(p, phys, buf);
         } else {
-            let second = (linear + first as u64) & 0xFFFF_FFFF;
+            let second = self.wrap_linear(linear.wrapping_add(first as u64));
             let phys1 = self.translate_supervisor(p, linear, AccessKind::Write)?;
             let phys2 = self.translate_supervisor(p, second, AccessKind::Write)?;
             let (a, b) = buf.split_at(first);
@@ -580,6 +649,7 @@ mod tests {
     fn walk_32bit_and_large_pages() {
         let mode = PagingMode {
             pae: false,
+            long: false,
             pse: true,
             nxe: false,
             pge: false,
@@ -599,6 +669,52 @@ mod tests {
         assert_eq!(
             walk_tables(mode, [0; 4], 0x0080_0000, &mut read).err(),
             Some(WalkError::NotPresent)
+        );
+    }
+
+    #[test]
+    fn walk_4level_with_large_pages_nx_and_reserved_bits() {
+        let mode = PagingMode {
+            pae: true,
+            long: true,
+            pse: false,
+            nxe: true,
+            pge: true,
+            cr3: 0x1000 | 0x5, // PCID bits are ignored
+        };
+        let high = 0xFFFF_8000_0000_0000u64; // PML4 slot 256
+        let mut mem = std::collections::HashMap::new();
+        mem.insert(0x1000u64, 0x2000u64 | 7); // PML4E 0 → PDPT 0x2000 (user, RW)
+        mem.insert(0x1000 + 256 * 8, 0x3000 | 3); // PML4E 256 → PDPT 0x3000 (supervisor)
+        mem.insert(0x2000, 0x4000 | 7); // PDPTE 0 → PD 0x4000
+        mem.insert(0x2000 + 8, 0x4000_0000 | 0x83); // PDPTE 1: 1 GiB page, supervisor
+        mem.insert(0x4000, 0x5000 | 7); // PDE 0 → PT 0x5000
+        mem.insert(0x4000 + 8, 0x0060_0000 | 0x85 | PTE_XD); // PDE 1: 2 MiB, user, RO, NX
+        mem.insert(0x5000 + 3 * 8, 0x000A_B000 | 7 | (0x7F << 52)); // ignored bits 58:52
+        mem.insert(0x3000, 0x1_0000_0000 | 0x83 | (1 << 13)); // 1 GiB with a reserved bit
+        let mut read = |a: u64, _w: bool| mem.get(&a).copied().unwrap_or(0);
+        let w = walk_4level(mode, 0x3123, &mut read).expect("4 KiB page");
+        assert_eq!((w.phys_page, w.n, w.large), (0xAB000, 4, false));
+        assert!(w.user_ok && w.writable && !w.no_exec);
+        let w = walk_4level(mode, 0x4567_8000, &mut read).expect("1 GiB page");
+        assert_eq!((w.phys_page, w.n, w.large), (0x4567_8000, 2, true));
+        assert!(!w.user_ok);
+        let w = walk_4level(mode, 0x0025_4000, &mut read).expect("2 MiB page");
+        assert_eq!((w.phys_page, w.n), (0x0065_4000, 3));
+        assert!(w.user_ok && !w.writable && w.no_exec);
+        assert_eq!(
+            walk_4level(mode, high, &mut read).err(),
+            Some(WalkError::Reserved)
+        );
+        assert_eq!(
+            walk_4level(mode, 0x0080_0000_0000, &mut read).err(),
+            Some(WalkError::NotPresent)
+        );
+        let no_nx = PagingMode { nxe: false, ..mode };
+        assert_eq!(
+            walk_4level(no_nx, 0x0025_4000, &mut read).err(),
+            Some(WalkError::Reserved),
+            "XD is reserved without EFER.NXE"
         );
     }
 }

@@ -6,6 +6,11 @@
 //! limit (so "unreal" big limits survive, SDM Vol. 3A §9.9.2); protected mode reads the
 //! descriptor from the GDT/LDT with the checks of SDM Vol. 2 "MOV—Move to/from Segment
 //! Registers" and sets its accessed bit.
+//!
+//! In IA-32e mode (SDM Vol. 3A §3.4.5, §5.2.1): system descriptors (LDT, TSS, call gates) are
+//! 16 bytes with a 64-bit base or offset ([`Interpreter::read_system_descriptor`]); code
+//! segments carry the L bit (L = 1 with D = 1 is reserved); 64-bit code may load a null SS at
+//! CPL < 3; segmentation checks are off in 64-bit code except the FS/GS bases.
 
 use pcvm_core::cpu_state::flags;
 use pcvm_core::{Platform, SegReg, Segment};
@@ -28,6 +33,23 @@ pub(crate) mod sys_type {
     pub const CALL_GATE32: u8 = 12;
     pub const INT_GATE32: u8 = 14;
     pub const TRAP_GATE32: u8 = 15;
+    /// In IA-32e mode types 9/11/12/14/15 name the 64-bit TSS and gates (SDM Vol. 3A
+    /// Table 3-2, "IA-32e Mode" column).
+    pub const TSS64_AVAIL: u8 = TSS32_AVAIL;
+    pub const CALL_GATE64: u8 = CALL_GATE32;
+    pub const INT_GATE64: u8 = INT_GATE32;
+    pub const TRAP_GATE64: u8 = TRAP_GATE32;
+}
+
+/// Linear addresses are 48 bits wide (4-level paging): bits 63:47 must all be equal
+/// (SDM Vol. 1 §3.3.7.1).
+pub(crate) const LINEAR_ADDR_BITS: u32 = 48;
+
+/// `addr` is canonical: bits 63:47 are copies of bit 47 (SDM Vol. 1 §3.3.7.1).
+#[inline]
+pub(crate) fn is_canonical(addr: u64) -> bool {
+    let shift = 64 - LINEAR_ADDR_BITS;
+    ((addr << shift) as i64 >> shift) as u64 == addr
 }
 
 /// Attributes of a real-mode or virtual-8086 data segment: present, writable, accessed; DPL 3
@@ -101,6 +123,18 @@ impl Descriptor {
     pub fn gate_offset(self) -> u32 {
         ((self.0 & 0xFFFF) | ((self.0 >> 32) & 0xFFFF_0000)) as u32
     }
+    /// L bit: a 64-bit code segment in IA-32e mode.
+    pub fn long(self) -> bool {
+        self.0 & (1 << 53) != 0
+    }
+    /// D/B bit: 32-bit default size (code) or big stack (data).
+    pub fn db(self) -> bool {
+        self.0 & (1 << 54) != 0
+    }
+    /// Gate: interrupt stack table index (64-bit interrupt/trap gates, SDM Vol. 3A §6.14.1).
+    pub fn gate_ist(self) -> u8 {
+        ((self.0 >> 32) & 7) as u8
+    }
     /// Call gate: parameter count.
     pub fn gate_param_count(self) -> u8 {
         ((self.0 >> 32) & 0x1F) as u8
@@ -123,6 +157,36 @@ pub(crate) fn null_segment(selector: u16) -> Segment {
         base: 0,
         limit: 0,
         attributes: Segment::ATTR_UNUSABLE,
+    }
+}
+
+/// A null SS for privilege level `cpl` as IA-32e mode loads it on an interrupt, a call gate
+/// or a return to 64-bit code (SDM Vol. 3A §6.14.4): unusable, but with DPL = `cpl` kept
+/// because the current privilege level is read from SS.
+pub(crate) fn null_stack_segment(selector: u16, cpl: u8) -> Segment {
+    Segment {
+        selector,
+        base: 0,
+        limit: 0,
+        attributes: Segment::ATTR_UNUSABLE | (u32::from(cpl) << 5) | 0x3,
+    }
+}
+
+/// The second half of a 16-byte system descriptor in IA-32e mode (SDM Vol. 3A §7.2.3
+/// Figure 7-4, §5.8.3.1 Figure 5-9): bits 31:0 of the base or offset, and a type field that
+/// must be zero.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Upper(pub u64);
+
+impl Upper {
+    /// Bits 63:32 of the base or offset.
+    pub fn high(self) -> u64 {
+        self.0 & 0xFFFF_FFFF
+    }
+    /// The type field of the upper half (bits 12:8 of its second doubleword) is zero, as
+    /// required: it reads as a null descriptor if it were a legacy one.
+    pub fn type_ok(self) -> bool {
+        (self.0 >> 40) & 0x1F == 0
     }
 }
 
@@ -155,15 +219,10 @@ impl Interpreter {
         len: u64,
         kind: AccessKind,
     ) -> Result<u64, Fault> {
-        let s = self.state.seg(seg);
         if self.state.in_64bit_code() {
-            let base = if matches!(seg, SegReg::Fs | SegReg::Gs) {
-                s.base
-            } else {
-                0
-            };
-            return Ok(base.wrapping_add(offset));
+            return self.linear_64(seg, offset, len);
         }
+        let s = self.state.seg(seg);
         let last = offset.wrapping_add(len.max(1) - 1);
         let a = s.attributes;
         // Usable, expand-up data (type bit 2 clear, code bit 3 clear) and writable, or any
@@ -259,7 +318,38 @@ impl Interpreter {
         if index + 7 > u64::from(limit) {
             return None;
         }
-        Some((base + index) & 0xFFFF_FFFF)
+        Some(self.wrap_linear(base.wrapping_add(index)))
+    }
+
+    /// Read a 16-byte IA-32e system descriptor (LDT, 64-bit TSS, 64-bit call gate) for
+    /// `selector`: `Ok(None)` if either half lies beyond the table limit (SDM Vol. 3A §3.5.2,
+    /// "LLDT"/"LTR"/"CALL" #GP(selector) conditions).
+    pub(crate) fn read_system_descriptor(
+        &mut self,
+        p: &mut dyn Platform,
+        selector: u16,
+    ) -> Result<Option<(Descriptor, Upper)>, Fault> {
+        let Some(linear) = self.descriptor_address(selector) else {
+            return Ok(None);
+        };
+        let limit = if selector & 4 != 0 {
+            self.state.ldtr.limit
+        } else {
+            u32::from(self.state.gdtr.limit)
+        };
+        if u64::from(selector & !7) + 15 > u64::from(limit) {
+            return Ok(None);
+        }
+        let mut b = [0u8; 16];
+        self.read_sys(p, linear, &mut b)?;
+        let mut lo = [0u8; 8];
+        let mut hi = [0u8; 8];
+        lo.copy_from_slice(&b[..8]);
+        hi.copy_from_slice(&b[8..]);
+        Ok(Some((
+            Descriptor(u64::from_le_bytes(lo)),
+            Upper(u64::from_le_bytes(hi)),
+        )))
     }
 
     /// Set the accessed bit of a code/data descriptor in memory if it is clear
@@ -329,6 +419,12 @@ impl Interpreter {
         let code = sel_code(selector);
         if selector & 0xFFFC == 0 {
             if seg == SegReg::Ss {
+                // 64-bit mode allows a null SS below ring 3 with RPL = CPL
+                // (SDM Vol. 2B "MOV", 64-bit mode exceptions).
+                if self.state.in_64bit_code() && cpl < 3 && rpl == cpl {
+                    *self.state.seg_mut(seg) = null_stack_segment(selector, cpl);
+                    return Ok(());
+                }
                 return Err(Fault::gp(0));
             }
             *self.state.seg_mut(seg) = null_segment(selector);
@@ -395,7 +491,7 @@ impl Interpreter {
             return Ok(());
         }
         let tr = self.state.tr;
-        // Only a 32-bit TSS has a bitmap.
+        // Only a 32-bit (or, in IA-32e mode, 64-bit) TSS has a bitmap.
         if tr.unusable() || tr.type_field() & 0xD != 0x9 {
             return Err(Fault::gp(0));
         }
@@ -403,13 +499,13 @@ impl Interpreter {
             return Err(Fault::gp(0));
         }
         let mut b = [0u8; 2];
-        self.read_sys(p, (tr.base + 0x66) & 0xFFFF_FFFF, &mut b)?;
+        self.read_sys(p, self.wrap_linear(tr.base.wrapping_add(0x66)), &mut b)?;
         let map_base = u64::from(u16::from_le_bytes(b));
         let byte = map_base + u64::from(port / 8);
         if byte + 1 > u64::from(tr.limit) {
             return Err(Fault::gp(0));
         }
-        self.read_sys(p, (tr.base + byte) & 0xFFFF_FFFF, &mut b)?;
+        self.read_sys(p, self.wrap_linear(tr.base.wrapping_add(byte)), &mut b)?;
         let bits = u16::from_le_bytes(b);
         let mask = ((1u32 << len) - 1) << (port & 7);
         if u32::from(bits) & mask != 0 {
@@ -443,5 +539,33 @@ mod tests {
         assert_eq!(g.gate_param_count(), 2);
         assert_eq!(g.typ(), sys_type::CALL_GATE32);
         assert!(!g.is_code_or_data());
+        // 64-bit code, DPL 3: L = 1, D = 0.
+        let c = Descriptor(0x00AF_FA00_0000_FFFF);
+        assert!(c.long() && !c.db() && c.is_code());
+        // 64-bit interrupt gate with IST 3.
+        let i = Descriptor(0x5678_8E03_0010_1234);
+        assert_eq!((i.gate_ist(), i.gate_offset()), (3, 0x5678_1234));
+    }
+
+    #[test]
+    fn canonical_addresses_have_bits_63_to_47_equal() {
+        for a in [0, 0x7FFF_FFFF_FFFF, 0xFFFF_8000_0000_0000, u64::MAX] {
+            assert!(is_canonical(a), "{a:#x}");
+        }
+        for a in [0x8000_0000_0000, 0xFFFF_7FFF_FFFF_FFFF, 1 << 63, 1 << 48] {
+            assert!(!is_canonical(a), "{a:#x}");
+        }
+    }
+
+    #[test]
+    fn upper_half_of_a_system_descriptor() {
+        let u = Upper(0x0000_0000_FFFF_8000);
+        assert_eq!(u.high(), 0xFFFF_8000);
+        assert!(u.type_ok());
+        // A legacy descriptor in the upper slot (type bits set) is rejected.
+        assert!(!Upper(0x0000_8900_0000_0000).type_ok());
+        let ss = null_stack_segment(2, 2);
+        assert!(ss.unusable());
+        assert_eq!(ss.dpl(), 2);
     }
 }

@@ -94,6 +94,11 @@ impl Interpreter {
         source: TaskSource,
         ext: u32,
     ) -> Result<(), Fault> {
+        // IA-32e mode has no hardware task switching (SDM Vol. 3A §7.7): the callers refuse
+        // TSS descriptors and task gates first; this keeps the rule in one place too.
+        if self.state.long_mode_active() {
+            return Err(Fault::gp(sel_code(sel) + ext));
+        }
         let new32 = desc.typ() & 8 != 0;
         let new_size = if new32 { tss32::SIZE } else { tss16::SIZE };
         if (desc.limit() as usize) < new_size - 1 {

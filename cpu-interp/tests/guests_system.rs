@@ -46,21 +46,19 @@ fn cpuid_describes_the_implemented_cpu() {
         (8, "CX8"),
         (11, "SEP"),
         (15, "CMOV"),
+        (0, "FPU"),
+        (23, "MMX"),
+        (9, "APIC"),
     ] {
         assert_ne!(edx1 & (1 << bit), 0, "{name}");
     }
-    for (bit, name) in [
-        (0, "FPU"),
-        (9, "APIC"),
-        (23, "MMX"),
-        (24, "FXSR"),
-        (25, "SSE"),
-    ] {
+    for (bit, name) in [(24, "FXSR"), (25, "SSE")] {
         assert_eq!(edx1 & (1 << bit), 0, "{name} not implemented");
     }
     assert!(w(8) < 0x4000_0000, "no hypervisor leaves");
     assert_ne!(w(15) & (1 << 20), 0, "NX");
-    assert_eq!(w(15) & (1 << 29), 0, "no long mode");
+    assert_ne!(w(15) & (1 << 29), 0, "long mode");
+    assert_ne!(w(15) & (1 << 11), 0, "SYSCALL");
 }
 
 #[test]
@@ -231,9 +229,9 @@ fn lldt_ltr_and_ldt_segments() {
 
 #[test]
 fn control_register_checks() {
-    // A reserved CR4 bit (OSFXSR: no FXSR here) is #GP(0).
+    // A reserved CR4 bit (LA57: no 5-level paging here) is #GP(0).
     let (m, _) = run(|a| {
-        a.mov(eax, 1u32 << 9)?;
+        a.mov(eax, 1u32 << 12)?;
         a.mov(cr4, eax)?;
         a.hlt()
     });
@@ -288,4 +286,72 @@ fn dr7_general_detect_raises_debug_fault() {
     assert_ne!(s.dr[6] & (1 << 13), 0, "DR6.BD");
     assert_eq!(s.dr[7] & (1 << 13), 0, "GD cleared for the handler");
     assert_eq!(s.dr[0], 0x1000);
+}
+
+/// A stand-in local APIC that owns IA32_APIC_BASE, IA32_TSC_DEADLINE and x2APIC ID (0x802),
+/// refuses writes to 0x80F, and records the last write with the TSC it came with.
+struct MsrApic {
+    writes: Vec<(u32, u64, u64)>,
+}
+
+impl pcvm_core::InterruptController for MsrApic {
+    fn acknowledge(&mut self) -> Option<u8> {
+        None
+    }
+    fn read_msr(&mut self, msr: u32) -> Option<u64> {
+        match msr {
+            0x1B => Some(0xFEE0_0D00),
+            0x6E0 => Some(0x55),
+            0x802 => Some(0x1234_5678_9ABC),
+            _ => None,
+        }
+    }
+    fn write_msr(&mut self, msr: u32, value: u64, tsc: u64) -> Option<bool> {
+        match msr {
+            0x1B | 0x6E0 => {
+                self.writes.push((msr, value, tsc));
+                Some(true)
+            }
+            0x80F => Some(false),
+            _ => None,
+        }
+    }
+}
+
+/// RDMSR/WRMSR of the local APIC's MSRs go to the board's interrupt controller
+/// (`Platform::read_local_msr`/`write_local_msr`); what it does not take falls back (#GP).
+#[test]
+fn local_apic_msrs_reach_the_board() {
+    use std::sync::{Arc, Mutex};
+    let mut m = pm32_machine(|a| {
+        for (msr, at) in [(0x1Bu32, 0x600u32), (0x6E0, 0x608), (0x802, 0x610)] {
+            a.mov(ecx, msr)?;
+            a.rdmsr()?;
+            a.mov(dword_ptr(at), eax)?;
+            a.mov(dword_ptr(at + 4), edx)?;
+        }
+        a.mov(ecx, 0x6E0u32)?;
+        a.mov(eax, 0x1000u32)?;
+        a.mov(edx, 0x7u32)?;
+        a.wrmsr()?;
+        a.mov(ecx, 0x80Fu32)?;
+        a.wrmsr()?;
+        a.hlt()
+    });
+    let apic = Arc::new(Mutex::new(MsrApic { writes: Vec::new() }));
+    m.board.interrupt_controller = Some(apic.clone());
+    m.run_to_halt();
+    assert_eq!(m.read_u64(0x600), 0xFEE0_0D00);
+    assert_eq!(m.read_u64(0x608), 0x55);
+    assert_eq!(m.read_u64(0x610), 0x1234_5678_9ABC);
+    let writes = apic.lock().unwrap().writes.clone();
+    assert_eq!(writes.len(), 1);
+    assert_eq!(writes[0].0, 0x6E0);
+    assert_eq!(writes[0].1, 0x7_0000_1000);
+    assert!(writes[0].2 > 0, "the TSC at the write");
+    assert_eq!(
+        (m.recorded().0, m.recorded().1),
+        (13, 0),
+        "a refused write #GPs"
+    );
 }

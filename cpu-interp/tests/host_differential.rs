@@ -3,7 +3,10 @@
 //! Generated instruction sequences run natively (a small C runner, in 64-bit mode and in 32-bit
 //! compatibility mode) and in the interpreter (32-bit flat protected mode, CPL 3) from the same
 //! registers, flags and memory; registers, flags with architecturally undefined bits masked
-//! (`diff/undef.rs`), the data region and exception vectors must agree.
+//! (`diff/undef.rs`), the data region and exception vectors must agree. Cases that mean the same
+//! in 64-bit mode also run in the interpreter in 64-bit mode against the host's 64-bit run
+//! ("+long64"), and the 64-bit families (`diff/families64.rs`: REX prefixes, 64-bit operands,
+//! RIP-relative addressing) run only there, comparing all sixteen 64-bit GPRs.
 //!
 //! Environment:
 //! - `PCVM_DIFF_CASES`: cases per family (default 8000).
@@ -27,6 +30,7 @@ use std::sync::{Mutex, OnceLock};
 use std::time::Instant;
 
 use diff::families::{self, Family};
+use diff::families64;
 use diff::interp::InterpSide;
 use diff::native::NativeRunner;
 use diff::prng::Rng;
@@ -99,12 +103,14 @@ fn run_family(
             c
         })
         .collect();
-    let all: Vec<&Case> = cases.iter().collect();
+    let compat_idx: Vec<usize> = (0..cases.len()).filter(|&i| !cases[i].long_only).collect();
+    let all: Vec<&Case> = compat_idx.iter().map(|&i| &cases[i]).collect();
     let long_idx: Vec<usize> = (0..cases.len())
         .filter(|&i| {
-            cases[i].allow_64
-                && cases[i].segs == Segs::FLAT.at(cases[i].code_offset)
-                && same_in_64bit_mode(&cases[i].code)
+            cases[i].long_only
+                || (cases[i].allow_64
+                    && cases[i].segs == Segs::FLAT.at(cases[i].code_offset)
+                    && same_in_64bit_mode(&cases[i].code))
         })
         .collect();
     let long_cases: Vec<&Case> = long_idx.iter().map(|&i| &cases[i]).collect();
@@ -131,6 +137,10 @@ fn run_family(
     for (k, &i) in long_idx.iter().enumerate() {
         long_of[i] = Some(&long[k]);
     }
+    let mut compat_of: Vec<Option<&Outcome>> = vec![None; cases.len()];
+    for (k, &i) in compat_idx.iter().enumerate() {
+        compat_of[i] = Some(&compat[k]);
+    }
     // Print one mismatch per distinct instruction mix, up to SHOWN_PER_FAMILY.
     let mut shown = HashSet::new();
     let mut show = |details: &mut Vec<String>, case: &Case| {
@@ -149,9 +159,30 @@ fn run_family(
         )
     };
     for (i, case) in cases.iter().enumerate() {
+        // The interpreter in 64-bit mode against the host's 64-bit run.
+        if let Some(l) = long_of[i] {
+            let d = match interp.run64(case) {
+                Ok(got) => compare(case, &got, l),
+                Err(e) => vec![format!("interpreter: {e}")],
+            };
+            if !d.is_empty() {
+                report.mismatches += 1;
+                if show(&mut report.details, case) {
+                    report.details.push(format!(
+                        "MISMATCH {}\n      interp vs host in 64-bit mode:\n      {}",
+                        header(i, case),
+                        d.join("\n      ")
+                    ));
+                }
+                continue;
+            }
+        }
+        let Some(host) = compat_of[i] else {
+            continue;
+        };
         // The two host modes must agree with each other, or the harness is wrong.
         if let Some(l) = long_of[i] {
-            let d = compare(case, l, &compat[i]);
+            let d = compare(case, l, host);
             if !d.is_empty() {
                 report.harness_errors += 1;
                 if report.harness_errors <= shown_per_family() {
@@ -177,7 +208,7 @@ fn run_family(
                 continue;
             }
         };
-        let d = compare(case, &got, &compat[i]);
+        let d = compare(case, &got, host);
         if !d.is_empty() {
             report.mismatches += 1;
             if show(&mut report.details, case) {
@@ -214,6 +245,7 @@ fn host_differential() {
         .map(|s| s.split(',').map(|f| f.trim().to_string()).collect());
     let fams: Vec<Family> = families::all()
         .into_iter()
+        .chain(families64::all())
         .filter(|f| {
             filter
                 .as_ref()
@@ -283,6 +315,9 @@ fn native_runner_known_results() {
     let case = |code: &[u8], regs: [u32; 8], eflags: u32| Case {
         code: code.to_vec(),
         regs,
+        hi: [0; 8],
+        ext: [0; 8],
+        long_only: false,
         eflags,
         mem_seed: 1,
         mem_style: 0,
@@ -355,6 +390,9 @@ fn interpreter_side_known_results() {
     let case = |code: &[u8], regs: [u32; 8], eflags: u32| Case {
         code: code.to_vec(),
         regs,
+        hi: [0; 8],
+        ext: [0; 8],
+        long_only: false,
         eflags,
         mem_seed: 1,
         mem_style: 0,

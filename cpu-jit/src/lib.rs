@@ -629,4 +629,8 @@ impl CpuBackend for JitBackend {
     fn instructions_retired(&self) -> u64 {
         self.interp.instructions_retired()
     }
+
+    fn cpuid(&self, leaf: u32, subleaf: u32) -> Option<[u32; 4]> {
+        self.interp.cpuid(leaf, subleaf)
+    }
 }

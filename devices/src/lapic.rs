@@ -613,20 +613,38 @@ impl LocalApic {
     }
 
     /// Write IA32_TSC_DEADLINE with the CPU's current TSC `now_tsc` (TSC at 1 GHz, as the
-    /// interpreter counts it): zero disarms (SDM Vol. 3A §11.5.4.1).
+    /// interpreter counts it): zero disarms; outside TSC-deadline mode the write is ignored
+    /// (SDM Vol. 3A §11.5.4.1).
     pub fn write_tsc_deadline(&mut self, deadline: u64, now_tsc: u64) {
-        self.tsc_deadline = deadline;
         if self.timer_mode() != TIMER_TSC_DEADLINE {
             return;
         }
+        self.tsc_deadline = deadline;
         self.tsc_deadline_ns =
             (deadline != 0).then(|| self.clock.now_ns() + deadline.saturating_sub(now_tsc));
         self.arm_timer();
     }
 
-    /// Read IA32_TSC_DEADLINE (0 once it fired).
+    /// Read IA32_TSC_DEADLINE: 0 once it fired and outside TSC-deadline mode (SDM Vol. 3A
+    /// §11.5.4.1).
     pub fn tsc_deadline(&self) -> u64 {
-        self.tsc_deadline
+        if self.timer_mode() == TIMER_TSC_DEADLINE {
+            self.tsc_deadline
+        } else {
+            0
+        }
+    }
+
+    /// A WRMSR of IA32_APIC_BASE is valid (SDM Vol. 3A §11.12.5, Figure 11-27): no reserved
+    /// bit (0–7, 9, and 52 up, the widest MAXPHYADDR), no x2APIC without global enable, and
+    /// no direct x2APIC → xAPIC switch (software must disable the APIC first).
+    pub fn apic_base_write_valid(&self, value: u64) -> bool {
+        const RESERVED: u64 = 0xFF | (1 << 9) | !((1u64 << 52) - 1);
+        let extd = value & APIC_BASE_EXTD != 0;
+        let enable = value & APIC_BASE_ENABLE != 0;
+        let x2apic_without_enable = extd && !enable;
+        let x2apic_to_xapic = self.x2apic() && enable && !extd;
+        value & RESERVED == 0 && !x2apic_without_enable && !x2apic_to_xapic
     }
 
     /// Register read by xAPIC offset (16-byte aligned), for both interfaces.
@@ -922,7 +940,41 @@ impl LocalApicFront {
     }
 }
 
+/// IA32_X2APIC_* MSRs (SDM Vol. 3A §11.12.1.2, Table 11-6).
+const X2APIC_MSRS: std::ops::RangeInclusive<u32> = 0x800..=0x8FF;
+
 impl InterruptController for LocalApicFront {
+    /// The APIC's MSRs: IA32_APIC_BASE, IA32_TSC_DEADLINE, and the x2APIC registers while in
+    /// x2APIC mode (otherwise `None`: the CPU raises #GP).
+    fn read_msr(&mut self, msr: u32) -> Option<u64> {
+        let mut lapic = self.lapic.lock().ok()?;
+        match msr {
+            MSR_APIC_BASE => Some(lapic.apic_base()),
+            MSR_TSC_DEADLINE => Some(lapic.tsc_deadline()),
+            m if X2APIC_MSRS.contains(&m) => lapic.read_msr(m),
+            _ => None,
+        }
+    }
+
+    fn write_msr(&mut self, msr: u32, value: u64, tsc: u64) -> Option<bool> {
+        let mut lapic = self.lapic.lock().ok()?;
+        match msr {
+            MSR_APIC_BASE => {
+                let valid = lapic.apic_base_write_valid(value);
+                if valid {
+                    lapic.set_apic_base(value);
+                }
+                Some(valid)
+            }
+            MSR_TSC_DEADLINE => {
+                lapic.write_tsc_deadline(value, tsc);
+                Some(true)
+            }
+            m if X2APIC_MSRS.contains(&m) => Some(lapic.write_msr(m, value)),
+            _ => None,
+        }
+    }
+
     fn acknowledge(&mut self) -> Option<u8> {
         let passthrough = {
             let mut lapic = self.lapic.lock().ok()?;

@@ -282,3 +282,61 @@ fn hostile_mmio_accesses_do_not_panic() {
     assert!(a.read_msr(0x7FF).is_none());
     assert!(!a.write_msr(0x900, 0));
 }
+
+/// The CPU's RDMSR/WRMSR of IA32_APIC_BASE, IA32_TSC_DEADLINE and the x2APIC range reach the
+/// APIC through its front (SDM Vol. 3A §11.4.4, §11.5.4.1, §11.12).
+#[test]
+fn msrs_through_the_front() {
+    let pin = IntrPin::new();
+    let c = clock();
+    let t = TimerHandle::new();
+    let lapic = Arc::new(Mutex::new(LocalApic::new(&pin, c.clone(), t.clone())));
+    let pic = Arc::new(Mutex::new(Pic8259Pair::new(pin.input(1))));
+    let mut front = LocalApicFront::new(lapic.clone(), pic, &pin);
+    assert_eq!(front.read_msr(MSR_APIC_BASE), Some(0xFEE0_0900));
+    assert_eq!(front.read_msr(0x10), None, "not an APIC MSR");
+    assert_eq!(front.write_msr(0x10, 0, 0), None);
+    // xAPIC mode: the x2APIC MSRs are not there (the CPU raises #GP).
+    assert_eq!(front.read_msr(0x803), None);
+    assert_eq!(front.write_msr(0x808, 0, 0), Some(false));
+    // Reserved bits, x2APIC without enable: #GP, nothing changes.
+    for bad in [0xFEE0_0901, 0xFEE0_0B00, 0xFEE0_0400, 1 << 60 | 0xFEE0_0800] {
+        assert_eq!(
+            front.write_msr(MSR_APIC_BASE, bad, 0),
+            Some(false),
+            "{bad:#x}"
+        );
+    }
+    assert_eq!(front.read_msr(MSR_APIC_BASE), Some(0xFEE0_0900));
+    // Into x2APIC mode; then straight back to xAPIC is invalid, disabling first is not.
+    assert_eq!(front.write_msr(MSR_APIC_BASE, 0xFEE0_0C00, 0), Some(true));
+    assert_eq!(
+        front.read_msr(MSR_APIC_BASE),
+        Some(0xFEE0_0D00),
+        "BSP bit kept"
+    );
+    assert_eq!(front.read_msr(0x803), Some(u64::from(APIC_VERSION)));
+    assert_eq!(front.write_msr(0x808, 0x20, 0), Some(true), "TPR");
+    assert_eq!(front.read_msr(0x808), Some(0x20));
+    assert_eq!(front.write_msr(MSR_APIC_BASE, 0xFEE0_0800, 0), Some(false));
+    assert_eq!(front.write_msr(MSR_APIC_BASE, 0xFEE0_0000, 0), Some(true));
+    assert_eq!(front.write_msr(MSR_APIC_BASE, 0xFEE0_0800, 0), Some(true));
+    assert_eq!(front.read_msr(0x808), None, "xAPIC again");
+    // TSC deadline: ignored and reading 0 outside deadline mode; armed in it.
+    assert_eq!(front.write_msr(MSR_TSC_DEADLINE, 7_000, 1_000), Some(true));
+    assert_eq!(front.read_msr(MSR_TSC_DEADLINE), Some(0));
+    assert_eq!(t.deadline(), u64::MAX);
+    wr(&mut lapic.lock().unwrap(), REG_SVR, 0x1FF);
+    wr(
+        &mut lapic.lock().unwrap(),
+        REG_LVT_TIMER,
+        TIMER_TSC_DEADLINE | 0xEC,
+    );
+    assert_eq!(front.write_msr(MSR_TSC_DEADLINE, 7_000, 1_000), Some(true));
+    assert_eq!(front.read_msr(MSR_TSC_DEADLINE), Some(7_000));
+    assert_eq!(t.deadline(), c.now_ns() + 6_000);
+    c.add_instructions(6_000);
+    lapic.lock().unwrap().on_timer(c.now_ns());
+    assert_eq!(front.acknowledge(), Some(0xEC));
+    assert_eq!(front.read_msr(MSR_TSC_DEADLINE), Some(0), "fired");
+}

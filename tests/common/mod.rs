@@ -3,6 +3,10 @@
 //! a raw disk, an El Torito no-emulation ISO), and running a machine with a deadline.
 #![allow(dead_code)] // each test file uses a different subset
 
+pub mod initramfs;
+pub mod linux_guest;
+pub mod sha256;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;

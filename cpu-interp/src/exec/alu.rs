@@ -18,16 +18,16 @@ pub(super) const XOR: u8 = 6;
 pub(super) const CMP: u8 = 7;
 
 #[inline(always)]
-fn compute<const OP: u8>(a: u32, b: u32, cf: bool, m: u32) -> (u32, FlagOp) {
+fn compute<const OP: u8>(a: u64, b: u64, cf: bool, m: u64) -> (u64, FlagOp) {
     match OP {
         ADD => (a.wrapping_add(b) & m, FlagOp::Add),
         ADC => (
-            a.wrapping_add(b).wrapping_add(u32::from(cf)) & m,
+            a.wrapping_add(b).wrapping_add(u64::from(cf)) & m,
             FlagOp::Adc,
         ),
         SUB | CMP => (a.wrapping_sub(b) & m, FlagOp::Sub),
         SBB => (
-            a.wrapping_sub(b).wrapping_sub(u32::from(cf)) & m,
+            a.wrapping_sub(b).wrapping_sub(u64::from(cf)) & m,
             FlagOp::Sbb,
         ),
         AND => (a & b, FlagOp::Logic),
@@ -140,8 +140,8 @@ fn rmw(
     cpu: &mut Interpreter,
     p: &mut dyn Platform,
     d: &Decoded,
-    f: impl FnOnce(u32) -> u32,
-) -> Result<(u32, u32), Fault> {
+    f: impl FnOnce(u64) -> u64,
+) -> Result<(u64, u64), Fault> {
     let m = mask(d.size);
     if d.o0 == MEM {
         let off = cpu.ea(d);
@@ -173,7 +173,7 @@ pub(super) fn dec(cpu: &mut Interpreter, p: &mut dyn Platform, d: &Decoded) -> R
 
 /// NEG: 0 - operand; CF = operand != 0.
 pub(super) fn neg(cpu: &mut Interpreter, p: &mut dyn Platform, d: &Decoded) -> Result<(), Fault> {
-    let (a, r) = rmw(cpu, p, d, |a| 0u32.wrapping_sub(a))?;
+    let (a, r) = rmw(cpu, p, d, |a| 0u64.wrapping_sub(a))?;
     cpu.set_lazy(FlagOp::Sub, d.size * 8, 0, a, r);
     Ok(())
 }
@@ -185,7 +185,7 @@ pub(super) fn not(cpu: &mut Interpreter, p: &mut dyn Platform, d: &Decoded) -> R
 }
 
 /// Set CF and OF together, SF/ZF/PF from `low` (undefined by the SDM), AF clear.
-fn mul_flags(cpu: &mut Interpreter, overflow: bool, low: u32, bits: u8) {
+fn mul_flags(cpu: &mut Interpreter, overflow: bool, low: u64, bits: u8) {
     let mut f = szp(low, bits);
     if overflow {
         f |= fl::CF | fl::OF;
@@ -194,38 +194,45 @@ fn mul_flags(cpu: &mut Interpreter, overflow: bool, low: u32, bits: u8) {
 }
 
 /// Read the r/m source operand of the one-operand MUL/IMUL/DIV/IDIV forms.
-fn src(cpu: &mut Interpreter, p: &mut dyn Platform, d: &Decoded) -> Result<u32, Fault> {
+fn src(cpu: &mut Interpreter, p: &mut dyn Platform, d: &Decoded) -> Result<u64, Fault> {
     cpu.read_op(p, d, d.o0)
 }
 
-/// MUL: unsigned AX/DX:AX/EDX:EAX ← accumulator × r/m; CF = OF = upper half non-zero.
-pub(super) fn mul(cpu: &mut Interpreter, p: &mut dyn Platform, d: &Decoded) -> Result<(), Fault> {
-    let s = u64::from(src(cpu, p, d)?);
-    let bits = d.size * 8;
-    let a = u64::from(cpu.get_reg(gpr::RAX as u8, d.size));
-    let r = a * s;
-    let high = (r >> bits) as u32;
-    match d.size {
-        1 => cpu.set_reg(gpr::RAX as u8, 2, r as u32),
-        2 => {
-            cpu.set_reg(gpr::RAX as u8, 2, r as u32);
-            cpu.set_reg(gpr::RDX as u8, 2, high);
-        }
-        _ => {
-            cpu.set_reg(gpr::RAX as u8, 4, r as u32);
-            cpu.set_reg(gpr::RDX as u8, 4, high);
-        }
+/// Store a double-width product or the quotient/remainder pair: AX for byte operands, else
+/// rDX:rAX (high/remainder in rDX).
+fn set_acc_pair(cpu: &mut Interpreter, size: u8, low: u64, high: u64) {
+    if size == 1 {
+        cpu.set_reg(gpr::RAX as u8, 2, (low & 0xFF) | ((high & 0xFF) << 8));
+    } else {
+        cpu.set_reg(gpr::RAX as u8, size, low);
+        cpu.set_reg(gpr::RDX as u8, size, high);
     }
-    mul_flags(cpu, high & mask(d.size) != 0, r as u32, bits);
+}
+
+/// MUL: unsigned AX/DX:AX/EDX:EAX/RDX:RAX ← accumulator × r/m; CF = OF = upper half
+/// non-zero.
+pub(super) fn mul(cpu: &mut Interpreter, p: &mut dyn Platform, d: &Decoded) -> Result<(), Fault> {
+    let s = u128::from(src(cpu, p, d)?);
+    let size = d.size;
+    let bits = size * 8;
+    let a = u128::from(cpu.get_reg(gpr::RAX as u8, size));
+    let r = a * s;
+    let m = mask(size);
+    let low = r as u64 & m;
+    let high = (r >> bits) as u64 & m;
+    set_acc_pair(cpu, size, low, high);
+    mul_flags(cpu, high != 0, low, bits);
     Ok(())
 }
 
+/// Sign-extend the low `size` bytes of `v`.
 #[inline]
-fn sext(v: u32, size: u8) -> i64 {
+pub(super) fn sext(v: u64, size: u8) -> i64 {
     match size {
         1 => i64::from(v as u8 as i8),
         2 => i64::from(v as u16 as i16),
-        _ => i64::from(v as i32),
+        4 => i64::from(v as u32 as i32),
+        _ => v as i64,
     }
 }
 
@@ -233,107 +240,101 @@ fn sext(v: u32, size: u8) -> i64 {
 pub(super) fn imul(cpu: &mut Interpreter, p: &mut dyn Platform, d: &Decoded) -> Result<(), Fault> {
     let size = d.size;
     let bits = size * 8;
+    let m = mask(size);
     match d.insn.op_count() {
         1 => {
-            let s = sext(src(cpu, p, d)?, size);
-            let a = sext(cpu.get_reg(gpr::RAX as u8, size), size);
+            let s = i128::from(sext(src(cpu, p, d)?, size));
+            let a = i128::from(sext(cpu.get_reg(gpr::RAX as u8, size), size));
             let r = a * s;
-            let fits = sext(r as u32 & mask(size), size) == r;
-            match size {
-                1 => cpu.set_reg(gpr::RAX as u8, 2, r as u32),
-                2 => {
-                    cpu.set_reg(gpr::RAX as u8, 2, r as u32);
-                    cpu.set_reg(gpr::RDX as u8, 2, (r >> 16) as u32);
-                }
-                _ => {
-                    cpu.set_reg(gpr::RAX as u8, 4, r as u32);
-                    cpu.set_reg(gpr::RDX as u8, 4, (r >> 32) as u32);
-                }
-            }
-            mul_flags(cpu, !fits, r as u32, bits);
+            let low = r as u64 & m;
+            let fits = i128::from(sext(low, size)) == r;
+            set_acc_pair(cpu, size, low, (r >> bits) as u64 & m);
+            mul_flags(cpu, !fits, low, bits);
         }
         n => {
             let (a, b) = if n == 2 {
                 (cpu.get_reg(d.o0, size), cpu.read_op(p, d, d.o1)?)
             } else {
-                (cpu.read_op(p, d, d.o1)?, d.imm & mask(size))
+                (cpu.read_op(p, d, d.o1)?, d.imm & m)
             };
-            let r = sext(a, size) * sext(b, size);
-            let fits = sext(r as u32 & mask(size), size) == r;
-            cpu.set_reg(d.o0, size, r as u32);
-            mul_flags(cpu, !fits, r as u32, bits);
+            let (low, fits) = if size == 8 {
+                let (r, overflow) = (a as i64).overflowing_mul(b as i64);
+                (r as u64, !overflow)
+            } else {
+                let r = sext(a, size) * sext(b, size);
+                (r as u64 & m, sext(r as u64 & m, size) == r)
+            };
+            cpu.set_reg(d.o0, size, low);
+            mul_flags(cpu, !fits, low, bits);
         }
     }
     Ok(())
 }
 
-/// DIV: unsigned divide of AX/DX:AX/EDX:EAX; #DE on a zero divisor or a quotient that does
-/// not fit. Flags are undefined and left unchanged.
+/// DIV: unsigned divide of AX/DX:AX/EDX:EAX/RDX:RAX; #DE on a zero divisor or a quotient
+/// that does not fit. Flags are undefined and left unchanged.
 pub(super) fn div(cpu: &mut Interpreter, p: &mut dyn Platform, d: &Decoded) -> Result<(), Fault> {
-    let s = u64::from(src(cpu, p, d)?);
+    let s = src(cpu, p, d)?;
     if s == 0 {
         return Err(Fault::de());
     }
     let size = d.size;
     let bits = u32::from(size) * 8;
-    let dividend = match size {
-        1 => u64::from(cpu.get_reg(gpr::RAX as u8, 2)),
-        _ => {
-            (u64::from(cpu.get_reg(gpr::RDX as u8, size)) << bits)
-                | u64::from(cpu.get_reg(gpr::RAX as u8, size))
+    if size == 8 {
+        let dividend =
+            (u128::from(cpu.state.gpr[gpr::RDX]) << 64) | u128::from(cpu.state.gpr[gpr::RAX]);
+        let q = dividend / u128::from(s);
+        let r = dividend % u128::from(s);
+        if q > u128::from(u64::MAX) {
+            return Err(Fault::de());
         }
+        set_acc_pair(cpu, size, q as u64, r as u64);
+        return Ok(());
+    }
+    let dividend = match size {
+        1 => cpu.get_reg(gpr::RAX as u8, 2),
+        _ => (cpu.get_reg(gpr::RDX as u8, size) << bits) | cpu.get_reg(gpr::RAX as u8, size),
     };
     let q = dividend / s;
     let r = dividend % s;
-    if q > u64::from(mask(size)) {
+    if q > mask(size) {
         return Err(Fault::de());
     }
-    if size == 1 {
-        cpu.set_reg(gpr::RAX as u8, 2, (q as u32) | ((r as u32) << 8));
-    } else {
-        cpu.set_reg(gpr::RAX as u8, size, q as u32);
-        cpu.set_reg(gpr::RDX as u8, size, r as u32);
-    }
+    set_acc_pair(cpu, size, q, r);
     Ok(())
 }
 
 /// IDIV: signed divide, quotient truncated toward zero; #DE on zero or out-of-range quotient.
 pub(super) fn idiv(cpu: &mut Interpreter, p: &mut dyn Platform, d: &Decoded) -> Result<(), Fault> {
     let size = d.size;
-    let s = sext(src(cpu, p, d)?, size);
+    let s = i128::from(sext(src(cpu, p, d)?, size));
     if s == 0 {
         return Err(Fault::de());
     }
     let bits = u32::from(size) * 8;
-    let dividend: i64 = match size {
-        1 => i64::from(cpu.get_reg(gpr::RAX as u8, 2) as u16 as i16),
-        2 => i64::from(
-            ((cpu.get_reg(gpr::RDX as u8, 2) << 16) | cpu.get_reg(gpr::RAX as u8, 2)) as i32,
+    let dividend: i128 = match size {
+        1 => i128::from(cpu.get_reg(gpr::RAX as u8, 2) as u16 as i16),
+        2 => i128::from(
+            ((cpu.get_reg(gpr::RDX as u8, 2) << 16) | cpu.get_reg(gpr::RAX as u8, 2)) as u32 as i32,
+        ),
+        4 => i128::from(
+            ((cpu.get_reg(gpr::RDX as u8, 4) << 32) | cpu.get_reg(gpr::RAX as u8, 4)) as i64,
         ),
         _ => {
-            ((u64::from(cpu.get_reg(gpr::RDX as u8, 4)) << 32)
-                | u64::from(cpu.get_reg(gpr::RAX as u8, 4))) as i64
+            ((u128::from(cpu.state.gpr[gpr::RDX]) << 64) | u128::from(cpu.state.gpr[gpr::RAX]))
+                as i128
         }
     };
-    // i64::MIN / -1 cannot occur for 32-bit operands' range checks below except through
-    // overflow, so use checked arithmetic.
+    // i128::MIN / -1 overflows: checked arithmetic turns it into #DE as well.
     let (Some(q), Some(r)) = (dividend.checked_div(s), dividend.checked_rem(s)) else {
         return Err(Fault::de());
     };
-    let lim = 1i64 << (bits - 1);
+    let lim = 1i128 << (bits - 1);
     if q >= lim || q < -lim {
         return Err(Fault::de());
     }
-    if size == 1 {
-        cpu.set_reg(
-            gpr::RAX as u8,
-            2,
-            (q as u32 & 0xFF) | ((r as u32 & 0xFF) << 8),
-        );
-    } else {
-        cpu.set_reg(gpr::RAX as u8, size, q as u32);
-        cpu.set_reg(gpr::RDX as u8, size, r as u32);
-    }
+    let m = mask(size);
+    set_acc_pair(cpu, size, q as u64 & m, r as u64 & m);
     Ok(())
 }
 
@@ -402,18 +403,52 @@ pub(super) fn cmpxchg8b(
     let mut mb = [0u8; 8];
     cpu.read_linear(p, linear, &mut mb, crate::access::AccessKind::Write)?;
     let m = u64::from_le_bytes(mb);
-    let edx_eax = (u64::from(cpu.get_reg(gpr::RDX as u8, 4)) << 32)
-        | u64::from(cpu.get_reg(gpr::RAX as u8, 4));
+    let edx_eax = (cpu.get_reg(gpr::RDX as u8, 4) << 32) | cpu.get_reg(gpr::RAX as u8, 4);
     let f = cpu.rflags();
     if m == edx_eax {
-        let ecx_ebx = (u64::from(cpu.get_reg(gpr::RCX as u8, 4)) << 32)
-            | u64::from(cpu.get_reg(gpr::RBX as u8, 4));
+        let ecx_ebx = (cpu.get_reg(gpr::RCX as u8, 4) << 32) | cpu.get_reg(gpr::RBX as u8, 4);
         cpu.write_seg::<8>(p, d.seg, off, ecx_ebx.to_le_bytes())?;
         cpu.set_rflags(f | fl::ZF);
     } else {
         cpu.write_seg::<8>(p, d.seg, off, m.to_le_bytes())?;
-        cpu.set_reg(gpr::RAX as u8, 4, m as u32);
-        cpu.set_reg(gpr::RDX as u8, 4, (m >> 32) as u32);
+        cpu.set_reg(gpr::RAX as u8, 4, m);
+        cpu.set_reg(gpr::RDX as u8, 4, m >> 32);
+        cpu.set_rflags(f & !fl::ZF);
+    }
+    Ok(())
+}
+
+/// CMPXCHG16B m128: compare RDX:RAX with m128; equal → store RCX:RBX, else load m128 into
+/// RDX:RAX. The operand must be 16-byte aligned (#GP(0)); the destination is always written
+/// (SDM Vol. 2A CMPXCHG8B/CMPXCHG16B).
+pub(super) fn cmpxchg16b(
+    cpu: &mut Interpreter,
+    p: &mut dyn Platform,
+    d: &Decoded,
+) -> Result<(), Fault> {
+    if d.o0 != MEM {
+        return Err(Fault::ud());
+    }
+    let off = cpu.ea(d);
+    let linear = cpu.seg_linear(d.seg, off, 16, crate::access::AccessKind::Write)?;
+    if linear & 15 != 0 {
+        return Err(Fault::gp(0));
+    }
+    let mut mb = [0u8; 16];
+    cpu.read_linear(p, linear, &mut mb, crate::access::AccessKind::Write)?;
+    let m = u128::from_le_bytes(mb);
+    let g = &cpu.state.gpr;
+    let rdx_rax = (u128::from(g[gpr::RDX]) << 64) | u128::from(g[gpr::RAX]);
+    let rcx_rbx = (u128::from(g[gpr::RCX]) << 64) | u128::from(g[gpr::RBX]);
+    let f = cpu.rflags();
+    let equal = m == rdx_rax;
+    let store = if equal { rcx_rbx } else { m };
+    cpu.write_seg::<16>(p, d.seg, off, store.to_le_bytes())?;
+    if equal {
+        cpu.set_rflags(f | fl::ZF);
+    } else {
+        cpu.state.gpr[gpr::RAX] = m as u64;
+        cpu.state.gpr[gpr::RDX] = (m >> 64) as u64;
         cpu.set_rflags(f & !fl::ZF);
     }
     Ok(())

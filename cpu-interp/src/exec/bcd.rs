@@ -39,7 +39,7 @@ pub(super) fn daa(cpu: &mut Interpreter, _p: &mut dyn Platform, _d: &Decoded) ->
         a = a.wrapping_add(0x60);
     }
     set_al(cpu, a);
-    let mut nf = (f & !crate::flags::ARITH) | szp(u32::from(a), 8);
+    let mut nf = (f & !crate::flags::ARITH) | szp(u64::from(a), 8);
     if cf {
         nf |= fl::CF;
     }
@@ -73,7 +73,7 @@ pub(super) fn das(cpu: &mut Interpreter, _p: &mut dyn Platform, _d: &Decoded) ->
         cf = true;
     }
     set_al(cpu, a);
-    let mut nf = (f & !crate::flags::ARITH) | szp(u32::from(a), 8);
+    let mut nf = (f & !crate::flags::ARITH) | szp(u64::from(a), 8);
     if cf {
         nf |= fl::CF;
     }
@@ -94,7 +94,7 @@ pub(super) fn aaa(cpu: &mut Interpreter, _p: &mut dyn Platform, _d: &Decoded) ->
     let adjust = ax & 0xF > 9 || f & fl::AF != 0;
     let nax = if adjust { ax.wrapping_add(0x106) } else { ax };
     set_ax(cpu, nax & 0xFF0F);
-    let mut nf = (f & !crate::flags::ARITH) | szp(u32::from(nax as u8), 8);
+    let mut nf = (f & !crate::flags::ARITH) | szp(u64::from(nax as u8), 8);
     if adjust {
         nf |= fl::AF | fl::CF;
     }
@@ -113,7 +113,7 @@ pub(super) fn aas(cpu: &mut Interpreter, _p: &mut dyn Platform, _d: &Decoded) ->
         ax
     };
     set_ax(cpu, nax & 0xFF0F);
-    let mut nf = (f & !crate::flags::ARITH) | szp(u32::from(nax as u8), 8);
+    let mut nf = (f & !crate::flags::ARITH) | szp(u64::from(nax as u8), 8);
     if adjust {
         nf |= fl::AF | fl::CF;
     }
@@ -130,7 +130,7 @@ pub(super) fn aam(cpu: &mut Interpreter, _p: &mut dyn Platform, d: &Decoded) -> 
     let a = al(cpu);
     let r = a % base;
     set_ax(cpu, (u16::from(a / base) << 8) | u16::from(r));
-    cpu.set_lazy(FlagOp::Logic, 8, u32::from(r), u32::from(r), u32::from(r));
+    cpu.set_lazy(FlagOp::Logic, 8, u64::from(r), u64::from(r), u64::from(r));
     Ok(())
 }
 
@@ -138,8 +138,8 @@ pub(super) fn aam(cpu: &mut Interpreter, _p: &mut dyn Platform, d: &Decoded) -> 
 pub(super) fn aad(cpu: &mut Interpreter, _p: &mut dyn Platform, d: &Decoded) -> Result<(), Fault> {
     let base = d.insn.immediate8();
     let ax = cpu.state.gpr[0] as u16;
-    let a = u32::from(ax as u8);
-    let b = (u32::from(ax >> 8) * u32::from(base)) & 0xFF;
+    let a = u64::from(ax as u8);
+    let b = (u64::from(ax >> 8) * u64::from(base)) & 0xFF;
     let r = (a + b) & 0xFF;
     set_ax(cpu, r as u16);
     cpu.set_lazy(FlagOp::Add, 8, a, b, r);

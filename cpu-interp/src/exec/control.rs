@@ -13,19 +13,25 @@ use crate::{Fault, Interpreter};
 /// Operand-size mask for the new IP.
 #[inline]
 fn ip_mask(d: &Decoded) -> u64 {
-    if d.o32 {
-        0xFFFF_FFFF
-    } else {
-        0xFFFF
-    }
+    super::mask(d.osize)
 }
 
-/// Set RIP to `target` after the CS limit check (#GP(0), SDM Vol. 2A JMP).
+/// Check a near branch target: within the CS limit, or in 64-bit mode canonical (#GP(0),
+/// SDM Vol. 2A JMP).
 #[inline]
-fn branch(cpu: &mut Interpreter, target: u64) -> Result<(), Fault> {
-    if target > u64::from(cpu.state.seg(SegReg::Cs).limit) {
+fn check_target(cpu: &Interpreter, target: u64) -> Result<(), Fault> {
+    if target > u64::from(cpu.state.seg(SegReg::Cs).limit)
+        && !(cpu.state.in_64bit_code() && crate::segment::is_canonical(target))
+    {
         return Err(Fault::gp(0));
     }
+    Ok(())
+}
+
+/// Set RIP to `target` after [`check_target`].
+#[inline]
+fn branch(cpu: &mut Interpreter, target: u64) -> Result<(), Fault> {
+    check_target(cpu, target)?;
     cpu.state.rip = target;
     Ok(())
 }
@@ -33,7 +39,7 @@ fn branch(cpu: &mut Interpreter, target: u64) -> Result<(), Fault> {
 /// Jcc rel8/rel16/rel32.
 pub(super) fn jcc(cpu: &mut Interpreter, _p: &mut dyn Platform, d: &Decoded) -> Result<(), Fault> {
     if cpu.cond(d.cc) {
-        let t = cpu.state.rip.wrapping_add(d.imm as i32 as u64) & ip_mask(d);
+        let t = cpu.state.rip.wrapping_add(d.imm) & ip_mask(d);
         branch(cpu, t)?;
     }
     Ok(())
@@ -44,10 +50,9 @@ pub(super) fn jcc(cpu: &mut Interpreter, _p: &mut dyn Platform, d: &Decoded) -> 
 fn near_target(cpu: &mut Interpreter, p: &mut dyn Platform, d: &Decoded) -> Result<u64, Fault> {
     let m = ip_mask(d);
     if d.o0 == MEM || d.o0 < 0x20 {
-        let size = if d.o32 { 4 } else { 2 };
-        Ok(u64::from(cpu.read_op_sized(p, d, d.o0, size)?) & m)
+        Ok(cpu.read_op_sized(p, d, d.o0, d.osize)? & m)
     } else {
-        Ok(cpu.state.rip.wrapping_add(d.imm as i32 as u64) & m)
+        Ok(cpu.state.rip.wrapping_add(d.imm) & m)
     }
 }
 
@@ -60,22 +65,17 @@ pub(super) fn jmp(cpu: &mut Interpreter, p: &mut dyn Platform, d: &Decoded) -> R
 /// CALL near: push the return IP, then branch.
 pub(super) fn call(cpu: &mut Interpreter, p: &mut dyn Platform, d: &Decoded) -> Result<(), Fault> {
     let t = near_target(cpu, p, d)?;
-    if t > u64::from(cpu.state.seg(SegReg::Cs).limit) {
-        return Err(Fault::gp(0));
-    }
-    let size = if d.o32 { 4 } else { 2 };
-    cpu.push(p, cpu.state.rip, size)?;
+    check_target(cpu, t)?;
+    cpu.push(p, cpu.state.rip, d.osize)?;
     cpu.state.rip = t;
     Ok(())
 }
 
 /// RET near [imm16].
 pub(super) fn ret(cpu: &mut Interpreter, p: &mut dyn Platform, d: &Decoded) -> Result<(), Fault> {
-    let size: u8 = if d.o32 { 4 } else { 2 };
+    let size = d.osize;
     let t = cpu.peek_stack(p, 0, size)? & ip_mask(d);
-    if t > u64::from(cpu.state.seg(SegReg::Cs).limit) {
-        return Err(Fault::gp(0));
-    }
+    check_target(cpu, t)?;
     let extra = if d.insn.op_count() > 0 {
         u64::from(d.insn.immediate16())
     } else {
@@ -95,7 +95,7 @@ pub(super) fn loop_(
     _p: &mut dyn Platform,
     d: &Decoded,
 ) -> Result<(), Fault> {
-    let am = u64::from(d.amask);
+    let am = d.amask;
     let rcx = cpu.state.gpr[gpr::RCX];
     let count = rcx.wrapping_sub(1) & am;
     let zf = cpu.rflags() & fl::ZF != 0;
@@ -106,22 +106,17 @@ pub(super) fn loop_(
             _ => true,
         };
     if take {
-        let t = cpu.state.rip.wrapping_add(d.imm as i32 as u64) & ip_mask(d);
+        let t = cpu.state.rip.wrapping_add(d.imm) & ip_mask(d);
         branch(cpu, t)?;
     }
-    cpu.state.gpr[gpr::RCX] = (rcx & !am) | count;
+    cpu.state.gpr[gpr::RCX] = super::addr_update(rcx, count, am);
     Ok(())
 }
 
-/// JCXZ/JECXZ.
+/// JCXZ/JECXZ/JRCXZ: the counter width is the address size.
 pub(super) fn jcxz(cpu: &mut Interpreter, _p: &mut dyn Platform, d: &Decoded) -> Result<(), Fault> {
-    let am = if d.insn.mnemonic() == Mnemonic::Jecxz {
-        0xFFFF_FFFF
-    } else {
-        0xFFFF
-    };
-    if cpu.state.gpr[gpr::RCX] & am == 0 {
-        let t = cpu.state.rip.wrapping_add(d.imm as i32 as u64) & ip_mask(d);
+    if cpu.state.gpr[gpr::RCX] & d.amask == 0 {
+        let t = cpu.state.rip.wrapping_add(d.imm) & ip_mask(d);
         branch(cpu, t)?;
     }
     Ok(())
@@ -207,16 +202,10 @@ pub(super) fn bound(cpu: &mut Interpreter, p: &mut dyn Platform, d: &Decoded) ->
     let size = d.size;
     let off = cpu.ea(d);
     let lo = cpu.read_mem(p, d.seg, off, size)?;
-    let hi_off = u64::from((off as u32).wrapping_add(u32::from(size)) & d.amask);
+    let hi_off = off.wrapping_add(u64::from(size)) & d.amask;
     let hi = cpu.read_mem(p, d.seg, hi_off, size)?;
     let v = cpu.get_reg(d.o0, size);
-    let s = |x: u32| {
-        if size == 2 {
-            i32::from(x as u16 as i16)
-        } else {
-            x as i32
-        }
-    };
+    let s = |x: u64| super::alu::sext(x, size);
     if s(v) < s(lo) || s(v) > s(hi) {
         return Err(Fault::new(vector::BR));
     }

@@ -90,7 +90,7 @@ pub(super) fn mov_from_sreg(
     let Some(seg) = seg_of(d.insn.op1_register()) else {
         return Err(Fault::ud());
     };
-    let sel = u32::from(cpu.state.seg(seg).selector);
+    let sel = u64::from(cpu.state.seg(seg).selector);
     if d.o0 == MEM {
         cpu.write_op_sized(p, d, MEM, 2, sel)
     } else {
@@ -118,11 +118,7 @@ pub(super) fn movzx(cpu: &mut Interpreter, p: &mut dyn Platform, d: &Decoded) ->
 pub(super) fn movsx(cpu: &mut Interpreter, p: &mut dyn Platform, d: &Decoded) -> Result<(), Fault> {
     let s = src_size(d);
     let v = cpu.read_op_sized(p, d, d.o1, s)?;
-    let v = if s == 1 {
-        v as u8 as i8 as i32 as u32
-    } else {
-        v as u16 as i16 as i32 as u32
-    };
+    let v = super::alu::sext(v, s) as u64;
     cpu.set_reg(d.o0, d.size, v & mask(d.size));
     Ok(())
 }
@@ -160,23 +156,40 @@ pub(super) fn bswap(
     d: &Decoded,
 ) -> Result<(), Fault> {
     let v = cpu.get_reg(d.o0, d.size);
-    let r = if d.size == 4 { v.swap_bytes() } else { 0 };
+    let r = match d.size {
+        4 => u64::from((v as u32).swap_bytes()),
+        8 => v.swap_bytes(),
+        _ => 0,
+    };
     cpu.set_reg(d.o0, d.size, r);
     Ok(())
 }
 
-/// CMOVcc: the source is read (and may fault) whatever the condition.
+/// CMOVcc: the source is read (and may fault) whatever the condition. A 32-bit CMOV zeroes
+/// the upper half of the destination even when the condition is false (SDM Vol. 2A CMOVcc;
+/// outside 64-bit mode those bits are not visible).
 pub(super) fn cmov(cpu: &mut Interpreter, p: &mut dyn Platform, d: &Decoded) -> Result<(), Fault> {
     let v = cpu.read_op(p, d, d.o1)?;
     if cpu.cond(d.cc) {
         cpu.set_reg(d.o0, d.size, v);
+    } else if d.size == 4 {
+        let old = cpu.get_reg(d.o0, 4);
+        cpu.set_reg(d.o0, 4, old);
     }
     Ok(())
 }
 
+/// MOVBE: load or store with the byte order reversed (SDM Vol. 2B MOVBE).
+pub(super) fn movbe(cpu: &mut Interpreter, p: &mut dyn Platform, d: &Decoded) -> Result<(), Fault> {
+    let size = d.size;
+    let v = cpu.read_op(p, d, d.o1)?;
+    let swapped = v.swap_bytes() >> (64 - 8 * u32::from(size));
+    cpu.write_op(p, d, d.o0, swapped)
+}
+
 /// SETcc r/m8.
 pub(super) fn setcc(cpu: &mut Interpreter, p: &mut dyn Platform, d: &Decoded) -> Result<(), Fault> {
-    let v = u32::from(cpu.cond(d.cc));
+    let v = u64::from(cpu.cond(d.cc));
     cpu.write_op_sized(p, d, d.o0, 1, v)
 }
 
@@ -185,44 +198,40 @@ pub(super) fn lea(cpu: &mut Interpreter, _p: &mut dyn Platform, d: &Decoded) -> 
     if d.o1 != MEM {
         return Err(Fault::ud());
     }
-    let v = cpu.ea(d) as u32;
+    let v = cpu.ea(d);
     cpu.set_reg(d.o0, d.size, v & mask(d.size));
     Ok(())
 }
 
-/// CBW / CWDE.
+/// CBW / CWDE / CDQE: sign-extend the low half of the accumulator into all of it.
 pub(super) fn cbw(cpu: &mut Interpreter, _p: &mut dyn Platform, d: &Decoded) -> Result<(), Fault> {
     let a = cpu.state.gpr[gpr::RAX];
-    if d.insn.mnemonic() == Mnemonic::Cwde {
-        cpu.set_reg(0, 4, a as u16 as i16 as i32 as u32);
-    } else {
-        cpu.set_reg(0, 2, a as u8 as i8 as i16 as u16 as u32);
-    }
+    let (half, size) = match d.insn.mnemonic() {
+        Mnemonic::Cdqe => (4, 8),
+        Mnemonic::Cwde => (2, 4),
+        _ => (1, 2),
+    };
+    cpu.set_reg(0, size, super::alu::sext(a, half) as u64);
     Ok(())
 }
 
-/// CWD / CDQ: DX/EDX ← sign of AX/EAX.
+/// CWD / CDQ / CQO: DX/EDX/RDX ← the sign of AX/EAX/RAX.
 pub(super) fn cwd(cpu: &mut Interpreter, _p: &mut dyn Platform, d: &Decoded) -> Result<(), Fault> {
-    let a = cpu.state.gpr[gpr::RAX];
-    if d.insn.mnemonic() == Mnemonic::Cdq {
-        let s = if (a as u32) & 0x8000_0000 != 0 {
-            u32::MAX
-        } else {
-            0
-        };
-        cpu.set_reg(gpr::RDX as u8, 4, s);
-    } else {
-        let s = if (a as u16) & 0x8000 != 0 { 0xFFFF } else { 0 };
-        cpu.set_reg(gpr::RDX as u8, 2, s);
-    }
+    let size = match d.insn.mnemonic() {
+        Mnemonic::Cqo => 8,
+        Mnemonic::Cdq => 4,
+        _ => 2,
+    };
+    let negative = super::alu::sext(cpu.state.gpr[gpr::RAX], size) < 0;
+    cpu.set_reg(gpr::RDX as u8, size, if negative { u64::MAX } else { 0 });
     Ok(())
 }
 
 /// XLAT: AL ← [seg:(E)BX + AL].
 pub(super) fn xlat(cpu: &mut Interpreter, p: &mut dyn Platform, d: &Decoded) -> Result<(), Fault> {
-    let bx = cpu.state.gpr[gpr::RBX] as u32;
+    let bx = cpu.state.gpr[gpr::RBX];
     let al = cpu.state.gpr[gpr::RAX] as u8;
-    let off = u64::from(bx.wrapping_add(u32::from(al)) & d.amask);
+    let off = bx.wrapping_add(u64::from(al)) & d.amask;
     let v = cpu.read_mem(p, d.seg, off, 1)?;
     cpu.set_reg(0, 1, v);
     Ok(())
@@ -234,7 +243,7 @@ pub(super) fn lahf(
     _p: &mut dyn Platform,
     _d: &Decoded,
 ) -> Result<(), Fault> {
-    let f = cpu.rflags() as u32 & 0xD7 | 0x02;
+    let f = cpu.rflags() & 0xD7 | 0x02;
     cpu.set_reg(super::HI, 1, f);
     Ok(())
 }
@@ -245,7 +254,7 @@ pub(super) fn sahf(
     _p: &mut dyn Platform,
     _d: &Decoded,
 ) -> Result<(), Fault> {
-    let ah = u64::from(cpu.get_reg(super::HI, 1));
+    let ah = cpu.get_reg(super::HI, 1);
     let m = fl::SF | fl::ZF | fl::AF | fl::PF | fl::CF;
     let f = cpu.rflags();
     cpu.set_rflags((f & !m) | (ah & m));
@@ -282,7 +291,7 @@ pub(super) fn load_far_pointer(
     let size = d.size;
     let off = cpu.ea(d);
     let v = cpu.read_mem(p, d.seg, off, size)?;
-    let sel_off = u64::from((off as u32).wrapping_add(u32::from(size)) & d.amask);
+    let sel_off = off.wrapping_add(u64::from(size)) & d.amask;
     let sel = cpu.read_mem(p, d.seg, sel_off, 2)?;
     cpu.load_segment(p, seg, sel as u16)?;
     cpu.set_reg(d.o0, size, v);

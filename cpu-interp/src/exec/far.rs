@@ -2,6 +2,11 @@
 //! protected and virtual-8086 mode (Intel SDM Vol. 2 "JMP", "CALL", "RET", "IRET", "INT n";
 //! Vol. 3A §5.8 privilege-level changes, §7.3 task switches, §20.2–20.3 virtual-8086 mode).
 //!
+//! IA-32e mode (SDM Vol. 3A §5.8.3.1, §5.8.5.1, §6.14.3): 64-bit code segments (L = 1,
+//! canonical targets instead of limits), 16-byte 64-bit call gates with a null SS on a
+//! privilege change, REX.W far returns and IRETQ (which always pops SS:RSP in 64-bit mode),
+//! and task switches refused with #GP.
+//!
 //! Owned by SYS. On entry `state.rip` holds the next instruction's address. Each transfer
 //! validates before it changes anything where the SDM orders checks first; a fault part-way
 //! (a stack push at the new level) is rolled back by [`Interpreter::exec_far`] itself in
@@ -13,9 +18,11 @@ use pcvm_core::cpu_state::{cr, flags, gpr};
 use pcvm_core::{Platform, SegReg, Segment};
 
 use crate::access::AccessKind;
-use crate::exception::EventKind;
+use crate::exception::{tss64_rsp, EventKind};
 use crate::fault::vector;
-use crate::segment::{np, sel_code, sys_type, Descriptor, V86_SEG_ATTRIBUTES};
+use crate::segment::{
+    is_canonical, np, null_stack_segment, sel_code, sys_type, Descriptor, V86_SEG_ATTRIBUTES,
+};
 use crate::task::TaskSource;
 use crate::{Fault, Interpreter};
 
@@ -47,25 +54,28 @@ impl Interpreter {
     fn exec_far_inner(&mut self, p: &mut dyn Platform, insn: &Instruction) -> Result<(), Fault> {
         match insn.mnemonic() {
             Mnemonic::Jmp => {
-                let (sel, off, o32) = self.far_pointer_operand(p, insn)?;
-                self.far_jmp(p, sel, off, o32)
+                let (sel, off, size) = self.far_pointer_operand(p, insn)?;
+                self.far_jmp(p, sel, off, size)
             }
             Mnemonic::Call => {
-                let (sel, off, o32) = self.far_pointer_operand(p, insn)?;
-                self.far_call(p, sel, off, o32)
+                let (sel, off, size) = self.far_pointer_operand(p, insn)?;
+                self.far_call(p, sel, off, size)
             }
             Mnemonic::Retf => {
-                let (o32, imm) = match insn.code() {
-                    Code::Retfw => (false, 0),
-                    Code::Retfd => (true, 0),
-                    Code::Retfw_imm16 => (false, insn.immediate16()),
-                    Code::Retfd_imm16 => (true, insn.immediate16()),
+                let (size, imm) = match insn.code() {
+                    Code::Retfw => (2, 0),
+                    Code::Retfd => (4, 0),
+                    Code::Retfq => (8, 0),
+                    Code::Retfw_imm16 => (2, insn.immediate16()),
+                    Code::Retfd_imm16 => (4, insn.immediate16()),
+                    Code::Retfq_imm16 => (8, insn.immediate16()),
                     _ => return Err(Fault::ud()),
                 };
-                self.far_ret(p, o32, u64::from(imm))
+                self.far_ret(p, size, u64::from(imm))
             }
-            Mnemonic::Iret => self.iret(p, false),
-            Mnemonic::Iretd => self.iret(p, true),
+            Mnemonic::Iret => self.iret(p, 2),
+            Mnemonic::Iretd => self.iret(p, 4),
+            Mnemonic::Iretq => self.iret(p, 8),
             Mnemonic::Int => self.software_interrupt(p, insn.immediate8(), true),
             Mnemonic::Int3 => self.software_interrupt(p, vector::BP, false),
             Mnemonic::Into => {
@@ -81,34 +91,41 @@ impl Interpreter {
         }
     }
 
-    /// The selector, offset and operand size (32-bit?) of a far JMP/CALL operand: an
-    /// immediate ptr16:16/ptr16:32 or a memory m16:16/m16:32.
+    /// The selector, offset and operand size in bytes (2, 4 or 8) of a far JMP/CALL operand:
+    /// an immediate ptr16:16/ptr16:32 or a memory m16:16/m16:32/m16:64 (REX.W).
     fn far_pointer_operand(
         &mut self,
         p: &mut dyn Platform,
         insn: &Instruction,
-    ) -> Result<(u16, u32, bool), Fault> {
+    ) -> Result<(u16, u64, u8), Fault> {
         match insn.op0_kind() {
             OpKind::FarBranch16 => Ok((
                 insn.far_branch_selector(),
-                u32::from(insn.far_branch16()),
-                false,
+                u64::from(insn.far_branch16()),
+                2,
             )),
-            OpKind::FarBranch32 => Ok((insn.far_branch_selector(), insn.far_branch32(), true)),
+            OpKind::FarBranch32 => Ok((
+                insn.far_branch_selector(),
+                u64::from(insn.far_branch32()),
+                4,
+            )),
             OpKind::Memory => {
-                let o32 = matches!(insn.code(), Code::Jmp_m1632 | Code::Call_m1632);
+                let size: u8 = match insn.code() {
+                    Code::Jmp_m1664 | Code::Call_m1664 => 8,
+                    Code::Jmp_m1632 | Code::Call_m1632 => 4,
+                    _ => 2,
+                };
                 let (seg, off) = self.memory_operand(insn);
                 let amask = self.address_mask(insn);
-                let offset = if o32 {
-                    u32::from_le_bytes(self.read_seg::<4>(p, seg, off)?)
-                } else {
-                    u32::from(u16::from_le_bytes(self.read_seg::<2>(p, seg, off)?))
+                let offset = match size {
+                    8 => u64::from_le_bytes(self.read_seg::<8>(p, seg, off)?),
+                    4 => u64::from(u32::from_le_bytes(self.read_seg::<4>(p, seg, off)?)),
+                    _ => u64::from(u16::from_le_bytes(self.read_seg::<2>(p, seg, off)?)),
                 };
-                let sel_off = (off + if o32 { 4 } else { 2 }) & amask;
+                let sel_off = off.wrapping_add(u64::from(size)) & amask;
                 let sel = u16::from_le_bytes(self.read_seg::<2>(p, seg, sel_off)?);
-                Ok((sel, offset, o32))
+                Ok((sel, offset, size))
             }
-            // 64-bit m16:64 forms do not decode outside 64-bit mode.
             _ => Err(Fault::ud()),
         }
     }
@@ -152,14 +169,70 @@ impl Interpreter {
         sel: u16,
         desc: Descriptor,
         cpl: u8,
-        offset: u32,
+        offset: u64,
     ) -> Result<(), Fault> {
         self.set_accessed(p, sel, desc)?;
         let mut cs = desc.to_segment((sel & !3) | u16::from(cpl));
         cs.attributes |= Segment::ATTR_ACCESSED;
         *self.state.seg_mut(SegReg::Cs) = cs;
-        self.state.rip = u64::from(offset);
+        self.state.rip = offset;
         Ok(())
+    }
+
+    /// Check the target offset of a transfer into code segment `desc`: within the limit, or
+    /// in IA-32e mode for a 64-bit segment (L = 1) canonical; L = 1 with D = 1 is reserved
+    /// and #GP(selector) (SDM Vol. 3A §5.2.1, Vol. 2 "JMP"/"CALL"/"RET"/"IRET").
+    fn check_cs_offset(&self, sel: u16, desc: Descriptor, offset: u64) -> Result<(), Fault> {
+        if self.state.long_mode_active() && desc.long() {
+            if desc.db() {
+                return Err(Fault::gp(sel_code(sel)));
+            }
+            if !is_canonical(offset) {
+                return Err(Fault::gp(0));
+            }
+            return Ok(());
+        }
+        if offset > u64::from(desc.limit()) {
+            return Err(Fault::gp(0));
+        }
+        Ok(())
+    }
+
+    /// A 64-bit call gate named by JMP/CALL in IA-32e mode and the 64-bit code segment it
+    /// points to: (target selector, target descriptor, offset). Legacy gates, TSS descriptors
+    /// and task gates are #GP(selector) here: IA-32e mode has no task switching
+    /// (SDM Vol. 3A §5.8.3.1, §7.7; Vol. 2 "CALL" IA-32e call-gate checks).
+    fn call_gate64(
+        &mut self,
+        p: &mut dyn Platform,
+        sel: u16,
+        cpl: u8,
+    ) -> Result<(u16, Descriptor, u64), Fault> {
+        let Some((gate, upper)) = self.read_system_descriptor(p, sel)? else {
+            return Err(Fault::gp(sel_code(sel)));
+        };
+        if gate.is_code_or_data() || gate.typ() != sys_type::CALL_GATE64 || !upper.type_ok() {
+            return Err(Fault::gp(sel_code(sel)));
+        }
+        self.check_gate_privilege(sel, gate, cpl)?;
+        let tsel = gate.gate_selector();
+        if tsel & 0xFFFC == 0 {
+            return Err(Fault::gp(0));
+        }
+        let Some(desc) = self.read_descriptor(p, tsel)? else {
+            return Err(Fault::gp(sel_code(tsel)));
+        };
+        if !desc.is_code() || desc.dpl() > cpl || !desc.long() || desc.db() {
+            return Err(Fault::gp(sel_code(tsel)));
+        }
+        if !desc.present() {
+            return Err(np(sel_code(tsel)));
+        }
+        let offset = u64::from(gate.gate_offset()) | (upper.high() << 32);
+        if !is_canonical(offset) {
+            return Err(Fault::gp(0));
+        }
+        Ok((tsel, desc, offset))
     }
 
     /// Check a direct code-segment target of JMP/CALL (SDM Vol. 2 "JMP" protected-mode
@@ -188,7 +261,7 @@ impl Interpreter {
         p: &mut dyn Platform,
         gate: Descriptor,
         cpl: u8,
-    ) -> Result<(u16, Descriptor, u32), Fault> {
+    ) -> Result<(u16, Descriptor, u64), Fault> {
         let tsel = gate.gate_selector();
         if tsel & 0xFFFC == 0 {
             return Err(Fault::gp(0));
@@ -207,7 +280,7 @@ impl Interpreter {
         } else {
             gate.gate_offset() & 0xFFFF
         };
-        Ok((tsel, desc, offset))
+        Ok((tsel, desc, u64::from(offset)))
     }
 
     /// Common checks of a gate or TSS named by JMP/CALL: DPL ≥ max(CPL, RPL), present.
@@ -227,16 +300,16 @@ impl Interpreter {
         &mut self,
         p: &mut dyn Platform,
         sel: u16,
-        offset: u32,
-        o32: bool,
+        offset: u64,
+        size: u8,
     ) -> Result<(), Fault> {
-        let offset = if o32 { offset } else { offset & 0xFFFF };
+        let offset = if size == 2 { offset & 0xFFFF } else { offset };
         if self.real_or_v86() {
-            if offset > self.real_cs_limit() {
+            if offset > u64::from(self.real_cs_limit()) {
                 return Err(Fault::gp(0));
             }
             self.load_cs_real(sel);
-            self.state.rip = u64::from(offset);
+            self.state.rip = offset;
             return Ok(());
         }
         let cpl = self.state.cpl();
@@ -248,10 +321,16 @@ impl Interpreter {
         };
         if desc.is_code_or_data() {
             self.check_direct_code(sel, desc, cpl)?;
-            if offset > desc.limit() {
-                return Err(Fault::gp(0));
-            }
+            self.check_cs_offset(sel, desc, offset)?;
             return self.load_cs_protected(p, sel, desc, cpl, offset);
+        }
+        if self.state.long_mode_active() {
+            let (tsel, target, offset) = self.call_gate64(p, sel, cpl)?;
+            // JMP never changes privilege: non-conforming targets need DPL = CPL.
+            if !target.conforming() && target.dpl() != cpl {
+                return Err(Fault::gp(sel_code(tsel)));
+            }
+            return self.load_cs_protected(p, tsel, target, cpl, offset);
         }
         match desc.typ() {
             sys_type::CALL_GATE16 | sys_type::CALL_GATE32 => {
@@ -261,7 +340,7 @@ impl Interpreter {
                 if !target.conforming() && target.dpl() != cpl {
                     return Err(Fault::gp(sel_code(tsel)));
                 }
-                if offset > target.limit() {
+                if offset > u64::from(target.limit()) {
                     return Err(Fault::gp(0));
                 }
                 self.load_cs_protected(p, tsel, target, cpl, offset)
@@ -289,21 +368,20 @@ impl Interpreter {
         &mut self,
         p: &mut dyn Platform,
         sel: u16,
-        offset: u32,
-        o32: bool,
+        offset: u64,
+        size: u8,
     ) -> Result<(), Fault> {
-        let size: u8 = if o32 { 4 } else { 2 };
-        let offset = if o32 { offset } else { offset & 0xFFFF };
+        let offset = if size == 2 { offset & 0xFFFF } else { offset };
         let old_cs = u64::from(self.state.seg(SegReg::Cs).selector);
         let old_ip = self.state.rip;
         if self.real_or_v86() {
-            if offset > self.real_cs_limit() {
+            if offset > u64::from(self.real_cs_limit()) {
                 return Err(Fault::gp(0));
             }
             self.push(p, old_cs, size)?;
             self.push(p, old_ip, size)?;
             self.load_cs_real(sel);
-            self.state.rip = u64::from(offset);
+            self.state.rip = offset;
             return Ok(());
         }
         let cpl = self.state.cpl();
@@ -315,12 +393,13 @@ impl Interpreter {
         };
         if desc.is_code_or_data() {
             self.check_direct_code(sel, desc, cpl)?;
-            if offset > desc.limit() {
-                return Err(Fault::gp(0));
-            }
+            self.check_cs_offset(sel, desc, offset)?;
             self.push(p, old_cs, size)?;
             self.push(p, old_ip, size)?;
             return self.load_cs_protected(p, sel, desc, cpl, offset);
+        }
+        if self.state.long_mode_active() {
+            return self.far_call_gate64(p, sel, cpl, old_cs, old_ip);
         }
         match desc.typ() {
             sys_type::CALL_GATE16 | sys_type::CALL_GATE32 => {
@@ -331,7 +410,7 @@ impl Interpreter {
                 } else {
                     2
                 };
-                if offset > target.limit() {
+                if offset > u64::from(target.limit()) {
                     return Err(Fault::gp(0));
                 }
                 if !target.conforming() && target.dpl() < cpl {
@@ -377,6 +456,43 @@ impl Interpreter {
                 self.task_switch(p, sel, desc, TaskSource::Call, 0)
             }
             _ => Err(Fault::gp(sel_code(sel))),
+        }
+    }
+
+    /// CALL FAR through a 64-bit call gate (SDM Vol. 3A §5.8.5.1, Vol. 2 "CALL" IA-32e
+    /// mode): to a more privileged level the new RSP comes from the 64-bit TSS, SS becomes
+    /// NULL(new CPL), and SS, RSP, CS, RIP are pushed as quadwords (no parameters are
+    /// copied); at the same level CS and RIP are pushed as quadwords.
+    fn far_call_gate64(
+        &mut self,
+        p: &mut dyn Platform,
+        sel: u16,
+        cpl: u8,
+        old_cs: u64,
+        old_ip: u64,
+    ) -> Result<(), Fault> {
+        let (tsel, target, offset) = self.call_gate64(p, sel, cpl)?;
+        if !target.conforming() && target.dpl() < cpl {
+            let new_cpl = target.dpl();
+            let rsp = self.tss64_field(p, tss64_rsp(new_cpl), 0)?;
+            if !is_canonical(rsp) {
+                return Err(Fault::ss(0));
+            }
+            let old_ss = u64::from(self.state.seg(SegReg::Ss).selector);
+            let old_rsp = self.state.gpr[gpr::RSP];
+            *self.state.seg_mut(SegReg::Ss) = null_stack_segment(u16::from(new_cpl), new_cpl);
+            self.state.gpr[gpr::RSP] = rsp;
+            self.load_cs_protected(p, tsel, target, new_cpl, offset)?;
+            for v in [old_ss, old_rsp, old_cs, old_ip] {
+                self.push(p, v, 8)?;
+            }
+            Ok(())
+        } else if target.conforming() || target.dpl() == cpl {
+            self.load_cs_protected(p, tsel, target, cpl, offset)?;
+            self.push(p, old_cs, 8)?;
+            self.push(p, old_ip, 8)
+        } else {
+            Err(Fault::gp(sel_code(tsel)))
         }
     }
 
@@ -453,20 +569,31 @@ impl Interpreter {
         let mut ss = desc.to_segment(sel);
         ss.attributes |= Segment::ATTR_ACCESSED;
         *self.state.seg_mut(SegReg::Ss) = ss;
-        let mask = if ss.db() { 0xFFFF_FFFF } else { 0xFFFF };
-        let rsp = self.state.gpr[gpr::RSP];
-        self.state.gpr[gpr::RSP] = (rsp & !mask) | (esp & mask);
+        self.set_outer_rsp(esp);
         Ok(())
+    }
+
+    /// Set the stack pointer after a return loaded CS and SS: the whole (zero-extended
+    /// popped) value in IA-32e mode, else ESP or SP by SS.B with the bits above kept.
+    fn set_outer_rsp(&mut self, rsp: u64) {
+        let mask = if self.state.long_mode_active() {
+            u64::MAX
+        } else if self.state.seg(SegReg::Ss).db() {
+            0xFFFF_FFFF
+        } else {
+            0xFFFF
+        };
+        let old = self.state.gpr[gpr::RSP];
+        self.state.gpr[gpr::RSP] = (old & !mask) | (rsp & mask);
     }
 
     /// RETF / RETF imm16 (SDM Vol. 2 "RET").
     pub(crate) fn far_ret(
         &mut self,
         p: &mut dyn Platform,
-        o32: bool,
+        size: u8,
         imm: u64,
     ) -> Result<(), Fault> {
-        let size: u8 = if o32 { 4 } else { 2 };
         let sz = u64::from(size);
         let ip = self.peek_stack(p, 0, size)?;
         let sel = self.peek_stack(p, sz, 2)? as u16;
@@ -486,29 +613,62 @@ impl Interpreter {
             // Return to an outer level: SS:ESP follow the parameters.
             let esp = self.peek_stack(p, 2 * sz + imm, size)?;
             let ss_sel = self.peek_stack(p, 3 * sz + imm, 2)? as u16;
-            let ss_desc = self.check_return_ss(p, ss_sel, rpl)?;
-            if ip > u64::from(desc.limit()) {
-                return Err(Fault::gp(0));
-            }
-            self.load_cs_protected(p, sel, desc, rpl, ip as u32)?;
-            self.load_outer_stack(p, ss_sel, ss_desc, esp)?;
+            let ss_desc = self.check_return_ss_long(p, ss_sel, rpl, desc)?;
+            self.check_cs_offset(sel, desc, ip)?;
+            self.load_cs_protected(p, sel, desc, rpl, ip)?;
+            self.load_return_stack(p, ss_sel, ss_desc, rpl, esp)?;
             self.adjust_sp(imm);
             self.null_inaccessible_data_segments();
         } else {
-            if ip > u64::from(desc.limit()) {
-                return Err(Fault::gp(0));
-            }
-            self.load_cs_protected(p, sel, desc, cpl, ip as u32)?;
+            self.check_cs_offset(sel, desc, ip)?;
+            // Release the frame with the stack size of the calling code.
             self.adjust_sp(2 * sz + imm);
+            self.load_cs_protected(p, sel, desc, cpl, ip)?;
         }
         Ok(())
+    }
+
+    /// The SS of a return to privilege level `rpl` in code `cs`: `None` for a null selector,
+    /// which IA-32e mode accepts when returning to 64-bit code below ring 3
+    /// (SDM Vol. 2 "RET", "IRET" IA-32e mode); otherwise the checked descriptor.
+    fn check_return_ss_long(
+        &mut self,
+        p: &mut dyn Platform,
+        sel: u16,
+        rpl: u8,
+        cs: Descriptor,
+    ) -> Result<Option<Descriptor>, Fault> {
+        if sel & 0xFFFC == 0 && self.state.long_mode_active() && cs.long() && !cs.db() && rpl < 3 {
+            return Ok(None);
+        }
+        self.check_return_ss(p, sel, rpl).map(Some)
+    }
+
+    /// Load SS:RSP for a return: a checked descriptor, or a null SS (see
+    /// [`Self::check_return_ss_long`]) that keeps DPL = `rpl`.
+    fn load_return_stack(
+        &mut self,
+        p: &mut dyn Platform,
+        sel: u16,
+        desc: Option<Descriptor>,
+        rpl: u8,
+        rsp: u64,
+    ) -> Result<(), Fault> {
+        match desc {
+            Some(d) => self.load_outer_stack(p, sel, d, rsp),
+            None => {
+                *self.state.seg_mut(SegReg::Ss) = null_stack_segment(sel, rpl);
+                self.set_outer_rsp(rsp);
+                Ok(())
+            }
+        }
     }
 
     /// IRET/IRETD (SDM Vol. 2 "IRET"): real mode, virtual-8086 mode (IOPL 3 only), task
     /// return (NT), return to virtual-8086 mode, and protected-mode returns at the same or an
     /// outer level. Unblocks NMIs.
-    pub(crate) fn iret(&mut self, p: &mut dyn Platform, o32: bool) -> Result<(), Fault> {
-        let size: u8 = if o32 { 4 } else { 2 };
+    pub(crate) fn iret(&mut self, p: &mut dyn Platform, size: u8) -> Result<(), Fault> {
+        let o32 = size != 2;
         let sz = u64::from(size);
         let old_flags = self.rflags();
         if !self.state.protected_mode() {
@@ -565,6 +725,9 @@ impl Interpreter {
             self.state.nmi_blocked = false;
             return Ok(());
         }
+        if self.state.long_mode_active() {
+            return self.iret_long(p, size);
+        }
         if old_flags & flags::NT != 0 {
             self.task_return(p)?;
             self.state.nmi_blocked = false;
@@ -590,40 +753,64 @@ impl Interpreter {
         if ip > u64::from(desc.limit()) {
             return Err(Fault::gp(0));
         }
-        // Which flags the return may change (SDM Vol. 2 "IRET" operation).
-        let iopl = ((old_flags & flags::IOPL) >> 12) as u8;
-        let mut mask = flags::CF
-            | flags::PF
-            | flags::AF
-            | flags::ZF
-            | flags::SF
-            | flags::TF
-            | flags::DF
-            | flags::OF
-            | flags::NT;
-        if o32 {
-            mask |= flags::RF | flags::AC | flags::ID;
-        }
-        if cpl <= iopl {
-            mask |= flags::IF;
-        }
-        if cpl == 0 {
-            mask |= flags::IOPL;
-            if o32 {
-                mask |= flags::VIF | flags::VIP;
-            }
-        }
-        let new_flags = (old_flags & !mask) | (fl & mask);
+        let new_flags = iret_flags(old_flags, fl, cpl, o32);
         match outer {
             Some((ss_sel, ss_desc, esp)) => {
-                self.load_cs_protected(p, sel, desc, rpl, ip as u32)?;
+                self.load_cs_protected(p, sel, desc, rpl, ip)?;
                 self.load_outer_stack(p, ss_sel, ss_desc, esp)?;
                 self.null_inaccessible_data_segments();
             }
             None => {
-                self.load_cs_protected(p, sel, desc, cpl, ip as u32)?;
+                self.load_cs_protected(p, sel, desc, cpl, ip)?;
                 self.adjust_sp(3 * sz);
             }
+        }
+        self.set_rflags(new_flags);
+        self.state.nmi_blocked = false;
+        Ok(())
+    }
+
+    /// IRET/IRETD/IRETQ in IA-32e mode (SDM Vol. 2 "IRET", IA-32e-MODE): NT = 1 is #GP(0)
+    /// (no task return); RIP, CS and RFLAGS are popped with the operand size, then SS:RSP
+    /// too when the IRET runs in 64-bit mode or returns to an outer level. The target may be
+    /// 64-bit or compatibility-mode code; VM is never set.
+    fn iret_long(&mut self, p: &mut dyn Platform, size: u8) -> Result<(), Fault> {
+        let sz = u64::from(size);
+        let old_flags = self.rflags();
+        if old_flags & flags::NT != 0 {
+            return Err(Fault::gp(0));
+        }
+        let cpl = self.state.cpl();
+        let ip = self.peek_stack(p, 0, size)?;
+        let sel = self.peek_stack(p, sz, 2)? as u16;
+        let fl = self.peek_stack(p, 2 * sz, size)?;
+        let desc = self.check_return_cs(p, sel, cpl)?;
+        let rpl = (sel & 3) as u8;
+        let stack = if self.state.in_64bit_code() || rpl > cpl {
+            let rsp = self.peek_stack(p, 3 * sz, size)?;
+            let ss_sel = self.peek_stack(p, 4 * sz, 2)? as u16;
+            if ss_sel & 0xFFFC == 0 && (rpl == 3 || !desc.long() || desc.db()) {
+                return Err(Fault::gp(0));
+            }
+            let ss_desc = self.check_return_ss_long(p, ss_sel, rpl, desc)?;
+            Some((ss_sel, ss_desc, rsp))
+        } else {
+            None
+        };
+        self.check_cs_offset(sel, desc, ip)?;
+        let new_flags = iret_flags(old_flags, fl, cpl, size != 2) & !flags::VM;
+        match stack {
+            Some((ss_sel, ss_desc, rsp)) => {
+                self.load_cs_protected(p, sel, desc, rpl, ip)?;
+                self.load_return_stack(p, ss_sel, ss_desc, rpl, rsp)?;
+            }
+            None => {
+                self.adjust_sp(3 * sz);
+                self.load_cs_protected(p, sel, desc, cpl, ip)?;
+            }
+        }
+        if rpl > cpl {
+            self.null_inaccessible_data_segments();
         }
         self.set_rflags(new_flags);
         self.state.nmi_blocked = false;
@@ -754,7 +941,7 @@ impl Interpreter {
                     return Some(0);
                 }
                 let loc = super::gpr_loc(reg)?;
-                Some(u64::from(self.get_reg(loc, reg.size() as u8)))
+                Some(self.get_reg(loc, reg.size() as u8))
             })
             .unwrap_or(0);
         (seg, off & self.address_mask(insn))
@@ -764,6 +951,11 @@ impl Interpreter {
     pub(crate) fn address_mask(&self, insn: &Instruction) -> u64 {
         let base = insn.memory_base();
         let index = insn.memory_index();
+        if self.state.in_64bit_code() {
+            // 64-bit addressing unless a 67h prefix selected 32-bit registers.
+            let a32 = base.is_gpr32() || index.is_gpr32() || base == iced_x86::Register::EIP;
+            return if a32 { 0xFFFF_FFFF } else { u64::MAX };
+        }
         let sixteen = if base != iced_x86::Register::None {
             base.is_gpr16()
         } else if index != iced_x86::Register::None {
@@ -783,4 +975,33 @@ impl Interpreter {
 /// Parameter count of a call gate (at most 31).
 fn gate_params(gate: Descriptor) -> usize {
     usize::from(gate.gate_param_count())
+}
+
+/// RFLAGS after a protected-mode IRET popped `fl` at privilege level `cpl`: which bits the
+/// return may change depends on CPL, IOPL and the operand size (SDM Vol. 2 "IRET"
+/// operation).
+fn iret_flags(old_flags: u64, fl: u64, cpl: u8, o32: bool) -> u64 {
+    let iopl = ((old_flags & flags::IOPL) >> 12) as u8;
+    let mut mask = flags::CF
+        | flags::PF
+        | flags::AF
+        | flags::ZF
+        | flags::SF
+        | flags::TF
+        | flags::DF
+        | flags::OF
+        | flags::NT;
+    if o32 {
+        mask |= flags::RF | flags::AC | flags::ID;
+    }
+    if cpl <= iopl {
+        mask |= flags::IF;
+    }
+    if cpl == 0 {
+        mask |= flags::IOPL;
+        if o32 {
+            mask |= flags::VIF | flags::VIP;
+        }
+    }
+    (old_flags & !mask) | (fl & mask)
 }

@@ -21,11 +21,11 @@ pub(super) fn in_(cpu: &mut Interpreter, p: &mut dyn Platform, d: &Decoded) -> R
     let port = port(cpu, d, 1);
     let size = d.size;
     cpu.check_io_permission(p, port, size)?;
-    let mut b = [0u8; 4];
-    p.io_read(port, &mut b[..usize::from(size)]);
+    let mut b = [0u8; 8];
+    p.io_read(port, &mut b[..usize::from(size).min(4)]);
     cpu.io_done = true;
     cpu.dr_hits |= cpu.debug_io_hits(port, u64::from(size));
-    cpu.set_reg(0, size, u32::from_le_bytes(b));
+    cpu.set_reg(0, size, u64::from_le_bytes(b));
     Ok(())
 }
 

@@ -16,12 +16,15 @@ mod control;
 mod data;
 mod far;
 mod io;
+mod mmx;
 mod shift;
 mod stack;
 mod string;
 mod system;
 
-use iced_x86::{Code, CpuidFeature, Instruction, Mnemonic, OpKind, Register};
+mod x87;
+
+use iced_x86::{Code, Instruction, Mnemonic, OpKind, Register};
 use pcvm_core::{Platform, SegReg};
 
 use crate::{Fault, Interpreter};
@@ -41,6 +44,8 @@ pub(crate) const HI: u8 = 0x10;
 pub(crate) const MEM: u8 = 0x20;
 pub(crate) const IMM: u8 = 0x21;
 pub(crate) const NONE: u8 = 0xFF;
+/// Memory operand base code for RIP-relative addressing (64-bit mode).
+pub(crate) const RIP_BASE: u8 = 0x40;
 
 /// A predecoded instruction.
 #[derive(Clone)]
@@ -50,25 +55,30 @@ pub(crate) struct Decoded {
     pub len: u8,
     /// [`END`] / [`SNAP`].
     pub flags: u8,
-    /// Operand size in bytes of the main operand (1, 2, 4).
+    /// Operand size in bytes of the main operand (1, 2, 4, 8).
     pub size: u8,
     /// Location of operand 0 and 1.
     pub o0: u8,
     pub o1: u8,
-    /// Memory operand: base and index GPR (or [`NONE`]), index shift, segment.
+    /// Memory operand: base and index GPR (or [`NONE`]; [`RIP_BASE`] for RIP-relative
+    /// addressing), index shift, segment.
     pub base: u8,
     pub index: u8,
     pub scale: u8,
     pub seg: SegReg,
-    /// Address-size mask (0xFFFF or 0xFFFF_FFFF).
-    pub amask: u32,
-    /// Displacement of the memory operand.
-    pub disp: u32,
-    /// Immediate operand (masked to the operand size), or for relative branches the
-    /// displacement from the next instruction's IP.
-    pub imm: u32,
-    /// Operand-size attribute is 32 bits (SDM Vol. 1 §3.6).
-    pub o32: bool,
+    /// Address-size mask (0xFFFF, 0xFFFF_FFFF or all ones).
+    pub amask: u64,
+    /// Displacement of the memory operand, sign-extended; for RIP-relative addressing the
+    /// displacement from the next instruction's RIP (blocks are cached by physical address,
+    /// so absolute targets would be wrong for code reached through another mapping).
+    pub disp: u64,
+    /// Immediate operand (sign-extended, masked to the operand size), or for relative
+    /// branches the displacement from the next instruction's IP.
+    pub imm: u64,
+    /// Operand size in bytes of the stack and near-branch operations (2, 4, 8): the
+    /// operand-size attribute, which defaults to 64 bits for them in 64-bit mode
+    /// (SDM Vol. 1 §3.6.1, Vol. 2A §2.2.1.7).
+    pub osize: u8,
     /// Condition code nibble of Jcc/SETcc/CMOVcc/LOOPcc (SDM Vol. 1 App. B).
     pub cc: u8,
     /// The full decoded instruction for the less common handlers.
@@ -140,17 +150,31 @@ fn op_size(insn: &Instruction, i: u32) -> u8 {
         OpKind::Immediate8 => 1,
         OpKind::Immediate16 | OpKind::Immediate8to16 => 2,
         OpKind::Immediate32 | OpKind::Immediate8to32 => 4,
+        OpKind::Immediate8to64 | OpKind::Immediate32to64 | OpKind::Immediate64 => 8,
         _ => 0,
+    }
+}
+
+/// The new value of an address register (rSI, rDI, rCX) that string instructions, LOOP and
+/// JrCXZ update at address-size mask `am`: a 16-bit update keeps bits 63:16, a 32-bit one
+/// is a 32-bit register write and zero-extends (SDM Vol. 1 §3.4.1.1).
+#[inline]
+pub(crate) const fn addr_update(old: u64, new: u64, am: u64) -> u64 {
+    if am == 0xFFFF {
+        (old & !0xFFFF) | (new & 0xFFFF)
+    } else {
+        new & am
     }
 }
 
 /// Mask of a `size`-byte value.
 #[inline]
-pub(crate) const fn mask(size: u8) -> u32 {
+pub(crate) const fn mask(size: u8) -> u64 {
     match size {
         1 => 0xFF,
         2 => 0xFFFF,
-        _ => 0xFFFF_FFFF,
+        4 => 0xFFFF_FFFF,
+        _ => u64::MAX,
     }
 }
 
@@ -158,48 +182,74 @@ impl Decoded {
     /// Predecode `insn`, decoded in code of `bitness` bits.
     pub(crate) fn new(insn: &Instruction, bitness: u32, bytes: &[u8]) -> Decoded {
         let (handler, flags) = select(insn, bitness);
-        let (p66, p67) = size_prefixes(bytes);
-        let o32 = (bitness != 16) != p66;
-        let a32 = (bitness != 16) != p67;
+        let (p66, p67, rex_w) = size_prefixes(bytes, bitness);
+        let long = bitness == 64;
+        let o32 = rex_w || (bitness != 16) != p66;
+        let amask = match (bitness, p67) {
+            (64, false) => u64::MAX,
+            (16, false) | (32, true) => 0xFFFF,
+            _ => 0xFFFF_FFFF,
+        };
+        // 8-byte operands exist only in 64-bit code (elsewhere an 8-byte memory operand
+        // belongs to an instruction that does not use this size).
+        let max = if long { 8 } else { 4 };
         let mut size = op_size(insn, 0);
-        if size == 0 || size > 4 {
-            size = op_size(insn, 1).clamp(1, 4);
+        if size == 0 || size > max {
+            size = op_size(insn, 1).clamp(1, max);
         }
+        let osize = stack_osize(insn).unwrap_or(if rex_w {
+            8
+        } else if o32 {
+            4
+        } else {
+            2
+        });
         let o0 = op_loc(insn, 0);
         let o1 = op_loc(insn, 1);
-        let mut imm = 0u32;
+        let mut imm = 0u64;
         for i in 0..insn.op_count() {
             match insn.op_kind(i) {
                 OpKind::NearBranch16 | OpKind::NearBranch32 | OpKind::NearBranch64 => {
-                    imm = insn.near_branch_target().wrapping_sub(insn.next_ip()) as u32;
+                    imm = insn.near_branch_target().wrapping_sub(insn.next_ip());
                 }
                 k if op_loc_kind_is_imm(k) => {
-                    imm = insn.immediate(i) as u32 & mask(size.max(op_size(insn, i)));
+                    imm = insn.immediate(i) & mask(size.max(op_size(insn, i)));
                     if k == OpKind::Immediate8 && i > 0 {
                         // Shift/rotate counts, ENTER, IN/OUT ports: the raw byte.
-                        imm = u32::from(insn.immediate8());
+                        imm = u64::from(insn.immediate8());
                     }
                 }
                 _ => {}
             }
         }
         let reg = |r: Register| gpr_loc(r).unwrap_or(NONE);
-        let amask = if a32 { 0xFFFF_FFFF } else { 0xFFFF };
+        let (base, disp) = match insn.memory_base() {
+            // iced resolves RIP-relative operands to an absolute address; keep the offset
+            // from the next instruction instead (see `disp`).
+            Register::RIP | Register::EIP => (
+                RIP_BASE,
+                insn.memory_displacement64().wrapping_sub(insn.next_ip()),
+            ),
+            r => (reg(r), insn.memory_displacement64()),
+        };
         Decoded {
             handler,
             len: insn.len() as u8,
             flags,
-            size: size.clamp(1, 4),
+            size: match size.clamp(1, max) {
+                s @ (1 | 2 | 4 | 8) => s,
+                _ => 4,
+            },
             o0,
             o1,
-            base: reg(insn.memory_base()),
+            base,
             index: reg(insn.memory_index()),
             scale: insn.memory_index_scale().trailing_zeros() as u8,
             seg: seg_of(insn.memory_segment()).unwrap_or(SegReg::Ds),
             amask,
-            disp: insn.memory_displacement64() as u32,
+            disp,
             imm,
-            o32,
+            osize,
             cc: (insn.condition_code() as u8).wrapping_sub(1) & 0xF,
             insn: *insn,
         }
@@ -214,7 +264,54 @@ fn op_loc_kind_is_imm(k: OpKind) -> bool {
             | OpKind::Immediate32
             | OpKind::Immediate8to16
             | OpKind::Immediate8to32
+            | OpKind::Immediate8to64
+            | OpKind::Immediate32to64
+            | OpKind::Immediate64
     )
+}
+
+/// The operand size of a stack or near-branch instruction as decoded (these default to 64
+/// bits in 64-bit mode, SDM Vol. 2A §2.2.1.7), or `None` for other instructions.
+fn stack_osize(insn: &Instruction) -> Option<u8> {
+    use Mnemonic as M;
+    let bytes = |n: i32| match n.unsigned_abs() {
+        2 => Some(2),
+        4 => Some(4),
+        8 => Some(8),
+        _ => None,
+    };
+    match insn.mnemonic() {
+        M::Enter => match insn.code() {
+            Code::Enterw_imm16_imm8 => Some(2),
+            Code::Enterd_imm16_imm8 => Some(4),
+            _ => Some(8),
+        },
+        M::Leave => match insn.code() {
+            Code::Leavew => Some(2),
+            Code::Leaved => Some(4),
+            _ => Some(8),
+        },
+        M::Ret => {
+            let imm = if insn.op_count() > 0 {
+                i32::from(insn.immediate16())
+            } else {
+                0
+            };
+            bytes(insn.stack_pointer_increment() - imm)
+        }
+        M::Push | M::Pop | M::Pushf | M::Pushfd | M::Pushfq | M::Popf | M::Popfd | M::Popfq => {
+            bytes(insn.stack_pointer_increment())
+        }
+        _ => match insn.op0_kind() {
+            OpKind::NearBranch16 => Some(2),
+            OpKind::NearBranch32 => Some(4),
+            OpKind::NearBranch64 => Some(8),
+            OpKind::Register | OpKind::Memory if matches!(insn.mnemonic(), M::Jmp | M::Call) => {
+                bytes(op_size(insn, 0).into())
+            }
+            _ => None,
+        },
+    }
 }
 
 /// Log an unimplemented or invalid instruction once per code and raise #UD.
@@ -269,25 +366,6 @@ pub(crate) fn too_long(
     Err(Fault::gp(0))
 }
 
-/// x87 escape without an FPU: #NM when CR0.EM or CR0.TS is set (SDM Vol. 3A §2.5), #UD
-/// otherwise until x87 is implemented.
-fn x87(cpu: &mut Interpreter, p: &mut dyn Platform, d: &Decoded) -> Result<(), Fault> {
-    use pcvm_core::cpu_state::cr;
-    if cpu.state.cr0 & (cr::CR0_EM | cr::CR0_TS) != 0 {
-        return Err(Fault::new(crate::fault::vector::NM));
-    }
-    undefined(cpu, p, d)
-}
-
-/// WAIT/FWAIT: #NM if CR0.MP and CR0.TS, else no operation (no FPU exceptions can pend).
-fn wait(cpu: &mut Interpreter, _p: &mut dyn Platform, _d: &Decoded) -> Result<(), Fault> {
-    use pcvm_core::cpu_state::cr;
-    if cpu.state.cr0 & (cr::CR0_MP | cr::CR0_TS) == (cr::CR0_MP | cr::CR0_TS) {
-        return Err(Fault::new(crate::fault::vector::NM));
-    }
-    Ok(())
-}
-
 fn nop(_cpu: &mut Interpreter, _p: &mut dyn Platform, _d: &Decoded) -> Result<(), Fault> {
     Ok(())
 }
@@ -309,21 +387,16 @@ fn alu_form<const OP: u8>(insn: &Instruction) -> Handler {
         return alu::alu::<OP>;
     }
     let size = insn.op0_register().size();
-    let imm = matches!(
-        k1,
-        OpKind::Immediate8
-            | OpKind::Immediate16
-            | OpKind::Immediate32
-            | OpKind::Immediate8to16
-            | OpKind::Immediate8to32
-    );
+    let imm = op_loc_kind_is_imm(k1);
     match (k1 == OpKind::Register, imm, size) {
         (true, _, 1) => alu::alu_rr::<OP, 1>,
         (true, _, 2) => alu::alu_rr::<OP, 2>,
         (true, _, 4) => alu::alu_rr::<OP, 4>,
+        (true, _, 8) => alu::alu_rr::<OP, 8>,
         (_, true, 1) => alu::alu_ri::<OP, 1>,
         (_, true, 2) => alu::alu_ri::<OP, 2>,
         (_, true, 4) => alu::alu_ri::<OP, 4>,
+        (_, true, 8) => alu::alu_ri::<OP, 8>,
         _ => alu::alu::<OP>,
     }
 }
@@ -340,21 +413,29 @@ fn mov_form(insn: &Instruction) -> Handler {
     let reg0 = k0 == OpKind::Register && gpr_loc(insn.op0_register()).is_some();
     let imm1 = matches!(
         k1,
-        OpKind::Immediate8 | OpKind::Immediate16 | OpKind::Immediate32
+        OpKind::Immediate8
+            | OpKind::Immediate16
+            | OpKind::Immediate32
+            | OpKind::Immediate32to64
+            | OpKind::Immediate64
     );
     match (k0, reg0, reg1, imm1, size) {
         (OpKind::Register, true, true, _, 1) => data::mov_rr::<1>,
         (OpKind::Register, true, true, _, 2) => data::mov_rr::<2>,
         (OpKind::Register, true, true, _, 4) => data::mov_rr::<4>,
+        (OpKind::Register, true, true, _, 8) => data::mov_rr::<8>,
         (OpKind::Register, true, _, true, 1) => data::mov_ri::<1>,
         (OpKind::Register, true, _, true, 2) => data::mov_ri::<2>,
         (OpKind::Register, true, _, true, 4) => data::mov_ri::<4>,
+        (OpKind::Register, true, _, true, 8) => data::mov_ri::<8>,
         (OpKind::Register, true, false, false, 1) if k1 == OpKind::Memory => data::mov_rm::<1>,
         (OpKind::Register, true, false, false, 2) if k1 == OpKind::Memory => data::mov_rm::<2>,
         (OpKind::Register, true, false, false, 4) if k1 == OpKind::Memory => data::mov_rm::<4>,
+        (OpKind::Register, true, false, false, 8) if k1 == OpKind::Memory => data::mov_rm::<8>,
         (OpKind::Memory, _, true, _, 1) => data::mov_mr::<1>,
         (OpKind::Memory, _, true, _, 2) => data::mov_mr::<2>,
         (OpKind::Memory, _, true, _, 4) => data::mov_mr::<4>,
+        (OpKind::Memory, _, true, _, 8) => data::mov_mr::<8>,
         _ => data::mov,
     }
 }
@@ -373,7 +454,12 @@ fn select(insn: &Instruction, bitness: u32) -> (Handler, u8) {
         .any(|k| matches!(insn.op_kind(k), OpKind::FarBranch16 | OpKind::FarBranch32))
         || matches!(
             insn.code(),
-            Code::Jmp_m1616 | Code::Jmp_m1632 | Code::Call_m1616 | Code::Call_m1632
+            Code::Jmp_m1616
+                | Code::Jmp_m1632
+                | Code::Jmp_m1664
+                | Code::Call_m1616
+                | Code::Call_m1632
+                | Code::Call_m1664
         );
     let _ = bitness;
     let code = insn.code();
@@ -392,9 +478,11 @@ fn select(insn: &Instruction, bitness: u32) -> (Handler, u8) {
             let h: Handler = match (dec, insn.op0_register().size()) {
                 (false, 1) => alu::incdec_r::<false, 1>,
                 (false, 2) => alu::incdec_r::<false, 2>,
+                (false, 8) => alu::incdec_r::<false, 8>,
                 (false, _) => alu::incdec_r::<false, 4>,
                 (true, 1) => alu::incdec_r::<true, 1>,
                 (true, 2) => alu::incdec_r::<true, 2>,
+                (true, 8) => alu::incdec_r::<true, 8>,
                 (true, _) => alu::incdec_r::<true, 4>,
             };
             (h, 0)
@@ -410,6 +498,9 @@ fn select(insn: &Instruction, bitness: u32) -> (Handler, u8) {
         M::Xadd => (alu::xadd, 0),
         M::Cmpxchg => (alu::cmpxchg, 0),
         M::Cmpxchg8b => (alu::cmpxchg8b, 0),
+        M::Cmpxchg16b => (alu::cmpxchg16b, 0),
+        M::Popcnt => (shift::popcnt, 0),
+        M::Lzcnt | M::Tzcnt => (shift::count_zeros, 0),
 
         M::Rol | M::Ror | M::Rcl | M::Rcr | M::Shl | M::Sal | M::Shr | M::Sar => (shift::shift, 0),
         M::Shld | M::Shrd => (shift::shxd, 0),
@@ -437,7 +528,8 @@ fn select(insn: &Instruction, bitness: u32) -> (Handler, u8) {
             }
         }
         M::Movzx => (data::movzx, 0),
-        M::Movsx => (data::movsx, 0),
+        M::Movsx | M::Movsxd => (data::movsx, 0),
+        M::Movbe => (data::movbe, 0),
         M::Xchg => (data::xchg, 0),
         M::Bswap => (data::bswap, 0),
         M::Cmovo
@@ -473,8 +565,8 @@ fn select(insn: &Instruction, bitness: u32) -> (Handler, u8) {
         | M::Setle
         | M::Setg => (data::setcc, 0),
         M::Lea => (data::lea, 0),
-        M::Cbw | M::Cwde => (data::cbw, 0),
-        M::Cwd | M::Cdq => (data::cwd, 0),
+        M::Cbw | M::Cwde | M::Cdqe => (data::cbw, 0),
+        M::Cwd | M::Cdq | M::Cqo => (data::cwd, 0),
         M::Xlatb => (data::xlat, 0),
         M::Lahf => (data::lahf, 0),
         M::Sahf => (data::sahf, 0),
@@ -503,8 +595,9 @@ fn select(insn: &Instruction, bitness: u32) -> (Handler, u8) {
         | M::Prefetcht1
         | M::Prefetcht2
         | M::Prefetchw
-        | M::Endbr32 => (nop, 0),
-        M::Wait => (wait, 0),
+        | M::Endbr32
+        | M::Endbr64 => (nop, 0),
+        M::Wait => (x87::fwait, 0),
 
         M::Push => {
             if has_reg(0, |r| r.is_segment_register()) {
@@ -524,8 +617,8 @@ fn select(insn: &Instruction, bitness: u32) -> (Handler, u8) {
         }
         M::Pusha | M::Pushad => (stack::pusha, SNAP),
         M::Popa | M::Popad => (stack::popa, SNAP),
-        M::Pushf | M::Pushfd => (stack::pushf, 0),
-        M::Popf | M::Popfd => (stack::popf, END | SNAP),
+        M::Pushf | M::Pushfd | M::Pushfq => (stack::pushf, 0),
+        M::Popf | M::Popfd | M::Popfq => (stack::popf, END | SNAP),
         M::Enter => (stack::enter, SNAP),
         M::Leave => (stack::leave, SNAP),
 
@@ -550,9 +643,11 @@ fn select(insn: &Instruction, bitness: u32) -> (Handler, u8) {
         M::Jmp => (control::jmp, END),
         M::Call => (control::call, END),
         M::Ret => (control::ret, END),
-        M::Retf | M::Iret | M::Iretd | M::Int | M::Int3 | M::Into | M::Int1 => (far, END | SNAP),
+        M::Retf | M::Iret | M::Iretd | M::Iretq | M::Int | M::Int3 | M::Into | M::Int1 => {
+            (far, END | SNAP)
+        }
         M::Loop | M::Loope | M::Loopne => (control::loop_, END),
-        M::Jcxz | M::Jecxz => (control::jcxz, END),
+        M::Jcxz | M::Jecxz | M::Jrcxz => (control::jcxz, END),
         M::Hlt => (control::hlt, END),
         M::Clc | M::Stc | M::Cmc | M::Cld | M::Std => (control::flag_op, 0),
         M::Cli | M::Sti => (control::cli_sti, END),
@@ -569,12 +664,17 @@ fn select(insn: &Instruction, bitness: u32) -> (Handler, u8) {
         | M::Stosb
         | M::Stosw
         | M::Stosd
+        | M::Stosq
         | M::Lodsb
         | M::Lodsw
         | M::Lodsd
+        | M::Lodsq
         | M::Scasb
         | M::Scasw
         | M::Scasd
+        | M::Scasq
+        | M::Movsq
+        | M::Cmpsq
         | M::Insb
         | M::Insw
         | M::Insd
@@ -609,21 +709,18 @@ fn select(insn: &Instruction, bitness: u32) -> (Handler, u8) {
         | M::Rdpmc
         | M::Cpuid
         | M::Sysenter
-        | M::Sysexit => (sys, END | SNAP),
+        | M::Sysexit
+        | M::Sysexitq
+        | M::Syscall
+        | M::Sysret
+        | M::Sysretq
+        | M::Swapgs
+        | M::Rdtscp
+        | M::Clflush => (sys, END | SNAP),
 
-        _ => {
-            let fpu = insn.cpuid_features().iter().any(|f| {
-                matches!(
-                    f,
-                    CpuidFeature::FPU | CpuidFeature::FPU287 | CpuidFeature::FPU387
-                )
-            });
-            if fpu {
-                (x87, END)
-            } else {
-                (undefined, END)
-            }
-        }
+        _ => x87::select(insn)
+            .or_else(|| mmx::select(insn))
+            .unwrap_or((undefined, END)),
     }
 }
 
@@ -633,36 +730,40 @@ impl Interpreter {
     pub(crate) fn ea(&self, d: &Decoded) -> u64 {
         let mut a = d.disp;
         if d.base < 16 {
-            a = a.wrapping_add(self.state.gpr[d.base as usize] as u32);
+            a = a.wrapping_add(self.state.gpr[d.base as usize]);
+        } else if d.base == RIP_BASE {
+            a = a.wrapping_add(self.state.rip);
         }
         if d.index < 16 {
-            a = a.wrapping_add((self.state.gpr[d.index as usize] as u32) << d.scale);
+            a = a.wrapping_add(self.state.gpr[d.index as usize] << d.scale);
         }
-        u64::from(a & d.amask)
+        a & d.amask
     }
 
     /// Read a GPR of `size` bytes at location `loc`.
     #[inline]
-    pub(crate) fn get_reg(&self, loc: u8, size: u8) -> u32 {
+    pub(crate) fn get_reg(&self, loc: u8, size: u8) -> u64 {
         let v = self.state.gpr[(loc & 0xF) as usize];
         if loc & HI != 0 {
-            return ((v >> 8) & 0xFF) as u32;
+            return (v >> 8) & 0xFF;
         }
-        (v as u32) & mask(size)
+        v & mask(size)
     }
 
-    /// Write a GPR of `size` bytes at location `loc` (32-bit writes zero the upper half).
+    /// Write a GPR of `size` bytes at location `loc`. A 32-bit write zero-extends into the
+    /// whole 64-bit register (SDM Vol. 1 §3.4.1.1); 8- and 16-bit writes keep the rest.
     #[inline]
-    pub(crate) fn set_reg(&mut self, loc: u8, size: u8, v: u32) {
+    pub(crate) fn set_reg(&mut self, loc: u8, size: u8, v: u64) {
         let r = &mut self.state.gpr[(loc & 0xF) as usize];
         if loc & HI != 0 {
-            *r = (*r & !0xFF00) | (u64::from(v & 0xFF) << 8);
+            *r = (*r & !0xFF00) | ((v & 0xFF) << 8);
             return;
         }
         *r = match size {
-            1 => (*r & !0xFF) | u64::from(v & 0xFF),
-            2 => (*r & !0xFFFF) | u64::from(v & 0xFFFF),
-            _ => u64::from(v),
+            1 => (*r & !0xFF) | (v & 0xFF),
+            2 => (*r & !0xFFFF) | (v & 0xFFFF),
+            4 => v & 0xFFFF_FFFF,
+            _ => v,
         };
     }
 
@@ -674,11 +775,12 @@ impl Interpreter {
         seg: SegReg,
         off: u64,
         size: u8,
-    ) -> Result<u32, Fault> {
+    ) -> Result<u64, Fault> {
         Ok(match size {
-            1 => u32::from(self.read_seg::<1>(p, seg, off)?[0]),
-            2 => u32::from(u16::from_le_bytes(self.read_seg::<2>(p, seg, off)?)),
-            _ => u32::from_le_bytes(self.read_seg::<4>(p, seg, off)?),
+            1 => u64::from(self.read_seg::<1>(p, seg, off)?[0]),
+            2 => u64::from(u16::from_le_bytes(self.read_seg::<2>(p, seg, off)?)),
+            4 => u64::from(u32::from_le_bytes(self.read_seg::<4>(p, seg, off)?)),
+            _ => u64::from_le_bytes(self.read_seg::<8>(p, seg, off)?),
         })
     }
 
@@ -692,18 +794,18 @@ impl Interpreter {
         seg: SegReg,
         off: u64,
         size: u8,
-    ) -> Result<u32, Fault> {
+    ) -> Result<u64, Fault> {
         let n = u64::from(size);
         let linear = self.seg_linear(seg, off, n, crate::access::AccessKind::Write)?;
         self.check_watchpoints(linear, n, false);
-        let mut b = [0u8; 4];
+        let mut b = [0u8; 8];
         self.read_linear(
             p,
             linear,
-            &mut b[..usize::from(size)],
+            &mut b[..usize::from(size).min(8)],
             crate::access::AccessKind::Write,
         )?;
-        Ok(u32::from_le_bytes(b))
+        Ok(u64::from_le_bytes(b))
     }
 
     /// Write `size` bytes of memory through `seg`.
@@ -714,12 +816,13 @@ impl Interpreter {
         seg: SegReg,
         off: u64,
         size: u8,
-        v: u32,
+        v: u64,
     ) -> Result<(), Fault> {
         match size {
             1 => self.write_seg::<1>(p, seg, off, [v as u8]),
             2 => self.write_seg::<2>(p, seg, off, (v as u16).to_le_bytes()),
-            _ => self.write_seg::<4>(p, seg, off, v.to_le_bytes()),
+            4 => self.write_seg::<4>(p, seg, off, (v as u32).to_le_bytes()),
+            _ => self.write_seg::<8>(p, seg, off, v.to_le_bytes()),
         }
     }
 
@@ -730,7 +833,7 @@ impl Interpreter {
         p: &mut dyn Platform,
         d: &Decoded,
         loc: u8,
-    ) -> Result<u32, Fault> {
+    ) -> Result<u64, Fault> {
         self.read_op_sized(p, d, loc, d.size)
     }
 
@@ -742,7 +845,7 @@ impl Interpreter {
         d: &Decoded,
         loc: u8,
         size: u8,
-    ) -> Result<u32, Fault> {
+    ) -> Result<u64, Fault> {
         match loc {
             MEM => {
                 let off = self.ea(d);
@@ -761,7 +864,7 @@ impl Interpreter {
         p: &mut dyn Platform,
         d: &Decoded,
         loc: u8,
-        v: u32,
+        v: u64,
     ) -> Result<(), Fault> {
         self.write_op_sized(p, d, loc, d.size, v)
     }
@@ -774,7 +877,7 @@ impl Interpreter {
         d: &Decoded,
         loc: u8,
         size: u8,
-        v: u32,
+        v: u64,
     ) -> Result<(), Fault> {
         match loc {
             MEM => {
@@ -790,16 +893,23 @@ impl Interpreter {
     }
 }
 
-/// Scan the legacy prefixes of an instruction's bytes: (operand-size 0x66, address-size 0x67).
-pub(crate) fn size_prefixes(bytes: &[u8]) -> (bool, bool) {
-    let (mut o, mut a) = (false, false);
+/// Scan the prefixes of an instruction's bytes: (operand-size 0x66, address-size 0x67,
+/// REX.W). A REX prefix counts only in 64-bit code and only right before the opcode
+/// (SDM Vol. 2A §2.2.1).
+pub(crate) fn size_prefixes(bytes: &[u8], bitness: u32) -> (bool, bool, bool) {
+    let (mut o, mut a, mut w) = (false, false, false);
     for &b in bytes {
         match b {
             0x66 => o = true,
             0x67 => a = true,
             0x26 | 0x2E | 0x36 | 0x3E | 0x64 | 0x65 | 0xF0 | 0xF2 | 0xF3 => {}
+            0x40..=0x4F if bitness == 64 => {
+                w = b & 8 != 0;
+                continue;
+            }
             _ => break,
         }
+        w = false;
     }
-    (o, a)
+    (o, a, w)
 }

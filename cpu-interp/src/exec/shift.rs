@@ -1,7 +1,8 @@
 //! Shifts, rotates, double shifts, bit tests and bit scans (Intel SDM Vol. 2B SAL/SAR/SHL/SHR,
 //! RCL/RCR/ROL/ROR, SHLD, SHRD; Vol. 2A BT/BTS/BTR/BTC, BSF/BSR).
 //!
-//! Counts are masked to 5 bits. With a masked count of 0 nothing changes, flags included. OF
+//! Counts are masked to 5 bits (6 for 64-bit operands). With a masked count of 0 nothing
+//! changes, flags included. OF
 //! is architecturally defined only for 1-bit shifts; for other counts this computes it with
 //! the same formula (tests mask it as undefined).
 
@@ -13,16 +14,26 @@ use super::{mask, Decoded, IMM, MEM};
 use crate::flags::szp;
 use crate::{Fault, Interpreter};
 
-/// The shift/rotate count operand: 1, CL or imm8 (masked to 5 bits).
+/// Count mask: 6 bits for 64-bit operands, 5 otherwise.
+#[inline]
+fn count_mask(size: u8) -> u32 {
+    if size == 8 {
+        0x3F
+    } else {
+        0x1F
+    }
+}
+
+/// The shift/rotate count operand: 1, CL or imm8 (masked to 5 or 6 bits).
 fn count(cpu: &Interpreter, d: &Decoded) -> u32 {
     if d.insn.op_count() < 2 {
         return 1;
     }
     let c = match d.insn.op_kind(1) {
         OpKind::Register => cpu.state.gpr[1] as u32,
-        _ => d.imm,
+        _ => d.imm as u32,
     };
-    c & 0x1F
+    c & count_mask(d.size)
 }
 
 /// ROL ROR RCL RCR SHL SAL SHR SAR.
@@ -38,11 +49,12 @@ pub(super) fn shift(cpu: &mut Interpreter, p: &mut dyn Platform, d: &Decoded) ->
         cpu.get_reg(d.o0, size)
     };
     if n == 0 {
+        zero_count_write(cpu, d, a);
         return Ok(());
     }
     let f0 = cpu.rflags();
     let cf_in = f0 & fl::CF != 0;
-    let msb = |v: u32| (v >> (bits - 1)) & 1 != 0;
+    let msb = |v: u64| (v >> (bits - 1)) & 1 != 0;
     let (r, f) = match d.insn.mnemonic() {
         Mnemonic::Rol => {
             let k = n % bits;
@@ -68,20 +80,19 @@ pub(super) fn shift(cpu: &mut Interpreter, p: &mut dyn Platform, d: &Decoded) ->
         }
         Mnemonic::Rcl => {
             let k = n % (bits + 1);
-            let mut r = u64::from(a);
+            let mut r = a;
             let mut cf = cf_in;
             for _ in 0..k {
                 let t = (r >> (bits - 1)) & 1 != 0;
-                r = ((r << 1) | u64::from(cf)) & u64::from(m);
+                r = ((r << 1) | u64::from(cf)) & m;
                 cf = t;
             }
-            let r = r as u32;
             let of = msb(r) ^ cf;
             (r, with_cf_of(f0, cf, of))
         }
         Mnemonic::Rcr => {
             let k = n % (bits + 1);
-            let mut r = u64::from(a);
+            let mut r = a;
             let mut cf = cf_in;
             let of = msb(a) ^ cf_in;
             for _ in 0..k {
@@ -89,7 +100,6 @@ pub(super) fn shift(cpu: &mut Interpreter, p: &mut dyn Platform, d: &Decoded) ->
                 r = (r >> 1) | (u64::from(cf) << (bits - 1));
                 cf = t;
             }
-            let r = r as u32;
             // For counts other than 1 OF is undefined; this uses the result's top bits.
             let of = if n == 1 {
                 of
@@ -99,8 +109,8 @@ pub(super) fn shift(cpu: &mut Interpreter, p: &mut dyn Platform, d: &Decoded) ->
             (r, with_cf_of(f0, cf, of))
         }
         Mnemonic::Shl | Mnemonic::Sal => {
-            let wide = u64::from(a) << n;
-            let r = (wide as u32) & m;
+            let wide = u128::from(a) << n;
+            let r = (wide as u64) & m;
             let cf = (wide >> bits) & 1 != 0;
             let of = msb(r) ^ cf;
             let mut f = (f0 & !crate::flags::ARITH) | szp(r, bits as u8);
@@ -117,7 +127,7 @@ pub(super) fn shift(cpu: &mut Interpreter, p: &mut dyn Platform, d: &Decoded) ->
             let cf = if n > bits {
                 false
             } else {
-                (u64::from(a) >> (n - 1)) & 1 != 0
+                (a >> (n - 1)) & 1 != 0
             };
             let mut f = (f0 & !crate::flags::ARITH) | szp(r, bits as u8);
             if cf {
@@ -130,12 +140,8 @@ pub(super) fn shift(cpu: &mut Interpreter, p: &mut dyn Platform, d: &Decoded) ->
         }
         _ => {
             // SAR
-            let s = match size {
-                1 => i64::from(a as u8 as i8),
-                2 => i64::from(a as u16 as i16),
-                _ => i64::from(a as i32),
-            };
-            let r = ((s >> n.min(63)) as u32) & m;
+            let s = super::alu::sext(a, size);
+            let r = ((s >> n.min(63)) as u64) & m;
             let cf = (s >> (n - 1).min(63)) & 1 != 0;
             let mut f = (f0 & !crate::flags::ARITH) | szp(r, bits as u8);
             if cf {
@@ -153,47 +159,69 @@ pub(super) fn shift(cpu: &mut Interpreter, p: &mut dyn Platform, d: &Decoded) ->
     Ok(())
 }
 
+/// A shift by a masked count of 0 changes no flags and no value, but a 32-bit register
+/// destination is still written, which clears bits 63:32 (SDM Vol. 1 §3.4.1.1; as the
+/// processors the differential test runs on do).
+#[inline]
+fn zero_count_write(cpu: &mut Interpreter, d: &Decoded, a: u64) {
+    if d.size == 4 && d.o0 != MEM {
+        cpu.set_reg(d.o0, 4, a);
+    }
+}
+
 /// SHLD / SHRD: double-precision shifts (SDM Vol. 2B SHLD, SHRD).
 pub(super) fn shxd(cpu: &mut Interpreter, p: &mut dyn Platform, d: &Decoded) -> Result<(), Fault> {
     let size = d.size;
     let bits = u32::from(size) * 8;
-    let m = u64::from(mask(size));
+    let m = mask(size);
     let n = match d.insn.op_kind(2) {
         OpKind::Register => cpu.state.gpr[1] as u32,
-        _ => d.imm,
-    } & 0x1F;
+        _ => d.imm as u32,
+    } & count_mask(size);
     let off = if d.o0 == MEM { cpu.ea(d) } else { 0 };
-    let a = u64::from(if d.o0 == MEM {
+    let a = if d.o0 == MEM {
         cpu.read_mem_rmw(p, d.seg, off, size)?
     } else {
         cpu.get_reg(d.o0, size)
-    });
-    let b = u64::from(cpu.get_reg(d.o1, size));
+    };
+    let b = cpu.get_reg(d.o1, size);
     if n == 0 {
+        zero_count_write(cpu, d, a);
         return Ok(());
     }
-    // Work on the 96-bit (at most) concatenation dest:src:dest in a u128 so no shift
-    // overflows; 16-bit counts above 16 pull dest bits back in, as Intel processors do.
-    let n128 = u32::from(n as u8);
-    let (a128, b128, m128) = (u128::from(a), u128::from(b), u128::from(m));
-    let cat = (a128 << (2 * bits)) | (b128 << bits) | a128;
-    let (r, cf) = if d.insn.mnemonic() == Mnemonic::Shld {
-        let total = 3 * bits;
-        let shifted = cat << n128;
-        let r = (shifted >> (total - bits)) & m128;
-        let cf = (shifted >> total) & 1 != 0;
-        (r as u32, cf)
+    let shld = d.insn.mnemonic() == Mnemonic::Shld;
+    let (r, cf) = if size == 8 {
+        // The count is below 64: dest:src in a u128 suffices.
+        if shld {
+            let cat = (u128::from(a) << 64) | u128::from(b);
+            ((cat << n >> 64) as u64, (a >> (64 - n)) & 1 != 0)
+        } else {
+            let cat = (u128::from(b) << 64) | u128::from(a);
+            ((cat >> n) as u64, (a >> (n - 1)) & 1 != 0)
+        }
     } else {
-        let r = (cat >> n128) & m128;
-        let cf = (cat >> (n128 - 1)) & 1 != 0;
-        (r as u32, cf)
+        // Work on the 96-bit (at most) concatenation dest:src:dest in a u128 so no shift
+        // overflows; 16-bit counts above 16 pull dest bits back in, as Intel processors do.
+        let (a128, b128, m128) = (u128::from(a), u128::from(b), u128::from(m));
+        let cat = (a128 << (2 * bits)) | (b128 << bits) | a128;
+        if shld {
+            let total = 3 * bits;
+            let shifted = cat << n;
+            let r = (shifted >> (total - bits)) & m128;
+            let cf = (shifted >> total) & 1 != 0;
+            (r as u64, cf)
+        } else {
+            let r = (cat >> n) & m128;
+            let cf = (cat >> (n - 1)) & 1 != 0;
+            (r as u64, cf)
+        }
     };
     let f0 = cpu.rflags();
     let mut f = (f0 & !crate::flags::ARITH) | szp(r, bits as u8);
     if cf {
         f |= fl::CF;
     }
-    if ((u64::from(r) ^ a) >> (bits - 1)) & 1 != 0 {
+    if ((r ^ a) >> (bits - 1)) & 1 != 0 {
         f |= fl::OF;
     }
     if d.o0 == MEM {
@@ -219,19 +247,16 @@ pub(super) fn bit_test(
     } else {
         cpu.get_reg(d.o1, size)
     };
+    let bits = u64::from(bits);
     let (off, bit) = if d.o0 == MEM {
         let base = cpu.ea(d);
         if d.o1 == IMM {
             (base, raw % bits)
         } else {
-            let sraw = if size == 2 {
-                i64::from(raw as u16 as i16)
-            } else {
-                i64::from(raw as i32)
-            };
-            let delta = (sraw >> bits.trailing_zeros()) * i64::from(size);
+            let sraw = super::alu::sext(raw, size);
+            let delta = (sraw >> bits.trailing_zeros()).wrapping_mul(i64::from(size));
             (
-                (base as i64).wrapping_add(delta) as u64 & u64::from(d.amask),
+                (base as i64).wrapping_add(delta) as u64 & d.amask,
                 raw % bits,
             )
         }
@@ -248,9 +273,9 @@ pub(super) fn bit_test(
     };
     let cf = (v >> bit) & 1 != 0;
     let nv = match d.insn.mnemonic() {
-        Mnemonic::Bts => Some(v | (1 << bit)),
-        Mnemonic::Btr => Some(v & !(1 << bit)),
-        Mnemonic::Btc => Some(v ^ (1 << bit)),
+        Mnemonic::Bts => Some(v | (1u64 << bit)),
+        Mnemonic::Btr => Some(v & !(1u64 << bit)),
+        Mnemonic::Btc => Some(v ^ (1u64 << bit)),
         _ => None,
     };
     if let Some(nv) = nv {
@@ -282,9 +307,9 @@ pub(super) fn bit_scan(
     let idx = if d.insn.mnemonic() == Mnemonic::Bsf {
         v.trailing_zeros()
     } else {
-        31 - v.leading_zeros()
+        63 - v.leading_zeros()
     };
-    cpu.set_reg(d.o0, size, idx);
+    cpu.set_reg(d.o0, size, u64::from(idx));
     cpu.set_rflags(f & !fl::ZF);
     Ok(())
 }
@@ -300,4 +325,48 @@ fn with_cf_of(flags: u64, cf: bool, of: bool) -> u64 {
         f |= fl::OF;
     }
     f
+}
+
+/// POPCNT: the number of set bits; ZF = source is zero, CF OF SF AF PF cleared
+/// (SDM Vol. 2B POPCNT).
+pub(super) fn popcnt(
+    cpu: &mut Interpreter,
+    p: &mut dyn Platform,
+    d: &Decoded,
+) -> Result<(), Fault> {
+    let v = cpu.read_op(p, d, d.o1)?;
+    cpu.set_reg(d.o0, d.size, u64::from(v.count_ones()));
+    let f = cpu.rflags() & !crate::flags::ARITH;
+    cpu.set_rflags(if v == 0 { f | fl::ZF } else { f });
+    Ok(())
+}
+
+/// LZCNT / TZCNT: leading or trailing zero bits of the operand (its width if zero);
+/// CF = source is zero, ZF = result is zero, the other arithmetic flags unchanged
+/// (undefined by the SDM, Vol. 2A LZCNT, Vol. 2B TZCNT).
+pub(super) fn count_zeros(
+    cpu: &mut Interpreter,
+    p: &mut dyn Platform,
+    d: &Decoded,
+) -> Result<(), Fault> {
+    let size = d.size;
+    let bits = u32::from(size) * 8;
+    let v = cpu.read_op(p, d, d.o1)?;
+    let n = if v == 0 {
+        bits
+    } else if d.insn.mnemonic() == Mnemonic::Lzcnt {
+        v.leading_zeros() - (64 - bits)
+    } else {
+        v.trailing_zeros()
+    };
+    cpu.set_reg(d.o0, size, u64::from(n));
+    let mut f = cpu.rflags() & !(fl::CF | fl::ZF);
+    if v == 0 {
+        f |= fl::CF;
+    }
+    if n == 0 {
+        f |= fl::ZF;
+    }
+    cpu.set_rflags(f);
+    Ok(())
 }

@@ -7,21 +7,17 @@ use pcvm_core::{Platform, SegReg};
 use super::{seg_of, Decoded, MEM};
 use crate::{Fault, Interpreter};
 
-/// Stack operand size in bytes: 4 with a 32-bit operand-size attribute, else 2.
+/// Stack operand size in bytes (2, 4 or 8; see [`Decoded::osize`]).
 #[inline]
 pub(super) fn osize(d: &Decoded) -> u8 {
-    if d.o32 {
-        4
-    } else {
-        2
-    }
+    d.osize
 }
 
 /// PUSH r/m, r, imm. PUSH SP/ESP pushes the value before the decrement (SDM Vol. 2B PUSH).
 pub(super) fn push(cpu: &mut Interpreter, p: &mut dyn Platform, d: &Decoded) -> Result<(), Fault> {
     let size = d.size.max(2);
     let v = cpu.read_op_sized(p, d, d.o0, size)?;
-    cpu.push(p, u64::from(v), size)
+    cpu.push(p, v, size)
 }
 
 /// PUSH Sreg: a 32-bit push stores the selector zero-extended.
@@ -41,7 +37,7 @@ pub(super) fn push_sreg(
 /// loads SP with the popped value.
 pub(super) fn pop(cpu: &mut Interpreter, p: &mut dyn Platform, d: &Decoded) -> Result<(), Fault> {
     let size = d.size.max(2);
-    let v = cpu.pop(p, size)? as u32;
+    let v = cpu.pop(p, size)?;
     if d.o0 == MEM {
         cpu.write_op_sized(p, d, MEM, size, v)
     } else {
@@ -91,7 +87,7 @@ pub(super) fn popa(cpu: &mut Interpreter, p: &mut dyn Platform, d: &Decoded) -> 
     for r in (0..8).rev() {
         let v = cpu.pop(p, size)?;
         if r != gpr::RSP {
-            cpu.set_reg(r as u8, size, v as u32);
+            cpu.set_reg(r as u8, size, v);
         }
     }
     Ok(())
@@ -141,7 +137,7 @@ pub(super) fn popf(cpu: &mut Interpreter, p: &mut dyn Platform, d: &Decoded) -> 
     let _ = cpu.pop(p, size)?;
     let mut writable =
         fl::CF | fl::PF | fl::AF | fl::ZF | fl::SF | fl::TF | fl::DF | fl::OF | fl::NT;
-    if size == 4 {
+    if size >= 4 {
         writable |= fl::AC | fl::ID;
     }
     let cpl = cpu.state.cpl();
@@ -177,7 +173,7 @@ pub(super) fn enter(cpu: &mut Interpreter, p: &mut dyn Platform, d: &Decoded) ->
     cpu.push(p, cpu.state.gpr[gpr::RBP], size)?;
     // FrameTemp takes the operand size: all of ESP for a 32-bit ENTER even on a 16-bit
     // stack (as processors do), SP for a 16-bit one.
-    let frame = cpu.state.gpr[gpr::RSP] & if size == 4 { 0xFFFF_FFFF } else { 0xFFFF };
+    let frame = cpu.state.gpr[gpr::RSP] & super::mask(size);
     if level > 0 {
         let mut bp = cpu.state.gpr[gpr::RBP];
         for _ in 1..level {
@@ -188,14 +184,14 @@ pub(super) fn enter(cpu: &mut Interpreter, p: &mut dyn Platform, d: &Decoded) ->
                 u64::from(size),
                 crate::access::AccessKind::Read,
             )?;
-            let mut b = [0u8; 4];
+            let mut b = [0u8; 8];
             cpu.read_linear(
                 p,
                 linear,
                 &mut b[..usize::from(size)],
                 crate::access::AccessKind::Read,
             )?;
-            cpu.push(p, u64::from(u32::from_le_bytes(b)), size)?;
+            cpu.push(p, u64::from_le_bytes(b), size)?;
         }
         cpu.push(p, frame, size)?;
     }
@@ -205,7 +201,7 @@ pub(super) fn enter(cpu: &mut Interpreter, p: &mut dyn Platform, d: &Decoded) ->
     if alloc > 0 {
         cpu.seg_linear(SegReg::Ss, new_sp, 1, crate::access::AccessKind::Write)?;
     }
-    cpu.set_reg(gpr::RBP as u8, size, frame as u32);
+    cpu.set_reg(gpr::RBP as u8, size, frame);
     cpu.state.gpr[gpr::RSP] = (rsp & !mask) | new_sp;
     Ok(())
 }
@@ -217,6 +213,6 @@ pub(super) fn leave(cpu: &mut Interpreter, p: &mut dyn Platform, d: &Decoded) ->
     let rsp = cpu.state.gpr[gpr::RSP];
     cpu.state.gpr[gpr::RSP] = (rsp & !mask) | (cpu.state.gpr[gpr::RBP] & mask);
     let v = cpu.pop(p, size)?;
-    cpu.set_reg(gpr::RBP as u8, size, v as u32);
+    cpu.set_reg(gpr::RBP as u8, size, v);
     Ok(())
 }

@@ -34,18 +34,23 @@ fn classify(m: M) -> (Kind, u8) {
         M::Movsb => (Kind::Movs, 1),
         M::Movsw => (Kind::Movs, 2),
         M::Movsd => (Kind::Movs, 4),
+        M::Movsq => (Kind::Movs, 8),
         M::Cmpsb => (Kind::Cmps, 1),
         M::Cmpsw => (Kind::Cmps, 2),
         M::Cmpsd => (Kind::Cmps, 4),
+        M::Cmpsq => (Kind::Cmps, 8),
         M::Scasb => (Kind::Scas, 1),
         M::Scasw => (Kind::Scas, 2),
         M::Scasd => (Kind::Scas, 4),
+        M::Scasq => (Kind::Scas, 8),
         M::Lodsb => (Kind::Lods, 1),
         M::Lodsw => (Kind::Lods, 2),
         M::Lodsd => (Kind::Lods, 4),
+        M::Lodsq => (Kind::Lods, 8),
         M::Stosb => (Kind::Stos, 1),
         M::Stosw => (Kind::Stos, 2),
         M::Stosd => (Kind::Stos, 4),
+        M::Stosq => (Kind::Stos, 8),
         M::Insb => (Kind::Ins, 1),
         M::Insw => (Kind::Ins, 2),
         M::Insd => (Kind::Ins, 4),
@@ -62,7 +67,7 @@ pub(super) fn string_op(
     d: &Decoded,
 ) -> Result<(), Fault> {
     let (kind, size) = classify(d.insn.mnemonic());
-    let am = u64::from(d.amask);
+    let am = d.amask;
     let rep = d.insn.has_rep_prefix() || d.insn.has_repne_prefix();
     // REPE/REPNE only test ZF for CMPS and SCAS.
     let cond_zf: Option<bool> = if matches!(kind, Kind::Cmps | Kind::Scas) && rep {
@@ -104,7 +109,7 @@ fn string_loop(
     let src_seg = d.seg;
     let bump = |cpu: &mut Interpreter, r: usize| {
         let v = cpu.state.gpr[r];
-        cpu.state.gpr[r] = (v & !am) | (v.wrapping_add(step) & am);
+        cpu.state.gpr[r] = super::addr_update(v, v.wrapping_add(step), am);
     };
     // Under TF a REP string instruction traps after every iteration (SDM Vol. 3A
     // §17.3.1.4); otherwise a visit runs at most CHUNK iterations and the remaining budget.
@@ -175,9 +180,9 @@ fn string_loop(
                 let linear = cpu.seg_linear(SegReg::Es, di, u64::from(size), AccessKind::Write)?;
                 cpu.translate(p, linear, AccessKind::Write)?;
                 let port = cpu.state.gpr[gpr::RDX] as u16;
-                let mut b = [0u8; 4];
-                p.io_read(port, &mut b[..usize::from(size)]);
-                cpu.write_mem(p, SegReg::Es, di, size, u32::from_le_bytes(b))?;
+                let mut b = [0u8; 8];
+                p.io_read(port, &mut b[..usize::from(size).min(4)]);
+                cpu.write_mem(p, SegReg::Es, di, size, u64::from_le_bytes(b))?;
                 bump(cpu, gpr::RDI);
             }
             Kind::Outs => {
@@ -191,7 +196,7 @@ fn string_loop(
             return Ok(());
         }
         let rcx = cpu.state.gpr[gpr::RCX];
-        cpu.state.gpr[gpr::RCX] = (rcx & !am) | (rcx.wrapping_sub(1) & am);
+        cpu.state.gpr[gpr::RCX] = super::addr_update(rcx, rcx.wrapping_sub(1), am);
         *done += 1;
         if let Some(want_zf) = cond_zf {
             let zf = cpu.rflags() & fl::ZF != 0;
@@ -219,7 +224,7 @@ impl Interpreter {
         limit: u64,
     ) -> Result<Option<u64>, Fault> {
         if !self.debug.watchpoints.is_empty()
-            || step > 4
+            || step > 8
             || self.state.rflags & fl::TF != 0
             || self.state.dr[7] & 0xFF != 0
         {
@@ -233,7 +238,7 @@ impl Interpreter {
         // Elements until a page end, a 16-bit wrap or the count.
         let room = |off: u64, linear: u64| -> u64 {
             let page = (4096 - (linear & 0xFFF)) / sz;
-            let wrap = (am - off) / sz + 1;
+            let wrap = ((am - off) / sz).saturating_add(1);
             page.min(wrap)
         };
         let src_lin = self.seg_linear(d.seg, si, sz, AccessKind::Read)?;
@@ -270,11 +275,11 @@ impl Interpreter {
         if mem.code_dirty() {
             self.smc = true;
         }
-        let adv = |v: u64| (v & !am) | (v.wrapping_add(bytes) & am);
+        let adv = |v: u64| super::addr_update(v, v.wrapping_add(bytes), am);
         self.state.gpr[gpr::RSI] = adv(self.state.gpr[gpr::RSI]);
         self.state.gpr[gpr::RDI] = adv(self.state.gpr[gpr::RDI]);
         let rcx = self.state.gpr[gpr::RCX];
-        self.state.gpr[gpr::RCX] = (rcx & !am) | (rcx.wrapping_sub(n) & am);
+        self.state.gpr[gpr::RCX] = super::addr_update(rcx, rcx.wrapping_sub(n), am);
         Ok(Some(n))
     }
 
@@ -285,11 +290,11 @@ impl Interpreter {
         size: u8,
         step: u64,
         am: u64,
-        v: u32,
+        v: u64,
         limit: u64,
     ) -> Result<Option<u64>, Fault> {
         if !self.debug.watchpoints.is_empty()
-            || step > 4
+            || step > 8
             || self.state.rflags & fl::TF != 0
             || self.state.dr[7] & 0xFF != 0
         {
@@ -301,7 +306,7 @@ impl Interpreter {
         let dst_lin = self.seg_linear(SegReg::Es, di, sz, AccessKind::Write)?;
         let n = count
             .min((4096 - (dst_lin & 0xFFF)) / sz)
-            .min((am - di) / sz + 1)
+            .min(((am - di) / sz).saturating_add(1))
             .min(1024)
             .min(limit);
         if n < 2 {
@@ -326,9 +331,9 @@ impl Interpreter {
             self.smc = true;
         }
         let rdi = self.state.gpr[gpr::RDI];
-        self.state.gpr[gpr::RDI] = (rdi & !am) | (rdi.wrapping_add(bytes) & am);
+        self.state.gpr[gpr::RDI] = super::addr_update(rdi, rdi.wrapping_add(bytes), am);
         let rcx = self.state.gpr[gpr::RCX];
-        self.state.gpr[gpr::RCX] = (rcx & !am) | (rcx.wrapping_sub(n) & am);
+        self.state.gpr[gpr::RCX] = super::addr_update(rcx, rcx.wrapping_sub(n), am);
         Ok(Some(n))
     }
 }

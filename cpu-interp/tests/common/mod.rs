@@ -385,3 +385,63 @@ pub fn write_task(m: &Machine, sel: u16, addr: u64, eip: u32, esp: u32, cr3: u32
     m.write_u16(addr + 0x66, 0x68);
     m.set_gdt(sel, seg_desc(addr as u32, 0x67, ACC_TSS32, 0));
 }
+
+/// Page tables of the 64-bit tests: PML4, PDPT, PD and one PT.
+pub const PML4: u64 = 0x3_0000;
+pub const PDPT: u64 = 0x3_1000;
+pub const PD: u64 = 0x3_2000;
+pub const PT: u64 = 0x3_3000;
+/// Where the low 4 MiB are mapped a second time (PML4 slot 256, the start of the upper
+/// canonical half).
+pub const HIGH_ALIAS: u64 = 0xFFFF_8000_0000_0000;
+/// Selector of the 64-bit code segment in the long-mode tests.
+pub const SEL_CODE64: u16 = 0x50;
+
+/// 4-level page tables (SDM Vol. 3A §4.5) mapping the first 4 MiB identically and again at
+/// [`HIGH_ALIAS`]: the first 2 MiB through 4 KiB pages of [`PT`] (supervisor, RW), the next
+/// 2 MiB as one 2 MiB page.
+pub fn long_mode_tables(m: &Machine) {
+    for t in [PML4, PDPT, PD, PT] {
+        m.write(t, &[0u8; 4096]);
+    }
+    m.write_u64(PML4, PDPT | 3);
+    m.write_u64(PML4 + 256 * 8, PDPT | 3);
+    m.write_u64(PDPT, PD | 3);
+    m.write_u64(PD, PT | 3);
+    m.write_u64(PD + 8, 0x20_0000 | 0x83);
+    for i in 0..512u64 {
+        m.write_u64(PT + i * 8, (i << 12) | 3);
+    }
+}
+
+/// The state of a CPU running 64-bit code at CPL 0: EFER.LME|LMA|NXE, CR0.PG|PE, CR4.PAE,
+/// CR3 = [`PML4`], CS a 64-bit code segment (L=1), flat data segments, RSP = STACK0_TOP,
+/// RIP = [`CODE`].
+pub fn long64_state() -> CpuState {
+    let mut s = pm32_state();
+    s.cr0 |= cr::CR0_PG;
+    s.cr4 |= cr::CR4_PAE;
+    s.cr3 = PML4;
+    s.efer = cr::EFER_LME | cr::EFER_LMA | cr::EFER_NXE;
+    *s.seg_mut(SegReg::Cs) = Segment {
+        selector: SEL_CODE64,
+        base: 0,
+        limit: 0xFFFF_FFFF,
+        attributes: 0x9B | Segment::ATTR_L | Segment::ATTR_G,
+    };
+    s
+}
+
+/// A machine running `code` (assembled for 64-bit at [`CODE`]) in 64-bit mode with
+/// [`long_mode_tables`] and [`long64_state`].
+pub fn long64_machine(f: impl FnOnce(&mut CodeAssembler) -> Result<(), IcedError>) -> Machine {
+    let mut m = Machine::new();
+    m.standard_tables();
+    m.set_gdt(SEL_CODE64, 0x00AF_9A00_0000_FFFF);
+    long_mode_tables(&m);
+    let code = asm(64, CODE, f);
+    m.load(CODE, &code);
+    let s = long64_state();
+    m.set_state(&s);
+    m
+}

@@ -214,7 +214,7 @@ fn wide_size(rng: &mut Rng) -> Sz {
 }
 
 /// Random registers and flags, random memory.
-fn base(rng: &mut Rng) -> Case {
+pub fn base(rng: &mut Rng) -> Case {
     let mut regs = [0u32; 8];
     for r in &mut regs {
         *r = rng.interesting();
@@ -222,6 +222,9 @@ fn base(rng: &mut Rng) -> Case {
     Case {
         code: Vec::new(),
         regs,
+        hi: [0; 8],
+        ext: [0; 8],
+        long_only: false,
         eflags: rng.u32() & 0x0CD5,
         mem_seed: rng.next_u64(),
         mem_style: 0,
@@ -1213,8 +1216,8 @@ fn sequence(rng: &mut Rng) -> Case {
     c.code = code;
     c.undef = Undefined {
         flags: undefined,
-        regs: [0; 8],
         flags_before,
+        ..Undefined::default()
     };
     c
 }
@@ -2752,8 +2755,8 @@ fn soup_sequence(rng: &mut Rng) -> Case {
     c.code = code;
     c.undef = Undefined {
         flags: undefined,
-        regs: [0; 8],
         flags_before,
+        ..Undefined::default()
     };
     // The 64-bit-mode address checks of soup_one looked at the initial registers only.
     c.allow_64 = false;

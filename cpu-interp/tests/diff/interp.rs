@@ -2,6 +2,10 @@
 //! the INT3 end marker) go through a 32-bit interrupt gate to a ring-0 `HLT` stub per vector,
 //! with the stack switched through the TSS (SDM Vol. 3A §6.12.1) so the user stack and
 //! registers stay exactly as the host's signal context reports them.
+//!
+//! The same memory also holds a 64-bit machine (IA-32e mode, 4-level paging, 64-bit IDT and
+//! TSS; SDM Vol. 3A §4.5, §6.14) running cases at CPL 3 in 64-bit mode with CS = USER_CS
+//! 0x33, as Linux runs 64-bit processes.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
@@ -32,6 +36,26 @@ const RING0_STACK_TOP: u32 = 0x9000;
 /// user accesses everywhere except the code page and data region are "not present" as on
 /// the host (a supervisor page would fault with P=1).
 const SYS_LINEAR: u64 = 0xBEEF_0000;
+
+/// The 64-bit machine's own structures: GDT (16-byte TSS/LDT descriptors), IDT of 16-byte
+/// gates, 64-bit TSS, and 4-level page tables (the low PD/PT map the code page and data
+/// region, the sys PD/PT the structures at [`SYS_LINEAR`]).
+const GDT64: u64 = 0x1_1000;
+const IDT64: u64 = 0x1_2000;
+const TSS64: u64 = 0x1_3000;
+const PML4: u64 = 0x1_4000;
+const PDPT: u64 = 0x1_5000;
+const PD_LOW: u64 = 0x1_6000;
+const PT_LOW: u64 = 0x1_7000;
+const PD_SYS: u64 = 0x1_8000;
+const PT_SYS: u64 = 0x1_9000;
+/// The 64-bit kernel code selector the IDT gates use (Linux __KERNEL_CS).
+const SEL_KERNEL_CODE64: u16 = 0x10;
+/// Linux __USER_CS: the 64-bit user code segment.
+const SEL_USER_CODE64: u16 = 0x33;
+
+/// Writes guest-physical memory for the machine builders.
+type PhysWrite<'a> = dyn Fn(u64, &[u8]) -> Result<(), String> + 'a;
 
 /// Linear address of a system structure at physical `phys`.
 const fn sys(phys: u64) -> u64 {
@@ -212,6 +236,7 @@ impl InterpSide {
             pte(&mut pt, DATA_BASE + page, DATA_BASE + page, 0x7);
         }
         w(PAGE_TABLE, &pt)?;
+        Self::build_long_mode(&w)?;
         let board = Board::new(
             memory.clone(),
             VirtualClock::new(ClockMode::InstructionCount {
@@ -225,6 +250,90 @@ impl InterpSide {
             cpu: None,
             fresh,
         })
+    }
+
+    /// Write the 64-bit machine's structures (see [`GDT64`]).
+    fn build_long_mode(w: &PhysWrite) -> Result<(), String> {
+        let mut gdt = vec![0u8; usize::from(GDT_LIMIT) + 1];
+        for (index, base, limit, access, flags) in GDT_ENTRIES {
+            let base = if index == SEL_TSS >> 3 {
+                sys(TSS64) as u32
+            } else {
+                base
+            };
+            let at = usize::from(index) * 8;
+            gdt[at..at + 8].copy_from_slice(&descriptor(base, limit, access, flags));
+        }
+        w(GDT64, &gdt)?;
+        let mut idt = Vec::new();
+        for v in 0..256u64 {
+            let off = sys(STUBS + v);
+            idt.extend_from_slice(&(off as u16).to_le_bytes());
+            idt.extend_from_slice(&SEL_KERNEL_CODE64.to_le_bytes());
+            let dpl3 = matches!(v, 3 | 4 | 0x80);
+            idt.extend_from_slice(&[0, if dpl3 { 0xEE } else { 0x8E }]);
+            idt.extend_from_slice(&((off >> 16) as u16).to_le_bytes());
+            idt.extend_from_slice(&((off >> 32) as u32).to_le_bytes());
+            idt.extend_from_slice(&[0; 4]);
+        }
+        w(IDT64, &idt)?;
+        let mut tss = [0u8; 0x68];
+        tss[4..12].copy_from_slice(&sys(u64::from(RING0_STACK_TOP)).to_le_bytes());
+        tss[0x66..0x68].copy_from_slice(&0x68u16.to_le_bytes());
+        w(TSS64, &tss)?;
+        let entry = |table: &mut [u8], index: u64, value: u64| {
+            let i = (index & 0x1FF) as usize * 8;
+            table[i..i + 8].copy_from_slice(&value.to_le_bytes());
+        };
+        let mut pml4 = vec![0u8; 4096];
+        entry(&mut pml4, 0, PDPT | 0x7);
+        w(PML4, &pml4)?;
+        let mut pdpt = vec![0u8; 4096];
+        entry(&mut pdpt, CODE_BASE >> 30, PD_LOW | 0x7);
+        entry(&mut pdpt, SYS_LINEAR >> 30, PD_SYS | 0x3);
+        w(PDPT, &pdpt)?;
+        let mut pd = vec![0u8; 4096];
+        entry(&mut pd, CODE_BASE >> 21, PT_LOW | 0x7);
+        w(PD_LOW, &pd)?;
+        let mut pd = vec![0u8; 4096];
+        entry(&mut pd, SYS_LINEAR >> 21, PT_SYS | 0x3);
+        w(PD_SYS, &pd)?;
+        let mut pt = vec![0u8; 4096];
+        entry(&mut pt, CODE_BASE >> 12, CODE_BASE | 0x7);
+        for page in (0..DATA_SIZE as u64).step_by(4096) {
+            entry(&mut pt, (DATA_BASE + page) >> 12, (DATA_BASE + page) | 0x7);
+        }
+        w(PT_LOW, &pt)?;
+        let mut pt = vec![0u8; 4096];
+        for phys in [GDT64, IDT64, TSS64, STUBS, LDT, 0x8000] {
+            entry(&mut pt, sys(phys) >> 12, phys | 0x3);
+        }
+        w(PT_SYS, &pt)?;
+        Ok(())
+    }
+
+    /// The CPU state a 64-bit-mode case starts from: CPL 3 in 64-bit mode.
+    fn initial_state64(case: &Case) -> CpuState {
+        let mut s = Self::initial_state(case);
+        s.cr4 |= cr::CR4_PAE;
+        s.cr3 = PML4;
+        s.efer = cr::EFER_LME | cr::EFER_LMA | cr::EFER_NXE | cr::EFER_SCE;
+        *s.seg_mut(SegReg::Cs) = cache_for(SEL_USER_CODE64);
+        for seg in [SegReg::Ds, SegReg::Es, SegReg::Ss] {
+            *s.seg_mut(seg) = cache_for(0x2B);
+        }
+        s.gdtr.base = sys(GDT64);
+        s.idtr = DescriptorTable {
+            base: sys(IDT64),
+            limit: 256 * 16 - 1,
+        };
+        s.tr.base = sys(TSS64);
+        for i in 0..8 {
+            s.gpr[i] = u64::from(case.regs[i]) | (u64::from(case.hi[i]) << 32);
+            s.gpr[8 + i] = case.ext[i];
+        }
+        s.rip = CODE_BASE + u64::from(case.code_offset);
+        s
     }
 
     /// The CPU state a case starts from.
@@ -262,8 +371,17 @@ impl InterpSide {
         s
     }
 
-    /// Run one case to its end marker or first exception.
+    /// Run one case to its end marker or first exception in 32-bit protected mode.
     pub fn run(&mut self, case: &Case) -> Result<Outcome, String> {
+        self.run_in(case, false)
+    }
+
+    /// Run one case to its end marker or first exception in 64-bit mode.
+    pub fn run64(&mut self, case: &Case) -> Result<Outcome, String> {
+        self.run_in(case, true)
+    }
+
+    fn run_in(&mut self, case: &Case, long: bool) -> Result<Outcome, String> {
         let init = fill_region(case.mem_seed, case.mem_style, DATA_SIZE);
         // The whole code page: INT3 after the sequence (CS-relative reads see the same bytes
         // as on the host).
@@ -275,7 +393,11 @@ impl InterpSide {
             .write_phys(DATA_BASE, &init)
             .and_then(|()| self.memory.write_phys(CODE_BASE, &code))
             .map_err(|e| e.to_string())?;
-        let state = Self::initial_state(case);
+        let state = if long {
+            Self::initial_state64(case)
+        } else {
+            Self::initial_state(case)
+        };
         let board = &mut self.board;
         if self.fresh {
             self.cpu = None;
@@ -313,6 +435,20 @@ impl InterpSide {
             return Err(format!("halted at {:#x}, not in a vector stub", st.rip));
         }
         let vector = v as u8;
+        let mut now = vec![0u8; DATA_SIZE];
+        self.memory
+            .read_phys(DATA_BASE, &mut now)
+            .map_err(|e| e.to_string())?;
+        let mem = now
+            .iter()
+            .zip(&init)
+            .enumerate()
+            .filter(|(_, (a, b))| a != b)
+            .map(|(i, (a, _))| (i as u16, *a))
+            .collect();
+        if long {
+            return self.outcome64(case, &st, vector, mem);
+        }
         let mut frame = [0u8; 24];
         // The ring-0 stack is at its system linear address; read it physically.
         let sp = (st.gpr[gpr::RSP] & 0xFFFF_FFFF).wrapping_sub(SYS_LINEAR);
@@ -340,24 +476,59 @@ impl InterpSide {
             *r = st.gpr[i] as u32;
         }
         regs[gpr::RSP] = esp3;
-        let mut now = vec![0u8; DATA_SIZE];
-        self.memory
-            .read_phys(DATA_BASE, &mut now)
-            .map_err(|e| e.to_string())?;
-        let mem = now
-            .iter()
-            .zip(&init)
-            .enumerate()
-            .filter(|(_, (a, b))| a != b)
-            .map(|(i, (a, _))| (i as u16, *a))
-            .collect();
         Ok(Outcome {
             vector,
             rip_off: eip.wrapping_sub(case.segs.eip),
             error_code: if skip == 1 { word(0) } else { 0 },
             fault_addr: st.cr2 as u32,
             regs,
+            hi: [0; 8],
+            ext: [0; 8],
             eflags,
+            mem,
+        })
+    }
+
+    /// Read a 64-bit exception frame (SDM Vol. 3A §6.14.2: [error code,] RIP, CS, RFLAGS,
+    /// RSP, SS as 8-byte slots) and the registers after a 64-bit-mode case.
+    fn outcome64(
+        &self,
+        case: &Case,
+        st: &CpuState,
+        vector: u8,
+        mem: Vec<(u16, u8)>,
+    ) -> Result<Outcome, String> {
+        let mut frame = [0u8; 48];
+        let sp = st.gpr[gpr::RSP].wrapping_sub(SYS_LINEAR);
+        self.memory
+            .read_phys(sp, &mut frame)
+            .map_err(|e| format!("exception frame at {sp:#x}: {e}"))?;
+        let slot = |i: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&frame[8 * i..8 * i + 8]);
+            u64::from_le_bytes(b)
+        };
+        let skip = usize::from(has_error_code(vector));
+        let (rip, cs, rflags, rsp3) = (slot(skip), slot(skip + 1), slot(skip + 2), slot(skip + 3));
+        if cs as u16 != SEL_USER_CODE64 {
+            return Err(format!(
+                "vector {vector} frame shows CS {cs:#x}, expected {SEL_USER_CODE64:#x}"
+            ));
+        }
+        let mut full = [0u64; 8];
+        full.copy_from_slice(&st.gpr[..8]);
+        full[gpr::RSP] = rsp3;
+        let mut ext = [0u64; 8];
+        ext.copy_from_slice(&st.gpr[8..16]);
+        Ok(Outcome {
+            vector,
+            rip_off: rip.wrapping_sub(CODE_BASE + u64::from(case.code_offset)) as u32,
+            error_code: if skip == 1 { slot(0) as u32 } else { 0 },
+            fault_addr: st.cr2 as u32,
+            regs: full.map(|v| v as u32),
+            hi: full.map(|v| (v >> 32) as u32),
+            ext,
+            eflags: rflags as u32,
             mem,
         })
     }

@@ -1,8 +1,9 @@
 //! Host-CPU differential testing of the interpreter (issue 2 §4): generated instruction
 //! sequences run on this machine's CPU (through `native/runner.c`, in 64-bit mode and in 32-bit
 //! compatibility mode) and in [`pcvm_cpu_interp::Interpreter`] in 32-bit flat protected mode at
-//! CPL 3, from the same registers, flags and memory; registers, flags (undefined ones masked,
-//! see `undef`), the data region and the exception vector must agree.
+//! CPL 3 — and in 64-bit mode for the cases that mean the same there and for the 64-bit
+//! families (`families64`) — from the same registers, flags and memory; registers, flags
+//! (undefined ones masked, see `undef`), the data region and the exception vector must agree.
 //!
 //! Both sides use the same linear addresses: code at [`CODE_BASE`], a data region of
 //! [`DATA_SIZE`] bytes at [`DATA_BASE`] (its upper half serves as stack). Every sequence ends
@@ -10,6 +11,7 @@
 
 pub mod asm;
 pub mod families;
+pub mod families64;
 pub mod interp;
 pub mod native;
 pub mod prng;
@@ -39,6 +41,14 @@ pub struct Case {
     pub code: Vec<u8>,
     /// EAX, ECX, EDX, EBX, ESP, EBP, ESI, EDI.
     pub regs: [u32; 8],
+    /// Bits 63:32 of RAX..RDI (64-bit-only cases; zero otherwise).
+    pub hi: [u32; 8],
+    /// R8–R15 (64-bit-only cases; zero otherwise).
+    pub ext: [u64; 8],
+    /// The case means something only in 64-bit mode (REX prefixes, 64-bit operands): it runs
+    /// natively in 64-bit mode and in the interpreter in 64-bit mode, and all 64 bits of all
+    /// sixteen GPRs are compared.
+    pub long_only: bool,
     /// Initial EFLAGS: only the status flags and DF are used.
     pub eflags: u32,
     /// Seed and style of the data region contents (see `prng::fill_region`).
@@ -106,6 +116,9 @@ pub struct Outcome {
     /// CR2 after a #PF (meaningless otherwise).
     pub fault_addr: u32,
     pub regs: [u32; 8],
+    /// Bits 63:32 of RAX..RDI and R8–R15 (meaningful in 64-bit mode only).
+    pub hi: [u32; 8],
+    pub ext: [u64; 8],
     pub eflags: u32,
     /// Bytes of the data region that differ from the initial contents: (offset, new value).
     pub mem: Vec<(u16, u8)>,
@@ -253,6 +266,27 @@ pub fn compare(case: &Case, interp: &Outcome, host: &Outcome) -> Vec<String> {
             ));
         }
     }
+    if case.long_only {
+        for (i, name) in REG_NAMES.iter().enumerate() {
+            let mask = !case.undef.hi[i];
+            if (interp.hi[i] ^ host.hi[i]) & mask != 0 {
+                diffs.push(format!(
+                    "{name}[63:32]: interp {:#010x} host {:#010x} (initial {:#010x})",
+                    interp.hi[i], host.hi[i], case.hi[i]
+                ));
+            }
+            let mask = !case.undef.ext[i];
+            if (interp.ext[i] ^ host.ext[i]) & mask != 0 {
+                diffs.push(format!(
+                    "r{}: interp {:#018x} host {:#018x} (initial {:#018x})",
+                    i + 8,
+                    interp.ext[i],
+                    host.ext[i],
+                    case.ext[i]
+                ));
+            }
+        }
+    }
     let undefined = case.undef.flags_at(host.rip_off);
     let fmask = EFLAGS_COMPARED & !undefined;
     if (interp.eflags ^ host.eflags) & fmask != 0 {
@@ -313,9 +347,19 @@ fn flag_names(bits: u32) -> String {
 
 /// A readable description of a case for failure reports.
 pub fn describe(case: &Case) -> String {
-    let regs: Vec<String> = (0..8)
-        .map(|i| format!("{}={:#010x}", REG_NAMES[i], case.regs[i]))
+    let mut regs: Vec<String> = (0..8)
+        .map(|i| {
+            if case.long_only {
+                let v = u64::from(case.regs[i]) | (u64::from(case.hi[i]) << 32);
+                format!("r{}={v:#x}", &REG_NAMES[i][1..])
+            } else {
+                format!("{}={:#010x}", REG_NAMES[i], case.regs[i])
+            }
+        })
         .collect();
+    if case.long_only {
+        regs.extend((0..8).map(|i| format!("r{}={:#x}", i + 8, case.ext[i])));
+    }
     format!(
         "bytes [{}] = `{}`\n    initial {} eflags={:#06x} mem_seed={:#x} mem_style={} cs={:#x} ds={:#x} es={:#x} ss={:#x}",
         case.code
@@ -323,7 +367,16 @@ pub fn describe(case: &Case) -> String {
             .map(|b| format!("{b:02x}"))
             .collect::<Vec<_>>()
             .join(" "),
-        disassemble(&case.code, if case.segs.cs == 0x07 { 16 } else { 32 }),
+        disassemble(
+            &case.code,
+            if case.long_only {
+                64
+            } else if case.segs.cs == 0x07 {
+                16
+            } else {
+                32
+            }
+        ),
         regs.join(" "),
         case.eflags,
         case.mem_seed,

@@ -54,11 +54,11 @@ impl NativeRunner {
                 NativeMode::Long64 => "64 ",
             });
             input.push_str(&code);
-            for r in c.regs {
-                input.push_str(&format!(" {r:x}"));
+            for (r, hi) in c.regs.iter().zip(c.hi) {
+                input.push_str(&format!(" {:x}", u64::from(*r) | (u64::from(hi) << 32)));
             }
             input.push_str(&format!(
-                " {:x} {:x} {:x} {:x} {:x} {:x} {:x} {:x} {:x}\n",
+                " {:x} {:x} {:x} {:x} {:x} {:x} {:x} {:x} {:x}",
                 c.eflags,
                 c.mem_seed,
                 c.mem_style,
@@ -69,6 +69,10 @@ impl NativeRunner {
                 c.segs.eip,
                 c.code_offset
             ));
+            for r in c.ext {
+                input.push_str(&format!(" {r:x}"));
+            }
+            input.push('\n');
         }
         if let Ok(dir) = std::env::var("PCVM_DIFF_DUMP_DIR") {
             // Debug aid: keep the runner input so a batch can be replayed by hand.
@@ -119,20 +123,23 @@ impl NativeRunner {
 fn parse_line(line: &str) -> Result<Outcome, String> {
     let bad = || format!("bad runner output line `{line}`");
     let mut it = line.split_ascii_whitespace();
-    let mut hex = || -> Result<u64, String> {
+    let hex = |it: &mut std::str::SplitAsciiWhitespace| -> Result<u64, String> {
         let t = it.next().ok_or_else(bad)?;
         u64::from_str_radix(t, 16).map_err(|_| bad())
     };
-    let vector = hex()? as u8;
-    let error_code = hex()? as u32;
-    let fault_addr = hex()? as u32;
-    let rip_off = hex()? as u32;
+    let vector = hex(&mut it)? as u8;
+    let error_code = hex(&mut it)? as u32;
+    let fault_addr = hex(&mut it)? as u32;
+    let rip_off = hex(&mut it)? as u32;
     let mut regs = [0u32; 8];
-    for r in &mut regs {
-        *r = hex()? as u32;
+    let mut hi = [0u32; 8];
+    for (r, h) in regs.iter_mut().zip(&mut hi) {
+        let v = hex(&mut it)?;
+        *r = v as u32;
+        *h = (v >> 32) as u32;
     }
-    let eflags = hex()? as u32;
-    let n = hex()? as usize;
+    let eflags = hex(&mut it)? as u32;
+    let n = hex(&mut it)? as usize;
     let mut mem = Vec::with_capacity(n);
     for _ in 0..n {
         let t = it.next().ok_or_else(bad)?;
@@ -142,12 +149,19 @@ fn parse_line(line: &str) -> Result<Outcome, String> {
             u8::from_str_radix(v, 16).map_err(|_| bad())?,
         ));
     }
+    let mut ext = [0u64; 8];
+    for r in &mut ext {
+        let t = it.next().ok_or_else(bad)?;
+        *r = u64::from_str_radix(t, 16).map_err(|_| bad())?;
+    }
     Ok(Outcome {
         vector,
         rip_off,
         error_code,
         fault_addr,
         regs,
+        hi,
+        ext,
         eflags,
         mem,
     })

@@ -19,6 +19,9 @@ pub struct Undefined {
     pub flags: u32,
     /// Per GPR (EAX..EDI order), bits not compared.
     pub regs: [u32; 8],
+    /// 64-bit-only cases: bits 63:32 of RAX..RDI and all of R8–R15 not compared.
+    pub hi: [u32; 8],
+    pub ext: [u64; 8],
     /// For sequences: (offset of an instruction, flags undefined before it runs) — used when
     /// the case stops at that instruction (a fault there, or a trap after the one before).
     pub flags_before: Vec<(u32, u32)>,

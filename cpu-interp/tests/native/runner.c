@@ -12,13 +12,15 @@
  * and data sit below 4 GiB at fixed addresses so 32-bit code reaches them and the interpreter
  * can use the same linear addresses.
  *
- * Input line (hex fields): mode(32|64) code eax ecx edx ebx esp ebp esi edi eflags memseed style
- *                          cs ds es ss eip codeoff
+ * Input line (hex fields): mode(32|64) code rax rcx rdx rbx rsp rbp rsi rdi eflags memseed style
+ *                          cs ds es ss eip codeoff r8 r9 r10 r11 r12 r13 r14 r15
+ * (compatibility mode takes the low 32 bits of the first eight registers and zero for r8-r15;
+ * 64-bit mode takes all 64 bits of all sixteen.)
  * (the bytes go at CODE_BASE + codeoff, cut at the end of the page; 64-bit mode ignores the
  * selectors and enters there; compatibility mode loads DS, ES, SS and far-jumps to cs:eip —
  * USER32_CS flat, or one of the LDT code segments below.)
- * Output line (hex fields): vector errcode cr2 eip eax ecx edx ebx esp ebp esi edi eflags
- *                           nchanged [offset:value ...]
+ * Output line (hex fields): vector errcode cr2 eip rax rcx rdx rbx rsp rbp rsi rdi eflags
+ *                           nchanged [offset:value ...] r8 r9 r10 r11 r12 r13 r14 r15
  * The data region (DATA_SIZE bytes at DATA_BASE) is filled from memseed with splitmix64; style 1
  * keeps only bit 0 of each byte (so string compares find equal bytes).
  */
@@ -67,33 +69,46 @@ struct guest {
     uint16_t far_sel;  /* 84 */
     uint16_t pad;      /* 86 */
     uint16_t ds, es, ss; /* 88, 90, 92: data selectors for the compatibility-mode entry */
+    uint16_t pad2;
+    uint64_t ext[8];   /* 96: r8-r15 (64-bit mode) */
 };
 
 struct result {
     uint64_t gpr[8];
+    uint64_t ext[8];
     uint64_t rflags, rip, trapno, err, cr2;
     int sig;
 };
 
-void enter64(struct guest *g) __attribute__((noreturn));
+/* The guest registers: a global so enter64 can load all sixteen GPRs RIP-relative. */
+struct guest runner_guest;
+
+void enter64(void) __attribute__((noreturn));
 void enter32(struct guest *g) __attribute__((noreturn));
 
 __asm__(
     ".text\n"
     ".globl enter64\n"
     "enter64:\n"
-    "  mov %rdi, %r11\n"
-    "  pushq 64(%r11)\n"
+    "  pushq runner_guest+64(%rip)\n"
     "  popfq\n"
-    "  mov 0(%r11), %rax\n"
-    "  mov 8(%r11), %rcx\n"
-    "  mov 16(%r11), %rdx\n"
-    "  mov 24(%r11), %rbx\n"
-    "  mov 40(%r11), %rbp\n"
-    "  mov 48(%r11), %rsi\n"
-    "  mov 56(%r11), %rdi\n"
-    "  mov 32(%r11), %rsp\n"
-    "  jmp *72(%r11)\n"
+    "  mov runner_guest+0(%rip), %rax\n"
+    "  mov runner_guest+8(%rip), %rcx\n"
+    "  mov runner_guest+16(%rip), %rdx\n"
+    "  mov runner_guest+24(%rip), %rbx\n"
+    "  mov runner_guest+40(%rip), %rbp\n"
+    "  mov runner_guest+48(%rip), %rsi\n"
+    "  mov runner_guest+56(%rip), %rdi\n"
+    "  mov runner_guest+96(%rip), %r8\n"
+    "  mov runner_guest+104(%rip), %r9\n"
+    "  mov runner_guest+112(%rip), %r10\n"
+    "  mov runner_guest+120(%rip), %r11\n"
+    "  mov runner_guest+128(%rip), %r12\n"
+    "  mov runner_guest+136(%rip), %r13\n"
+    "  mov runner_guest+144(%rip), %r14\n"
+    "  mov runner_guest+152(%rip), %r15\n"
+    "  mov runner_guest+32(%rip), %rsp\n"
+    "  jmp *runner_guest+72(%rip)\n"
     ".globl enter32\n"
     "enter32:\n"
     "  mov %rdi, %r11\n"
@@ -117,9 +132,10 @@ __asm__(
 
 _Static_assert(__builtin_offsetof(struct guest, ds) == 88, "layout used by enter32");
 _Static_assert(__builtin_offsetof(struct guest, ss) == 92, "layout used by enter32");
+_Static_assert(__builtin_offsetof(struct guest, ext) == 96, "layout used by enter64");
 
 static sigjmp_buf back;
-static struct guest g;
+#define g runner_guest
 static struct result res;
 static unsigned char initmem[DATA_SIZE];
 
@@ -138,6 +154,14 @@ static void on_signal(int sig, siginfo_t *si, void *ucv) {
     res.gpr[5] = r[REG_RBP];
     res.gpr[6] = r[REG_RSI];
     res.gpr[7] = r[REG_RDI];
+    res.ext[0] = r[REG_R8];
+    res.ext[1] = r[REG_R9];
+    res.ext[2] = r[REG_R10];
+    res.ext[3] = r[REG_R11];
+    res.ext[4] = r[REG_R12];
+    res.ext[5] = r[REG_R13];
+    res.ext[6] = r[REG_R14];
+    res.ext[7] = r[REG_R15];
     res.rflags = r[REG_EFL];
     res.rip = r[REG_RIP];
     res.trapno = r[REG_TRAPNO];
@@ -220,13 +244,15 @@ int main(void) {
         if ((n++ & 1023) == 0) alarm(20); /* a hung case kills the batch instead of the test */
         char codehex[4096];
         unsigned mode, style, cs, ds, es, ss, eip, codeoff;
-        unsigned long long regs[8], fl, seed;
+        unsigned long long regs[8], ext[8], fl, seed;
         int k = sscanf(line,
-                       "%x %4095s %llx %llx %llx %llx %llx %llx %llx %llx %llx %llx %x %x %x %x %x %x %x",
+                       "%x %4095s %llx %llx %llx %llx %llx %llx %llx %llx %llx %llx %x %x %x %x %x %x %x"
+                       " %llx %llx %llx %llx %llx %llx %llx %llx",
                        &mode, codehex, &regs[0], &regs[1], &regs[2], &regs[3], &regs[4],
                        &regs[5], &regs[6], &regs[7], &fl, &seed, &style, &cs, &ds, &es, &ss, &eip,
-                       &codeoff);
-        if (k != 19 || (mode != 0x32 && mode != 0x64) || codeoff >= CODE_SIZE) {
+                       &codeoff, &ext[0], &ext[1], &ext[2], &ext[3], &ext[4], &ext[5], &ext[6],
+                       &ext[7]);
+        if (k != 27 || (mode != 0x32 && mode != 0x64) || codeoff >= CODE_SIZE) {
             fprintf(stderr, "runner: bad input line %lu\n", n);
             return 2;
         }
@@ -249,7 +275,10 @@ int main(void) {
         }
         fill(seed, style);
         memcpy(data, initmem, DATA_SIZE);
-        for (int i = 0; i < 8; i++) g.gpr[i] = (uint32_t)regs[i];
+        for (int i = 0; i < 8; i++) {
+            g.gpr[i] = mode == 0x64 ? regs[i] : (uint32_t)regs[i];
+            g.ext[i] = mode == 0x64 ? ext[i] : 0;
+        }
         /* Only the status flags and DF are taken from the input; TF/AC/ID stay clear. */
         g.rflags = 0x202 | (fl & 0x0CD5);
         g.target = CODE_BASE + codeoff;
@@ -261,14 +290,16 @@ int main(void) {
         memset(&res, 0, sizeof res);
         if (sigsetjmp(back, 1) == 0) {
             if (mode == 0x64)
-                enter64(&g);
+                enter64();
             else
                 enter32(&g);
         }
         printf("%llx %llx %llx %llx", (unsigned long long)res.trapno,
                (unsigned long long)res.err, (unsigned long long)(uint32_t)res.cr2,
                (unsigned long long)(uint32_t)res.rip);
-        for (int i = 0; i < 8; i++) printf(" %llx", (unsigned long long)(uint32_t)res.gpr[i]);
+        /* Compatibility mode reports the low halves only (the rest is not the case's). */
+        uint64_t keep = mode == 0x64 ? ~0ULL : 0xFFFFFFFFULL;
+        for (int i = 0; i < 8; i++) printf(" %llx", (unsigned long long)(res.gpr[i] & keep));
         printf(" %llx", (unsigned long long)res.rflags);
         const unsigned char *now = data;
         unsigned changed = 0;
@@ -276,6 +307,8 @@ int main(void) {
         printf(" %x", changed);
         for (size_t i = 0; i < DATA_SIZE; i++)
             if (now[i] != initmem[i]) printf(" %zx:%x", i, now[i]);
+        for (int i = 0; i < 8; i++)
+            printf(" %llx", (unsigned long long)(mode == 0x64 ? res.ext[i] : 0));
         printf("\n");
     }
     free(line);
