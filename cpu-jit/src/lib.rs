@@ -514,6 +514,10 @@ impl JitBackend {
                                 c if c == EXIT_STOP as u64 => 0,
                                 _ => pure_len - n.min(pure_len),
                             };
+                            if code == EXIT_STOP as u64 {
+                                // Drop the decodes the store made stale before the next fetch.
+                                self.sync(p);
+                            }
                             if pure_left > 0 && n == 0 {
                                 // A fault on the block's first instruction: the interpreter
                                 // runs (and charges) it as the start of its block.
