@@ -186,7 +186,7 @@ pub enum AccelArg {
     Auto,
     /// The reference interpreter.
     Interp,
-    /// The JIT (not built yet).
+    /// The Cranelift JIT: hot guest blocks compiled to native code, the rest interpreted.
     Jit,
     /// KVM (/dev/kvm), with pcvm's device model in userspace.
     Kvm,
@@ -364,7 +364,7 @@ impl Cli {
         let accel = match self.accel {
             AccelArg::Auto => Accel::auto(),
             AccelArg::Interp => Accel::Interp,
-            AccelArg::Jit => bail!("backend jit is not built yet (use --accel interp or kvm)"),
+            AccelArg::Jit => Accel::Jit,
             AccelArg::Kvm => Accel::Kvm,
         };
         let from_flag = self.irqchip.map(|a| match a {
@@ -1000,11 +1000,6 @@ mod tests {
     fn not_yet_supported_options_fail_clearly() {
         let e = parse(&["-S"]).unwrap_err().to_string();
         assert!(e.contains("-S without -s or -gdb"), "{e}");
-        let e = parse(&["--accel", "jit"]).unwrap_err().to_string();
-        assert_eq!(
-            e,
-            "backend jit is not built yet (use --accel interp or kvm)"
-        );
         assert!(parse(&["-smp", "2"]).is_err());
         assert!(parse(&["-frobnicate"]).is_err());
     }

@@ -70,6 +70,8 @@ const PCI_IO_LEN: u64 = 0x1_0000 - PciIoWindow::SEABIOS_BASE as u64;
 pub enum Accel {
     /// The reference interpreter.
     Interp,
+    /// The Cranelift JIT (hot 32-bit blocks compiled, everything else interpreted).
+    Jit,
     /// KVM through /dev/kvm, driving the same device model through exits (userspace irqchip).
     Kvm,
 }
@@ -409,17 +411,21 @@ impl Machine {
             bail!("--irqchip kernel needs --accel kvm (the in-kernel irqchip is KVM's)");
         }
         let mut kvm_gsi_lines: Option<Vec<Arc<dyn IrqLine>>> = None;
-        let cpu: Box<dyn CpuBackend> = match config.accel {
-            Accel::Interp => {
-                let mut interp = pcvm_cpu_interp::Interpreter::new();
-                if let Some(path) = &config.trace {
-                    let f = std::fs::File::create(path).with_context(|| {
-                        format!("failed to create trace file {}", path.display())
-                    })?;
-                    interp.set_trace(Some(Box::new(std::io::BufWriter::new(f))));
-                }
-                Box::new(interp)
+        let interpreter = || -> Result<pcvm_cpu_interp::Interpreter> {
+            let mut interp = pcvm_cpu_interp::Interpreter::new();
+            if let Some(path) = &config.trace {
+                let f = std::fs::File::create(path)
+                    .with_context(|| format!("failed to create trace file {}", path.display()))?;
+                interp.set_trace(Some(Box::new(std::io::BufWriter::new(f))));
             }
+            Ok(interp)
+        };
+        let cpu: Box<dyn CpuBackend> = match config.accel {
+            Accel::Interp => Box::new(interpreter()?),
+            Accel::Jit => Box::new(
+                pcvm_cpu_jit::JitBackend::with_interpreter(interpreter()?)
+                    .context("failed to create the JIT backend")?,
+            ),
             Accel::Kvm => {
                 if config.trace.is_some() {
                     bail!("--trace needs --accel interp: KVM runs guest code natively");

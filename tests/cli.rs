@@ -135,7 +135,6 @@ fn bad_options() {
     assert_bad_input(&["-hda", &img], "drives need firmware");
     assert_bad_input(&["-drive", "file=x,format=qcow2"], "only format=raw");
     assert_bad_input(&["-display", "gtk"], "invalid value 'gtk'");
-    assert_bad_input(&["--accel", "jit"], "backend jit is not built yet");
     assert_bad_input(&["-kernel", "bzImage"], "failed to read kernel bzImage");
     assert_bad_input(&["-S"], "not supported yet");
     assert_bad_input(&["-smp", "4"], "only 1 CPU");

@@ -21,6 +21,7 @@ mod exception;
 mod exec;
 mod fault;
 mod flags;
+mod jit_support;
 mod mmu;
 mod segment;
 mod sse;
@@ -29,6 +30,7 @@ mod x87;
 
 pub use error::{Error, Result};
 pub use fault::Fault;
+pub use jit_support::{BlockPeek, JitBlock, JitMode, JitStep, JitSync};
 
 use std::collections::HashSet;
 use std::io::Write;

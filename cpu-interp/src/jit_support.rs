@@ -1,0 +1,378 @@
+//! The narrow interface the JIT backend (`pcvm-cpu-jit`) uses to share this interpreter's
+//! state and semantics (owned by JIT).
+//!
+//! The JIT keeps an [`Interpreter`] as its state holder and fallback: the interpreter runs cold
+//! code, every instruction the translator does not cover and every faulting instruction, so
+//! both backends give the guest the same architectural behaviour. Translated code reaches the
+//! interpreter only through these calls: decoded blocks at CS:RIP, memory accesses with the
+//! interpreter's segmentation, paging, MMIO and code-write rules, RFLAGS in and out of the lazy
+//! representation, and the event/housekeeping steps of the run loop at block boundaries.
+
+use iced_x86::Instruction;
+use pcvm_core::memory::PhysRegion;
+use pcvm_core::{Platform, SegReg, Segment, VmExit};
+
+use crate::access::AccessKind;
+use crate::{Fault, Interpreter, Source};
+
+/// A cached, RAM-resident block of decoded instructions at the current CS:RIP.
+#[derive(Clone, Debug)]
+pub struct JitBlock {
+    /// Guest-physical address of the first byte.
+    pub phys: u64,
+    /// RAM offset of the first byte (blocks never cross a page).
+    pub ram_offset: u64,
+    /// Bytes covered by `insns`.
+    pub byte_len: u32,
+    /// The instructions in order; only the last may end the block (control flow, mode change).
+    pub insns: Vec<Instruction>,
+}
+
+/// What the interpreter would run next at CS:RIP: enough to size a fallback run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlockPeek {
+    /// Instructions in the block.
+    pub count: usize,
+    /// The last instruction is a REP-prefixed string instruction (it may iterate many times).
+    pub rep_end: bool,
+}
+
+/// Mode facts that decide whether, and which, translated code may run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct JitMode {
+    /// Default operand/address size of the code (16, 32, 64).
+    pub bitness: u32,
+    /// DS, ES and SS are flat (base 0, 4 GiB limit, writable expand-up data): linear address
+    /// = offset and no segment check can fail for an access inside one page.
+    pub flat: bool,
+    /// SS.B is set: pushes and pops use ESP.
+    pub stack32: bool,
+    /// CS has base 0 and a 4 GiB limit: EIP is the linear address and no near branch can
+    /// leave the segment.
+    pub code_flat: bool,
+    /// Instructions must run one at a time (TF/RF, DR7 breakpoints, interrupt shadows,
+    /// debugger or trace).
+    pub single: bool,
+}
+
+/// The outcome of [`Interpreter::jit_step`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct JitStep {
+    /// Instructions retired (REP iterations beyond the first included).
+    pub retired: u64,
+    /// The instruction (or its fetch) faulted and the fault was delivered.
+    pub faulted: bool,
+    /// A store hit a page holding decoded code: the run loop would end the block here.
+    pub smc: bool,
+    /// Fault delivery shut the CPU down.
+    pub shutdown: bool,
+}
+
+/// What changed since the last [`Interpreter::jit_sync`].
+#[derive(Clone, Debug, Default)]
+pub struct JitSync {
+    /// The physical memory map changed (PAM, A20): every translation is stale.
+    pub map_changed: bool,
+    /// RAM offsets (page-aligned) of code pages written by the CPU or by DMA.
+    pub code_pages: Vec<u64>,
+}
+
+/// A segment usable with no checks for in-page accesses: base 0, limit 4 GiB, usable,
+/// present, writable expand-up data.
+fn flat_data(s: &Segment) -> bool {
+    s.base == 0
+        && s.limit == 0xFFFF_FFFF
+        && s.attributes & (Segment::ATTR_UNUSABLE | 0xC) == 0
+        && s.attributes & 2 != 0
+}
+
+impl Interpreter {
+    /// The mode facts of the current state.
+    pub fn jit_mode(&self) -> JitMode {
+        let s = &self.state;
+        JitMode {
+            bitness: s.code_bitness(),
+            flat: s.protected_mode()
+                && flat_data(s.seg(SegReg::Ds))
+                && flat_data(s.seg(SegReg::Es))
+                && flat_data(s.seg(SegReg::Ss)),
+            stack32: self.stack_mask() != 0xFFFF,
+            code_flat: s.seg(SegReg::Cs).base == 0 && s.seg(SegReg::Cs).limit == 0xFFFF_FFFF,
+            single: self.needs_single(),
+        }
+    }
+
+    /// A debugger or trace is attached: the whole run belongs to the interpreter.
+    pub fn jit_debugging(&self) -> bool {
+        self.debug_active
+    }
+
+    /// Generation of everything cached about the current context (CS, mode, CPL, paging,
+    /// segments, memory map): translations keyed by linear address are valid for one value.
+    pub fn jit_ctx_gen(&self) -> u64 {
+        self.ctx_gen
+    }
+
+    /// The CPU is halted.
+    pub fn jit_halted(&self) -> bool {
+        self.state.halted
+    }
+
+    /// Linear address of CS:RIP.
+    pub fn jit_linear_rip(&self) -> u64 {
+        self.state.linear_rip()
+    }
+
+    /// Physical address of CS:RIP for an instruction fetch; `None` if the fetch faults (the
+    /// interpreter then delivers the fault).
+    pub fn jit_code_phys(&mut self, p: &mut dyn Platform) -> Option<u64> {
+        let linear = self.state.linear_rip();
+        self.translate(p, linear, AccessKind::Execute).ok()
+    }
+
+    /// Linear address of `seg:offset`, without segment checks.
+    pub fn jit_linear(&self, seg: SegReg, offset: u64) -> u64 {
+        let base = if self.state.in_64bit_code() && !matches!(seg, SegReg::Fs | SegReg::Gs) {
+            0
+        } else {
+            self.state.seg(seg).base
+        };
+        self.wrap_linear(base.wrapping_add(offset))
+    }
+
+    /// RIP.
+    pub fn jit_rip(&self) -> u64 {
+        self.state.rip
+    }
+
+    /// Set RIP (after translated code ran).
+    pub fn jit_set_rip(&mut self, rip: u64) {
+        self.state.rip = rip;
+    }
+
+    /// The general-purpose registers.
+    pub fn jit_gprs(&self) -> [u64; 16] {
+        self.state.gpr
+    }
+
+    /// Replace the general-purpose registers.
+    pub fn jit_set_gprs(&mut self, gpr: &[u64; 16]) {
+        self.state.gpr = *gpr;
+    }
+
+    /// RFLAGS with the arithmetic flags materialized.
+    pub fn jit_rflags(&self) -> u64 {
+        self.rflags()
+    }
+
+    /// Replace RFLAGS as translated code left it (only arithmetic flags ever change there).
+    pub fn jit_set_rflags(&mut self, value: u64) {
+        self.set_rflags(value);
+    }
+
+    /// Count `n` instructions run by translated code as retired.
+    pub fn jit_retire(&mut self, n: u64) {
+        self.retired += n;
+    }
+
+    /// The instruction at CS:RIP fits in the code segment when `byte_len` bytes long
+    /// (translated blocks are checked once against the CS limit, SDM Vol. 3A §5.3).
+    pub fn jit_code_fits(&self, byte_len: u32) -> bool {
+        let s = &self.state;
+        if s.in_64bit_code() {
+            return true;
+        }
+        let end = s.rip + u64::from(byte_len.max(1)) - 1;
+        end <= u64::from(s.seg(SegReg::Cs).limit)
+    }
+
+    /// Size of the block the interpreter would run at CS:RIP; `None` if fetching it faults
+    /// (the interpreter then delivers the fault).
+    pub fn jit_peek_block(&mut self, p: &mut dyn Platform) -> Option<BlockPeek> {
+        let last_rep = |i: &Instruction| {
+            (i.has_rep_prefix() || i.has_repne_prefix()) && i.is_string_instruction()
+        };
+        match self.fetch_block(p).ok()? {
+            Source::Cached(idx, _) => {
+                let insns = &self.cache.block(idx).insns;
+                Some(BlockPeek {
+                    count: insns.len(),
+                    rep_end: insns.last().is_some_and(|d| last_rep(&d.insn)),
+                })
+            }
+            Source::Fresh(v) => Some(BlockPeek {
+                count: v.len(),
+                rep_end: v.last().is_some_and(|d| last_rep(&d.insn)),
+            }),
+        }
+    }
+
+    /// The cached RAM block at CS:RIP for translation; `None` for MMIO/ROM code, instructions
+    /// crossing a page, and fetch faults.
+    pub fn jit_block(&mut self, p: &mut dyn Platform) -> Option<JitBlock> {
+        let Source::Cached(idx, key) = self.fetch_block(p).ok()? else {
+            return None;
+        };
+        let phys = key >> 2;
+        let PhysRegion::Ram(ram_offset) = p.memory().classify(phys, false) else {
+            return None;
+        };
+        let b = self.cache.block(idx);
+        Some(JitBlock {
+            phys,
+            ram_offset,
+            byte_len: b.byte_len,
+            insns: b.insns.iter().map(|d| d.insn).collect(),
+        })
+    }
+
+    /// Run the instruction at CS:RIP as the middle of a block in the run loop (no event
+    /// delivery or polling before it; a fault is delivered but not counted). `rep_budget`
+    /// bounds the iterations of a REP string instruction. Not for single-step mode.
+    pub fn jit_step(&mut self, p: &mut dyn Platform, rep_budget: u64) -> JitStep {
+        let mut out = JitStep {
+            retired: 0,
+            faulted: false,
+            smc: false,
+            shutdown: false,
+        };
+        let first = match self.fetch_block(p) {
+            Ok(Source::Cached(idx, _)) => self.cache.block(idx).insns.first().cloned(),
+            Ok(Source::Fresh(v)) => v.into_iter().next(),
+            Err(f) => {
+                out.faulted = true;
+                out.shutdown = self.fault(p, f).is_some();
+                return out;
+            }
+        };
+        let Some(d) = first else {
+            return out;
+        };
+        let ip_mask = if self.state.code_bitness() == 16 {
+            0xFFFF
+        } else if self.state.code_bitness() == 32 {
+            0xFFFF_FFFF
+        } else {
+            u64::MAX
+        };
+        self.rep_limit = rep_budget.max(1);
+        self.rep_extra = 0;
+        self.smc = false;
+        match self.exec_one(p, &d, ip_mask) {
+            Ok(()) => {
+                out.retired = 1 + std::mem::take(&mut self.rep_extra);
+                self.retired += out.retired;
+                out.smc = self.smc;
+            }
+            Err(f) => {
+                self.rep_extra = 0;
+                out.faulted = true;
+                out.shutdown = self.fault(p, f).is_some();
+            }
+        }
+        out
+    }
+
+    /// Read `size` (1, 2, 4, 8) bytes at `seg:offset` as the instruction being run would:
+    /// segment checks, paging (A/D bits, #PF), RAM/ROM/MMIO. `rmw` checks and translates with
+    /// write intent, for read-modify-write operands.
+    pub fn jit_read(
+        &mut self,
+        p: &mut dyn Platform,
+        seg: SegReg,
+        offset: u64,
+        size: u8,
+        rmw: bool,
+    ) -> Result<u64, Fault> {
+        let n = usize::from(size.clamp(1, 8));
+        let kind = if rmw {
+            AccessKind::Write
+        } else {
+            AccessKind::Read
+        };
+        let linear = self.seg_linear(seg, offset, n as u64, kind)?;
+        self.check_watchpoints(linear, n as u64, false);
+        let mut b = [0u8; 8];
+        self.read_linear(p, linear, &mut b[..n], kind)?;
+        Ok(u64::from_le_bytes(b))
+    }
+
+    /// Write the low `size` bytes of `value` at `seg:offset` (checks as [`Self::jit_read`],
+    /// code-page write tracking included).
+    pub fn jit_write(
+        &mut self,
+        p: &mut dyn Platform,
+        seg: SegReg,
+        offset: u64,
+        size: u8,
+        value: u64,
+    ) -> Result<(), Fault> {
+        let n = usize::from(size.clamp(1, 8));
+        let linear = self.seg_linear(seg, offset, n as u64, AccessKind::Write)?;
+        self.write_linear(p, linear, &value.to_le_bytes()[..n])
+    }
+
+    /// RAM offset of `linear` if the TLB already holds a translation allowing this access
+    /// (read, or write with the dirty bit set) and the page is RAM; no walk, no side effects.
+    /// Valid until [`Self::jit_ctx_gen`] changes (every TLB flush, CPL or map change bumps it).
+    pub fn jit_ram_offset(&self, p: &dyn Platform, linear: u64, write: bool) -> Option<u64> {
+        let phys = if self.state.cr0 & pcvm_core::cpu_state::cr::CR0_PG == 0 {
+            linear & 0xFFFF_FFFF
+        } else {
+            let kind = if write {
+                AccessKind::Write
+            } else {
+                AccessKind::Read
+            };
+            self.tlb.lookup(linear, kind, self.state.cpl() == 3)?
+        };
+        match p.memory().classify(phys, write) {
+            PhysRegion::Ram(off) => Some(off),
+            _ => None,
+        }
+    }
+
+    /// The instruction-boundary event step of the run loop: deliver a pending NMI or
+    /// interrupt (outside interrupt shadows). Returns an exit on shutdown or when halted.
+    pub fn jit_boundary(&mut self, p: &mut dyn Platform) -> Option<VmExit> {
+        if !(self.state.sti_shadow || self.state.mov_ss_shadow) {
+            if let Some(exit) = self.deliver_pending(p) {
+                return Some(exit);
+            }
+        }
+        self.state.halted.then_some(VmExit::Halted)
+    }
+
+    /// An NMI or interrupt could be delivered now (wakes a halted CPU), as the run loop checks
+    /// on entry while halted.
+    pub fn jit_event_deliverable(&mut self, p: &mut dyn Platform) -> bool {
+        self.event_deliverable(p)
+    }
+
+    /// Port or MMIO I/O happened since the last call: the platform should be polled.
+    pub fn jit_take_io_done(&mut self) -> bool {
+        std::mem::take(&mut self.io_done)
+    }
+
+    /// Periodic housekeeping: latch a platform NMI, follow memory-map changes and apply
+    /// code-page writes to the decode cache, reporting both to the caller.
+    pub fn jit_sync(&mut self, p: &mut dyn Platform) -> JitSync {
+        if p.take_nmi() {
+            self.state.nmi_pending = true;
+        }
+        let before = self.map_generation;
+        self.sync_memory_map(p);
+        let mut out = JitSync {
+            map_changed: before != self.map_generation,
+            code_pages: Vec::new(),
+        };
+        self.smc = false;
+        if p.memory().code_dirty() {
+            out.code_pages = p.memory().take_code_invalidations();
+            for off in &out.code_pages {
+                self.cache.invalidate_page(off >> 12);
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,244 @@
+//! The context block translated code runs against, and the out-of-line helpers it calls.
+//!
+//! Generated code receives a pointer to a [`JitCtx`] and an opaque pointer to the dispatcher's
+//! `&mut dyn Platform`. It keeps guest registers in the context's `gpr` copy, probes the soft
+//! TLBs inline for loads and stores to RAM, and calls the `extern "C"` helpers below for
+//! everything else (MMIO, page walks, A/D bits, faults, segment checks); the helpers reach the
+//! interpreter through `JitCtx::interp`, so every slow access has the interpreter's semantics.
+
+use pcvm_core::{Platform, SegReg};
+use pcvm_cpu_interp::Interpreter;
+use vm_memory_host::host_page;
+
+/// Entries in each soft TLB (direct mapped by linear page number).
+pub(crate) const TLB_SIZE: usize = 256;
+
+/// A tag that matches no page-aligned address.
+pub(crate) const TLB_EMPTY: u64 = u64::MAX;
+
+/// One soft-TLB entry: `tag` is the page-aligned linear address; for the read TLB
+/// `linear + addend` is the host address, for the write TLB the RAM offset.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct TlbEntry {
+    pub tag: u64,
+    pub addend: u64,
+}
+
+/// Status a store helper returns.
+pub(crate) const STORE_OK: u64 = 0;
+/// The access faulted: nothing was written; the instruction is re-run by the interpreter.
+pub(crate) const STORE_FAULT: u64 = 1;
+/// The store completed but hit code (a page holding decoded code, or the running block's own
+/// bytes): stop after this instruction, as the interpreter ends its block there.
+pub(crate) const STORE_STOP: u64 = 2;
+
+/// Flag bits of the helpers' `flags` argument: operand size in the low byte.
+pub(crate) const ACC_RMW: u64 = 1 << 8;
+/// The offset is the linear address (flat segment): the helper may fill the soft TLB.
+pub(crate) const ACC_FILL: u64 = 1 << 9;
+
+/// State shared between the dispatcher, generated code and helpers.
+#[repr(C)]
+pub(crate) struct JitCtx {
+    /// Guest GPRs, copied in before and out after a block.
+    pub gpr: [u64; 16],
+    /// RFLAGS in (materialized) and out.
+    pub rflags: u64,
+    /// RIP at exit.
+    pub rip: u64,
+    /// Instructions completed at exit.
+    pub executed: u64,
+    /// Set by a load helper whose access faulted.
+    pub fault: u64,
+    pub tlb_read: [TlbEntry; TLB_SIZE],
+    pub tlb_write: [TlbEntry; TLB_SIZE],
+    /// The interpreter holding the rest of the state (valid while generated code runs).
+    pub interp: *mut Interpreter,
+    /// RAM range [lo, hi) of the running block's bytes, for self-modifying-code stops.
+    pub block_ram: (u64, u64),
+    /// Interpreter context generation the soft TLBs were filled in.
+    pub tlb_gen: u64,
+}
+
+// SAFETY: the raw `interp` pointer is only set (to the owning backend's interpreter) for the
+// duration of one generated-code call on the thread running the backend; between calls it is
+// null, so moving the context to another thread moves no live borrow.
+unsafe impl Send for JitCtx {}
+
+pub(crate) const OFF_GPR: i32 = std::mem::offset_of!(JitCtx, gpr) as i32;
+pub(crate) const OFF_RFLAGS: i32 = std::mem::offset_of!(JitCtx, rflags) as i32;
+pub(crate) const OFF_RIP: i32 = std::mem::offset_of!(JitCtx, rip) as i32;
+pub(crate) const OFF_EXECUTED: i32 = std::mem::offset_of!(JitCtx, executed) as i32;
+pub(crate) const OFF_FAULT: i32 = std::mem::offset_of!(JitCtx, fault) as i32;
+pub(crate) const OFF_TLB_READ: i32 = std::mem::offset_of!(JitCtx, tlb_read) as i32;
+pub(crate) const OFF_TLB_WRITE: i32 = std::mem::offset_of!(JitCtx, tlb_write) as i32;
+
+impl JitCtx {
+    pub(crate) fn new() -> Box<JitCtx> {
+        Box::new(JitCtx {
+            gpr: [0; 16],
+            rflags: 0,
+            rip: 0,
+            executed: 0,
+            fault: 0,
+            tlb_read: [TlbEntry {
+                tag: TLB_EMPTY,
+                addend: 0,
+            }; TLB_SIZE],
+            tlb_write: [TlbEntry {
+                tag: TLB_EMPTY,
+                addend: 0,
+            }; TLB_SIZE],
+            interp: std::ptr::null_mut(),
+            block_ram: (0, 0),
+            tlb_gen: u64::MAX,
+        })
+    }
+
+    /// Empty both soft TLBs.
+    pub(crate) fn flush_tlb(&mut self, gen: u64) {
+        for e in self.tlb_read.iter_mut().chain(self.tlb_write.iter_mut()) {
+            e.tag = TLB_EMPTY;
+        }
+        self.tlb_gen = gen;
+    }
+
+    /// Follow the interpreter's context generation: a change drops every soft-TLB entry.
+    pub(crate) fn check_tlb_gen(&mut self, interp: &Interpreter) {
+        let gen = interp.jit_ctx_gen();
+        if gen != self.tlb_gen {
+            self.flush_tlb(gen);
+        }
+    }
+
+    /// Remember the RAM page of `linear` for inline loads (host pointer) or stores (RAM
+    /// offset), if the interpreter's TLB proves the access allowed without a walk.
+    fn fill(&mut self, interp: &Interpreter, p: &dyn Platform, linear: u64, write: bool) {
+        let Some(off) = interp.jit_ram_offset(p, linear, write) else {
+            return;
+        };
+        let page = linear & !0xFFF;
+        let off_page = off & !0xFFF;
+        let slot = ((linear >> 12) as usize) & (TLB_SIZE - 1);
+        if write {
+            self.tlb_write[slot] = TlbEntry {
+                tag: page,
+                addend: off_page.wrapping_sub(page),
+            };
+        } else if let Some(host) = host_page(p, off_page) {
+            self.tlb_read[slot] = TlbEntry {
+                tag: page,
+                addend: (host as u64).wrapping_sub(page),
+            };
+        }
+    }
+}
+
+/// Host-address lookup of guest RAM pages.
+mod vm_memory_host {
+    use pcvm_core::Platform;
+    use vm_memory::{GuestAddress, GuestMemoryBackend as _};
+
+    /// Host address of the RAM page at RAM offset `off_page` (page-aligned).
+    pub(crate) fn host_page(p: &dyn Platform, off_page: u64) -> Option<*mut u8> {
+        let mem = p.memory();
+        let gpa = mem.layout().offset_to_gpa(off_page);
+        mem.vm_memory().get_host_address(GuestAddress(gpa)).ok()
+    }
+}
+
+/// The segment register numbered as iced/`SegReg::ALL` order (ES CS SS DS FS GS).
+pub(crate) fn seg_from(n: u64) -> SegReg {
+    SegReg::ALL.get(n as usize).copied().unwrap_or(SegReg::Ds)
+}
+
+/// The dispatcher's platform reference as generated code passes it through.
+pub(crate) type PlatRef<'a> = &'a mut dyn Platform;
+
+/// Slow-path load: any segment, any memory type. Sets `ctx.fault` if the access faults.
+pub(crate) extern "C" fn helper_load(
+    ctx: *mut JitCtx,
+    plat: *mut PlatRef<'_>,
+    seg: u64,
+    offset: u64,
+    flags: u64,
+) -> u64 {
+    // SAFETY: generated code passes the context and platform pointers it was called with;
+    // the dispatcher keeps both alive and unaliased for the whole call of the block, and
+    // `ctx.interp` points at the backend's interpreter, which no Rust reference covers while
+    // the block runs.
+    let (ctx, p, interp) = unsafe { (&mut *ctx, &mut **plat, &mut *(*ctx).interp) };
+    let size = (flags & 0xFF) as u8;
+    match interp.jit_read(p, seg_from(seg), offset, size, flags & ACC_RMW != 0) {
+        Ok(v) => {
+            ctx.check_tlb_gen(interp);
+            if flags & ACC_FILL != 0 {
+                ctx.fill(interp, p, offset, false);
+            }
+            v
+        }
+        Err(_) => {
+            ctx.fault = 1;
+            0
+        }
+    }
+}
+
+/// Slow-path store: any segment, any memory type; returns a `STORE_*` status.
+pub(crate) extern "C" fn helper_store(
+    ctx: *mut JitCtx,
+    plat: *mut PlatRef<'_>,
+    seg: u64,
+    offset: u64,
+    flags: u64,
+    value: u64,
+) -> u64 {
+    // SAFETY: as in `helper_load`.
+    let (ctx, p, interp) = unsafe { (&mut *ctx, &mut **plat, &mut *(*ctx).interp) };
+    let size = (flags & 0xFF) as u8;
+    let seg = seg_from(seg);
+    match interp.jit_write(p, seg, offset, size, value) {
+        Ok(()) => {
+            ctx.check_tlb_gen(interp);
+            if flags & ACC_FILL != 0 {
+                ctx.fill(interp, p, offset, true);
+            }
+            // Self-modifying code: did the store reach the running block's bytes?
+            let linear = interp.jit_linear(seg, offset);
+            let hit = [linear, linear.wrapping_add(u64::from(size.max(1)) - 1)]
+                .iter()
+                .filter_map(|&l| interp.jit_ram_offset(p, l, true))
+                .any(|off| off >= ctx.block_ram.0 && off < ctx.block_ram.1);
+            if hit || p.memory().code_dirty() {
+                STORE_STOP
+            } else {
+                STORE_OK
+            }
+        }
+        Err(_) => STORE_FAULT,
+    }
+}
+
+/// Fast-path store to a RAM page found in the write TLB: goes through `GuestMemory` so code
+/// pages are tracked, and stops the block if it wrote the block's own bytes.
+pub(crate) extern "C" fn helper_store_ram(
+    ctx: *mut JitCtx,
+    plat: *mut PlatRef<'_>,
+    ram_off: u64,
+    size: u64,
+    value: u64,
+) -> u64 {
+    // SAFETY: as in `helper_load`.
+    let (ctx, p) = unsafe { (&mut *ctx, &mut **plat) };
+    let n = (size as usize).clamp(1, 8);
+    if !p.memory().write_ram(ram_off, &value.to_le_bytes()[..n]) {
+        return STORE_FAULT;
+    }
+    let (lo, hi) = ctx.block_ram;
+    if (ram_off < hi && ram_off + n as u64 > lo) || p.memory().code_dirty() {
+        STORE_STOP
+    } else {
+        STORE_OK
+    }
+}

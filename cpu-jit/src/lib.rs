@@ -1,0 +1,640 @@
+//! The Cranelift JIT CPU backend: hot guest blocks compiled to native code, everything else
+//! run by the reference interpreter.
+//!
+//! Structure:
+//! - [`JitBackend`] (this file): the `CpuBackend` and its dispatcher. It owns an
+//!   [`Interpreter`] that holds the CPU state, runs cold code, uncovered instructions and
+//!   faulting instructions, and delivers interrupts; translated blocks run between its
+//!   instruction boundaries. Tiering: a block (keyed by guest-physical address and EIP) is
+//!   compiled after [`DEFAULT_THRESHOLD`] executions.
+//! - `translate`: interpreter-decoded block → Cranelift IR (32-bit flat protected-mode integer
+//!   code; lazy flags; inline soft-TLB loads).
+//! - `ctx`: the context block generated code runs against and the out-of-line helpers
+//!   (slow memory path through the interpreter, RAM stores with code-page tracking).
+//!
+//! Correctness rules: a translated block runs only in the mode it was compiled for (32-bit
+//! code, flat CS/DS/ES/SS, 32-bit stack, no single-stepping, no debugger); its bytes are
+//! compared with guest RAM before each run (so stores by any agent — CPU, DMA, another
+//! mapping — are honoured) and code-page write notices from `GuestMemory` drop blocks early;
+//! a block stops after a store to its own bytes; the memory map generation flushes
+//! everything.
+#![deny(unsafe_op_in_unsafe_fn)]
+
+mod ctx;
+mod error;
+mod translate;
+
+pub use error::{Error, Result};
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use cranelift_codegen::ir::{types, AbiParam};
+use cranelift_codegen::settings::{self, Configurable};
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
+use cranelift_jit::{JITBuilder, JITModule};
+use cranelift_module::{default_libcall_names, Module};
+use iced_x86::Instruction;
+use pcvm_core::{
+    CpuBackend, CpuState, DebugConfig, Kicker, Platform, RunLimit, SystemRequest, VmExit,
+};
+use pcvm_cpu_interp::Interpreter;
+
+use ctx::JitCtx;
+use translate::{supported, Translator, EXIT_FAULT, EXIT_STOP};
+
+/// Executions of a block before it is compiled.
+pub const DEFAULT_THRESHOLD: u32 = 32;
+
+/// Instructions between platform polls (timers, kicker), as the interpreter does.
+const POLL_INTERVAL: u64 = 2048;
+
+/// Compiled blocks kept before the whole code cache is dropped.
+const MAX_BLOCKS: usize = 1 << 15;
+
+/// Native code bytes kept before the whole code cache is dropped.
+const MAX_CODE_BYTES: usize = 64 << 20;
+
+/// REP iterations a fallback run may do beyond its block before returning to the dispatcher.
+const REP_SLICE: u64 = 4096;
+
+/// Most guest instructions in one translated block (compile time grows with the exits).
+const MAX_TRANSLATED: usize = 32;
+
+/// Recompilations of one block (after its code changed) before it stays interpreted.
+const MAX_RECOMPILES: u32 = 8;
+
+/// Entries of the linear-EIP lookup cache.
+const JMP_CACHE_SIZE: usize = 4096;
+
+/// Compiled code: `fn(ctx, &mut &mut dyn Platform) -> exit code`.
+type BlockFn = unsafe extern "C" fn(*mut JitCtx, *mut u8) -> u64;
+
+/// One compiled block.
+struct CompiledBlock {
+    func: BlockFn,
+    /// Guest instructions translated (the most one run retires).
+    insns: u64,
+    /// Instructions of the interpreter's block at the same address (`insns` or more when the
+    /// translation stops before an instruction it does not cover).
+    pure_len: u64,
+    /// RAM offset and the guest bytes it was compiled from.
+    ram_offset: u64,
+    bytes: Vec<u8>,
+    key: (u64, u64),
+}
+
+/// What the dispatcher knows about a (physical address, EIP) block.
+#[derive(Clone, Copy, Debug)]
+enum Entry {
+    /// Executions so far (interpreted).
+    Cold(u32),
+    Compiled(u32),
+    /// Its first instruction cannot be translated.
+    Never,
+}
+
+/// Counters for benches and reports.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct JitStats {
+    /// Blocks compiled.
+    pub blocks_compiled: u64,
+    /// Guest instructions in compiled blocks.
+    pub insns_translated: u64,
+    /// Nanoseconds spent translating and compiling.
+    pub compile_ns: u64,
+    /// Instructions retired by compiled code.
+    pub insns_native: u64,
+    /// Compiled blocks dropped because their guest bytes changed.
+    pub invalidations: u64,
+    /// Whole code-cache flushes.
+    pub flushes: u64,
+}
+
+/// Cranelift state for compiling blocks.
+struct Compiler {
+    module: JITModule,
+    cl_ctx: cranelift_codegen::Context,
+    fctx: FunctionBuilderContext,
+    code_bytes: usize,
+}
+
+fn new_module() -> Result<JITModule> {
+    let mut flags = settings::builder();
+    let set = |f: &mut settings::Builder, k: &str, v: &str| {
+        f.set(k, v).map_err(|e| Error::Codegen(e.to_string()))
+    };
+    set(&mut flags, "use_colocated_libcalls", "false")?;
+    set(&mut flags, "is_pic", "false")?;
+    set(&mut flags, "opt_level", "speed")?;
+    set(&mut flags, "enable_verifier", "false")?;
+    let isa = cranelift_native::builder()
+        .map_err(|e| Error::Codegen(e.to_string()))?
+        .finish(settings::Flags::new(flags))
+        .map_err(|e| Error::Codegen(e.to_string()))?;
+    Ok(JITModule::new(JITBuilder::with_isa(
+        isa,
+        default_libcall_names(),
+    )))
+}
+
+impl Compiler {
+    fn new() -> Result<Self> {
+        let module = new_module()?;
+        Ok(Compiler {
+            cl_ctx: module.make_context(),
+            module,
+            fctx: FunctionBuilderContext::new(),
+            code_bytes: 0,
+        })
+    }
+
+    /// Compile `insns` (all supported) into a native function.
+    fn compile(&mut self, insns: &[Instruction]) -> Result<BlockFn> {
+        let ptr = self.module.target_config().pointer_type();
+        let mut sig = self.module.make_signature();
+        sig.params.push(AbiParam::new(ptr));
+        sig.params.push(AbiParam::new(ptr));
+        sig.returns.push(AbiParam::new(types::I64));
+        let id = self
+            .module
+            .declare_anonymous_function(&sig)
+            .map_err(|e| Error::Codegen(e.to_string()))?;
+        self.cl_ctx.func.signature = sig;
+        let call_conv = self.module.isa().default_call_conv();
+        let cfg = self.module.target_config();
+        let b = FunctionBuilder::new(&mut self.cl_ctx.func, &mut self.fctx);
+        let built = Translator::new(b, call_conv).block(insns, cfg);
+        if built.is_err() {
+            self.module.clear_context(&mut self.cl_ctx);
+            return Err(Error::Untranslatable);
+        }
+        let r = self.module.define_function(id, &mut self.cl_ctx);
+        if let Some(code) = self.cl_ctx.compiled_code() {
+            self.code_bytes += code.code_buffer().len();
+        }
+        self.module.clear_context(&mut self.cl_ctx);
+        r.map_err(|e| Error::Codegen(format!("{e:?}")))?;
+        self.module
+            .finalize_definitions()
+            .map_err(|e| Error::Codegen(e.to_string()))?;
+        let code = self.module.get_finalized_function(id);
+        // SAFETY: `code` is the finalized machine code of a function declared with the
+        // signature (pointer, pointer) -> i64 in the host's default (C) calling convention,
+        // which is `BlockFn`; it stays mapped until this module is freed.
+        Ok(unsafe { std::mem::transmute::<*const u8, BlockFn>(code) })
+    }
+}
+
+/// The JIT backend.
+pub struct JitBackend {
+    interp: Interpreter,
+    ctx: Box<JitCtx>,
+    compiler: Compiler,
+    blocks: Vec<Option<CompiledBlock>>,
+    map: HashMap<(u64, u64), Entry>,
+    /// RAM page → compiled blocks decoded from it.
+    pages: HashMap<u64, Vec<u32>>,
+    /// Times the block at a key was dropped because its code changed.
+    drops: HashMap<(u64, u64), u32>,
+    /// (linear EIP, context generation, block index).
+    jmp: Vec<(u64, u64, u32)>,
+    threshold: u32,
+    stats: JitStats,
+    buf: Vec<u8>,
+}
+
+impl std::fmt::Debug for JitBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JitBackend")
+            .field("interp", &self.interp)
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl JitBackend {
+    /// A CPU in the RESET state.
+    pub fn new() -> Result<Self> {
+        Self::with_interpreter(Interpreter::new())
+    }
+
+    /// A JIT around an existing interpreter (its state, trace and debug settings).
+    pub fn with_interpreter(interp: Interpreter) -> Result<Self> {
+        Ok(JitBackend {
+            interp,
+            ctx: JitCtx::new(),
+            compiler: Compiler::new()?,
+            blocks: Vec::new(),
+            map: HashMap::new(),
+            pages: HashMap::new(),
+            drops: HashMap::new(),
+            jmp: vec![(u64::MAX, 0, 0); JMP_CACHE_SIZE],
+            threshold: DEFAULT_THRESHOLD,
+            stats: JitStats::default(),
+            buf: Vec::new(),
+        })
+    }
+
+    /// Compile blocks after `n` executions (1 compiles on first sight; for tests).
+    pub fn set_threshold(&mut self, n: u32) {
+        self.threshold = n.max(1);
+    }
+
+    /// Counters since creation.
+    pub fn stats(&self) -> JitStats {
+        self.stats
+    }
+
+    /// `--trace` output (tracing runs everything in the interpreter).
+    pub fn set_trace(&mut self, out: Option<Box<dyn std::io::Write + Send>>) {
+        self.interp.set_trace(out);
+    }
+
+    /// Drop every compiled block and the code memory.
+    fn flush_code(&mut self) {
+        self.blocks.clear();
+        self.map.clear();
+        self.pages.clear();
+        self.drops.clear();
+        self.jmp.fill((u64::MAX, 0, 0));
+        self.stats.flushes += 1;
+        match Compiler::new() {
+            Ok(fresh) => {
+                let old = std::mem::replace(&mut self.compiler, fresh);
+                // SAFETY: every function pointer into the old module was in `self.blocks`,
+                // cleared above, and no generated code is running (the dispatcher calls this
+                // between blocks).
+                unsafe { old.module.free_memory() };
+            }
+            Err(e) => tracing::warn!("JIT: cannot create a new code cache: {e}"),
+        }
+    }
+
+    /// Drop the compiled blocks decoded from RAM page `page` (offset >> 12).
+    fn invalidate_page(&mut self, page: u64) {
+        let Some(list) = self.pages.remove(&page) else {
+            return;
+        };
+        for idx in list {
+            self.drop_block(idx);
+        }
+    }
+
+    fn drop_block(&mut self, idx: u32) {
+        if let Some(b) = self.blocks.get_mut(idx as usize).and_then(Option::take) {
+            // Code rewritten again and again (data sharing its page, a patching loop) stays
+            // interpreted rather than recompiled each time.
+            let drops = self.drops.entry(b.key).or_insert(0);
+            *drops += 1;
+            let next = if *drops >= MAX_RECOMPILES {
+                Entry::Never
+            } else {
+                Entry::Cold(0)
+            };
+            self.map.insert(b.key, next);
+            self.jmp.fill((u64::MAX, 0, 0));
+            self.stats.invalidations += 1;
+        }
+    }
+
+    /// Apply memory-map changes and code-page writes.
+    fn sync(&mut self, p: &mut dyn Platform) {
+        let s = self.interp.jit_sync(p);
+        if s.map_changed {
+            self.flush_code();
+        }
+        for off in s.code_pages {
+            self.invalidate_page(off >> 12);
+        }
+    }
+
+    /// The compiled block to run at CS:EIP, compiling it if it became hot.
+    fn lookup(&mut self, p: &mut dyn Platform) -> Option<u32> {
+        let lin = self.interp.jit_linear_rip();
+        let gen = self.interp.jit_ctx_gen();
+        let slot = ((lin ^ (lin >> 12)) as usize) & (JMP_CACHE_SIZE - 1);
+        let (tag, g, idx) = self.jmp[slot];
+        if tag == lin && g == gen {
+            return Some(idx);
+        }
+        let phys = self.interp.jit_code_phys(p)?;
+        let key = (phys, self.interp.jit_rip());
+        let entry = self.map.get(&key).copied().unwrap_or(Entry::Cold(0));
+        let idx = match entry {
+            Entry::Compiled(idx) => idx,
+            Entry::Never => return None,
+            Entry::Cold(n) if n + 1 < self.threshold => {
+                self.map.insert(key, Entry::Cold(n + 1));
+                return None;
+            }
+            Entry::Cold(_) => match self.compile(p, key) {
+                Some(idx) => idx,
+                None => {
+                    self.map.insert(key, Entry::Never);
+                    return None;
+                }
+            },
+        };
+        self.jmp[slot] = (lin, gen, idx);
+        Some(idx)
+    }
+
+    /// Translate the block at CS:EIP.
+    fn compile(&mut self, p: &mut dyn Platform, key: (u64, u64)) -> Option<u32> {
+        let block = self.interp.jit_block(p)?;
+        if block.phys != key.0 {
+            return None;
+        }
+        let n = block
+            .insns
+            .iter()
+            .take(MAX_TRANSLATED)
+            .take_while(|i| supported(i))
+            .count();
+        if n == 0 {
+            return None;
+        }
+        if self.blocks.len() >= MAX_BLOCKS || self.compiler.code_bytes >= MAX_CODE_BYTES {
+            self.flush_code();
+        }
+        let insns = &block.insns[..n];
+        let len: usize = insns.iter().map(Instruction::len).sum();
+        let mut bytes = vec![0u8; len];
+        if !p.memory().read_ram(block.ram_offset, &mut bytes) {
+            return None;
+        }
+        let t0 = Instant::now();
+        let func = match self.compiler.compile(insns) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::debug!("JIT: block at {:#x} not compiled: {e}", key.1);
+                return None;
+            }
+        };
+        self.stats.compile_ns += t0.elapsed().as_nanos() as u64;
+        self.stats.blocks_compiled += 1;
+        self.stats.insns_translated += n as u64;
+        p.memory().mark_code_page(block.ram_offset);
+        let idx = self.blocks.len() as u32;
+        self.blocks.push(Some(CompiledBlock {
+            func,
+            insns: n as u64,
+            pure_len: block.insns.len() as u64,
+            ram_offset: block.ram_offset,
+            bytes,
+            key,
+        }));
+        self.map.insert(key, Entry::Compiled(idx));
+        self.pages
+            .entry(block.ram_offset >> 12)
+            .or_default()
+            .push(idx);
+        Some(idx)
+    }
+
+    /// Run compiled block `idx` if it fits the budget and its bytes are unchanged. Returns
+    /// (instructions retired, exit code, the interpreter block's length), or `None` if it did
+    /// not run.
+    fn run_block(
+        &mut self,
+        p: &mut dyn Platform,
+        idx: u32,
+        budget: u64,
+    ) -> Option<(u64, u64, u64)> {
+        let blk = self.blocks.get(idx as usize)?.as_ref()?;
+        if blk.insns > budget {
+            return None;
+        }
+        self.buf.resize(blk.bytes.len(), 0);
+        let same =
+            p.memory().read_ram(blk.ram_offset, &mut self.buf) && self.buf[..] == blk.bytes[..];
+        if !same {
+            self.drop_block(idx);
+            return None;
+        }
+        let func = blk.func;
+        let pure_len = blk.pure_len;
+        let range = (blk.ram_offset, blk.ram_offset + blk.bytes.len() as u64);
+        let ctx = &mut *self.ctx;
+        ctx.check_tlb_gen(&self.interp);
+        ctx.gpr = self.interp.jit_gprs();
+        ctx.rflags = self.interp.jit_rflags();
+        ctx.fault = 0;
+        ctx.block_ram = range;
+        ctx.interp = &mut self.interp;
+        let mut plat: &mut dyn Platform = p;
+        let plat_ptr = (&mut plat as *mut &mut dyn Platform).cast::<u8>();
+        // SAFETY: `func` is live compiled code (its block is in `self.blocks`, so the module
+        // holding it has not been freed) with the `BlockFn` ABI. It reads and writes only
+        // `*ctx` (exclusively borrowed here) and guest RAM through host pointers that the soft
+        // TLB took from `GuestMemory`'s mapping, which outlives the call; its helpers reach
+        // the interpreter through `ctx.interp` and the platform through `plat_ptr`, both
+        // valid and otherwise unused until the call returns.
+        let code = unsafe { func(ctx, plat_ptr) };
+        let ctx = &mut *self.ctx;
+        ctx.interp = std::ptr::null_mut();
+        self.interp.jit_set_gprs(&ctx.gpr);
+        self.interp.jit_set_rflags(ctx.rflags);
+        self.interp.jit_set_rip(ctx.rip);
+        self.interp.jit_retire(ctx.executed);
+        self.stats.insns_native += ctx.executed;
+        Some((ctx.executed, code, pure_len))
+    }
+
+    /// The mode allows translated code.
+    fn jit_mode_ok(&self) -> bool {
+        let m = self.interp.jit_mode();
+        m.bitness == 32 && m.flat && m.code_flat && m.stack32 && !m.single
+    }
+
+    /// The dispatcher: the interpreter's run loop at block granularity, with compiled blocks
+    /// standing in for whole interpreter blocks.
+    ///
+    /// It keeps the interpreter's block structure so budgets, fault accounting and event
+    /// delivery points match it exactly: `pure_left` counts the instructions left of the block
+    /// the interpreter alone would be running (after a compiled block stopped before an
+    /// instruction it does not cover). Inside such a block, instructions run one at a time in
+    /// the interpreter with no polling or event delivery, and a faulting one is not charged to
+    /// the budget (the interpreter charges a fault only to the first instruction of a block).
+    fn run_inner(&mut self, p: &mut dyn Platform, limit: RunLimit) -> pcvm_core::Result<VmExit> {
+        let mut budget = match limit {
+            RunLimit::Unbounded => u64::MAX,
+            RunLimit::Instructions(n) => n,
+        };
+        let kicker = self.interp.kicker();
+        self.sync(p);
+        if self.interp.jit_halted() {
+            p.poll();
+            if !self.interp.jit_event_deliverable(p) {
+                return Ok(VmExit::Halted);
+            }
+        }
+        let mut since_poll = 0u64;
+        // Instructions of compiled code not yet added to the virtual clock.
+        let mut clock_pending = 0u64;
+        // Instructions left of the interpreter block being run piecewise.
+        let mut pure_left = 0u64;
+        loop {
+            if pure_left == 0 {
+                if since_poll >= POLL_INTERVAL || self.interp.jit_take_io_done() {
+                    p.clock()
+                        .add_instructions(std::mem::take(&mut clock_pending));
+                    since_poll = 0;
+                    p.poll();
+                    match p.system_request() {
+                        Some(SystemRequest::Reset) => return Ok(VmExit::Reset),
+                        Some(SystemRequest::PowerOff(_)) => return Ok(VmExit::PowerOff),
+                        None => {}
+                    }
+                    if kicker.take() {
+                        return Ok(VmExit::Kicked);
+                    }
+                    self.sync(p);
+                }
+                if let Some(exit) = self.interp.jit_boundary(p) {
+                    p.clock().add_instructions(clock_pending);
+                    return Ok(exit);
+                }
+                if budget == 0 {
+                    p.clock().add_instructions(clock_pending);
+                    return Ok(VmExit::BudgetExhausted);
+                }
+                if self.jit_mode_ok() {
+                    if let Some(idx) = self.lookup(p) {
+                        if let Some((n, code, pure_len)) = self.run_block(p, idx, budget) {
+                            budget -= n.min(budget);
+                            since_poll += n;
+                            clock_pending += n;
+                            pure_left = match code {
+                                // The interpreter re-runs the faulting instruction, the n+1st
+                                // of its block.
+                                c if c == EXIT_FAULT as u64 => (pure_len - n).max(1),
+                                // The interpreter also ends a block after a store into it.
+                                c if c == EXIT_STOP as u64 => 0,
+                                _ => pure_len - n.min(pure_len),
+                            };
+                            if code == EXIT_STOP as u64 {
+                                // Drop the decodes the store made stale before the next fetch.
+                                self.sync(p);
+                            }
+                            if pure_left > 0 && n == 0 {
+                                // A fault on the block's first instruction: the interpreter
+                                // runs (and charges) it as the start of its block.
+                                pure_left = 0;
+                                let exit =
+                                    self.interp_run(p, 1, &mut since_poll, &mut clock_pending)?;
+                                budget -= 1;
+                                if let Some(exit) = exit {
+                                    return Ok(exit);
+                                }
+                            }
+                            continue;
+                        }
+                    }
+                }
+                // The interpreter runs the block at CS:EIP.
+                let k = match self.interp.jit_peek_block(p) {
+                    Some(peek) if peek.rep_end => peek.count as u64 - 1 + REP_SLICE,
+                    Some(peek) => peek.count as u64,
+                    None => 1,
+                }
+                .min(budget);
+                let exit = self.interp_run(p, k, &mut since_poll, &mut clock_pending)?;
+                budget -= k;
+                if let Some(exit) = exit {
+                    return Ok(exit);
+                }
+            } else {
+                // The rest of an interpreter block, one instruction at a time.
+                if budget == 0 {
+                    p.clock().add_instructions(clock_pending);
+                    return Ok(VmExit::BudgetExhausted);
+                }
+                let step = self.interp.jit_step(p, budget);
+                since_poll += step.retired;
+                clock_pending += step.retired;
+                if step.shutdown {
+                    p.clock().add_instructions(clock_pending);
+                    return Ok(VmExit::Shutdown);
+                }
+                budget -= step.retired.min(budget);
+                if step.faulted || step.smc {
+                    // The interpreter's block ends at a fault or a store into code.
+                    pure_left = 0;
+                    if step.smc {
+                        self.sync(p);
+                    }
+                } else {
+                    pure_left -= 1;
+                }
+            }
+        }
+    }
+
+    /// Let the interpreter run `k` instructions; `Some(exit)` unless it used the budget.
+    fn interp_run(
+        &mut self,
+        p: &mut dyn Platform,
+        k: u64,
+        since_poll: &mut u64,
+        clock_pending: &mut u64,
+    ) -> pcvm_core::Result<Option<VmExit>> {
+        p.clock().add_instructions(std::mem::take(clock_pending));
+        let before = self.interp.instructions_retired();
+        let exit = self.interp.run(p, RunLimit::Instructions(k))?;
+        *since_poll += self.interp.instructions_retired() - before;
+        Ok((exit != VmExit::BudgetExhausted).then_some(exit))
+    }
+}
+
+impl CpuBackend for JitBackend {
+    fn name(&self) -> &'static str {
+        "jit"
+    }
+
+    fn run(&mut self, platform: &mut dyn Platform, limit: RunLimit) -> pcvm_core::Result<VmExit> {
+        if self.interp.jit_debugging() {
+            // Breakpoints, watchpoints, single-step and tracing: the interpreter alone.
+            return self.interp.run(platform, limit);
+        }
+        self.run_inner(platform, limit)
+    }
+
+    fn state(&mut self) -> pcvm_core::Result<CpuState> {
+        self.interp.state()
+    }
+
+    fn set_state(&mut self, state: &CpuState) -> pcvm_core::Result<()> {
+        self.interp.set_state(state)
+    }
+
+    fn set_debug(&mut self, config: &DebugConfig) -> pcvm_core::Result<()> {
+        self.interp.set_debug(config)
+    }
+
+    fn translate(
+        &mut self,
+        platform: &dyn Platform,
+        linear: u64,
+    ) -> pcvm_core::Result<Option<u64>> {
+        self.interp.translate(platform, linear)
+    }
+
+    fn kicker(&self) -> Kicker {
+        self.interp.kicker()
+    }
+
+    fn flush_caches(&mut self) {
+        self.interp.flush_caches();
+        self.flush_code();
+    }
+
+    fn instructions_retired(&self) -> u64 {
+        self.interp.instructions_retired()
+    }
+
+    fn cpuid(&self, leaf: u32, subleaf: u32) -> Option<[u32; 4]> {
+        self.interp.cpuid(leaf, subleaf)
+    }
+}

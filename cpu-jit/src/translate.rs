@@ -1,0 +1,1245 @@
+//! Guest block → Cranelift IR: 32-bit flat protected-mode integer code.
+//!
+//! A block is the interpreter's decoded block at one CS:EIP, cut before the first instruction
+//! [`supported`] rejects. Guest GPRs live in Cranelift variables loaded from `JitCtx::gpr` at
+//! entry and stored back at every exit; arithmetic flags are carried lazily as the last
+//! flag-setting operation's operands and result (SDM Vol. 1 §3.4.3.1) and materialized only
+//! when a non-fast condition or an exit needs them. Every instruction does its memory accesses
+//! before it changes any register or flag, so a faulting access exits with the state as it was
+//! before the instruction and the interpreter re-runs it to deliver the fault precisely.
+//!
+//! Flag results, including the ones the SDM leaves undefined, match the interpreter's choices
+//! (checked by the interpreter-vs-JIT differential test).
+
+use cranelift_codegen::ir::condcodes::IntCC;
+use cranelift_codegen::ir::{types, AbiParam, InstBuilder, MemFlagsData, SigRef, Signature, Value};
+use cranelift_codegen::isa::{CallConv, TargetFrontendConfig};
+use cranelift_frontend::{FunctionBuilder, Variable};
+use iced_x86::{Code, Instruction, Mnemonic, OpKind, Register};
+
+use crate::ctx::{
+    helper_load, helper_store, helper_store_ram, ACC_FILL, ACC_RMW, OFF_EXECUTED, OFF_FAULT,
+    OFF_GPR, OFF_RFLAGS, OFF_RIP, OFF_TLB_READ, OFF_TLB_WRITE, STORE_FAULT, STORE_STOP,
+};
+
+/// Exit code: the block ran to its end.
+pub(crate) const EXIT_NEXT: i64 = 0;
+/// Exit code: an access of the instruction at `rip` faulted; nothing of it was done.
+pub(crate) const EXIT_FAULT: i64 = 1;
+/// Exit code: a store wrote the block's own bytes; stopped after that instruction.
+pub(crate) const EXIT_STOP: i64 = 2;
+
+const I64: types::Type = types::I64;
+const I8: types::Type = types::I8;
+
+/// The six arithmetic flags (CF PF AF ZF SF OF).
+const ARITH: i64 = 0x8D5;
+
+/// A translation gave up on an instruction [`supported`] accepted.
+#[derive(Debug)]
+pub(crate) struct Unsupported;
+
+type Tr<T> = Result<T, Unsupported>;
+
+/// Mask of a `size`-byte value.
+fn mask(size: u32) -> i64 {
+    match size {
+        1 => 0xFF,
+        2 => 0xFFFF,
+        4 => 0xFFFF_FFFF,
+        _ => -1,
+    }
+}
+
+/// A register operand: GPR number, byte offset (8 for AH..BH), size in bytes.
+fn gpr(r: Register) -> Option<(usize, u32, u32)> {
+    let n = r as u32;
+    if r.is_gpr8() {
+        let d = n - Register::AL as u32;
+        return Some(match d {
+            0..=3 => (d as usize, 0, 1),
+            4..=7 => (d as usize - 4, 8, 1),
+            _ => (d as usize - 4, 0, 1),
+        });
+    }
+    if r.is_gpr16() {
+        return Some(((n - Register::AX as u32) as usize, 0, 2));
+    }
+    if r.is_gpr32() {
+        return Some(((n - Register::EAX as u32) as usize, 0, 4));
+    }
+    None
+}
+
+fn is_imm(k: OpKind) -> bool {
+    matches!(
+        k,
+        OpKind::Immediate8
+            | OpKind::Immediate16
+            | OpKind::Immediate32
+            | OpKind::Immediate8to16
+            | OpKind::Immediate8to32
+    )
+}
+
+/// Operand `i` is a GPR (of the first eight: 32-bit code has no REX), memory or immediate.
+fn plain_op(insn: &Instruction, i: u32) -> bool {
+    match insn.op_kind(i) {
+        OpKind::Register => gpr(insn.op_register(i)).is_some_and(|(n, _, _)| n < 8),
+        OpKind::Memory => true,
+        k => is_imm(k),
+    }
+}
+
+/// Size in bytes of operand `i`.
+fn op_size(insn: &Instruction, i: u32) -> u32 {
+    match insn.op_kind(i) {
+        OpKind::Register => insn.op_register(i).size() as u32,
+        OpKind::Memory => insn.memory_size().size() as u32,
+        OpKind::Immediate8 => 1,
+        OpKind::Immediate16 | OpKind::Immediate8to16 => 2,
+        _ => 4,
+    }
+}
+
+/// The instruction can be translated (32-bit flat code).
+pub(crate) fn supported(insn: &Instruction) -> bool {
+    use Mnemonic as M;
+    if insn.is_invalid() || insn.has_lock_prefix() {
+        return false;
+    }
+    let n = insn.op_count();
+    if !(0..n).all(|i| {
+        plain_op(insn, i) || matches!(insn.op_kind(i), OpKind::NearBranch32 | OpKind::NearBranch16)
+    }) {
+        return false;
+    }
+    if insn.op_kind(0) == OpKind::Memory || (n > 1 && insn.op_kind(1) == OpKind::Memory) {
+        // 32- or 16-bit addressing with GPR base/index only.
+        let ok_reg =
+            |r: Register| r == Register::None || gpr(r).is_some_and(|(n, _, s)| n < 8 && s >= 2);
+        if !ok_reg(insn.memory_base()) || !ok_reg(insn.memory_index()) {
+            return false;
+        }
+    }
+    let size0 = if n > 0 { op_size(insn, 0) } else { 0 };
+    match insn.mnemonic() {
+        M::Add | M::Or | M::Adc | M::Sbb | M::And | M::Sub | M::Xor | M::Cmp | M::Test => {
+            n == 2 && size0 <= 4
+        }
+        M::Inc | M::Dec | M::Neg | M::Not => n == 1 && size0 <= 4,
+        M::Mov => n == 2 && size0 <= 4,
+        M::Movzx | M::Movsx => n == 2 && size0 <= 4,
+        M::Lea => {
+            n == 2 && insn.op_kind(0) == OpKind::Register && insn.op_kind(1) == OpKind::Memory
+        }
+        M::Shl | M::Sal | M::Shr | M::Sar => {
+            size0 <= 4 && (n == 1 || (n == 2 && insn.op_kind(1) == OpKind::Immediate8))
+        }
+        M::Imul => (n == 2 || n == 3) && insn.op_kind(0) == OpKind::Register && size0 >= 2,
+        M::Push => {
+            n == 1
+                && matches!(
+                    insn.code(),
+                    Code::Push_r32 | Code::Push_r16 | Code::Pushd_imm32 | Code::Pushd_imm8
+                )
+        }
+        M::Pop => matches!(insn.code(), Code::Pop_r32 | Code::Pop_r16),
+        M::Call => matches!(insn.code(), Code::Call_rel32_32 | Code::Call_rm32),
+        M::Ret => matches!(insn.code(), Code::Retnd | Code::Retnd_imm16),
+        M::Jmp => matches!(
+            insn.code(),
+            Code::Jmp_rel8_32 | Code::Jmp_rel32_32 | Code::Jmp_rm32
+        ),
+        M::Nop => true,
+        M::Xchg => {
+            n == 2 && insn.op_kind(0) == OpKind::Register && insn.op_kind(1) == OpKind::Register
+        }
+        M::Cwde | M::Cdq | M::Cbw | M::Cwd => true,
+        _ => {
+            if insn.is_jcc_short_or_near() {
+                insn.op_kind(0) == OpKind::NearBranch32
+            } else {
+                is_setcc(insn) || is_cmovcc(insn)
+            }
+        }
+    }
+}
+
+/// SETcc r/m8.
+fn is_setcc(insn: &Instruction) -> bool {
+    use Mnemonic as M;
+    matches!(
+        insn.mnemonic(),
+        M::Seto
+            | M::Setno
+            | M::Setb
+            | M::Setae
+            | M::Sete
+            | M::Setne
+            | M::Setbe
+            | M::Seta
+            | M::Sets
+            | M::Setns
+            | M::Setp
+            | M::Setnp
+            | M::Setl
+            | M::Setge
+            | M::Setle
+            | M::Setg
+    )
+}
+
+/// CMOVcc r, r/m.
+fn is_cmovcc(insn: &Instruction) -> bool {
+    use Mnemonic as M;
+    matches!(
+        insn.mnemonic(),
+        M::Cmovo
+            | M::Cmovno
+            | M::Cmovb
+            | M::Cmovae
+            | M::Cmove
+            | M::Cmovne
+            | M::Cmovbe
+            | M::Cmova
+            | M::Cmovs
+            | M::Cmovns
+            | M::Cmovp
+            | M::Cmovnp
+            | M::Cmovl
+            | M::Cmovge
+            | M::Cmovle
+            | M::Cmovg
+    )
+}
+
+/// The condition nibble of Jcc/SETcc/CMOVcc (SDM Vol. 1 App. B: O NO B AE E NE BE A S NS P NP
+/// L GE LE G).
+fn cc_nibble(insn: &Instruction) -> u8 {
+    (insn.condition_code() as u8).wrapping_sub(1) & 0xF
+}
+
+/// Which operation the lazy flags describe.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum FlagOp {
+    /// ADD/ADC: CF from the carry out (`cf`).
+    Add,
+    /// SUB/SBB/CMP/NEG: CF the borrow (`cf`); `plain` when no borrow came in (a, b compare
+    /// directly).
+    Sub {
+        plain: bool,
+    },
+    /// AND/OR/XOR/TEST: CF = OF = AF = 0.
+    Logic,
+    /// INC/DEC: CF kept (`cf`).
+    Inc,
+    Dec,
+}
+
+/// The arithmetic flags as known at a point of the block.
+#[derive(Clone, Copy)]
+enum Flags {
+    /// Full RFLAGS value.
+    Mat(Value),
+    /// The last flag-setting operation: operands and result masked to `bits`, CF as an i8.
+    Lazy {
+        op: FlagOp,
+        bits: u32,
+        a: Value,
+        b: Value,
+        res: Value,
+        cf: Value,
+    },
+}
+
+/// Helper-call signatures.
+struct Sigs {
+    load: SigRef,
+    store: SigRef,
+    store_ram: SigRef,
+}
+
+/// Translation state of one block.
+pub(crate) struct Translator<'a> {
+    b: FunctionBuilder<'a>,
+    ctx: Value,
+    plat: Value,
+    regs: [Variable; 8],
+    /// Registers written so far (bit per GPR): stored back at exits.
+    dirty: u8,
+    flags: Flags,
+    entry_flags: Value,
+    stop: Variable,
+    sigs: Sigs,
+    /// Instructions completed before the current one.
+    executed: u32,
+    /// EIP of the current instruction.
+    cur_ip: u64,
+    /// The current instruction stored to memory (checked for a self-modifying-code stop).
+    stored: bool,
+}
+
+fn sig(call_conv: CallConv, params: usize) -> Signature {
+    let mut s = Signature::new(call_conv);
+    for _ in 0..params {
+        s.params.push(AbiParam::new(I64));
+    }
+    s.returns.push(AbiParam::new(I64));
+    s
+}
+
+impl<'a> Translator<'a> {
+    /// Start a function `fn(ctx, plat) -> exit code` in `b`.
+    pub(crate) fn new(mut b: FunctionBuilder<'a>, call_conv: CallConv) -> Self {
+        let entry = b.create_block();
+        b.append_block_params_for_function_params(entry);
+        b.switch_to_block(entry);
+        b.seal_block(entry);
+        let ctx = b.block_params(entry)[0];
+        let plat = b.block_params(entry)[1];
+        let regs = std::array::from_fn(|_| b.declare_var(I64));
+        for (i, r) in regs.iter().enumerate() {
+            let v = b
+                .ins()
+                .load(I64, MemFlagsData::trusted(), ctx, OFF_GPR + 8 * i as i32);
+            b.def_var(*r, v);
+        }
+        let entry_flags = b.ins().load(I64, MemFlagsData::trusted(), ctx, OFF_RFLAGS);
+        let stop = b.declare_var(I64);
+        let zero = b.ins().iconst(I64, 0);
+        b.def_var(stop, zero);
+        let sigs = Sigs {
+            load: b.import_signature(sig(call_conv, 5)),
+            store: b.import_signature(sig(call_conv, 6)),
+            store_ram: b.import_signature(sig(call_conv, 5)),
+        };
+        Translator {
+            b,
+            ctx,
+            plat,
+            regs,
+            dirty: 0,
+            flags: Flags::Mat(entry_flags),
+            entry_flags,
+            stop,
+            sigs,
+            executed: 0,
+            cur_ip: 0,
+            stored: false,
+        }
+    }
+
+    /// Translate `insns` (all [`supported`]); the block then exits at `end_ip` unless the last
+    /// instruction transferred control.
+    pub(crate) fn block(mut self, insns: &[Instruction], cfg: TargetFrontendConfig) -> Tr<()> {
+        let mut ended = false;
+        for insn in insns {
+            self.cur_ip = insn.ip();
+            self.stored = false;
+            ended = self.insn(insn)?;
+            if ended {
+                break;
+            }
+            self.executed += 1;
+            if self.stored {
+                let s = self.b.use_var(self.stop);
+                let c = self.b.ins().icmp_imm_s(IntCC::NotEqual, s, 0);
+                let rip = insn.next_ip();
+                self.side_exit(c, rip, self.executed, EXIT_STOP);
+            }
+        }
+        if !ended {
+            let rip = insns.last().map_or(self.cur_ip, |i| i.next_ip());
+            let v = self.b.ins().iconst(I64, rip as i64);
+            self.exit(v, self.executed, EXIT_NEXT);
+        }
+        self.b.seal_all_blocks();
+        self.b.finalize(cfg);
+        Ok(())
+    }
+
+    // --- Exits. ---
+
+    /// Store registers, flags, RIP and the count; return `code`.
+    fn exit(&mut self, rip: Value, executed: u32, code: i64) {
+        for i in 0..8 {
+            if self.dirty & (1 << i) != 0 {
+                let v = self.b.use_var(self.regs[i]);
+                self.b
+                    .ins()
+                    .store(MemFlagsData::trusted(), v, self.ctx, OFF_GPR + 8 * i as i32);
+            }
+        }
+        let f = self.flags_value();
+        self.b
+            .ins()
+            .store(MemFlagsData::trusted(), f, self.ctx, OFF_RFLAGS);
+        self.b
+            .ins()
+            .store(MemFlagsData::trusted(), rip, self.ctx, OFF_RIP);
+        let n = self.b.ins().iconst(I64, i64::from(executed));
+        self.b
+            .ins()
+            .store(MemFlagsData::trusted(), n, self.ctx, OFF_EXECUTED);
+        let c = self.b.ins().iconst(I64, code);
+        self.b.ins().return_(&[c]);
+    }
+
+    /// Exit to `rip` when `cond` (i8) holds; continue in a fresh block otherwise.
+    fn side_exit(&mut self, cond: Value, rip: u64, executed: u32, code: i64) {
+        let out = self.b.create_block();
+        let cont = self.b.create_block();
+        self.b.set_cold_block(out);
+        self.b.ins().brif(cond, out, &[], cont, &[]);
+        // Blocks are sealed as soon as their predecessors are known, so variable lookups stay
+        // local instead of growing block parameters across the whole function.
+        self.b.seal_block(out);
+        self.b.seal_block(cont);
+        self.b.switch_to_block(out);
+        let r = self.b.ins().iconst(I64, rip as i64);
+        self.exit(r, executed, code);
+        self.b.switch_to_block(cont);
+    }
+
+    /// Exit before the current instruction for the interpreter to re-run it (a fault).
+    fn fault_exit_if(&mut self, cond: Value) {
+        self.side_exit(cond, self.cur_ip, self.executed, EXIT_FAULT);
+    }
+
+    // --- Registers. ---
+
+    fn iconst(&mut self, v: i64) -> Value {
+        self.b.ins().iconst(I64, v)
+    }
+
+    fn read_reg(&mut self, r: Register) -> Tr<Value> {
+        let (n, shift, size) = gpr(r).ok_or(Unsupported)?;
+        let v = self.b.use_var(*self.regs.get(n).ok_or(Unsupported)?);
+        let v = if shift != 0 {
+            self.b.ins().ushr_imm_s(v, i64::from(shift))
+        } else {
+            v
+        };
+        Ok(self.b.ins().band_imm_s(v, mask(size)))
+    }
+
+    fn write_reg(&mut self, r: Register, v: Value) -> Tr<()> {
+        let (n, shift, size) = gpr(r).ok_or(Unsupported)?;
+        let var = *self.regs.get(n).ok_or(Unsupported)?;
+        let new = if size == 4 {
+            self.b.ins().band_imm_s(v, mask(4))
+        } else {
+            let old = self.b.use_var(var);
+            let m = mask(size) << shift;
+            let keep = self.b.ins().band_imm_s(old, !m);
+            let part = self.b.ins().band_imm_s(v, mask(size));
+            let part = if shift != 0 {
+                self.b.ins().ishl_imm_s(part, i64::from(shift))
+            } else {
+                part
+            };
+            self.b.ins().bor(keep, part)
+        };
+        self.b.def_var(var, new);
+        self.dirty |= 1 << n;
+        Ok(())
+    }
+
+    /// Full 64-bit value of GPR `n`.
+    fn reg64(&mut self, n: usize) -> Value {
+        self.b.use_var(self.regs[n])
+    }
+
+    fn set_reg64(&mut self, n: usize, v: Value) {
+        self.b.def_var(self.regs[n], v);
+        self.dirty |= 1 << n;
+    }
+
+    // --- Memory. ---
+
+    /// Effective address of the memory operand, wrapped to the address size.
+    fn ea(&mut self, insn: &Instruction) -> Tr<Value> {
+        let base = insn.memory_base();
+        let index = insn.memory_index();
+        let asize = if base != Register::None {
+            base.size()
+        } else if index != Register::None {
+            index.size()
+        } else if insn.memory_displ_size() == 2 {
+            2
+        } else {
+            4
+        };
+        let mut v = self.iconst(insn.memory_displacement64() as i64);
+        if base != Register::None {
+            let b = self.read_reg(base)?;
+            v = self.b.ins().iadd(v, b);
+        }
+        if index != Register::None {
+            let i = self.read_reg(index)?;
+            let s = insn.memory_index_scale().trailing_zeros();
+            let i = if s > 0 {
+                self.b.ins().ishl_imm_s(i, i64::from(s))
+            } else {
+                i
+            };
+            v = self.b.ins().iadd(v, i);
+        }
+        Ok(self.b.ins().band_imm_s(v, mask(asize as u32)))
+    }
+
+    /// Segment number (ES CS SS DS FS GS order) of the memory operand and whether the fast
+    /// path applies (a flat DS/ES/SS: linear = offset).
+    fn mem_seg(insn: &Instruction) -> (i64, bool) {
+        match insn.memory_segment() {
+            Register::ES => (0, true),
+            Register::CS => (1, false),
+            Register::SS => (2, true),
+            Register::FS => (4, false),
+            Register::GS => (5, false),
+            _ => (3, true),
+        }
+    }
+
+    /// Load `size` bytes at `seg:ea`.
+    fn load_at(&mut self, seg: (i64, bool), ea: Value, size: u32, rmw: bool) -> Value {
+        let merge = self.b.create_block();
+        self.b.append_block_param(merge, I64);
+        let slow = self.b.create_block();
+        self.b.set_cold_block(slow);
+        if seg.1 {
+            let fast = self.b.create_block();
+            let (hit, entry) = self.tlb_probe(ea, size, OFF_TLB_READ);
+            self.b.ins().brif(hit, fast, &[], slow, &[]);
+            self.b.seal_block(fast);
+            self.b.seal_block(slow);
+            self.b.switch_to_block(fast);
+            let addend = self
+                .b
+                .ins()
+                .load(I64, MemFlagsData::trusted(), entry, OFF_TLB_READ + 8);
+            let host = self.b.ins().iadd(ea, addend);
+            let fl = MemFlagsData::new().with_notrap();
+            let v = match size {
+                1 => self.b.ins().uload8(I64, fl, host, 0),
+                2 => self.b.ins().uload16(I64, fl, host, 0),
+                _ => self.b.ins().uload32(fl, host, 0),
+            };
+            self.b.ins().jump(merge, &[v.into()]);
+        } else {
+            self.b.ins().jump(slow, &[]);
+            self.b.seal_block(slow);
+        }
+        self.b.switch_to_block(slow);
+        let mut flags = u64::from(size);
+        if rmw {
+            flags |= ACC_RMW;
+        }
+        if seg.1 {
+            flags |= ACC_FILL;
+        }
+        let callee = self.iconst(helper_load as *const () as usize as i64);
+        let s = self.iconst(seg.0);
+        let f = self.iconst(flags as i64);
+        let call =
+            self.b
+                .ins()
+                .call_indirect(self.sigs.load, callee, &[self.ctx, self.plat, s, ea, f]);
+        let v = self.b.inst_results(call)[0];
+        let fault = self
+            .b
+            .ins()
+            .load(I64, MemFlagsData::trusted(), self.ctx, OFF_FAULT);
+        let c = self.b.ins().icmp_imm_s(IntCC::NotEqual, fault, 0);
+        self.fault_exit_if(c);
+        self.b.ins().jump(merge, &[v.into()]);
+        self.b.seal_block(merge);
+        self.b.switch_to_block(merge);
+        self.b.block_params(merge)[0]
+    }
+
+    /// Store the low `size` bytes of `v` at `seg:ea`.
+    fn store_at(&mut self, seg: (i64, bool), ea: Value, size: u32, v: Value) {
+        let merge = self.b.create_block();
+        self.b.append_block_param(merge, I64);
+        let slow = self.b.create_block();
+        self.b.set_cold_block(slow);
+        let sz = self.iconst(i64::from(size));
+        if seg.1 {
+            let fast = self.b.create_block();
+            let (hit, entry) = self.tlb_probe(ea, size, OFF_TLB_WRITE);
+            self.b.ins().brif(hit, fast, &[], slow, &[]);
+            self.b.seal_block(fast);
+            self.b.seal_block(slow);
+            self.b.switch_to_block(fast);
+            let addend = self
+                .b
+                .ins()
+                .load(I64, MemFlagsData::trusted(), entry, OFF_TLB_WRITE + 8);
+            let off = self.b.ins().iadd(ea, addend);
+            let callee = self.iconst(helper_store_ram as *const () as usize as i64);
+            let call = self.b.ins().call_indirect(
+                self.sigs.store_ram,
+                callee,
+                &[self.ctx, self.plat, off, sz, v],
+            );
+            let st = self.b.inst_results(call)[0];
+            self.b.ins().jump(merge, &[st.into()]);
+        } else {
+            self.b.ins().jump(slow, &[]);
+            self.b.seal_block(slow);
+        }
+        self.b.switch_to_block(slow);
+        let mut flags = u64::from(size);
+        if seg.1 {
+            flags |= ACC_FILL;
+        }
+        let callee = self.iconst(helper_store as *const () as usize as i64);
+        let s = self.iconst(seg.0);
+        let f = self.iconst(flags as i64);
+        let call = self.b.ins().call_indirect(
+            self.sigs.store,
+            callee,
+            &[self.ctx, self.plat, s, ea, f, v],
+        );
+        let st = self.b.inst_results(call)[0];
+        self.b.ins().jump(merge, &[st.into()]);
+        self.b.seal_block(merge);
+        self.b.switch_to_block(merge);
+        let st = self.b.block_params(merge)[0];
+        let c = self
+            .b
+            .ins()
+            .icmp_imm_s(IntCC::Equal, st, STORE_FAULT as i64);
+        self.fault_exit_if(c);
+        let stop = self.b.ins().icmp_imm_s(IntCC::Equal, st, STORE_STOP as i64);
+        let stop = self.b.ins().uextend(I64, stop);
+        let old = self.b.use_var(self.stop);
+        let new = self.b.ins().bor(old, stop);
+        self.b.def_var(self.stop, new);
+        self.stored = true;
+    }
+
+    /// Soft-TLB probe: (hit, entry address). A hit needs the last byte on the tagged page,
+    /// so an access crossing a page always takes the slow path.
+    fn tlb_probe(&mut self, ea: Value, size: u32, table: i32) -> (Value, Value) {
+        let last = self.b.ins().iadd_imm_s(ea, i64::from(size) - 1);
+        let want = self.b.ins().band_imm_s(last, !0xFFF);
+        let slot = self.b.ins().ushr_imm_s(ea, 12);
+        let slot = self
+            .b
+            .ins()
+            .band_imm_s(slot, (crate::ctx::TLB_SIZE - 1) as i64);
+        let off = self.b.ins().ishl_imm_s(slot, 4);
+        let entry = self.b.ins().iadd(self.ctx, off);
+        let tag = self
+            .b
+            .ins()
+            .load(I64, MemFlagsData::trusted(), entry, table);
+        (self.b.ins().icmp(IntCC::Equal, tag, want), entry)
+    }
+
+    fn load_mem(&mut self, insn: &Instruction, size: u32, rmw: bool) -> Tr<(Value, Value)> {
+        let ea = self.ea(insn)?;
+        let v = self.load_at(Self::mem_seg(insn), ea, size, rmw);
+        Ok((v, ea))
+    }
+
+    /// Read operand `i` as `size` bytes (immediates masked to `size`).
+    fn read_op(&mut self, insn: &Instruction, i: u32, size: u32) -> Tr<Value> {
+        match insn.op_kind(i) {
+            OpKind::Register => self.read_reg(insn.op_register(i)),
+            OpKind::Memory => Ok(self.load_mem(insn, size, false)?.0),
+            k if is_imm(k) => Ok(self.iconst(insn.immediate(i) as i64 & mask(size))),
+            _ => Err(Unsupported),
+        }
+    }
+
+    /// Write operand 0: a register, or memory at the already computed `ea`.
+    fn write_op0(&mut self, insn: &Instruction, ea: Option<Value>, size: u32, v: Value) -> Tr<()> {
+        match (insn.op0_kind(), ea) {
+            (OpKind::Register, _) => self.write_reg(insn.op0_register(), v),
+            (OpKind::Memory, Some(ea)) => {
+                self.store_at(Self::mem_seg(insn), ea, size, v);
+                Ok(())
+            }
+            (OpKind::Memory, None) => {
+                let ea = self.ea(insn)?;
+                self.store_at(Self::mem_seg(insn), ea, size, v);
+                Ok(())
+            }
+            _ => Err(Unsupported),
+        }
+    }
+
+    /// Read operand 0 for read-modify-write: (value, ea if memory).
+    fn read_op0_rmw(
+        &mut self,
+        insn: &Instruction,
+        size: u32,
+        rmw: bool,
+    ) -> Tr<(Value, Option<Value>)> {
+        if insn.op0_kind() == OpKind::Memory {
+            let (v, ea) = self.load_mem(insn, size, rmw)?;
+            Ok((v, Some(ea)))
+        } else {
+            Ok((self.read_op(insn, 0, size)?, None))
+        }
+    }
+
+    // --- Flags. ---
+
+    fn bit(&mut self, v: Value, n: i64) -> Value {
+        let s = self.b.ins().ushr_imm_s(v, n);
+        let s = self.b.ins().band_imm_s(s, 1);
+        self.b.ins().icmp_imm_s(IntCC::NotEqual, s, 0)
+    }
+
+    fn sext(&mut self, v: Value, bits: u32) -> Value {
+        let sh = 64 - i64::from(bits);
+        let t = self.b.ins().ishl_imm_s(v, sh);
+        self.b.ins().sshr_imm_s(t, sh)
+    }
+
+    fn cf(&mut self) -> Value {
+        match self.flags {
+            Flags::Mat(f) => self.bit(f, 0),
+            Flags::Lazy { cf, .. } => cf,
+        }
+    }
+
+    fn zf(&mut self) -> Value {
+        match self.flags {
+            Flags::Mat(f) => self.bit(f, 6),
+            Flags::Lazy { res, .. } => self.b.ins().icmp_imm_s(IntCC::Equal, res, 0),
+        }
+    }
+
+    fn sf(&mut self) -> Value {
+        match self.flags {
+            Flags::Mat(f) => self.bit(f, 7),
+            Flags::Lazy { res, bits, .. } => self.bit(res, i64::from(bits) - 1),
+        }
+    }
+
+    fn pf_of(&mut self, res: Value) -> Value {
+        let low = self.b.ins().band_imm_s(res, 0xFF);
+        let n = self.b.ins().popcnt(low);
+        let n = self.b.ins().band_imm_s(n, 1);
+        self.b.ins().icmp_imm_s(IntCC::Equal, n, 0)
+    }
+
+    fn pf(&mut self) -> Value {
+        match self.flags {
+            Flags::Mat(f) => self.bit(f, 2),
+            Flags::Lazy { res, .. } => self.pf_of(res),
+        }
+    }
+
+    fn of(&mut self) -> Value {
+        match self.flags {
+            Flags::Mat(f) => self.bit(f, 11),
+            Flags::Lazy {
+                op,
+                bits,
+                a,
+                b,
+                res,
+                ..
+            } => {
+                let top = i64::from(bits) - 1;
+                match op {
+                    FlagOp::Add => {
+                        let x = self.b.ins().bxor(a, res);
+                        let y = self.b.ins().bxor(b, res);
+                        let z = self.b.ins().band(x, y);
+                        self.bit(z, top)
+                    }
+                    FlagOp::Sub { .. } => {
+                        let x = self.b.ins().bxor(a, b);
+                        let y = self.b.ins().bxor(a, res);
+                        let z = self.b.ins().band(x, y);
+                        self.bit(z, top)
+                    }
+                    FlagOp::Logic => self.b.ins().iconst(I8, 0),
+                    FlagOp::Inc => self.b.ins().icmp_imm_s(IntCC::Equal, res, 1 << top),
+                    FlagOp::Dec => self.b.ins().icmp_imm_s(IntCC::Equal, res, (1 << top) - 1),
+                }
+            }
+        }
+    }
+
+    fn af(&mut self) -> Value {
+        match self.flags {
+            Flags::Mat(f) => self.bit(f, 4),
+            Flags::Lazy { op, a, b, res, .. } => match op {
+                FlagOp::Add | FlagOp::Sub { .. } => {
+                    let x = self.b.ins().bxor(a, b);
+                    let x = self.b.ins().bxor(x, res);
+                    self.bit(x, 4)
+                }
+                FlagOp::Logic => self.b.ins().iconst(I8, 0),
+                FlagOp::Inc => {
+                    let l = self.b.ins().band_imm_s(res, 0xF);
+                    self.b.ins().icmp_imm_s(IntCC::Equal, l, 0)
+                }
+                FlagOp::Dec => {
+                    let l = self.b.ins().band_imm_s(res, 0xF);
+                    self.b.ins().icmp_imm_s(IntCC::Equal, l, 0xF)
+                }
+            },
+        }
+    }
+
+    /// RFLAGS from the entry value's system bits and the given arithmetic flags (i8 each).
+    fn compose(
+        &mut self,
+        cf: Value,
+        pf: Value,
+        af: Value,
+        zf: Value,
+        sf: Value,
+        of: Value,
+    ) -> Value {
+        let mut f = self.b.ins().band_imm_s(self.entry_flags, !ARITH);
+        for (v, sh) in [(cf, 0), (pf, 2), (af, 4), (zf, 6), (sf, 7), (of, 11)] {
+            let w = self.b.ins().uextend(I64, v);
+            let w = if sh > 0 {
+                self.b.ins().ishl_imm_s(w, sh)
+            } else {
+                w
+            };
+            f = self.b.ins().bor(f, w);
+        }
+        f
+    }
+
+    /// The full RFLAGS value now (not cached: may be emitted on a side path).
+    fn flags_value(&mut self) -> Value {
+        match self.flags {
+            Flags::Mat(f) => f,
+            Flags::Lazy { .. } => {
+                let cf = self.cf();
+                let pf = self.pf();
+                let af = self.af();
+                let zf = self.zf();
+                let sf = self.sf();
+                let of = self.of();
+                self.compose(cf, pf, af, zf, sf, of)
+            }
+        }
+    }
+
+    /// Condition code `cc` as an i8 (SDM Vol. 1 App. B).
+    fn cond(&mut self, cc: u8) -> Value {
+        let neg = cc & 1 != 0;
+        let direct = match self.flags {
+            Flags::Lazy {
+                op: FlagOp::Sub { plain: true },
+                bits,
+                a,
+                b,
+                ..
+            } => match cc >> 1 {
+                1 => Some(self.b.ins().icmp(IntCC::UnsignedLessThan, a, b)),
+                2 => Some(self.b.ins().icmp(IntCC::Equal, a, b)),
+                3 => Some(self.b.ins().icmp(IntCC::UnsignedLessThanOrEqual, a, b)),
+                6 | 7 => {
+                    let sa = self.sext(a, bits);
+                    let sb = self.sext(b, bits);
+                    let c = if cc >> 1 == 6 {
+                        IntCC::SignedLessThan
+                    } else {
+                        IntCC::SignedLessThanOrEqual
+                    };
+                    Some(self.b.ins().icmp(c, sa, sb))
+                }
+                _ => None,
+            },
+            _ => None,
+        };
+        let r = match direct {
+            Some(v) => v,
+            None => match cc >> 1 {
+                0 => self.of(),
+                1 => self.cf(),
+                2 => self.zf(),
+                3 => {
+                    let c = self.cf();
+                    let z = self.zf();
+                    self.b.ins().bor(c, z)
+                }
+                4 => self.sf(),
+                5 => self.pf(),
+                6 => {
+                    let s = self.sf();
+                    let o = self.of();
+                    self.b.ins().bxor(s, o)
+                }
+                _ => {
+                    let s = self.sf();
+                    let o = self.of();
+                    let x = self.b.ins().bxor(s, o);
+                    let z = self.zf();
+                    self.b.ins().bor(x, z)
+                }
+            },
+        };
+        if neg {
+            self.b.ins().bxor_imm_s(r, 1)
+        } else {
+            r
+        }
+    }
+
+    /// Flags of a shift or multiply result: given CF/OF, SZP from `res`, AF clear.
+    fn set_flags_szp(&mut self, res: Value, bits: u32, cf: Value, of: Value) {
+        let zf = self.b.ins().icmp_imm_s(IntCC::Equal, res, 0);
+        let sf = self.bit(res, i64::from(bits) - 1);
+        let pf = self.pf_of(res);
+        let af = self.b.ins().iconst(I8, 0);
+        let f = self.compose(cf, pf, af, zf, sf, of);
+        self.flags = Flags::Mat(f);
+    }
+
+    // --- Instructions. ---
+
+    /// Emit one instruction. Returns true if it ended the block (control transfer exit).
+    fn insn(&mut self, insn: &Instruction) -> Tr<bool> {
+        use Mnemonic as M;
+        let m = insn.mnemonic();
+        match m {
+            M::Add | M::Or | M::Adc | M::Sbb | M::And | M::Sub | M::Xor | M::Cmp | M::Test => {
+                self.alu(insn, m)?
+            }
+            M::Inc | M::Dec => {
+                let size = op_size(insn, 0);
+                let (a, ea) = self.read_op0_rmw(insn, size, true)?;
+                let r = if m == M::Inc {
+                    self.b.ins().iadd_imm_s(a, 1)
+                } else {
+                    self.b.ins().iadd_imm_s(a, -1)
+                };
+                let r = self.b.ins().band_imm_s(r, mask(size));
+                self.write_op0(insn, ea, size, r)?;
+                let cf = self.cf();
+                let one = self.iconst(1);
+                self.flags = Flags::Lazy {
+                    op: if m == M::Inc {
+                        FlagOp::Inc
+                    } else {
+                        FlagOp::Dec
+                    },
+                    bits: size * 8,
+                    a,
+                    b: one,
+                    res: r,
+                    cf,
+                };
+            }
+            M::Neg => {
+                let size = op_size(insn, 0);
+                let (a, ea) = self.read_op0_rmw(insn, size, true)?;
+                let zero = self.iconst(0);
+                let r = self.b.ins().isub(zero, a);
+                let r = self.b.ins().band_imm_s(r, mask(size));
+                self.write_op0(insn, ea, size, r)?;
+                let cf = self.b.ins().icmp_imm_s(IntCC::NotEqual, a, 0);
+                self.flags = Flags::Lazy {
+                    op: FlagOp::Sub { plain: true },
+                    bits: size * 8,
+                    a: zero,
+                    b: a,
+                    res: r,
+                    cf,
+                };
+            }
+            M::Not => {
+                let size = op_size(insn, 0);
+                let (a, ea) = self.read_op0_rmw(insn, size, true)?;
+                let r = self.b.ins().bxor_imm_s(a, mask(size));
+                self.write_op0(insn, ea, size, r)?;
+            }
+            M::Mov => {
+                let size = op_size(insn, 0);
+                let v = self.read_op(insn, 1, size)?;
+                self.write_op0(insn, None, size, v)?;
+            }
+            M::Movzx | M::Movsx => {
+                let src_size = op_size(insn, 1);
+                let v = self.read_op(insn, 1, src_size)?;
+                let v = if m == M::Movsx {
+                    self.sext(v, src_size * 8)
+                } else {
+                    v
+                };
+                self.write_reg(insn.op0_register(), v)?;
+            }
+            M::Lea => {
+                let ea = self.ea(insn)?;
+                self.write_reg(insn.op0_register(), ea)?;
+            }
+            M::Shl | M::Sal | M::Shr | M::Sar => self.shift(insn, m)?,
+            M::Imul => {
+                let size = op_size(insn, 0);
+                let bits = size * 8;
+                let (a, b) = if insn.op_count() == 2 {
+                    let b = self.read_op(insn, 1, size)?;
+                    (self.read_reg(insn.op0_register())?, b)
+                } else {
+                    let a = self.read_op(insn, 1, size)?;
+                    (a, self.iconst(insn.immediate(2) as i64 & mask(size)))
+                };
+                let sa = self.sext(a, bits);
+                let sb = self.sext(b, bits);
+                let r = self.b.ins().imul(sa, sb);
+                let low = self.b.ins().band_imm_s(r, mask(size));
+                let back = self.sext(low, bits);
+                let over = self.b.ins().icmp(IntCC::NotEqual, back, r);
+                self.write_reg(insn.op0_register(), low)?;
+                self.set_flags_szp(low, bits, over, over);
+            }
+            M::Push => {
+                let size = match insn.code() {
+                    Code::Push_r16 => 2,
+                    _ => 4,
+                };
+                let v = self.read_op(insn, 0, size)?;
+                self.push(v, size);
+            }
+            M::Pop => {
+                let size = op_size(insn, 0);
+                let esp = self.reg64(4);
+                let sp = self.b.ins().band_imm_s(esp, mask(4));
+                let v = self.load_at((2, true), sp, size, false);
+                self.adjust_esp(i64::from(size));
+                self.write_reg(insn.op0_register(), v)?;
+            }
+            M::Call => {
+                let target = if insn.code() == Code::Call_rm32 {
+                    self.read_op(insn, 0, 4)?
+                } else {
+                    self.iconst(insn.near_branch_target() as i64)
+                };
+                let ret = self.iconst(insn.next_ip() as i64);
+                self.push(ret, 4);
+                let n = self.executed + 1;
+                self.exit(target, n, EXIT_NEXT);
+                return Ok(true);
+            }
+            M::Ret => {
+                let esp = self.reg64(4);
+                let sp = self.b.ins().band_imm_s(esp, mask(4));
+                let v = self.load_at((2, true), sp, 4, false);
+                let extra = if insn.code() == Code::Retnd_imm16 {
+                    i64::from(insn.immediate16())
+                } else {
+                    0
+                };
+                self.adjust_esp(4 + extra);
+                let n = self.executed + 1;
+                self.exit(v, n, EXIT_NEXT);
+                return Ok(true);
+            }
+            M::Jmp => {
+                let target = if insn.code() == Code::Jmp_rm32 {
+                    self.read_op(insn, 0, 4)?
+                } else {
+                    self.iconst(insn.near_branch_target() as i64)
+                };
+                let n = self.executed + 1;
+                self.exit(target, n, EXIT_NEXT);
+                return Ok(true);
+            }
+            M::Nop => {}
+            M::Xchg => {
+                let size = op_size(insn, 0);
+                let a = self.read_reg(insn.op0_register())?;
+                let b = self.read_reg(insn.op1_register())?;
+                self.write_reg(insn.op0_register(), b)?;
+                self.write_reg(insn.op1_register(), a)?;
+                let _ = size;
+            }
+            M::Cbw | M::Cwde => {
+                let (src, dst, bits) = if m == M::Cbw {
+                    (Register::AL, Register::AX, 8)
+                } else {
+                    (Register::AX, Register::EAX, 16)
+                };
+                let v = self.read_reg(src)?;
+                let v = self.sext(v, bits);
+                self.write_reg(dst, v)?;
+            }
+            M::Cwd | M::Cdq => {
+                let (src, dst, bits) = if m == M::Cwd {
+                    (Register::AX, Register::DX, 16)
+                } else {
+                    (Register::EAX, Register::EDX, 32)
+                };
+                let v = self.read_reg(src)?;
+                let v = self.sext(v, bits);
+                let v = self.b.ins().sshr_imm_s(v, 63);
+                self.write_reg(dst, v)?;
+            }
+            _ if insn.is_jcc_short_or_near() => {
+                let c = self.cond(cc_nibble(insn));
+                let n = self.executed + 1;
+                let taken = insn.near_branch_target();
+                self.side_exit(c, taken, n, EXIT_NEXT);
+                let next = self.iconst(insn.next_ip() as i64);
+                self.exit(next, n, EXIT_NEXT);
+                return Ok(true);
+            }
+            _ if is_setcc(insn) => {
+                let c = self.cond(cc_nibble(insn));
+                let v = self.b.ins().uextend(I64, c);
+                self.write_op0(insn, None, 1, v)?;
+            }
+            _ if is_cmovcc(insn) => {
+                let size = op_size(insn, 0);
+                let src = self.read_op(insn, 1, size)?;
+                let c = self.cond(cc_nibble(insn));
+                let (n, _, _) = gpr(insn.op0_register()).ok_or(Unsupported)?;
+                let old = self.reg64(n);
+                self.write_reg(insn.op0_register(), src)?;
+                let new = self.reg64(n);
+                let v = self.b.ins().select(c, new, old);
+                self.set_reg64(n, v);
+            }
+            _ => return Err(Unsupported),
+        }
+        Ok(false)
+    }
+
+    /// PUSH `v` (`size` bytes) on the 32-bit stack: the store first, then ESP.
+    fn push(&mut self, v: Value, size: u32) {
+        let esp = self.reg64(4);
+        let sp = self.b.ins().iadd_imm_s(esp, -i64::from(size));
+        let sp = self.b.ins().band_imm_s(sp, mask(4));
+        self.store_at((2, true), sp, size, v);
+        self.adjust_esp(-i64::from(size));
+    }
+
+    /// ESP += `delta` (wrapping at 32 bits; bits 32–63 of RSP kept, as the interpreter does).
+    fn adjust_esp(&mut self, delta: i64) {
+        let rsp = self.reg64(4);
+        let sp = self.b.ins().iadd_imm_s(rsp, delta);
+        let sp = self.b.ins().band_imm_s(sp, mask(4));
+        let hi = self.b.ins().band_imm_s(rsp, !mask(4));
+        let v = self.b.ins().bor(hi, sp);
+        self.set_reg64(4, v);
+    }
+
+    /// ADD OR ADC SBB AND SUB XOR CMP TEST.
+    fn alu(&mut self, insn: &Instruction, m: Mnemonic) -> Tr<()> {
+        use Mnemonic as M;
+        let size = op_size(insn, 0);
+        let bits = size * 8;
+        let writes = !matches!(m, M::Cmp | M::Test);
+        let (a, ea) = self.read_op0_rmw(insn, size, writes)?;
+        let b = self.read_op(insn, 1, size)?;
+        let cin = if matches!(m, M::Adc | M::Sbb) {
+            let c = self.cf();
+            Some(self.b.ins().uextend(I64, c))
+        } else {
+            None
+        };
+        let (full, op) = match m {
+            M::Add | M::Adc => {
+                let s = self.b.ins().iadd(a, b);
+                let s = match cin {
+                    Some(c) => self.b.ins().iadd(s, c),
+                    None => s,
+                };
+                (s, FlagOp::Add)
+            }
+            M::Sub | M::Sbb | M::Cmp => {
+                let s = self.b.ins().isub(a, b);
+                let s = match cin {
+                    Some(c) => self.b.ins().isub(s, c),
+                    None => s,
+                };
+                (
+                    s,
+                    FlagOp::Sub {
+                        plain: cin.is_none(),
+                    },
+                )
+            }
+            M::And | M::Test => (self.b.ins().band(a, b), FlagOp::Logic),
+            M::Or => (self.b.ins().bor(a, b), FlagOp::Logic),
+            _ => (self.b.ins().bxor(a, b), FlagOp::Logic),
+        };
+        let res = self.b.ins().band_imm_s(full, mask(size));
+        if writes {
+            self.write_op0(insn, ea, size, res)?;
+        }
+        let cf = match op {
+            FlagOp::Logic => self.b.ins().iconst(I8, 0),
+            FlagOp::Sub { plain: true } => self.b.ins().icmp(IntCC::UnsignedLessThan, a, b),
+            _ => self.bit(full, i64::from(bits)),
+        };
+        self.flags = Flags::Lazy {
+            op,
+            bits,
+            a,
+            b,
+            res,
+            cf,
+        };
+        Ok(())
+    }
+
+    /// SHL/SAL/SHR/SAR by an immediate count (or 1), with the interpreter's flag results.
+    fn shift(&mut self, insn: &Instruction, m: Mnemonic) -> Tr<()> {
+        use Mnemonic as M;
+        let size = op_size(insn, 0);
+        let bits = size * 8;
+        let n = if insn.op_count() < 2 {
+            1
+        } else {
+            u32::from(insn.immediate8()) & 0x1F
+        };
+        let (a, ea) = self.read_op0_rmw(insn, size, true)?;
+        if n == 0 {
+            return Ok(());
+        }
+        let top = i64::from(bits) - 1;
+        let zero8 = self.b.ins().iconst(I8, 0);
+        let (r, cf, of) = match m {
+            M::Shl | M::Sal => {
+                let wide = self.b.ins().ishl_imm_s(a, i64::from(n));
+                let r = self.b.ins().band_imm_s(wide, mask(size));
+                let cf = self.bit(wide, i64::from(bits));
+                let msb = self.bit(r, top);
+                let of = self.b.ins().bxor(msb, cf);
+                (r, cf, of)
+            }
+            M::Shr => {
+                let r = if n >= bits {
+                    self.iconst(0)
+                } else {
+                    self.b.ins().ushr_imm_s(a, i64::from(n))
+                };
+                let cf = if n > bits {
+                    zero8
+                } else {
+                    self.bit(a, i64::from(n) - 1)
+                };
+                let of = if n == 1 { self.bit(a, top) } else { zero8 };
+                (r, cf, of)
+            }
+            _ => {
+                let s = self.sext(a, bits);
+                let r = self.b.ins().sshr_imm_s(s, i64::from(n.min(63)));
+                let r = self.b.ins().band_imm_s(r, mask(size));
+                let cf = self.bit(s, i64::from((n - 1).min(63)));
+                (r, cf, zero8)
+            }
+        };
+        self.write_op0(insn, ea, size, r)?;
+        self.set_flags_szp(r, bits, cf, of);
+        Ok(())
+    }
+}
