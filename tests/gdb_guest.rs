@@ -99,6 +99,11 @@ fn protected_mode_guest_under_gdb() {
 }
 
 #[test]
+fn protected_mode_guest_under_gdb_on_jit() {
+    protected_mode_guest(Backend::Jit);
+}
+
+#[test]
 fn protected_mode_guest_under_gdb_on_kvm() {
     protected_mode_guest(Backend::Kvm);
 }
@@ -285,6 +290,11 @@ fn ctrl_c_stops_a_running_guest() {
 }
 
 #[test]
+fn ctrl_c_stops_a_running_guest_on_jit() {
+    ctrl_c(Backend::Jit);
+}
+
+#[test]
 fn ctrl_c_stops_a_running_guest_on_kvm() {
     ctrl_c(Backend::Kvm);
 }
@@ -372,6 +382,11 @@ fn guest16() -> Guest16 {
 #[test]
 fn real_mode_guest_shows_linear_pc_and_16bit_code() {
     real_mode_guest(Backend::Interp);
+}
+
+#[test]
+fn real_mode_guest_shows_linear_pc_and_16bit_code_on_jit() {
+    real_mode_guest(Backend::Jit);
 }
 
 #[test]

@@ -14,6 +14,11 @@ fn seabios_reset_vector_steps_in_real_mode() {
 }
 
 #[test]
+fn seabios_reset_vector_steps_in_real_mode_on_jit() {
+    seabios_reset_vector(Backend::Jit);
+}
+
+#[test]
 fn seabios_reset_vector_steps_in_real_mode_on_kvm() {
     seabios_reset_vector(Backend::Kvm);
 }

@@ -180,6 +180,11 @@ macro_rules! on_every_backend {
             }
 
             #[test]
+            fn jit() {
+                super::$scenario(Accel::Jit);
+            }
+
+            #[test]
             fn kvm() {
                 if kvm_available() {
                     let start = std::time::Instant::now();

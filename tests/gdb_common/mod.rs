@@ -87,6 +87,7 @@ impl Drop for TempDir {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
     Interp,
+    Jit,
     Kvm,
 }
 
@@ -95,6 +96,7 @@ impl Backend {
     pub fn name(self) -> &'static str {
         match self {
             Backend::Interp => "interp",
+            Backend::Jit => "jit",
             Backend::Kvm => "kvm",
         }
     }
@@ -102,7 +104,7 @@ impl Backend {
     /// Whether the backend can run here; a loud "skipped" if not.
     pub fn usable(self) -> bool {
         match self {
-            Backend::Interp => true,
+            Backend::Interp | Backend::Jit => true,
             Backend::Kvm => match pcvm_accel_kvm::kvm_usable() {
                 Ok(_) => true,
                 Err(e) => {
@@ -170,6 +172,7 @@ impl Vm {
             let mut board = Board::new(mem2, clock);
             let mut cpu: Box<dyn CpuBackend> = match backend {
                 Backend::Interp => Box::new(Interpreter::new()),
+                Backend::Jit => Box::new(pcvm_cpu_jit::JitBackend::new().expect("JIT backend")),
                 Backend::Kvm => Box::new(
                     pcvm_accel_kvm::KvmBackend::new(
                         &board.memory,
