@@ -3,8 +3,8 @@
 //! and the VBE ports, sets mode 3 (register tables, font load into plane 2, screen clear), and
 //! INT 10h teletype output must then be readable through `Vga::text_screen`.
 //!
-//! The image is looked up in `$PCVM_VGABIOS`, then in `target/fixtures` (filled by
-//! `scripts/fetch-fixtures`); without it the test says so and is skipped, or
+//! The image is looked up in `$PCVM_VGABIOS`, then in `$PCVM_FIXTURES` or `target/fixtures`
+//! (filled by `scripts/fetch-fixtures`); without it the test says so and is skipped, or
 //! fails when `PCVM_REQUIRE_FIXTURES=1` (as CI sets).
 
 use std::path::PathBuf;
@@ -23,8 +23,12 @@ fn vgabios() -> Option<Vec<u8>> {
     let path = std::env::var_os("PCVM_VGABIOS")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("../target/fixtures/seabios/usr/share/seabios/vgabios-stdvga.bin")
+            std::env::var_os("PCVM_FIXTURES")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| {
+                    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/fixtures")
+                })
+                .join("seabios/usr/share/seabios/vgabios-stdvga.bin")
         });
     std::fs::read(&path).ok()
 }
