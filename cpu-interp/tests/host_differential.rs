@@ -26,9 +26,12 @@
 mod diff;
 
 use std::collections::HashSet;
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::Instant;
 
+use diff::driver::{
+    case_indices, env_u64, report_and_check, run_families, select_families, FamilyReport,
+};
 use diff::families::{self, Family};
 use diff::families64;
 use diff::interp::InterpSide;
@@ -46,16 +49,6 @@ fn shown_per_family() -> usize {
     env_u64("PCVM_DIFF_SHOW").map_or(SHOWN_PER_FAMILY, |n| n as usize)
 }
 
-fn env_u64(name: &str) -> Option<u64> {
-    let v = std::env::var(name).ok()?;
-    let v = v.trim();
-    let parsed = match v.strip_prefix("0x").or_else(|| v.strip_prefix("0X")) {
-        Some(hex) => u64::from_str_radix(&hex.replace('_', ""), 16),
-        None => v.replace('_', "").parse(),
-    };
-    Some(parsed.unwrap_or_else(|_| panic!("{name}={v} is not a number")))
-}
-
 /// The runner, compiled once per test process (tests run on several threads).
 fn native_runner() -> Option<&'static NativeRunner> {
     static RUNNER: OnceLock<Result<NativeRunner, String>> = OnceLock::new();
@@ -71,17 +64,6 @@ fn native_runner() -> Option<&'static NativeRunner> {
             None
         }
     }
-}
-
-/// Result of one family.
-struct FamilyReport {
-    name: &'static str,
-    cases: usize,
-    long64: usize,
-    mismatches: usize,
-    harness_errors: usize,
-    seconds: f64,
-    details: Vec<String>,
 }
 
 fn run_family(
@@ -115,13 +97,9 @@ fn run_family(
         .collect();
     let long_cases: Vec<&Case> = long_idx.iter().map(|&i| &cases[i]).collect();
     let mut report = FamilyReport {
-        name: fam.name,
         cases: cases.len(),
         long64: long_idx.len(),
-        mismatches: 0,
-        harness_errors: 0,
-        seconds: 0.0,
-        details: Vec::new(),
+        ..FamilyReport::new(fam.name)
     };
     let compat = native.run(NativeMode::Compat32, &all);
     let long = native.run(NativeMode::Long64, &long_cases);
@@ -235,74 +213,18 @@ fn host_differential() {
         return;
     };
     let seed = env_u64("PCVM_DIFF_SEED").unwrap_or(DEFAULT_SEED);
-    let per_family = env_u64("PCVM_DIFF_CASES").unwrap_or(DEFAULT_CASES);
-    let indices: Vec<u64> = match env_u64("PCVM_DIFF_CASE") {
-        Some(i) => vec![i],
-        None => (0..per_family).collect(),
-    };
-    let filter: Option<Vec<String>> = std::env::var("PCVM_DIFF_FAMILY")
-        .ok()
-        .map(|s| s.split(',').map(|f| f.trim().to_string()).collect());
-    let fams: Vec<Family> = families::all()
+    let indices = case_indices(DEFAULT_CASES);
+    let all = families::all()
         .into_iter()
         .chain(families64::all())
-        .filter(|f| {
-            filter
-                .as_ref()
-                .is_none_or(|l| l.iter().any(|n| n == f.name))
-        })
         .collect();
-    assert!(!fams.is_empty(), "PCVM_DIFF_FAMILY matches no family");
-    let queue = Mutex::new(fams.iter().collect::<Vec<_>>());
-    let reports = Mutex::new(Vec::new());
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
-    std::thread::scope(|s| {
-        for _ in 0..workers {
-            s.spawn(|| {
-                let mut interp = InterpSide::new().expect("interpreter machine");
-                loop {
-                    let Some(f) = queue.lock().expect("queue").pop() else {
-                        break;
-                    };
-                    let r = run_family(f, seed, &indices, native, &mut interp);
-                    reports.lock().expect("reports").push(r);
-                }
-            });
-        }
-    });
-    let mut reports = reports.into_inner().expect("reports");
-    let order: Vec<&str> = fams.iter().map(|f| f.name).collect();
-    reports.sort_by_key(|r| order.iter().position(|n| *n == r.name));
-    for r in &reports {
-        for d in &r.details {
-            println!("{d}\n");
-        }
-    }
-    println!("host differential, seed {seed:#x}:");
-    println!(
-        "  {:<20} {:>7} {:>8} {:>10} {:>8} {:>7}",
-        "family", "cases", "+long64", "mismatches", "harness", "secs"
+    let fams: Vec<Family> = select_families(all, |f| f.name);
+    let reports = run_families(
+        &fams,
+        |f| f.name,
+        |f, interp| run_family(f, seed, &indices, native, interp),
     );
-    let (mut cases, mut long, mut mism, mut harness) = (0, 0, 0, 0);
-    for r in &reports {
-        println!(
-            "  {:<20} {:>7} {:>8} {:>10} {:>8} {:>7.1}",
-            r.name, r.cases, r.long64, r.mismatches, r.harness_errors, r.seconds
-        );
-        cases += r.cases;
-        long += r.long64;
-        mism += r.mismatches;
-        harness += r.harness_errors;
-    }
-    println!(
-        "  {:<20} {:>7} {:>8} {:>10} {:>8}",
-        "TOTAL", cases, long, mism, harness
-    );
-    assert_eq!(
-        (mism, harness),
-        (0, 0),
-        "interpreter/host mismatches and harness errors (details above)"
-    );
+    report_and_check(&format!("host differential, seed {seed:#x}"), &reports);
 }
 
 /// The native runner alone gives the architecturally known answers (validates the harness

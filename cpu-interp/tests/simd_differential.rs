@@ -19,9 +19,12 @@ mod diff;
 mod simd;
 
 use std::collections::HashSet;
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::Instant;
 
+use diff::driver::{
+    case_indices, env_u64, report_and_check, run_families, select_families, FamilyReport,
+};
 use diff::interp::InterpSide;
 use diff::native::{FxOutcome, NativeRunner, SimdState};
 use diff::prng::Rng;
@@ -32,16 +35,6 @@ use simd::{SimdCase, SimdFamily};
 
 const DEFAULT_SEED: u64 = 0x5EED_0004_551D_0001;
 const DEFAULT_CASES: u64 = 3000;
-
-fn env_u64(name: &str) -> Option<u64> {
-    let v = std::env::var(name).ok()?;
-    let v = v.trim();
-    let parsed = match v.strip_prefix("0x").or_else(|| v.strip_prefix("0X")) {
-        Some(hex) => u64::from_str_radix(&hex.replace('_', ""), 16),
-        None => v.replace('_', "").parse(),
-    };
-    Some(parsed.unwrap_or_else(|_| panic!("{name}={v} is not a number")))
-}
 
 fn native_runner() -> Option<&'static NativeRunner> {
     static RUNNER: OnceLock<Result<NativeRunner, String>> = OnceLock::new();
@@ -97,16 +90,6 @@ fn image_of(s: &CpuState) -> Vec<u8> {
     img
 }
 
-struct Report {
-    name: &'static str,
-    cases: usize,
-    long64: usize,
-    mismatches: usize,
-    harness_errors: usize,
-    seconds: f64,
-    details: Vec<String>,
-}
-
 /// Field-by-field differences of two outcomes, the FXSAVE image included.
 fn differences(case: &Case, a: &FxOutcome, b: &FxOutcome) -> Vec<String> {
     let mut d = compare(case, &a.0, &b.0);
@@ -144,7 +127,7 @@ fn run_family(
     indices: &[u64],
     native: &NativeRunner,
     interp: &mut InterpSide,
-) -> Report {
+) -> FamilyReport {
     let start = Instant::now();
     let cases: Vec<SimdCase> = indices
         .iter()
@@ -167,14 +150,10 @@ fn run_family(
     };
     let (compat_cases, compat_fx) = pick(&compat_idx);
     let (long_cases, long_fx) = pick(&long_idx);
-    let mut r = Report {
-        name: fam.name,
+    let mut r = FamilyReport {
         cases: cases.len(),
         long64: long_idx.len(),
-        mismatches: 0,
-        harness_errors: 0,
-        seconds: 0.0,
-        details: Vec::new(),
+        ..FamilyReport::new(fam.name)
     };
     let compat = native.run_fx(NativeMode::Compat32, &compat_cases, Some(&compat_fx));
     let long = native.run_fx(NativeMode::Long64, &long_cases, Some(&long_fx));
@@ -297,73 +276,14 @@ fn simd_differential() {
         return;
     };
     let seed = env_u64("PCVM_DIFF_SEED").unwrap_or(DEFAULT_SEED);
-    let per_family = env_u64("PCVM_DIFF_CASES").unwrap_or(DEFAULT_CASES);
-    let indices: Vec<u64> = match env_u64("PCVM_DIFF_CASE") {
-        Some(i) => vec![i],
-        None => (0..per_family).collect(),
-    };
-    let filter: Option<Vec<String>> = std::env::var("PCVM_DIFF_FAMILY")
-        .ok()
-        .map(|s| s.split(',').map(|f| f.trim().to_string()).collect());
-    let fams: Vec<SimdFamily> = simd::all()
-        .into_iter()
-        .filter(|f| {
-            filter
-                .as_ref()
-                .is_none_or(|l| l.iter().any(|n| n == f.name))
-        })
-        .collect();
-    assert!(!fams.is_empty(), "PCVM_DIFF_FAMILY matches no family");
-    let queue = Mutex::new(fams.iter().collect::<Vec<_>>());
-    let reports = Mutex::new(Vec::new());
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
-    std::thread::scope(|s| {
-        for _ in 0..workers {
-            s.spawn(|| {
-                let mut interp = InterpSide::new().expect("interpreter machine");
-                loop {
-                    let Some(f) = queue.lock().expect("queue").pop() else {
-                        break;
-                    };
-                    let r = run_family(f, seed, &indices, native, &mut interp);
-                    reports.lock().expect("reports").push(r);
-                }
-            });
-        }
-    });
-    let mut reports = reports.into_inner().expect("reports");
-    let order: Vec<&str> = fams.iter().map(|f| f.name).collect();
-    reports.sort_by_key(|r| order.iter().position(|n| *n == r.name));
-    for r in &reports {
-        for d in &r.details {
-            println!("{d}\n");
-        }
-    }
-    println!("SIMD differential, seed {seed:#x}:");
-    println!(
-        "  {:<24} {:>7} {:>8} {:>10} {:>8} {:>7}",
-        "family", "cases", "in64bit", "mismatches", "harness", "secs"
+    let indices = case_indices(DEFAULT_CASES);
+    let fams: Vec<SimdFamily> = select_families(simd::all(), |f| f.name);
+    let reports = run_families(
+        &fams,
+        |f| f.name,
+        |f, interp| run_family(f, seed, &indices, native, interp),
     );
-    let (mut cases, mut long, mut mism, mut harness) = (0, 0, 0, 0);
-    for r in &reports {
-        println!(
-            "  {:<24} {:>7} {:>8} {:>10} {:>8} {:>7.1}",
-            r.name, r.cases, r.long64, r.mismatches, r.harness_errors, r.seconds
-        );
-        cases += r.cases;
-        long += r.long64;
-        mism += r.mismatches;
-        harness += r.harness_errors;
-    }
-    println!(
-        "  {:<24} {:>7} {:>8} {:>10} {:>8}",
-        "TOTAL", cases, long, mism, harness
-    );
-    assert_eq!(
-        (mism, harness),
-        (0, 0),
-        "interpreter/host mismatches and harness errors (details above)"
-    );
+    report_and_check(&format!("SIMD differential, seed {seed:#x}"), &reports);
 }
 
 /// The native side loads and reports the FXSAVE image: known results of ADDPS and an unmasked
