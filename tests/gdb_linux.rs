@@ -16,7 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::initramfs::busybox_initramfs;
-use common::{fixtures_dir, require_fixture, TempDir};
+use common::{busybox_static, linux_kernel, TempDir};
 use gdb_common::{marked_values, run_gdb_with_timeout};
 
 /// `/init` of the second boot prints this once user space runs.
@@ -34,19 +34,7 @@ fn boot_limit() -> Duration {
 
 /// Debian's vmlinuz and busybox-static from the fixtures (skips loudly when absent).
 fn fixtures() -> Option<(PathBuf, PathBuf)> {
-    let boot = fixtures_dir().join("linux/boot");
-    let found = std::fs::read_dir(&boot).ok().and_then(|d| {
-        d.filter_map(|e| e.ok()).map(|e| e.path()).find(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-"))
-        })
-    });
-    let kernel = require_fixture(
-        found.unwrap_or_else(|| boot.join("vmlinuz-6.1.0-amd64")),
-        "Debian linux-image-6.1 vmlinuz",
-    )?;
-    let busybox = require_fixture(fixtures_dir().join("busybox/bin/busybox"), "busybox-static")?;
-    Some((kernel, busybox))
+    Some((linux_kernel()?.0, busybox_static()?))
 }
 
 /// A pcvm booting `kernel` with an initramfs whose `/init` runs `body` then powers off.

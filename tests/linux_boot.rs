@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use common::initramfs::busybox_initramfs;
 use common::linux_guest::*;
 use common::sha256::sha256_hex;
-use common::{fixtures_dir, require_fixture, TempDir};
+use common::{busybox_static, fixtures_dir, linux_kernel, TempDir};
 
 /// dmesg lines the issue forbids (arch/x86 warnings about missing or broken emulation);
 /// "unstable" catches "Marking clocksource 'tsc' as unstable" and "TSC found unstable".
@@ -119,33 +119,6 @@ fn check_console(console: &str, kernel_release: &str, dmesg_policy: Dmesg) {
     }
 }
 
-/// Debian's kernel from the fixtures and its release string (from the file name
-/// `vmlinuz-<release>`), or `None` (skipped) when the fixture is missing.
-fn kernel() -> Option<(PathBuf, String)> {
-    let boot = fixtures_dir().join("linux/boot");
-    let found = std::fs::read_dir(&boot).ok().and_then(|d| {
-        d.filter_map(|e| e.ok()).map(|e| e.path()).find(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-"))
-        })
-    });
-    let path = require_fixture(
-        found.unwrap_or_else(|| boot.join("vmlinuz-6.1.0-amd64")),
-        "Debian linux-image-6.1 vmlinuz",
-    )?;
-    let release = path
-        .file_name()?
-        .to_string_lossy()
-        .trim_start_matches("vmlinuz-")
-        .to_owned();
-    Some((path, release))
-}
-
-/// The static busybox from Debian's busybox-static.
-fn busybox() -> Option<PathBuf> {
-    require_fixture(fixtures_dir().join("busybox/bin/busybox"), "busybox-static")
-}
-
 /// The initramfs for this test in `dir`.
 fn build_initramfs(dir: &TempDir, busybox: &Path) -> PathBuf {
     let bb = std::fs::read(busybox).expect("read busybox");
@@ -214,7 +187,7 @@ fn boot_pcvm(accel: &str, mem: &str, end: &str) {
 /// [`boot_pcvm`] with backend options `backend` (e.g. `--accel kvm --irqchip kernel`).
 fn boot_pcvm_with(backend: &[&str], mem: &str, end: &str) {
     let accel = backend.join(" ");
-    let (Some((vmlinuz, release)), Some(bb)) = (kernel(), busybox()) else {
+    let (Some((vmlinuz, release)), Some(bb)) = (linux_kernel(), busybox_static()) else {
         return;
     };
     let dir = TempDir::new(&format!("linux-{mem}-{end}"));
@@ -353,7 +326,7 @@ fn answers_match_under_qemu_tcg() {
         eprintln!("skipped: qemu-system-x86_64 not found (scripts/fetch-fixtures qemu)");
         return;
     };
-    let (Some((vmlinuz, release)), Some(bb)) = (kernel(), busybox()) else {
+    let (Some((vmlinuz, release)), Some(bb)) = (linux_kernel(), busybox_static()) else {
         return;
     };
     let dir = TempDir::new("linux-qemu");

@@ -389,6 +389,33 @@ pub fn assert_bad_input(args: &[&str], needle: &str) {
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
+/// Debian's kernel from the fixtures and its release string (from the file name
+/// `vmlinuz-<release>`), or `None` (skipped) when the fixture is missing.
+pub fn linux_kernel() -> Option<(PathBuf, String)> {
+    let boot = fixtures_dir().join("linux/boot");
+    let found = std::fs::read_dir(&boot).ok().and_then(|d| {
+        d.filter_map(|e| e.ok()).map(|e| e.path()).find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-"))
+        })
+    });
+    let path = require_fixture(
+        found.unwrap_or_else(|| boot.join("vmlinuz-6.1.0-amd64")),
+        "Debian linux-image-6.1 vmlinuz",
+    )?;
+    let release = path
+        .file_name()?
+        .to_string_lossy()
+        .trim_start_matches("vmlinuz-")
+        .to_owned();
+    Some((path, release))
+}
+
+/// The static busybox from Debian's busybox-static.
+pub fn busybox_static() -> Option<PathBuf> {
+    require_fixture(fixtures_dir().join("busybox/bin/busybox"), "busybox-static")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
