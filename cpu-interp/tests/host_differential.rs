@@ -26,11 +26,11 @@
 mod diff;
 
 use std::collections::HashSet;
-use std::sync::OnceLock;
 use std::time::Instant;
 
 use diff::driver::{
-    case_indices, env_u64, report_and_check, run_families, select_families, FamilyReport,
+    case_indices, env_u64, native_runner, report_and_check, run_families, select_families,
+    FamilyReport,
 };
 use diff::families::{self, Family};
 use diff::families64;
@@ -47,23 +47,6 @@ const SHOWN_PER_FAMILY: usize = 6;
 /// Mismatches printed per family: `PCVM_DIFF_SHOW` or [`SHOWN_PER_FAMILY`].
 fn shown_per_family() -> usize {
     env_u64("PCVM_DIFF_SHOW").map_or(SHOWN_PER_FAMILY, |n| n as usize)
-}
-
-/// The runner, compiled once per test process (tests run on several threads).
-fn native_runner() -> Option<&'static NativeRunner> {
-    static RUNNER: OnceLock<Result<NativeRunner, String>> = OnceLock::new();
-    let built = RUNNER
-        .get_or_init(|| NativeRunner::build(std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))));
-    match built {
-        Ok(r) => Some(r),
-        Err(why) => {
-            if std::env::var("PCVM_REQUIRE_FIXTURES").as_deref() == Ok("1") {
-                panic!("host differential test cannot run: {why}");
-            }
-            eprintln!("SKIPPED host differential test: {why}");
-            None
-        }
-    }
 }
 
 fn run_family(
@@ -209,7 +192,7 @@ fn run_family(
 
 #[test]
 fn host_differential() {
-    let Some(native) = native_runner() else {
+    let Some(native) = native_runner("", "host differential test") else {
         return;
     };
     let seed = env_u64("PCVM_DIFF_SEED").unwrap_or(DEFAULT_SEED);
@@ -231,7 +214,7 @@ fn host_differential() {
 /// independently of the interpreter).
 #[test]
 fn native_runner_known_results() {
-    let Some(native) = native_runner() else {
+    let Some(native) = native_runner("", "host differential test") else {
         return;
     };
     let case = |code: &[u8], regs: [u32; 8], eflags: u32| Case {

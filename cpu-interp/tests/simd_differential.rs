@@ -19,11 +19,11 @@ mod diff;
 mod simd;
 
 use std::collections::HashSet;
-use std::sync::OnceLock;
 use std::time::Instant;
 
 use diff::driver::{
-    case_indices, env_u64, report_and_check, run_families, select_families, FamilyReport,
+    case_indices, env_u64, native_runner, report_and_check, run_families, select_families,
+    FamilyReport,
 };
 use diff::interp::InterpSide;
 use diff::native::{FxOutcome, NativeRunner, SimdState};
@@ -35,23 +35,6 @@ use simd::{SimdCase, SimdFamily};
 
 const DEFAULT_SEED: u64 = 0x5EED_0004_551D_0001;
 const DEFAULT_CASES: u64 = 3000;
-
-fn native_runner() -> Option<&'static NativeRunner> {
-    static RUNNER: OnceLock<Result<NativeRunner, String>> = OnceLock::new();
-    let built = RUNNER.get_or_init(|| {
-        NativeRunner::build(&std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("simd"))
-    });
-    match built {
-        Ok(r) => Some(r),
-        Err(why) => {
-            if std::env::var("PCVM_REQUIRE_FIXTURES").as_deref() == Ok("1") {
-                panic!("SIMD differential test cannot run: {why}");
-            }
-            eprintln!("SKIPPED SIMD differential test: {why}");
-            None
-        }
-    }
-}
 
 /// The interpreter starts from the case's FXSAVE image with SSE and XSAVE enabled by the OS
 /// (as Linux runs user code).
@@ -272,7 +255,7 @@ fn mnemonics_in(code: &[u8], bitness: u32) -> String {
 
 #[test]
 fn simd_differential() {
-    let Some(native) = native_runner() else {
+    let Some(native) = native_runner("simd", "SIMD differential test") else {
         return;
     };
     let seed = env_u64("PCVM_DIFF_SEED").unwrap_or(DEFAULT_SEED);
@@ -290,7 +273,7 @@ fn simd_differential() {
 /// divide by zero (#XM), independent of the interpreter.
 #[test]
 fn native_simd_known_results() {
-    let Some(native) = native_runner() else {
+    let Some(native) = native_runner("simd", "SIMD differential test") else {
         return;
     };
     let case = |code: &[u8]| Case {

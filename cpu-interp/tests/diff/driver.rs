@@ -2,9 +2,11 @@
 //! `PCVM_DIFF_*` environment knobs, running families on worker threads (each with its own
 //! interpreter machine), and the per-family report table that must show zero mismatches.
 
-use std::sync::Mutex;
+use std::path::Path;
+use std::sync::{Mutex, OnceLock};
 
 use super::interp::InterpSide;
+use super::native::NativeRunner;
 
 /// What one family of cases came to.
 pub struct FamilyReport {
@@ -134,4 +136,23 @@ pub fn report_and_check(title: &str, reports: &[FamilyReport]) {
         (0, 0),
         "interpreter/host mismatches and harness errors (details above)"
     );
+}
+
+/// The native runner, compiled once per test process into `CARGO_TARGET_TMPDIR/subdir`.
+/// `None` (a loud "SKIPPED") when it cannot be built, a failure under
+/// `PCVM_REQUIRE_FIXTURES=1`; `what` names the test in those messages.
+pub fn native_runner(subdir: &str, what: &str) -> Option<&'static NativeRunner> {
+    static RUNNER: OnceLock<Result<NativeRunner, String>> = OnceLock::new();
+    let built = RUNNER
+        .get_or_init(|| NativeRunner::build(&Path::new(env!("CARGO_TARGET_TMPDIR")).join(subdir)));
+    match built {
+        Ok(r) => Some(r),
+        Err(why) => {
+            if std::env::var("PCVM_REQUIRE_FIXTURES").as_deref() == Ok("1") {
+                panic!("{what} cannot run: {why}");
+            }
+            eprintln!("SKIPPED {what}: {why}");
+            None
+        }
+    }
 }
