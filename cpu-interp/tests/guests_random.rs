@@ -72,6 +72,8 @@ fn identity_paging(m: &Machine, pae: bool) {
 fn trial(seed: u64) -> u64 {
     let mut r = Rng(seed | 1);
     let mut m = Machine::new();
+    // On the JIT: compile only code run twice, not each block of random straight-line bytes.
+    m.cpu.set_jit_threshold(2);
     m.standard_tables();
     m.install_recorders();
     // Random code around CODE and in the user/v86 areas, random data below.

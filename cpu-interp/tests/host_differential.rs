@@ -9,7 +9,8 @@
 //! RIP-relative addressing) run only there, comparing all sixteen 64-bit GPRs.
 //!
 //! Environment:
-//! - `PCVM_DIFF_CASES`: cases per family (default 8000).
+//! - `PCVM_DIFF_CASES`: cases per family (default 8000; 1000 on the JIT twin
+//!   `jit_host_differential.rs`, which compiles every case).
 //! - `PCVM_DIFF_SEED`: seed (hex with 0x, or decimal; default fixed so runs are reproducible).
 //! - `PCVM_DIFF_FAMILY`: comma-separated family names to run (default all).
 //! - `PCVM_DIFF_CASE`: run only this case index (with the seed and family, reproduces a
@@ -28,6 +29,7 @@ mod diff;
 use std::collections::HashSet;
 use std::time::Instant;
 
+use diff::backend;
 use diff::driver::{
     case_indices, env_u64, native_runner, report_and_check, run_families, select_families,
     FamilyReport,
@@ -41,6 +43,8 @@ use diff::{compare, describe, mnemonics, same_in_64bit_mode, Case, NativeMode, O
 
 const DEFAULT_SEED: u64 = 0x5EED_0002_D1FF_0001;
 const DEFAULT_CASES: u64 = 8000;
+/// Cases per family on the JIT twin (`jit_host_differential`), which compiles every case.
+const JIT_DEFAULT_CASES: u64 = 1000;
 /// Mismatches printed in full per family (all are counted); one per distinct mnemonic.
 const SHOWN_PER_FAMILY: usize = 6;
 
@@ -196,7 +200,11 @@ fn host_differential() {
         return;
     };
     let seed = env_u64("PCVM_DIFF_SEED").unwrap_or(DEFAULT_SEED);
-    let indices = case_indices(DEFAULT_CASES);
+    let indices = case_indices(if backend::on_jit() {
+        JIT_DEFAULT_CASES
+    } else {
+        DEFAULT_CASES
+    });
     let all = families::all()
         .into_iter()
         .chain(families64::all())
@@ -208,6 +216,8 @@ fn host_differential() {
         |f, interp| run_family(f, seed, &indices, native, interp),
     );
     report_and_check(&format!("host differential, seed {seed:#x}"), &reports);
+    // 32-bit flat protected-mode integer code: what the translator covers.
+    backend::report_jit("host differential", true);
 }
 
 /// The native runner alone gives the architecturally known answers (validates the harness

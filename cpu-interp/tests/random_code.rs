@@ -7,7 +7,8 @@
 //! with 4-level paging and a 64-bit IDT). The generator is a
 //! seeded xorshift64*, so a failure reproduces from the printed seed and episode.
 //!
-//! Environment: `PCVM_RANDOM_STEPS` (default 10 000 000 instructions in total),
+//! Environment: `PCVM_RANDOM_STEPS` (default 10 000 000 instructions in total; 3 000 000 on
+//! the JIT twin `jit_random_code.rs`),
 //! `PCVM_RANDOM_SEED` (default 0x5EED_2026).
 
 use std::sync::Arc;
@@ -18,7 +19,9 @@ use pcvm_core::{
     Board, ClockMode, CpuBackend, CpuState, DescriptorTable, GuestMemory, RunLimit, SegReg,
     Segment, VirtualClock, VmExit,
 };
-use pcvm_cpu_interp::Interpreter;
+
+mod backend;
+use backend::TestCpu;
 
 /// xorshift64* (Vigna): small, seeded, good enough to pick random bytes.
 struct Rng(u64);
@@ -257,7 +260,11 @@ fn random_code_never_panics() {
     let target: u64 = std::env::var("PCVM_RANDOM_STEPS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(10_000_000);
+        .unwrap_or(if backend::on_jit() {
+            3_000_000
+        } else {
+            10_000_000
+        });
     let seed: u64 = std::env::var("PCVM_RANDOM_SEED")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -296,7 +303,7 @@ fn random_code_never_panics() {
             write(&b, CODE + at, &window);
             set_up_tables(&b, &mut rng, mode);
         }
-        let mut cpu = Interpreter::new();
+        let mut cpu = TestCpu::new();
         cpu.set_state(&state_for(mode, &mut rng))
             .expect("set state");
         let before = cpu.instructions_retired();
@@ -323,4 +330,5 @@ fn random_code_never_panics() {
         per_mode[0], per_mode[1], per_mode[2], per_mode[3], per_mode[4]
     );
     assert!(total >= target);
+    backend::report_jit("random code", false);
 }

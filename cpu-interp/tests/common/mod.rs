@@ -12,7 +12,10 @@ use pcvm_core::{
     Board, ClockMode, CpuBackend, CpuState, DescriptorTable, GuestMemory, RunLimit, SegReg,
     Segment, VirtualClock, VmExit,
 };
-use pcvm_cpu_interp::Interpreter;
+
+#[path = "../backend/mod.rs"]
+pub mod backend;
+pub use backend::TestCpu;
 
 /// Physical layout used by the protected-mode tests.
 pub const RESULT: u64 = 0x500;
@@ -111,10 +114,21 @@ pub fn call_far(a: &mut CodeAssembler, sel: u16, off: u32, o32: bool) -> Result<
     a.add_instruction(Instruction::with_far_branch(code, sel, off)?)
 }
 
-/// A 4 MiB PC board with the interpreter.
+/// A 4 MiB PC board with the CPU of this test binary ([`backend::on_jit`]).
 pub struct Machine {
     pub board: Board,
-    pub cpu: Interpreter,
+    pub cpu: TestCpu,
+    /// On the JIT, print its counters when dropped (off for harnesses with a machine per case).
+    pub jit_report: bool,
+}
+
+impl Drop for Machine {
+    /// On the JIT, say what it translated (shown with `--nocapture` and for failed tests).
+    fn drop(&mut self) {
+        if let Some(s) = self.cpu.jit_stats().filter(|_| self.jit_report) {
+            println!("{}", backend::describe(&s));
+        }
+    }
 }
 
 impl Default for Machine {
@@ -131,7 +145,8 @@ impl Machine {
         });
         Machine {
             board: Board::new(memory, clock),
-            cpu: Interpreter::new(),
+            cpu: TestCpu::new(),
+            jit_report: true,
         }
     }
 
@@ -201,6 +216,11 @@ impl Machine {
             s.rip
         );
         s
+    }
+
+    /// The JIT's counters for this machine's CPU (`None` on the interpreter).
+    pub fn jit_stats(&self) -> Option<pcvm_cpu_jit::JitStats> {
+        self.cpu.jit_stats()
     }
 
     /// Load code at `addr`.

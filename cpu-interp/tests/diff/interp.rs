@@ -15,8 +15,8 @@ use pcvm_core::{
     Board, ClockMode, CpuBackend, CpuState, DescriptorTable, GuestMemory, RunLimit, SegReg,
     Segment, VirtualClock, VmExit,
 };
-use pcvm_cpu_interp::Interpreter;
 
+use super::backend::{self, TestCpu};
 use super::prng::fill_region;
 use super::{Case, Outcome, CODE_BASE, DATA_BASE, DATA_SIZE, INT3};
 
@@ -155,8 +155,8 @@ pub struct InterpSide {
     board: Board,
     memory: Arc<GuestMemory>,
     /// Reused across cases (set_state must replace everything, and code written by the
-    /// harness must invalidate what was decoded) unless `PCVM_DIFF_FRESH_CPU=1`.
-    cpu: Option<Interpreter>,
+    /// harness must invalidate what was decoded) unless `PCVM_DIFF_FRESH_CPU=1` or on the JIT.
+    cpu: Option<TestCpu>,
     fresh: bool,
 }
 
@@ -243,7 +243,9 @@ impl InterpSide {
                 ns_per_instruction: 1,
             }),
         );
-        let fresh = std::env::var("PCVM_DIFF_FRESH_CPU").as_deref() == Ok("1");
+        // A JIT starts fresh per case: a reused one gives up on an address whose code keeps
+        // changing, and would run the cases in its interpreter.
+        let fresh = std::env::var("PCVM_DIFF_FRESH_CPU").as_deref() == Ok("1") || backend::on_jit();
         Ok(InterpSide {
             board,
             memory,
@@ -428,7 +430,11 @@ impl InterpSide {
             self.cpu = None;
         }
         // A panic leaves `cpu` taken, so the next case starts from a new interpreter.
-        let mut cpu = self.cpu.take().unwrap_or_default();
+        // Each case runs once: the JIT compiles its code on first sight.
+        let mut cpu = self
+            .cpu
+            .take()
+            .unwrap_or_else(|| TestCpu::with_threshold(1));
         IN_INTERP.with(|f| f.set(true));
         let ran = catch_unwind(AssertUnwindSafe(|| -> Result<CpuState, String> {
             cpu.set_state(&state)

@@ -10,6 +10,8 @@
 //! with INT3, so a completed case reports #BP (vector 3) with EIP just past it on both sides.
 
 pub mod asm;
+#[path = "../backend/mod.rs"]
+pub mod backend;
 pub mod driver;
 pub mod families;
 pub mod families64;

@@ -2,9 +2,9 @@
 //! instruction is encoded and what values its operands should get; [`case`] builds a random
 //! case for it (registers, memory operand, immediate, MXCSR).
 
-use crate::diff::asm::{mem_at, modrm, Rm};
-use crate::diff::prng::Rng;
-use crate::diff::{Case, Segs, DATA_SIZE};
+use super::super::diff::asm::{mem_at, modrm, Rm};
+use super::super::diff::prng::Rng;
+use super::super::diff::{Case, Segs, DATA_SIZE};
 
 use super::{SimdCase, SimdFamily};
 
@@ -241,7 +241,7 @@ pub fn base_case(rng: &mut Rng) -> Case {
     for r in &mut regs {
         *r = rng.interesting();
     }
-    regs[4] = crate::diff::DATA_BASE as u32 + DATA_SIZE as u32 - 0x100;
+    regs[4] = super::super::diff::DATA_BASE as u32 + DATA_SIZE as u32 - 0x100;
     Case {
         code: Vec::new(),
         regs,

@@ -14,8 +14,8 @@ pub mod sse42;
 pub mod ssse3;
 pub mod state;
 
-use crate::diff::prng::Rng;
-use crate::diff::Case;
+use super::diff::prng::Rng;
+use super::diff::Case;
 
 /// One case: the instruction bytes and GPR/memory set-up plus the FXSAVE image to start from.
 pub struct SimdCase {

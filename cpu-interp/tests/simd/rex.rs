@@ -2,9 +2,9 @@
 //! through REX.W (MOVQ r64, CVTSI2SD r64, CVTSD2SI r64, PEXTRQ/PINSRQ, CRC32 r64 …), over
 //! every table of the other families (SDM Vol. 2A §2.2.1).
 
+use super::super::diff::prng::Rng;
 use super::gen::{case_with_rex, Mxcsr};
 use super::{specs, SimdCase, SimdFamily};
-use crate::diff::prng::Rng;
 
 fn any_rex(rng: &mut Rng) -> SimdCase {
     let all = specs();

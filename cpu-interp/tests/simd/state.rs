@@ -2,15 +2,15 @@
 //! §10.5, §13). Sequences address the area through EBX; the MXCSR_MASK field a save writes
 //! is overwritten afterwards because it is model-specific (AMD reports misaligned-SSE mode).
 
+use super::super::diff::prng::Rng;
+use super::super::diff::DATA_BASE;
 use super::gen::{base_case, fx_image, mxcsr_val, xmm_val, Mxcsr, Vals};
 use super::{SimdCase, SimdFamily};
-use crate::diff::prng::Rng;
-use crate::diff::DATA_BASE;
 
 const EBX: usize = 3;
 
 /// Random state, EBX at a data offset aligned to `align` (sometimes not).
-fn setup(rng: &mut Rng, align: u32) -> (crate::diff::Case, Box<[u8; 512]>) {
+fn setup(rng: &mut Rng, align: u32) -> (super::super::diff::Case, Box<[u8; 512]>) {
     let mut c = base_case(rng);
     c.allow_64 = false; // 64-bit mode saves XMM8–15 and uses the 64-bit FIP/FDP format
     let mut off = rng.below(0x900) & !(align - 1);
