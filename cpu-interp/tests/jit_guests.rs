@@ -4,6 +4,9 @@
 //!
 //! Run: `cargo test -p pcvm-cpu-interp --release --test jit_guests`.
 
+// Each included file declares `mod common;` as it does in its own test binary.
+#![allow(clippy::duplicate_mod)]
+
 #[path = "guests_exceptions.rs"]
 mod exceptions;
 

@@ -31,7 +31,7 @@ pub fn jit_threshold() -> u32 {
 
 /// One CPU under test.
 pub enum TestCpu {
-    Interp(Interpreter),
+    Interp(Box<Interpreter>),
     Jit(Box<JitBackend>),
 }
 
@@ -71,7 +71,7 @@ impl TestCpu {
     }
 
     pub fn interpreter() -> Self {
-        TestCpu::Interp(Interpreter::new())
+        TestCpu::Interp(Box::new(Interpreter::new()))
     }
 
     /// The JIT compiling blocks after [`jit_threshold`] executions.
@@ -88,14 +88,14 @@ impl TestCpu {
 
     fn backend(&mut self) -> &mut dyn CpuBackend {
         match self {
-            TestCpu::Interp(c) => c,
+            TestCpu::Interp(c) => &mut **c,
             TestCpu::Jit(c) => &mut **c,
         }
     }
 
     fn backend_ref(&self) -> &dyn CpuBackend {
         match self {
-            TestCpu::Interp(c) => c,
+            TestCpu::Interp(c) => &**c,
             TestCpu::Jit(c) => &**c,
         }
     }
