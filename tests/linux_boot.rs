@@ -286,6 +286,15 @@ fn interp_reboot_with_no_reboot_exits() {
     }
 }
 
+/// The JIT (`--accel jit`, issue 7): the same boot and checked answers; it runs 64-bit code in
+/// its interpreter until the translator covers it, so it needs what the interpreter needs.
+#[test]
+fn jit_1g_poweroff() {
+    if interp_runs_x86_64_linux() {
+        boot_pcvm("jit", "1G", "poweroff");
+    }
+}
+
 /// KVM is hardware-backed and usable; otherwise print why the KVM boots skip (a software
 /// /dev/kvm such as kvm-pvm takes far too long to boot Linux, see issue 5).
 fn hardware_kvm() -> bool {
