@@ -48,3 +48,32 @@ esac
 "#
     )
 }
+
+/// `/init` of the CPU workload scripts/bench-jit times inside Linux: it writes `seq 1 lines`
+/// (about 7.4 bytes a line, untimed), then times `gzip` and `sha256sum` over it with
+/// /proc/uptime and prints `WORKLOAD-GZIP-S=`, `WORKLOAD-SHA256-S=` (seconds), the digest and
+/// the compressed size (which must agree between VMMs), then powers off.
+pub fn workload_init_script(lines: u32) -> String {
+    format!(
+        r#"#!/bin/busybox sh
+/bin/busybox --install -s
+export PATH=/bin:/sbin:/usr/bin:/usr/sbin
+mount -t proc proc /proc
+echo {MARK_INIT}
+seq 1 {lines} > /tmp/data
+echo "WORKLOAD-BYTES=$(wc -c < /tmp/data)"
+up() {{ cut -d' ' -f1 /proc/uptime; }}
+T0=$(up)
+gzip -c /tmp/data > /tmp/data.gz
+T1=$(up)
+sha256sum /tmp/data > /tmp/data.sum
+T2=$(up)
+echo "WORKLOAD-GZIP-S=$(awk -v a=$T0 -v b=$T1 'BEGIN {{ printf "%.2f", b - a }}')"
+echo "WORKLOAD-SHA256-S=$(awk -v a=$T1 -v b=$T2 'BEGIN {{ printf "%.2f", b - a }}')"
+echo "WORKLOAD-GZ-BYTES=$(wc -c < /tmp/data.gz)"
+echo "WORKLOAD-SHA256=$(cut -d' ' -f1 /tmp/data.sum)"
+echo {MARK_DONE}
+poweroff -f
+"#
+    )
+}
