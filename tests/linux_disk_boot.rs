@@ -17,7 +17,7 @@ use common::linux_checks::*;
 use common::linux_guest::*;
 use common::linux_loader::*;
 use common::{busybox_static, linux_kernel, seabios, seabios_config, TempDir};
-use pcvm::machine::{DriveConfig, DriveMedia, Exit, Machine};
+use pcvm::machine::{Accel, DriveConfig, DriveMedia, Exit, Machine};
 
 /// Limit for the stand-in kernels, which need only SeaBIOS and the loader.
 const LOADER_TIMEOUT: Duration = Duration::from_secs(120);
@@ -36,15 +36,16 @@ fn pattern(n: usize, seed: u32) -> Vec<u8> {
         .collect()
 }
 
-/// Boot `disk` through SeaBIOS in-process with the interpreter and `memory` bytes of RAM
+/// Boot `disk` through SeaBIOS in-process on `accel` with `memory` bytes of RAM
 /// until COM1 shows `until` (or the machine exits); the machine and its COM1 text.
-fn run_disk(disk: &[u8], memory: u64, until: &str) -> (Machine, Exit, String) {
+fn run_disk(accel: Accel, disk: &[u8], memory: u64, until: &str) -> (Machine, Exit, String) {
     let bios = seabios().expect("checked by the caller");
     let dir = TempDir::new("loader");
     let path = dir.path("disk.img");
     std::fs::write(&path, disk).expect("write disk");
     let (mut config, cap) = seabios_config(&bios, LOADER_TIMEOUT);
     config.memory = memory;
+    config.accel = accel;
     config.drives.push(DriveConfig {
         path,
         media: DriveMedia::Disk,
@@ -82,22 +83,42 @@ fn read_bytes(m: &Machine, gpa: u64, n: usize) -> Vec<u8> {
 }
 
 /// The loader puts a stand-in kernel's setup at 0x10000, its protected-mode part (several
-/// 64-sector chunks and a partial one) at 1 MiB and an odd-sized initrd page-aligned near the
-/// top of RAM, fills the header fields and enters setup with the segments and stack the boot
+/// 64-sector chunks and a partial one) at 1 MiB and an odd-sized initrd page-aligned in the
+/// top MiB of RAM, fills the header fields and enters setup with the segments and stack the boot
 /// protocol asks for.
 #[test]
 fn loader_places_kernel_initrd_and_cmdline_and_fills_the_header() {
+    check_loader_placement(Accel::Interp, 256 << 20);
+}
+
+/// The same on KVM with pcvm's devices, where /dev/kvm is usable (SeaBIOS's INT 15h AH=87h
+/// and E820 then run on the host CPU's protected mode).
+#[test]
+fn kvm_loader_places_kernel_initrd_and_cmdline() {
+    match pcvm_accel_kvm::kvm_usable() {
+        Ok(_) => check_loader_placement(Accel::Kvm, 256 << 20),
+        Err(e) => eprintln!("skipped: /dev/kvm is not usable: {e}"),
+    }
+}
+
+/// With 3 GiB the highest RAM below 4 GiB lies above the stand-in kernel's initrd_addr_max
+/// (2 GiB - 1, as Linux's): the initrd must end below 2 GiB.
+#[test]
+fn loader_keeps_the_initrd_below_initrd_addr_max_with_3g() {
+    check_loader_placement(Accel::Interp, 3 << 30);
+}
+
+fn check_loader_placement(accel: Accel, ram: u64) {
     if seabios().is_none() {
         return;
     }
     const MARK: &str = "PCVM-FAKE-SETUP-ENTERED";
-    const RAM: u64 = 256 << 20;
     let payload = pattern(300_001, 1);
     let initrd = pattern(100_003, 2);
     let cmdline = "console=ttyS0 pcvm_loader_test=1";
     let kernel = fake_bzimage(MARK, &payload);
     let disk = linux_disk_image(&kernel, &initrd, cmdline).expect("disk image");
-    let (m, exit, serial) = run_disk(&disk, RAM, MARK);
+    let (m, exit, serial) = run_disk(accel, &disk, ram, MARK);
     assert_eq!(exit, Exit::Stopped, "serial:\n{serial}");
     assert!(serial.contains(LOADER_STARTS_KERNEL), "{serial}");
     assert!(!serial.contains(LOADER_ERROR), "{serial}");
@@ -140,9 +161,10 @@ fn loader_places_kernel_initrd_and_cmdline_and_fills_the_header() {
     let size = read_u32(&m, base + 0x21C);
     assert_eq!(size as usize, initrd.len());
     assert_eq!(image % 4096, 0, "ramdisk_image {image:#x}");
+    let top = ram.min(0x8000_0000); // initrd_addr_max + 1
     assert!(
-        u64::from(image) + u64::from(size) <= RAM && u64::from(image) > RAM - (1 << 20),
-        "ramdisk_image {image:#x} not at the top of {RAM:#x} bytes of RAM"
+        u64::from(image) + u64::from(size) <= top && u64::from(image) > top - (1 << 20),
+        "ramdisk_image {image:#x} not in the MiB below {top:#x} ({ram:#x} bytes of RAM)"
     );
     assert!(read_bytes(&m, u64::from(image), initrd.len()) == initrd);
 }
@@ -155,7 +177,7 @@ fn loader_rejects_a_kernel_without_a_setup_header() {
         return;
     }
     let disk = disk_image_unchecked(&pattern(8192, 3), &[], "console=ttyS0");
-    let (_, exit, serial) = run_disk(&disk, 128 << 20, "\u{0}never");
+    let (_, exit, serial) = run_disk(Accel::Interp, &disk, 128 << 20, "\u{0}never");
     assert_eq!(exit, Exit::PowerOff(0), "serial:\n{serial}");
     assert!(
         serial.contains(&format!(
