@@ -46,18 +46,23 @@ pub enum IrqchipMode {
 pub struct KvmOptions {
     /// Interrupt-controller placement.
     pub irqchip: IrqchipMode,
-    /// How often a running vCPU comes back out to fire device timers.
-    pub poll_interval: Duration,
+    /// The longest a vCPU runs without coming back out when no device timer is due sooner
+    /// (device timers themselves are met exactly: the exit timer is armed for the platform's
+    /// next deadline). Interrupts raised from other threads (console input) wait at most this.
+    pub max_run_interval: Duration,
 }
 
 impl Default for KvmOptions {
     fn default() -> Self {
         KvmOptions {
             irqchip: IrqchipMode::Userspace,
-            poll_interval: Duration::from_millis(1),
+            max_run_interval: Duration::from_millis(10),
         }
     }
 }
+
+/// How often a vCPU comes back out when the platform does not report its timer deadlines.
+pub const UNKNOWN_DEADLINE_POLL: Duration = Duration::from_millis(1);
 
 /// Identity-map page table and TSS KVM needs for real mode on VMX without unrestricted guest
 /// (KVM API §4.43/§4.44), placed below a 256 KiB BIOS at the top of 4 GiB as QEMU once did.
@@ -595,6 +600,27 @@ impl KvmBackend {
         }
     }
 
+    /// When the running vCPU must come back out: the platform's next timer deadline
+    /// (virtual-clock ns converted to a host instant; both run at 1 ns per ns), the end of the
+    /// time slice, or [`KvmOptions::max_run_interval`] from now, whichever is first. A platform
+    /// that cannot tell its deadlines is polled every [`UNKNOWN_DEADLINE_POLL`].
+    fn next_exit(&self, p: &dyn Platform, slice_end: Option<Instant>) -> Instant {
+        let now = Instant::now();
+        let mut at = now + self.options.max_run_interval;
+        if let Some(end) = slice_end {
+            at = at.min(end);
+        }
+        match p.next_timer_deadline() {
+            Some(u64::MAX) => {}
+            Some(deadline) => {
+                let wait = deadline.saturating_sub(p.clock().now_ns());
+                at = at.min(now + Duration::from_nanos(wait));
+            }
+            None => at = at.min(now + UNKNOWN_DEADLINE_POLL),
+        }
+        at
+    }
+
     fn guest_if(&self) -> bool {
         self.vcpu
             .get_regs()
@@ -634,12 +660,6 @@ impl KvmBackend {
         let immediate_exit: *mut u8 = &mut self.vcpu.get_kvm_run().immediate_exit;
         let target = self.kick_target.clone();
         let _guard = RunGuard::enter(&target, immediate_exit);
-        self.timer.arm_periodic(
-            slice_end
-                .map(|e| e.saturating_duration_since(Instant::now()))
-                .unwrap_or(self.options.poll_interval)
-                .min(self.options.poll_interval),
-        );
         let result = self.run_loop(p, slice_end, stepping_over);
         self.timer.disarm();
         self.vcpu.set_kvm_immediate_exit(0);
@@ -709,6 +729,7 @@ impl KvmBackend {
             if self.debug_mode == DebugMode::Step {
                 self.snapshot_watchpoints(p);
             }
+            self.timer.arm_by(self.next_exit(p, slice_end));
 
             // --- Run the guest. ---
             let started = count_mode.map(|_| Instant::now());
