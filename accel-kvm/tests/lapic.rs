@@ -1,8 +1,9 @@
-//! The platform's local APIC under KVM with the userspace irqchip (and, as the reference, under
-//! the interpreter): a 32-bit guest programs the LAPIC timer through the xAPIC page — one-shot,
-//! then periodic — and takes each interrupt while in HLT. Where KVM hands the APIC's MSRs to
-//! userspace it then switches to x2APIC mode through IA32_APIC_BASE, reads the x2APIC ID and
-//! version MSRs, arms the TSC-deadline timer and takes that interrupt too.
+//! The local APIC timer under KVM in both irqchip modes — the platform's LAPIC (userspace
+//! irqchip) or KVM's (kernel irqchip) — and, as the reference, under the interpreter: a 32-bit
+//! guest programs the LAPIC timer through the xAPIC page — one-shot, then periodic — and takes
+//! each interrupt while in HLT. Where the APIC's MSRs work (userspace: KVM hands them to pcvm)
+//! it then switches to x2APIC mode through IA32_APIC_BASE, reads the x2APIC ID and version
+//! MSRs, arms the TSC-deadline timer and takes that interrupt too.
 //!
 //! The handler never returns (kvm-pvm's instruction emulator fails on a 32-bit IRETD): it logs
 //! the TSC, sends the EOI (MMIO or x2APIC MSR), drops its frame and jumps to the dispatcher.
@@ -289,15 +290,24 @@ fn interpreter_takes_the_lapic_timer_in_hlt_xapic_and_x2apic() {
     check(&o, true, 1_000_000, "interp");
 }
 
-#[test]
-fn kvm_userspace_irqchip_takes_the_lapic_timer_in_hlt() {
-    require_kvm!();
+/// The guest on KVM in `mode`. Userspace irqchip: the platform's LAPIC, with the x2APIC /
+/// TSC-deadline part when KVM hands its MSRs over (CPUID must say so either way). Kernel
+/// irqchip: KVM's own LAPIC, with the x2APIC part when KVM's CPUID offers x2APIC and the
+/// TSC-deadline timer.
+fn kvm_lapic_timer(mode: IrqchipMode) {
     let mut tb = TestBoard::with_lapic();
-    let mut cpu = tb.kvm(IrqchipMode::Userspace);
+    let mut cpu = tb.kvm(mode);
     let leaf1 = cpu.cpuid(1, 0).expect("leaf 1");
     let shown = (leaf1[3] & (1 << 9) != 0, leaf1[2] & (1 << 21 | 1 << 24));
-    let x2apic = match cpu.lapic_msrs() {
-        Ok(()) => {
+    let x2apic = match (mode, cpu.lapic_msrs()) {
+        (IrqchipMode::Kernel, _) => {
+            assert!(shown.0, "KVM's LAPIC is advertised");
+            if shown.1 != 1 << 21 | 1 << 24 {
+                eprintln!("KVM's CPUID lacks x2APIC or TSC deadline: xAPIC page only");
+            }
+            shown.1 == 1 << 21 | 1 << 24
+        }
+        (IrqchipMode::Userspace, Ok(())) => {
             assert_eq!(
                 shown,
                 (true, 1 << 21 | 1 << 24),
@@ -305,7 +315,7 @@ fn kvm_userspace_irqchip_takes_the_lapic_timer_in_hlt() {
             );
             true
         }
-        Err(refusal) => {
+        (IrqchipMode::Userspace, Err(refusal)) => {
             eprintln!(
                 "KVM refused the local APIC's MSR exits ({refusal}): xAPIC page only, and \
                  CPUID must hide the APIC"
@@ -316,13 +326,26 @@ fn kvm_userspace_irqchip_takes_the_lapic_timer_in_hlt() {
     };
     let khz = cpu.tsc_khz();
     let o = run_guest(&mut cpu, &mut tb, x2apic, khz);
-    check(&o, x2apic, khz, "kvm userspace");
+    let who = format!("kvm {mode:?}");
+    check(&o, x2apic, khz, &who);
     if x2apic {
         let s = cpu.state().expect("state");
         assert_eq!(
             s.msrs.apic_base & 0xC00,
             0xC00,
-            "CpuState carries the APIC base the guest wrote"
+            "{who}: CpuState carries the APIC base the guest wrote"
         );
     }
+}
+
+#[test]
+fn kvm_userspace_irqchip_takes_the_lapic_timer_in_hlt() {
+    require_kvm!();
+    kvm_lapic_timer(IrqchipMode::Userspace);
+}
+
+#[test]
+fn kvm_kernel_irqchip_takes_the_lapic_timer_in_hlt() {
+    require_kvm!();
+    kvm_lapic_timer(IrqchipMode::Kernel);
 }
