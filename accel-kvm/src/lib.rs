@@ -45,6 +45,10 @@
 //!   clear accessed bits) never completes: the dropped write is retried forever.
 //! - `KVM_CAP_GUEST_DEBUG_HW_BPS` is 0: breakpoints and write watchpoints are emulated by
 //!   single-stepping; read/access watchpoints are refused.
+//! - `KVM_ENABLE_CAP(KVM_CAP_X86_USER_SPACE_MSR)` and `KVM_X86_SET_MSR_FILTER` are accepted,
+//!   and RDMSR/WRMSR exits arrive from its instruction emulator too (x2APIC, APIC base, TSC
+//!   deadline all reach the userspace LAPIC; `tests/lapic.rs`). With the kernel irqchip its
+//!   CPUID offers x2APIC and the TSC-deadline timer. `KVM_GET_TSC_KHZ` works.
 
 pub mod backend;
 pub mod cpuid;
