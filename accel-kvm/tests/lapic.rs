@@ -177,6 +177,22 @@ fn handler(dispatch: u64) -> Vec<u8> {
     })
 }
 
+/// A 32-bit interrupt gate for [`VECTOR`] → [`HANDLER`], CS 0x08, DPL 0 (SDM Vol. 3A §6.11).
+fn install_gate(tb: &TestBoard) {
+    let gate = (HANDLER & 0xFFFF) | (0x08 << 16) | (0x8E00 << 32) | ((HANDLER >> 16) << 48);
+    tb.write(IDT + 8 * u64::from(VECTOR), &gate.to_le_bytes());
+}
+
+/// Flat 32-bit protected mode at [`CODE`] with the IDT covering [`VECTOR`].
+fn state_with_idt() -> pcvm_core::CpuState {
+    let mut s = pm32_state(CODE);
+    s.idtr = pcvm_core::DescriptorTable {
+        base: IDT,
+        limit: (8 * (VECTOR + 1) - 1) as _,
+    };
+    s
+}
+
 /// What the guest left in memory.
 #[derive(Debug)]
 struct Outcome {
@@ -200,17 +216,10 @@ fn run_guest(cpu: &mut dyn CpuBackend, tb: &mut TestBoard, x2apic: bool, tsc_khz
     let (code, dispatch) = guest();
     tb.write(CODE, &code);
     tb.write(HANDLER, &handler(dispatch));
-    // 32-bit interrupt gate, CS 0x08, DPL 0 (SDM Vol. 3A §6.11).
-    let gate = (HANDLER & 0xFFFF) | (0x08 << 16) | (0x8E00 << 32) | ((HANDLER >> 16) << 48);
-    tb.write(IDT + 8 * u64::from(VECTOR), &gate.to_le_bytes());
+    install_gate(tb);
     tb.write(u64::from(X2APIC), &u32::from(x2apic).to_le_bytes());
     tb.write(u64::from(TICKS_PER_MS), &tsc_khz.to_le_bytes());
-    let mut s = pm32_state(CODE);
-    s.idtr = pcvm_core::DescriptorTable {
-        base: IDT,
-        limit: (8 * (VECTOR + 1) - 1) as _,
-    };
-    cpu.set_state(&s).expect("set_state");
+    cpu.set_state(&state_with_idt()).expect("set_state");
     let exit = run_until(cpu, &mut tb.board, Duration::from_secs(60));
     if exit != VmExit::PowerOff {
         let s = cpu.state().expect("state");
@@ -348,4 +357,57 @@ fn kvm_userspace_irqchip_takes_the_lapic_timer_in_hlt() {
 fn kvm_kernel_irqchip_takes_the_lapic_timer_in_hlt() {
     require_kvm!();
     kvm_lapic_timer(IrqchipMode::Kernel);
+}
+
+/// The exit timer is armed for the LAPIC timer's deadline, not only for the run cap: a guest
+/// spinning with interrupts enabled (no exits of its own) gets its 2 ms one-shot interrupt
+/// long before a 5 s `max_run_interval` would bring the vCPU out.
+#[test]
+fn kvm_userspace_irqchip_comes_out_at_the_lapic_deadline_of_a_spinning_guest() {
+    require_kvm!();
+    let mut tb = TestBoard::with_lapic();
+    let mut cpu = tb.kvm_with(pcvm_accel_kvm::KvmOptions {
+        irqchip: IrqchipMode::Userspace,
+        max_run_interval: Duration::from_secs(5),
+    });
+    pm32_tables(&tb);
+    let code = asm(32, CODE, |a| {
+        let mut spin = a.create_label();
+        a.mov(dword_ptr(LAPIC + 0xF0), 0x1FFu32)?;
+        a.mov(dword_ptr(LAPIC + 0x350), 1u32 << 16)?;
+        a.mov(dword_ptr(LAPIC + 0x3E0), 0xBu32)?;
+        a.mov(dword_ptr(LAPIC + 0x320), VECTOR)?;
+        a.rdtsc()?;
+        a.mov(dword_ptr(START_TSC), eax)?;
+        a.mov(dword_ptr(START_TSC + 4), edx)?;
+        a.mov(dword_ptr(LAPIC + 0x380), 2 * ONESHOT_NS)?;
+        a.sti()?;
+        a.set_label(&mut spin)?;
+        a.jmp(spin)
+    });
+    let handler = asm(32, HANDLER, |a| {
+        a.rdtsc()?;
+        a.mov(dword_ptr(TSC_LOG), eax)?;
+        a.mov(dword_ptr(TSC_LOG + 4), edx)?;
+        a.out(TEST_EXIT_PORT as u32, al)?;
+        a.hlt()
+    });
+    tb.write(CODE, &code);
+    tb.write(HANDLER, &handler);
+    install_gate(&tb);
+    cpu.set_state(&state_with_idt()).expect("set_state");
+    let start = std::time::Instant::now();
+    let exit = cpu
+        .run(&mut tb.board, pcvm_core::RunLimit::Unbounded)
+        .expect("run");
+    let wall = start.elapsed();
+    assert_eq!(exit, VmExit::PowerOff);
+    let ticks = read_u64(&tb, TSC_LOG).wrapping_sub(read_u64(&tb, START_TSC));
+    let ms = ticks as f64 / f64::from(cpu.tsc_khz());
+    eprintln!("one-shot of 2 ms taken after {ms:.2} ms (guest TSC); run took {wall:?}");
+    assert!(ms >= 1.9, "interrupt before the deadline: {ms:.2} ms");
+    assert!(
+        wall < Duration::from_secs(2),
+        "the vCPU only came out at the run cap: {wall:?}"
+    );
 }

@@ -198,14 +198,16 @@ impl TestBoard {
     /// A KVM vCPU for this board; the test device's interrupt goes to IRQ5 of the PIC the
     /// irqchip mode uses (ours, or KVM's through `KVM_IRQ_LINE`).
     pub fn kvm(&self, irqchip: IrqchipMode) -> KvmBackend {
-        let cpu = KvmBackend::new(
-            &self.board.memory,
-            KvmOptions {
-                irqchip,
-                ..Default::default()
-            },
-        )
-        .expect("KVM backend");
+        self.kvm_with(KvmOptions {
+            irqchip,
+            ..Default::default()
+        })
+    }
+
+    /// [`Self::kvm`] with explicit options.
+    pub fn kvm_with(&self, options: KvmOptions) -> KvmBackend {
+        let irqchip = options.irqchip;
+        let cpu = KvmBackend::new(&self.board.memory, options).expect("KVM backend");
         let line = match irqchip {
             IrqchipMode::Userspace => PicIrqLine::shared(&self.pic, 5),
             IrqchipMode::Kernel => cpu.irq_line(5).expect("kernel irq line"),
