@@ -649,6 +649,9 @@ impl Interpreter {
                         if v & !0xF != 0 {
                             return Err(Fault::gp(0));
                         }
+                        // CR8 is the local APIC's TPR[7:4] when the board has one (SDM
+                        // Vol. 3A "Interaction of Task Priorities between CR8 and APIC").
+                        p.write_cr8(v);
                         self.state.cr8 = v;
                         Ok(())
                     }
@@ -659,7 +662,12 @@ impl Interpreter {
                     2 => self.state.cr2,
                     3 => self.state.cr3,
                     4 => self.state.cr4,
-                    _ => self.state.cr8 & 0xF,
+                    _ => {
+                        if let Some(class) = p.read_cr8() {
+                            self.state.cr8 = class;
+                        }
+                        self.state.cr8 & 0xF
+                    }
                 };
                 self.state.gpr[gpr_index] = if wide { v } else { v & 0xFFFF_FFFF };
                 Ok(())
