@@ -117,6 +117,18 @@ pub trait Platform {
     fn next_timer_deadline(&self) -> Option<u64> {
         None
     }
+
+    /// MOV from CR8 in 64-bit mode: the local APIC's TPR[7:4] (Intel SDM Vol. 3A
+    /// "Interaction of Task Priorities between CR8 and APIC"); `None` when the board has no
+    /// local APIC and CR8 is the CPU's own register.
+    fn read_cr8(&mut self) -> Option<u64> {
+        None
+    }
+
+    /// MOV to CR8: sets TPR[7:4] (TPR[3:0] = 0); `false` when the board has no local APIC.
+    fn write_cr8(&mut self, _value: u64) -> bool {
+        false
+    }
 }
 
 /// The assembled machine: memory, buses, timers, interrupt routing.
@@ -214,6 +226,21 @@ impl Platform for Board {
     }
     fn next_timer_deadline(&self) -> Option<u64> {
         Some(self.timers.next_deadline())
+    }
+    fn read_cr8(&mut self) -> Option<u64> {
+        let class = self
+            .interrupt_controller
+            .as_ref()?
+            .lock()
+            .ok()?
+            .task_priority_class()?;
+        Some(u64::from(class))
+    }
+    fn write_cr8(&mut self, value: u64) -> bool {
+        self.interrupt_controller
+            .as_ref()
+            .and_then(|c| c.lock().ok())
+            .is_some_and(|mut c| c.set_task_priority_class((value & 0xF) as u8))
     }
 }
 
