@@ -14,13 +14,16 @@ use super::{fixtures_dir, TempDir};
 
 /// dmesg lines the issue forbids (arch/x86 warnings about missing or broken emulation);
 /// "unstable" catches "Marking clocksource 'tsc' as unstable" and "TSC found unstable".
-pub const FORBIDDEN: [&str; 6] = [
+/// "MTRRs disabled" would mean the direct boot left the MTRRs as at power-up, which no BIOS
+/// does (Linux then also turns PAT off).
+pub const FORBIDDEN: [&str; 7] = [
     "unchecked MSR access",
     "invalid opcode",
     "APIC calibration not consistent",
     "IO-APIC + timer doesn't work",
     "unstable",
     "Fast TSC calibration failed",
+    "MTRRs disabled",
 ];
 
 /// The answers `/init` must print, computed here.
