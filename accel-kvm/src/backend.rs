@@ -51,6 +51,10 @@ pub struct KvmOptions {
     /// (device timers themselves are met exactly: the exit timer is armed for the platform's
     /// next deadline). Interrupts raised from other threads (console input) wait at most this.
     pub max_run_interval: Duration,
+    /// Userspace irqchip: ask KVM to hand the local APIC's MSRs to the platform
+    /// ([`crate::msr_exits`]). `false` takes the path used when KVM refuses: CPUID hides the
+    /// APIC, x2APIC and TSC-deadline timer (the APIC page still answers).
+    pub lapic_msr_exits: bool,
 }
 
 impl Default for KvmOptions {
@@ -58,6 +62,7 @@ impl Default for KvmOptions {
         KvmOptions {
             irqchip: IrqchipMode::Userspace,
             max_run_interval: Duration::from_millis(10),
+            lapic_msr_exits: true,
         }
     }
 }
@@ -189,7 +194,11 @@ impl KvmBackend {
         }
         let lapic_msrs = match options.irqchip {
             IrqchipMode::Kernel => Ok(()),
-            IrqchipMode::Userspace => msr_exits::enable(&vm),
+            IrqchipMode::Userspace if options.lapic_msr_exits => msr_exits::enable(&vm),
+            IrqchipMode::Userspace => Err(Refusal {
+                operation: "KvmOptions::lapic_msr_exits",
+                errno: 0,
+            }),
         };
         if let Err(refusal) = &lapic_msrs {
             tracing::warn!(
