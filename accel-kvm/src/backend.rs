@@ -3,10 +3,15 @@
 //! Between calls to `run`, KVM holds the true CPU state; `state`/`set_state` convert it with
 //! [`crate::state`]. During `run`, port I/O and MMIO exits go to the same [`Platform`] buses
 //! the interpreter uses, and with the default userspace irqchip the platform's interrupt
-//! controller (the 8259 pair) decides what to inject: `KVM_INTERRUPT` when the vCPU can take an
-//! interrupt, otherwise an interrupt-window request and injection at the window exit (KVM API
-//! §4.16, §5 `request_interrupt_window`). HLT exits to userspace and ends `run` with
-//! [`VmExit::Halted`], so the machine loop sleeps instead of the host CPU spinning.
+//! controller (its local APIC, with the 8259 pair behind LINT0) decides what to inject, through
+//! the same `Platform::intr`/`acknowledge_interrupt` the interpreter samples: `KVM_INTERRUPT`
+//! when the vCPU can take an interrupt, otherwise an interrupt-window request and injection at
+//! the window exit (KVM API §4.16, §5 `request_interrupt_window`). The APIC's MSRs and CR8
+//! reach the same LAPIC ([`crate::msr_exits`], `kvm_run.cr8`). HLT exits to userspace and ends
+//! `run` with [`VmExit::Halted`], so the machine loop sleeps instead of the host CPU spinning.
+//! While the guest runs, a one-shot timer brings the vCPU out at the platform's next timer
+//! deadline ([`Platform::next_timer_deadline`]), the end of the time slice, or
+//! [`KvmOptions::max_run_interval`].
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
