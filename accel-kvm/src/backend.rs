@@ -3,10 +3,15 @@
 //! Between calls to `run`, KVM holds the true CPU state; `state`/`set_state` convert it with
 //! [`crate::state`]. During `run`, port I/O and MMIO exits go to the same [`Platform`] buses
 //! the interpreter uses, and with the default userspace irqchip the platform's interrupt
-//! controller (the 8259 pair) decides what to inject: `KVM_INTERRUPT` when the vCPU can take an
-//! interrupt, otherwise an interrupt-window request and injection at the window exit (KVM API
-//! §4.16, §5 `request_interrupt_window`). HLT exits to userspace and ends `run` with
-//! [`VmExit::Halted`], so the machine loop sleeps instead of the host CPU spinning.
+//! controller (its local APIC, with the 8259 pair behind LINT0) decides what to inject, through
+//! the same `Platform::intr`/`acknowledge_interrupt` the interpreter samples: `KVM_INTERRUPT`
+//! when the vCPU can take an interrupt, otherwise an interrupt-window request and injection at
+//! the window exit (KVM API §4.16, §5 `request_interrupt_window`). The APIC's MSRs and CR8
+//! reach the same LAPIC ([`crate::msr_exits`], `kvm_run.cr8`). HLT exits to userspace and ends
+//! `run` with [`VmExit::Halted`], so the machine loop sleeps instead of the host CPU spinning.
+//! While the guest runs, a one-shot timer brings the vCPU out at the platform's next timer
+//! deadline ([`Platform::next_timer_deadline`]), the end of the time slice, or
+//! [`KvmOptions::max_run_interval`].
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -51,6 +56,10 @@ pub struct KvmOptions {
     /// (device timers themselves are met exactly: the exit timer is armed for the platform's
     /// next deadline). Interrupts raised from other threads (console input) wait at most this.
     pub max_run_interval: Duration,
+    /// Userspace irqchip: ask KVM to hand the local APIC's MSRs to the platform
+    /// ([`crate::msr_exits`]). `false` takes the path used when KVM refuses: CPUID hides the
+    /// APIC, x2APIC and TSC-deadline timer (the APIC page still answers).
+    pub lapic_msr_exits: bool,
 }
 
 impl Default for KvmOptions {
@@ -58,6 +67,7 @@ impl Default for KvmOptions {
         KvmOptions {
             irqchip: IrqchipMode::Userspace,
             max_run_interval: Duration::from_millis(10),
+            lapic_msr_exits: true,
         }
     }
 }
@@ -189,7 +199,11 @@ impl KvmBackend {
         }
         let lapic_msrs = match options.irqchip {
             IrqchipMode::Kernel => Ok(()),
-            IrqchipMode::Userspace => msr_exits::enable(&vm),
+            IrqchipMode::Userspace if options.lapic_msr_exits => msr_exits::enable(&vm),
+            IrqchipMode::Userspace => Err(Refusal {
+                operation: "KvmOptions::lapic_msr_exits",
+                errno: 0,
+            }),
         };
         if let Err(refusal) = &lapic_msrs {
             tracing::warn!(
@@ -716,6 +730,25 @@ impl KvmBackend {
         (self.vcpu.get_msrs(&mut msrs).ok()? == 1).then(|| msrs.as_slice()[0].data)
     }
 
+    /// Answer the pending `KVM_EXIT_MMIO` load with `data` (KVM API §5 "KVM_EXIT_MMIO").
+    fn complete_mmio_read(&mut self, data: &[u8]) -> Result<()> {
+        let run = self.vcpu.get_kvm_run();
+        if run.exit_reason != kvm_bindings::KVM_EXIT_MMIO {
+            return Err(Error::VcpuFailed(format!(
+                "MMIO exit changed to exit reason {}",
+                run.exit_reason
+            )));
+        }
+        // SAFETY: the exit reason (checked above) is KVM_EXIT_MMIO, so `mmio` is the active
+        // member of the exit union; `data` is at most 8 bytes, the size of `mmio.data`.
+        unsafe {
+            let mmio = &mut run.__bindgen_anon_1.mmio;
+            let n = data.len().min(mmio.data.len());
+            mmio.data[..n].copy_from_slice(&data[..n]);
+        }
+        Ok(())
+    }
+
     /// Answer the pending `KVM_EXIT_X86_RDMSR`/`WRMSR`: `Some(data)` completes it (the data is
     /// ignored for writes), `None` makes KVM inject #GP(0) (KVM API §5 "KVM_EXIT_X86_RDMSR").
     fn complete_msr(&mut self, result: Option<u64>) -> Result<()> {
@@ -847,6 +880,12 @@ impl KvmBackend {
                 self.vcpu.nmi().map_err(ioctl_err("inject an NMI"))?;
                 self.halted = false;
             }
+            // CR8 is the LAPIC's TPR[7:4]: between exits the platform's LAPIC holds it; KVM
+            // keeps its copy in kvm_run.cr8 without an in-kernel LAPIC (KVM API §5 "cr8").
+            let cr8_sent = if userspace { p.read_cr8() } else { None };
+            if let Some(cr8) = cr8_sent {
+                self.vcpu.get_kvm_run().cr8 = cr8;
+            }
             if userspace {
                 if self.halted {
                     if p.intr() && self.guest_if() {
@@ -877,13 +916,13 @@ impl KvmBackend {
             entered = true;
             let exit = match self.vcpu.run() {
                 Ok(VcpuExit::IoIn(..)) | Ok(VcpuExit::IoOut(..)) => Exit::Io,
-                Ok(VcpuExit::MmioRead(addr, data)) => {
-                    mmio_read(p, addr, data);
-                    Exit::IoDone
-                }
+                // Performed below, after CR8 reached the LAPIC (the access may be to the TPR).
+                Ok(VcpuExit::MmioRead(addr, data)) => Exit::MmioRead(addr, data.len().min(8)),
                 Ok(VcpuExit::MmioWrite(addr, data)) => {
-                    mmio_write(p, addr, data);
-                    Exit::IoDone
+                    let mut bytes = [0u8; 8];
+                    let len = data.len().min(8);
+                    bytes[..len].copy_from_slice(&data[..len]);
+                    Exit::MmioWrite(addr, bytes, len)
                 }
                 Ok(VcpuExit::Hlt) => Exit::Hlt,
                 Ok(VcpuExit::X86Rdmsr(m)) => Exit::RdMsr(m.index, m.reason.bits()),
@@ -915,10 +954,22 @@ impl KvmBackend {
                 p.clock()
                     .add_instructions(t.elapsed().as_nanos() as u64 / ns);
             }
+            if let Some(sent) = cr8_sent {
+                let cr8 = self.vcpu.get_kvm_run().cr8;
+                if cr8 != sent {
+                    p.write_cr8(cr8);
+                }
+            }
             match exit {
-                Exit::Io | Exit::IoDone => {
-                    if matches!(exit, Exit::Io) {
-                        self.on_io_exit(p);
+                Exit::Io | Exit::MmioRead(..) | Exit::MmioWrite(..) => {
+                    match exit {
+                        Exit::MmioRead(addr, len) => {
+                            let mut bytes = [0u8; 8];
+                            mmio_read(p, addr, &mut bytes[..len]);
+                            self.complete_mmio_read(&bytes[..len])?;
+                        }
+                        Exit::MmioWrite(addr, bytes, len) => mmio_write(p, addr, &bytes[..len]),
+                        _ => self.on_io_exit(p),
                     }
                     let stepping = self.debug_mode == DebugMode::Step
                         || self.debug.single_step
@@ -1035,8 +1086,10 @@ impl KvmBackend {
 enum Exit {
     /// Port I/O to perform from kvm_run's data area.
     Io,
-    /// MMIO already performed.
-    IoDone,
+    /// An MMIO load of this many bytes (at most 8) to answer in kvm_run.
+    MmioRead(u64, usize),
+    /// An MMIO store of the first `.2` bytes.
+    MmioWrite(u64, [u8; 8], usize),
     Hlt,
     Nothing,
     /// RDMSR handed to userspace: index, `KVM_MSR_EXIT_REASON_*`.

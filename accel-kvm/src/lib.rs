@@ -20,7 +20,9 @@
 //! for the interpreter, and HLT returns [`pcvm_core::VmExit::Halted`] to the machine loop. The
 //! xAPIC page at 0xFEE00000 has no memory slot, so its accesses are MMIO exits to the
 //! platform's bus; the APIC's MSRs reach the platform through [`msr_exits`] when KVM allows it
-//! (otherwise CPUID hides the APIC). Timers (PIT, RTC, HPET, the LAPIC timer) run on the
+//! (otherwise CPUID hides the APIC). CR8 is the APIC's TPR bits 7:4: before each entry the
+//! backend puts the LAPIC's value in `kvm_run.cr8`, and a changed value after the exit (a
+//! guest MOV to CR8) goes back to the LAPIC before the exit's own MMIO is performed. Timers (PIT, RTC, HPET, the LAPIC timer) run on the
 //! platform's virtual clock; the vCPU comes out of `KVM_RUN` at the next deadline.
 //!
 //! The TSC-deadline timer: under KVM the guest's TSC is KVM's (host TSC plus an offset, at

@@ -40,7 +40,7 @@ pub fn is_local_apic_msr(index: u32) -> bool {
 }
 
 /// Why KVM cannot hand the local APIC's MSRs to userspace: the step and its errno (0 when the
-/// capability is simply absent).
+/// capability is simply absent, or the exits were not asked for).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Refusal {
     /// What was asked of KVM.
@@ -52,7 +52,7 @@ pub struct Refusal {
 impl std::fmt::Display for Refusal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         if self.errno == 0 {
-            write!(f, "{}: not supported", self.operation)
+            write!(f, "{}: not available", self.operation)
         } else {
             write!(
                 f,
@@ -160,6 +160,6 @@ mod tests {
             operation: "KVM_CHECK_EXTENSION(KVM_CAP_X86_MSR_FILTER)",
             errno: 0,
         };
-        assert!(absent.to_string().ends_with("not supported"));
+        assert!(absent.to_string().ends_with("not available"));
     }
 }

@@ -303,9 +303,13 @@ fn interpreter_takes_the_lapic_timer_in_hlt_xapic_and_x2apic() {
 /// TSC-deadline part when KVM hands its MSRs over (CPUID must say so either way). Kernel
 /// irqchip: KVM's own LAPIC, with the x2APIC part when KVM's CPUID offers x2APIC and the
 /// TSC-deadline timer.
-fn kvm_lapic_timer(mode: IrqchipMode) {
+fn kvm_lapic_timer(mode: IrqchipMode, lapic_msr_exits: bool) {
     let mut tb = TestBoard::with_lapic();
-    let mut cpu = tb.kvm(mode);
+    let mut cpu = tb.kvm_with(pcvm_accel_kvm::KvmOptions {
+        irqchip: mode,
+        lapic_msr_exits,
+        ..Default::default()
+    });
     let leaf1 = cpu.cpuid(1, 0).expect("leaf 1");
     let shown = (leaf1[3] & (1 << 9) != 0, leaf1[2] & (1 << 21 | 1 << 24));
     let x2apic = match (mode, cpu.lapic_msrs()) {
@@ -326,8 +330,8 @@ fn kvm_lapic_timer(mode: IrqchipMode) {
         }
         (IrqchipMode::Userspace, Err(refusal)) => {
             eprintln!(
-                "KVM refused the local APIC's MSR exits ({refusal}): xAPIC page only, and \
-                 CPUID must hide the APIC"
+                "no local-APIC MSR exits ({refusal}): xAPIC page only, and CPUID must hide \
+                 the APIC"
             );
             assert_eq!(shown, (false, 0));
             false
@@ -350,13 +354,21 @@ fn kvm_lapic_timer(mode: IrqchipMode) {
 #[test]
 fn kvm_userspace_irqchip_takes_the_lapic_timer_in_hlt() {
     require_kvm!();
-    kvm_lapic_timer(IrqchipMode::Userspace);
+    kvm_lapic_timer(IrqchipMode::Userspace, true);
+}
+
+/// The path taken when KVM refuses the MSR exits: CPUID hides the APIC, the guest still takes
+/// the timer through the APIC page.
+#[test]
+fn kvm_userspace_irqchip_without_msr_exits_hides_the_apic_but_the_page_works() {
+    require_kvm!();
+    kvm_lapic_timer(IrqchipMode::Userspace, false);
 }
 
 #[test]
 fn kvm_kernel_irqchip_takes_the_lapic_timer_in_hlt() {
     require_kvm!();
-    kvm_lapic_timer(IrqchipMode::Kernel);
+    kvm_lapic_timer(IrqchipMode::Kernel, true);
 }
 
 /// The exit timer is armed for the LAPIC timer's deadline, not only for the run cap: a guest
@@ -369,6 +381,7 @@ fn kvm_userspace_irqchip_comes_out_at_the_lapic_deadline_of_a_spinning_guest() {
     let mut cpu = tb.kvm_with(pcvm_accel_kvm::KvmOptions {
         irqchip: IrqchipMode::Userspace,
         max_run_interval: Duration::from_secs(5),
+        ..Default::default()
     });
     pm32_tables(&tb);
     let code = asm(32, CODE, |a| {
@@ -410,4 +423,133 @@ fn kvm_userspace_irqchip_comes_out_at_the_lapic_deadline_of_a_spinning_guest() {
         wall < Duration::from_secs(2),
         "the vCPU only came out at the run cap: {wall:?}"
     );
+}
+
+/// Results of the CR8 guest: CR8 read back after MOV CR8 ← 0xF, the TPR register then, the
+/// "self-IPI held off" marker as the handler saw it, CR8 in the handler, the handler ran.
+const CR8_READ: u32 = 0x700;
+const CR8_TPR: u32 = 0x704;
+const CR8_BLOCKED: u32 = 0x708;
+const CR8_BLOCKED_SEEN: u32 = 0x70C;
+const CR8_IN_HANDLER: u32 = 0x710;
+const CR8_HANDLED: u32 = 0x714;
+
+/// Long mode with identity-mapped 2 MiB pages for the low 2 MiB and the APIC page
+/// (PML4 0x14000 → PDPT 0x15000 → PDs 0x13000 and 0x16000), a 64-bit code segment at GDT
+/// selector 0x20, and a 64-bit IDT with [`VECTOR`] → [`HANDLER`].
+fn long_mode_state(tb: &TestBoard) -> pcvm_core::CpuState {
+    use pcvm_core::cpu_state::cr;
+    pm32_tables(tb);
+    tb.write(
+        GDT + 0x20,
+        &seg_desc(0, 0xFFFF_FFFF, 0x9B, 0x2).to_le_bytes(),
+    );
+    tb.write(0x1_4000, &(0x1_5000u64 | 3).to_le_bytes());
+    tb.write(0x1_5000, &(0x1_3000u64 | 3).to_le_bytes());
+    tb.write(0x1_5000 + 3 * 8, &(0x1_6000u64 | 3).to_le_bytes());
+    tb.write(0x1_3000, &0x83u64.to_le_bytes());
+    let apic_pde = 0x1_6000 + 8 * ((u64::from(LAPIC) >> 21) & 511);
+    tb.write(apic_pde, &(u64::from(LAPIC) | 0x93).to_le_bytes());
+    // 64-bit interrupt gate: 16 bytes (SDM Vol. 3A §6.14.1).
+    let gate = (HANDLER & 0xFFFF) | (0x20 << 16) | (0x8E00 << 32) | ((HANDLER >> 16) << 48);
+    tb.write(IDT + 16 * u64::from(VECTOR), &gate.to_le_bytes());
+    tb.write(IDT + 16 * u64::from(VECTOR) + 8, &0u64.to_le_bytes());
+    let mut s = pm32_state(CODE);
+    s.gdtr.limit = 5 * 8 - 1;
+    s.idtr = pcvm_core::DescriptorTable {
+        base: IDT,
+        limit: (16 * (VECTOR + 1) - 1) as _,
+    };
+    s.cr3 = 0x1_4000;
+    s.cr4 |= cr::CR4_PAE;
+    s.cr0 |= cr::CR0_PG;
+    s.efer = cr::EFER_LME | cr::EFER_LMA;
+    let code_segment = s.seg_mut(pcvm_core::SegReg::Cs);
+    code_segment.selector = 0x20;
+    code_segment.attributes = 0x9B | pcvm_core::Segment::ATTR_L | pcvm_core::Segment::ATTR_G;
+    s
+}
+
+/// CR8 is the LAPIC's TPR[7:4] (SDM Vol. 3A §10.8.6.1 "Interaction of Task Priorities
+/// between CR8 and APIC"): MOV CR8 ← 0xF shows as TPR 0xF0 and holds off a class-4 self-IPI;
+/// lowering the TPR through the APIC page lets it in, and CR8 reads 0 in the handler.
+fn cr8_guest(cpu: &mut dyn CpuBackend, tb: &mut TestBoard) {
+    let code = asm(64, CODE, |a| {
+        let mut spin = a.create_label();
+        // The APIC page is above 2 GiB: addressed through RBX (a 32-bit displacement is
+        // sign-extended in 64-bit mode).
+        a.mov(ebx, LAPIC)?;
+        a.mov(dword_ptr(rbx + 0xF0), 0x1FFu32)?;
+        a.mov(dword_ptr(rbx + 0x350), 1u32 << 16)?;
+        a.mov(eax, 0xFu32)?;
+        a.mov(cr8, rax)?;
+        a.mov(rax, cr8)?;
+        a.mov(dword_ptr(CR8_READ), eax)?;
+        a.mov(eax, dword_ptr(rbx + 0x80))?;
+        a.mov(dword_ptr(CR8_TPR), eax)?;
+        a.sti()?;
+        // Fixed self-IPI (shorthand "self"), vector 0x40: priority class 4 < 0xF.
+        a.mov(dword_ptr(rbx + 0x300), VECTOR | 1 << 18)?;
+        a.mov(ecx, 50u32)?;
+        let mut delay = a.create_label();
+        a.set_label(&mut delay)?;
+        a.dec(ecx)?;
+        a.jnz(delay)?;
+        a.mov(dword_ptr(CR8_BLOCKED), 1u32)?;
+        a.mov(dword_ptr(rbx + 0x80), 0u32)?;
+        a.set_label(&mut spin)?;
+        a.jmp(spin)
+    });
+    let handler = asm(64, HANDLER, |a| {
+        a.mov(rax, cr8)?;
+        a.mov(dword_ptr(CR8_IN_HANDLER), eax)?;
+        a.mov(eax, dword_ptr(CR8_BLOCKED))?;
+        a.mov(dword_ptr(CR8_BLOCKED_SEEN), eax)?;
+        a.mov(dword_ptr(CR8_HANDLED), 1u32)?;
+        a.out(TEST_EXIT_PORT as u32, al)?;
+        a.hlt()
+    });
+    let state = long_mode_state(tb);
+    tb.write(CODE, &code);
+    tb.write(HANDLER, &handler);
+    cpu.set_state(&state).expect("set_state");
+    let exit = run_until(cpu, &mut tb.board, Duration::from_secs(30));
+    let who = cpu.name();
+    let r = |addr: u32| tb.read_u32(u64::from(addr));
+    assert_eq!(exit, VmExit::PowerOff, "{who}");
+    assert_eq!(r(CR8_READ), 0xF, "{who}: CR8 reads back");
+    assert_eq!(r(CR8_TPR), 0xF0, "{who}: MOV CR8 set the APIC's TPR");
+    assert_eq!(r(CR8_HANDLED), 1, "{who}: the self-IPI was taken");
+    assert_eq!(
+        r(CR8_BLOCKED_SEEN),
+        1,
+        "{who}: the self-IPI came while CR8 = 0xF"
+    );
+    assert_eq!(
+        r(CR8_IN_HANDLER),
+        0,
+        "{who}: TPR 0 through the page is CR8 0"
+    );
+}
+
+#[test]
+fn interpreter_cr8_is_the_lapic_task_priority() {
+    let mut tb = TestBoard::with_lapic();
+    cr8_guest(&mut Interpreter::new(), &mut tb);
+}
+
+#[test]
+fn kvm_userspace_irqchip_cr8_is_the_lapic_task_priority() {
+    require_kvm!();
+    let mut tb = TestBoard::with_lapic();
+    let mut cpu = tb.kvm(IrqchipMode::Userspace);
+    cr8_guest(&mut cpu, &mut tb);
+}
+
+#[test]
+fn kvm_kernel_irqchip_cr8_is_the_lapic_task_priority() {
+    require_kvm!();
+    let mut tb = TestBoard::with_lapic();
+    let mut cpu = tb.kvm(IrqchipMode::Kernel);
+    cr8_guest(&mut cpu, &mut tb);
 }
