@@ -821,7 +821,14 @@ impl Machine {
         let Some(direct) = &self.direct else {
             return Ok(());
         };
-        let state = direct.load(&self.board.memory)?;
+        let mut state = direct.load(&self.board.memory)?;
+        // What SeaBIOS would have left in the MTRRs; without it Linux also turns PAT off.
+        let phys_bits = self.cpu.cpuid(0x8000_0008, 0).map_or(36, |r| r[0] & 0xFF);
+        pcvm_firmware::mtrr::program_boot_mtrrs(
+            &mut state.msrs,
+            self.board.memory.layout(),
+            phys_bits,
+        );
         self.pm
             .lock()
             .map_err(|_| anyhow!("PIIX4 PM lock poisoned"))?

@@ -8,12 +8,16 @@
 //! A second guest, a multiboot kernel in flat 32-bit mode, takes the PIT through the I/O APIC
 //! and the local APIC only (8259s masked), on I/O APIC pin 2 as the MADT's override says: with
 //! the kernel irqchip that needs the PC's GSI routing (GSI 0 → pin 2) in KVM.
+//!
+//! Third, SeaBIOS to "No bootable device." under KVM in both modes (timed): with the
+//! userspace irqchip the guest's CPUID now shows pcvm's local APIC, so SeaBIOS counts CPUs
+//! through it instead of reporting "No apic".
 
 mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{pcvm, TempDir};
+use common::{pcvm, seabios, seabios_config, TempDir};
 use iced_x86::code_asm::*;
 use pcvm::direct::KernelConfig;
 use pcvm::machine::{Accel, Exit, Irqchip, Machine, MachineConfig};
@@ -346,4 +350,45 @@ fn kernel_irqchip_needs_kvm() {
     );
     let out = pcvm(&["--accel", "interp", "-machine", "kernel_irqchip=on"]);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
+}
+
+/// SeaBIOS with no disk under KVM with `irqchip`, until "No bootable device." on the debug
+/// console; SeaBIOS must have found the local APIC (its SMP setup ran) and our ACPI tables.
+fn seabios_no_bootable_device(irqchip: Irqchip) {
+    let Some(bios) = seabios() else { return };
+    let (mut config, cap) = seabios_config(&bios, Duration::from_secs(120));
+    config.accel = Accel::Kvm;
+    config.irqchip = irqchip;
+    let mut m = Machine::new(config).expect("build machine");
+    let start = Instant::now();
+    let exit = m
+        .run_until(|_| cap.debugcon.contains("No bootable device."))
+        .expect("run");
+    let log = cap.debugcon.text();
+    eprintln!(
+        "kvm/{irqchip:?}: SeaBIOS reached \"No bootable device.\" in {:.2} s",
+        start.elapsed().as_secs_f64()
+    );
+    assert_eq!(exit, Exit::Stopped, "{irqchip:?}:\n{log}");
+    assert!(log.contains("SeaBIOS (version 1.16"), "{log}");
+    assert!(
+        log.contains("Found 1 cpu(s) max supported 1 cpu(s)"),
+        "{irqchip:?}: SeaBIOS did not find the local APIC:\n{log}"
+    );
+    assert!(!log.contains("No apic"), "{irqchip:?}:\n{log}");
+    assert!(log.contains("ACPI: parse DSDT"), "{irqchip:?}:\n{log}");
+}
+
+#[test]
+fn kvm_userspace_irqchip_seabios_no_bootable_device() {
+    if kvm_available() {
+        seabios_no_bootable_device(Irqchip::Userspace);
+    }
+}
+
+#[test]
+fn kvm_kernel_irqchip_seabios_no_bootable_device() {
+    if kvm_available() {
+        seabios_no_bootable_device(Irqchip::Kernel);
+    }
 }

@@ -3,10 +3,15 @@
 //! Between calls to `run`, KVM holds the true CPU state; `state`/`set_state` convert it with
 //! [`crate::state`]. During `run`, port I/O and MMIO exits go to the same [`Platform`] buses
 //! the interpreter uses, and with the default userspace irqchip the platform's interrupt
-//! controller (the 8259 pair) decides what to inject: `KVM_INTERRUPT` when the vCPU can take an
-//! interrupt, otherwise an interrupt-window request and injection at the window exit (KVM API
-//! §4.16, §5 `request_interrupt_window`). HLT exits to userspace and ends `run` with
-//! [`VmExit::Halted`], so the machine loop sleeps instead of the host CPU spinning.
+//! controller (its local APIC, with the 8259 pair behind LINT0) decides what to inject, through
+//! the same `Platform::intr`/`acknowledge_interrupt` the interpreter samples: `KVM_INTERRUPT`
+//! when the vCPU can take an interrupt, otherwise an interrupt-window request and injection at
+//! the window exit (KVM API §4.16, §5 `request_interrupt_window`). The APIC's MSRs and CR8
+//! reach the same LAPIC ([`crate::msr_exits`], `kvm_run.cr8`). HLT exits to userspace and ends
+//! `run` with [`VmExit::Halted`], so the machine loop sleeps instead of the host CPU spinning.
+//! While the guest runs, a one-shot timer brings the vCPU out at the platform's next timer
+//! deadline ([`Platform::next_timer_deadline`]), the end of the time slice, or
+//! [`KvmOptions::max_run_interval`].
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,6 +33,7 @@ use vm_memory::{GuestAddress, GuestMemoryBackend as _};
 
 use crate::kick::{self, DeadlineTimer, KickTarget, RunGuard};
 use crate::memslots::MemoryMap;
+use crate::msr_exits::{self, Refusal};
 use crate::{cpuid, state, Error, KvmIrqLine, Result};
 
 /// Where the interrupt controllers live.
@@ -46,18 +52,28 @@ pub enum IrqchipMode {
 pub struct KvmOptions {
     /// Interrupt-controller placement.
     pub irqchip: IrqchipMode,
-    /// How often a running vCPU comes back out to fire device timers.
-    pub poll_interval: Duration,
+    /// The longest a vCPU runs without coming back out when no device timer is due sooner
+    /// (device timers themselves are met exactly: the exit timer is armed for the platform's
+    /// next deadline). Interrupts raised from other threads (console input) wait at most this.
+    pub max_run_interval: Duration,
+    /// Userspace irqchip: ask KVM to hand the local APIC's MSRs to the platform
+    /// ([`crate::msr_exits`]). `false` takes the path used when KVM refuses: CPUID hides the
+    /// APIC, x2APIC and TSC-deadline timer (the APIC page still answers).
+    pub lapic_msr_exits: bool,
 }
 
 impl Default for KvmOptions {
     fn default() -> Self {
         KvmOptions {
             irqchip: IrqchipMode::Userspace,
-            poll_interval: Duration::from_millis(1),
+            max_run_interval: Duration::from_millis(10),
+            lapic_msr_exits: true,
         }
     }
 }
+
+/// How often a vCPU comes back out when the platform does not report its timer deadlines.
+pub const UNKNOWN_DEADLINE_POLL: Duration = Duration::from_millis(1);
 
 /// Identity-map page table and TSS KVM needs for real mode on VMX without unrestricted guest
 /// (KVM API §4.43/§4.44), placed below a 256 KiB BIOS at the top of 4 GiB as QEMU once did.
@@ -108,6 +124,14 @@ pub struct KvmBackend {
     cpuid: Vec<kvm_bindings::kvm_cpuid_entry2>,
     /// `KVM_CAP_GUEST_DEBUG_HW_BPS`.
     hw_breakpoints: usize,
+    /// Userspace irqchip: whether guest accesses to the local APIC's MSRs reach the platform
+    /// ([`msr_exits`]), or why KVM refused. Kernel irqchip: `Ok` (KVM's LAPIC has them).
+    lapic_msrs: std::result::Result<(), Refusal>,
+    /// The guest TSC's frequency (`KVM_GET_TSC_KHZ`), to convert TSC-deadline delays.
+    tsc_khz: u32,
+    /// IA32_APIC_BASE as the platform's local APIC last accepted it from the guest (KVM's
+    /// copy in `kvm_sregs` is stale then); cleared by `set_state`.
+    apic_base: Option<u64>,
     debug: DebugConfig,
     debug_mode: DebugMode,
     /// Hardware mode: the linear RIP of the breakpoint we stopped at; the next `run` steps over
@@ -173,6 +197,20 @@ impl KvmBackend {
             vm.set_gsi_routing(&routing)
                 .map_err(ioctl_err("set the PC's GSI routing"))?;
         }
+        let lapic_msrs = match options.irqchip {
+            IrqchipMode::Kernel => Ok(()),
+            IrqchipMode::Userspace if options.lapic_msr_exits => msr_exits::enable(&vm),
+            IrqchipMode::Userspace => Err(Refusal {
+                operation: "KvmOptions::lapic_msr_exits",
+                errno: 0,
+            }),
+        };
+        if let Err(refusal) = &lapic_msrs {
+            tracing::warn!(
+                "KVM cannot pass the local APIC's MSRs to userspace ({refusal}); the guest's \
+                 CPUID shows no local APIC"
+            );
+        }
         let readonly = vm.check_extension(Cap::ReadonlyMem);
         if !readonly {
             tracing::warn!("KVM lacks KVM_CAP_READONLY_MEM: ROM is mapped writable");
@@ -184,7 +222,12 @@ impl KvmBackend {
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .map_err(ioctl_err("get the supported CPUID"))?;
         let mut entries = supported.as_slice().to_vec();
-        let xsave = cpuid::filter(&mut entries, options.irqchip == IrqchipMode::Kernel);
+        let lapic = match options.irqchip {
+            IrqchipMode::Kernel => cpuid::Lapic::InKernel,
+            IrqchipMode::Userspace if lapic_msrs.is_ok() => cpuid::Lapic::Userspace,
+            IrqchipMode::Userspace => cpuid::Lapic::Hidden,
+        };
+        let xsave = cpuid::filter(&mut entries, lapic);
         supported = kvm_bindings::CpuId::from_entries(&entries)
             .map_err(|e| Error::VcpuFailed(format!("CPUID table: {e:?}")))?;
         vcpu.set_cpuid2(&supported)
@@ -216,6 +259,18 @@ impl KvmBackend {
             .check_extension_raw(libc::c_ulong::from(KVM_CAP_GUEST_DEBUG_HW_BPS))
             .max(0) as usize;
 
+        let tsc_khz = match kvm
+            .check_extension(Cap::GetTscKhz)
+            .then(|| vcpu.get_tsc_khz())
+        {
+            Some(Ok(khz)) if khz > 0 => khz,
+            other => {
+                tracing::warn!(
+                    "KVM_GET_TSC_KHZ unavailable ({other:?}): TSC-deadline delays assume 1 GHz"
+                );
+                1_000_000
+            }
+        };
         let kick_target = KickTarget::default();
         let waker_target = kick_target.clone();
         let mut backend = KvmBackend {
@@ -233,6 +288,9 @@ impl KvmBackend {
             msr_indices,
             cpuid: entries,
             hw_breakpoints,
+            lapic_msrs,
+            tsc_khz,
+            apic_base: None,
             debug: DebugConfig::default(),
             debug_mode: DebugMode::Off,
             step_over: None,
@@ -253,6 +311,18 @@ impl KvmBackend {
     pub fn irq_line(&self, gsi: u32) -> Option<Arc<dyn IrqLine>> {
         (self.options.irqchip == IrqchipMode::Kernel)
             .then(|| Arc::new(KvmIrqLine::new(self.vm.clone(), gsi)) as Arc<dyn IrqLine>)
+    }
+
+    /// Userspace irqchip: `Ok` when the guest's local-APIC MSRs (APIC base, TSC deadline,
+    /// x2APIC) reach the platform and CPUID advertises the APIC, x2APIC and TSC-deadline
+    /// timer; otherwise the KVM step that refused, with its errno.
+    pub fn lapic_msrs(&self) -> std::result::Result<(), &Refusal> {
+        self.lapic_msrs.as_ref().map(|_| ())
+    }
+
+    /// The guest TSC frequency in kHz (`KVM_GET_TSC_KHZ`).
+    pub fn tsc_khz(&self) -> u32 {
+        self.tsc_khz
     }
 
     /// How many hardware breakpoints KVM offers (`KVM_CAP_GUEST_DEBUG_HW_BPS`).
@@ -279,6 +349,9 @@ impl KvmBackend {
             .get_sregs()
             .map_err(ioctl_err("get system registers"))?;
         state::sregs_from_kvm(&mut s, &sregs);
+        if let Some(base) = self.apic_base {
+            s.msrs.apic_base = base;
+        }
         if self.use_xsave {
             let xsave = self
                 .vcpu
@@ -428,6 +501,7 @@ impl KvmBackend {
             }
         }
         self.step_over = None;
+        self.apic_base = None;
         Ok(())
     }
 
@@ -595,6 +669,132 @@ impl KvmBackend {
         }
     }
 
+    /// A guest RDMSR KVM handed over: the platform's local APIC answers its MSRs; a filtered
+    /// MSR the platform does not take goes back to KVM (host-initiated, so unfiltered);
+    /// anything else KVM refused is #GP (`None`).
+    fn guest_rdmsr(&mut self, p: &mut dyn Platform, index: u32, reason: u32) -> Option<u64> {
+        if msr_exits::is_local_apic_msr(index) {
+            if let Some(v) = p.read_local_msr(index) {
+                return Some(v);
+            }
+        }
+        if reason & kvm_bindings::KVM_MSR_EXIT_REASON_FILTER != 0 {
+            return self.kvm_msr(index);
+        }
+        None
+    }
+
+    /// A guest WRMSR KVM handed over; `false` is #GP. A TSC-deadline write carries the
+    /// guest's TSC converted so the platform's 1 GHz arithmetic gives the right delay
+    /// ([`msr_exits::deadline_reference_tsc`]).
+    fn guest_wrmsr(&mut self, p: &mut dyn Platform, index: u32, value: u64, reason: u32) -> bool {
+        if msr_exits::is_local_apic_msr(index) {
+            let tsc = if index == msr_exits::MSR_TSC_DEADLINE {
+                let guest_tsc = self.kvm_msr(msr_exits::MSR_TSC).unwrap_or(0);
+                msr_exits::deadline_reference_tsc(value, guest_tsc, self.tsc_khz)
+            } else {
+                0
+            };
+            match p.write_local_msr(index, value, tsc) {
+                Some(true) => {
+                    if index == msr_exits::MSR_APIC_BASE {
+                        self.apic_base = Some(p.read_local_msr(index).unwrap_or(value));
+                    }
+                    return true;
+                }
+                Some(false) => return false,
+                None => {}
+            }
+        }
+        if reason & kvm_bindings::KVM_MSR_EXIT_REASON_FILTER != 0 {
+            let entry = kvm_msr_entry {
+                index,
+                data: value,
+                ..Default::default()
+            };
+            return KvmMsrs::from_entries(&[entry])
+                .ok()
+                .and_then(|m| self.vcpu.set_msrs(&m).ok())
+                == Some(1);
+        }
+        false
+    }
+
+    /// One MSR read by the host through `KVM_GET_MSRS` (not subject to the MSR filter).
+    fn kvm_msr(&self, index: u32) -> Option<u64> {
+        let mut msrs = KvmMsrs::from_entries(&[kvm_msr_entry {
+            index,
+            ..Default::default()
+        }])
+        .ok()?;
+        (self.vcpu.get_msrs(&mut msrs).ok()? == 1).then(|| msrs.as_slice()[0].data)
+    }
+
+    /// Answer the pending `KVM_EXIT_MMIO` load with `data` (KVM API §5 "KVM_EXIT_MMIO").
+    fn complete_mmio_read(&mut self, data: &[u8]) -> Result<()> {
+        let run = self.vcpu.get_kvm_run();
+        if run.exit_reason != kvm_bindings::KVM_EXIT_MMIO {
+            return Err(Error::VcpuFailed(format!(
+                "MMIO exit changed to exit reason {}",
+                run.exit_reason
+            )));
+        }
+        // SAFETY: the exit reason (checked above) is KVM_EXIT_MMIO, so `mmio` is the active
+        // member of the exit union; `data` is at most 8 bytes, the size of `mmio.data`.
+        unsafe {
+            let mmio = &mut run.__bindgen_anon_1.mmio;
+            let n = data.len().min(mmio.data.len());
+            mmio.data[..n].copy_from_slice(&data[..n]);
+        }
+        Ok(())
+    }
+
+    /// Answer the pending `KVM_EXIT_X86_RDMSR`/`WRMSR`: `Some(data)` completes it (the data is
+    /// ignored for writes), `None` makes KVM inject #GP(0) (KVM API §5 "KVM_EXIT_X86_RDMSR").
+    fn complete_msr(&mut self, result: Option<u64>) -> Result<()> {
+        let run = self.vcpu.get_kvm_run();
+        if !matches!(
+            run.exit_reason,
+            kvm_bindings::KVM_EXIT_X86_RDMSR | kvm_bindings::KVM_EXIT_X86_WRMSR
+        ) {
+            return Err(Error::VcpuFailed(format!(
+                "MSR exit changed to exit reason {}",
+                run.exit_reason
+            )));
+        }
+        // SAFETY: the exit reason (checked above) is KVM_EXIT_X86_RDMSR or _WRMSR, so `msr`
+        // is the active member of the exit union; only plain integer fields are written.
+        unsafe {
+            let msr = &mut run.__bindgen_anon_1.msr;
+            msr.error = u8::from(result.is_none());
+            if let Some(data) = result {
+                msr.data = data;
+            }
+        }
+        Ok(())
+    }
+
+    /// When the running vCPU must come back out: the platform's next timer deadline
+    /// (virtual-clock ns converted to a host instant; both run at 1 ns per ns), the end of the
+    /// time slice, or [`KvmOptions::max_run_interval`] from now, whichever is first. A platform
+    /// that cannot tell its deadlines is polled every [`UNKNOWN_DEADLINE_POLL`].
+    fn next_exit(&self, p: &dyn Platform, slice_end: Option<Instant>) -> Instant {
+        let now = Instant::now();
+        let mut at = now + self.options.max_run_interval;
+        if let Some(end) = slice_end {
+            at = at.min(end);
+        }
+        match p.next_timer_deadline() {
+            Some(u64::MAX) => {}
+            Some(deadline) => {
+                let wait = deadline.saturating_sub(p.clock().now_ns());
+                at = at.min(now + Duration::from_nanos(wait));
+            }
+            None => at = at.min(now + UNKNOWN_DEADLINE_POLL),
+        }
+        at
+    }
+
     fn guest_if(&self) -> bool {
         self.vcpu
             .get_regs()
@@ -634,12 +834,6 @@ impl KvmBackend {
         let immediate_exit: *mut u8 = &mut self.vcpu.get_kvm_run().immediate_exit;
         let target = self.kick_target.clone();
         let _guard = RunGuard::enter(&target, immediate_exit);
-        self.timer.arm_periodic(
-            slice_end
-                .map(|e| e.saturating_duration_since(Instant::now()))
-                .unwrap_or(self.options.poll_interval)
-                .min(self.options.poll_interval),
-        );
         let result = self.run_loop(p, slice_end, stepping_over);
         self.timer.disarm();
         self.vcpu.set_kvm_immediate_exit(0);
@@ -686,6 +880,12 @@ impl KvmBackend {
                 self.vcpu.nmi().map_err(ioctl_err("inject an NMI"))?;
                 self.halted = false;
             }
+            // CR8 is the LAPIC's TPR[7:4]: between exits the platform's LAPIC holds it; KVM
+            // keeps its copy in kvm_run.cr8 without an in-kernel LAPIC (KVM API §5 "cr8").
+            let cr8_sent = if userspace { p.read_cr8() } else { None };
+            if let Some(cr8) = cr8_sent {
+                self.vcpu.get_kvm_run().cr8 = cr8;
+            }
             if userspace {
                 if self.halted {
                     if p.intr() && self.guest_if() {
@@ -709,22 +909,29 @@ impl KvmBackend {
             if self.debug_mode == DebugMode::Step {
                 self.snapshot_watchpoints(p);
             }
+            self.timer.arm_by(self.next_exit(p, slice_end));
 
             // --- Run the guest. ---
             let started = count_mode.map(|_| Instant::now());
             entered = true;
             let exit = match self.vcpu.run() {
                 Ok(VcpuExit::IoIn(..)) | Ok(VcpuExit::IoOut(..)) => Exit::Io,
-                Ok(VcpuExit::MmioRead(addr, data)) => {
-                    mmio_read(p, addr, data);
-                    Exit::IoDone
-                }
+                // Performed below, after CR8 reached the LAPIC (the access may be to the TPR).
+                Ok(VcpuExit::MmioRead(addr, data)) => Exit::MmioRead(addr, data.len().min(8)),
                 Ok(VcpuExit::MmioWrite(addr, data)) => {
-                    mmio_write(p, addr, data);
-                    Exit::IoDone
+                    let mut bytes = [0u8; 8];
+                    let len = data.len().min(8);
+                    bytes[..len].copy_from_slice(&data[..len]);
+                    Exit::MmioWrite(addr, bytes, len)
                 }
                 Ok(VcpuExit::Hlt) => Exit::Hlt,
-                Ok(VcpuExit::IrqWindowOpen) | Ok(VcpuExit::Intr) => Exit::Nothing,
+                Ok(VcpuExit::X86Rdmsr(m)) => Exit::RdMsr(m.index, m.reason.bits()),
+                Ok(VcpuExit::X86Wrmsr(m)) => Exit::WrMsr(m.index, m.data, m.reason.bits()),
+                // A CR8 write lowering the TPR (userspace irqchip on VMX, KVM API §5
+                // KVM_EXIT_SET_TPR): nothing to do, KVM keeps CR8 in `kvm_run.cr8`.
+                Ok(VcpuExit::IrqWindowOpen) | Ok(VcpuExit::Intr) | Ok(VcpuExit::SetTpr) => {
+                    Exit::Nothing
+                }
                 Ok(VcpuExit::Debug(arch)) => Exit::Debug(arch),
                 Ok(VcpuExit::Shutdown) => Exit::Stop(VmExit::Shutdown),
                 Ok(VcpuExit::SystemEvent(kind, _)) => Exit::Stop(match kind {
@@ -747,10 +954,22 @@ impl KvmBackend {
                 p.clock()
                     .add_instructions(t.elapsed().as_nanos() as u64 / ns);
             }
+            if let Some(sent) = cr8_sent {
+                let cr8 = self.vcpu.get_kvm_run().cr8;
+                if cr8 != sent {
+                    p.write_cr8(cr8);
+                }
+            }
             match exit {
-                Exit::Io | Exit::IoDone => {
-                    if matches!(exit, Exit::Io) {
-                        self.on_io_exit(p);
+                Exit::Io | Exit::MmioRead(..) | Exit::MmioWrite(..) => {
+                    match exit {
+                        Exit::MmioRead(addr, len) => {
+                            let mut bytes = [0u8; 8];
+                            mmio_read(p, addr, &mut bytes[..len]);
+                            self.complete_mmio_read(&bytes[..len])?;
+                        }
+                        Exit::MmioWrite(addr, bytes, len) => mmio_write(p, addr, &bytes[..len]),
+                        _ => self.on_io_exit(p),
                     }
                     let stepping = self.debug_mode == DebugMode::Step
                         || self.debug.single_step
@@ -767,6 +986,14 @@ impl KvmBackend {
                     }
                 }
                 Exit::Nothing => {}
+                Exit::RdMsr(index, reason) => {
+                    let value = self.guest_rdmsr(p, index, reason);
+                    self.complete_msr(value)?;
+                }
+                Exit::WrMsr(index, data, reason) => {
+                    let ok = self.guest_wrmsr(p, index, data, reason);
+                    self.complete_msr(ok.then_some(0))?;
+                }
                 Exit::Debug(arch) => {
                     if let Some(stop) = self.after_step(p, arch, &mut stepping_over)? {
                         return Ok(stop);
@@ -859,10 +1086,16 @@ impl KvmBackend {
 enum Exit {
     /// Port I/O to perform from kvm_run's data area.
     Io,
-    /// MMIO already performed.
-    IoDone,
+    /// An MMIO load of this many bytes (at most 8) to answer in kvm_run.
+    MmioRead(u64, usize),
+    /// An MMIO store of the first `.2` bytes.
+    MmioWrite(u64, [u8; 8], usize),
     Hlt,
     Nothing,
+    /// RDMSR handed to userspace: index, `KVM_MSR_EXIT_REASON_*`.
+    RdMsr(u32, u32),
+    /// WRMSR handed to userspace: index, value, `KVM_MSR_EXIT_REASON_*`.
+    WrMsr(u32, u64, u32),
     Debug(kvm_bindings::kvm_debug_exit_arch),
     Stop(VmExit),
     Fail(String),

@@ -2,16 +2,22 @@
 //! can back (KVM API §4.46; CPUID leaves per Intel SDM Vol. 2A "CPUID").
 //!
 //! CPU features KVM executes itself (SSE*, AVX, XSAVE, NX, long mode …) are kept as KVM
-//! reports them. Removed, because they need hardware pcvm does not model in the chosen
-//! interrupt-controller mode:
-//! - Userspace irqchip (default): the local APIC (leaf 1 EDX.APIC), x2APIC (leaf 1 ECX bit 21)
-//!   and the TSC-deadline timer (leaf 1 ECX bit 24) — the interrupt controller is the 8259
-//!   pair; the architectural performance-monitoring leaf 0xA (PMU interrupts go through the
-//!   LAPIC's LVT); and KVM's paravirtual leaves 0x4000_0000.. (PV EOI, async page faults and
-//!   steal time expect an in-kernel LAPIC).
-//! - Both modes: MONITOR/MWAIT (leaf 1 ECX bit 3), which KVM does not emulate faithfully.
+//! reports them. The local APIC (leaf 1 EDX.APIC), x2APIC (leaf 1 ECX bit 21) and the
+//! TSC-deadline timer (leaf 1 ECX bit 24) depend on where the APIC lives ([`Lapic`]):
+//! - In KVM (kernel irqchip): as KVM reports them.
+//! - In pcvm's device model (userspace irqchip) with the APIC's MSRs handed to userspace
+//!   ([`crate::msr_exits`]): all three set, since the device model implements them.
+//! - Userspace irqchip when KVM refused the MSR exits: all three cleared — the APIC page
+//!   would still answer, but APIC-base and x2APIC accesses would not reach it.
 //!
-//! The initial APIC ID (leaf 1 `EBX[31:24]`) is 0 for the single vCPU.
+//! Also removed in userspace-irqchip mode: the architectural performance-monitoring leaf 0xA
+//! (PMU interrupts go through the LAPIC's LVT, which KVM's PMU cannot reach here) and KVM's
+//! paravirtual leaves 0x4000_0000.. (PV EOI, async page faults and steal time expect an
+//! in-kernel LAPIC). In both modes: MONITOR/MWAIT (leaf 1 ECX bit 3), which KVM does not
+//! emulate faithfully.
+//!
+//! The initial APIC ID (leaf 1 `EBX[31:24]`) and the x2APIC ID (leaves 0xB and 0x1F `EDX`)
+//! are 0 for the single vCPU.
 
 use kvm_bindings::kvm_cpuid_entry2;
 
@@ -26,9 +32,21 @@ pub const CPUID_1_ECX_XSAVE: u32 = 1 << 26;
 /// Leaf 1 EDX: on-chip local APIC.
 pub const CPUID_1_EDX_APIC: u32 = 1 << 9;
 
-/// Filter `entries` in place for the given interrupt-controller mode; returns whether leaf 1
-/// still advertises XSAVE (then XCR0 is part of the vCPU state).
-pub fn filter(entries: &mut Vec<kvm_cpuid_entry2>, kernel_irqchip: bool) -> bool {
+/// Where the guest's local APIC lives, as far as CPUID is concerned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lapic {
+    /// KVM's in-kernel LAPIC (kernel irqchip).
+    InKernel,
+    /// pcvm's LAPIC, MMIO page and MSRs both reaching it (userspace irqchip).
+    Userspace,
+    /// Not shown to the guest (userspace irqchip without MSR exits).
+    Hidden,
+}
+
+/// Filter `entries` in place for where the local APIC lives; returns whether leaf 1 still
+/// advertises XSAVE (then XCR0 is part of the vCPU state).
+pub fn filter(entries: &mut Vec<kvm_cpuid_entry2>, lapic: Lapic) -> bool {
+    let kernel_irqchip = lapic == Lapic::InKernel;
     if !kernel_irqchip {
         entries.retain(|e| !(0x4000_0000..0x4001_0000).contains(&e.function));
     }
@@ -38,12 +56,20 @@ pub fn filter(entries: &mut Vec<kvm_cpuid_entry2>, kernel_irqchip: bool) -> bool
             1 => {
                 e.ebx &= 0x00FF_FFFF;
                 e.ecx &= !CPUID_1_ECX_MONITOR;
-                if !kernel_irqchip {
-                    e.ecx &= !(CPUID_1_ECX_X2APIC | CPUID_1_ECX_TSC_DEADLINE);
-                    e.edx &= !CPUID_1_EDX_APIC;
+                match lapic {
+                    Lapic::InKernel => {}
+                    Lapic::Userspace => {
+                        e.ecx |= CPUID_1_ECX_X2APIC | CPUID_1_ECX_TSC_DEADLINE;
+                        e.edx |= CPUID_1_EDX_APIC;
+                    }
+                    Lapic::Hidden => {
+                        e.ecx &= !(CPUID_1_ECX_X2APIC | CPUID_1_ECX_TSC_DEADLINE);
+                        e.edx &= !CPUID_1_EDX_APIC;
+                    }
                 }
                 xsave = e.ecx & CPUID_1_ECX_XSAVE != 0;
             }
+            0xB | 0x1F => e.edx = 0,
             0xA if !kernel_irqchip => {
                 e.eax = 0;
                 e.ebx = 0;
@@ -71,12 +97,12 @@ mod tests {
     }
 
     #[test]
-    fn userspace_irqchip_hides_the_lapic_and_pv_leaves() {
+    fn userspace_irqchip_without_msr_exits_hides_the_lapic_and_pv_leaves() {
         let all = u32::MAX;
         let mut v = vec![entry(0, 0, 0), entry(1, all, all), entry(0xA, 1, 1)];
         v.push(entry(0x4000_0000, 0, 0));
         v.push(entry(0x4000_0001, 0, 0));
-        let xsave = filter(&mut v, false);
+        let xsave = filter(&mut v, Lapic::Hidden);
         assert!(xsave);
         assert_eq!(v.len(), 3);
         let leaf1 = v[1];
@@ -93,9 +119,27 @@ mod tests {
     fn kernel_irqchip_keeps_the_lapic() {
         let mut v = vec![entry(1, CPUID_1_ECX_X2APIC, CPUID_1_EDX_APIC)];
         v.push(entry(0x4000_0000, 0, 0));
-        assert!(!filter(&mut v, true));
+        assert!(!filter(&mut v, Lapic::InKernel));
         assert_eq!(v.len(), 2);
         assert_eq!(v[0].edx, CPUID_1_EDX_APIC);
         assert_eq!(v[0].ecx, CPUID_1_ECX_X2APIC);
+    }
+
+    #[test]
+    fn userspace_lapic_is_advertised_with_x2apic_and_tsc_deadline_and_id_0() {
+        let mut v = vec![entry(1, 0, 0), entry(0xA, 1, 1)];
+        let mut topo = entry(0xB, 0, 0);
+        topo.edx = 5;
+        v.push(topo);
+        v.push(entry(0x4000_0000, 0, 0));
+        filter(&mut v, Lapic::Userspace);
+        assert_eq!(v.len(), 3, "PV leaves still hidden");
+        assert_eq!(v[0].edx & CPUID_1_EDX_APIC, CPUID_1_EDX_APIC);
+        assert_eq!(
+            v[0].ecx & (CPUID_1_ECX_X2APIC | CPUID_1_ECX_TSC_DEADLINE),
+            CPUID_1_ECX_X2APIC | CPUID_1_ECX_TSC_DEADLINE
+        );
+        assert_eq!(v[1].eax, 0, "no PMU leaf");
+        assert_eq!(v[2].edx, 0, "x2APIC ID 0");
     }
 }

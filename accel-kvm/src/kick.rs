@@ -7,12 +7,13 @@
 //! Two things send the signal:
 //! - [`KickTarget::kick`], from any thread (the gdb stub, the monitor, Ctrl-C), through the
 //!   [`pcvm_core::Kicker`] waker;
-//! - a per-thread periodic POSIX timer, armed while `run` executes, so the backend comes back
-//!   out to fire device timers (PIT, RTC …) and to end time slices without busy polling.
+//! - a per-thread one-shot POSIX timer ([`DeadlineTimer`]), armed while `run` executes for the
+//!   platform's next timer deadline (PIT, RTC, LAPIC …) or the end of the time slice, so the
+//!   backend comes back out exactly when there is timer work, without busy polling.
 
 use std::cell::Cell;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::{Error, Result};
 
@@ -111,22 +112,29 @@ impl Drop for RunGuard<'_> {
     }
 }
 
-/// A periodic POSIX timer that sends the kick signal to one thread.
+/// A one-shot POSIX timer that sends the kick signal to one thread: armed for the next device
+/// timer deadline (or the end of the time slice), so `KVM_RUN` returns exactly when the
+/// platform has timer work, without periodic polling.
 pub struct DeadlineTimer {
     timer: Option<(libc::pid_t, libc::timer_t)>,
-    armed: bool,
+    /// When the armed expiry is due (`None`: disarmed, or known to have fired).
+    armed: Option<Instant>,
 }
 
 // SAFETY: a timer_t is a kernel timer id; using it from another thread (after the backend was
 // moved) is allowed, and `for_current_thread` re-targets it to the thread that runs the vCPU.
 unsafe impl Send for DeadlineTimer {}
 
+/// The shortest delay the timer is armed with: a deadline already due still gets the vCPU
+/// a few microseconds of progress before the signal.
+pub const MIN_DELAY: Duration = Duration::from_micros(10);
+
 impl DeadlineTimer {
     /// No timer yet; one is created by the first [`Self::for_current_thread`].
     pub fn new() -> Self {
         DeadlineTimer {
             timer: None,
-            armed: false,
+            armed: None,
         }
     }
 
@@ -155,39 +163,55 @@ impl DeadlineTimer {
             id
         };
         self.timer = Some((tid, id));
-        self.armed = false;
+        self.armed = None;
         Ok(())
     }
 
-    /// Fire every `period`, first after one period.
-    pub fn arm_periodic(&mut self, period: Duration) {
-        let Some((_, id)) = self.timer else { return };
-        let period = period.max(Duration::from_micros(10));
-        let ts = libc::timespec {
-            tv_sec: period.as_secs().min(i64::MAX as u64) as libc::time_t,
-            tv_nsec: period.subsec_nanos() as libc::c_long,
+    /// Make the timer fire no later than `at` (and not sooner than [`MIN_DELAY`] from now).
+    /// An expiry already armed at or before `at` and still in the future is kept: an early
+    /// kick only costs one extra exit, and this saves a system call per exit. Returns whether
+    /// the timer was (re)armed.
+    pub fn arm_by(&mut self, at: Instant) -> bool {
+        let Some((_, id)) = self.timer else {
+            return false;
         };
+        let now = Instant::now();
+        if self.armed.is_some_and(|a| a <= at && a > now) {
+            return false;
+        }
+        let delay = at.saturating_duration_since(now).max(MIN_DELAY);
         let spec = libc::itimerspec {
-            it_interval: ts,
-            it_value: ts,
+            it_interval: libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            },
+            it_value: libc::timespec {
+                tv_sec: delay.as_secs().min(i64::MAX as u64) as libc::time_t,
+                tv_nsec: delay.subsec_nanos() as libc::c_long,
+            },
         };
         // SAFETY: `id` is a live timer created by `for_current_thread`; `spec` is valid.
         unsafe { libc::timer_settime(id, 0, &spec, std::ptr::null_mut()) };
-        self.armed = true;
+        self.armed = Some(now + delay);
+        true
+    }
+
+    /// When the armed expiry is due, if any.
+    pub fn armed(&self) -> Option<Instant> {
+        self.armed
     }
 
     /// Cancel a pending expiry.
     pub fn disarm(&mut self) {
-        if !self.armed {
+        if self.armed.take().is_none() {
             return;
         }
         let Some((_, id)) = self.timer else { return };
-        // SAFETY: as in `arm`; an all-zero itimerspec disarms.
+        // SAFETY: as in `arm_by`; an all-zero itimerspec disarms.
         unsafe {
             let spec: libc::itimerspec = std::mem::zeroed();
             libc::timer_settime(id, 0, &spec, std::ptr::null_mut());
         }
-        self.armed = false;
     }
 
     fn delete(&mut self) {
@@ -207,5 +231,51 @@ impl Default for DeadlineTimer {
 impl Drop for DeadlineTimer {
     fn drop(&mut self) {
         self.delete();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_deadline_timer_sets_immediate_exit_once_due_and_keeps_earlier_expiries() {
+        install_handler().expect("handler");
+        let mut timer = DeadlineTimer::new();
+        timer.for_current_thread().expect("timer");
+        let mut immediate_exit = 0u8;
+        let target = KickTarget::default();
+        let flag: *mut u8 = &mut immediate_exit;
+        let guard = RunGuard::enter(&target, flag);
+        let start = Instant::now();
+        assert!(timer.arm_by(start + Duration::from_millis(20)));
+        assert!(
+            !timer.arm_by(start + Duration::from_secs(5)),
+            "a later target keeps the earlier expiry"
+        );
+        assert!(
+            timer.arm_by(start + Duration::from_millis(2)),
+            "an earlier one re-arms"
+        );
+        // SAFETY: `flag` points at `immediate_exit`, alive for the whole loop; the signal
+        // handler writes it from this thread only.
+        while unsafe { flag.read_volatile() } == 0 {
+            assert!(
+                start.elapsed() < Duration::from_secs(2),
+                "the timer never fired"
+            );
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        assert!(
+            start.elapsed() >= Duration::from_millis(2),
+            "not before its deadline"
+        );
+        assert!(
+            start.elapsed() < Duration::from_millis(20),
+            "at the earlier deadline"
+        );
+        drop(guard);
+        timer.disarm();
+        assert_eq!(timer.armed(), None);
     }
 }

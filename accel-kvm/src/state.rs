@@ -9,7 +9,8 @@
 //! - `mxcsr_mask` is a property of the host CPU; it reads back as the host's value.
 //! - `xcr0` only round-trips when the guest's CPUID exposes XSAVE (otherwise it reads as 1).
 //! - The APIC base MSR goes through `kvm_sregs.apic_base`; without an in-kernel LAPIC KVM stores
-//!   it as given.
+//!   it as given. Once the guest wrote it to the platform's LAPIC (userspace irqchip, MSR
+//!   exits), the backend reports the value the LAPIC accepted instead.
 
 use kvm_bindings::{
     kvm_debugregs, kvm_dtable, kvm_fpu, kvm_regs, kvm_segment, kvm_sregs, kvm_vcpu_events,

@@ -54,8 +54,14 @@ fn single_step_stops_after_every_instruction() {
 #[test]
 fn breakpoint_and_write_watchpoint() {
     require_kvm!();
+    for mode in IRQCHIP_MODES {
+        breakpoint_and_write_watchpoint_in(mode);
+    }
+}
+
+fn breakpoint_and_write_watchpoint_in(mode: pcvm_accel_kvm::IrqchipMode) {
     let mut tb = TestBoard::new();
-    let mut cpu = tb.kvm(pcvm_accel_kvm::IrqchipMode::Userspace);
+    let mut cpu = tb.kvm(mode);
     let code = asm(16, CODE, |a| {
         a.mov(word_ptr(0x700), 1)?; // 6 bytes
         a.mov(ax, word_ptr(0x702))?; // 3: a read, which a write watchpoint ignores
@@ -83,20 +89,30 @@ fn breakpoint_and_write_watchpoint() {
         VmExit::Debug(StopReason::Watchpoint {
             kind: WatchKind::Write,
             addr: 0x702
-        })
+        }),
+        "{mode:?}"
     );
     assert_eq!(
         cpu.state().expect("state").rip,
         CODE + 15,
-        "after the store"
+        "{mode:?}: after the store"
     );
     let exit = cpu.run(&mut tb.board, RunLimit::Unbounded).expect("run");
-    assert_eq!(exit, VmExit::Debug(StopReason::Breakpoint(CODE + 16)));
-    assert_eq!(cpu.state().expect("state").rip, CODE + 16, "before the NOP");
+    assert_eq!(
+        exit,
+        VmExit::Debug(StopReason::Breakpoint(CODE + 16)),
+        "{mode:?}"
+    );
+    assert_eq!(
+        cpu.state().expect("state").rip,
+        CODE + 16,
+        "{mode:?}: before the NOP"
+    );
     cpu.set_debug(&DebugConfig::default()).expect("set_debug");
     assert_eq!(
         cpu.run(&mut tb.board, RunLimit::Unbounded).expect("run"),
-        VmExit::PowerOff
+        VmExit::PowerOff,
+        "{mode:?}"
     );
 }
 
@@ -138,8 +154,14 @@ fn page_tables(tb: &TestBoard) {
 #[test]
 fn translate_walks_long_mode_page_tables() {
     require_kvm!();
+    for mode in IRQCHIP_MODES {
+        translate_walks_long_mode_page_tables_in(mode);
+    }
+}
+
+fn translate_walks_long_mode_page_tables_in(mode: pcvm_accel_kvm::IrqchipMode) {
     let mut tb = TestBoard::new();
-    let mut cpu = tb.kvm(pcvm_accel_kvm::IrqchipMode::Userspace);
+    let mut cpu = tb.kvm(mode);
     pm32_tables(&tb);
     page_tables(&tb);
     let mut s = pm32_state(CODE);
@@ -166,11 +188,13 @@ fn translate_walks_long_mode_page_tables() {
     tb.write(CODE, &code);
     assert_eq!(
         cpu.run(&mut tb.board, RunLimit::Unbounded).expect("run"),
-        VmExit::PowerOff
+        VmExit::PowerOff,
+        "{mode:?}"
     );
     assert_eq!(
         tb.read(0x20_0100, 8),
-        0x1122_3344_5566_7788u64.to_le_bytes()
+        0x1122_3344_5566_7788u64.to_le_bytes(),
+        "{mode:?}"
     );
 }
 

@@ -1,5 +1,7 @@
 //! CPU state hand-off between the interpreter and KVM in the middle of a guest: the guest must
 //! finish exactly as it does on the interpreter alone (registers, flags, memory, device log).
+//! And a halted guest whose local-APIC timer is running moves to KVM's userspace irqchip,
+//! where the same board LAPIC keeps waking it.
 
 mod common;
 
@@ -142,4 +144,96 @@ fn kvm_to_interpreter_mid_run() {
             "{mode:?}"
         );
     }
+}
+
+/// A 32-bit guest with the board's LAPIC timer periodic at 1 ms, counting ticks in HLT (its
+/// handler drops the frame and jumps back: kvm-pvm cannot emulate a 32-bit IRETD), powering
+/// off at 6. Returns the main code and the handler.
+fn lapic_tick_guest() -> (Vec<u8>, Vec<u8>) {
+    const LAPIC: u32 = 0xFEE0_0000;
+    let mut a = CodeAssembler::new(32).expect("asm");
+    let mut wait = a.create_label();
+    (|| -> Result<(), IcedError> {
+        a.mov(dword_ptr(0x500), 0u32)?;
+        a.mov(dword_ptr(LAPIC + 0xF0), 0x1FFu32)?;
+        a.mov(dword_ptr(LAPIC + 0x350), 1u32 << 16)?;
+        a.mov(dword_ptr(LAPIC + 0x3E0), 0xBu32)?;
+        a.mov(dword_ptr(LAPIC + 0x320), 0x40u32 | 1 << 17)?;
+        a.mov(dword_ptr(LAPIC + 0x380), 1_000_000u32)?;
+        a.set_label(&mut wait)?;
+        a.sti()?;
+        a.hlt()?;
+        a.jmp(wait)
+    })()
+    .expect("assemble");
+    let r = a
+        .assemble_options(
+            CODE,
+            iced_x86::BlockEncoderOptions::RETURN_NEW_INSTRUCTION_OFFSETS,
+        )
+        .expect("encode");
+    let wait_ip = r.label_ip(&wait).expect("label");
+    let handler = asm(32, HANDLER, |a| {
+        let mut more = a.create_label();
+        a.inc(dword_ptr(0x500))?;
+        a.mov(dword_ptr(LAPIC + 0xB0), 0u32)?;
+        a.add(esp, 12)?;
+        a.cmp(dword_ptr(0x500), 6)?;
+        a.jb(more)?;
+        a.out(TEST_EXIT_PORT as u32, al)?;
+        a.hlt()?;
+        a.set_label(&mut more)?;
+        a.jmp(wait_ip)
+    });
+    (r.inner.code_buffer, handler)
+}
+
+const HANDLER: u64 = 0x9000;
+const IDT: u64 = 0x2000;
+
+/// The LAPIC-timer guest starts on the interpreter, is handed to KVM (userspace irqchip, the
+/// same board and so the same running LAPIC timer) while halted after its third tick, and
+/// KVM takes the remaining ticks to power-off.
+#[test]
+fn lapic_timer_guest_moves_from_the_interpreter_to_kvm_while_halted() {
+    require_kvm!();
+    let mut tb = TestBoard::with_lapic();
+    pm32_tables(&tb);
+    let (code, handler) = lapic_tick_guest();
+    tb.write(CODE, &code);
+    tb.write(HANDLER, &handler);
+    let gate = (HANDLER & 0xFFFF) | (0x08 << 16) | (0x8E00 << 32) | ((HANDLER >> 16) << 48);
+    tb.write(IDT + 8 * 0x40, &gate.to_le_bytes());
+    let mut s = pm32_state(CODE);
+    s.idtr = pcvm_core::DescriptorTable {
+        base: IDT,
+        limit: 8 * 0x41 - 1,
+    };
+    let mut interp = Interpreter::new();
+    interp.set_state(&s).expect("set_state");
+    let start = std::time::Instant::now();
+    let mid = loop {
+        let exit = interp
+            .run(&mut tb.board, RunLimit::Instructions(1000))
+            .expect("run");
+        assert!(
+            matches!(exit, VmExit::Halted | VmExit::BudgetExhausted),
+            "{exit:?}"
+        );
+        let state = interp.state().expect("state");
+        if tb.read_u32(0x500) >= 3 && state.halted {
+            break state;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "no ticks");
+        if exit == VmExit::Halted {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    };
+    assert_eq!(tb.read_u32(0x500), 3, "handed over after the third tick");
+    let mut kvm = tb.kvm(pcvm_accel_kvm::IrqchipMode::Userspace);
+    kvm.set_state(&mid).expect("set_state");
+    assert!(kvm.state().expect("state").halted, "still halted under KVM");
+    let exit = run_until(&mut kvm, &mut tb.board, Duration::from_secs(20));
+    assert_eq!(exit, VmExit::PowerOff);
+    assert_eq!(tb.read_u32(0x500), 6, "KVM took the last three ticks");
 }

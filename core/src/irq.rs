@@ -105,6 +105,18 @@ pub trait InterruptController: Send {
     fn write_msr(&mut self, _msr: u32, _value: u64, _tsc: u64) -> Option<bool> {
         None
     }
+
+    /// MOV from CR8: the local APIC's task-priority class, TPR[7:4] (Intel SDM Vol. 3A
+    /// "Interaction of Task Priorities between CR8 and APIC"); `None` without a local APIC.
+    fn task_priority_class(&mut self) -> Option<u8> {
+        None
+    }
+
+    /// MOV to CR8: TPR = `class` << 4, with the APIC's priority re-evaluated; `false`
+    /// without a local APIC (the CPU then keeps CR8 itself).
+    fn set_task_priority_class(&mut self, _class: u8) -> bool {
+        false
+    }
 }
 
 #[cfg(test)]

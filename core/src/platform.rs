@@ -110,6 +110,25 @@ pub trait Platform {
     fn write_local_msr(&mut self, _msr: u32, _value: u64, _tsc: u64) -> Option<bool> {
         None
     }
+
+    /// The earliest timer deadline in virtual-clock ns (`u64::MAX`: no timer armed), so a
+    /// backend that runs guest code outside the emulator (KVM) can come back out exactly when
+    /// [`Platform::poll`] has work. `None`: unknown, the backend must poll periodically.
+    fn next_timer_deadline(&self) -> Option<u64> {
+        None
+    }
+
+    /// MOV from CR8 in 64-bit mode: the local APIC's TPR[7:4] (Intel SDM Vol. 3A
+    /// "Interaction of Task Priorities between CR8 and APIC"); `None` when the board has no
+    /// local APIC and CR8 is the CPU's own register.
+    fn read_cr8(&mut self) -> Option<u64> {
+        None
+    }
+
+    /// MOV to CR8: sets TPR[7:4] (TPR[3:0] = 0); `false` when the board has no local APIC.
+    fn write_cr8(&mut self, _value: u64) -> bool {
+        false
+    }
 }
 
 /// The assembled machine: memory, buses, timers, interrupt routing.
@@ -205,6 +224,24 @@ impl Platform for Board {
             .ok()?
             .write_msr(msr, value, tsc)
     }
+    fn next_timer_deadline(&self) -> Option<u64> {
+        Some(self.timers.next_deadline())
+    }
+    fn read_cr8(&mut self) -> Option<u64> {
+        let class = self
+            .interrupt_controller
+            .as_ref()?
+            .lock()
+            .ok()?
+            .task_priority_class()?;
+        Some(u64::from(class))
+    }
+    fn write_cr8(&mut self, value: u64) -> bool {
+        self.interrupt_controller
+            .as_ref()
+            .and_then(|c| c.lock().ok())
+            .is_some_and(|mut c| c.set_task_priority_class((value & 0xF) as u8))
+    }
 }
 
 #[cfg(test)]
@@ -247,5 +284,31 @@ mod tests {
         assert_eq!(ctl.lock().unwrap().1, 77, "the TSC reaches the controller");
         assert_eq!(board.write_local_msr(0x1B, 1, 0), Some(false));
         assert_eq!(board.write_local_msr(0x6E0, 1, 0), None);
+    }
+
+    struct Idle;
+
+    impl crate::clock::TimerDevice for Idle {
+        fn on_timer(&mut self, _now_ns: u64) {}
+    }
+
+    #[test]
+    fn the_next_timer_deadline_is_the_earliest_armed_one() {
+        let layout = MemoryLayout::pc(16 << 20).unwrap();
+        let memory = Arc::new(GuestMemory::new(layout).unwrap());
+        let mut board = Board::new(memory, VirtualClock::new(ClockMode::Host));
+        assert_eq!(
+            board.next_timer_deadline(),
+            Some(u64::MAX),
+            "no timer armed"
+        );
+        let (a, b) = (crate::TimerHandle::new(), crate::TimerHandle::new());
+        board.timers.add(a.clone(), Arc::new(Mutex::new(Idle)));
+        board.timers.add(b.clone(), Arc::new(Mutex::new(Idle)));
+        a.set(5_000);
+        b.set(3_000);
+        assert_eq!(board.next_timer_deadline(), Some(3_000));
+        b.clear();
+        assert_eq!(board.next_timer_deadline(), Some(5_000));
     }
 }

@@ -975,6 +975,18 @@ impl InterruptController for LocalApicFront {
         }
     }
 
+    fn task_priority_class(&mut self) -> Option<u8> {
+        let mut lapic = self.lapic.lock().ok()?;
+        lapic.read_reg(REG_TPR).map(|tpr| (tpr >> 4) as u8 & 0xF)
+    }
+
+    fn set_task_priority_class(&mut self, class: u8) -> bool {
+        self.lapic
+            .lock()
+            .map(|mut lapic| lapic.write_reg(REG_TPR, u32::from(class & 0xF) << 4))
+            .unwrap_or(false)
+    }
+
     fn acknowledge(&mut self) -> Option<u8> {
         let passthrough = {
             let mut lapic = self.lapic.lock().ok()?;

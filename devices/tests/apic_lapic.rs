@@ -340,3 +340,31 @@ fn msrs_through_the_front() {
     assert_eq!(front.acknowledge(), Some(0xEC));
     assert_eq!(front.read_msr(MSR_TSC_DEADLINE), Some(0), "fired");
 }
+
+/// MOV to/from CR8 reach TPR[7:4] through the front, and the priority they set masks
+/// interrupts like an MMIO TPR write (SDM Vol. 3A "Interaction of Task Priorities between CR8
+/// and APIC").
+#[test]
+fn cr8_is_the_task_priority_class() {
+    let pin = IntrPin::new();
+    let lapic = Arc::new(Mutex::new(LocalApic::new(
+        &pin,
+        clock(),
+        TimerHandle::new(),
+    )));
+    let pic = Arc::new(Mutex::new(Pic8259Pair::new(pin.input(1))));
+    let mut front = LocalApicFront::new(lapic.clone(), pic, &pin);
+    wr(&mut lapic.lock().unwrap(), REG_SVR, 0x1FF);
+    assert_eq!(front.task_priority_class(), Some(0));
+    assert!(front.set_task_priority_class(5));
+    assert_eq!(rd(&mut lapic.lock().unwrap(), REG_TPR), 0x50);
+    assert_eq!(front.task_priority_class(), Some(5));
+    let input = lapic.lock().unwrap().input();
+    input.accept_interrupt(0x58, false);
+    assert_eq!(front.acknowledge(), None, "class 5 is not above CR8 = 5");
+    assert!(front.set_task_priority_class(4));
+    assert_eq!(front.acknowledge(), Some(0x58));
+    // TPR written through MMIO shows in CR8; TPR[3:0] does not.
+    wr(&mut lapic.lock().unwrap(), REG_TPR, 0x9F);
+    assert_eq!(front.task_priority_class(), Some(9));
+}

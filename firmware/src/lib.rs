@@ -9,6 +9,7 @@
 //! - [`acpi`]: ACPI tables (RSDP, RSDT/XSDT, FADT, MADT, HPET, DSDT) for fw_cfg's table-loader
 //!   or direct placement.
 //! - [`linux`]: direct boot of a bzImage (64-bit entry) or a PVH ELF kernel.
+//! - [`mtrr`]: the memory-type ranges a BIOS sets, for `-kernel` boots that run none.
 //! - [`multiboot`]: multiboot v1 kernels (a.out kludge or ELF32) for `-kernel`.
 //! - [`cmos`]: the CMOS NVRAM bytes a PC BIOS reads (memory sizes, boot order, equipment).
 #![forbid(unsafe_code)]
@@ -19,6 +20,7 @@ pub mod e820;
 pub mod error;
 pub mod fw_cfg_content;
 pub mod linux;
+pub mod mtrr;
 pub mod multiboot;
 pub mod option_rom;
 pub mod seabios;

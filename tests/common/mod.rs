@@ -4,7 +4,9 @@
 #![allow(dead_code)] // each test file uses a different subset
 
 pub mod initramfs;
+pub mod linux_checks;
 pub mod linux_guest;
+pub mod linux_loader;
 pub mod sha256;
 
 use std::path::{Path, PathBuf};

@@ -15,6 +15,7 @@ use pcvm_core::{
     Board, BusAccess, BusDevice, ClockMode, CpuBackend, CpuState, DescriptorTable, GuestMemory,
     IrqLine, RunLimit, SegReg, Segment, SystemRequests, TimerHandle, VirtualClock, VmExit,
 };
+use pcvm_devices::lapic::{LocalApic, LocalApicFront, LAPIC_BASE, LAPIC_SIZE};
 use pcvm_devices::{Pic8259Pair, PicIrqLine, Pit8254};
 
 /// Whether KVM can be used; prints why not (an environment fact: the test then skips).
@@ -117,7 +118,19 @@ pub struct TestBoard {
 }
 
 impl TestBoard {
+    /// The board with the 8259 pair as its interrupt controller.
     pub fn new() -> Self {
+        Self::build(false)
+    }
+
+    /// The board with a local APIC in front of the CPU (the xAPIC page at 0xFEE00000, its
+    /// timer on the virtual clock) and the 8259 pair behind its LINT0, as the pcvm machine
+    /// wires them.
+    pub fn with_lapic() -> Self {
+        Self::build(true)
+    }
+
+    fn build(lapic: bool) -> Self {
         let mut memory = GuestMemory::pc(4 << 20).expect("memory");
         let mut rom = vec![0xF4u8; ROM_SIZE];
         rom[..4].copy_from_slice(&[0xDE, 0xC0, 0xAD, 0x0B]);
@@ -137,11 +150,35 @@ impl TestBoard {
             .insert(u64::from(TEST_PORT), 16, dev.clone())
             .expect("pio");
         board.mmio.insert(TEST_MMIO, 0x1000, dev).expect("mmio");
-        let pic = Arc::new(Mutex::new(Pic8259Pair::new(board.intr.clone())));
+        let pic_intr = if lapic {
+            board.intr.input(1)
+        } else {
+            board.intr.clone()
+        };
+        let pic = Arc::new(Mutex::new(Pic8259Pair::new(pic_intr)));
         for (base, len) in [(0x20, 2), (0xA0, 2), (0x4D0, 2)] {
             board.pio.insert(base, len, pic.clone()).expect("pic");
         }
-        board.interrupt_controller = Some(pic.clone());
+        if lapic {
+            let timer = TimerHandle::new();
+            let apic = Arc::new(Mutex::new(LocalApic::new(
+                &board.intr,
+                clock.clone(),
+                timer.clone(),
+            )));
+            board
+                .mmio
+                .insert(LAPIC_BASE, LAPIC_SIZE, apic.clone())
+                .expect("lapic");
+            board.timers.add(timer, apic.clone());
+            board.interrupt_controller = Some(Arc::new(Mutex::new(LocalApicFront::new(
+                apic,
+                pic.clone(),
+                &board.intr,
+            ))));
+        } else {
+            board.interrupt_controller = Some(pic.clone());
+        }
         let pit_timer = TimerHandle::new();
         let pit = Arc::new(Mutex::new(Pit8254::new(
             clock,
@@ -161,14 +198,16 @@ impl TestBoard {
     /// A KVM vCPU for this board; the test device's interrupt goes to IRQ5 of the PIC the
     /// irqchip mode uses (ours, or KVM's through `KVM_IRQ_LINE`).
     pub fn kvm(&self, irqchip: IrqchipMode) -> KvmBackend {
-        let cpu = KvmBackend::new(
-            &self.board.memory,
-            KvmOptions {
-                irqchip,
-                ..Default::default()
-            },
-        )
-        .expect("KVM backend");
+        self.kvm_with(KvmOptions {
+            irqchip,
+            ..Default::default()
+        })
+    }
+
+    /// [`Self::kvm`] with explicit options.
+    pub fn kvm_with(&self, options: KvmOptions) -> KvmBackend {
+        let irqchip = options.irqchip;
+        let cpu = KvmBackend::new(&self.board.memory, options).expect("KVM backend");
         let line = match irqchip {
             IrqchipMode::Userspace => PicIrqLine::shared(&self.pic, 5),
             IrqchipMode::Kernel => cpu.irq_line(5).expect("kernel irq line"),

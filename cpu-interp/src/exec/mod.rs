@@ -12,6 +12,7 @@
 
 mod alu;
 mod bcd;
+mod bmi;
 mod control;
 mod data;
 mod far;
@@ -505,6 +506,7 @@ fn select(insn: &Instruction, bitness: u32) -> (Handler, u8) {
         M::Cmpxchg16b => (alu::cmpxchg16b, 0),
         M::Popcnt => (shift::popcnt, 0),
         M::Lzcnt | M::Tzcnt => (shift::count_zeros, 0),
+        M::Andn | M::Bextr | M::Blsi | M::Blsmsk | M::Blsr => (bmi::bmi1, 0),
 
         M::Rol | M::Ror | M::Rcl | M::Rcr | M::Shl | M::Sal | M::Shr | M::Sar => (shift::shift, 0),
         M::Shld | M::Shrd => (shift::shxd, 0),

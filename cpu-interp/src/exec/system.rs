@@ -8,8 +8,8 @@
 //! (XCR0 = x87|SSE, leaf 0xD; `exec/sse.rs`), CMPXCHG16B, PCID, MOVBE, POPCNT, the board's
 //! local APIC (x2APIC, TSC deadline; its MSRs go to the board), and in the extended leaves long
 //! mode, SYSCALL/SYSRET, NX, 1 GiB pages, RDTSCP, LAHF/SAHF in 64-bit mode, LZCNT and an
-//! invariant TSC; leaf 7 reports only IA32_ARCH_CAPABILITIES, whose "not affected" bits are
-//! true of an interpreter that does not speculate. There is no MCE/MCA, no INVPCID and no
+//! invariant TSC; leaf 7 reports BMI1 (`exec/bmi.rs`, TZCNT) and IA32_ARCH_CAPABILITIES, whose
+//! "not affected" bits are true of an interpreter that does not speculate. There is no MCE/MCA, no INVPCID and no
 //! RDFSBASE family. The TSC runs at [`TSC_HZ`] from the virtual clock, advertised in leaves
 //! 0x15/0x16.
 //!
@@ -88,6 +88,8 @@ mod feature {
     pub const LM: u32 = 1 << 29;
     /// CPUID.80000001H:ECX.LAHF-SAHF (available in 64-bit mode).
     pub const LAHF_LM: u32 = 1 << 0;
+    /// CPUID.(EAX=7,ECX=0):EBX.BMI1.
+    pub const BMI1: u32 = 1 << 3;
     /// CPUID.(EAX=7,ECX=0):EDX.IA32_ARCH_CAPABILITIES.
     pub const ARCH_CAPABILITIES: u32 = 1 << 29;
     /// CPUID.80000007H:EDX.InvariantTSC.
@@ -647,6 +649,9 @@ impl Interpreter {
                         if v & !0xF != 0 {
                             return Err(Fault::gp(0));
                         }
+                        // CR8 is the local APIC's TPR[7:4] when the board has one (SDM
+                        // Vol. 3A "Interaction of Task Priorities between CR8 and APIC").
+                        p.write_cr8(v);
                         self.state.cr8 = v;
                         Ok(())
                     }
@@ -657,7 +662,12 @@ impl Interpreter {
                     2 => self.state.cr2,
                     3 => self.state.cr3,
                     4 => self.state.cr4,
-                    _ => self.state.cr8 & 0xF,
+                    _ => {
+                        if let Some(class) = p.read_cr8() {
+                            self.state.cr8 = class;
+                        }
+                        self.state.cr8 & 0xF
+                    }
                 };
                 self.state.gpr[gpr_index] = if wide { v } else { v & 0xFFFF_FFFF };
                 Ok(())
@@ -1366,8 +1376,9 @@ pub(crate) fn cpuid(leaf: u32, subleaf: u32) -> (u32, u32, u32, u32) {
         // No serial number, no deterministic cache parameters (leaf 4 type 0 = none),
         // no MONITOR/MWAIT, no thermal and power management.
         3..=6 => (0, 0, 0, 0),
-        // Structured extended features: none but IA32_ARCH_CAPABILITIES; one subleaf.
-        7 if subleaf == 0 => (0, 0, 0, feature::ARCH_CAPABILITIES),
+        // Structured extended features: BMI1 (ANDN, BEXTR, BLSI, BLSMSK, BLSR, TZCNT) and
+        // IA32_ARCH_CAPABILITIES; one subleaf.
+        7 if subleaf == 0 => (0, feature::BMI1, 0, feature::ARCH_CAPABILITIES),
         7 => (0, 0, 0, 0),
         // No performance monitoring or topology leaves.
         8..=0xC => (0, 0, 0, 0),
@@ -1434,7 +1445,11 @@ mod tests {
             assert_eq!(cpuid(leaf, 0), (0, 0, 0, 0), "leaf {leaf}");
         }
         let (max_sub, b7, c7, d7) = cpuid(7, 0);
-        assert_eq!((max_sub, b7, c7), (0, 0, 0), "no extended features but...");
+        assert_eq!(
+            (max_sub, b7, c7),
+            (0, 1 << 3, 0),
+            "no extended features but BMI1 and..."
+        );
         assert_ne!(d7 & (1 << 29), 0, "...IA32_ARCH_CAPABILITIES");
         let mut v = Vec::new();
         for r in [b, d, c] {

@@ -41,6 +41,10 @@ pub fn all() -> Vec<Family> {
             gen: bit_ops64,
         },
         Family {
+            name: "bmi1-64",
+            gen: bmi1_64,
+        },
+        Family {
             name: "mov-convert64",
             gen: mov_convert64,
         },
@@ -550,6 +554,65 @@ fn bit_ops64(rng: &mut Rng) -> Case {
         }
     }
     c.code = code;
+    c
+}
+
+/// BMI1: ANDN, BEXTR, BLSI, BLSMSK, BLSR (VEX.0F38, Intel SDM Vol. 2A §2.3) with 32- and
+/// 64-bit operands, register and memory sources, and REX-range registers through VEX.R/B and
+/// VEX.vvvv.
+fn bmi1_64(rng: &mut Rng) -> Case {
+    let mut c = base64(rng);
+    let s = rng.pick(&[S::Q, S::D]);
+    let kind = rng.below(5);
+    let vvvv = rng.below(16) as u8;
+    // BEXTR's control register gets a chosen value below: never an address register.
+    let keep = if kind == 1 { vec![vvvv] } else { Vec::new() };
+    let (rm, _) = rm64(rng, &mut c, s.bytes(), &keep);
+    if rng.chance(1, 4) {
+        if let Rm64::Reg(r) = rm {
+            set64(&mut c, r, 0);
+        }
+    }
+    let mut reg = rng.below(16) as u8;
+    if kind == 1 && rng.chance(2, 3) {
+        // BEXTR control: mostly in-range start/length, sometimes past the operand.
+        let start_range = if rng.chance(3, 4) { s.bits() } else { 256 };
+        let start = rng.below(start_range);
+        let len_range = if rng.chance(3, 4) { s.bits() + 1 } else { 256 };
+        let len = rng.below(len_range);
+        set64(
+            &mut c,
+            vvvv,
+            (rng.u32() as u64) << 16 | u64::from(len) << 8 | u64::from(start),
+        );
+    }
+    // Opcode, and for the F3 group the /digit that selects BLSR (1), BLSMSK (2) or BLSI (3).
+    let opcode = match kind {
+        0 => 0xF2, // ANDN reg, vvvv, r/m
+        1 => 0xF7, // BEXTR reg, r/m, vvvv
+        _ => {
+            reg = kind as u8 - 1; // BLSR / BLSMSK / BLSI vvvv, r/m
+            0xF3
+        }
+    };
+    let (rm_reg, rm_low) = match rm {
+        Rm64::Reg(r) => (r >> 3, Rm::Reg(r & 7)),
+        Rm64::Mem(m) => (0, Rm::Mem(m)),
+    };
+    let mut code = vec![
+        0xC4,
+        (((reg >> 3) & 1) ^ 1) << 7 | 1 << 6 | ((rm_reg & 1) ^ 1) << 5 | 0x02,
+        u8::from(s == S::Q) << 7 | ((!vvvv) & 0xF) << 3,
+        opcode,
+    ];
+    modrm(&mut code, reg & 7, rm_low);
+    c.code = code;
+    // AF and PF are undefined for all five; SF too for BEXTR (SDM Vol. 2A).
+    c.undef = Undefined::flags(if kind == 1 {
+        undef::AF | undef::PF | undef::SF
+    } else {
+        undef::AF | undef::PF
+    });
     c
 }
 
