@@ -234,10 +234,15 @@ impl Interpreter {
     /// The overflow flag.
     #[inline]
     pub(crate) fn of(&self) -> bool {
-        match self.flags.op {
+        let l = &self.flags;
+        let top = u32::from(l.bits).wrapping_sub(1) & 63;
+        match l.op {
             FlagOp::None => self.state.rflags & fl::OF != 0,
             FlagOp::Logic => false,
-            _ => self.flags.compute() & fl::OF != 0,
+            // The same formulas as `compute`, without the other five flags.
+            FlagOp::Add | FlagOp::Adc => (((l.a ^ l.res) & (l.b ^ l.res)) >> top) & 1 != 0,
+            FlagOp::Sub | FlagOp::Sbb => (((l.a ^ l.b) & (l.a ^ l.res)) >> top) & 1 != 0,
+            FlagOp::Inc | FlagOp::Dec => l.compute() & fl::OF != 0,
         }
     }
 
