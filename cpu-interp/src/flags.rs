@@ -249,6 +249,12 @@ impl Interpreter {
     /// Evaluate condition code `cc` (the low nibble of Jcc/SETcc/CMOVcc, SDM Vol. 1 App. B).
     #[inline]
     pub(crate) fn cond(&self, cc: u8) -> bool {
+        self.cond_inline(cc)
+    }
+
+    /// [`Self::cond`], always inlined: with a constant `cc` only that condition's test remains.
+    #[inline(always)]
+    pub(crate) fn cond_inline(&self, cc: u8) -> bool {
         let r = match cc >> 1 {
             0 => self.of(),
             1 => self.cf(),

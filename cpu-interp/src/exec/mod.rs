@@ -657,7 +657,28 @@ fn select(insn: &Instruction, bitness: u32) -> (Handler, u8) {
         | M::Jl
         | M::Jge
         | M::Jle
-        | M::Jg => (control::jcc, END),
+        | M::Jg => {
+            const JCC: [Handler; 16] = [
+                control::jcc_cc::<0>,
+                control::jcc_cc::<1>,
+                control::jcc_cc::<2>,
+                control::jcc_cc::<3>,
+                control::jcc_cc::<4>,
+                control::jcc_cc::<5>,
+                control::jcc_cc::<6>,
+                control::jcc_cc::<7>,
+                control::jcc_cc::<8>,
+                control::jcc_cc::<9>,
+                control::jcc_cc::<10>,
+                control::jcc_cc::<11>,
+                control::jcc_cc::<12>,
+                control::jcc_cc::<13>,
+                control::jcc_cc::<14>,
+                control::jcc_cc::<15>,
+            ];
+            let cc = (insn.condition_code() as u8).wrapping_sub(1) & 0xF;
+            (JCC[usize::from(cc)], END)
+        }
         M::Jmp if is_far => (far, END | SNAP | INSN_ADDR),
         M::Call if is_far => (far, END | SNAP | INSN_ADDR),
         M::Jmp => (control::jmp, END),
