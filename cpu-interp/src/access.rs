@@ -236,6 +236,24 @@ impl Interpreter {
         Ok(b)
     }
 
+    /// Fast path of a read-modify-write operand read: `size` bytes at `linear` from a page the
+    /// write cache already proves writable RAM, with a fixed-size copy; `None` to take the
+    /// checked path.
+    #[inline]
+    pub(crate) fn read_ram_writable(&self, p: &dyn Platform, linear: u64, size: u8) -> Option<u64> {
+        if (linear & 0xFFF) + u64::from(size) > 4096 {
+            return None;
+        }
+        let off = self.ram_fast(linear, true)?;
+        let mem = p.memory();
+        Some(match size {
+            1 => u64::from(mem.read_ram_le::<1>(off)?[0]),
+            2 => u64::from(u16::from_le_bytes(mem.read_ram_le::<2>(off)?)),
+            4 => u64::from(u32::from_le_bytes(mem.read_ram_le::<4>(off)?)),
+            _ => u64::from_le_bytes(mem.read_ram_le::<8>(off)?),
+        })
+    }
+
     /// Write an N-byte little-endian value through segment `seg` at `offset`.
     pub(crate) fn write_seg<const N: usize>(
         &mut self,

@@ -234,16 +234,27 @@ impl Interpreter {
     /// The overflow flag.
     #[inline]
     pub(crate) fn of(&self) -> bool {
-        match self.flags.op {
+        let l = &self.flags;
+        let top = u32::from(l.bits).wrapping_sub(1) & 63;
+        match l.op {
             FlagOp::None => self.state.rflags & fl::OF != 0,
             FlagOp::Logic => false,
-            _ => self.flags.compute() & fl::OF != 0,
+            // The same formulas as `compute`, without the other five flags.
+            FlagOp::Add | FlagOp::Adc => (((l.a ^ l.res) & (l.b ^ l.res)) >> top) & 1 != 0,
+            FlagOp::Sub | FlagOp::Sbb => (((l.a ^ l.b) & (l.a ^ l.res)) >> top) & 1 != 0,
+            FlagOp::Inc | FlagOp::Dec => l.compute() & fl::OF != 0,
         }
     }
 
     /// Evaluate condition code `cc` (the low nibble of Jcc/SETcc/CMOVcc, SDM Vol. 1 App. B).
     #[inline]
     pub(crate) fn cond(&self, cc: u8) -> bool {
+        self.cond_inline(cc)
+    }
+
+    /// [`Self::cond`], always inlined: with a constant `cc` only that condition's test remains.
+    #[inline(always)]
+    pub(crate) fn cond_inline(&self, cc: u8) -> bool {
         let r = match cc >> 1 {
             0 => self.of(),
             1 => self.cf(),

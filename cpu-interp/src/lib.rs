@@ -256,7 +256,9 @@ impl Interpreter {
         }
     }
 
-    /// Decode the instructions starting at the current CS:RIP.
+    /// Decode the instructions starting at the current CS:RIP. The `jmp_cache` hit is
+    /// inlined into the run loop so its result stays in registers; misses go out of line.
+    #[inline(always)]
     fn fetch_block(&mut self, p: &mut dyn Platform) -> std::result::Result<Source, Fault> {
         let linear = self.state.seg(SegReg::Cs).base.wrapping_add(self.state.rip);
         let slot = ((linear ^ (linear >> 10)) as usize) & (JMP_CACHE_SIZE - 1);
@@ -267,6 +269,18 @@ impl Interpreter {
                 return Ok(Source::Cached(idx, key));
             }
         }
+        self.fetch_block_miss(p, linear, slot)
+    }
+
+    /// [`Self::fetch_block`] after a `jmp_cache` miss: look the block up or decode it, and
+    /// remember it in `jmp_cache` slot `slot` for `linear`.
+    #[inline(never)]
+    fn fetch_block_miss(
+        &mut self,
+        p: &mut dyn Platform,
+        linear: u64,
+        slot: usize,
+    ) -> std::result::Result<Source, Fault> {
         let src = self.fetch_block_slow(p)?;
         if let Source::Cached(idx, key) = src {
             self.jmp_cache[slot] = (linear, self.ctx_gen, idx, key);

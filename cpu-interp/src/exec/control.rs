@@ -36,9 +36,14 @@ fn branch(cpu: &mut Interpreter, target: u64) -> Result<(), Fault> {
     Ok(())
 }
 
-/// Jcc rel8/rel16/rel32.
-pub(super) fn jcc(cpu: &mut Interpreter, _p: &mut dyn Platform, d: &Decoded) -> Result<(), Fault> {
-    if cpu.cond(d.cc) {
+/// Jcc rel8/rel16/rel32 with the condition code `CC` fixed at decode time, so the flag test
+/// folds to the one condition (the common conditional branches of hot loops).
+pub(super) fn jcc_cc<const CC: u8>(
+    cpu: &mut Interpreter,
+    _p: &mut dyn Platform,
+    d: &Decoded,
+) -> Result<(), Fault> {
+    if cpu.cond_inline(CC) {
         let t = cpu.state.rip.wrapping_add(d.imm) & ip_mask(d);
         branch(cpu, t)?;
     }

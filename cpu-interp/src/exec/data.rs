@@ -114,6 +114,22 @@ pub(super) fn movzx(cpu: &mut Interpreter, p: &mut dyn Platform, d: &Decoded) ->
     Ok(())
 }
 
+/// MOVZX with the source size `S` (1 or 2 bytes) resolved at decode time.
+pub(super) fn movzx_s<const S: u8>(
+    cpu: &mut Interpreter,
+    p: &mut dyn Platform,
+    d: &Decoded,
+) -> Result<(), Fault> {
+    let v = if d.o1 == MEM {
+        let off = cpu.ea(d);
+        cpu.read_mem(p, d.seg, off, S)?
+    } else {
+        cpu.get_reg(d.o1, S)
+    };
+    cpu.set_reg(d.o0, d.size, v);
+    Ok(())
+}
+
 /// MOVSX: sign-extend.
 pub(super) fn movsx(cpu: &mut Interpreter, p: &mut dyn Platform, d: &Decoded) -> Result<(), Fault> {
     let s = src_size(d);

@@ -508,7 +508,10 @@ fn select(insn: &Instruction, bitness: u32) -> (Handler, u8) {
         M::Lzcnt | M::Tzcnt => (shift::count_zeros, 0),
         M::Andn | M::Bextr | M::Blsi | M::Blsmsk | M::Blsr => (bmi::bmi1, 0),
 
-        M::Rol | M::Ror | M::Rcl | M::Rcr | M::Shl | M::Sal | M::Shr | M::Sar => (shift::shift, 0),
+        M::Shl | M::Sal => (shift::shift_fast::<{ shift::SHL }>, 0),
+        M::Shr => (shift::shift_fast::<{ shift::SHR }>, 0),
+        M::Sar => (shift::shift_fast::<{ shift::SAR }>, 0),
+        M::Rol | M::Ror | M::Rcl | M::Rcr => (shift::shift, 0),
         M::Shld | M::Shrd => (shift::shxd, 0),
         M::Bt | M::Bts | M::Btr | M::Btc => (shift::bit_test, 0),
         M::Bsf | M::Bsr => (shift::bit_scan, 0),
@@ -533,7 +536,18 @@ fn select(insn: &Instruction, bitness: u32) -> (Handler, u8) {
                 (mov_form(insn), 0)
             }
         }
-        M::Movzx => (data::movzx, 0),
+        M::Movzx => {
+            let src = match insn.op1_kind() {
+                OpKind::Register => insn.op1_register().size(),
+                _ => insn.memory_size().size(),
+            };
+            let h: Handler = match src {
+                1 => data::movzx_s::<1>,
+                2 => data::movzx_s::<2>,
+                _ => data::movzx,
+            };
+            (h, 0)
+        }
         M::Movsx | M::Movsxd => (data::movsx, 0),
         M::Movbe => (data::movbe, 0),
         M::Xchg => (data::xchg, 0),
@@ -643,7 +657,28 @@ fn select(insn: &Instruction, bitness: u32) -> (Handler, u8) {
         | M::Jl
         | M::Jge
         | M::Jle
-        | M::Jg => (control::jcc, END),
+        | M::Jg => {
+            const JCC: [Handler; 16] = [
+                control::jcc_cc::<0>,
+                control::jcc_cc::<1>,
+                control::jcc_cc::<2>,
+                control::jcc_cc::<3>,
+                control::jcc_cc::<4>,
+                control::jcc_cc::<5>,
+                control::jcc_cc::<6>,
+                control::jcc_cc::<7>,
+                control::jcc_cc::<8>,
+                control::jcc_cc::<9>,
+                control::jcc_cc::<10>,
+                control::jcc_cc::<11>,
+                control::jcc_cc::<12>,
+                control::jcc_cc::<13>,
+                control::jcc_cc::<14>,
+                control::jcc_cc::<15>,
+            ];
+            let cc = (insn.condition_code() as u8).wrapping_sub(1) & 0xF;
+            (JCC[usize::from(cc)], END)
+        }
         M::Jmp if is_far => (far, END | SNAP | INSN_ADDR),
         M::Call if is_far => (far, END | SNAP | INSN_ADDR),
         M::Jmp => (control::jmp, END),
@@ -805,6 +840,9 @@ impl Interpreter {
         let n = u64::from(size);
         let linear = self.seg_linear(seg, off, n, crate::access::AccessKind::Write)?;
         self.check_watchpoints(linear, n, false);
+        if let Some(v) = self.read_ram_writable(p, linear, size) {
+            return Ok(v);
+        }
         let mut b = [0u8; 8];
         self.read_linear(
             p,

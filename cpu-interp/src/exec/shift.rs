@@ -10,7 +10,7 @@ use iced_x86::{Mnemonic, OpKind};
 use pcvm_core::cpu_state::flags as fl;
 use pcvm_core::Platform;
 
-use super::{mask, Decoded, IMM, MEM};
+use super::{mask, Decoded, IMM, MEM, NONE};
 use crate::flags::szp;
 use crate::{Fault, Interpreter};
 
@@ -150,6 +150,74 @@ pub(super) fn shift(cpu: &mut Interpreter, p: &mut dyn Platform, d: &Decoded) ->
             (r, f)
         }
     };
+    if d.o0 == MEM {
+        cpu.write_mem(p, d.seg, off, size, r)?;
+    } else {
+        cpu.set_reg(d.o0, size, r);
+    }
+    cpu.set_rflags(f);
+    Ok(())
+}
+
+/// [`shift_fast`] operation selectors.
+pub(super) const SHL: u8 = 0;
+pub(super) const SHR: u8 = 1;
+pub(super) const SAR: u8 = 2;
+
+/// SHL/SAL, SHR and SAR with the count form resolved at decode time (`d.o1`: [`IMM`], CL,
+/// or [`NONE`] for the implicit 1). These write all six arithmetic flags (AF cleared, as the
+/// generic [`shift`] does), so the lazy flags never need materializing: only the system bits
+/// of `state.rflags` are kept.
+pub(super) fn shift_fast<const OP: u8>(
+    cpu: &mut Interpreter,
+    p: &mut dyn Platform,
+    d: &Decoded,
+) -> Result<(), Fault> {
+    let raw = match d.o1 {
+        IMM => d.imm as u32,
+        NONE => 1,
+        _ => cpu.state.gpr[1] as u32,
+    };
+    let n = raw & count_mask(d.size);
+    let size = d.size;
+    let bits = u32::from(size) * 8;
+    let m = mask(size);
+    let off = if d.o0 == MEM { cpu.ea(d) } else { 0 };
+    let a = if d.o0 == MEM {
+        cpu.read_mem_rmw(p, d.seg, off, size)?
+    } else {
+        cpu.get_reg(d.o0, size)
+    };
+    if n == 0 {
+        zero_count_write(cpu, d, a);
+        return Ok(());
+    }
+    let sys = cpu.state.rflags & !crate::flags::ARITH;
+    let (r, cf, of) = match OP {
+        SHL => {
+            let wide = u128::from(a) << n;
+            let r = (wide as u64) & m;
+            let cf = (wide >> bits) & 1 != 0;
+            (r, cf, ((r >> (bits - 1)) & 1 != 0) ^ cf)
+        }
+        SHR => {
+            let r = if n >= bits { 0 } else { a >> n };
+            let cf = n <= bits && (a >> (n - 1)) & 1 != 0;
+            (r, cf, n == 1 && (a >> (bits - 1)) & 1 != 0)
+        }
+        _ => {
+            let s = super::alu::sext(a, size);
+            let r = ((s >> n.min(63)) as u64) & m;
+            (r, (s >> (n - 1).min(63)) & 1 != 0, false)
+        }
+    };
+    let mut f = sys | szp(r, bits as u8);
+    if cf {
+        f |= fl::CF;
+    }
+    if of {
+        f |= fl::OF;
+    }
     if d.o0 == MEM {
         cpu.write_mem(p, d.seg, off, size, r)?;
     } else {
