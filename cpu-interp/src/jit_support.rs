@@ -68,6 +68,20 @@ pub struct JitStep {
     pub shutdown: bool,
 }
 
+/// The outcome of [`Interpreter::jit_run_block`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct JitRun {
+    /// Instructions retired (REP iterations beyond the first included).
+    pub retired: u64,
+    /// Budget used: `retired`, or 1 for a fault on the block's first instruction (the run
+    /// loop counts that fault as the instruction's completion so a faulting loop still ends).
+    pub charged: u64,
+    /// A store hit a page holding decoded code: the block ended there.
+    pub smc: bool,
+    /// Fault delivery ended the run (shutdown).
+    pub exit: Option<VmExit>,
+}
+
 /// What changed since the last [`Interpreter::jit_sync`].
 #[derive(Clone, Debug, Default)]
 pub struct JitSync {
@@ -269,6 +283,72 @@ impl Interpreter {
                 out.faulted = true;
                 out.shutdown = self.fault(p, f).is_some();
             }
+        }
+        out
+    }
+
+    /// Run the block at CS:RIP exactly as one execute step of the run loop (the caller does
+    /// the boundary work before it: polling, code-write sync, event delivery, halt): at most
+    /// `budget` instructions, ending early at a fault (delivered) or a store into decoded
+    /// code. A fetch fault is delivered and charged nothing, as in the run loop. Not for
+    /// single-step mode ([`JitMode::single`]).
+    pub fn jit_run_block(&mut self, p: &mut dyn Platform, budget: u64) -> JitRun {
+        let mut out = JitRun {
+            retired: 0,
+            charged: 0,
+            smc: false,
+            exit: None,
+        };
+        let source = match self.fetch_block(p) {
+            Ok(s) => s,
+            Err(f) => {
+                out.exit = self.fault(p, f);
+                return out;
+            }
+        };
+        let ip_mask = match self.state.code_bitness() {
+            16 => 0xFFFF,
+            32 => 0xFFFF_FFFF,
+            _ => u64::MAX,
+        };
+        let (insns, cached) = match source {
+            Source::Cached(idx, key) => (self.cache.take_insns(idx), Some((idx, key))),
+            Source::Fresh(v) => (v, None),
+        };
+        self.rep_limit = budget.max(1);
+        self.rep_extra = 0;
+        self.smc = false;
+        let mut fault = None;
+        let mut executed = 0u64;
+        let n = (insns.len() as u64).min(budget) as usize;
+        for d in &insns[..n] {
+            if d.flags & crate::exec::END != 0 {
+                self.rep_limit = (budget - executed).max(1);
+            }
+            match self.exec_one(p, d, ip_mask) {
+                Ok(()) => executed += 1,
+                Err(f) => {
+                    fault = Some(f);
+                    break;
+                }
+            }
+            if self.smc {
+                break;
+            }
+        }
+        if let Some((idx, key)) = cached {
+            self.cache.put_insns(idx, key, insns);
+        }
+        executed += std::mem::take(&mut self.rep_extra);
+        self.retired += executed;
+        out.retired = executed;
+        out.charged = executed;
+        out.smc = self.smc;
+        if let Some(f) = fault {
+            if executed == 0 {
+                out.charged = 1;
+            }
+            out.exit = self.fault(p, f);
         }
         out
     }

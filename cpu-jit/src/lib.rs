@@ -34,14 +34,14 @@ use cranelift_codegen::settings::{self, Configurable};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{default_libcall_names, Module};
-use iced_x86::Instruction;
+use iced_x86::{Decoder, DecoderOptions, Instruction, Mnemonic};
 use pcvm_core::{
-    CpuBackend, CpuState, DebugConfig, Kicker, Platform, RunLimit, SystemRequest, VmExit,
+    CpuBackend, CpuState, DebugConfig, Kicker, Platform, RunLimit, SegReg, SystemRequest, VmExit,
 };
 use pcvm_cpu_interp::Interpreter;
 
 use ctx::JitCtx;
-use translate::{supported, Translator, EXIT_FAULT, EXIT_STOP};
+use translate::{supported, Translator, EXIT_FAULT, EXIT_NEXT, EXIT_STOP};
 
 /// Executions of a block before it is compiled.
 pub const DEFAULT_THRESHOLD: u32 = 32;
@@ -54,9 +54,6 @@ const MAX_BLOCKS: usize = 1 << 15;
 
 /// Native code bytes kept before the whole code cache is dropped.
 const MAX_CODE_BYTES: usize = 64 << 20;
-
-/// REP iterations a fallback run may do beyond its block before returning to the dispatcher.
-const REP_SLICE: u64 = 4096;
 
 /// Most guest instructions in one translated block (compile time grows with the exits).
 const MAX_TRANSLATED: usize = 32;
@@ -78,11 +75,19 @@ struct CompiledBlock {
     /// Instructions of the interpreter's block at the same address (`insns` or more when the
     /// translation stops before an instruction it does not cover).
     pure_len: u64,
+    /// The first instruction of the interpreter's block left untranslated (for the
+    /// fallback profile).
+    stop: Option<Mnemonic>,
     /// RAM offset and the guest bytes it was compiled from.
     ram_offset: u64,
     bytes: Vec<u8>,
-    key: (u64, u64),
+    key: BlockKey,
 }
+
+/// What identifies a translation: guest-physical address, RIP (the block's branch targets
+/// and RIP-relative addresses depend on it) and the code mode it was translated for, so a
+/// 32-bit translation never runs in 64-bit code or the other way round.
+type BlockKey = (u64, u64, u32);
 
 /// What the dispatcher knows about a (physical address, EIP) block.
 #[derive(Clone, Copy, Debug)]
@@ -90,8 +95,8 @@ enum Entry {
     /// Executions so far (interpreted).
     Cold(u32),
     Compiled(u32),
-    /// Its first instruction cannot be translated.
-    Never,
+    /// Its first instruction (this mnemonic, if any) cannot be translated.
+    Never(Option<Mnemonic>),
 }
 
 /// Counters for benches and reports.
@@ -109,6 +114,8 @@ pub struct JitStats {
     pub invalidations: u64,
     /// Whole code-cache flushes.
     pub flushes: u64,
+    /// Compiled-block runs.
+    pub blocks_run: u64,
 }
 
 /// Cranelift state for compiling blocks.
@@ -149,8 +156,8 @@ impl Compiler {
         })
     }
 
-    /// Compile `insns` (all supported) into a native function.
-    fn compile(&mut self, insns: &[Instruction]) -> Result<BlockFn> {
+    /// Compile `insns` (all supported; 64-bit code when `long`) into a native function.
+    fn compile(&mut self, insns: &[Instruction], long: bool) -> Result<BlockFn> {
         let ptr = self.module.target_config().pointer_type();
         let mut sig = self.module.make_signature();
         sig.params.push(AbiParam::new(ptr));
@@ -164,7 +171,7 @@ impl Compiler {
         let call_conv = self.module.isa().default_call_conv();
         let cfg = self.module.target_config();
         let b = FunctionBuilder::new(&mut self.cl_ctx.func, &mut self.fctx);
-        let built = Translator::new(b, call_conv).block(insns, cfg);
+        let built = Translator::new(b, call_conv, long).block(insns, cfg);
         if built.is_err() {
             self.module.clear_context(&mut self.cl_ctx);
             return Err(Error::Untranslatable);
@@ -192,16 +199,30 @@ pub struct JitBackend {
     ctx: Box<JitCtx>,
     compiler: Compiler,
     blocks: Vec<Option<CompiledBlock>>,
-    map: HashMap<(u64, u64), Entry>,
+    map: HashMap<BlockKey, Entry>,
     /// RAM page → compiled blocks decoded from it.
     pages: HashMap<u64, Vec<u32>>,
     /// Times the block at a key was dropped because its code changed.
-    drops: HashMap<(u64, u64), u32>,
+    drops: HashMap<BlockKey, u32>,
     /// (linear EIP, context generation, block index).
     jmp: Vec<(u64, u64, u32)>,
     threshold: u32,
     stats: JitStats,
     buf: Vec<u8>,
+    /// Per mnemonic: block runs and untranslatable blocks that left it to the interpreter.
+    fallbacks: Vec<u64>,
+}
+
+impl Drop for JitBackend {
+    fn drop(&mut self) {
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            tracing::debug!(
+                "JIT: {:?}; fallbacks by mnemonic: {:?}",
+                self.stats,
+                self.fallback_profile(40)
+            );
+        }
+    }
 }
 
 impl std::fmt::Debug for JitBackend {
@@ -233,6 +254,7 @@ impl JitBackend {
             threshold: DEFAULT_THRESHOLD,
             stats: JitStats::default(),
             buf: Vec::new(),
+            fallbacks: vec![0; Mnemonic::values().len()],
         })
     }
 
@@ -288,7 +310,7 @@ impl JitBackend {
             let drops = self.drops.entry(b.key).or_insert(0);
             *drops += 1;
             let next = if *drops >= MAX_RECOMPILES {
-                Entry::Never
+                Entry::Never(None)
             } else {
                 Entry::Cold(0)
             };
@@ -319,19 +341,22 @@ impl JitBackend {
             return Some(idx);
         }
         let phys = self.interp.jit_code_phys(p)?;
-        let key = (phys, self.interp.jit_rip());
+        let key = (phys, self.interp.jit_rip(), self.interp.jit_mode().bitness);
         let entry = self.map.get(&key).copied().unwrap_or(Entry::Cold(0));
         let idx = match entry {
             Entry::Compiled(idx) => idx,
-            Entry::Never => return None,
+            Entry::Never(m) => {
+                self.note_fallback(m, 1);
+                return None;
+            }
             Entry::Cold(n) if n + 1 < self.threshold => {
                 self.map.insert(key, Entry::Cold(n + 1));
                 return None;
             }
             Entry::Cold(_) => match self.compile(p, key) {
-                Some(idx) => idx,
-                None => {
-                    self.map.insert(key, Entry::Never);
+                Ok(idx) => idx,
+                Err(m) => {
+                    self.map.insert(key, Entry::Never(m));
                     return None;
                 }
             },
@@ -341,35 +366,54 @@ impl JitBackend {
     }
 
     /// Translate the block at CS:EIP.
-    fn compile(&mut self, p: &mut dyn Platform, key: (u64, u64)) -> Option<u32> {
-        let block = self.interp.jit_block(p)?;
+    fn compile(
+        &mut self,
+        p: &mut dyn Platform,
+        key: BlockKey,
+    ) -> std::result::Result<u32, Option<Mnemonic>> {
+        let block = self.interp.jit_block(p).ok_or(None)?;
         if block.phys != key.0 {
-            return None;
+            return Err(None);
         }
-        let n = block
-            .insns
+        let (rip, bitness) = (key.1, key.2);
+        let long = bitness == 64;
+        // Decode the block's bytes again at this RIP: the interpreter's cached decode may come
+        // from another linear address of the same bytes, and iced's branch targets and
+        // RIP-relative addresses are absolute for the IP it decoded at.
+        let mut all = vec![0u8; block.byte_len as usize];
+        if !p.memory().read_ram(block.ram_offset, &mut all) {
+            return Err(None);
+        }
+        let mut decoder = Decoder::with_ip(bitness, &all, rip, DecoderOptions::NONE);
+        let mut insns = Vec::with_capacity(block.insns.len());
+        for cached in &block.insns {
+            let insn = decoder.decode();
+            if insn.is_invalid() || insn.code() != cached.code() || insn.len() != cached.len() {
+                return Err(None);
+            }
+            insns.push(insn);
+        }
+        let n = insns
             .iter()
             .take(MAX_TRANSLATED)
-            .take_while(|i| supported(i))
+            .take_while(|i| supported(i, long))
             .count();
+        let stop = insns.get(n).map(Instruction::mnemonic);
         if n == 0 {
-            return None;
+            return Err(stop);
         }
         if self.blocks.len() >= MAX_BLOCKS || self.compiler.code_bytes >= MAX_CODE_BYTES {
             self.flush_code();
         }
-        let insns = &block.insns[..n];
+        let insns = &insns[..n];
         let len: usize = insns.iter().map(Instruction::len).sum();
-        let mut bytes = vec![0u8; len];
-        if !p.memory().read_ram(block.ram_offset, &mut bytes) {
-            return None;
-        }
+        let bytes = all[..len].to_vec();
         let t0 = Instant::now();
-        let func = match self.compiler.compile(insns) {
+        let func = match self.compiler.compile(insns, long) {
             Ok(f) => f,
             Err(e) => {
                 tracing::debug!("JIT: block at {:#x} not compiled: {e}", key.1);
-                return None;
+                return Err(insns.first().map(Instruction::mnemonic));
             }
         };
         self.stats.compile_ns += t0.elapsed().as_nanos() as u64;
@@ -384,13 +428,14 @@ impl JitBackend {
             ram_offset: block.ram_offset,
             bytes,
             key,
+            stop,
         }));
         self.map.insert(key, Entry::Compiled(idx));
         self.pages
             .entry(block.ram_offset >> 12)
             .or_default()
             .push(idx);
-        Some(idx)
+        Ok(idx)
     }
 
     /// Run compiled block `idx` if it fits the budget and its bytes are unchanged. Returns
@@ -415,13 +460,20 @@ impl JitBackend {
         }
         let func = blk.func;
         let pure_len = blk.pure_len;
-        let range = (blk.ram_offset, blk.ram_offset + blk.bytes.len() as u64);
+        let stop = blk.stop;
+        // The interpreter would fetch (and so re-mark as code) this block's page here; the
+        // mark may have been taken by the interpreter's own code-write sync since. With the
+        // page marked, a store into it ends the block exactly where the interpreter's would.
+        p.memory().mark_code_page(blk.ram_offset);
         let ctx = &mut *self.ctx;
         ctx.check_tlb_gen(&self.interp);
         ctx.gpr = self.interp.jit_gprs();
         ctx.rflags = self.interp.jit_rflags();
         ctx.fault = 0;
-        ctx.block_ram = range;
+        ctx.seg_base = [
+            self.interp.jit_linear(SegReg::Fs, 0),
+            self.interp.jit_linear(SegReg::Gs, 0),
+        ];
         ctx.interp = &mut self.interp;
         let mut plat: &mut dyn Platform = p;
         let plat_ptr = (&mut plat as *mut &mut dyn Platform).cast::<u8>();
@@ -438,14 +490,41 @@ impl JitBackend {
         self.interp.jit_set_rflags(ctx.rflags);
         self.interp.jit_set_rip(ctx.rip);
         self.interp.jit_retire(ctx.executed);
-        self.stats.insns_native += ctx.executed;
-        Some((ctx.executed, code, pure_len))
+        let executed = ctx.executed;
+        self.stats.blocks_run += 1;
+        self.stats.insns_native += executed;
+        if executed < pure_len && code == EXIT_NEXT as u64 {
+            self.note_fallback(stop, 1);
+        }
+        Some((executed, code, pure_len))
     }
 
-    /// The mode allows translated code.
+    /// The mode allows translated code: 32-bit flat protected mode, or 64-bit code.
     fn jit_mode_ok(&self) -> bool {
         let m = self.interp.jit_mode();
-        m.bitness == 32 && m.flat && m.code_flat && m.stack32 && !m.single
+        !m.single && (m.bitness == 64 || (m.bitness == 32 && m.flat && m.code_flat && m.stack32))
+    }
+
+    /// Count a run of the interpreter for the instruction `m` a translation stopped before
+    /// (`weight` 0 when the block could not be translated at all: counted once per lookup).
+    fn note_fallback(&mut self, m: Option<Mnemonic>, weight: u64) {
+        if let Some(m) = m {
+            if let Some(c) = self.fallbacks.get_mut(m as usize) {
+                *c += weight.max(1);
+            }
+        }
+    }
+
+    /// The mnemonics translated code most often stopped before, with counts (most first):
+    /// what to translate next. Also logged at `debug` level when the backend is dropped.
+    pub fn fallback_profile(&self, top: usize) -> Vec<(Mnemonic, u64)> {
+        let mut v: Vec<(Mnemonic, u64)> = Mnemonic::values()
+            .zip(self.fallbacks.iter().copied())
+            .filter(|&(_, c)| c > 0)
+            .collect();
+        v.sort_by_key(|e| std::cmp::Reverse(e.1));
+        v.truncate(top);
+        v
     }
 
     /// The dispatcher: the interpreter's run loop at block granularity, with compiled blocks
@@ -518,32 +597,36 @@ impl JitBackend {
                                 // Drop the decodes the store made stale before the next fetch.
                                 self.sync(p);
                             }
-                            if pure_left > 0 && n == 0 {
-                                // A fault on the block's first instruction: the interpreter
-                                // runs (and charges) it as the start of its block.
-                                pure_left = 0;
-                                let exit =
-                                    self.interp_run(p, 1, &mut since_poll, &mut clock_pending)?;
-                                budget -= 1;
-                                if let Some(exit) = exit {
-                                    return Ok(exit);
-                                }
+                            if !(pure_left > 0 && n == 0) {
+                                continue;
                             }
-                            continue;
+                            // A fault on the block's first instruction: the interpreter runs
+                            // (and charges) it as the start of its block, below.
+                            pure_left = 0;
                         }
                     }
                 }
                 // The interpreter runs the block at CS:EIP.
-                let k = match self.interp.jit_peek_block(p) {
-                    Some(peek) if peek.rep_end => peek.count as u64 - 1 + REP_SLICE,
-                    Some(peek) => peek.count as u64,
-                    None => 1,
+                if self.interp.jit_mode().single {
+                    // One instruction per block (TF, shadows, DR7): the interpreter's own
+                    // loop, for one instruction.
+                    let exit = self.interp_run(p, 1, &mut since_poll, &mut clock_pending)?;
+                    budget -= 1;
+                    if let Some(exit) = exit {
+                        return Ok(exit);
+                    }
+                    continue;
                 }
-                .min(budget);
-                let exit = self.interp_run(p, k, &mut since_poll, &mut clock_pending)?;
-                budget -= k;
-                if let Some(exit) = exit {
+                let run = self.interp.jit_run_block(p, budget);
+                since_poll += run.charged;
+                clock_pending += run.charged;
+                budget -= run.charged.min(budget);
+                if let Some(exit) = run.exit {
+                    p.clock().add_instructions(clock_pending);
                     return Ok(exit);
+                }
+                if run.smc {
+                    self.sync(p);
                 }
             } else {
                 // The rest of an interpreter block, one instruction at a time.
