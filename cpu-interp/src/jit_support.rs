@@ -116,6 +116,11 @@ impl Interpreter {
         }
     }
 
+    /// [`JitMode::single`] alone (cheap: for every block boundary).
+    pub fn jit_single(&self) -> bool {
+        self.needs_single()
+    }
+
     /// A debugger or trace is attached: the whole run belongs to the interpreter.
     pub fn jit_debugging(&self) -> bool {
         self.debug_active
@@ -427,6 +432,11 @@ impl Interpreter {
     /// on entry while halted.
     pub fn jit_event_deliverable(&mut self, p: &mut dyn Platform) -> bool {
         self.event_deliverable(p)
+    }
+
+    /// Port or MMIO I/O happened since the last [`Self::jit_take_io_done`] (not cleared).
+    pub fn jit_io_pending(&self) -> bool {
+        self.io_done
     }
 
     /// Port or MMIO I/O happened since the last call: the platform should be polled.

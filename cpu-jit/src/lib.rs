@@ -61,6 +61,9 @@ const MAX_TRANSLATED: usize = 32;
 /// Recompilations of one block (after its code changed) before it stays interpreted.
 const MAX_RECOMPILES: u32 = 8;
 
+/// RFLAGS.IF.
+const IF: u64 = 1 << 9;
+
 /// Entries of the linear-EIP lookup cache.
 const JMP_CACHE_SIZE: usize = 4096;
 
@@ -82,6 +85,8 @@ struct CompiledBlock {
     ram_offset: u64,
     bytes: Vec<u8>,
     key: BlockKey,
+    /// The `JitBackend::epoch` its bytes and code-page mark were last checked in.
+    checked: u64,
 }
 
 /// What identifies a translation: guest-physical address, RIP (the block's branch targets
@@ -211,6 +216,12 @@ pub struct JitBackend {
     buf: Vec<u8>,
     /// Per mnemonic: block runs and untranslatable blocks that left it to the interpreter.
     fallbacks: Vec<u64>,
+    /// Bumped whenever the interpreter's own run loop ran (it takes code-page invalidations
+    /// itself, so writes to compiled code may have gone unnoticed): blocks are re-checked
+    /// against guest RAM once per epoch.
+    epoch: u64,
+    /// (context generation, whether its mode allows translated code).
+    mode_cache: (u64, bool),
 }
 
 impl Drop for JitBackend {
@@ -255,6 +266,8 @@ impl JitBackend {
             stats: JitStats::default(),
             buf: Vec::new(),
             fallbacks: vec![0; Mnemonic::values().len()],
+            epoch: 0,
+            mode_cache: (u64::MAX, false),
         })
     }
 
@@ -429,6 +442,7 @@ impl JitBackend {
             bytes,
             key,
             stop,
+            checked: self.epoch,
         }));
         self.map.insert(key, Entry::Compiled(idx));
         self.pages
@@ -438,71 +452,130 @@ impl JitBackend {
         Ok(idx)
     }
 
-    /// Run compiled block `idx` if it fits the budget and its bytes are unchanged. Returns
-    /// (instructions retired, exit code, the interpreter block's length), or `None` if it did
-    /// not run.
-    fn run_block(
+    /// Make sure compiled block `idx` may run: it fits `budget`, and if code-page tracking may
+    /// have been bypassed since it was last checked (the interpreter's own run loop takes
+    /// code-page invalidations for itself), its bytes are still the guest's and its page is
+    /// marked as code again. Returns the block's function, or `None` (a stale block is dropped).
+    fn ready(&mut self, p: &dyn Platform, idx: u32, budget: u64) -> Option<BlockFn> {
+        let blk = self.blocks.get_mut(idx as usize)?.as_mut()?;
+        if blk.insns > budget {
+            return None;
+        }
+        if blk.checked != self.epoch {
+            self.buf.resize(blk.bytes.len(), 0);
+            let mem = p.memory();
+            if !(mem.read_ram(blk.ram_offset, &mut self.buf) && self.buf[..] == blk.bytes[..]) {
+                self.drop_block(idx);
+                return None;
+            }
+            // The interpreter would fetch (and so re-mark as code) this block's page here;
+            // with the page marked, a store into it ends the block where the interpreter's
+            // would.
+            mem.mark_code_page(blk.ram_offset);
+            blk.checked = self.epoch;
+        }
+        Some(blk.func)
+    }
+
+    /// Run compiled block `idx`, then the blocks its exits lead to, for as long as the
+    /// interpreter would have nothing to do between them: each ran to its end, the next is
+    /// compiled and fits the budget, no poll is due, no I/O happened (which also keeps the
+    /// context generation) and no interrupt is requested while IF is set — so every skipped
+    /// boundary is one where the interpreter's run loop would only have fetched the next
+    /// block. Returns (instructions retired in all, then for the last block: instructions it
+    /// retired, exit code, the interpreter block's length), or `None` if nothing ran.
+    fn run_chain(
         &mut self,
         p: &mut dyn Platform,
         idx: u32,
         budget: u64,
-    ) -> Option<(u64, u64, u64)> {
-        let blk = self.blocks.get(idx as usize)?.as_ref()?;
-        if blk.insns > budget {
-            return None;
-        }
-        self.buf.resize(blk.bytes.len(), 0);
-        let same =
-            p.memory().read_ram(blk.ram_offset, &mut self.buf) && self.buf[..] == blk.bytes[..];
-        if !same {
-            self.drop_block(idx);
-            return None;
-        }
-        let func = blk.func;
-        let pure_len = blk.pure_len;
-        let stop = blk.stop;
-        // The interpreter would fetch (and so re-mark as code) this block's page here; the
-        // mark may have been taken by the interpreter's own code-write sync since. With the
-        // page marked, a store into it ends the block exactly where the interpreter's would.
-        p.memory().mark_code_page(blk.ram_offset);
+        poll_room: u64,
+    ) -> Option<(u64, u64, u64, u64)> {
+        let mut func = self.ready(p, idx, budget)?;
+        let mut idx = idx;
+        let gen = self.interp.jit_ctx_gen();
         let ctx = &mut *self.ctx;
         ctx.check_tlb_gen(&self.interp);
         ctx.gpr = self.interp.jit_gprs();
         ctx.rflags = self.interp.jit_rflags();
-        ctx.fault = 0;
         ctx.seg_base = [
             self.interp.jit_linear(SegReg::Fs, 0),
             self.interp.jit_linear(SegReg::Gs, 0),
         ];
-        ctx.interp = &mut self.interp;
-        let mut plat: &mut dyn Platform = p;
-        let plat_ptr = (&mut plat as *mut &mut dyn Platform).cast::<u8>();
-        // SAFETY: `func` is live compiled code (its block is in `self.blocks`, so the module
-        // holding it has not been freed) with the `BlockFn` ABI. It reads and writes only
-        // `*ctx` (exclusively borrowed here) and guest RAM through host pointers that the soft
-        // TLB took from `GuestMemory`'s mapping, which outlives the call; its helpers reach
-        // the interpreter through `ctx.interp` and the platform through `plat_ptr`, both
-        // valid and otherwise unused until the call returns.
-        let code = unsafe { func(ctx, plat_ptr) };
-        let ctx = &mut *self.ctx;
-        ctx.interp = std::ptr::null_mut();
+        let mut total = 0u64;
+        let (last, code, pure_len) = loop {
+            let ctx = &mut *self.ctx;
+            ctx.fault = 0;
+            ctx.interp = &mut self.interp;
+            let mut plat: &mut dyn Platform = p;
+            let plat_ptr = (&mut plat as *mut &mut dyn Platform).cast::<u8>();
+            // SAFETY: `func` is live compiled code (its block is in `self.blocks`, so the
+            // module holding it has not been freed) with the `BlockFn` ABI. It reads and
+            // writes only `*ctx` (exclusively borrowed here) and guest RAM through host
+            // pointers that the soft TLB took from `GuestMemory`'s mapping, which outlives the
+            // call; its helpers reach the interpreter through `ctx.interp` and the platform
+            // through `plat_ptr`, both valid and otherwise unused until the call returns.
+            let code = unsafe { func(ctx, plat_ptr) };
+            let ctx = &mut *self.ctx;
+            ctx.interp = std::ptr::null_mut();
+            let n = ctx.executed;
+            total += n;
+            self.stats.blocks_run += 1;
+            let Some(Some(blk)) = self.blocks.get(idx as usize) else {
+                break (n, code, n);
+            };
+            let pure_len = blk.pure_len;
+            if code != EXIT_NEXT as u64 || n < pure_len {
+                if n < pure_len && code == EXIT_NEXT as u64 {
+                    let stop = blk.stop;
+                    self.note_fallback(stop, 1);
+                }
+                break (n, code, pure_len);
+            }
+            // The next boundary: would the interpreter do more than fetch there?
+            if total >= poll_room
+                || self.interp.jit_ctx_gen() != gen
+                || self.interp.jit_io_pending()
+                || (ctx.rflags & IF != 0 && p.intr())
+            {
+                break (n, code, pure_len);
+            }
+            let lin = ctx.rip;
+            let slot = ((lin ^ (lin >> 12)) as usize) & (JMP_CACHE_SIZE - 1);
+            let (tag, g, next) = self.jmp[slot];
+            if tag != lin || g != gen {
+                break (n, code, pure_len);
+            }
+            match self.ready(p, next, budget - total) {
+                Some(f) => {
+                    func = f;
+                    idx = next;
+                }
+                None => break (n, code, pure_len),
+            }
+        };
+        let ctx = &*self.ctx;
         self.interp.jit_set_gprs(&ctx.gpr);
         self.interp.jit_set_rflags(ctx.rflags);
         self.interp.jit_set_rip(ctx.rip);
-        self.interp.jit_retire(ctx.executed);
-        let executed = ctx.executed;
-        self.stats.blocks_run += 1;
-        self.stats.insns_native += executed;
-        if executed < pure_len && code == EXIT_NEXT as u64 {
-            self.note_fallback(stop, 1);
-        }
-        Some((executed, code, pure_len))
+        self.interp.jit_retire(total);
+        self.stats.insns_native += total;
+        Some((total, last, code, pure_len))
     }
 
-    /// The mode allows translated code: 32-bit flat protected mode, or 64-bit code.
-    fn jit_mode_ok(&self) -> bool {
-        let m = self.interp.jit_mode();
-        !m.single && (m.bitness == 64 || (m.bitness == 32 && m.flat && m.code_flat && m.stack32))
+    /// The mode allows translated code: 32-bit flat protected mode, or 64-bit code, and not
+    /// one instruction at a time. The segment part is cached per context generation.
+    fn jit_mode_ok(&mut self) -> bool {
+        if self.interp.jit_single() {
+            return false;
+        }
+        let gen = self.interp.jit_ctx_gen();
+        if self.mode_cache.0 != gen {
+            let m = self.interp.jit_mode();
+            let ok = m.bitness == 64 || (m.bitness == 32 && m.flat && m.code_flat && m.stack32);
+            self.mode_cache = (gen, ok);
+        }
+        self.mode_cache.1
     }
 
     /// Count a run of the interpreter for the instruction `m` a translation stopped before
@@ -581,10 +654,13 @@ impl JitBackend {
                 }
                 if self.jit_mode_ok() {
                     if let Some(idx) = self.lookup(p) {
-                        if let Some((n, code, pure_len)) = self.run_block(p, idx, budget) {
-                            budget -= n.min(budget);
-                            since_poll += n;
-                            clock_pending += n;
+                        let poll_room = POLL_INTERVAL.saturating_sub(since_poll);
+                        if let Some((total, n, code, pure_len)) =
+                            self.run_chain(p, idx, budget, poll_room)
+                        {
+                            budget -= total.min(budget);
+                            since_poll += total;
+                            clock_pending += total;
                             pure_left = match code {
                                 // The interpreter re-runs the faulting instruction, the n+1st
                                 // of its block.
@@ -607,7 +683,7 @@ impl JitBackend {
                     }
                 }
                 // The interpreter runs the block at CS:EIP.
-                if self.interp.jit_mode().single {
+                if self.interp.jit_single() {
                     // One instruction per block (TF, shadows, DR7): the interpreter's own
                     // loop, for one instruction.
                     let exit = self.interp_run(p, 1, &mut since_poll, &mut clock_pending)?;
@@ -664,6 +740,7 @@ impl JitBackend {
         clock_pending: &mut u64,
     ) -> pcvm_core::Result<Option<VmExit>> {
         p.clock().add_instructions(std::mem::take(clock_pending));
+        self.epoch += 1;
         let before = self.interp.instructions_retired();
         let exit = self.interp.run(p, RunLimit::Instructions(k))?;
         *since_poll += self.interp.instructions_retired() - before;
@@ -679,6 +756,7 @@ impl CpuBackend for JitBackend {
     fn run(&mut self, platform: &mut dyn Platform, limit: RunLimit) -> pcvm_core::Result<VmExit> {
         if self.interp.jit_debugging() {
             // Breakpoints, watchpoints, single-step and tracing: the interpreter alone.
+            self.epoch += 1;
             return self.interp.run(platform, limit);
         }
         self.run_inner(platform, limit)
