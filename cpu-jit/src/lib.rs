@@ -56,7 +56,7 @@ const MAX_BLOCKS: usize = 1 << 15;
 const MAX_CODE_BYTES: usize = 64 << 20;
 
 /// Most guest instructions in one translated block (compile time grows with the exits).
-const MAX_TRANSLATED: usize = 32;
+const MAX_TRANSLATED: usize = 64;
 
 /// Recompilations of one block (after its code changed) before it stays interpreted.
 const MAX_RECOMPILES: u32 = 8;
@@ -139,6 +139,9 @@ fn new_module() -> Result<JITModule> {
     set(&mut flags, "use_colocated_libcalls", "false")?;
     set(&mut flags, "is_pic", "false")?;
     set(&mut flags, "opt_level", "speed")?;
+    // Blocks are short-lived and many (tens of thousands while Linux boots): compile time
+    // matters more than the last register move.
+    set(&mut flags, "regalloc_algorithm", "single_pass")?;
     set(&mut flags, "enable_verifier", "false")?;
     let isa = cranelift_native::builder()
         .map_err(|e| Error::Codegen(e.to_string()))?

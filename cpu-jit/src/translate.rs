@@ -121,7 +121,9 @@ pub(crate) fn canonical(a: u64) -> bool {
 /// The instruction can be translated: 32-bit flat code, or 64-bit code when `long`.
 pub(crate) fn supported(insn: &Instruction, long: bool) -> bool {
     use Mnemonic as M;
-    if insn.is_invalid() || insn.has_lock_prefix() {
+    // LOCK has no effect on one CPU (the interpreter ignores it too); iced already rejects
+    // it where it would be #UD.
+    if insn.is_invalid() {
         return false;
     }
     let n = insn.op_count();
@@ -222,7 +224,20 @@ pub(crate) fn supported(insn: &Instruction, long: bool) -> bool {
                 | Code::Jmp_rel32_64
                 | Code::Jmp_rm64
         ),
-        M::Nop | M::Endbr32 | M::Endbr64 => true,
+        M::Nop
+        | M::Endbr32
+        | M::Endbr64
+        | M::Pause
+        | M::Prefetch
+        | M::Prefetchnta
+        | M::Prefetcht0
+        | M::Prefetcht1
+        | M::Prefetcht2
+        | M::Prefetchw => true,
+        M::Xadd | M::Cmpxchg => n == 2 && insn.op_kind(1) == OpKind::Register && size0 <= max,
+        M::Bswap => n == 1 && reg0 && size0 >= 4,
+        M::Tzcnt | M::Lzcnt => n == 2 && reg0 && size0 >= 2,
+        M::Leave => matches!(insn.code(), Code::Leaveq | Code::Leaved),
         M::Xchg => n == 2 && (reg0 || insn.op_kind(1) == OpKind::Register),
         M::Cwde | M::Cdq | M::Cbw | M::Cwd => true,
         M::Cdqe | M::Cqo => long,
@@ -1232,7 +1247,150 @@ impl<'a> Translator<'a> {
                 self.exit(target, n, EXIT_NEXT);
                 return Ok(true);
             }
-            M::Nop | M::Endbr32 | M::Endbr64 => {}
+            M::Nop
+            | M::Endbr32
+            | M::Endbr64
+            | M::Pause
+            | M::Prefetch
+            | M::Prefetchnta
+            | M::Prefetcht0
+            | M::Prefetcht1
+            | M::Prefetcht2
+            | M::Prefetchw => {}
+            M::Xadd => {
+                let size = op_size(insn, 0);
+                let b = self.read_reg(insn.op1_register())?;
+                let (a, ea) = self.read_op0_rmw(insn, size, true)?;
+                let full = self.b.ins().iadd(a, b);
+                let r = self.b.ins().band_imm_s(full, mask(size));
+                self.write_op0(insn, ea, size, r)?;
+                self.write_reg(insn.op1_register(), a)?;
+                if insn.op0_kind() == OpKind::Register {
+                    let same = gpr(insn.op0_register()).map(|g| g.0)
+                        == gpr(insn.op1_register()).map(|g| g.0);
+                    if same {
+                        // Same register: the sum wins.
+                        self.write_reg(insn.op0_register(), r)?;
+                    }
+                }
+                let cf = if size == 8 {
+                    self.b.ins().icmp(IntCC::UnsignedLessThan, r, a)
+                } else {
+                    self.bit(full, i64::from(size * 8))
+                };
+                self.flags = Flags::Lazy {
+                    op: FlagOp::Add,
+                    bits: size * 8,
+                    a,
+                    b,
+                    res: r,
+                    cf,
+                };
+            }
+            M::Cmpxchg => {
+                let size = op_size(insn, 0);
+                let acc_reg = match size {
+                    1 => Register::AL,
+                    2 => Register::AX,
+                    4 => Register::EAX,
+                    _ => Register::RAX,
+                };
+                let acc = self.read_reg(acc_reg)?;
+                let src = self.read_reg(insn.op1_register())?;
+                let (dst, ea) = self.read_op0_rmw(insn, size, true)?;
+                let equal = self.b.ins().icmp(IntCC::Equal, acc, dst);
+                if insn.op0_kind() == OpKind::Memory {
+                    // The destination is always written (SDM Vol. 2A CMPXCHG).
+                    let v = self.b.ins().select(equal, src, dst);
+                    self.write_op0(insn, ea, size, v)?;
+                } else {
+                    let (n, _, _) = gpr(insn.op0_register()).ok_or(Unsupported)?;
+                    let old = self.reg64(n);
+                    self.write_reg(insn.op0_register(), src)?;
+                    let new = self.reg64(n);
+                    let v = self.b.ins().select(equal, new, old);
+                    self.set_reg64(n, v);
+                }
+                let old = self.reg64(0);
+                self.write_reg(acc_reg, dst)?;
+                let new = self.reg64(0);
+                let v = self.b.ins().select(equal, old, new);
+                self.set_reg64(0, v);
+                let diff = self.b.ins().isub(acc, dst);
+                let res = self.b.ins().band_imm_s(diff, mask(size));
+                let cf = self.b.ins().icmp(IntCC::UnsignedLessThan, acc, dst);
+                self.flags = Flags::Lazy {
+                    op: FlagOp::Sub { plain: true },
+                    bits: size * 8,
+                    a: acc,
+                    b: dst,
+                    res,
+                    cf,
+                };
+            }
+            M::Bswap => {
+                let size = op_size(insn, 0);
+                let v = self.read_reg(insn.op0_register())?;
+                let r = if size == 8 {
+                    self.b.ins().bswap(v)
+                } else {
+                    let x = self.b.ins().ireduce(types::I32, v);
+                    let x = self.b.ins().bswap(x);
+                    self.b.ins().uextend(I64, x)
+                };
+                self.write_reg(insn.op0_register(), r)?;
+            }
+            M::Tzcnt | M::Lzcnt => {
+                let size = op_size(insn, 0);
+                let bits = i64::from(size * 8);
+                let v = self.read_op(insn, 1, size)?;
+                let cnt = if m == M::Tzcnt {
+                    self.b.ins().ctz(v)
+                } else {
+                    let l = self.b.ins().clz(v);
+                    self.b.ins().iadd_imm_s(l, bits - 64)
+                };
+                let zero = self.b.ins().icmp_imm_s(IntCC::Equal, v, 0);
+                let all = self.iconst(bits);
+                let n = self.b.ins().select(zero, all, cnt);
+                self.write_reg(insn.op0_register(), n)?;
+                let f0 = self.flags_value();
+                let f = self.b.ins().band_imm_s(f0, !0x41);
+                let cf = self.b.ins().uextend(I64, zero);
+                let f = self.b.ins().bor(f, cf);
+                let nz = self.b.ins().icmp_imm_s(IntCC::Equal, n, 0);
+                let zf = self.b.ins().uextend(I64, nz);
+                let zf = self.b.ins().ishl_imm_s(zf, 6);
+                let f = self.b.ins().bor(f, zf);
+                self.flags = Flags::Mat(f);
+            }
+            M::Leave => {
+                // RSP ← RBP, then POP RBP; nothing changes if the pop faults.
+                let w = self.branch_size();
+                let rbp = self.reg64(5);
+                let sp = if self.long {
+                    rbp
+                } else {
+                    self.b.ins().band_imm_s(rbp, mask(4))
+                };
+                let v = self.load_at(Self::STACK, sp, w, false);
+                let rsp = if self.long {
+                    self.b.ins().iadd_imm_s(rbp, 8)
+                } else {
+                    let old = self.reg64(4);
+                    let hi = self.b.ins().band_imm_s(old, !mask(4));
+                    let lo = self.b.ins().iadd_imm_s(rbp, 4);
+                    let lo = self.b.ins().band_imm_s(lo, mask(4));
+                    self.b.ins().bor(hi, lo)
+                };
+                self.set_reg64(4, rsp);
+                let r = if self.long {
+                    Register::RBP
+                } else {
+                    Register::EBP
+                };
+                self.write_reg(r, v)?;
+            }
             M::Xchg => {
                 let size = op_size(insn, 0);
                 if insn.op0_kind() == OpKind::Memory {

@@ -296,6 +296,22 @@ fn insn(r: &mut Rng) -> Vec<u8> {
                     o.push(0x87);
                     o.push(0xC0 | (dreg << 3) | r.pick(&DEST));
                 }
+                2 => {
+                    // XADD / CMPXCHG (LOCKed with a memory destination), BSWAP, LEAVE.
+                    match r.below(4) {
+                        0 | 1 => {
+                            let mut m = Vec::new();
+                            modrm(r, reg, &mut m, true);
+                            if m[0] < 0xC0 && r.below(2) == 0 {
+                                o.push(0xF0);
+                            }
+                            o.extend_from_slice(&[0x0F, r.pick(&[0xC0, 0xC1, 0xB0, 0xB1])]);
+                            o.extend_from_slice(&m);
+                        }
+                        2 => o.extend_from_slice(&[0x0F, 0xC8 + dreg]),
+                        _ => o.push(0xC9),
+                    }
+                }
                 _ => o.push(0x90),
             }
         }
@@ -511,7 +527,7 @@ fn insn64(r: &mut Rng) -> Enc {
         _ => {}
     };
     let imm_n = if osz == 2 { 2 } else { 4 };
-    match r.below(32) {
+    match r.below(34) {
         0..=5 => {
             // ALU r/m,r / r,r/m: byte forms (REX selects SPL..DIL, R8B..) or sized.
             let op = r.below(8) as u8;
@@ -777,6 +793,54 @@ fn insn64(r: &mut Rng) -> Enc {
                     e.opcode.extend_from_slice(&[0x0F, r.pick(&[0xBC, 0xBD])]);
                     e.modrm(r, dreg, false);
                 }
+            }
+        }
+        25 => {
+            // XADD / CMPXCHG (sometimes LOCKed with a memory destination), BSWAP.
+            match r.below(3) {
+                0 | 1 => {
+                    let byte = r.below(4) == 0;
+                    if !byte {
+                        sized(&mut e);
+                    }
+                    let op = if r.below(2) == 0 { 0xC0 } else { 0xB0 } + u8::from(!byte);
+                    e.opcode.extend_from_slice(&[0x0F, op]);
+                    e.modrm(r, reg, true);
+                    if !e.is_reg_rm() && r.below(2) == 0 {
+                        e.prefixes.insert(0, 0xF0);
+                    }
+                }
+                _ => {
+                    if r.below(2) == 0 {
+                        e.w();
+                    }
+                    if dreg & 8 != 0 {
+                        e.rex |= 1;
+                    }
+                    e.opcode.extend_from_slice(&[0x0F, 0xC8 + (dreg & 7)]);
+                }
+            }
+        }
+        26 => {
+            // TZCNT/LZCNT, PREFETCHT0, LEAVE (rarely: it moves RSP into the data area).
+            match r.below(5) {
+                0..=2 => {
+                    e.prefixes.push(0xF3);
+                    sized(&mut e);
+                    e.opcode.extend_from_slice(&[0x0F, r.pick(&[0xBC, 0xBD])]);
+                    e.modrm(r, dreg, false);
+                }
+                3 => {
+                    e.opcode.extend_from_slice(&[0x0F, 0x18]);
+                    while e.modrm.is_empty() || e.is_reg_rm() {
+                        e.modrm.clear();
+                        e.prefixes.clear();
+                        e.rip_target = None;
+                        e.rex = 0;
+                        e.modrm(r, 1, false);
+                    }
+                }
+                _ => e.opcode.push(0xC9),
             }
         }
         24 => {
