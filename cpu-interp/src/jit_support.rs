@@ -292,12 +292,26 @@ impl Interpreter {
         out
     }
 
+    /// One instruction at a time only because of an STI or MOV SS interrupt shadow (no
+    /// debugger, trace, TF, RF or DR7 breakpoints): [`Self::jit_run_block`] with `shadowed`
+    /// runs that instruction as the run loop would.
+    pub fn jit_shadow_only(&self) -> bool {
+        !self.debug_active
+            && self.state.rflags
+                & (pcvm_core::cpu_state::flags::TF | pcvm_core::cpu_state::flags::RF)
+                == 0
+            && self.state.dr[7] & 0xFF == 0
+            && (self.state.sti_shadow || self.state.mov_ss_shadow)
+    }
+
     /// Run the block at CS:RIP exactly as one execute step of the run loop (the caller does
     /// the boundary work before it: polling, code-write sync, event delivery, halt): at most
     /// `budget` instructions, ending early at a fault (delivered) or a store into decoded
-    /// code. A fetch fault is delivered and charged nothing, as in the run loop. Not for
-    /// single-step mode ([`JitMode::single`]).
-    pub fn jit_run_block(&mut self, p: &mut dyn Platform, budget: u64) -> JitRun {
+    /// code. A fetch fault is delivered and charged nothing, as in the run loop. With
+    /// `shadowed` (when [`Self::jit_shadow_only`]) the shadow ends and only the first
+    /// instruction runs, as in the run loop's one-at-a-time mode; otherwise not for that
+    /// mode ([`JitMode::single`]).
+    pub fn jit_run_block(&mut self, p: &mut dyn Platform, budget: u64, shadowed: bool) -> JitRun {
         let mut out = JitRun {
             retired: 0,
             charged: 0,
@@ -325,9 +339,15 @@ impl Interpreter {
         self.smc = false;
         let mut fault = None;
         let mut executed = 0u64;
-        let n = (insns.len() as u64).min(budget) as usize;
+        let n = if shadowed {
+            self.state.sti_shadow = false;
+            self.state.mov_ss_shadow = false;
+            1.min(insns.len())
+        } else {
+            (insns.len() as u64).min(budget) as usize
+        };
         for d in &insns[..n] {
-            if d.flags & crate::exec::END != 0 {
+            if d.flags & crate::exec::END != 0 && !shadowed {
                 self.rep_limit = (budget - executed).max(1);
             }
             match self.exec_one(p, d, ip_mask) {

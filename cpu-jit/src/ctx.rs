@@ -6,7 +6,7 @@
 //! everything else (MMIO, page walks, A/D bits, faults, segment checks); the helpers reach the
 //! interpreter through `JitCtx::interp`, so every slow access has the interpreter's semantics.
 
-use pcvm_core::{Platform, SegReg};
+use pcvm_core::{GuestMemory, Platform, SegReg};
 use pcvm_cpu_interp::Interpreter;
 use vm_memory_host::host_page;
 
@@ -60,11 +60,15 @@ pub(crate) struct JitCtx {
     /// FS and GS bases for 64-bit code (constant while a block runs: translated code never
     /// changes them).
     pub seg_base: [u64; 2],
+    /// The platform's guest memory (valid while generated code runs), so the RAM store
+    /// helper needs no call through the platform.
+    pub mem: *const GuestMemory,
 }
 
-// SAFETY: the raw `interp` pointer is only set (to the owning backend's interpreter) for the
-// duration of one generated-code call on the thread running the backend; between calls it is
-// null, so moving the context to another thread moves no live borrow.
+// SAFETY: the raw `interp` and `mem` pointers are only used while the owning backend runs
+// generated code on its thread (`interp` is null between calls; `mem` is re-set before each
+// chain and never dereferenced outside one), so moving the context to another thread moves
+// no live borrow.
 unsafe impl Send for JitCtx {}
 
 pub(crate) const OFF_GPR: i32 = std::mem::offset_of!(JitCtx, gpr) as i32;
@@ -95,6 +99,7 @@ impl JitCtx {
             interp: std::ptr::null_mut(),
             tlb_gen: u64::MAX,
             seg_base: [0; 2],
+            mem: std::ptr::null(),
         })
     }
 
@@ -232,20 +237,21 @@ pub(crate) extern "C" fn helper_store(
 /// pages are tracked, and stops the block if it wrote a page holding decoded code (as the
 /// interpreter does). The context argument keeps the helpers' common calling shape.
 pub(crate) extern "C" fn helper_store_ram(
-    _ctx: *mut JitCtx,
-    plat: *mut PlatRef<'_>,
+    ctx: *mut JitCtx,
+    _plat: *mut PlatRef<'_>,
     ram_off: u64,
     size: u64,
     value: u64,
 ) -> u64 {
-    // SAFETY: generated code passes the platform pointer it was called with; the dispatcher
-    // keeps it alive and unaliased for the whole call of the block.
-    let p = unsafe { &mut **plat };
+    // SAFETY: generated code passes the context pointer it was called with; the dispatcher
+    // set `mem` to the platform's guest memory, which outlives the block's run, before
+    // calling it.
+    let mem = unsafe { &*(*ctx).mem };
     let n = (size as usize).clamp(1, 8);
-    if !p.memory().write_ram(ram_off, &value.to_le_bytes()[..n]) {
+    if !mem.write_ram(ram_off, &value.to_le_bytes()[..n]) {
         return STORE_FAULT;
     }
-    if p.memory().code_dirty() {
+    if mem.code_dirty() {
         STORE_STOP
     } else {
         STORE_OK

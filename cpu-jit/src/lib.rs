@@ -65,7 +65,7 @@ const MAX_RECOMPILES: u32 = 8;
 const IF: u64 = 1 << 9;
 
 /// Entries of the linear-EIP lookup cache.
-const JMP_CACHE_SIZE: usize = 4096;
+const JMP_CACHE_SIZE: usize = 1 << 16;
 
 /// Compiled code: `fn(ctx, &mut &mut dyn Platform) -> exit code`.
 type BlockFn = unsafe extern "C" fn(*mut JitCtx, *mut u8) -> u64;
@@ -225,6 +225,16 @@ pub struct JitBackend {
     epoch: u64,
     /// (context generation, whether its mode allows translated code).
     mode_cache: (u64, bool),
+    /// Bumped when compiled blocks are dropped: older linear-RIP cache entries are void.
+    drop_gen: u64,
+}
+
+/// Linear-RIP cache entry of code that stays interpreted.
+const NO_BLOCK: u32 = u32::MAX;
+
+/// Linear-RIP cache slot of `lin`.
+fn jmp_slot(lin: u64) -> usize {
+    ((lin ^ (lin >> 16) ^ (lin >> 32)) as usize) & (JMP_CACHE_SIZE - 1)
 }
 
 impl Drop for JitBackend {
@@ -271,6 +281,7 @@ impl JitBackend {
             fallbacks: vec![0; Mnemonic::values().len()],
             epoch: 0,
             mode_cache: (u64::MAX, false),
+            drop_gen: 0,
         })
     }
 
@@ -295,7 +306,7 @@ impl JitBackend {
         self.map.clear();
         self.pages.clear();
         self.drops.clear();
-        self.jmp.fill((u64::MAX, 0, 0));
+        self.drop_gen += 1;
         self.stats.flushes += 1;
         match Compiler::new() {
             Ok(fresh) => {
@@ -331,7 +342,7 @@ impl JitBackend {
                 Entry::Cold(0)
             };
             self.map.insert(b.key, next);
-            self.jmp.fill((u64::MAX, 0, 0));
+            self.drop_gen += 1;
             self.stats.invalidations += 1;
         }
     }
@@ -347,14 +358,20 @@ impl JitBackend {
         }
     }
 
+    /// Tag of linear-RIP cache entries valid now: the interpreter's context generation and
+    /// the drop generation.
+    fn jmp_gen(&self) -> u64 {
+        self.interp.jit_ctx_gen() ^ (self.drop_gen << 40)
+    }
+
     /// The compiled block to run at CS:EIP, compiling it if it became hot.
     fn lookup(&mut self, p: &mut dyn Platform) -> Option<u32> {
         let lin = self.interp.jit_linear_rip();
-        let gen = self.interp.jit_ctx_gen();
-        let slot = ((lin ^ (lin >> 12)) as usize) & (JMP_CACHE_SIZE - 1);
+        let gen = self.jmp_gen();
+        let slot = jmp_slot(lin);
         let (tag, g, idx) = self.jmp[slot];
         if tag == lin && g == gen {
-            return Some(idx);
+            return (idx != NO_BLOCK).then_some(idx);
         }
         let phys = self.interp.jit_code_phys(p)?;
         let key = (phys, self.interp.jit_rip(), self.interp.jit_mode().bitness);
@@ -363,6 +380,7 @@ impl JitBackend {
             Entry::Compiled(idx) => idx,
             Entry::Never(m) => {
                 self.note_fallback(m, 1);
+                self.jmp[slot] = (lin, gen, NO_BLOCK);
                 return None;
             }
             Entry::Cold(n) if n + 1 < self.threshold => {
@@ -497,8 +515,11 @@ impl JitBackend {
         let mut func = self.ready(p, idx, budget)?;
         let mut idx = idx;
         let gen = self.interp.jit_ctx_gen();
+        let jgen = self.jmp_gen();
+        let drop_gen = self.drop_gen;
         let ctx = &mut *self.ctx;
         ctx.check_tlb_gen(&self.interp);
+        ctx.mem = p.memory();
         ctx.gpr = self.interp.jit_gprs();
         ctx.rflags = self.interp.jit_rflags();
         ctx.seg_base = [
@@ -544,9 +565,9 @@ impl JitBackend {
                 break (n, code, pure_len);
             }
             let lin = ctx.rip;
-            let slot = ((lin ^ (lin >> 12)) as usize) & (JMP_CACHE_SIZE - 1);
+            let slot = jmp_slot(lin);
             let (tag, g, next) = self.jmp[slot];
-            if tag != lin || g != gen {
+            if tag != lin || g != jgen || self.drop_gen != drop_gen || next == NO_BLOCK {
                 break (n, code, pure_len);
             }
             match self.ready(p, next, budget - total) {
@@ -686,7 +707,8 @@ impl JitBackend {
                     }
                 }
                 // The interpreter runs the block at CS:EIP.
-                if self.interp.jit_single() {
+                let shadowed = self.interp.jit_shadow_only();
+                if !shadowed && self.interp.jit_single() {
                     // One instruction per block (TF, shadows, DR7): the interpreter's own
                     // loop, for one instruction.
                     let exit = self.interp_run(p, 1, &mut since_poll, &mut clock_pending)?;
@@ -696,7 +718,7 @@ impl JitBackend {
                     }
                     continue;
                 }
-                let run = self.interp.jit_run_block(p, budget);
+                let run = self.interp.jit_run_block(p, budget, shadowed);
                 since_poll += run.charged;
                 clock_pending += run.charged;
                 budget -= run.charged.min(budget);

@@ -326,7 +326,7 @@ fn insn(r: &mut Rng) -> Vec<u8> {
                     o.extend_from_slice(&[0x0F, 0xA3]);
                     modrm(r, reg, &mut o, false);
                 }
-                2 => o.push(r.pick(&[0x9E, 0x9F])),
+                2 => o.push(r.pick(&[0x9E, 0x9F, 0xFB, 0xFA])),
                 _ => o.push(r.pick(&[0xF8, 0xF9, 0xF5])),
             }
         }
@@ -346,6 +346,10 @@ fn program(r: &mut Rng) -> Vec<u8> {
     let mut code = Vec::new();
     for _ in 0..n {
         match r.below(12) {
+            0 if r.below(16) == 0 => {
+                // Set TF: single-step traps from here (#DB ends the run in its recorder).
+                code.extend_from_slice(&[0x9C, 0x81, 0x0C, 0x24, 0, 1, 0, 0, 0x9D]);
+            }
             0 => {
                 // Jcc over the next instruction.
                 let next = insn(r);
@@ -851,7 +855,7 @@ fn insn64(r: &mut Rng) -> Enc {
                     e.opcode.push(0xF7);
                     e.modrm(r, 6, false);
                 }
-                1 => e.opcode.push(r.pick(&[0xF8, 0xF9, 0xF5])),
+                1 => e.opcode.push(r.pick(&[0xF8, 0xF9, 0xF5, 0xFB, 0xFA])),
                 _ => {
                     sized(&mut e);
                     e.opcode.extend_from_slice(&[0x0F, 0xA5]);
@@ -881,6 +885,10 @@ fn program64(r: &mut Rng) -> Vec<u8> {
     let at = |code: &Vec<u8>| CODE + code.len() as u64;
     for _ in 0..n {
         match r.below(14) {
+            0 if r.below(16) == 0 => {
+                // Set TF: single-step traps from here (#DB ends the run in its recorder).
+                code.extend_from_slice(&[0x9C, 0x48, 0x81, 0x0C, 0x24, 0, 1, 0, 0, 0x9D]);
+            }
             0 => {
                 // Jcc over the next instruction.
                 let next = insn64(r).bytes(at(&code) + 2);
