@@ -236,6 +236,14 @@ pub(crate) fn supported(insn: &Instruction, long: bool) -> bool {
         | M::Prefetchw => true,
         M::Xadd | M::Cmpxchg => n == 2 && insn.op_kind(1) == OpKind::Register && size0 <= max,
         M::Bswap => n == 1 && reg0 && size0 >= 4,
+        M::Div | M::Idiv => n == 1 && size0 >= 4 && size0 <= max,
+        M::Shld | M::Shrd => {
+            n == 3
+                && (size0 == 4 || size0 == 8)
+                && insn.op_kind(1) == OpKind::Register
+                && (insn.op_kind(2) == OpKind::Immediate8
+                    || (reg0 && insn.op_register(2) == Register::CL))
+        }
         M::Tzcnt | M::Lzcnt => n == 2 && reg0 && size0 >= 2,
         M::Leave => matches!(insn.code(), Code::Leaveq | Code::Leaved),
         M::Xchg => n == 2 && (reg0 || insn.op_kind(1) == OpKind::Register),
@@ -1364,6 +1372,8 @@ impl<'a> Translator<'a> {
                 let f = self.b.ins().bor(f, zf);
                 self.flags = Flags::Mat(f);
             }
+            M::Div | M::Idiv => self.divide(insn, m == M::Idiv)?,
+            M::Shld | M::Shrd => self.double_shift(insn, m == M::Shld)?,
             M::Leave => {
                 // RSP ← RBP, then POP RBP; nothing changes if the pop faults.
                 let w = self.branch_size();
@@ -1830,6 +1840,115 @@ impl<'a> Translator<'a> {
             }
         };
         // Count 0: nothing changes (only a 32-bit register is rewritten, zero-extended).
+        let zero = self.b.ins().icmp_imm_s(IntCC::Equal, n, 0);
+        let r = self.b.ins().select(zero, a, r);
+        let f = self.b.ins().select(zero, f0, f);
+        self.write_op0(insn, ea, size, r)?;
+        self.flags = Flags::Mat(f);
+        Ok(())
+    }
+
+    /// DIV/IDIV r/m32 and r/m64 (SDM Vol. 2A DIV, IDIV): rAX = quotient, rDX = remainder,
+    /// flags unchanged. Whatever the interpreter might fault on (a zero divisor, a quotient
+    /// that does not fit) and the cases a 64-bit host division cannot do (a 128-bit dividend,
+    /// a divisor of -1) exit before the instruction for the interpreter to run it.
+    fn divide(&mut self, insn: &Instruction, signed: bool) -> Tr<()> {
+        let size = op_size(insn, 0);
+        let (ra, rd) = if size == 8 {
+            (Register::RAX, Register::RDX)
+        } else {
+            (Register::EAX, Register::EDX)
+        };
+        let s = self.read_op(insn, 0, size)?;
+        let lo = self.read_reg(ra)?;
+        let hi = self.read_reg(rd)?;
+        let zero = self.b.ins().icmp_imm_s(IntCC::Equal, s, 0);
+        self.fault_exit_if(zero);
+        let (q, r) = if !signed {
+            let (dividend, bad) = if size == 8 {
+                (lo, self.b.ins().icmp_imm_s(IntCC::NotEqual, hi, 0))
+            } else {
+                let h = self.b.ins().ishl_imm_s(hi, 32);
+                (
+                    self.b.ins().bor(h, lo),
+                    self.b.ins().icmp(IntCC::UnsignedGreaterThanOrEqual, hi, s),
+                )
+            };
+            self.fault_exit_if(bad);
+            (
+                self.b.ins().udiv(dividend, s),
+                self.b.ins().urem(dividend, s),
+            )
+        } else {
+            let bits = size * 8;
+            let ss = self.sext(s, bits);
+            let minus1 = self.b.ins().icmp_imm_s(IntCC::Equal, ss, -1);
+            self.fault_exit_if(minus1);
+            let dividend = if size == 8 {
+                // RDX must be RAX's sign extension (a 64-bit dividend).
+                let sign = self.b.ins().sshr_imm_s(lo, 63);
+                let wide = self.b.ins().icmp(IntCC::NotEqual, hi, sign);
+                self.fault_exit_if(wide);
+                lo
+            } else {
+                let h = self.b.ins().ishl_imm_s(hi, 32);
+                self.b.ins().bor(h, lo)
+            };
+            let q = self.b.ins().sdiv(dividend, ss);
+            let r = self.b.ins().srem(dividend, ss);
+            if size == 4 {
+                let back = self.sext(q, 32);
+                let bad = self.b.ins().icmp(IntCC::NotEqual, back, q);
+                self.fault_exit_if(bad);
+            }
+            (q, r)
+        };
+        self.write_reg(ra, q)?;
+        self.write_reg(rd, r)?;
+        Ok(())
+    }
+
+    /// SHLD/SHRD r/m32/64, r, imm8/CL (SDM Vol. 2B): CF the last bit shifted out, OF the
+    /// sign change, SZP from the result, AF clear; a masked count of 0 changes nothing (a
+    /// 32-bit register is still zero-extended).
+    fn double_shift(&mut self, insn: &Instruction, left: bool) -> Tr<()> {
+        let size = op_size(insn, 0);
+        let bits = size * 8;
+        let cmask: i64 = if size == 8 { 0x3F } else { 0x1F };
+        let by_cl = insn.op_kind(2) == OpKind::Register;
+        let n = if by_cl {
+            let c = self.reg64(1);
+            self.b.ins().band_imm_s(c, cmask)
+        } else {
+            let k = i64::from(insn.immediate8()) & cmask;
+            if k == 0 {
+                let (a, _) = self.read_op0_rmw(insn, size, true)?;
+                return self.zero_count(insn, size, a);
+            }
+            self.iconst(k)
+        };
+        let (a, ea) = self.read_op0_rmw(insn, size, true)?;
+        let b = self.read_reg(insn.op1_register())?;
+        let bits_v = self.iconst(i64::from(bits));
+        let back = self.b.ins().isub(bits_v, n);
+        let (r, cf) = if left {
+            let x = self.b.ins().ishl(a, n);
+            let y = self.b.ins().ushr(b, back);
+            let t = self.b.ins().ushr(a, back);
+            (self.b.ins().bor(x, y), self.b.ins().band_imm_s(t, 1))
+        } else {
+            let x = self.b.ins().ushr(a, n);
+            let y = self.b.ins().ishl(b, back);
+            let one = self.iconst(1);
+            let n1 = self.b.ins().isub(n, one);
+            let t = self.b.ins().ushr(a, n1);
+            (self.b.ins().bor(x, y), self.b.ins().band_imm_s(t, 1))
+        };
+        let r = self.b.ins().band_imm_s(r, mask(size));
+        let x = self.b.ins().bxor(r, a);
+        let of = self.b.ins().ushr_imm_s(x, i64::from(bits) - 1);
+        let f0 = self.flags_value();
+        let f = self.szp_flags(f0, r, bits, cf, of);
         let zero = self.b.ins().icmp_imm_s(IntCC::Equal, n, 0);
         let r = self.b.ins().select(zero, a, r);
         let f = self.b.ins().select(zero, f0, f);

@@ -848,18 +848,32 @@ fn insn64(r: &mut Rng) -> Enc {
             }
         }
         24 => {
-            // Left to the interpreter: DIV (may #DE), CLC/STC/CMC, SHLD.
+            // DIV/IDIV (may #DE; often after XOR EDX,EDX or CQO so the quotient fits),
+            // CLC/STC/CMC/STI/CLI, SHLD/SHRD by CL or imm8.
             match r.below(3) {
                 0 => {
+                    // The set-up instruction rides in front of the prefixes.
+                    match r.below(3) {
+                        0 => e.prefixes.extend_from_slice(&[0x31, 0xD2]),
+                        1 => e.prefixes.extend_from_slice(&[0x48, 0x99]),
+                        _ => {}
+                    }
                     sized(&mut e);
                     e.opcode.push(0xF7);
-                    e.modrm(r, 6, false);
+                    let k = r.pick(&[6, 7]);
+                    e.modrm(r, k, false);
                 }
                 1 => e.opcode.push(r.pick(&[0xF8, 0xF9, 0xF5, 0xFB, 0xFA])),
                 _ => {
                     sized(&mut e);
-                    e.opcode.extend_from_slice(&[0x0F, 0xA5]);
-                    e.modrm(r, reg, true);
+                    if r.below(2) == 0 {
+                        e.opcode.extend_from_slice(&[0x0F, r.pick(&[0xA5, 0xAD])]);
+                        e.modrm(r, reg, true);
+                    } else {
+                        e.opcode.extend_from_slice(&[0x0F, r.pick(&[0xA4, 0xAC])]);
+                        e.modrm(r, reg, true);
+                        e.imm = vec![r.pick(&[0, 1, 4, 31, 32, 33, 63, 64, 200])];
+                    }
                 }
             }
         }
