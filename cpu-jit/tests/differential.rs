@@ -991,7 +991,8 @@ fn random_state64(r: &mut Rng) -> CpuState {
     if r.below(2) == 0 {
         s.gpr[4] = HIGH_ALIAS + u64::from(STACK0_TOP);
     }
-    s.seg_mut(pcvm_core::SegReg::Fs).base = u64::from(DATA) + r.below(0x800);
+    // fs:[rbp+disp8] stays in the data area (never the handlers or tables above it).
+    s.seg_mut(pcvm_core::SegReg::Fs).base = r.below(0x800);
     s.seg_mut(pcvm_core::SegReg::Gs).base = HIGH_ALIAS + u64::from(DATA);
     s.cr0 |= cr::CR0_WP;
     s.rflags = 0x2 | (r.next() & 0x8D5);
