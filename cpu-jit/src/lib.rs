@@ -5,19 +5,24 @@
 //! - [`JitBackend`] (this file): the `CpuBackend` and its dispatcher. It owns an
 //!   [`Interpreter`] that holds the CPU state, runs cold code, uncovered instructions and
 //!   faulting instructions, and delivers interrupts; translated blocks run between its
-//!   instruction boundaries. Tiering: a block (keyed by guest-physical address and EIP) is
-//!   compiled after [`DEFAULT_THRESHOLD`] executions.
-//! - `translate`: interpreter-decoded block → Cranelift IR (32-bit flat protected-mode integer
-//!   code; lazy flags; inline soft-TLB loads).
+//!   instruction boundaries. Tiering: a block (keyed by guest-physical address, RIP and code
+//!   bitness) is compiled after [`DEFAULT_THRESHOLD`] executions. Compiled blocks chain into
+//!   each other through the linear-RIP cache for as long as the interpreter would do nothing
+//!   but fetch at the boundaries between them (no poll due, no I/O, no requested interrupt).
+//! - `translate`: interpreter-decoded block → Cranelift IR (32-bit flat protected-mode and
+//!   64-bit integer code; lazy flags; inline soft-TLB loads, FS/GS bases in 64-bit code).
 //! - `ctx`: the context block generated code runs against and the out-of-line helpers
 //!   (slow memory path through the interpreter, RAM stores with code-page tracking).
 //!
 //! Correctness rules: a translated block runs only in the mode it was compiled for (32-bit
-//! code, flat CS/DS/ES/SS, 32-bit stack, no single-stepping, no debugger); its bytes are
-//! compared with guest RAM before each run (so stores by any agent — CPU, DMA, another
-//! mapping — are honoured) and code-page write notices from `GuestMemory` drop blocks early;
-//! a block stops after a store to its own bytes; the memory map generation flushes
-//! everything.
+//! code with flat CS/DS/ES/SS and a 32-bit stack, or 64-bit code; never one instruction at a
+//! time, never under a debugger); the interpreter's block structure is kept exactly (the same
+//! block boundaries, budget charges for faults, and event/poll points), with uncovered
+//! instructions finishing the interpreter's block one at a time; code-page write notices from
+//! `GuestMemory` drop blocks, a store into a code page ends the block where the interpreter's
+//! would, and after the interpreter's own run loop ran (it takes those notices itself) every
+//! block is compared with guest RAM once more before it runs; the memory map generation
+//! flushes everything.
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod ctx;
@@ -70,14 +75,8 @@ const JMP_CACHE_SIZE: usize = 1 << 16;
 /// Compiled code: `fn(ctx, &mut &mut dyn Platform) -> exit code`.
 type BlockFn = unsafe extern "C" fn(*mut JitCtx, *mut u8) -> u64;
 
-/// One compiled block.
+/// One compiled block (its per-run part is a [`HotBlock`]).
 struct CompiledBlock {
-    func: BlockFn,
-    /// Guest instructions translated (the most one run retires).
-    insns: u64,
-    /// Instructions of the interpreter's block at the same address (`insns` or more when the
-    /// translation stops before an instruction it does not cover).
-    pure_len: u64,
     /// The first instruction of the interpreter's block left untranslated (for the
     /// fallback profile).
     stop: Option<Mnemonic>,
@@ -85,6 +84,19 @@ struct CompiledBlock {
     ram_offset: u64,
     bytes: Vec<u8>,
     key: BlockKey,
+}
+
+/// What the dispatcher touches of a block on every run, kept apart from the rest so chained
+/// runs stay in cache.
+#[derive(Clone, Copy)]
+struct HotBlock {
+    /// `None` once the block is dropped.
+    func: Option<BlockFn>,
+    /// Guest instructions translated (the most one run retires).
+    insns: u64,
+    /// Instructions of the interpreter's block at the same address (`insns` or more when the
+    /// translation stops before an instruction it does not cover).
+    pure_len: u64,
     /// The `JitBackend::epoch` its bytes and code-page mark were last checked in.
     checked: u64,
 }
@@ -207,6 +219,8 @@ pub struct JitBackend {
     ctx: Box<JitCtx>,
     compiler: Compiler,
     blocks: Vec<Option<CompiledBlock>>,
+    /// The per-run part of `blocks`, same indices.
+    hot: Vec<HotBlock>,
     map: HashMap<BlockKey, Entry>,
     /// RAM page → compiled blocks decoded from it.
     pages: HashMap<u64, Vec<u32>>,
@@ -271,6 +285,7 @@ impl JitBackend {
             ctx: JitCtx::new(),
             compiler: Compiler::new()?,
             blocks: Vec::new(),
+            hot: Vec::new(),
             map: HashMap::new(),
             pages: HashMap::new(),
             drops: HashMap::new(),
@@ -303,6 +318,7 @@ impl JitBackend {
     /// Drop every compiled block and the code memory.
     fn flush_code(&mut self) {
         self.blocks.clear();
+        self.hot.clear();
         self.map.clear();
         self.pages.clear();
         self.drops.clear();
@@ -332,6 +348,9 @@ impl JitBackend {
 
     fn drop_block(&mut self, idx: u32) {
         if let Some(b) = self.blocks.get_mut(idx as usize).and_then(Option::take) {
+            if let Some(h) = self.hot.get_mut(idx as usize) {
+                h.func = None;
+            }
             // Code rewritten again and again (data sharing its page, a patching loop) stays
             // interpreted rather than recompiled each time.
             let drops = self.drops.entry(b.key).or_insert(0);
@@ -456,15 +475,17 @@ impl JitBackend {
         p.memory().mark_code_page(block.ram_offset);
         let idx = self.blocks.len() as u32;
         self.blocks.push(Some(CompiledBlock {
-            func,
-            insns: n as u64,
-            pure_len: block.insns.len() as u64,
             ram_offset: block.ram_offset,
             bytes,
             key,
             stop,
-            checked: self.epoch,
         }));
+        self.hot.push(HotBlock {
+            func: Some(func),
+            insns: n as u64,
+            pure_len: block.insns.len() as u64,
+            checked: self.epoch,
+        });
         self.map.insert(key, Entry::Compiled(idx));
         self.pages
             .entry(block.ram_offset >> 12)
@@ -477,25 +498,39 @@ impl JitBackend {
     /// have been bypassed since it was last checked (the interpreter's own run loop takes
     /// code-page invalidations for itself), its bytes are still the guest's and its page is
     /// marked as code again. Returns the block's function, or `None` (a stale block is dropped).
+    #[inline]
     fn ready(&mut self, p: &dyn Platform, idx: u32, budget: u64) -> Option<BlockFn> {
-        let blk = self.blocks.get_mut(idx as usize)?.as_mut()?;
-        if blk.insns > budget {
+        let h = *self.hot.get(idx as usize)?;
+        let func = h.func?;
+        if h.insns > budget {
             return None;
         }
-        if blk.checked != self.epoch {
-            self.buf.resize(blk.bytes.len(), 0);
-            let mem = p.memory();
-            if !(mem.read_ram(blk.ram_offset, &mut self.buf) && self.buf[..] == blk.bytes[..]) {
-                self.drop_block(idx);
-                return None;
-            }
-            // The interpreter would fetch (and so re-mark as code) this block's page here;
-            // with the page marked, a store into it ends the block where the interpreter's
-            // would.
-            mem.mark_code_page(blk.ram_offset);
-            blk.checked = self.epoch;
+        if h.checked != self.epoch && !self.recheck(p, idx) {
+            return None;
         }
-        Some(blk.func)
+        Some(func)
+    }
+
+    /// The slow part of [`Self::ready`]: compare block `idx` with guest RAM (dropping it if
+    /// it changed) and mark its page as code again.
+    #[cold]
+    fn recheck(&mut self, p: &dyn Platform, idx: u32) -> bool {
+        let Some(Some(blk)) = self.blocks.get(idx as usize) else {
+            return false;
+        };
+        self.buf.resize(blk.bytes.len(), 0);
+        let mem = p.memory();
+        if !(mem.read_ram(blk.ram_offset, &mut self.buf) && self.buf[..] == blk.bytes[..]) {
+            self.drop_block(idx);
+            return false;
+        }
+        // The interpreter would fetch (and so re-mark as code) this block's page here; with
+        // the page marked, a store into it ends the block where the interpreter's would.
+        mem.mark_code_page(blk.ram_offset);
+        if let Some(h) = self.hot.get_mut(idx as usize) {
+            h.checked = self.epoch;
+        }
+        true
     }
 
     /// Run compiled block `idx`, then the blocks its exits lead to, for as long as the
@@ -545,13 +580,13 @@ impl JitBackend {
             let n = ctx.executed;
             total += n;
             self.stats.blocks_run += 1;
-            let Some(Some(blk)) = self.blocks.get(idx as usize) else {
+            let Some(h) = self.hot.get(idx as usize) else {
                 break (n, code, n);
             };
-            let pure_len = blk.pure_len;
+            let pure_len = h.pure_len;
             if code != EXIT_NEXT as u64 || n < pure_len {
                 if n < pure_len && code == EXIT_NEXT as u64 {
-                    let stop = blk.stop;
+                    let stop = self.blocks.get(idx as usize).and_then(|b| b.as_ref()?.stop);
                     self.note_fallback(stop, 1);
                 }
                 break (n, code, pure_len);

@@ -1,7 +1,11 @@
-//! Guest block → Cranelift IR: 32-bit flat protected-mode integer code.
+//! Guest block → Cranelift IR: 32-bit flat protected-mode and 64-bit integer code.
 //!
-//! A block is the interpreter's decoded block at one CS:EIP, cut before the first instruction
-//! [`supported`] rejects. Guest GPRs live in Cranelift variables loaded from `JitCtx::gpr` at
+//! A block is the interpreter's block at one CS:RIP (decoded again at that RIP, so iced's
+//! absolute branch targets and RIP-relative addresses are right), cut before the first
+//! instruction [`supported`] rejects. In 64-bit code the translation follows the interpreter
+//! for REX registers, 32-bit writes that zero-extend, 64-bit stack operations, canonical
+//! branch targets (a non-canonical one exits for the interpreter's #GP) and FS/GS bases;
+//! the soft TLB only ever holds canonical pages, so a hit proves the access canonical. Guest GPRs live in Cranelift variables loaded from `JitCtx::gpr` at
 //! entry and stored back at every exit; arithmetic flags are carried lazily as the last
 //! flag-setting operation's operands and result (SDM Vol. 1 §3.4.3.1) and materialized only
 //! when a non-fast condition or an exit needs them. Every instruction does its memory accesses

@@ -1,17 +1,20 @@
-//! Interpreter-vs-JIT differential over random 32-bit code blocks.
+//! Interpreter-vs-JIT differential over random 32-bit and 64-bit code blocks.
 //!
-//! Each random program (ALU, shifts, multiplies, moves, stack, SETcc/CMOVcc, Jcc, calls and
-//! returns, plus instructions the translator leaves to the interpreter, faulting divides,
-//! stores into its own code and wild addresses) runs from many random register and flag
-//! states on two machines, one with the interpreter and one with the JIT compiling every block
-//! on first sight. Some runs use paging with a not-present and a read-only data page, some
-//! stop on an instruction budget mid-program. The final CPU state, the instruction count and
-//! the memory the program can reach must be identical. Seeded and reproducible: a mismatch
-//! names the program and run seed.
+//! Each random program (ALU, shifts and rotates, multiplies and divides, moves, stack,
+//! SETcc/CMOVcc, bit tests and scans, XADD/CMPXCHG, Jcc, calls, returns and indirect jumps,
+//! plus instructions the translator leaves to the interpreter, faulting divides, TF and
+//! interrupt shadows, stores into its own code and wild addresses) runs from many random
+//! register and flag states on two machines, one with the interpreter and one with the JIT
+//! compiling every block on first sight. 32-bit programs run half with paging (a not-present
+//! and a read-only data page); 64-bit programs use REX registers, RIP-relative, FS/GS-based
+//! and upper-half addresses, and non-canonical bases. Some runs stop on an instruction budget
+//! mid-program. The final CPU state, the instruction count and the memory the program can
+//! reach must be identical. Seeded and reproducible: a mismatch names the program and run
+//! seed and the smallest budget that shows it, with the state just before.
 //!
-//! Scale with `PCVM_JIT_DIFF_RUNS` (default 200,000 program runs). Known open mismatch beyond
-//! the default: program 405 (a budget-limited paging run with a store into its own code, one
-//! instruction apart); reproduce with `PCVM_JIT_DIFF_FIRST=405 PCVM_JIT_DIFF_RUNS=1000`.
+//! Knobs: `PCVM_JIT_DIFF_RUNS` (32-bit program runs, default 200,000; also the 64-bit default
+//! when `PCVM_JIT_DIFF_RUNS_64` is unset, which otherwise is 100,000), `PCVM_JIT_DIFF_FIRST`
+//! (first program number), `PCVM_JIT_DIFF_STATES` (states per program, default 500).
 
 #[path = "../../cpu-interp/tests/common/mod.rs"]
 mod common;
