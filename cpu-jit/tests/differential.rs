@@ -1236,7 +1236,10 @@ fn differential(kind: Kind, runs: u64) {
         .filter_map(|(_, j)| j.jit.as_ref().map(JitBackend::stats))
         .collect();
     let native: u64 = stats.iter().map(|s| s.insns_native).sum();
-    let blocks: u64 = stats.iter().map(|s| s.blocks_run).sum();
+    let blocks: u64 = sides
+        .iter()
+        .filter_map(|(_, j)| j.jit.as_ref().map(JitBackend::blocks_run))
+        .sum();
     let fallbacks: Vec<_> = sides
         .iter()
         .filter_map(|(_, j)| j.jit.as_ref().map(|j| j.fallback_profile(8)))
