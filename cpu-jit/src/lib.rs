@@ -100,6 +100,9 @@ struct HotBlock {
     pure_len: u64,
     /// The `JitBackend::epoch` its bytes and code-page mark were last checked in.
     checked: u64,
+    /// The last two blocks its exits chained to: (linear RIP, linear-RIP cache tag, index),
+    /// valid while the tag is current (so no dropped block and no other context).
+    succ: [(u64, u64, u32); 2],
 }
 
 /// What identifies a translation: guest-physical address, RIP (the block's branch targets
@@ -494,6 +497,7 @@ impl JitBackend {
             insns: n as u64,
             pure_len: block.insns.len() as u64,
             checked: self.epoch,
+            succ: [(u64::MAX, 0, NO_BLOCK); 2],
         });
         self.map.insert(key, Entry::Compiled(idx));
         self.pages
@@ -609,11 +613,22 @@ impl JitBackend {
                 break (n, code, pure_len);
             }
             let lin = ctx.rip;
-            let slot = jmp_slot(lin);
-            let (tag, g, next) = self.jmp[slot];
-            if tag != lin || g != jgen || self.drop_gen != drop_gen || next == NO_BLOCK {
+            if self.drop_gen != drop_gen {
                 break (n, code, pure_len);
             }
+            let succ = self.hot[idx as usize].succ;
+            let next = match succ.iter().find(|&&(l, g, _)| l == lin && g == jgen) {
+                Some(&(_, _, next)) => next,
+                None => {
+                    let (tag, g, next) = self.jmp[jmp_slot(lin)];
+                    if tag != lin || g != jgen || next == NO_BLOCK {
+                        break (n, code, pure_len);
+                    }
+                    // Remember it as this block's newest successor.
+                    self.hot[idx as usize].succ = [(lin, jgen, next), succ[0]];
+                    next
+                }
+            };
             match self.ready(p, next, budget - total) {
                 Some(f) => {
                     func = f;
