@@ -339,9 +339,10 @@ impl JitBackend {
         match Compiler::new() {
             Ok(fresh) => {
                 let old = std::mem::replace(&mut self.compiler, fresh);
-                // SAFETY: every function pointer into the old module was in `self.blocks`,
-                // cleared above, and no generated code is running (the dispatcher calls this
-                // between blocks).
+                // SAFETY: every function pointer into the old module was in `self.hot`,
+                // cleared above (the linear-RIP cache and successor caches hold indices, voided
+                // by the drop generation), and no generated code is running (the dispatcher
+                // calls this between blocks).
                 unsafe { old.module.free_memory() };
             }
             Err(e) => tracing::warn!("JIT: cannot create a new code cache: {e}"),
@@ -581,7 +582,7 @@ impl JitBackend {
             ctx.interp = &mut self.interp;
             let mut plat: &mut dyn Platform = p;
             let plat_ptr = (&mut plat as *mut &mut dyn Platform).cast::<u8>();
-            // SAFETY: `func` is live compiled code (its block is in `self.blocks`, so the
+            // SAFETY: `func` is live compiled code (`ready` took it from `self.hot`, so the
             // module holding it has not been freed) with the `BlockFn` ABI. It reads and
             // writes only `*ctx` (exclusively borrowed here) and guest RAM through host
             // pointers that the soft TLB took from `GuestMemory`'s mapping, which outlives the
