@@ -171,6 +171,22 @@ pub(crate) fn supported(insn: &Instruction, long: bool) -> bool {
     }
     let max = if long { 8 } else { 4 };
     let size0 = if n > 0 { op_size(insn, 0) } else { 0 };
+    // A shift by an immediate count of 0 on memory reads its operand with write intent (a
+    // write fault on a read-only page) but stores nothing: the inline load path only proves
+    // read access, so leave it to the interpreter.
+    let last = n.saturating_sub(1);
+    let cmask = if size0 == 8 { 0x3F } else { 0x1F };
+    if n >= 2
+        && insn.op_kind(0) == OpKind::Memory
+        && insn.op_kind(last) == OpKind::Immediate8
+        && matches!(
+            insn.mnemonic(),
+            M::Shl | M::Sal | M::Shr | M::Sar | M::Rol | M::Ror | M::Shld | M::Shrd
+        )
+        && insn.immediate8() & cmask == 0
+    {
+        return false;
+    }
     let reg0 = n > 0 && insn.op_kind(0) == OpKind::Register;
     let count_ok = |insn: &Instruction| {
         n == 1

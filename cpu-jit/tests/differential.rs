@@ -1090,13 +1090,18 @@ impl Side {
 }
 
 fn setup(side: &mut Side, code: &[u8], data: &[u8], s: &CpuState) {
-    // Rewrite the code only when it changed (a write drops the page's compiled blocks).
-    let mut old = vec![0u8; code.len()];
+    // Rewrite the code (and the compared bytes after it) only when it changed: a write drops
+    // the page's compiled blocks.
+    let mut want = code.to_vec();
+    want.resize(code.len().max(0x100), 0);
+    let mut old = vec![0u8; want.len()];
     side.m.board.memory.read_phys(CODE, &mut old).expect("code");
-    if old != code {
-        side.m.write(CODE, code);
+    if old != want {
+        side.m.write(CODE, &want);
     }
     side.m.write(u64::from(DATA), data);
+    // The stack is compared too: every run starts from the same one.
+    side.m.write(u64::from(STACK0_TOP) - 0x1000, &[0u8; 0x1000]);
     side.m.write(RESULT, &[0u8; 0x20]);
     side.cpu().set_state(s).expect("set_state");
 }
@@ -1140,7 +1145,21 @@ fn first_divergence(
     let at = pa.1.rip & 0x3F_FFFF;
     let _ = a.m.board.memory.read_phys(at, &mut bytes);
     let (x, y) = run(a, b, n);
+    let (dx, dy) = (format!("{:?}", x.1), format!("{:?}", y.1));
+    let at = dx.bytes().zip(dy.bytes()).position(|(p, q)| p != q);
+    let state_diff = at.map(|i| {
+        let lo = i.saturating_sub(60);
+        format!(
+            "\n  state differs at: {} | {}",
+            &dx[lo..(i + 60).min(dx.len())],
+            &dy[lo..(i + 60).min(dy.len())]
+        )
+    });
+    let mem_diff = x.3.iter().zip(&y.3).position(|(p, q)| p != q);
     format!(
+        "memory differs at {mem_diff:?}{}\n",
+        state_diff.unwrap_or_default()
+    ) + &format!(
         "first difference at budget {n}; agreed before: {}\n  code there: {bytes:02x?}\n  \
          interp: {}\n  jit:    {}",
         show(&pa),
@@ -1196,6 +1215,10 @@ fn differential(kind: Kind, runs: u64) {
         };
         let paging = kind == Kind::Long64 || prog % 2 == 1;
         let (a, b) = &mut sides[usize::from(kind == Kind::Pm32 && paging)];
+        // Every program rewrites the same code bytes; without a flush the JIT would soon
+        // leave that often-rewritten code to its interpreter for good (its recompile limit).
+        a.cpu().flush_caches();
+        b.cpu().flush_caches();
         for run in 0..states_per_program {
             let seed = r.next();
             let mut rs = Rng(seed | 1);
