@@ -68,6 +68,20 @@ pub struct JitStep {
     pub shutdown: bool,
 }
 
+/// The outcome of [`Interpreter::jit_run_block`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct JitRun {
+    /// Instructions retired (REP iterations beyond the first included).
+    pub retired: u64,
+    /// Budget used: `retired`, or 1 for a fault on the block's first instruction (the run
+    /// loop counts that fault as the instruction's completion so a faulting loop still ends).
+    pub charged: u64,
+    /// A store hit a page holding decoded code: the block ended there.
+    pub smc: bool,
+    /// Fault delivery ended the run (shutdown).
+    pub exit: Option<VmExit>,
+}
+
 /// What changed since the last [`Interpreter::jit_sync`].
 #[derive(Clone, Debug, Default)]
 pub struct JitSync {
@@ -100,6 +114,11 @@ impl Interpreter {
             code_flat: s.seg(SegReg::Cs).base == 0 && s.seg(SegReg::Cs).limit == 0xFFFF_FFFF,
             single: self.needs_single(),
         }
+    }
+
+    /// [`JitMode::single`] alone (cheap: for every block boundary).
+    pub fn jit_single(&self) -> bool {
+        self.needs_single()
     }
 
     /// A debugger or trace is attached: the whole run belongs to the interpreter.
@@ -273,6 +292,92 @@ impl Interpreter {
         out
     }
 
+    /// One instruction at a time only because of an STI or MOV SS interrupt shadow (no
+    /// debugger, trace, TF, RF or DR7 breakpoints): [`Self::jit_run_block`] with `shadowed`
+    /// runs that instruction as the run loop would.
+    pub fn jit_shadow_only(&self) -> bool {
+        !self.debug_active
+            && self.state.rflags
+                & (pcvm_core::cpu_state::flags::TF | pcvm_core::cpu_state::flags::RF)
+                == 0
+            && self.state.dr[7] & 0xFF == 0
+            && (self.state.sti_shadow || self.state.mov_ss_shadow)
+    }
+
+    /// Run the block at CS:RIP exactly as one execute step of the run loop (the caller does
+    /// the boundary work before it: polling, code-write sync, event delivery, halt): at most
+    /// `budget` instructions, ending early at a fault (delivered) or a store into decoded
+    /// code. A fetch fault is delivered and charged nothing, as in the run loop. With
+    /// `shadowed` (when [`Self::jit_shadow_only`]) the shadow ends and only the first
+    /// instruction runs, as in the run loop's one-at-a-time mode; otherwise not for that
+    /// mode ([`JitMode::single`]).
+    pub fn jit_run_block(&mut self, p: &mut dyn Platform, budget: u64, shadowed: bool) -> JitRun {
+        let mut out = JitRun {
+            retired: 0,
+            charged: 0,
+            smc: false,
+            exit: None,
+        };
+        let source = match self.fetch_block(p) {
+            Ok(s) => s,
+            Err(f) => {
+                out.exit = self.fault(p, f);
+                return out;
+            }
+        };
+        let ip_mask = match self.state.code_bitness() {
+            16 => 0xFFFF,
+            32 => 0xFFFF_FFFF,
+            _ => u64::MAX,
+        };
+        let (insns, cached) = match source {
+            Source::Cached(idx, key) => (self.cache.take_insns(idx), Some((idx, key))),
+            Source::Fresh(v) => (v, None),
+        };
+        self.rep_limit = budget.max(1);
+        self.rep_extra = 0;
+        self.smc = false;
+        let mut fault = None;
+        let mut executed = 0u64;
+        let n = if shadowed {
+            self.state.sti_shadow = false;
+            self.state.mov_ss_shadow = false;
+            1.min(insns.len())
+        } else {
+            (insns.len() as u64).min(budget) as usize
+        };
+        for d in &insns[..n] {
+            if d.flags & crate::exec::END != 0 && !shadowed {
+                self.rep_limit = (budget - executed).max(1);
+            }
+            match self.exec_one(p, d, ip_mask) {
+                Ok(()) => executed += 1,
+                Err(f) => {
+                    fault = Some(f);
+                    break;
+                }
+            }
+            if self.smc {
+                break;
+            }
+        }
+        if let Some((idx, key)) = cached {
+            self.cache.put_insns(idx, key, insns);
+        }
+        executed += std::mem::take(&mut self.rep_extra);
+        self.retired += executed;
+        out.retired = executed;
+        out.charged = executed;
+        out.smc = self.smc;
+        if let Some(f) = fault {
+            if executed == 0 {
+                out.charged = 1;
+            }
+            out.exit = self.fault(p, f);
+        }
+        out
+    }
+
     /// Read `size` (1, 2, 4, 8) bytes at `seg:offset` as the instruction being run would:
     /// segment checks, paging (A/D bits, #PF), RAM/ROM/MMIO. `rmw` checks and translates with
     /// write intent, for read-modify-write operands.
@@ -347,6 +452,11 @@ impl Interpreter {
     /// on entry while halted.
     pub fn jit_event_deliverable(&mut self, p: &mut dyn Platform) -> bool {
         self.event_deliverable(p)
+    }
+
+    /// Port or MMIO I/O happened since the last [`Self::jit_take_io_done`] (not cleared).
+    pub fn jit_io_pending(&self) -> bool {
+        self.io_done
     }
 
     /// Port or MMIO I/O happened since the last call: the platform should be polled.

@@ -6,7 +6,7 @@
 //! everything else (MMIO, page walks, A/D bits, faults, segment checks); the helpers reach the
 //! interpreter through `JitCtx::interp`, so every slow access has the interpreter's semantics.
 
-use pcvm_core::{Platform, SegReg};
+use pcvm_core::{GuestMemory, Platform, SegReg};
 use pcvm_cpu_interp::Interpreter;
 use vm_memory_host::host_page;
 
@@ -55,15 +55,20 @@ pub(crate) struct JitCtx {
     pub tlb_write: [TlbEntry; TLB_SIZE],
     /// The interpreter holding the rest of the state (valid while generated code runs).
     pub interp: *mut Interpreter,
-    /// RAM range [lo, hi) of the running block's bytes, for self-modifying-code stops.
-    pub block_ram: (u64, u64),
     /// Interpreter context generation the soft TLBs were filled in.
     pub tlb_gen: u64,
+    /// FS and GS bases for 64-bit code (constant while a block runs: translated code never
+    /// changes them).
+    pub seg_base: [u64; 2],
+    /// The platform's guest memory (valid while generated code runs), so the RAM store
+    /// helper needs no call through the platform.
+    pub mem: *const GuestMemory,
 }
 
-// SAFETY: the raw `interp` pointer is only set (to the owning backend's interpreter) for the
-// duration of one generated-code call on the thread running the backend; between calls it is
-// null, so moving the context to another thread moves no live borrow.
+// SAFETY: the raw `interp` and `mem` pointers are only used while the owning backend runs
+// generated code on its thread (`interp` is null between calls; `mem` is re-set before each
+// chain and never dereferenced outside one), so moving the context to another thread moves
+// no live borrow.
 unsafe impl Send for JitCtx {}
 
 pub(crate) const OFF_GPR: i32 = std::mem::offset_of!(JitCtx, gpr) as i32;
@@ -73,6 +78,7 @@ pub(crate) const OFF_EXECUTED: i32 = std::mem::offset_of!(JitCtx, executed) as i
 pub(crate) const OFF_FAULT: i32 = std::mem::offset_of!(JitCtx, fault) as i32;
 pub(crate) const OFF_TLB_READ: i32 = std::mem::offset_of!(JitCtx, tlb_read) as i32;
 pub(crate) const OFF_TLB_WRITE: i32 = std::mem::offset_of!(JitCtx, tlb_write) as i32;
+pub(crate) const OFF_SEG_BASE: i32 = std::mem::offset_of!(JitCtx, seg_base) as i32;
 
 impl JitCtx {
     pub(crate) fn new() -> Box<JitCtx> {
@@ -91,8 +97,9 @@ impl JitCtx {
                 addend: 0,
             }; TLB_SIZE],
             interp: std::ptr::null_mut(),
-            block_ram: (0, 0),
             tlb_gen: u64::MAX,
+            seg_base: [0; 2],
+            mem: std::ptr::null(),
         })
     }
 
@@ -112,9 +119,19 @@ impl JitCtx {
         }
     }
 
-    /// Remember the RAM page of `linear` for inline loads (host pointer) or stores (RAM
-    /// offset), if the interpreter's TLB proves the access allowed without a walk.
-    fn fill(&mut self, interp: &Interpreter, p: &dyn Platform, linear: u64, write: bool) {
+    /// Remember the RAM page of `seg:offset` for inline loads (host pointer) or stores (RAM
+    /// offset), if the interpreter's TLB proves the access allowed without a walk. Called
+    /// only after the access succeeded (so the address passed the segment and canonical
+    /// checks) and only for segments whose linear address generated code forms itself.
+    fn fill(
+        &mut self,
+        interp: &Interpreter,
+        p: &dyn Platform,
+        seg: SegReg,
+        offset: u64,
+        write: bool,
+    ) {
+        let linear = interp.jit_linear(seg, offset);
         let Some(off) = interp.jit_ram_offset(p, linear, write) else {
             return;
         };
@@ -174,7 +191,7 @@ pub(crate) extern "C" fn helper_load(
         Ok(v) => {
             ctx.check_tlb_gen(interp);
             if flags & ACC_FILL != 0 {
-                ctx.fill(interp, p, offset, false);
+                ctx.fill(interp, p, seg_from(seg), offset, false);
             }
             v
         }
@@ -202,15 +219,11 @@ pub(crate) extern "C" fn helper_store(
         Ok(()) => {
             ctx.check_tlb_gen(interp);
             if flags & ACC_FILL != 0 {
-                ctx.fill(interp, p, offset, true);
+                ctx.fill(interp, p, seg, offset, true);
             }
-            // Self-modifying code: did the store reach the running block's bytes?
-            let linear = interp.jit_linear(seg, offset);
-            let hit = [linear, linear.wrapping_add(u64::from(size.max(1)) - 1)]
-                .iter()
-                .filter_map(|&l| interp.jit_ram_offset(p, l, true))
-                .any(|off| off >= ctx.block_ram.0 && off < ctx.block_ram.1);
-            if hit || p.memory().code_dirty() {
+            // Self-modifying code: the interpreter ends its block after a store that hit a
+            // page holding decoded code (the running block's page is marked before it runs).
+            if p.memory().code_dirty() {
                 STORE_STOP
             } else {
                 STORE_OK
@@ -221,22 +234,24 @@ pub(crate) extern "C" fn helper_store(
 }
 
 /// Fast-path store to a RAM page found in the write TLB: goes through `GuestMemory` so code
-/// pages are tracked, and stops the block if it wrote the block's own bytes.
+/// pages are tracked, and stops the block if it wrote a page holding decoded code (as the
+/// interpreter does). The context argument keeps the helpers' common calling shape.
 pub(crate) extern "C" fn helper_store_ram(
     ctx: *mut JitCtx,
-    plat: *mut PlatRef<'_>,
+    _plat: *mut PlatRef<'_>,
     ram_off: u64,
     size: u64,
     value: u64,
 ) -> u64 {
-    // SAFETY: as in `helper_load`.
-    let (ctx, p) = unsafe { (&mut *ctx, &mut **plat) };
+    // SAFETY: generated code passes the context pointer it was called with; the dispatcher
+    // set `mem` to the platform's guest memory, which outlives the block's run, before
+    // calling it.
+    let mem = unsafe { &*(*ctx).mem };
     let n = (size as usize).clamp(1, 8);
-    if !p.memory().write_ram(ram_off, &value.to_le_bytes()[..n]) {
+    if !mem.write_ram(ram_off, &value.to_le_bytes()[..n]) {
         return STORE_FAULT;
     }
-    let (lo, hi) = ctx.block_ram;
-    if (ram_off < hi && ram_off + n as u64 > lo) || p.memory().code_dirty() {
+    if mem.code_dirty() {
         STORE_STOP
     } else {
         STORE_OK

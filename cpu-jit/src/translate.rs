@@ -1,7 +1,11 @@
-//! Guest block → Cranelift IR: 32-bit flat protected-mode integer code.
+//! Guest block → Cranelift IR: 32-bit flat protected-mode and 64-bit integer code.
 //!
-//! A block is the interpreter's decoded block at one CS:EIP, cut before the first instruction
-//! [`supported`] rejects. Guest GPRs live in Cranelift variables loaded from `JitCtx::gpr` at
+//! A block is the interpreter's block at one CS:RIP (decoded again at that RIP, so iced's
+//! absolute branch targets and RIP-relative addresses are right), cut before the first
+//! instruction [`supported`] rejects. In 64-bit code the translation follows the interpreter
+//! for REX registers, 32-bit writes that zero-extend, 64-bit stack operations, canonical
+//! branch targets (a non-canonical one exits for the interpreter's #GP) and FS/GS bases;
+//! the soft TLB only ever holds canonical pages, so a hit proves the access canonical. Guest GPRs live in Cranelift variables loaded from `JitCtx::gpr` at
 //! entry and stored back at every exit; arithmetic flags are carried lazily as the last
 //! flag-setting operation's operands and result (SDM Vol. 1 §3.4.3.1) and materialized only
 //! when a non-fast condition or an exit needs them. Every instruction does its memory accesses
@@ -19,7 +23,8 @@ use iced_x86::{Code, Instruction, Mnemonic, OpKind, Register};
 
 use crate::ctx::{
     helper_load, helper_store, helper_store_ram, ACC_FILL, ACC_RMW, OFF_EXECUTED, OFF_FAULT,
-    OFF_GPR, OFF_RFLAGS, OFF_RIP, OFF_TLB_READ, OFF_TLB_WRITE, STORE_FAULT, STORE_STOP,
+    OFF_GPR, OFF_RFLAGS, OFF_RIP, OFF_SEG_BASE, OFF_TLB_READ, OFF_TLB_WRITE, STORE_FAULT,
+    STORE_STOP,
 };
 
 /// Exit code: the block ran to its end.
@@ -68,6 +73,9 @@ fn gpr(r: Register) -> Option<(usize, u32, u32)> {
     if r.is_gpr32() {
         return Some(((n - Register::EAX as u32) as usize, 0, 4));
     }
+    if r.is_gpr64() {
+        return Some(((n - Register::RAX as u32) as usize, 0, 8));
+    }
     None
 }
 
@@ -79,13 +87,19 @@ fn is_imm(k: OpKind) -> bool {
             | OpKind::Immediate32
             | OpKind::Immediate8to16
             | OpKind::Immediate8to32
+            | OpKind::Immediate8to64
+            | OpKind::Immediate32to64
+            | OpKind::Immediate64
     )
 }
 
-/// Operand `i` is a GPR (of the first eight: 32-bit code has no REX), memory or immediate.
-fn plain_op(insn: &Instruction, i: u32) -> bool {
+/// Operand `i` is a GPR (of the first eight unless in 64-bit code: only REX reaches the
+/// others), memory or immediate.
+fn plain_op(insn: &Instruction, i: u32, long: bool) -> bool {
     match insn.op_kind(i) {
-        OpKind::Register => gpr(insn.op_register(i)).is_some_and(|(n, _, _)| n < 8),
+        OpKind::Register => {
+            gpr(insn.op_register(i)).is_some_and(|(n, _, s)| long || (n < 8 && s <= 4))
+        }
         OpKind::Memory => true,
         k => is_imm(k),
     }
@@ -98,67 +112,166 @@ fn op_size(insn: &Instruction, i: u32) -> u32 {
         OpKind::Memory => insn.memory_size().size() as u32,
         OpKind::Immediate8 => 1,
         OpKind::Immediate16 | OpKind::Immediate8to16 => 2,
+        OpKind::Immediate8to64 | OpKind::Immediate32to64 | OpKind::Immediate64 => 8,
         _ => 4,
     }
 }
 
-/// The instruction can be translated (32-bit flat code).
-pub(crate) fn supported(insn: &Instruction) -> bool {
+/// The address is canonical (48-bit linear addresses, SDM Vol. 1 §3.3.7.1).
+pub(crate) fn canonical(a: u64) -> bool {
+    ((a << 16) as i64 >> 16) as u64 == a
+}
+
+/// The instruction can be translated: 32-bit flat code, or 64-bit code when `long`.
+pub(crate) fn supported(insn: &Instruction, long: bool) -> bool {
     use Mnemonic as M;
-    if insn.is_invalid() || insn.has_lock_prefix() {
+    // LOCK has no effect on one CPU (the interpreter ignores it too); iced already rejects
+    // it where it would be #UD.
+    if insn.is_invalid() {
         return false;
     }
     let n = insn.op_count();
-    if !(0..n).all(|i| {
-        plain_op(insn, i) || matches!(insn.op_kind(i), OpKind::NearBranch32 | OpKind::NearBranch16)
-    }) {
+    let branch_kind = if long {
+        OpKind::NearBranch64
+    } else {
+        OpKind::NearBranch32
+    };
+    if !(0..n).all(|i| plain_op(insn, i, long) || insn.op_kind(i) == branch_kind) {
         return false;
     }
-    if insn.op_kind(0) == OpKind::Memory || (n > 1 && insn.op_kind(1) == OpKind::Memory) {
-        // 32- or 16-bit addressing with GPR base/index only.
-        let ok_reg =
-            |r: Register| r == Register::None || gpr(r).is_some_and(|(n, _, s)| n < 8 && s >= 2);
-        if !ok_reg(insn.memory_base()) || !ok_reg(insn.memory_index()) {
-            return false;
+    if long
+        && (0..n).any(|i| insn.op_kind(i) == branch_kind)
+        && !canonical(insn.near_branch_target())
+    {
+        // The interpreter raises #GP for a non-canonical target.
+        return false;
+    }
+    let has_mem = (0..n).any(|i| insn.op_kind(i) == OpKind::Memory);
+    if has_mem {
+        let base = insn.memory_base();
+        let index = insn.memory_index();
+        if long {
+            // 64-bit addressing only (no 0x67 prefix): GPR or RIP base, GPR index.
+            let r64 = |r: Register| r == Register::None || gpr(r).is_some_and(|(_, _, s)| s == 8);
+            if !(r64(base) || base == Register::RIP) || !r64(index) {
+                return false;
+            }
+            if base == Register::None && index == Register::None && insn.memory_displ_size() != 8 {
+                return false;
+            }
+        } else {
+            // 32- or 16-bit addressing with GPR base/index only.
+            let ok_reg = |r: Register| {
+                r == Register::None || gpr(r).is_some_and(|(n, _, s)| n < 8 && (2..=4).contains(&s))
+            };
+            if !ok_reg(base) || !ok_reg(index) {
+                return false;
+            }
         }
     }
+    let max = if long { 8 } else { 4 };
     let size0 = if n > 0 { op_size(insn, 0) } else { 0 };
+    // A shift by an immediate count of 0 on memory reads its operand with write intent (a
+    // write fault on a read-only page) but stores nothing: the inline load path only proves
+    // read access, so leave it to the interpreter.
+    let last = n.saturating_sub(1);
+    let cmask = if size0 == 8 { 0x3F } else { 0x1F };
+    if n >= 2
+        && insn.op_kind(0) == OpKind::Memory
+        && insn.op_kind(last) == OpKind::Immediate8
+        && matches!(
+            insn.mnemonic(),
+            M::Shl | M::Sal | M::Shr | M::Sar | M::Rol | M::Ror | M::Shld | M::Shrd
+        )
+        && insn.immediate8() & cmask == 0
+    {
+        return false;
+    }
+    let reg0 = n > 0 && insn.op_kind(0) == OpKind::Register;
+    let count_ok = |insn: &Instruction| {
+        n == 1
+            || (n == 2
+                && (insn.op_kind(1) == OpKind::Immediate8
+                    || (reg0
+                        && insn.op_kind(1) == OpKind::Register
+                        && insn.op1_register() == Register::CL)))
+    };
     match insn.mnemonic() {
         M::Add | M::Or | M::Adc | M::Sbb | M::And | M::Sub | M::Xor | M::Cmp | M::Test => {
-            n == 2 && size0 <= 4
+            n == 2 && size0 <= max
         }
-        M::Inc | M::Dec | M::Neg | M::Not => n == 1 && size0 <= 4,
-        M::Mov => n == 2 && size0 <= 4,
-        M::Movzx | M::Movsx => n == 2 && size0 <= 4,
-        M::Lea => {
-            n == 2 && insn.op_kind(0) == OpKind::Register && insn.op_kind(1) == OpKind::Memory
+        M::Inc | M::Dec | M::Neg | M::Not => n == 1 && size0 <= max,
+        M::Mov => n == 2 && size0 <= max,
+        M::Movzx | M::Movsx => n == 2 && size0 <= max,
+        M::Movsxd => n == 2 && size0 == 8,
+        M::Lea => n == 2 && reg0 && insn.op_kind(1) == OpKind::Memory && size0 >= 2,
+        M::Shl | M::Sal | M::Shr | M::Sar | M::Rol | M::Ror => size0 <= max && count_ok(insn),
+        M::Bt | M::Bts | M::Btr | M::Btc => {
+            n == 2
+                && size0 >= 2
+                && (insn.op_kind(1) == OpKind::Immediate8
+                    || (reg0 && insn.op_kind(1) == OpKind::Register))
         }
-        M::Shl | M::Sal | M::Shr | M::Sar => {
-            size0 <= 4 && (n == 1 || (n == 2 && insn.op_kind(1) == OpKind::Immediate8))
-        }
-        M::Imul => (n == 2 || n == 3) && insn.op_kind(0) == OpKind::Register && size0 >= 2,
-        M::Push => {
-            n == 1
-                && matches!(
-                    insn.code(),
-                    Code::Push_r32 | Code::Push_r16 | Code::Pushd_imm32 | Code::Pushd_imm8
-                )
-        }
-        M::Pop => matches!(insn.code(), Code::Pop_r32 | Code::Pop_r16),
-        M::Call => matches!(insn.code(), Code::Call_rel32_32 | Code::Call_rm32),
-        M::Ret => matches!(insn.code(), Code::Retnd | Code::Retnd_imm16),
+        M::Bsf | M::Bsr => n == 2 && reg0 && size0 >= 2,
+        M::Imul if n == 1 => size0 >= 2 && size0 <= max,
+        M::Imul => (n == 2 || n == 3) && reg0 && size0 >= 2,
+        M::Mul => n == 1 && size0 >= 2 && size0 <= max,
+        M::Push => matches!(
+            insn.code(),
+            Code::Push_r32
+                | Code::Push_r16
+                | Code::Pushd_imm32
+                | Code::Pushd_imm8
+                | Code::Push_r64
+                | Code::Pushq_imm32
+                | Code::Pushq_imm8
+        ),
+        M::Pop => matches!(insn.code(), Code::Pop_r32 | Code::Pop_r16 | Code::Pop_r64),
+        M::Call => matches!(
+            insn.code(),
+            Code::Call_rel32_32 | Code::Call_rm32 | Code::Call_rel32_64 | Code::Call_rm64
+        ),
+        M::Ret => matches!(
+            insn.code(),
+            Code::Retnd | Code::Retnd_imm16 | Code::Retnq | Code::Retnq_imm16
+        ),
         M::Jmp => matches!(
             insn.code(),
-            Code::Jmp_rel8_32 | Code::Jmp_rel32_32 | Code::Jmp_rm32
+            Code::Jmp_rel8_32
+                | Code::Jmp_rel32_32
+                | Code::Jmp_rm32
+                | Code::Jmp_rel8_64
+                | Code::Jmp_rel32_64
+                | Code::Jmp_rm64
         ),
-        M::Nop => true,
-        M::Xchg => {
-            n == 2 && insn.op_kind(0) == OpKind::Register && insn.op_kind(1) == OpKind::Register
+        M::Nop
+        | M::Endbr32
+        | M::Endbr64
+        | M::Pause
+        | M::Prefetch
+        | M::Prefetchnta
+        | M::Prefetcht0
+        | M::Prefetcht1
+        | M::Prefetcht2
+        | M::Prefetchw => true,
+        M::Xadd | M::Cmpxchg => n == 2 && insn.op_kind(1) == OpKind::Register && size0 <= max,
+        M::Bswap => n == 1 && reg0 && size0 >= 4,
+        M::Div | M::Idiv => n == 1 && size0 >= 4 && size0 <= max,
+        M::Shld | M::Shrd => {
+            n == 3
+                && (size0 == 4 || size0 == 8)
+                && insn.op_kind(1) == OpKind::Register
+                && (insn.op_kind(2) == OpKind::Immediate8
+                    || (reg0 && insn.op_register(2) == Register::CL))
         }
+        M::Tzcnt | M::Lzcnt => n == 2 && reg0 && size0 >= 2,
+        M::Leave => matches!(insn.code(), Code::Leaveq | Code::Leaved),
+        M::Xchg => n == 2 && (reg0 || insn.op_kind(1) == OpKind::Register),
         M::Cwde | M::Cdq | M::Cbw | M::Cwd => true,
+        M::Cdqe | M::Cqo => long,
         _ => {
             if insn.is_jcc_short_or_near() {
-                insn.op_kind(0) == OpKind::NearBranch32
+                insn.op_kind(0) == branch_kind
             } else {
                 is_setcc(insn) || is_cmovcc(insn)
             }
@@ -220,6 +333,17 @@ fn cc_nibble(insn: &Instruction) -> u8 {
     (insn.condition_code() as u8).wrapping_sub(1) & 0xF
 }
 
+/// How a memory operand's linear address is formed.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum SegKind {
+    /// Base 0 and no segment check can fail for an in-page access: linear = offset.
+    Flat,
+    /// 64-bit FS/GS: linear = the base at this `JitCtx` offset + offset.
+    Based(i32),
+    /// Segment checks needed: always through the helper.
+    Slow,
+}
+
 /// Which operation the lazy flags describe.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum FlagOp {
@@ -265,9 +389,11 @@ pub(crate) struct Translator<'a> {
     b: FunctionBuilder<'a>,
     ctx: Value,
     plat: Value,
-    regs: [Variable; 8],
+    regs: [Variable; 16],
     /// Registers written so far (bit per GPR): stored back at exits.
-    dirty: u8,
+    dirty: u16,
+    /// 64-bit code (REX registers, 64-bit stack and addresses, FS/GS bases).
+    long: bool,
     flags: Flags,
     entry_flags: Value,
     stop: Variable,
@@ -291,15 +417,16 @@ fn sig(call_conv: CallConv, params: usize) -> Signature {
 
 impl<'a> Translator<'a> {
     /// Start a function `fn(ctx, plat) -> exit code` in `b`.
-    pub(crate) fn new(mut b: FunctionBuilder<'a>, call_conv: CallConv) -> Self {
+    pub(crate) fn new(mut b: FunctionBuilder<'a>, call_conv: CallConv, long: bool) -> Self {
         let entry = b.create_block();
         b.append_block_params_for_function_params(entry);
         b.switch_to_block(entry);
         b.seal_block(entry);
         let ctx = b.block_params(entry)[0];
         let plat = b.block_params(entry)[1];
-        let regs = std::array::from_fn(|_| b.declare_var(I64));
-        for (i, r) in regs.iter().enumerate() {
+        let regs: [Variable; 16] = std::array::from_fn(|_| b.declare_var(I64));
+        let live = if long { 16 } else { 8 };
+        for (i, r) in regs.iter().enumerate().take(live) {
             let v = b
                 .ins()
                 .load(I64, MemFlagsData::trusted(), ctx, OFF_GPR + 8 * i as i32);
@@ -320,6 +447,7 @@ impl<'a> Translator<'a> {
             plat,
             regs,
             dirty: 0,
+            long,
             flags: Flags::Mat(entry_flags),
             entry_flags,
             stop,
@@ -363,7 +491,7 @@ impl<'a> Translator<'a> {
 
     /// Store registers, flags, RIP and the count; return `code`.
     fn exit(&mut self, rip: Value, executed: u32, code: i64) {
-        for i in 0..8 {
+        for i in 0..16 {
             if self.dirty & (1 << i) != 0 {
                 let v = self.b.use_var(self.regs[i]);
                 self.b
@@ -427,7 +555,9 @@ impl<'a> Translator<'a> {
     fn write_reg(&mut self, r: Register, v: Value) -> Tr<()> {
         let (n, shift, size) = gpr(r).ok_or(Unsupported)?;
         let var = *self.regs.get(n).ok_or(Unsupported)?;
-        let new = if size == 4 {
+        let new = if size == 8 {
+            v
+        } else if size == 4 {
             self.b.ins().band_imm_s(v, mask(4))
         } else {
             let old = self.b.use_var(var);
@@ -462,12 +592,18 @@ impl<'a> Translator<'a> {
     fn ea(&mut self, insn: &Instruction) -> Tr<Value> {
         let base = insn.memory_base();
         let index = insn.memory_index();
+        if base == Register::RIP {
+            // iced resolved it for the IP the block was decoded at, which is its RIP.
+            return Ok(self.iconst(insn.memory_displacement64() as i64));
+        }
         let asize = if base != Register::None {
             base.size()
         } else if index != Register::None {
             index.size()
         } else if insn.memory_displ_size() == 2 {
             2
+        } else if self.long {
+            8
         } else {
             4
         };
@@ -486,31 +622,57 @@ impl<'a> Translator<'a> {
             };
             v = self.b.ins().iadd(v, i);
         }
-        Ok(self.b.ins().band_imm_s(v, mask(asize as u32)))
+        Ok(if asize >= 8 {
+            v
+        } else {
+            self.b.ins().band_imm_s(v, mask(asize as u32))
+        })
     }
 
-    /// Segment number (ES CS SS DS FS GS order) of the memory operand and whether the fast
-    /// path applies (a flat DS/ES/SS: linear = offset).
-    fn mem_seg(insn: &Instruction) -> (i64, bool) {
+    /// Segment number (ES CS SS DS FS GS order) of the memory operand and how its linear
+    /// address is formed.
+    fn mem_seg(&self, insn: &Instruction) -> (i64, SegKind) {
+        let flat = |n| (n, SegKind::Flat);
         match insn.memory_segment() {
-            Register::ES => (0, true),
-            Register::CS => (1, false),
-            Register::SS => (2, true),
-            Register::FS => (4, false),
-            Register::GS => (5, false),
-            _ => (3, true),
+            Register::ES => flat(0),
+            Register::CS if self.long => flat(1),
+            Register::CS => (1, SegKind::Slow),
+            Register::SS => flat(2),
+            Register::FS if self.long => (4, SegKind::Based(OFF_SEG_BASE)),
+            Register::GS if self.long => (5, SegKind::Based(OFF_SEG_BASE + 8)),
+            Register::FS => (4, SegKind::Slow),
+            Register::GS => (5, SegKind::Slow),
+            _ => flat(3),
+        }
+    }
+
+    /// The stack segment: flat in both translated modes.
+    const STACK: (i64, SegKind) = (2, SegKind::Flat);
+
+    /// Linear address of `seg:ea` for the soft-TLB probe, if the fast path applies.
+    fn fast_linear(&mut self, seg: SegKind, ea: Value) -> Option<Value> {
+        match seg {
+            SegKind::Flat => Some(ea),
+            SegKind::Based(off) => {
+                let base = self
+                    .b
+                    .ins()
+                    .load(I64, MemFlagsData::trusted(), self.ctx, off);
+                Some(self.b.ins().iadd(ea, base))
+            }
+            SegKind::Slow => None,
         }
     }
 
     /// Load `size` bytes at `seg:ea`.
-    fn load_at(&mut self, seg: (i64, bool), ea: Value, size: u32, rmw: bool) -> Value {
+    fn load_at(&mut self, seg: (i64, SegKind), ea: Value, size: u32, rmw: bool) -> Value {
         let merge = self.b.create_block();
         self.b.append_block_param(merge, I64);
         let slow = self.b.create_block();
         self.b.set_cold_block(slow);
-        if seg.1 {
+        if let Some(lin) = self.fast_linear(seg.1, ea) {
             let fast = self.b.create_block();
-            let (hit, entry) = self.tlb_probe(ea, size, OFF_TLB_READ);
+            let (hit, entry) = self.tlb_probe(lin, size, OFF_TLB_READ);
             self.b.ins().brif(hit, fast, &[], slow, &[]);
             self.b.seal_block(fast);
             self.b.seal_block(slow);
@@ -519,12 +681,13 @@ impl<'a> Translator<'a> {
                 .b
                 .ins()
                 .load(I64, MemFlagsData::trusted(), entry, OFF_TLB_READ + 8);
-            let host = self.b.ins().iadd(ea, addend);
+            let host = self.b.ins().iadd(lin, addend);
             let fl = MemFlagsData::new().with_notrap();
             let v = match size {
                 1 => self.b.ins().uload8(I64, fl, host, 0),
                 2 => self.b.ins().uload16(I64, fl, host, 0),
-                _ => self.b.ins().uload32(fl, host, 0),
+                4 => self.b.ins().uload32(fl, host, 0),
+                _ => self.b.ins().load(I64, fl, host, 0),
             };
             self.b.ins().jump(merge, &[v.into()]);
         } else {
@@ -536,7 +699,7 @@ impl<'a> Translator<'a> {
         if rmw {
             flags |= ACC_RMW;
         }
-        if seg.1 {
+        if seg.1 != SegKind::Slow {
             flags |= ACC_FILL;
         }
         let callee = self.iconst(helper_load as *const () as usize as i64);
@@ -560,15 +723,15 @@ impl<'a> Translator<'a> {
     }
 
     /// Store the low `size` bytes of `v` at `seg:ea`.
-    fn store_at(&mut self, seg: (i64, bool), ea: Value, size: u32, v: Value) {
+    fn store_at(&mut self, seg: (i64, SegKind), ea: Value, size: u32, v: Value) {
         let merge = self.b.create_block();
         self.b.append_block_param(merge, I64);
         let slow = self.b.create_block();
         self.b.set_cold_block(slow);
         let sz = self.iconst(i64::from(size));
-        if seg.1 {
+        if let Some(lin) = self.fast_linear(seg.1, ea) {
             let fast = self.b.create_block();
-            let (hit, entry) = self.tlb_probe(ea, size, OFF_TLB_WRITE);
+            let (hit, entry) = self.tlb_probe(lin, size, OFF_TLB_WRITE);
             self.b.ins().brif(hit, fast, &[], slow, &[]);
             self.b.seal_block(fast);
             self.b.seal_block(slow);
@@ -577,7 +740,7 @@ impl<'a> Translator<'a> {
                 .b
                 .ins()
                 .load(I64, MemFlagsData::trusted(), entry, OFF_TLB_WRITE + 8);
-            let off = self.b.ins().iadd(ea, addend);
+            let off = self.b.ins().iadd(lin, addend);
             let callee = self.iconst(helper_store_ram as *const () as usize as i64);
             let call = self.b.ins().call_indirect(
                 self.sigs.store_ram,
@@ -592,7 +755,7 @@ impl<'a> Translator<'a> {
         }
         self.b.switch_to_block(slow);
         let mut flags = u64::from(size);
-        if seg.1 {
+        if seg.1 != SegKind::Slow {
             flags |= ACC_FILL;
         }
         let callee = self.iconst(helper_store as *const () as usize as i64);
@@ -642,7 +805,10 @@ impl<'a> Translator<'a> {
 
     fn load_mem(&mut self, insn: &Instruction, size: u32, rmw: bool) -> Tr<(Value, Value)> {
         let ea = self.ea(insn)?;
-        let v = self.load_at(Self::mem_seg(insn), ea, size, rmw);
+        let v = {
+            let seg = self.mem_seg(insn);
+            self.load_at(seg, ea, size, rmw)
+        };
         Ok((v, ea))
     }
 
@@ -661,12 +827,14 @@ impl<'a> Translator<'a> {
         match (insn.op0_kind(), ea) {
             (OpKind::Register, _) => self.write_reg(insn.op0_register(), v),
             (OpKind::Memory, Some(ea)) => {
-                self.store_at(Self::mem_seg(insn), ea, size, v);
+                let seg = self.mem_seg(insn);
+                self.store_at(seg, ea, size, v);
                 Ok(())
             }
             (OpKind::Memory, None) => {
                 let ea = self.ea(insn)?;
-                self.store_at(Self::mem_seg(insn), ea, size, v);
+                let seg = self.mem_seg(insn);
+                self.store_at(seg, ea, size, v);
                 Ok(())
             }
             _ => Err(Unsupported),
@@ -764,7 +932,11 @@ impl<'a> Translator<'a> {
                     }
                     FlagOp::Logic => self.b.ins().iconst(I8, 0),
                     FlagOp::Inc => self.b.ins().icmp_imm_s(IntCC::Equal, res, 1 << top),
-                    FlagOp::Dec => self.b.ins().icmp_imm_s(IntCC::Equal, res, (1 << top) - 1),
+                    FlagOp::Dec => {
+                        self.b
+                            .ins()
+                            .icmp_imm_s(IntCC::Equal, res, (1i64 << top).wrapping_sub(1))
+                    }
                 }
             }
         }
@@ -980,7 +1152,45 @@ impl<'a> Translator<'a> {
                 let ea = self.ea(insn)?;
                 self.write_reg(insn.op0_register(), ea)?;
             }
-            M::Shl | M::Sal | M::Shr | M::Sar => self.shift(insn, m)?,
+            M::Movsxd => {
+                let v = self.read_op(insn, 1, 4)?;
+                let v = self.sext(v, 32);
+                self.write_reg(insn.op0_register(), v)?;
+            }
+            M::Shl | M::Sal | M::Shr | M::Sar | M::Rol | M::Ror => {
+                let by_cl = insn.op_count() == 2 && insn.op_kind(1) == OpKind::Register;
+                if by_cl || matches!(m, M::Rol | M::Ror) {
+                    self.shift_var(insn, m)?
+                } else {
+                    self.shift(insn, m)?
+                }
+            }
+            M::Bt | M::Bts | M::Btr | M::Btc => self.bit_test(insn, m)?,
+            M::Bsf | M::Bsr => {
+                let size = op_size(insn, 0);
+                let v = self.read_op(insn, 1, size)?;
+                let (n, _, _) = gpr(insn.op0_register()).ok_or(Unsupported)?;
+                let idx = if m == M::Bsf {
+                    self.b.ins().ctz(v)
+                } else {
+                    let l = self.b.ins().clz(v);
+                    let c = self.iconst(63);
+                    self.b.ins().isub(c, l)
+                };
+                let zero = self.b.ins().icmp_imm_s(IntCC::Equal, v, 0);
+                let old = self.reg64(n);
+                self.write_reg(insn.op0_register(), idx)?;
+                let new = self.reg64(n);
+                let r = self.b.ins().select(zero, old, new);
+                self.set_reg64(n, r);
+                let f = self.flags_value();
+                let set = self.b.ins().bor_imm_s(f, 0x40);
+                let clear = self.b.ins().band_imm_s(f, !0x40);
+                let f = self.b.ins().select(zero, set, clear);
+                self.flags = Flags::Mat(f);
+            }
+            M::Imul if insn.op_count() == 1 => self.mul1(insn, true)?,
+            M::Mul => self.mul1(insn, false)?,
             M::Imul => {
                 let size = op_size(insn, 0);
                 let bits = size * 8;
@@ -994,15 +1204,22 @@ impl<'a> Translator<'a> {
                 let sa = self.sext(a, bits);
                 let sb = self.sext(b, bits);
                 let r = self.b.ins().imul(sa, sb);
-                let low = self.b.ins().band_imm_s(r, mask(size));
-                let back = self.sext(low, bits);
-                let over = self.b.ins().icmp(IntCC::NotEqual, back, r);
+                let (low, over) = if size == 8 {
+                    let hi = self.b.ins().smulhi(sa, sb);
+                    let sign = self.b.ins().sshr_imm_s(r, 63);
+                    (r, self.b.ins().icmp(IntCC::NotEqual, hi, sign))
+                } else {
+                    let low = self.b.ins().band_imm_s(r, mask(size));
+                    let back = self.sext(low, bits);
+                    (low, self.b.ins().icmp(IntCC::NotEqual, back, r))
+                };
                 self.write_reg(insn.op0_register(), low)?;
                 self.set_flags_szp(low, bits, over, over);
             }
             M::Push => {
                 let size = match insn.code() {
                     Code::Push_r16 => 2,
+                    Code::Push_r64 | Code::Pushq_imm32 | Code::Pushq_imm8 => 8,
                     _ => 4,
                 };
                 let v = self.read_op(insn, 0, size)?;
@@ -1010,41 +1227,47 @@ impl<'a> Translator<'a> {
             }
             M::Pop => {
                 let size = op_size(insn, 0);
-                let esp = self.reg64(4);
-                let sp = self.b.ins().band_imm_s(esp, mask(4));
-                let v = self.load_at((2, true), sp, size, false);
-                self.adjust_esp(i64::from(size));
+                let sp = self.stack_ptr(0);
+                let v = self.load_at(Self::STACK, sp, size, false);
+                self.adjust_sp(i64::from(size));
                 self.write_reg(insn.op0_register(), v)?;
             }
             M::Call => {
-                let target = if insn.code() == Code::Call_rm32 {
-                    self.read_op(insn, 0, 4)?
+                let w = self.branch_size();
+                let target = if matches!(insn.code(), Code::Call_rm32 | Code::Call_rm64) {
+                    let t = self.read_op(insn, 0, w)?;
+                    self.check_target(t);
+                    t
                 } else {
                     self.iconst(insn.near_branch_target() as i64)
                 };
                 let ret = self.iconst(insn.next_ip() as i64);
-                self.push(ret, 4);
+                self.push(ret, w);
                 let n = self.executed + 1;
                 self.exit(target, n, EXIT_NEXT);
                 return Ok(true);
             }
             M::Ret => {
-                let esp = self.reg64(4);
-                let sp = self.b.ins().band_imm_s(esp, mask(4));
-                let v = self.load_at((2, true), sp, 4, false);
-                let extra = if insn.code() == Code::Retnd_imm16 {
+                let w = self.branch_size();
+                let sp = self.stack_ptr(0);
+                let v = self.load_at(Self::STACK, sp, w, false);
+                self.check_target(v);
+                let extra = if matches!(insn.code(), Code::Retnd_imm16 | Code::Retnq_imm16) {
                     i64::from(insn.immediate16())
                 } else {
                     0
                 };
-                self.adjust_esp(4 + extra);
+                self.adjust_sp(i64::from(w) + extra);
                 let n = self.executed + 1;
                 self.exit(v, n, EXIT_NEXT);
                 return Ok(true);
             }
             M::Jmp => {
-                let target = if insn.code() == Code::Jmp_rm32 {
-                    self.read_op(insn, 0, 4)?
+                let target = if matches!(insn.code(), Code::Jmp_rm32 | Code::Jmp_rm64) {
+                    let w = self.branch_size();
+                    let t = self.read_op(insn, 0, w)?;
+                    self.check_target(t);
+                    t
                 } else {
                     self.iconst(insn.near_branch_target() as i64)
                 };
@@ -1052,14 +1275,176 @@ impl<'a> Translator<'a> {
                 self.exit(target, n, EXIT_NEXT);
                 return Ok(true);
             }
-            M::Nop => {}
+            M::Nop
+            | M::Endbr32
+            | M::Endbr64
+            | M::Pause
+            | M::Prefetch
+            | M::Prefetchnta
+            | M::Prefetcht0
+            | M::Prefetcht1
+            | M::Prefetcht2
+            | M::Prefetchw => {}
+            M::Xadd => {
+                let size = op_size(insn, 0);
+                let b = self.read_reg(insn.op1_register())?;
+                let (a, ea) = self.read_op0_rmw(insn, size, true)?;
+                let full = self.b.ins().iadd(a, b);
+                let r = self.b.ins().band_imm_s(full, mask(size));
+                self.write_op0(insn, ea, size, r)?;
+                self.write_reg(insn.op1_register(), a)?;
+                if insn.op0_kind() == OpKind::Register {
+                    let same = gpr(insn.op0_register()).map(|g| g.0)
+                        == gpr(insn.op1_register()).map(|g| g.0);
+                    if same {
+                        // Same register: the sum wins.
+                        self.write_reg(insn.op0_register(), r)?;
+                    }
+                }
+                let cf = if size == 8 {
+                    self.b.ins().icmp(IntCC::UnsignedLessThan, r, a)
+                } else {
+                    self.bit(full, i64::from(size * 8))
+                };
+                self.flags = Flags::Lazy {
+                    op: FlagOp::Add,
+                    bits: size * 8,
+                    a,
+                    b,
+                    res: r,
+                    cf,
+                };
+            }
+            M::Cmpxchg => {
+                let size = op_size(insn, 0);
+                let acc_reg = match size {
+                    1 => Register::AL,
+                    2 => Register::AX,
+                    4 => Register::EAX,
+                    _ => Register::RAX,
+                };
+                let acc = self.read_reg(acc_reg)?;
+                let src = self.read_reg(insn.op1_register())?;
+                let (dst, ea) = self.read_op0_rmw(insn, size, true)?;
+                let equal = self.b.ins().icmp(IntCC::Equal, acc, dst);
+                if insn.op0_kind() == OpKind::Memory {
+                    // The destination is always written (SDM Vol. 2A CMPXCHG).
+                    let v = self.b.ins().select(equal, src, dst);
+                    self.write_op0(insn, ea, size, v)?;
+                } else {
+                    let (n, _, _) = gpr(insn.op0_register()).ok_or(Unsupported)?;
+                    let old = self.reg64(n);
+                    self.write_reg(insn.op0_register(), src)?;
+                    let new = self.reg64(n);
+                    let v = self.b.ins().select(equal, new, old);
+                    self.set_reg64(n, v);
+                }
+                let old = self.reg64(0);
+                self.write_reg(acc_reg, dst)?;
+                let new = self.reg64(0);
+                let v = self.b.ins().select(equal, old, new);
+                self.set_reg64(0, v);
+                let diff = self.b.ins().isub(acc, dst);
+                let res = self.b.ins().band_imm_s(diff, mask(size));
+                let cf = self.b.ins().icmp(IntCC::UnsignedLessThan, acc, dst);
+                self.flags = Flags::Lazy {
+                    op: FlagOp::Sub { plain: true },
+                    bits: size * 8,
+                    a: acc,
+                    b: dst,
+                    res,
+                    cf,
+                };
+            }
+            M::Bswap => {
+                let size = op_size(insn, 0);
+                let v = self.read_reg(insn.op0_register())?;
+                let r = if size == 8 {
+                    self.b.ins().bswap(v)
+                } else {
+                    let x = self.b.ins().ireduce(types::I32, v);
+                    let x = self.b.ins().bswap(x);
+                    self.b.ins().uextend(I64, x)
+                };
+                self.write_reg(insn.op0_register(), r)?;
+            }
+            M::Tzcnt | M::Lzcnt => {
+                let size = op_size(insn, 0);
+                let bits = i64::from(size * 8);
+                let v = self.read_op(insn, 1, size)?;
+                let cnt = if m == M::Tzcnt {
+                    self.b.ins().ctz(v)
+                } else {
+                    let l = self.b.ins().clz(v);
+                    self.b.ins().iadd_imm_s(l, bits - 64)
+                };
+                let zero = self.b.ins().icmp_imm_s(IntCC::Equal, v, 0);
+                let all = self.iconst(bits);
+                let n = self.b.ins().select(zero, all, cnt);
+                self.write_reg(insn.op0_register(), n)?;
+                let f0 = self.flags_value();
+                let f = self.b.ins().band_imm_s(f0, !0x41);
+                let cf = self.b.ins().uextend(I64, zero);
+                let f = self.b.ins().bor(f, cf);
+                let nz = self.b.ins().icmp_imm_s(IntCC::Equal, n, 0);
+                let zf = self.b.ins().uextend(I64, nz);
+                let zf = self.b.ins().ishl_imm_s(zf, 6);
+                let f = self.b.ins().bor(f, zf);
+                self.flags = Flags::Mat(f);
+            }
+            M::Div | M::Idiv => self.divide(insn, m == M::Idiv)?,
+            M::Shld | M::Shrd => self.double_shift(insn, m == M::Shld)?,
+            M::Leave => {
+                // RSP ← RBP, then POP RBP; nothing changes if the pop faults.
+                let w = self.branch_size();
+                let rbp = self.reg64(5);
+                let sp = if self.long {
+                    rbp
+                } else {
+                    self.b.ins().band_imm_s(rbp, mask(4))
+                };
+                let v = self.load_at(Self::STACK, sp, w, false);
+                let rsp = if self.long {
+                    self.b.ins().iadd_imm_s(rbp, 8)
+                } else {
+                    let old = self.reg64(4);
+                    let hi = self.b.ins().band_imm_s(old, !mask(4));
+                    let lo = self.b.ins().iadd_imm_s(rbp, 4);
+                    let lo = self.b.ins().band_imm_s(lo, mask(4));
+                    self.b.ins().bor(hi, lo)
+                };
+                self.set_reg64(4, rsp);
+                let r = if self.long {
+                    Register::RBP
+                } else {
+                    Register::EBP
+                };
+                self.write_reg(r, v)?;
+            }
             M::Xchg => {
                 let size = op_size(insn, 0);
-                let a = self.read_reg(insn.op0_register())?;
-                let b = self.read_reg(insn.op1_register())?;
-                self.write_reg(insn.op0_register(), b)?;
-                self.write_reg(insn.op1_register(), a)?;
-                let _ = size;
+                if insn.op0_kind() == OpKind::Memory {
+                    // XCHG m, r: load (with write intent), store, then the register.
+                    let (a, ea) = self.read_op0_rmw(insn, size, true)?;
+                    let b = self.read_reg(insn.op1_register())?;
+                    self.write_op0(insn, ea, size, b)?;
+                    self.write_reg(insn.op1_register(), a)?;
+                } else {
+                    let a = self.read_reg(insn.op0_register())?;
+                    let b = self.read_op(insn, 1, size)?;
+                    self.write_reg(insn.op0_register(), b)?;
+                    self.write_reg(insn.op1_register(), a)?;
+                }
+            }
+            M::Cdqe => {
+                let v = self.read_reg(Register::EAX)?;
+                let v = self.sext(v, 32);
+                self.write_reg(Register::RAX, v)?;
+            }
+            M::Cqo => {
+                let v = self.read_reg(Register::RAX)?;
+                let v = self.b.ins().sshr_imm_s(v, 63);
+                self.write_reg(Register::RDX, v)?;
             }
             M::Cbw | M::Cwde => {
                 let (src, dst, bits) = if m == M::Cbw {
@@ -1102,6 +1487,12 @@ impl<'a> Translator<'a> {
                 let c = self.cond(cc_nibble(insn));
                 let (n, _, _) = gpr(insn.op0_register()).ok_or(Unsupported)?;
                 let old = self.reg64(n);
+                // A 32-bit CMOV writes (zero-extends) its destination either way.
+                let old = if size == 4 {
+                    self.b.ins().band_imm_s(old, mask(4))
+                } else {
+                    old
+                };
                 self.write_reg(insn.op0_register(), src)?;
                 let new = self.reg64(n);
                 let v = self.b.ins().select(c, new, old);
@@ -1112,23 +1503,104 @@ impl<'a> Translator<'a> {
         Ok(false)
     }
 
-    /// PUSH `v` (`size` bytes) on the 32-bit stack: the store first, then ESP.
-    fn push(&mut self, v: Value, size: u32) {
-        let esp = self.reg64(4);
-        let sp = self.b.ins().iadd_imm_s(esp, -i64::from(size));
-        let sp = self.b.ins().band_imm_s(sp, mask(4));
-        self.store_at((2, true), sp, size, v);
-        self.adjust_esp(-i64::from(size));
+    /// Operand size of near branches and return addresses: 8 in 64-bit code, else 4.
+    fn branch_size(&self) -> u32 {
+        if self.long {
+            8
+        } else {
+            4
+        }
     }
 
-    /// ESP += `delta` (wrapping at 32 bits; bits 32–63 of RSP kept, as the interpreter does).
-    fn adjust_esp(&mut self, delta: i64) {
+    /// The stack pointer plus `delta`, wrapped to the stack address size.
+    fn stack_ptr(&mut self, delta: i64) -> Value {
         let rsp = self.reg64(4);
         let sp = self.b.ins().iadd_imm_s(rsp, delta);
-        let sp = self.b.ins().band_imm_s(sp, mask(4));
-        let hi = self.b.ins().band_imm_s(rsp, !mask(4));
-        let v = self.b.ins().bor(hi, sp);
+        if self.long {
+            sp
+        } else {
+            self.b.ins().band_imm_s(sp, mask(4))
+        }
+    }
+
+    /// Exit with a fault (the interpreter raises #GP) if the branch target `t` is not
+    /// canonical in 64-bit code (SDM Vol. 2A JMP); 32-bit flat code cannot leave its segment.
+    fn check_target(&mut self, t: Value) {
+        if self.long {
+            let s = self.b.ins().ishl_imm_s(t, 16);
+            let s = self.b.ins().sshr_imm_s(s, 16);
+            let c = self.b.ins().icmp(IntCC::NotEqual, s, t);
+            self.fault_exit_if(c);
+        }
+    }
+
+    /// PUSH `v` (`size` bytes): the store first, then the stack pointer.
+    fn push(&mut self, v: Value, size: u32) {
+        let sp = self.stack_ptr(-i64::from(size));
+        self.store_at(Self::STACK, sp, size, v);
+        self.adjust_sp(-i64::from(size));
+    }
+
+    /// RSP += `delta`; outside 64-bit code ESP wraps at 32 bits and bits 32–63 of RSP are
+    /// kept, as the interpreter does.
+    fn adjust_sp(&mut self, delta: i64) {
+        let rsp = self.reg64(4);
+        let v = if self.long {
+            self.b.ins().iadd_imm_s(rsp, delta)
+        } else {
+            let sp = self.b.ins().iadd_imm_s(rsp, delta);
+            let sp = self.b.ins().band_imm_s(sp, mask(4));
+            let hi = self.b.ins().band_imm_s(rsp, !mask(4));
+            self.b.ins().bor(hi, sp)
+        };
         self.set_reg64(4, v);
+    }
+
+    /// One-operand MUL/IMUL (16, 32, 64 bits): rDX:rAX = rAX × r/m; CF = OF = the upper half
+    /// is needed; SZP from the low half, AF clear (the interpreter's choices).
+    fn mul1(&mut self, insn: &Instruction, signed: bool) -> Tr<()> {
+        let size = op_size(insn, 0);
+        let bits = size * 8;
+        let (ra, rd) = match size {
+            2 => (Register::AX, Register::DX),
+            4 => (Register::EAX, Register::EDX),
+            8 => (Register::RAX, Register::RDX),
+            _ => return Err(Unsupported),
+        };
+        let s = self.read_op(insn, 0, size)?;
+        let a = self.read_reg(ra)?;
+        let (low, high, over) = if size == 8 {
+            let low = self.b.ins().imul(a, s);
+            if signed {
+                let high = self.b.ins().smulhi(a, s);
+                let sign = self.b.ins().sshr_imm_s(low, 63);
+                (low, high, self.b.ins().icmp(IntCC::NotEqual, high, sign))
+            } else {
+                let high = self.b.ins().umulhi(a, s);
+                (low, high, self.b.ins().icmp_imm_s(IntCC::NotEqual, high, 0))
+            }
+        } else {
+            let (x, y) = if signed {
+                (self.sext(a, bits), self.sext(s, bits))
+            } else {
+                (a, s)
+            };
+            let r = self.b.ins().imul(x, y);
+            let low = self.b.ins().band_imm_s(r, mask(size));
+            let high = self.b.ins().ushr_imm_s(r, i64::from(bits));
+            let high = self.b.ins().band_imm_s(high, mask(size));
+            let over = if signed {
+                let back = self.sext(low, bits);
+                self.b.ins().icmp(IntCC::NotEqual, back, r)
+            } else {
+                self.b.ins().icmp_imm_s(IntCC::NotEqual, high, 0)
+            };
+            (low, high, over)
+        };
+        self.write_reg(ra, low)?;
+        self.write_reg(rd, high)?;
+        self.set_flags_szp(low, bits, over, over);
+        Ok(())
     }
 
     /// ADD OR ADC SBB AND SUB XOR CMP TEST.
@@ -1178,6 +1650,30 @@ impl<'a> Translator<'a> {
         let cf = match op {
             FlagOp::Logic => self.b.ins().iconst(I8, 0),
             FlagOp::Sub { plain: true } => self.b.ins().icmp(IntCC::UnsignedLessThan, a, b),
+            FlagOp::Add if bits == 64 => {
+                // Carry out of bit 63: the sum wrapped below a (or to a with a carry in).
+                let lt = self.b.ins().icmp(IntCC::UnsignedLessThan, res, a);
+                match cin {
+                    Some(c) => {
+                        let eq = self.b.ins().icmp(IntCC::Equal, res, a);
+                        let c8 = self.b.ins().ireduce(I8, c);
+                        let eq = self.b.ins().band(eq, c8);
+                        self.b.ins().bor(lt, eq)
+                    }
+                    None => lt,
+                }
+            }
+            FlagOp::Sub { .. } if bits == 64 => {
+                // Borrow: b > a, or b == a with a borrow in.
+                let lt = self.b.ins().icmp(IntCC::UnsignedLessThan, a, b);
+                let eq = self.b.ins().icmp(IntCC::Equal, a, b);
+                let c8 = match cin {
+                    Some(c) => self.b.ins().ireduce(I8, c),
+                    None => self.b.ins().iconst(I8, 0),
+                };
+                let eq = self.b.ins().band(eq, c8);
+                self.b.ins().bor(lt, eq)
+            }
             _ => self.bit(full, i64::from(bits)),
         };
         self.flags = Flags::Lazy {
@@ -1191,19 +1687,29 @@ impl<'a> Translator<'a> {
         Ok(())
     }
 
+    /// A shift or rotate by a masked count of 0 changes nothing, but a 32-bit register
+    /// destination is still written (zero-extended), as the interpreter does.
+    fn zero_count(&mut self, insn: &Instruction, size: u32, a: Value) -> Tr<()> {
+        if size == 4 && insn.op0_kind() == OpKind::Register {
+            self.write_reg(insn.op0_register(), a)?;
+        }
+        Ok(())
+    }
+
     /// SHL/SAL/SHR/SAR by an immediate count (or 1), with the interpreter's flag results.
     fn shift(&mut self, insn: &Instruction, m: Mnemonic) -> Tr<()> {
         use Mnemonic as M;
         let size = op_size(insn, 0);
         let bits = size * 8;
+        let cmask = if size == 8 { 0x3F } else { 0x1F };
         let n = if insn.op_count() < 2 {
             1
         } else {
-            u32::from(insn.immediate8()) & 0x1F
+            u32::from(insn.immediate8()) & cmask
         };
         let (a, ea) = self.read_op0_rmw(insn, size, true)?;
         if n == 0 {
-            return Ok(());
+            return self.zero_count(insn, size, a);
         }
         let top = i64::from(bits) - 1;
         let zero8 = self.b.ins().iconst(I8, 0);
@@ -1211,7 +1717,11 @@ impl<'a> Translator<'a> {
             M::Shl | M::Sal => {
                 let wide = self.b.ins().ishl_imm_s(a, i64::from(n));
                 let r = self.b.ins().band_imm_s(wide, mask(size));
-                let cf = self.bit(wide, i64::from(bits));
+                let cf = if bits == 64 {
+                    self.bit(a, 64 - i64::from(n))
+                } else {
+                    self.bit(wide, i64::from(bits))
+                };
                 let msb = self.bit(r, top);
                 let of = self.b.ins().bxor(msb, cf);
                 (r, cf, of)
@@ -1240,6 +1750,309 @@ impl<'a> Translator<'a> {
         };
         self.write_op0(insn, ea, size, r)?;
         self.set_flags_szp(r, bits, cf, of);
+        Ok(())
+    }
+
+    /// Shifts by CL (register destinations) and rotates by 1, imm8 or CL: the count is a run
+    /// time value, and a masked count of 0 keeps value and flags (a 32-bit register is still
+    /// zero-extended).
+    fn shift_var(&mut self, insn: &Instruction, m: Mnemonic) -> Tr<()> {
+        use Mnemonic as M;
+        let size = op_size(insn, 0);
+        let bits = size * 8;
+        let cmask: i64 = if size == 8 { 0x3F } else { 0x1F };
+        let by_cl = insn.op_count() == 2 && insn.op_kind(1) == OpKind::Register;
+        let n = if by_cl {
+            let c = self.reg64(1);
+            self.b.ins().band_imm_s(c, cmask)
+        } else {
+            let k = if insn.op_count() < 2 {
+                1
+            } else {
+                i64::from(insn.immediate8()) & cmask
+            };
+            if k == 0 {
+                let (a, _) = self.read_op0_rmw(insn, size, true)?;
+                return self.zero_count(insn, size, a);
+            }
+            self.iconst(k)
+        };
+        if by_cl && insn.op0_kind() != OpKind::Register {
+            return Err(Unsupported);
+        }
+        let (a, ea) = self.read_op0_rmw(insn, size, true)?;
+        let top = i64::from(bits) - 1;
+        let bits_v = self.iconst(i64::from(bits));
+        let one = self.iconst(1);
+        let n1 = self.b.ins().isub(n, one);
+        let f0 = self.flags_value();
+        let (r, f) = match m {
+            M::Shl | M::Sal => {
+                let wide = self.b.ins().ishl(a, n);
+                let r = self.b.ins().band_imm_s(wide, mask(size));
+                let cf = if bits == 64 {
+                    let k = self.b.ins().isub(bits_v, n);
+                    let t = self.b.ins().ushr(a, k);
+                    self.b.ins().band_imm_s(t, 1)
+                } else {
+                    let t = self.b.ins().ushr_imm_s(wide, i64::from(bits));
+                    self.b.ins().band_imm_s(t, 1)
+                };
+                let msb = self.b.ins().ushr_imm_s(r, top);
+                let of = self.b.ins().bxor(msb, cf);
+                (r, self.szp_flags(f0, r, bits, cf, of))
+            }
+            M::Shr => {
+                let r = self.b.ins().ushr(a, n);
+                let t = self.b.ins().ushr(a, n1);
+                let cf = self.b.ins().band_imm_s(t, 1);
+                let is1 = self.b.ins().icmp_imm_s(IntCC::Equal, n, 1);
+                let msb = self.b.ins().ushr_imm_s(a, top);
+                let zero = self.iconst(0);
+                let of = self.b.ins().select(is1, msb, zero);
+                (r, self.szp_flags(f0, r, bits, cf, of))
+            }
+            M::Sar => {
+                let s = self.sext(a, bits);
+                let r = self.b.ins().sshr(s, n);
+                let r = self.b.ins().band_imm_s(r, mask(size));
+                let t = self.b.ins().sshr(s, n1);
+                let cf = self.b.ins().band_imm_s(t, 1);
+                let zero = self.iconst(0);
+                (r, self.szp_flags(f0, r, bits, cf, zero))
+            }
+            _ => {
+                // ROL/ROR: k = n mod bits; for 8/16 bits a zero k rotates by nothing (the
+                // out-shifted half is empty because `a` < 2^bits).
+                let k = self.b.ins().band_imm_s(n, i64::from(bits) - 1);
+                let back = self.b.ins().isub(bits_v, k);
+                let r = if m == M::Rol {
+                    let x = self.b.ins().ishl(a, k);
+                    let y = if bits == 64 {
+                        self.b.ins().ushr(a, back)
+                    } else {
+                        self.ushr_wide(a, back)
+                    };
+                    self.b.ins().bor(x, y)
+                } else {
+                    let x = self.b.ins().ushr(a, k);
+                    let y = if bits == 64 {
+                        self.b.ins().ishl(a, back)
+                    } else {
+                        self.ishl_wide(a, back)
+                    };
+                    self.b.ins().bor(x, y)
+                };
+                let r = self.b.ins().band_imm_s(r, mask(size));
+                let msb = self.b.ins().ushr_imm_s(r, top);
+                let (cf, of) = if m == M::Rol {
+                    let cf = self.b.ins().band_imm_s(r, 1);
+                    (cf, self.b.ins().bxor(msb, cf))
+                } else {
+                    let nxt = self.b.ins().ushr_imm_s(r, top - 1);
+                    let nxt = self.b.ins().band_imm_s(nxt, 1);
+                    (msb, self.b.ins().bxor(msb, nxt))
+                };
+                let f = self.b.ins().band_imm_s(f0, !0x801);
+                let of = self.b.ins().ishl_imm_s(of, 11);
+                let f = self.b.ins().bor(f, cf);
+                (r, self.b.ins().bor(f, of))
+            }
+        };
+        // Count 0: nothing changes (only a 32-bit register is rewritten, zero-extended).
+        let zero = self.b.ins().icmp_imm_s(IntCC::Equal, n, 0);
+        let r = self.b.ins().select(zero, a, r);
+        let f = self.b.ins().select(zero, f0, f);
+        self.write_op0(insn, ea, size, r)?;
+        self.flags = Flags::Mat(f);
+        Ok(())
+    }
+
+    /// DIV/IDIV r/m32 and r/m64 (SDM Vol. 2A DIV, IDIV): rAX = quotient, rDX = remainder,
+    /// flags unchanged. Whatever the interpreter might fault on (a zero divisor, a quotient
+    /// that does not fit) and the cases a 64-bit host division cannot do (a 128-bit dividend,
+    /// a divisor of -1) exit before the instruction for the interpreter to run it.
+    fn divide(&mut self, insn: &Instruction, signed: bool) -> Tr<()> {
+        let size = op_size(insn, 0);
+        let (ra, rd) = if size == 8 {
+            (Register::RAX, Register::RDX)
+        } else {
+            (Register::EAX, Register::EDX)
+        };
+        let s = self.read_op(insn, 0, size)?;
+        let lo = self.read_reg(ra)?;
+        let hi = self.read_reg(rd)?;
+        let zero = self.b.ins().icmp_imm_s(IntCC::Equal, s, 0);
+        self.fault_exit_if(zero);
+        let (q, r) = if !signed {
+            let (dividend, bad) = if size == 8 {
+                (lo, self.b.ins().icmp_imm_s(IntCC::NotEqual, hi, 0))
+            } else {
+                let h = self.b.ins().ishl_imm_s(hi, 32);
+                (
+                    self.b.ins().bor(h, lo),
+                    self.b.ins().icmp(IntCC::UnsignedGreaterThanOrEqual, hi, s),
+                )
+            };
+            self.fault_exit_if(bad);
+            (
+                self.b.ins().udiv(dividend, s),
+                self.b.ins().urem(dividend, s),
+            )
+        } else {
+            let bits = size * 8;
+            let ss = self.sext(s, bits);
+            let minus1 = self.b.ins().icmp_imm_s(IntCC::Equal, ss, -1);
+            self.fault_exit_if(minus1);
+            let dividend = if size == 8 {
+                // RDX must be RAX's sign extension (a 64-bit dividend).
+                let sign = self.b.ins().sshr_imm_s(lo, 63);
+                let wide = self.b.ins().icmp(IntCC::NotEqual, hi, sign);
+                self.fault_exit_if(wide);
+                lo
+            } else {
+                let h = self.b.ins().ishl_imm_s(hi, 32);
+                self.b.ins().bor(h, lo)
+            };
+            let q = self.b.ins().sdiv(dividend, ss);
+            let r = self.b.ins().srem(dividend, ss);
+            if size == 4 {
+                let back = self.sext(q, 32);
+                let bad = self.b.ins().icmp(IntCC::NotEqual, back, q);
+                self.fault_exit_if(bad);
+            }
+            (q, r)
+        };
+        self.write_reg(ra, q)?;
+        self.write_reg(rd, r)?;
+        Ok(())
+    }
+
+    /// SHLD/SHRD r/m32/64, r, imm8/CL (SDM Vol. 2B): CF the last bit shifted out, OF the
+    /// sign change, SZP from the result, AF clear; a masked count of 0 changes nothing (a
+    /// 32-bit register is still zero-extended).
+    fn double_shift(&mut self, insn: &Instruction, left: bool) -> Tr<()> {
+        let size = op_size(insn, 0);
+        let bits = size * 8;
+        let cmask: i64 = if size == 8 { 0x3F } else { 0x1F };
+        let by_cl = insn.op_kind(2) == OpKind::Register;
+        let n = if by_cl {
+            let c = self.reg64(1);
+            self.b.ins().band_imm_s(c, cmask)
+        } else {
+            let k = i64::from(insn.immediate8()) & cmask;
+            if k == 0 {
+                let (a, _) = self.read_op0_rmw(insn, size, true)?;
+                return self.zero_count(insn, size, a);
+            }
+            self.iconst(k)
+        };
+        let (a, ea) = self.read_op0_rmw(insn, size, true)?;
+        let b = self.read_reg(insn.op1_register())?;
+        let bits_v = self.iconst(i64::from(bits));
+        let back = self.b.ins().isub(bits_v, n);
+        let (r, cf) = if left {
+            let x = self.b.ins().ishl(a, n);
+            let y = self.b.ins().ushr(b, back);
+            let t = self.b.ins().ushr(a, back);
+            (self.b.ins().bor(x, y), self.b.ins().band_imm_s(t, 1))
+        } else {
+            let x = self.b.ins().ushr(a, n);
+            let y = self.b.ins().ishl(b, back);
+            let one = self.iconst(1);
+            let n1 = self.b.ins().isub(n, one);
+            let t = self.b.ins().ushr(a, n1);
+            (self.b.ins().bor(x, y), self.b.ins().band_imm_s(t, 1))
+        };
+        let r = self.b.ins().band_imm_s(r, mask(size));
+        let x = self.b.ins().bxor(r, a);
+        let of = self.b.ins().ushr_imm_s(x, i64::from(bits) - 1);
+        let f0 = self.flags_value();
+        let f = self.szp_flags(f0, r, bits, cf, of);
+        let zero = self.b.ins().icmp_imm_s(IntCC::Equal, n, 0);
+        let r = self.b.ins().select(zero, a, r);
+        let f = self.b.ins().select(zero, f0, f);
+        self.write_op0(insn, ea, size, r)?;
+        self.flags = Flags::Mat(f);
+        Ok(())
+    }
+
+    /// `a >> k` for k in 0..=64 (64 gives 0), on values below 2^32.
+    fn ushr_wide(&mut self, a: Value, k: Value) -> Value {
+        let is64 = self
+            .b
+            .ins()
+            .icmp_imm_s(IntCC::UnsignedGreaterThanOrEqual, k, 64);
+        let v = self.b.ins().ushr(a, k);
+        let zero = self.iconst(0);
+        self.b.ins().select(is64, zero, v)
+    }
+
+    /// `a << k` for k in 0..=64 (64 gives 0).
+    fn ishl_wide(&mut self, a: Value, k: Value) -> Value {
+        let is64 = self
+            .b
+            .ins()
+            .icmp_imm_s(IntCC::UnsignedGreaterThanOrEqual, k, 64);
+        let v = self.b.ins().ishl(a, k);
+        let zero = self.iconst(0);
+        self.b.ins().select(is64, zero, v)
+    }
+
+    /// RFLAGS `f0` with CF/OF (0/1 as i64) given, SZP from `res`, AF clear.
+    fn szp_flags(&mut self, f0: Value, res: Value, bits: u32, cf: Value, of: Value) -> Value {
+        let zf = self.b.ins().icmp_imm_s(IntCC::Equal, res, 0);
+        let sf = self.bit(res, i64::from(bits) - 1);
+        let pf = self.pf_of(res);
+        let mut f = self.b.ins().band_imm_s(f0, !ARITH);
+        let cf = self.b.ins().band_imm_s(cf, 1);
+        let of = self.b.ins().band_imm_s(of, 1);
+        let of = self.b.ins().ishl_imm_s(of, 11);
+        f = self.b.ins().bor(f, cf);
+        f = self.b.ins().bor(f, of);
+        for (v, sh) in [(pf, 2), (zf, 6), (sf, 7)] {
+            let w = self.b.ins().uextend(I64, v);
+            let w = self.b.ins().ishl_imm_s(w, sh);
+            f = self.b.ins().bor(f, w);
+        }
+        f
+    }
+
+    /// BT/BTS/BTR/BTC with an immediate bit offset, or a register operand with a register
+    /// offset: CF = the bit; the others keep their value.
+    fn bit_test(&mut self, insn: &Instruction, m: Mnemonic) -> Tr<()> {
+        use Mnemonic as M;
+        let size = op_size(insn, 0);
+        let bits = i64::from(size * 8);
+        let writes = m != M::Bt;
+        let bit = if insn.op_kind(1) == OpKind::Register {
+            let r = self.read_reg(insn.op1_register())?;
+            self.b.ins().band_imm_s(r, bits - 1)
+        } else {
+            self.iconst(i64::from(insn.immediate8()) % bits)
+        };
+        let (v, ea) = self.read_op0_rmw(insn, size, writes)?;
+        let t = self.b.ins().ushr(v, bit);
+        let cf = self.b.ins().band_imm_s(t, 1);
+        let one = self.iconst(1);
+        let sel = self.b.ins().ishl(one, bit);
+        let nv = match m {
+            M::Bts => Some(self.b.ins().bor(v, sel)),
+            M::Btr => {
+                let inv = self.b.ins().bnot(sel);
+                Some(self.b.ins().band(v, inv))
+            }
+            M::Btc => Some(self.b.ins().bxor(v, sel)),
+            _ => None,
+        };
+        let f0 = self.flags_value();
+        if let Some(nv) = nv {
+            let nv = self.b.ins().band_imm_s(nv, mask(size));
+            self.write_op0(insn, ea, size, nv)?;
+        }
+        let f = self.b.ins().band_imm_s(f0, !1);
+        let f = self.b.ins().bor(f, cf);
+        self.flags = Flags::Mat(f);
         Ok(())
     }
 }

@@ -1,17 +1,20 @@
-//! Interpreter-vs-JIT differential over random 32-bit code blocks.
+//! Interpreter-vs-JIT differential over random 32-bit and 64-bit code blocks.
 //!
-//! Each random program (ALU, shifts, multiplies, moves, stack, SETcc/CMOVcc, Jcc, calls and
-//! returns, plus instructions the translator leaves to the interpreter, faulting divides,
-//! stores into its own code and wild addresses) runs from many random register and flag
-//! states on two machines, one with the interpreter and one with the JIT compiling every block
-//! on first sight. Some runs use paging with a not-present and a read-only data page, some
-//! stop on an instruction budget mid-program. The final CPU state, the instruction count and
-//! the memory the program can reach must be identical. Seeded and reproducible: a mismatch
-//! names the program and run seed.
+//! Each random program (ALU, shifts and rotates, multiplies and divides, moves, stack,
+//! SETcc/CMOVcc, bit tests and scans, XADD/CMPXCHG, Jcc, calls, returns and indirect jumps,
+//! plus instructions the translator leaves to the interpreter, faulting divides, TF and
+//! interrupt shadows, stores into its own code and wild addresses) runs from many random
+//! register and flag states on two machines, one with the interpreter and one with the JIT
+//! compiling every block on first sight. 32-bit programs run half with paging (a not-present
+//! and a read-only data page); 64-bit programs use REX registers, RIP-relative, FS/GS-based
+//! and upper-half addresses, and non-canonical bases. Some runs stop on an instruction budget
+//! mid-program. The final CPU state, the instruction count and the memory the program can
+//! reach must be identical. Seeded and reproducible: a mismatch names the program and run
+//! seed and the smallest budget that shows it, with the state just before.
 //!
-//! Scale with `PCVM_JIT_DIFF_RUNS` (default 200,000 program runs). Known open mismatch beyond
-//! the default: program 405 (a budget-limited paging run with a store into its own code, one
-//! instruction apart); reproduce with `PCVM_JIT_DIFF_FIRST=405 PCVM_JIT_DIFF_RUNS=1000`.
+//! Knobs: `PCVM_JIT_DIFF_RUNS` (32-bit program runs, default 200,000; also the 64-bit default
+//! when `PCVM_JIT_DIFF_RUNS_64` is unset, which otherwise is 100,000), `PCVM_JIT_DIFF_FIRST`
+//! (first program number), `PCVM_JIT_DIFF_STATES` (states per program, default 500).
 
 #[path = "../../cpu-interp/tests/common/mod.rs"]
 mod common;
@@ -296,6 +299,22 @@ fn insn(r: &mut Rng) -> Vec<u8> {
                     o.push(0x87);
                     o.push(0xC0 | (dreg << 3) | r.pick(&DEST));
                 }
+                2 => {
+                    // XADD / CMPXCHG (LOCKed with a memory destination), BSWAP, LEAVE.
+                    match r.below(4) {
+                        0 | 1 => {
+                            let mut m = Vec::new();
+                            modrm(r, reg, &mut m, true);
+                            if m[0] < 0xC0 && r.below(2) == 0 {
+                                o.push(0xF0);
+                            }
+                            o.extend_from_slice(&[0x0F, r.pick(&[0xC0, 0xC1, 0xB0, 0xB1])]);
+                            o.extend_from_slice(&m);
+                        }
+                        2 => o.extend_from_slice(&[0x0F, 0xC8 + dreg]),
+                        _ => o.push(0xC9),
+                    }
+                }
                 _ => o.push(0x90),
             }
         }
@@ -310,7 +329,7 @@ fn insn(r: &mut Rng) -> Vec<u8> {
                     o.extend_from_slice(&[0x0F, 0xA3]);
                     modrm(r, reg, &mut o, false);
                 }
-                2 => o.push(r.pick(&[0x9E, 0x9F])),
+                2 => o.push(r.pick(&[0x9E, 0x9F, 0xFB, 0xFA])),
                 _ => o.push(r.pick(&[0xF8, 0xF9, 0xF5])),
             }
         }
@@ -330,6 +349,10 @@ fn program(r: &mut Rng) -> Vec<u8> {
     let mut code = Vec::new();
     for _ in 0..n {
         match r.below(12) {
+            0 if r.below(16) == 0 => {
+                // Set TF: single-step traps from here (#DB ends the run in its recorder).
+                code.extend_from_slice(&[0x9C, 0x81, 0x0C, 0x24, 0, 1, 0, 0, 0x9D]);
+            }
             0 => {
                 // Jcc over the next instruction.
                 let next = insn(r);
@@ -352,6 +375,631 @@ fn program(r: &mut Rng) -> Vec<u8> {
     }
     code.push(0xF4);
     code
+}
+
+// --- 64-bit (long-mode) programs. ---
+
+/// Registers a 64-bit program may write: not RSP, RBP, R12 (data pointers) or R13 (index).
+const DEST64: [u8; 12] = [0, 1, 2, 3, 6, 7, 8, 9, 10, 11, 14, 15];
+
+/// A 64-bit instruction under construction: prefixes, REX bits, opcode, ModRM and friends,
+/// with an optional RIP-relative displacement to fix up once its address is known.
+#[derive(Default)]
+struct Enc {
+    prefixes: Vec<u8>,
+    rex: u8,
+    force_rex: bool,
+    opcode: Vec<u8>,
+    modrm: Vec<u8>,
+    imm: Vec<u8>,
+    /// (offset of the disp32 within `modrm`, target address) of a RIP-relative operand.
+    rip_target: Option<(usize, u64)>,
+}
+
+impl Enc {
+    /// The bytes of the instruction placed at `addr`.
+    fn bytes(&self, addr: u64) -> Vec<u8> {
+        let mut o = self.prefixes.clone();
+        if self.rex != 0 || self.force_rex {
+            o.push(0x40 | self.rex);
+        }
+        o.extend_from_slice(&self.opcode);
+        let at = o.len();
+        o.extend_from_slice(&self.modrm);
+        o.extend_from_slice(&self.imm);
+        if let Some((pos, target)) = self.rip_target {
+            let next = addr + o.len() as u64;
+            let disp = target.wrapping_sub(next) as u32;
+            o[at + pos..at + pos + 4].copy_from_slice(&disp.to_le_bytes());
+        }
+        o
+    }
+
+    fn w(&mut self) {
+        self.rex |= 8;
+    }
+
+    /// The reg field (0–15).
+    fn reg(&mut self, reg: u8) -> u8 {
+        if reg & 8 != 0 {
+            self.rex |= 4;
+        }
+        (reg & 7) << 3
+    }
+
+    /// ModRM with `reg` and a register or memory r/m.
+    fn modrm(&mut self, r: &mut Rng, reg: u8, rm_is_dest: bool) {
+        let rf = self.reg(reg);
+        match r.below(14) {
+            0..=5 => {
+                let rm = if rm_is_dest {
+                    r.pick(&DEST64)
+                } else {
+                    r.below(16) as u8
+                };
+                if rm & 8 != 0 {
+                    self.rex |= 1;
+                }
+                self.modrm.push(0xC0 | rf | (rm & 7));
+            }
+            6 => {
+                // [rbp + disp8]
+                self.modrm.push(0x45 | rf);
+                self.modrm.push(r.below(0x80) as u8);
+            }
+            7 => {
+                // [rip + disp32]: the data area, or (rarely) the code itself.
+                self.modrm.push(0x05 | rf);
+                self.modrm.extend_from_slice(&[0; 4]);
+                let target = if r.below(12) == 0 {
+                    CODE + r.below(0x40)
+                } else {
+                    u64::from(DATA) + r.below(DATA_LEN as u64 - 8)
+                };
+                self.rip_target = Some((1, target));
+            }
+            8 => {
+                // [r12 + r13*8 + disp8]
+                self.rex |= 3;
+                self.modrm
+                    .extend_from_slice(&[0x44 | rf, 0xEC, r.below(0x40) as u8]);
+            }
+            9 => {
+                // [disp32] (no base, no index): the data area, or wild.
+                self.modrm.extend_from_slice(&[0x04 | rf, 0x25]);
+                let addr = if r.below(16) == 0 {
+                    r.next() as u32
+                } else {
+                    DATA + r.below(DATA_LEN as u64 - 8) as u32
+                };
+                self.modrm.extend_from_slice(&addr.to_le_bytes());
+            }
+            10 => {
+                // gs:[disp32]: GS-based, the base in the data area's alias.
+                self.prefixes.push(0x65);
+                self.modrm.extend_from_slice(&[0x04 | rf, 0x25]);
+                let off = r.below(DATA_LEN as u64 - 8) as u32;
+                self.modrm.extend_from_slice(&off.to_le_bytes());
+            }
+            11 => {
+                // fs:[rbp + disp8]
+                self.prefixes.push(0x64);
+                self.modrm.push(0x45 | rf);
+                self.modrm.push(r.below(0x80) as u8);
+            }
+            12 => {
+                // [r12 + disp8] (r12 may be in the upper half, or not canonical).
+                self.rex |= 1;
+                self.modrm
+                    .extend_from_slice(&[0x44 | rf, 0x24, r.below(0x80) as u8]);
+            }
+            _ => {
+                // [rbp + disp32] across the three data pages.
+                self.modrm.push(0x85 | rf);
+                let d = r.below(DATA_LEN as u64 - 8) as u32;
+                self.modrm.extend_from_slice(&d.to_le_bytes());
+            }
+        }
+    }
+
+    fn is_reg_rm(&self) -> bool {
+        self.modrm.first().is_some_and(|m| m >> 6 == 3)
+    }
+}
+
+fn imm_bytes(r: &mut Rng, n: usize) -> Vec<u8> {
+    let v = match r.below(4) {
+        0 => 0,
+        1 => u64::MAX,
+        2 => 0x80 << (8 * (n - 1)),
+        _ => r.next(),
+    };
+    v.to_le_bytes()[..n].to_vec()
+}
+
+/// One random 64-bit instruction.
+fn insn64(r: &mut Rng) -> Enc {
+    let mut e = Enc::default();
+    let reg = r.below(16) as u8;
+    let dreg = r.pick(&DEST64);
+    // Operand size: 8 (REX.W), 4, or (rarely) 2.
+    let osz = match r.below(8) {
+        0..=3 => 8,
+        4..=6 => 4,
+        _ => 2,
+    };
+    let sized = |e: &mut Enc| match osz {
+        8 => e.w(),
+        2 => e.prefixes.push(0x66),
+        _ => {}
+    };
+    let imm_n = if osz == 2 { 2 } else { 4 };
+    match r.below(34) {
+        0..=5 => {
+            // ALU r/m,r / r,r/m: byte forms (REX selects SPL..DIL, R8B..) or sized.
+            let op = r.below(8) as u8;
+            let form = r.below(4) as u8;
+            if form & 1 == 1 {
+                sized(&mut e);
+            } else if r.below(2) == 0 {
+                e.force_rex = true;
+            }
+            e.opcode.push(op * 8 + form);
+            if form < 2 {
+                e.modrm(r, reg, true);
+            } else {
+                e.modrm(r, dreg, false);
+            }
+        }
+        6..=8 => {
+            let op = r.below(8) as u8;
+            match r.below(4) {
+                0 => {
+                    e.opcode.push(0x80);
+                    e.modrm(r, op, true);
+                    e.imm = imm_bytes(r, 1);
+                }
+                1 => {
+                    sized(&mut e);
+                    e.opcode.push(0x81);
+                    e.modrm(r, op, true);
+                    e.imm = imm_bytes(r, imm_n);
+                }
+                2 => {
+                    sized(&mut e);
+                    e.opcode.push(0x83);
+                    e.modrm(r, op, true);
+                    e.imm = imm_bytes(r, 1);
+                }
+                _ => {
+                    sized(&mut e);
+                    e.opcode.push(op * 8 + 5);
+                    e.imm = imm_bytes(r, imm_n);
+                }
+            }
+        }
+        9 => {
+            // TEST r/m,r and TEST r/m,imm.
+            sized(&mut e);
+            if r.below(2) == 0 {
+                e.opcode.push(0x85);
+                e.modrm(r, reg, false);
+            } else {
+                e.opcode.push(0xF7);
+                e.modrm(r, 0, false);
+                e.imm = imm_bytes(r, imm_n);
+            }
+        }
+        10 => {
+            // INC/DEC FE/FF /0 /1, NEG/NOT F6/F7 /2 /3.
+            let byte = r.below(3) == 0;
+            if !byte {
+                sized(&mut e);
+            }
+            let k = if r.below(2) == 0 {
+                r.below(2)
+            } else {
+                2 + r.below(2)
+            } as u8;
+            e.opcode.push(match (k < 2, byte) {
+                (true, true) => 0xFE,
+                (true, false) => 0xFF,
+                (false, true) => 0xF6,
+                (false, false) => 0xF7,
+            });
+            e.modrm(r, k, true);
+        }
+        11..=13 => {
+            // MOV forms, MOVABS.
+            match r.below(6) {
+                0 => {
+                    sized(&mut e);
+                    e.opcode.push(0x89);
+                    e.modrm(r, reg, true);
+                }
+                1 => {
+                    sized(&mut e);
+                    e.opcode.push(0x8B);
+                    e.modrm(r, dreg, false);
+                }
+                2 => {
+                    e.force_rex = r.below(2) == 0;
+                    e.opcode.push(r.pick(&[0x88, 0x8A]));
+                    e.modrm(r, dreg, true);
+                }
+                3 => {
+                    // MOV r, imm32 / MOVABS r, imm64.
+                    if dreg & 8 != 0 {
+                        e.rex |= 1;
+                    }
+                    e.opcode.push(0xB8 + (dreg & 7));
+                    if r.below(2) == 0 {
+                        e.w();
+                        e.imm = imm_bytes(r, 8);
+                    } else {
+                        e.imm = imm_bytes(r, 4);
+                    }
+                }
+                _ => {
+                    sized(&mut e);
+                    e.opcode.push(0xC7);
+                    e.modrm(r, 0, true);
+                    e.imm = imm_bytes(r, imm_n);
+                }
+            }
+        }
+        14 => {
+            // MOVZX/MOVSX, MOVSXD, LEA.
+            match r.below(4) {
+                0 => {
+                    sized(&mut e);
+                    e.opcode.push(0x8D);
+                    while e.modrm.is_empty() || e.is_reg_rm() {
+                        e.modrm.clear();
+                        e.prefixes.retain(|&p| p == 0x66);
+                        e.rip_target = None;
+                        e.rex &= 8;
+                        e.modrm(r, dreg, false);
+                    }
+                }
+                1 => {
+                    e.w();
+                    e.opcode.push(0x63);
+                    e.modrm(r, dreg, false);
+                }
+                _ => {
+                    sized(&mut e);
+                    e.opcode
+                        .extend_from_slice(&[0x0F, r.pick(&[0xB6, 0xB7, 0xBE, 0xBF])]);
+                    e.modrm(r, dreg, false);
+                }
+            }
+        }
+        15..=16 => {
+            // Shifts and rotates by imm8, 1 or CL (RCL/RCR too).
+            let op = r.below(8) as u8;
+            let byte = r.below(4) == 0;
+            if !byte {
+                sized(&mut e);
+            }
+            match r.below(3) {
+                0 => {
+                    e.opcode.push(if byte { 0xC0 } else { 0xC1 });
+                    e.modrm(r, op, true);
+                    e.imm = vec![r.pick(&[0, 1, 2, 7, 8, 15, 16, 31, 32, 33, 63, 64])];
+                }
+                1 => {
+                    e.opcode.push(if byte { 0xD0 } else { 0xD1 });
+                    e.modrm(r, op, true);
+                }
+                _ => {
+                    e.opcode.push(if byte { 0xD2 } else { 0xD3 });
+                    e.modrm(r, op, true);
+                }
+            }
+        }
+        17 => {
+            // IMUL forms, one-operand MUL/IMUL.
+            sized(&mut e);
+            match r.below(4) {
+                0 => {
+                    e.opcode.extend_from_slice(&[0x0F, 0xAF]);
+                    e.modrm(r, dreg, false);
+                }
+                1 => {
+                    e.opcode.push(0x6B);
+                    e.modrm(r, dreg, false);
+                    e.imm = imm_bytes(r, 1);
+                }
+                2 => {
+                    e.opcode.push(0x69);
+                    e.modrm(r, dreg, false);
+                    e.imm = imm_bytes(r, imm_n);
+                }
+                _ => {
+                    e.opcode.push(0xF7);
+                    let k = r.pick(&[4, 5]);
+                    e.modrm(r, k, false);
+                }
+            }
+        }
+        18..=19 => {
+            // PUSH/POP (r8–r15 through REX.B), PUSH imm.
+            match r.below(4) {
+                0 => {
+                    if reg & 8 != 0 {
+                        e.rex |= 1;
+                    }
+                    e.opcode.push(0x50 + (reg & 7));
+                }
+                1 => {
+                    if dreg & 8 != 0 {
+                        e.rex |= 1;
+                    }
+                    e.opcode.push(0x58 + (dreg & 7));
+                }
+                2 => {
+                    e.opcode.push(0x6A);
+                    e.imm = imm_bytes(r, 1);
+                }
+                _ => {
+                    e.opcode.push(0x68);
+                    e.imm = imm_bytes(r, 4);
+                }
+            }
+        }
+        20..=21 => {
+            // SETcc / CMOVcc.
+            let cc = r.below(16) as u8;
+            if r.below(2) == 0 {
+                e.force_rex = r.below(2) == 0;
+                e.opcode.extend_from_slice(&[0x0F, 0x90 + cc]);
+                e.modrm(r, 0, true);
+            } else {
+                sized(&mut e);
+                e.opcode.extend_from_slice(&[0x0F, 0x40 + cc]);
+                e.modrm(r, dreg, false);
+            }
+        }
+        22 => {
+            // CBW/CWDE/CDQE, CWD/CDQ/CQO, XCHG, multi-byte NOP, ENDBR64.
+            match r.below(5) {
+                0 => {
+                    sized(&mut e);
+                    e.opcode.push(r.pick(&[0x98, 0x99]));
+                }
+                1 => {
+                    sized(&mut e);
+                    e.opcode.push(0x87);
+                    e.modrm(r, dreg, true);
+                }
+                2 => {
+                    e.opcode.extend_from_slice(&[0x0F, 0x1F]);
+                    e.modrm(r, 0, false);
+                }
+                3 => e.opcode.extend_from_slice(&[0xF3, 0x0F, 0x1E, 0xFA]),
+                _ => e.opcode.push(0x90),
+            }
+        }
+        23 => {
+            // BT/BTS/BTR/BTC r/m,r and r/m,imm8; BSF/BSR.
+            sized(&mut e);
+            match r.below(3) {
+                0 => {
+                    e.opcode
+                        .extend_from_slice(&[0x0F, r.pick(&[0xA3, 0xAB, 0xB3, 0xBB])]);
+                    e.modrm(r, reg, true);
+                }
+                1 => {
+                    e.opcode.extend_from_slice(&[0x0F, 0xBA]);
+                    let k = 4 + r.below(4) as u8;
+                    e.modrm(r, k, true);
+                    e.imm = vec![r.next() as u8];
+                }
+                _ => {
+                    e.opcode.extend_from_slice(&[0x0F, r.pick(&[0xBC, 0xBD])]);
+                    e.modrm(r, dreg, false);
+                }
+            }
+        }
+        25 => {
+            // XADD / CMPXCHG (sometimes LOCKed with a memory destination), BSWAP.
+            match r.below(3) {
+                0 | 1 => {
+                    let byte = r.below(4) == 0;
+                    if !byte {
+                        sized(&mut e);
+                    }
+                    let op = if r.below(2) == 0 { 0xC0 } else { 0xB0 } + u8::from(!byte);
+                    e.opcode.extend_from_slice(&[0x0F, op]);
+                    e.modrm(r, reg, true);
+                    if !e.is_reg_rm() && r.below(2) == 0 {
+                        e.prefixes.insert(0, 0xF0);
+                    }
+                }
+                _ => {
+                    if r.below(2) == 0 {
+                        e.w();
+                    }
+                    if dreg & 8 != 0 {
+                        e.rex |= 1;
+                    }
+                    e.opcode.extend_from_slice(&[0x0F, 0xC8 + (dreg & 7)]);
+                }
+            }
+        }
+        26 => {
+            // TZCNT/LZCNT, PREFETCHT0, LEAVE (rarely: it moves RSP into the data area).
+            match r.below(5) {
+                0..=2 => {
+                    e.prefixes.push(0xF3);
+                    sized(&mut e);
+                    e.opcode.extend_from_slice(&[0x0F, r.pick(&[0xBC, 0xBD])]);
+                    e.modrm(r, dreg, false);
+                }
+                3 => {
+                    e.opcode.extend_from_slice(&[0x0F, 0x18]);
+                    while e.modrm.is_empty() || e.is_reg_rm() {
+                        e.modrm.clear();
+                        e.prefixes.clear();
+                        e.rip_target = None;
+                        e.rex = 0;
+                        e.modrm(r, 1, false);
+                    }
+                }
+                _ => e.opcode.push(0xC9),
+            }
+        }
+        24 => {
+            // DIV/IDIV (may #DE; often after XOR EDX,EDX or CQO so the quotient fits),
+            // CLC/STC/CMC/STI/CLI, SHLD/SHRD by CL or imm8.
+            match r.below(3) {
+                0 => {
+                    // The set-up instruction rides in front of the prefixes.
+                    match r.below(3) {
+                        0 => e.prefixes.extend_from_slice(&[0x31, 0xD2]),
+                        1 => e.prefixes.extend_from_slice(&[0x48, 0x99]),
+                        _ => {}
+                    }
+                    sized(&mut e);
+                    e.opcode.push(0xF7);
+                    let k = r.pick(&[6, 7]);
+                    e.modrm(r, k, false);
+                }
+                1 => e.opcode.push(r.pick(&[0xF8, 0xF9, 0xF5, 0xFB, 0xFA])),
+                _ => {
+                    sized(&mut e);
+                    if r.below(2) == 0 {
+                        e.opcode.extend_from_slice(&[0x0F, r.pick(&[0xA5, 0xAD])]);
+                        e.modrm(r, reg, true);
+                    } else {
+                        e.opcode.extend_from_slice(&[0x0F, r.pick(&[0xA4, 0xAC])]);
+                        e.modrm(r, reg, true);
+                        e.imm = vec![r.pick(&[0, 1, 4, 31, 32, 33, 63, 64, 200])];
+                    }
+                }
+            }
+        }
+        _ => {
+            // Plain ALU reg,reg for dense flag chains.
+            sized(&mut e);
+            let op = r.below(8) as u8;
+            e.opcode.push(op * 8 + 1);
+            let rf = e.reg(reg);
+            if dreg & 8 != 0 {
+                e.rex |= 1;
+            }
+            e.modrm.push(0xC0 | rf | (dreg & 7));
+        }
+    }
+    e
+}
+
+/// A random 64-bit program at CODE ending in HLT, with Jcc/CALL/RET/indirect JMP woven in.
+fn program64(r: &mut Rng) -> Vec<u8> {
+    let n = 4 + r.below(28) as usize;
+    let mut code = Vec::new();
+    let at = |code: &Vec<u8>| CODE + code.len() as u64;
+    for _ in 0..n {
+        match r.below(14) {
+            0 if r.below(16) == 0 => {
+                // Set TF: single-step traps from here (#DB ends the run in its recorder).
+                code.extend_from_slice(&[0x9C, 0x48, 0x81, 0x0C, 0x24, 0, 1, 0, 0, 0x9D]);
+            }
+            0 => {
+                // Jcc over the next instruction.
+                let next = insn64(r).bytes(at(&code) + 2);
+                code.extend_from_slice(&[0x70 + r.below(16) as u8, next.len() as u8]);
+                code.extend_from_slice(&next);
+            }
+            1 => {
+                // CALL to the next instruction, then POP it.
+                let d = r.pick(&DEST64);
+                code.extend_from_slice(&[0xE8, 0, 0, 0, 0]);
+                if d & 8 != 0 {
+                    code.push(0x41);
+                }
+                code.push(0x58 + (d & 7));
+            }
+            2 => {
+                // PUSH the address after RET, RET.
+                let after = at(&code) as u32 + 6;
+                code.push(0x68);
+                code.extend_from_slice(&after.to_le_bytes());
+                code.push(0xC3);
+            }
+            3 => {
+                // LEA r, [rip+3]; JMP r (to the instruction after the JMP).
+                let d = r.pick(&DEST64);
+                let rex = 0x48 | if d & 8 != 0 { 4 } else { 0 };
+                code.extend_from_slice(&[rex, 0x8D, 0x05 | ((d & 7) << 3), 3, 0, 0, 0]);
+                code.extend_from_slice(&[0x41, 0xFF, 0xE0 | (d & 7)]);
+                if d & 8 == 0 {
+                    // No REX.B needed: replace it by a one-byte NOP after the JMP instead.
+                    let len = code.len();
+                    code[len - 3] = 0xFF;
+                    code[len - 2] = 0xE0 | (d & 7);
+                    code[len - 1] = 0x90;
+                }
+            }
+            _ => {
+                let e = insn64(r);
+                let b = e.bytes(at(&code));
+                code.extend_from_slice(&b);
+            }
+        }
+    }
+    code.push(0xF4);
+    code
+}
+
+fn machine64() -> Machine {
+    let mut m = Machine::new();
+    m.standard_tables();
+    m.set_gdt(SEL_CODE64, 0x00AF_9A00_0000_FFFF);
+    long_mode_tables(&m);
+    install_recorders64(&mut m);
+    // A not-present and a read-only data page.
+    m.write_u64(common::PT + 8 * u64::from(NP_PAGE >> 12), 0);
+    m.write_u64(
+        common::PT + 8 * u64::from(RO_PAGE >> 12),
+        u64::from(RO_PAGE) | 1,
+    );
+    m
+}
+
+fn random_state64(r: &mut Rng) -> CpuState {
+    let mut s = long64_state();
+    s.idtr = pcvm_core::DescriptorTable {
+        base: IDT,
+        limit: 32 * 16 - 1,
+    };
+    for &i in &DEST64 {
+        s.gpr[usize::from(i)] = match r.below(5) {
+            0 => r.below(0x100),
+            1 => u64::from(DATA) + r.below(DATA_LEN as u64),
+            2 => r.next() & 0xFFFF_FFFF,
+            _ => r.next(),
+        };
+    }
+    // RBP: the data area (low or through the upper-half alias); R12/R13: base and index.
+    let alias = if r.below(4) == 0 { HIGH_ALIAS } else { 0 };
+    s.gpr[5] = alias + u64::from(DATA) + r.below(0x100);
+    s.gpr[12] = match r.below(16) {
+        0 => 0x8000_0000_0000_0000 | r.next(),
+        1..=4 => HIGH_ALIAS + u64::from(DATA) + r.below(0x100),
+        _ => u64::from(DATA) + r.below(0x100),
+    };
+    s.gpr[13] = r.below(0x100);
+    if r.below(2) == 0 {
+        s.gpr[4] = HIGH_ALIAS + u64::from(STACK0_TOP);
+    }
+    // fs:[rbp+disp8] stays in the data area (never the handlers or tables above it).
+    s.seg_mut(pcvm_core::SegReg::Fs).base = r.below(0x800);
+    s.seg_mut(pcvm_core::SegReg::Gs).base = HIGH_ALIAS + u64::from(DATA);
+    s.cr0 |= cr::CR0_WP;
+    s.rflags = 0x2 | (r.next() & 0x8D5);
+    s
 }
 
 fn machine(paging: bool) -> Machine {
@@ -442,53 +1090,142 @@ impl Side {
 }
 
 fn setup(side: &mut Side, code: &[u8], data: &[u8], s: &CpuState) {
-    // Rewrite the code only when it changed (a write drops the page's compiled blocks).
-    let mut old = vec![0u8; code.len()];
+    // Rewrite the code (and the compared bytes after it) only when it changed: a write drops
+    // the page's compiled blocks.
+    let mut want = code.to_vec();
+    want.resize(code.len().max(0x100), 0);
+    let mut old = vec![0u8; want.len()];
     side.m.board.memory.read_phys(CODE, &mut old).expect("code");
-    if old != code {
-        side.m.write(CODE, code);
+    if old != want {
+        side.m.write(CODE, &want);
     }
     side.m.write(u64::from(DATA), data);
+    // The stack is compared too: every run starts from the same one.
+    side.m.write(u64::from(STACK0_TOP) - 0x1000, &[0u8; 0x1000]);
     side.m.write(RESULT, &[0u8; 0x20]);
     side.cpu().set_state(s).expect("set_state");
 }
 
-#[test]
-fn interpreter_and_jit_agree_on_random_blocks() {
-    let runs: u64 = std::env::var("PCVM_JIT_DIFF_RUNS")
+/// The smallest instruction budget (up to the failing run's) for which the two backends
+/// disagree, with both results there and the agreed state one instruction earlier: where to
+/// start reading a mismatch.
+fn first_divergence(
+    a: &mut Side,
+    b: &mut Side,
+    code: &[u8],
+    data: &[u8],
+    s: &CpuState,
+    limit: RunLimit,
+) -> String {
+    let RunLimit::Instructions(max) = limit else {
+        return String::new();
+    };
+    let run = |a: &mut Side, b: &mut Side, n: u64| {
+        setup(a, code, data, s);
+        setup(b, code, data, s);
+        (
+            a.run(RunLimit::Instructions(n)),
+            b.run(RunLimit::Instructions(n)),
+        )
+    };
+    let Some(n) = (1..=max).find(|&n| {
+        let (x, y) = run(a, b, n);
+        x != y
+    }) else {
+        return "no budget below the run's own shows the difference".into();
+    };
+    let show = |r: &(VmExit, CpuState, u64, Vec<u8>)| {
+        format!(
+            "exit {:?} retired {} rip {:#x} rflags {:#x} gpr {:x?}",
+            r.0, r.2, r.1.rip, r.1.rflags, r.1.gpr
+        )
+    };
+    let (pa, _) = run(a, b, n - 1);
+    let mut bytes = [0u8; 24];
+    let at = pa.1.rip & 0x3F_FFFF;
+    let _ = a.m.board.memory.read_phys(at, &mut bytes);
+    let (x, y) = run(a, b, n);
+    let (dx, dy) = (format!("{:?}", x.1), format!("{:?}", y.1));
+    let at = dx.bytes().zip(dy.bytes()).position(|(p, q)| p != q);
+    let state_diff = at.map(|i| {
+        let lo = i.saturating_sub(60);
+        format!(
+            "\n  state differs at: {} | {}",
+            &dx[lo..(i + 60).min(dx.len())],
+            &dy[lo..(i + 60).min(dy.len())]
+        )
+    });
+    let mem_diff = x.3.iter().zip(&y.3).position(|(p, q)| p != q);
+    format!(
+        "memory differs at {mem_diff:?}{}\n",
+        state_diff.unwrap_or_default()
+    ) + &format!(
+        "first difference at budget {n}; agreed before: {}\n  code there: {bytes:02x?}\n  \
+         interp: {}\n  jit:    {}",
+        show(&pa),
+        show(&x),
+        show(&y)
+    )
+}
+
+/// Which random programs a differential run generates.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// 32-bit protected mode, half of the programs with paging.
+    Pm32,
+    /// 64-bit long mode (always paging).
+    Long64,
+}
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
         .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(200_000);
-    let states_per_program = 500u64;
+        .and_then(|v| v.replace('_', "").parse().ok())
+        .unwrap_or(default)
+}
+
+/// Run `runs` random (program, state) pairs of `kind` on both backends and require equal
+/// results. Knobs: `PCVM_JIT_DIFF_FIRST` (first program number), `PCVM_JIT_DIFF_STATES`
+/// (states per program).
+fn differential(kind: Kind, runs: u64) {
+    let states_per_program = env_u64("PCVM_JIT_DIFF_STATES", 500).max(1);
     let programs = runs.div_ceil(states_per_program);
     let mut sides = [false, true].map(|paging| {
-        let interp = Side {
-            m: machine(paging),
-            jit: None,
+        let m = || match kind {
+            Kind::Pm32 => machine(paging),
+            Kind::Long64 => machine64(),
         };
+        let interp = Side { m: m(), jit: None };
         let mut j = JitBackend::new().expect("jit");
         j.set_threshold(1);
         let jit = Side {
-            m: machine(paging),
+            m: m(),
             jit: Some(j),
         };
         (interp, jit)
     });
     // Start at a given program to reproduce a reported mismatch quickly.
-    let first: u64 = std::env::var("PCVM_JIT_DIFF_FIRST")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+    let first = env_u64("PCVM_JIT_DIFF_FIRST", 0);
     let mut total = 0u64;
     for prog in first..first + programs {
         let mut r = Rng(0x9E37_79B9_7F4A_7C15 ^ prog.wrapping_mul(0x1000_0001));
-        let code = program(&mut r);
-        let paging = prog % 2 == 1;
-        let (a, b) = &mut sides[usize::from(paging)];
+        let code = match kind {
+            Kind::Pm32 => program(&mut r),
+            Kind::Long64 => program64(&mut r),
+        };
+        let paging = kind == Kind::Long64 || prog % 2 == 1;
+        let (a, b) = &mut sides[usize::from(kind == Kind::Pm32 && paging)];
+        // Every program rewrites the same code bytes; without a flush the JIT would soon
+        // leave that often-rewritten code to its interpreter for good (its recompile limit).
+        a.cpu().flush_caches();
+        b.cpu().flush_caches();
         for run in 0..states_per_program {
             let seed = r.next();
             let mut rs = Rng(seed | 1);
-            let s = random_state(&mut rs, paging);
+            let s = match kind {
+                Kind::Pm32 => random_state(&mut rs, paging),
+                Kind::Long64 => random_state64(&mut rs),
+            };
             let data: Vec<u8> = (0..DATA_LEN / 8)
                 .flat_map(|_| rs.next().to_le_bytes())
                 .collect();
@@ -502,6 +1239,7 @@ fn interpreter_and_jit_agree_on_random_blocks() {
             let ra = a.run(limit);
             let rb = b.run(limit);
             if ra != rb {
+                let first_diff = first_divergence(a, b, &code, &data, &s, limit);
                 let (ea, sa, na, ma) = &ra;
                 let (eb, sb, nb, mb) = &rb;
                 let first_mem = ma.iter().zip(mb).position(|(x, y)| x != y);
@@ -509,19 +1247,46 @@ fn interpreter_and_jit_agree_on_random_blocks() {
                     "program {prog} run {run} (seed {seed:#x}, paging {paging}) differs\n\
                      code: {code:02x?}\nexit {ea:?} vs {eb:?}, retired {na} vs {nb}\n\
                      rip {:#x} vs {:#x}, rflags {:#x} vs {:#x}\ngpr {:x?}\n    {:x?}\n\
-                     first memory difference at {first_mem:?}",
+                     first memory difference at {first_mem:?}\n{first_diff}",
                     sa.rip, sb.rip, sa.rflags, sb.rflags, sa.gpr, sb.gpr
                 );
             }
             total += 1;
         }
     }
-    let stats = sides.iter().map(|(_, j)| j.jit.as_ref().map(|j| j.stats()));
-    let native: u64 = stats.clone().flatten().map(|s| s.insns_native).sum();
+    let stats: Vec<_> = sides
+        .iter()
+        .filter_map(|(_, j)| j.jit.as_ref().map(JitBackend::stats))
+        .collect();
+    let native: u64 = stats.iter().map(|s| s.insns_native).sum();
+    let blocks: u64 = sides
+        .iter()
+        .filter_map(|(_, j)| j.jit.as_ref().map(JitBackend::blocks_run))
+        .sum();
+    let fallbacks: Vec<_> = sides
+        .iter()
+        .filter_map(|(_, j)| j.jit.as_ref().map(|j| j.fallback_profile(8)))
+        .collect();
     eprintln!(
-        "{total} runs agree; JIT stats: {:?}",
-        stats.collect::<Vec<_>>()
+        "{total} runs agree ({blocks} compiled-block runs, {native} instructions native); \
+         JIT stats: {stats:?}; top fallbacks: {fallbacks:?}"
     );
     assert!(total >= runs);
     assert!(native > 0, "the JIT never ran compiled code");
+}
+
+#[test]
+fn interpreter_and_jit_agree_on_random_blocks() {
+    differential(Kind::Pm32, env_u64("PCVM_JIT_DIFF_RUNS", 200_000));
+}
+
+#[test]
+fn interpreter_and_jit_agree_on_random_64bit_blocks() {
+    differential(
+        Kind::Long64,
+        env_u64(
+            "PCVM_JIT_DIFF_RUNS_64",
+            env_u64("PCVM_JIT_DIFF_RUNS", 100_000),
+        ),
+    );
 }
