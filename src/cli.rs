@@ -182,7 +182,7 @@ pub enum DisplayArg {
 /// `--accel` values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum AccelArg {
-    /// KVM when the host has hardware virtualization, else the interpreter.
+    /// KVM when the host has hardware virtualization, else the JIT.
     Auto,
     /// The reference interpreter.
     Interp,

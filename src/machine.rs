@@ -79,14 +79,14 @@ pub enum Accel {
 impl Accel {
     /// What `--accel auto` picks: KVM only when /dev/kvm opens and the host CPU has hardware
     /// virtualization (VMX/SVM), so a software-emulated /dev/kvm (kvm-pvm) is never chosen;
-    /// otherwise the interpreter (the JIT when it lands).
+    /// otherwise the JIT, which runs every guest the interpreter runs (it falls back to it).
     pub fn auto() -> Accel {
         if pcvm_accel_kvm::hardware_virtualization_available()
             && pcvm_accel_kvm::kvm_usable().is_ok()
         {
             Accel::Kvm
         } else {
-            Accel::Interp
+            Accel::Jit
         }
     }
 }
