@@ -144,30 +144,22 @@ fn answers_match_under_qemu_tcg() {
     let dir = TempDir::new("linux-qemu");
     let initrd = build_initramfs(&dir, &bb);
     for (mem, end) in [("1G", "poweroff"), ("3G", "reboot")] {
-        let mut cmd = qemu_command(&qemu);
-        cmd.args([
-            "-accel",
-            "tcg",
-            "-m",
+        let append = cmdline(end);
+        qemu_tcg_boot_checked(
+            &qemu,
+            &dir,
+            &format!("-m {mem} ({end})"),
             mem,
-            "-kernel",
-            vmlinuz.to_str().expect("UTF-8 path"),
-            "-initrd",
-            initrd.to_str().expect("UTF-8 path"),
-            "-append",
-            &cmdline(end),
-            "-nographic",
-            "-no-reboot",
-            "-nic",
-            "none",
-        ]);
-        let run = run_with_limit(cmd, &dir, Duration::from_secs(300));
-        eprintln!(
-            "qemu tcg -m {mem} ({end}): status {:?} after {:.1} s",
-            run.status, run.secs
+            &[
+                "-kernel",
+                vmlinuz.to_str().expect("UTF-8 path"),
+                "-initrd",
+                initrd.to_str().expect("UTF-8 path"),
+                "-append",
+                &append,
+            ],
+            &release,
         );
-        check_console(&run.console, &release, Dmesg::Report);
-        assert_eq!(run.status, Some(0), "qemu stderr:\n{}", run.stderr);
     }
 }
 

@@ -274,25 +274,14 @@ fn disk_boots_under_qemu_tcg() {
     let Some((disk, release)) = linux_disk(&dir, "poweroff") else {
         return;
     };
-    let mut cmd = qemu_command(&qemu);
-    cmd.args([
-        "-accel",
-        "tcg",
-        "-m",
-        "1G",
-        "-drive",
-        &format!("file={},format=raw", disk.to_str().expect("UTF-8 path")),
-        "-nographic",
-        "-no-reboot",
-        "-nic",
-        "none",
-    ]);
-    let run = run_with_limit(cmd, &dir, Duration::from_secs(300));
-    eprintln!(
-        "qemu tcg SeaBIOS disk -m 1G: status {:?} after {:.1} s",
-        run.status, run.secs
-    );
     // QEMU's SeaBIOS draws INT 10h output on its VGA only: no loader messages on COM1 here.
-    check_console(&run.console, &release, Dmesg::Report);
-    assert_eq!(run.status, Some(0), "qemu stderr:\n{}", run.stderr);
+    let drive = format!("file={},format=raw", disk.to_str().expect("UTF-8 path"));
+    qemu_tcg_boot_checked(
+        &qemu,
+        &dir,
+        "SeaBIOS disk -m 1G",
+        "1G",
+        &["-drive", &drive],
+        &release,
+    );
 }

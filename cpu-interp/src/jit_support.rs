@@ -337,8 +337,6 @@ impl Interpreter {
         self.rep_limit = budget.max(1);
         self.rep_extra = 0;
         self.smc = false;
-        let mut fault = None;
-        let mut executed = 0u64;
         let n = if shadowed {
             self.state.sti_shadow = false;
             self.state.mov_ss_shadow = false;
@@ -346,21 +344,7 @@ impl Interpreter {
         } else {
             (insns.len() as u64).min(budget) as usize
         };
-        for d in &insns[..n] {
-            if d.flags & crate::exec::END != 0 && !shadowed {
-                self.rep_limit = (budget - executed).max(1);
-            }
-            match self.exec_one(p, d, ip_mask) {
-                Ok(()) => executed += 1,
-                Err(f) => {
-                    fault = Some(f);
-                    break;
-                }
-            }
-            if self.smc {
-                break;
-            }
-        }
+        let (mut executed, fault) = self.exec_run(p, &insns[..n], budget, ip_mask, !shadowed);
         if let Some((idx, key)) = cached {
             self.cache.put_insns(idx, key, insns);
         }

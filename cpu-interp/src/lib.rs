@@ -468,6 +468,35 @@ impl Interpreter {
         self.state.segments = self.snapshot.segments;
     }
 
+    /// Execute `insns` in order until one faults or stores into cached code; returns the
+    /// instructions completed and the fault. With `rep_limit_at_end`, a block-ending
+    /// instruction (the only place a REP string op can be) may iterate for what is left of
+    /// `budget`.
+    #[inline(always)]
+    fn exec_run(
+        &mut self,
+        p: &mut dyn Platform,
+        insns: &[Decoded],
+        budget: u64,
+        ip_mask: u64,
+        rep_limit_at_end: bool,
+    ) -> (u64, Option<Fault>) {
+        let mut executed = 0u64;
+        for d in insns {
+            if rep_limit_at_end && d.flags & END != 0 {
+                self.rep_limit = (budget - executed).max(1);
+            }
+            if let Err(f) = self.exec_one(p, d, ip_mask) {
+                return (executed, Some(f));
+            }
+            executed += 1;
+            if self.smc {
+                break;
+            }
+        }
+        (executed, None)
+    }
+
     /// Execute one decoded instruction at the current RIP. On a fault the state is restored
     /// to the instruction's start (REP progress excepted) and the fault returned.
     #[inline(always)]
@@ -657,22 +686,7 @@ impl Interpreter {
                 }
             } else {
                 let n = (insns.len() as u64).min(budget) as usize;
-                for d in &insns[..n] {
-                    if d.flags & END != 0 {
-                        // Only the last instruction of a block can be a REP string op.
-                        self.rep_limit = (budget - executed).max(1);
-                    }
-                    match self.exec_one(p, d, ip_mask) {
-                        Ok(()) => executed += 1,
-                        Err(f) => {
-                            fault = Some(f);
-                            break;
-                        }
-                    }
-                    if self.smc {
-                        break;
-                    }
-                }
+                (executed, fault) = self.exec_run(p, &insns[..n], budget, ip_mask, true);
             }
             if let Some((idx, key)) = cached {
                 self.cache.put_insns(idx, key, insns);

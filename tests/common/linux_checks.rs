@@ -246,3 +246,32 @@ pub fn qemu_command(qemu: &(PathBuf, Vec<PathBuf>)) -> Command {
     }
     cmd
 }
+
+/// Boot under `qemu-system-x86_64 -accel tcg -m <mem> <boot args>` with no display, reboot or
+/// network (a reference for the guest script, the answers and the disk layout, never needed
+/// by pcvm): print the time as `label`, check the answers (dmesg only reported, QEMU is not
+/// held to pcvm's list) and a 0 exit.
+pub fn qemu_tcg_boot_checked(
+    qemu: &(PathBuf, Vec<PathBuf>),
+    dir: &TempDir,
+    label: &str,
+    mem: &str,
+    boot: &[&str],
+    release: &str,
+) -> Run {
+    let mut cmd = qemu_command(qemu);
+    cmd.args(["-accel", "tcg", "-m", mem]).args(boot).args([
+        "-nographic",
+        "-no-reboot",
+        "-nic",
+        "none",
+    ]);
+    let run = run_with_limit(cmd, dir, Duration::from_secs(300));
+    eprintln!(
+        "qemu tcg {label}: status {:?} after {:.1} s",
+        run.status, run.secs
+    );
+    check_console(&run.console, release, Dmesg::Report);
+    assert_eq!(run.status, Some(0), "qemu stderr:\n{}", run.stderr);
+    run
+}
