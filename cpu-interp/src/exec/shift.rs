@@ -36,18 +36,29 @@ fn count(cpu: &Interpreter, d: &Decoded) -> u32 {
     c & count_mask(d.size)
 }
 
+/// The destination operand of a shift: its offset (memory forms; 0 for a register) and its
+/// value, read for the write-back that follows.
+#[inline(always)]
+fn destination(
+    cpu: &mut Interpreter,
+    p: &mut dyn Platform,
+    d: &Decoded,
+) -> Result<(u64, u64), Fault> {
+    if d.o0 == MEM {
+        let off = cpu.ea(d);
+        Ok((off, cpu.read_mem_rmw(p, d.seg, off, d.size)?))
+    } else {
+        Ok((0, cpu.get_reg(d.o0, d.size)))
+    }
+}
+
 /// ROL ROR RCL RCR SHL SAL SHR SAR.
 pub(super) fn shift(cpu: &mut Interpreter, p: &mut dyn Platform, d: &Decoded) -> Result<(), Fault> {
     let n = count(cpu, d);
     let size = d.size;
     let bits = u32::from(size) * 8;
     let m = mask(size);
-    let off = if d.o0 == MEM { cpu.ea(d) } else { 0 };
-    let a = if d.o0 == MEM {
-        cpu.read_mem_rmw(p, d.seg, off, size)?
-    } else {
-        cpu.get_reg(d.o0, size)
-    };
+    let (off, a) = destination(cpu, p, d)?;
     if n == 0 {
         zero_count_write(cpu, d, a);
         return Ok(());
@@ -182,12 +193,7 @@ pub(super) fn shift_fast<const OP: u8>(
     let size = d.size;
     let bits = u32::from(size) * 8;
     let m = mask(size);
-    let off = if d.o0 == MEM { cpu.ea(d) } else { 0 };
-    let a = if d.o0 == MEM {
-        cpu.read_mem_rmw(p, d.seg, off, size)?
-    } else {
-        cpu.get_reg(d.o0, size)
-    };
+    let (off, a) = destination(cpu, p, d)?;
     if n == 0 {
         zero_count_write(cpu, d, a);
         return Ok(());
@@ -246,12 +252,7 @@ pub(super) fn shxd(cpu: &mut Interpreter, p: &mut dyn Platform, d: &Decoded) -> 
         OpKind::Register => cpu.state.gpr[1] as u32,
         _ => d.imm as u32,
     } & count_mask(size);
-    let off = if d.o0 == MEM { cpu.ea(d) } else { 0 };
-    let a = if d.o0 == MEM {
-        cpu.read_mem_rmw(p, d.seg, off, size)?
-    } else {
-        cpu.get_reg(d.o0, size)
-    };
+    let (off, a) = destination(cpu, p, d)?;
     let b = cpu.get_reg(d.o1, size);
     if n == 0 {
         zero_count_write(cpu, d, a);
