@@ -63,7 +63,64 @@ pub(crate) struct JitCtx {
     /// The platform's guest memory (valid while generated code runs), so the RAM store
     /// helper needs no call through the platform.
     pub mem: *const GuestMemory,
+    // --- Native chaining: a block's exit to a constant target jumps straight into the
+    // compiled successor its [`Link`] names, under the same conditions the dispatcher checks
+    // between blocks. The dispatcher sets these before each call of generated code. ---
+    /// The [`Link::gen`] valid now, or [`NO_LINK`] while the dispatcher must see every
+    /// boundary (an interrupt is requested, I/O happened, the context changed).
+    pub link_gen: u64,
+    /// Chaining stops once this many instructions have retired in the call (the next poll).
+    pub poll_room: u64,
+    /// Instructions the run may still retire: a successor runs only if it fits.
+    pub budget: u64,
+    /// Instructions retired by the blocks before the last one in this call.
+    pub chained: u64,
+    /// Block-to-block jumps taken natively in this call.
+    pub chained_blocks: u64,
+    /// Index of the block that ran last.
+    pub last: u64,
+    /// Address of the [`Link`] whose miss ended the call (0: none) for the dispatcher to fill.
+    pub miss_link: u64,
+    /// Interpreter context generation at the start of the call.
+    pub chain_ctx_gen: u64,
 }
+
+/// [`JitCtx::link_gen`] while native chaining is off: no link carries it.
+pub(crate) const NO_LINK: u64 = u64::MAX;
+
+/// One exit's native successor: valid while `gen` equals [`JitCtx::link_gen`] (a generation
+/// that changes whenever a block is dropped, the context changes, or blocks need re-checking
+/// against guest RAM). Generated code reads it at the exit it belongs to; only the dispatcher
+/// writes it, between calls.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Link {
+    pub gen: u64,
+    /// The successor's code (tail calling convention).
+    pub func: u64,
+    /// Its instruction count (it runs only if it fits [`JitCtx::budget`]).
+    pub insns: u64,
+    /// Its block index.
+    pub idx: u64,
+}
+
+/// Links per block: the constant-target exits of one block (taken and not-taken).
+pub(crate) const LINKS_PER_BLOCK: usize = 2;
+
+impl Link {
+    /// A link no generation matches.
+    pub(crate) const EMPTY: Link = Link {
+        gen: 0,
+        func: 0,
+        insns: 0,
+        idx: 0,
+    };
+}
+
+pub(crate) const LINK_GEN: i32 = std::mem::offset_of!(Link, gen) as i32;
+pub(crate) const LINK_FUNC: i32 = std::mem::offset_of!(Link, func) as i32;
+pub(crate) const LINK_INSNS: i32 = std::mem::offset_of!(Link, insns) as i32;
+pub(crate) const LINK_IDX: i32 = std::mem::offset_of!(Link, idx) as i32;
 
 // SAFETY: the raw `interp` and `mem` pointers are only used while the owning backend runs
 // generated code on its thread (`interp` is null between calls; `mem` is re-set before each
@@ -79,6 +136,13 @@ pub(crate) const OFF_FAULT: i32 = std::mem::offset_of!(JitCtx, fault) as i32;
 pub(crate) const OFF_TLB_READ: i32 = std::mem::offset_of!(JitCtx, tlb_read) as i32;
 pub(crate) const OFF_TLB_WRITE: i32 = std::mem::offset_of!(JitCtx, tlb_write) as i32;
 pub(crate) const OFF_SEG_BASE: i32 = std::mem::offset_of!(JitCtx, seg_base) as i32;
+pub(crate) const OFF_LINK_GEN: i32 = std::mem::offset_of!(JitCtx, link_gen) as i32;
+pub(crate) const OFF_POLL_ROOM: i32 = std::mem::offset_of!(JitCtx, poll_room) as i32;
+pub(crate) const OFF_BUDGET: i32 = std::mem::offset_of!(JitCtx, budget) as i32;
+pub(crate) const OFF_CHAINED: i32 = std::mem::offset_of!(JitCtx, chained) as i32;
+pub(crate) const OFF_CHAINED_BLOCKS: i32 = std::mem::offset_of!(JitCtx, chained_blocks) as i32;
+pub(crate) const OFF_LAST: i32 = std::mem::offset_of!(JitCtx, last) as i32;
+pub(crate) const OFF_MISS_LINK: i32 = std::mem::offset_of!(JitCtx, miss_link) as i32;
 
 impl JitCtx {
     pub(crate) fn new() -> Box<JitCtx> {
@@ -100,6 +164,14 @@ impl JitCtx {
             tlb_gen: u64::MAX,
             seg_base: [0; 2],
             mem: std::ptr::null(),
+            link_gen: NO_LINK,
+            poll_room: 0,
+            budget: 0,
+            chained: 0,
+            chained_blocks: 0,
+            last: 0,
+            miss_link: 0,
+            chain_ctx_gen: 0,
         })
     }
 
@@ -116,6 +188,14 @@ impl JitCtx {
         let gen = interp.jit_ctx_gen();
         if gen != self.tlb_gen {
             self.flush_tlb(gen);
+        }
+    }
+
+    /// After a slow access: I/O or a context change means the dispatcher must look at the
+    /// next boundary, so native chaining stops.
+    fn check_chain(&mut self, interp: &Interpreter) {
+        if interp.jit_io_pending() || interp.jit_ctx_gen() != self.chain_ctx_gen {
+            self.link_gen = NO_LINK;
         }
     }
 
@@ -190,6 +270,7 @@ pub(crate) extern "C" fn helper_load(
     match interp.jit_read(p, seg_from(seg), offset, size, flags & ACC_RMW != 0) {
         Ok(v) => {
             ctx.check_tlb_gen(interp);
+            ctx.check_chain(interp);
             if flags & ACC_FILL != 0 {
                 ctx.fill(interp, p, seg_from(seg), offset, false);
             }
@@ -218,6 +299,7 @@ pub(crate) extern "C" fn helper_store(
     match interp.jit_write(p, seg, offset, size, value) {
         Ok(()) => {
             ctx.check_tlb_gen(interp);
+            ctx.check_chain(interp);
             if flags & ACC_FILL != 0 {
                 ctx.fill(interp, p, seg, offset, true);
             }

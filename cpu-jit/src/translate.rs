@@ -22,9 +22,10 @@ use cranelift_frontend::{FunctionBuilder, Variable};
 use iced_x86::{Code, Instruction, Mnemonic, OpKind, Register};
 
 use crate::ctx::{
-    helper_load, helper_store, helper_store_ram, ACC_FILL, ACC_RMW, OFF_EXECUTED, OFF_FAULT,
-    OFF_GPR, OFF_RFLAGS, OFF_RIP, OFF_SEG_BASE, OFF_TLB_READ, OFF_TLB_WRITE, STORE_FAULT,
-    STORE_STOP,
+    helper_load, helper_store, helper_store_ram, Link, ACC_FILL, ACC_RMW, LINKS_PER_BLOCK,
+    LINK_FUNC, LINK_GEN, LINK_IDX, LINK_INSNS, OFF_BUDGET, OFF_CHAINED, OFF_CHAINED_BLOCKS,
+    OFF_EXECUTED, OFF_FAULT, OFF_GPR, OFF_LAST, OFF_LINK_GEN, OFF_MISS_LINK, OFF_POLL_ROOM,
+    OFF_RFLAGS, OFF_RIP, OFF_SEG_BASE, OFF_TLB_READ, OFF_TLB_WRITE, STORE_FAULT, STORE_STOP,
 };
 
 /// Exit code: the block ran to its end.
@@ -382,6 +383,8 @@ struct Sigs {
     load: SigRef,
     store: SigRef,
     store_ram: SigRef,
+    /// A compiled block's own signature (tail calling convention), for chaining.
+    block: SigRef,
 }
 
 /// Translation state of one block.
@@ -404,6 +407,9 @@ pub(crate) struct Translator<'a> {
     cur_ip: u64,
     /// The current instruction stored to memory (checked for a self-modifying-code stop).
     stored: bool,
+    /// Host address of the block's [`Link`]s when its exits to constant targets may chain
+    /// natively (the translation covers the interpreter's whole block).
+    links: Option<u64>,
 }
 
 fn sig(call_conv: CallConv, params: usize) -> Signature {
@@ -417,7 +423,16 @@ fn sig(call_conv: CallConv, params: usize) -> Signature {
 
 impl<'a> Translator<'a> {
     /// Start a function `fn(ctx, plat) -> exit code` in `b`.
-    pub(crate) fn new(mut b: FunctionBuilder<'a>, call_conv: CallConv, long: bool) -> Self {
+    ///
+    /// Helpers are called in `call_conv`; the block itself has the tail calling convention
+    /// so its exits can jump into a successor block. `links` is the block's [`Link`] array
+    /// when it may chain.
+    pub(crate) fn new(
+        mut b: FunctionBuilder<'a>,
+        call_conv: CallConv,
+        long: bool,
+        links: Option<*const [Link; LINKS_PER_BLOCK]>,
+    ) -> Self {
         let entry = b.create_block();
         b.append_block_params_for_function_params(entry);
         b.switch_to_block(entry);
@@ -440,6 +455,7 @@ impl<'a> Translator<'a> {
             load: b.import_signature(sig(call_conv, 5)),
             store: b.import_signature(sig(call_conv, 6)),
             store_ram: b.import_signature(sig(call_conv, 5)),
+            block: b.import_signature(sig(CallConv::Tail, 2)),
         };
         Translator {
             b,
@@ -455,6 +471,7 @@ impl<'a> Translator<'a> {
             executed: 0,
             cur_ip: 0,
             stored: false,
+            links: links.map(|p| p as u64),
         }
     }
 
@@ -479,8 +496,7 @@ impl<'a> Translator<'a> {
         }
         if !ended {
             let rip = insns.last().map_or(self.cur_ip, |i| i.next_ip());
-            let v = self.b.ins().iconst(I64, rip as i64);
-            self.exit(v, self.executed, EXIT_NEXT);
+            self.exit_linked(rip, self.executed, 0);
         }
         self.b.seal_all_blocks();
         self.b.finalize(cfg);
@@ -491,6 +507,75 @@ impl<'a> Translator<'a> {
 
     /// Store registers, flags, RIP and the count; return `code`.
     fn exit(&mut self, rip: Value, executed: u32, code: i64) {
+        self.store_state(rip);
+        let n = self.b.ins().iconst(I64, i64::from(executed));
+        self.b
+            .ins()
+            .store(MemFlagsData::trusted(), n, self.ctx, OFF_EXECUTED);
+        let c = self.b.ins().iconst(I64, code);
+        self.b.ins().return_(&[c]);
+    }
+
+    /// The block ran to its end and continues at the constant `rip`: store the state like
+    /// [`Self::exit`], then, if link `slot` names a compiled successor valid now, the chain
+    /// may go on (no poll due: fewer than `poll_room` retired; the successor fits `budget`),
+    /// jump into it; otherwise return `EXIT_NEXT`, naming the link for the dispatcher to fill.
+    fn exit_linked(&mut self, rip: u64, executed: u32, slot: usize) {
+        let Some(links) = self.links else {
+            let v = self.iconst(rip as i64);
+            self.exit(v, executed, EXIT_NEXT);
+            return;
+        };
+        let f = MemFlagsData::trusted();
+        let r = self.iconst(rip as i64);
+        self.store_state(r);
+        let link = self.b.ins().iconst(
+            I64,
+            (links + (slot * std::mem::size_of::<Link>()) as u64) as i64,
+        );
+        let before = self.b.ins().load(I64, f, self.ctx, OFF_CHAINED);
+        let total = self.b.ins().iadd_imm_s(before, i64::from(executed));
+        let gen = self.b.ins().load(I64, f, link, LINK_GEN);
+        let want = self.b.ins().load(I64, f, self.ctx, OFF_LINK_GEN);
+        let valid = self.b.ins().icmp(IntCC::Equal, gen, want);
+        let room = self.b.ins().load(I64, f, self.ctx, OFF_POLL_ROOM);
+        let no_poll = self.b.ins().icmp(IntCC::UnsignedLessThan, total, room);
+        let insns = self.b.ins().load(I64, f, link, LINK_INSNS);
+        let after = self.b.ins().iadd(total, insns);
+        let budget = self.b.ins().load(I64, f, self.ctx, OFF_BUDGET);
+        let fits = self
+            .b
+            .ins()
+            .icmp(IntCC::UnsignedLessThanOrEqual, after, budget);
+        let ok = self.b.ins().band(valid, no_poll);
+        let ok = self.b.ins().band(ok, fits);
+        let chain = self.b.create_block();
+        let miss = self.b.create_block();
+        self.b.ins().brif(ok, chain, &[], miss, &[]);
+        self.b.seal_block(chain);
+        self.b.seal_block(miss);
+        self.b.switch_to_block(chain);
+        self.b.ins().store(f, total, self.ctx, OFF_CHAINED);
+        let idx = self.b.ins().load(I64, f, link, LINK_IDX);
+        self.b.ins().store(f, idx, self.ctx, OFF_LAST);
+        let jumps = self.b.ins().load(I64, f, self.ctx, OFF_CHAINED_BLOCKS);
+        let jumps = self.b.ins().iadd_imm_s(jumps, 1);
+        self.b.ins().store(f, jumps, self.ctx, OFF_CHAINED_BLOCKS);
+        let func = self.b.ins().load(I64, f, link, LINK_FUNC);
+        let (ctx, plat) = (self.ctx, self.plat);
+        self.b
+            .ins()
+            .return_call_indirect(self.sigs.block, func, &[ctx, plat]);
+        self.b.switch_to_block(miss);
+        let n = self.iconst(i64::from(executed));
+        self.b.ins().store(f, n, self.ctx, OFF_EXECUTED);
+        self.b.ins().store(f, link, self.ctx, OFF_MISS_LINK);
+        let c = self.iconst(EXIT_NEXT);
+        self.b.ins().return_(&[c]);
+    }
+
+    /// Store the dirty registers, the flags and RIP to the context.
+    fn store_state(&mut self, rip: Value) {
         for i in 0..16 {
             if self.dirty & (1 << i) != 0 {
                 let v = self.b.use_var(self.regs[i]);
@@ -506,12 +591,18 @@ impl<'a> Translator<'a> {
         self.b
             .ins()
             .store(MemFlagsData::trusted(), rip, self.ctx, OFF_RIP);
-        let n = self.b.ins().iconst(I64, i64::from(executed));
-        self.b
-            .ins()
-            .store(MemFlagsData::trusted(), n, self.ctx, OFF_EXECUTED);
-        let c = self.b.ins().iconst(I64, code);
-        self.b.ins().return_(&[c]);
+    }
+
+    /// [`Self::exit_linked`] when `cond` (i8) holds; continue in a fresh block otherwise.
+    fn side_exit_linked(&mut self, cond: Value, rip: u64, executed: u32, slot: usize) {
+        let out = self.b.create_block();
+        let cont = self.b.create_block();
+        self.b.ins().brif(cond, out, &[], cont, &[]);
+        self.b.seal_block(out);
+        self.b.seal_block(cont);
+        self.b.switch_to_block(out);
+        self.exit_linked(rip, executed, slot);
+        self.b.switch_to_block(cont);
     }
 
     /// Exit to `rip` when `cond` (i8) holds; continue in a fresh block otherwise.
@@ -1244,7 +1335,11 @@ impl<'a> Translator<'a> {
                 let ret = self.iconst(insn.next_ip() as i64);
                 self.push(ret, w);
                 let n = self.executed + 1;
-                self.exit(target, n, EXIT_NEXT);
+                if matches!(insn.code(), Code::Call_rm32 | Code::Call_rm64) {
+                    self.exit(target, n, EXIT_NEXT);
+                } else {
+                    self.exit_linked(insn.near_branch_target(), n, 0);
+                }
                 return Ok(true);
             }
             M::Ret => {
@@ -1263,16 +1358,15 @@ impl<'a> Translator<'a> {
                 return Ok(true);
             }
             M::Jmp => {
-                let target = if matches!(insn.code(), Code::Jmp_rm32 | Code::Jmp_rm64) {
+                let n = self.executed + 1;
+                if matches!(insn.code(), Code::Jmp_rm32 | Code::Jmp_rm64) {
                     let w = self.branch_size();
                     let t = self.read_op(insn, 0, w)?;
                     self.check_target(t);
-                    t
+                    self.exit(t, n, EXIT_NEXT);
                 } else {
-                    self.iconst(insn.near_branch_target() as i64)
-                };
-                let n = self.executed + 1;
-                self.exit(target, n, EXIT_NEXT);
+                    self.exit_linked(insn.near_branch_target(), n, 0);
+                }
                 return Ok(true);
             }
             M::Nop
@@ -1471,9 +1565,8 @@ impl<'a> Translator<'a> {
                 let c = self.cond(cc_nibble(insn));
                 let n = self.executed + 1;
                 let taken = insn.near_branch_target();
-                self.side_exit(c, taken, n, EXIT_NEXT);
-                let next = self.iconst(insn.next_ip() as i64);
-                self.exit(next, n, EXIT_NEXT);
+                self.side_exit_linked(c, taken, n, 0);
+                self.exit_linked(insn.next_ip(), n, 1);
                 return Ok(true);
             }
             _ if is_setcc(insn) => {
