@@ -318,6 +318,7 @@ pub struct JitBackend {
     blocks_run: u64,
     /// Per compiled block (same indices): its exits' native successors. Boxed so generated
     /// code can hold their addresses; freed only with the code cache.
+    #[allow(clippy::vec_box)] // the boxes keep each block's links at a fixed address
     links: Vec<Box<[Link; LINKS_PER_BLOCK]>>,
     /// What the current link generation was made for: (linear-RIP cache tag, epoch).
     link_key: (u64, u64),
@@ -781,7 +782,7 @@ impl JitBackend {
             return;
         };
         let base = links.as_ptr() as u64;
-        if addr < base || (addr - base) % size != 0 {
+        if addr < base || !(addr - base).is_multiple_of(size) {
             return;
         }
         if let Some(link) = links.get_mut(((addr - base) / size) as usize) {
