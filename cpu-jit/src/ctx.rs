@@ -83,7 +83,33 @@ pub(crate) struct JitCtx {
     pub miss_link: u64,
     /// Interpreter context generation at the start of the call.
     pub chain_ctx_gen: u64,
+    // --- Lazy arithmetic flags between blocks (SDM Vol. 1 §3.4.3.1): a block exit leaves
+    // the last flag-setting operation here instead of computing six flags nobody may read.
+    /// 0 when `rflags` holds the arithmetic flags; else a `FLAGS_*` code | operand bits << 8
+    /// (the other RFLAGS bits are always in `rflags`).
+    pub flags_op: u64,
+    /// Its operands and result (masked to the operand size) and carry/borrow out (0 or 1).
+    pub flags_a: u64,
+    pub flags_b: u64,
+    pub flags_res: u64,
+    pub flags_cf: u64,
 }
+
+/// `JitCtx::flags_op` codes: ADD/ADC (CF from `flags_cf`).
+pub(crate) const FLAGS_ADD: u64 = 1;
+/// SUB/SBB/CMP/NEG with a borrow in (CF from `flags_cf`).
+pub(crate) const FLAGS_SUB: u64 = 2;
+/// SUB/CMP/NEG without a borrow in.
+pub(crate) const FLAGS_SUB_PLAIN: u64 = 3;
+/// AND/OR/XOR/TEST: CF = OF = AF = 0.
+pub(crate) const FLAGS_LOGIC: u64 = 4;
+/// INC (CF kept in `flags_cf`).
+pub(crate) const FLAGS_INC: u64 = 5;
+/// DEC (CF kept in `flags_cf`).
+pub(crate) const FLAGS_DEC: u64 = 6;
+
+/// The six arithmetic flags (CF PF AF ZF SF OF).
+const ARITH_FLAGS: u64 = 0x8D5;
 
 /// [`JitCtx::link_gen`] while native chaining is off: no link carries it.
 pub(crate) const NO_LINK: u64 = u64::MAX;
@@ -143,6 +169,11 @@ pub(crate) const OFF_CHAINED: i32 = std::mem::offset_of!(JitCtx, chained) as i32
 pub(crate) const OFF_CHAINED_BLOCKS: i32 = std::mem::offset_of!(JitCtx, chained_blocks) as i32;
 pub(crate) const OFF_LAST: i32 = std::mem::offset_of!(JitCtx, last) as i32;
 pub(crate) const OFF_MISS_LINK: i32 = std::mem::offset_of!(JitCtx, miss_link) as i32;
+pub(crate) const OFF_FLAGS_OP: i32 = std::mem::offset_of!(JitCtx, flags_op) as i32;
+pub(crate) const OFF_FLAGS_A: i32 = std::mem::offset_of!(JitCtx, flags_a) as i32;
+pub(crate) const OFF_FLAGS_B: i32 = std::mem::offset_of!(JitCtx, flags_b) as i32;
+pub(crate) const OFF_FLAGS_RES: i32 = std::mem::offset_of!(JitCtx, flags_res) as i32;
+pub(crate) const OFF_FLAGS_CF: i32 = std::mem::offset_of!(JitCtx, flags_cf) as i32;
 
 impl JitCtx {
     pub(crate) fn new() -> Box<JitCtx> {
@@ -172,6 +203,11 @@ impl JitCtx {
             last: 0,
             miss_link: 0,
             chain_ctx_gen: 0,
+            flags_op: 0,
+            flags_a: 0,
+            flags_b: 0,
+            flags_res: 0,
+            flags_cf: 0,
         })
     }
 
@@ -189,6 +225,38 @@ impl JitCtx {
         if gen != self.tlb_gen {
             self.flush_tlb(gen);
         }
+    }
+
+    /// Compute `rflags` from lazy flags, if a block left them lazy. The formulas are the
+    /// translator's own (translate.rs `cf`..`of`), which the differential test holds to the
+    /// interpreter's.
+    pub(crate) fn materialize_flags(&mut self) -> u64 {
+        let op = self.flags_op;
+        if op == 0 {
+            return self.rflags;
+        }
+        let bits = ((op >> 8) & 0x7F).clamp(8, 64) as u32;
+        let top = bits - 1;
+        let (a, b, res) = (self.flags_a, self.flags_b, self.flags_res);
+        let bit = |v: u64, n: u32| (v >> n) & 1;
+        let cf = self.flags_cf & 1;
+        let pf = u64::from((res & 0xFF).count_ones() % 2 == 0);
+        let zf = u64::from(res == 0);
+        let sf = bit(res, top);
+        let (of, af) = match op & 0xFF {
+            FLAGS_ADD => (bit((a ^ res) & (b ^ res), top), bit(a ^ b ^ res, 4)),
+            FLAGS_SUB | FLAGS_SUB_PLAIN => (bit((a ^ b) & (a ^ res), top), bit(a ^ b ^ res, 4)),
+            FLAGS_INC => (u64::from(res == 1 << top), u64::from(res & 0xF == 0)),
+            FLAGS_DEC => (
+                u64::from(res == (1 << top) - 1),
+                u64::from(res & 0xF == 0xF),
+            ),
+            _ => (0, 0),
+        };
+        self.rflags =
+            (self.rflags & !ARITH_FLAGS) | cf | pf << 2 | af << 4 | zf << 6 | sf << 7 | of << 11;
+        self.flags_op = 0;
+        self.rflags
     }
 
     /// After a slow access: I/O or a context change means the dispatcher must look at the
@@ -252,6 +320,13 @@ pub(crate) fn seg_from(n: u64) -> SegReg {
 
 /// The dispatcher's platform reference as generated code passes it through.
 pub(crate) type PlatRef<'a> = &'a mut dyn Platform;
+
+/// Materialize lazy flags a previous block left (see [`JitCtx::materialize_flags`]).
+pub(crate) extern "C" fn helper_flags(ctx: *mut JitCtx) -> u64 {
+    // SAFETY: generated code passes the context pointer it was called with; the dispatcher
+    // keeps it alive and unaliased for the whole call of the block.
+    unsafe { &mut *ctx }.materialize_flags()
+}
 
 /// Slow-path load: any segment, any memory type. Sets `ctx.fault` if the access faults.
 pub(crate) extern "C" fn helper_load(

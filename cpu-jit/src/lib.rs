@@ -270,9 +270,20 @@ impl Compiler {
             self.module.clear_context(&mut self.cl_ctx);
             return Err(Error::Untranslatable);
         }
+        // RUST_LOG=pcvm_cpu_jit::code=trace prints each block's machine code.
+        let dump = tracing::enabled!(target: "pcvm_cpu_jit::code", tracing::Level::TRACE);
+        self.cl_ctx.set_disasm(dump);
         let r = self.module.define_function(id, &mut self.cl_ctx);
         if let Some(code) = self.cl_ctx.compiled_code() {
             self.code_bytes += code.code_buffer().len();
+            if dump {
+                tracing::trace!(
+                    target: "pcvm_cpu_jit::code",
+                    "block at {:#x}:\n{}",
+                    insns.first().map_or(0, Instruction::ip),
+                    code.vcode.as_deref().unwrap_or("")
+                );
+            }
         }
         self.module.clear_context(&mut self.cl_ctx);
         r.map_err(|e| Error::Codegen(format!("{e:?}")))?;
@@ -667,6 +678,7 @@ impl JitBackend {
         ctx.mem = p.memory();
         ctx.gpr = self.interp.jit_gprs();
         ctx.rflags = self.interp.jit_rflags();
+        ctx.flags_op = 0;
         ctx.seg_base = [
             self.interp.jit_linear(SegReg::Fs, 0),
             self.interp.jit_linear(SegReg::Gs, 0),
@@ -759,9 +771,10 @@ impl JitBackend {
                 None => break (n, code, pure_len),
             }
         };
-        let ctx = &*self.ctx;
+        let ctx = &mut *self.ctx;
+        let rflags = ctx.materialize_flags();
         self.interp.jit_set_gprs(&ctx.gpr);
-        self.interp.jit_set_rflags(ctx.rflags);
+        self.interp.jit_set_rflags(rflags);
         self.interp.jit_set_rip(ctx.rip);
         self.interp.jit_retire(total);
         self.stats.insns_native += total;

@@ -22,10 +22,12 @@ use cranelift_frontend::{FunctionBuilder, Variable};
 use iced_x86::{Code, Instruction, Mnemonic, OpKind, Register};
 
 use crate::ctx::{
-    helper_load, helper_store, helper_store_ram, Link, ACC_FILL, ACC_RMW, LINKS_PER_BLOCK,
-    LINK_FUNC, LINK_GEN, LINK_IDX, LINK_INSNS, OFF_BUDGET, OFF_CHAINED, OFF_CHAINED_BLOCKS,
-    OFF_EXECUTED, OFF_FAULT, OFF_GPR, OFF_LAST, OFF_LINK_GEN, OFF_MISS_LINK, OFF_POLL_ROOM,
-    OFF_RFLAGS, OFF_RIP, OFF_SEG_BASE, OFF_TLB_READ, OFF_TLB_WRITE, STORE_FAULT, STORE_STOP,
+    helper_flags, helper_load, helper_store, helper_store_ram, Link, ACC_FILL, ACC_RMW, FLAGS_ADD,
+    FLAGS_DEC, FLAGS_INC, FLAGS_LOGIC, FLAGS_SUB, FLAGS_SUB_PLAIN, LINKS_PER_BLOCK, LINK_FUNC,
+    LINK_GEN, LINK_IDX, LINK_INSNS, OFF_BUDGET, OFF_CHAINED, OFF_CHAINED_BLOCKS, OFF_EXECUTED,
+    OFF_FAULT, OFF_FLAGS_A, OFF_FLAGS_B, OFF_FLAGS_CF, OFF_FLAGS_OP, OFF_FLAGS_RES, OFF_GPR,
+    OFF_LAST, OFF_LINK_GEN, OFF_MISS_LINK, OFF_POLL_ROOM, OFF_RFLAGS, OFF_RIP, OFF_SEG_BASE,
+    OFF_TLB_READ, OFF_TLB_WRITE, STORE_FAULT, STORE_STOP,
 };
 
 /// Exit code: the block ran to its end.
@@ -362,10 +364,26 @@ enum FlagOp {
     Dec,
 }
 
+impl FlagOp {
+    /// The operation's code in `JitCtx::flags_op` (with the operand bits << 8).
+    fn code(self) -> u64 {
+        match self {
+            FlagOp::Add => FLAGS_ADD,
+            FlagOp::Sub { plain: false } => FLAGS_SUB,
+            FlagOp::Sub { plain: true } => FLAGS_SUB_PLAIN,
+            FlagOp::Logic => FLAGS_LOGIC,
+            FlagOp::Inc => FLAGS_INC,
+            FlagOp::Dec => FLAGS_DEC,
+        }
+    }
+}
+
 /// The arithmetic flags as known at a point of the block.
 #[derive(Clone, Copy)]
 enum Flags {
-    /// Full RFLAGS value.
+    /// Full RFLAGS value. `Mat(entry_flags)` stands for the flags as the block found them
+    /// in the context: RFLAGS, or the previous block's lazy flags (materialized by a helper
+    /// call at the first read, never at an exit).
     Mat(Value),
     /// The last flag-setting operation: operands and result masked to `bits`, CF as an i8.
     Lazy {
@@ -385,6 +403,7 @@ struct Sigs {
     store_ram: SigRef,
     /// A compiled block's own signature (tail calling convention), for chaining.
     block: SigRef,
+    flags: SigRef,
 }
 
 /// Translation state of one block.
@@ -456,6 +475,7 @@ impl<'a> Translator<'a> {
             store: b.import_signature(sig(call_conv, 6)),
             store_ram: b.import_signature(sig(call_conv, 5)),
             block: b.import_signature(sig(CallConv::Tail, 2)),
+            flags: b.import_signature(sig(call_conv, 1)),
         };
         Translator {
             b,
@@ -584,13 +604,48 @@ impl<'a> Translator<'a> {
                     .store(MemFlagsData::trusted(), v, self.ctx, OFF_GPR + 8 * i as i32);
             }
         }
-        let f = self.flags_value();
-        self.b
-            .ins()
-            .store(MemFlagsData::trusted(), f, self.ctx, OFF_RFLAGS);
-        self.b
-            .ins()
-            .store(MemFlagsData::trusted(), rip, self.ctx, OFF_RIP);
+        let m = MemFlagsData::trusted();
+        match self.flags {
+            // The context still holds them.
+            Flags::Mat(f) if f == self.entry_flags => {}
+            Flags::Mat(f) => {
+                self.b.ins().store(m, f, self.ctx, OFF_RFLAGS);
+                let zero = self.iconst(0);
+                self.b.ins().store(m, zero, self.ctx, OFF_FLAGS_OP);
+            }
+            // Left lazy for the next block (or the dispatcher) to materialize if it reads them.
+            Flags::Lazy {
+                op,
+                bits,
+                a,
+                b,
+                res,
+                cf,
+            } => {
+                let code = self.iconst((op.code() | u64::from(bits) << 8) as i64);
+                self.b.ins().store(m, code, self.ctx, OFF_FLAGS_OP);
+                self.b.ins().store(m, a, self.ctx, OFF_FLAGS_A);
+                self.b.ins().store(m, b, self.ctx, OFF_FLAGS_B);
+                self.b.ins().store(m, res, self.ctx, OFF_FLAGS_RES);
+                let cf = self.b.ins().uextend(I64, cf);
+                self.b.ins().store(m, cf, self.ctx, OFF_FLAGS_CF);
+            }
+        }
+        self.b.ins().store(m, rip, self.ctx, OFF_RIP);
+    }
+
+    /// The flags, with the block's entry flags materialized (a helper call) if still lazy.
+    fn flags_now(&mut self) -> Flags {
+        if matches!(self.flags, Flags::Mat(f) if f == self.entry_flags) {
+            let helper = self.iconst(helper_flags as *const () as usize as i64);
+            let call = self
+                .b
+                .ins()
+                .call_indirect(self.sigs.flags, helper, &[self.ctx]);
+            let f = self.b.inst_results(call)[0];
+            self.flags = Flags::Mat(f);
+        }
+        self.flags
     }
 
     /// [`Self::exit_linked`] when `cond` (i8) holds; continue in a fresh block otherwise.
@@ -962,21 +1017,21 @@ impl<'a> Translator<'a> {
     }
 
     fn cf(&mut self) -> Value {
-        match self.flags {
+        match self.flags_now() {
             Flags::Mat(f) => self.bit(f, 0),
             Flags::Lazy { cf, .. } => cf,
         }
     }
 
     fn zf(&mut self) -> Value {
-        match self.flags {
+        match self.flags_now() {
             Flags::Mat(f) => self.bit(f, 6),
             Flags::Lazy { res, .. } => self.b.ins().icmp_imm_s(IntCC::Equal, res, 0),
         }
     }
 
     fn sf(&mut self) -> Value {
-        match self.flags {
+        match self.flags_now() {
             Flags::Mat(f) => self.bit(f, 7),
             Flags::Lazy { res, bits, .. } => self.bit(res, i64::from(bits) - 1),
         }
@@ -990,14 +1045,14 @@ impl<'a> Translator<'a> {
     }
 
     fn pf(&mut self) -> Value {
-        match self.flags {
+        match self.flags_now() {
             Flags::Mat(f) => self.bit(f, 2),
             Flags::Lazy { res, .. } => self.pf_of(res),
         }
     }
 
     fn of(&mut self) -> Value {
-        match self.flags {
+        match self.flags_now() {
             Flags::Mat(f) => self.bit(f, 11),
             Flags::Lazy {
                 op,
@@ -1034,7 +1089,7 @@ impl<'a> Translator<'a> {
     }
 
     fn af(&mut self) -> Value {
-        match self.flags {
+        match self.flags_now() {
             Flags::Mat(f) => self.bit(f, 4),
             Flags::Lazy { op, a, b, res, .. } => match op {
                 FlagOp::Add | FlagOp::Sub { .. } => {
@@ -1080,7 +1135,7 @@ impl<'a> Translator<'a> {
 
     /// The full RFLAGS value now (not cached: may be emitted on a side path).
     fn flags_value(&mut self) -> Value {
-        match self.flags {
+        match self.flags_now() {
             Flags::Mat(f) => f,
             Flags::Lazy { .. } => {
                 let cf = self.cf();
@@ -1097,7 +1152,7 @@ impl<'a> Translator<'a> {
     /// Condition code `cc` as an i8 (SDM Vol. 1 App. B).
     fn cond(&mut self, cc: u8) -> Value {
         let neg = cc & 1 != 0;
-        let direct = match self.flags {
+        let direct = match self.flags_now() {
             Flags::Lazy {
                 op: FlagOp::Sub { plain: true },
                 bits,
