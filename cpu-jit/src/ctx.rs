@@ -128,6 +128,8 @@ pub(crate) struct Link {
     pub insns: u64,
     /// Its block index.
     pub idx: u64,
+    /// In the indirect-branch cache: the RIP it is the successor for.
+    pub tag: u64,
 }
 
 /// Links per block: the constant-target exits of one block (taken and not-taken).
@@ -140,6 +142,7 @@ impl Link {
         func: 0,
         insns: 0,
         idx: 0,
+        tag: u64::MAX,
     };
 }
 
@@ -147,6 +150,16 @@ pub(crate) const LINK_GEN: i32 = std::mem::offset_of!(Link, gen) as i32;
 pub(crate) const LINK_FUNC: i32 = std::mem::offset_of!(Link, func) as i32;
 pub(crate) const LINK_INSNS: i32 = std::mem::offset_of!(Link, insns) as i32;
 pub(crate) const LINK_IDX: i32 = std::mem::offset_of!(Link, idx) as i32;
+pub(crate) const LINK_TAG: i32 = std::mem::offset_of!(Link, tag) as i32;
+
+/// Entries of the indirect-branch cache (RET and indirect JMP/CALL targets → successor), a
+/// power of two.
+pub(crate) const IND_CACHE_SIZE: usize = 4096;
+
+/// The indirect-branch cache slot of target `rip` (generated code computes the same).
+pub(crate) fn ind_cache_slot(rip: u64) -> usize {
+    ((rip ^ (rip >> 12)) as usize) & (IND_CACHE_SIZE - 1)
+}
 
 // SAFETY: the raw `interp` and `mem` pointers are only used while the owning backend runs
 // generated code on its thread (`interp` is null between calls; `mem` is re-set before each

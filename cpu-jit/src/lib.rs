@@ -46,7 +46,7 @@ use pcvm_core::{
 };
 use pcvm_cpu_interp::Interpreter;
 
-use ctx::{JitCtx, Link, LINKS_PER_BLOCK, NO_LINK};
+use ctx::{ind_cache_slot, JitCtx, Link, IND_CACHE_SIZE, LINKS_PER_BLOCK, NO_LINK};
 use translate::{supported, Translator, EXIT_FAULT, EXIT_NEXT, EXIT_STOP};
 
 /// Executions of a block before it is compiled (a Linux boot compiles ~40% fewer blocks at
@@ -255,6 +255,7 @@ impl Compiler {
         insns: &[Instruction],
         long: bool,
         links: Option<*const [Link; LINKS_PER_BLOCK]>,
+        ind_cache: *const Link,
     ) -> Result<BlockFn> {
         let sig = Self::block_signature(&self.module);
         let id = self
@@ -265,7 +266,7 @@ impl Compiler {
         let call_conv = self.module.isa().default_call_conv();
         let cfg = self.module.target_config();
         let b = FunctionBuilder::new(&mut self.cl_ctx.func, &mut self.fctx);
-        let built = Translator::new(b, call_conv, long, links).block(insns, cfg);
+        let built = Translator::new(b, call_conv, long, links, ind_cache).block(insns, cfg);
         if built.is_err() {
             self.module.clear_context(&mut self.cl_ctx);
             return Err(Error::Untranslatable);
@@ -335,6 +336,8 @@ pub struct JitBackend {
     link_key: (u64, u64),
     /// The current link generation (links of older ones are void).
     link_gen: u64,
+    /// Indirect-branch targets' successors (see `ctx::ind_cache_slot`), same generations.
+    ind_cache: Box<[Link]>,
 }
 
 /// Linear-RIP cache entry of code that stays interpreted.
@@ -396,6 +399,7 @@ impl JitBackend {
             links: Vec::new(),
             link_key: (u64::MAX, u64::MAX),
             link_gen: 0,
+            ind_cache: vec![Link::EMPTY; IND_CACHE_SIZE].into_boxed_slice(),
         })
     }
 
@@ -573,7 +577,8 @@ impl JitBackend {
         let chainable = n == block.insns.len();
         let links_ptr = chainable.then_some(&*links as *const [Link; LINKS_PER_BLOCK]);
         let t0 = Instant::now();
-        let func = match self.compiler.compile(insns, long, links_ptr) {
+        let ind_cache = self.ind_cache.as_ptr();
+        let func = match self.compiler.compile(insns, long, links_ptr, ind_cache) {
             Ok(f) => f,
             Err(e) => {
                 tracing::debug!("JIT: block at {:#x} not compiled: {e}", key.1);
@@ -762,8 +767,12 @@ impl JitBackend {
             };
             match self.ready(p, next, budget - total) {
                 Some(f) => {
-                    if miss_link != 0 && self.drop_gen == drop_gen {
-                        self.fill_link(idx, miss_link, next, f);
+                    if self.drop_gen == drop_gen {
+                        if miss_link != 0 {
+                            self.fill_link(idx, miss_link, next, f);
+                        } else {
+                            self.fill_ind_cache(lin, next, f);
+                        }
                     }
                     func = f;
                     idx = next;
@@ -779,6 +788,24 @@ impl JitBackend {
         self.interp.jit_retire(total);
         self.stats.insns_native += total;
         Some((total, last, code, pure_len))
+    }
+
+    /// Make block `next` (ready in this link generation) the indirect-branch cache's
+    /// successor for target `rip`.
+    fn fill_ind_cache(&mut self, rip: u64, next: u32, func: BlockFn) {
+        let Some(h) = self.hot.get(next as usize) else {
+            return;
+        };
+        let entry = Link {
+            gen: self.link_gen,
+            func: func.0.get() as u64,
+            insns: h.insns,
+            idx: u64::from(next),
+            tag: rip,
+        };
+        if let Some(e) = self.ind_cache.get_mut(ind_cache_slot(rip)) {
+            *e = entry;
+        }
     }
 
     /// Point the link at address `addr` (one of block `owner`'s, as its generated code
@@ -804,6 +831,7 @@ impl JitBackend {
                 func: func.0.get() as u64,
                 insns,
                 idx: u64::from(next),
+                tag: 0,
             };
         }
     }

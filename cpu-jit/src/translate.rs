@@ -23,11 +23,11 @@ use iced_x86::{Code, Instruction, Mnemonic, OpKind, Register};
 
 use crate::ctx::{
     helper_flags, helper_load, helper_store, helper_store_ram, Link, ACC_FILL, ACC_RMW, FLAGS_ADD,
-    FLAGS_DEC, FLAGS_INC, FLAGS_LOGIC, FLAGS_SUB, FLAGS_SUB_PLAIN, LINKS_PER_BLOCK, LINK_FUNC,
-    LINK_GEN, LINK_IDX, LINK_INSNS, OFF_BUDGET, OFF_CHAINED, OFF_CHAINED_BLOCKS, OFF_EXECUTED,
-    OFF_FAULT, OFF_FLAGS_A, OFF_FLAGS_B, OFF_FLAGS_CF, OFF_FLAGS_OP, OFF_FLAGS_RES, OFF_GPR,
-    OFF_LAST, OFF_LINK_GEN, OFF_MISS_LINK, OFF_POLL_ROOM, OFF_RFLAGS, OFF_RIP, OFF_SEG_BASE,
-    OFF_TLB_READ, OFF_TLB_WRITE, STORE_FAULT, STORE_STOP,
+    FLAGS_DEC, FLAGS_INC, FLAGS_LOGIC, FLAGS_SUB, FLAGS_SUB_PLAIN, IND_CACHE_SIZE, LINKS_PER_BLOCK,
+    LINK_FUNC, LINK_GEN, LINK_IDX, LINK_INSNS, LINK_TAG, OFF_BUDGET, OFF_CHAINED,
+    OFF_CHAINED_BLOCKS, OFF_EXECUTED, OFF_FAULT, OFF_FLAGS_A, OFF_FLAGS_B, OFF_FLAGS_CF,
+    OFF_FLAGS_OP, OFF_FLAGS_RES, OFF_GPR, OFF_LAST, OFF_LINK_GEN, OFF_MISS_LINK, OFF_POLL_ROOM,
+    OFF_RFLAGS, OFF_RIP, OFF_SEG_BASE, OFF_TLB_READ, OFF_TLB_WRITE, STORE_FAULT, STORE_STOP,
 };
 
 /// Exit code: the block ran to its end.
@@ -429,6 +429,8 @@ pub(crate) struct Translator<'a> {
     /// Host address of the block's [`Link`]s when its exits to constant targets may chain
     /// natively (the translation covers the interpreter's whole block).
     links: Option<u64>,
+    /// Host address of the indirect-branch cache ([`IND_CACHE_SIZE`] [`Link`]s).
+    ind_cache: u64,
 }
 
 fn sig(call_conv: CallConv, params: usize) -> Signature {
@@ -451,6 +453,7 @@ impl<'a> Translator<'a> {
         call_conv: CallConv,
         long: bool,
         links: Option<*const [Link; LINKS_PER_BLOCK]>,
+        ind_cache: *const Link,
     ) -> Self {
         let entry = b.create_block();
         b.append_block_params_for_function_params(entry);
@@ -492,6 +495,7 @@ impl<'a> Translator<'a> {
             cur_ip: 0,
             stored: false,
             links: links.map(|p| p as u64),
+            ind_cache: ind_cache as u64,
         }
     }
 
@@ -546,13 +550,46 @@ impl<'a> Translator<'a> {
             self.exit(v, executed, EXIT_NEXT);
             return;
         };
-        let f = MemFlagsData::trusted();
         let r = self.iconst(rip as i64);
         self.store_state(r);
         let link = self.b.ins().iconst(
             I64,
             (links + (slot * std::mem::size_of::<Link>()) as u64) as i64,
         );
+        self.chain_or_return(link, None, executed, true);
+    }
+
+    /// The block ran to its end and continues at the computed `rip` (RET, indirect JMP and
+    /// CALL): like [`Self::exit_linked`], with the successor looked up in the indirect-branch
+    /// cache (the entry whose tag is `rip`); the dispatcher fills the cache after a miss.
+    fn exit_dynamic(&mut self, rip: Value, executed: u32) {
+        if self.links.is_none() {
+            self.exit(rip, executed, EXIT_NEXT);
+            return;
+        }
+        self.store_state(rip);
+        let hashed = self.b.ins().ushr_imm_s(rip, 12);
+        let hashed = self.b.ins().bxor(hashed, rip);
+        let slot = self.b.ins().band_imm_s(hashed, (IND_CACHE_SIZE - 1) as i64);
+        let offset = self
+            .b
+            .ins()
+            .imul_imm_s(slot, std::mem::size_of::<Link>() as i64);
+        let link = self.b.ins().iadd_imm_s(offset, self.ind_cache as i64);
+        let tag = self
+            .b
+            .ins()
+            .load(I64, MemFlagsData::trusted(), link, LINK_TAG);
+        let hit = self.b.ins().icmp(IntCC::Equal, tag, rip);
+        self.chain_or_return(link, Some(hit), executed, false);
+    }
+
+    /// Jump into the successor `link` names when it is valid now (and `cond`, if given,
+    /// holds), no poll is due (fewer than `poll_room` retired) and it fits `budget`;
+    /// otherwise return `EXIT_NEXT` (naming `link` for the dispatcher to fill if `report`).
+    /// The state is already stored.
+    fn chain_or_return(&mut self, link: Value, cond: Option<Value>, executed: u32, report: bool) {
+        let f = MemFlagsData::trusted();
         let before = self.b.ins().load(I64, f, self.ctx, OFF_CHAINED);
         let total = self.b.ins().iadd_imm_s(before, i64::from(executed));
         let gen = self.b.ins().load(I64, f, link, LINK_GEN);
@@ -568,7 +605,10 @@ impl<'a> Translator<'a> {
             .ins()
             .icmp(IntCC::UnsignedLessThanOrEqual, after, budget);
         let ok = self.b.ins().band(valid, no_poll);
-        let ok = self.b.ins().band(ok, fits);
+        let mut ok = self.b.ins().band(ok, fits);
+        if let Some(c) = cond {
+            ok = self.b.ins().band(ok, c);
+        }
         let chain = self.b.create_block();
         let miss = self.b.create_block();
         self.b.ins().brif(ok, chain, &[], miss, &[]);
@@ -589,7 +629,9 @@ impl<'a> Translator<'a> {
         self.b.switch_to_block(miss);
         let n = self.iconst(i64::from(executed));
         self.b.ins().store(f, n, self.ctx, OFF_EXECUTED);
-        self.b.ins().store(f, link, self.ctx, OFF_MISS_LINK);
+        if report {
+            self.b.ins().store(f, link, self.ctx, OFF_MISS_LINK);
+        }
         let c = self.iconst(EXIT_NEXT);
         self.b.ins().return_(&[c]);
     }
@@ -1391,7 +1433,7 @@ impl<'a> Translator<'a> {
                 self.push(ret, w);
                 let n = self.executed + 1;
                 if matches!(insn.code(), Code::Call_rm32 | Code::Call_rm64) {
-                    self.exit(target, n, EXIT_NEXT);
+                    self.exit_dynamic(target, n);
                 } else {
                     self.exit_linked(insn.near_branch_target(), n, 0);
                 }
@@ -1409,7 +1451,7 @@ impl<'a> Translator<'a> {
                 };
                 self.adjust_sp(i64::from(w) + extra);
                 let n = self.executed + 1;
-                self.exit(v, n, EXIT_NEXT);
+                self.exit_dynamic(v, n);
                 return Ok(true);
             }
             M::Jmp => {
@@ -1418,7 +1460,7 @@ impl<'a> Translator<'a> {
                     let w = self.branch_size();
                     let t = self.read_op(insn, 0, w)?;
                     self.check_target(t);
-                    self.exit(t, n, EXIT_NEXT);
+                    self.exit_dynamic(t, n);
                 } else {
                     self.exit_linked(insn.near_branch_target(), n, 0);
                 }
