@@ -489,10 +489,10 @@ impl JitBackend {
         }
     }
 
-    /// Tag of linear-RIP cache entries valid now: the interpreter's context generation and
+    /// Tag of linear-RIP cache entries valid now: the cache generation (`ctx::CacheGen`) and
     /// the drop generation.
-    fn jmp_gen(&self) -> u64 {
-        self.interp.jit_ctx_gen() ^ (self.drop_gen << 40)
+    fn jmp_gen(&mut self) -> u64 {
+        self.ctx.cache_gen.get(&self.interp) ^ (self.drop_gen << 40)
     }
 
     /// The compiled block to run at CS:EIP, compiling it if it became hot.
@@ -839,12 +839,12 @@ impl JitBackend {
     }
 
     /// The mode allows translated code: 32-bit flat protected mode, or 64-bit code, and not
-    /// one instruction at a time. The segment part is cached per context generation.
+    /// one instruction at a time. The segment part is cached per cache generation.
     fn jit_mode_ok(&mut self) -> bool {
         if self.interp.jit_single() {
             return false;
         }
-        let gen = self.interp.jit_ctx_gen();
+        let gen = self.ctx.cache_gen.get(&self.interp);
         if self.mode_cache.0 != gen {
             let m = self.interp.jit_mode();
             let ok = m.bitness == 64 || (m.bitness == 32 && m.flat && m.code_flat && m.stack32);
