@@ -22,9 +22,10 @@ use cranelift_frontend::{FunctionBuilder, Variable};
 use iced_x86::{Code, Instruction, Mnemonic, OpKind, Register};
 
 use crate::ctx::{
-    helper_load, helper_store, helper_store_ram, ACC_FILL, ACC_RMW, OFF_EXECUTED, OFF_FAULT,
-    OFF_GPR, OFF_RFLAGS, OFF_RIP, OFF_SEG_BASE, OFF_TLB_READ, OFF_TLB_WRITE, STORE_FAULT,
-    STORE_STOP,
+    helper_load, helper_store, helper_store_ram, ACC_FILL, ACC_RMW, OFF_CODE_DIRTY, OFF_EXECUTED,
+    OFF_FAULT, OFF_GPR, OFF_RFLAGS, OFF_RIP, OFF_SEG_BASE, OFF_TLB_READ, OFF_TLB_WRITE,
+    STORE_FAULT, STORE_OK, STORE_STOP, TLB_READ_SHIFT, TLB_WRITE_SHIFT, WTLB_ADDEND,
+    WTLB_CODE_WORD, WTLB_RAM_ADDEND,
 };
 
 /// Exit code: the block ran to its end.
@@ -672,7 +673,7 @@ impl<'a> Translator<'a> {
         self.b.set_cold_block(slow);
         if let Some(lin) = self.fast_linear(seg.1, ea) {
             let fast = self.b.create_block();
-            let (hit, entry) = self.tlb_probe(lin, size, OFF_TLB_READ);
+            let (hit, entry) = self.tlb_probe(lin, size, OFF_TLB_READ, TLB_READ_SHIFT);
             self.b.ins().brif(hit, fast, &[], slow, &[]);
             self.b.seal_block(fast);
             self.b.seal_block(slow);
@@ -723,29 +724,74 @@ impl<'a> Translator<'a> {
     }
 
     /// Store the low `size` bytes of `v` at `seg:ea`.
+    ///
+    /// A write-TLB hit on a page that holds no code stores straight to host memory; a hit on
+    /// a code page (or while some code write is pending report) calls `helper_store_ram`,
+    /// which writes through `GuestMemory` so the write is reported and the block stops after
+    /// this instruction as the interpreter's would; a miss (or a store crossing a page) takes
+    /// the interpreter's path. The code-page bit is read on every store, not when the entry
+    /// was filled, so a page that becomes code later (the interpreter or the JIT decoding
+    /// from it) while its write-TLB entry lives is still caught.
     fn store_at(&mut self, seg: (i64, SegKind), ea: Value, size: u32, v: Value) {
         let merge = self.b.create_block();
         self.b.append_block_param(merge, I64);
         let slow = self.b.create_block();
         self.b.set_cold_block(slow);
-        let sz = self.iconst(i64::from(size));
         if let Some(lin) = self.fast_linear(seg.1, ea) {
-            let fast = self.b.create_block();
-            let (hit, entry) = self.tlb_probe(lin, size, OFF_TLB_WRITE);
-            self.b.ins().brif(hit, fast, &[], slow, &[]);
-            self.b.seal_block(fast);
+            let hit_block = self.b.create_block();
+            let plain = self.b.create_block();
+            let code = self.b.create_block();
+            self.b.set_cold_block(code);
+            let (hit, entry) = self.tlb_probe(lin, size, OFF_TLB_WRITE, TLB_WRITE_SHIFT);
+            self.b.ins().brif(hit, hit_block, &[], slow, &[]);
+            self.b.seal_block(hit_block);
             self.b.seal_block(slow);
-            self.b.switch_to_block(fast);
+            self.b.switch_to_block(hit_block);
+            let t = MemFlagsData::trusted();
+            let ram_addend = self
+                .b
+                .ins()
+                .load(I64, t, entry, OFF_TLB_WRITE + WTLB_RAM_ADDEND);
+            let ram = self.b.ins().iadd(lin, ram_addend);
+            let word_ptr = self
+                .b
+                .ins()
+                .load(I64, t, entry, OFF_TLB_WRITE + WTLB_CODE_WORD);
+            // A plain (relaxed) read of the atomics: only this thread sets code bits, and a
+            // racing DMA write to a code page is reported by its own `write_ram` call.
+            let word = self.b.ins().load(I64, t, word_ptr, 0);
+            let page = self.b.ins().ushr_imm_s(ram, 12);
+            // Cranelift takes shift amounts modulo the width: bit `page % 64`.
+            let bit = self.b.ins().ushr(word, page);
+            let bit = self.b.ins().band_imm_s(bit, 1);
+            let dirty_ptr = self.b.ins().load(I64, t, self.ctx, OFF_CODE_DIRTY);
+            let dirty = self.b.ins().uload8(I64, t, dirty_ptr, 0);
+            let either = self.b.ins().bor(bit, dirty);
+            self.b.ins().brif(either, code, &[], plain, &[]);
+            self.b.seal_block(code);
+            self.b.seal_block(plain);
+            self.b.switch_to_block(plain);
             let addend = self
                 .b
                 .ins()
-                .load(I64, MemFlagsData::trusted(), entry, OFF_TLB_WRITE + 8);
-            let off = self.b.ins().iadd(lin, addend);
+                .load(I64, t, entry, OFF_TLB_WRITE + WTLB_ADDEND);
+            let host = self.b.ins().iadd(lin, addend);
+            let fl = MemFlagsData::new().with_notrap();
+            match size {
+                1 => self.b.ins().istore8(fl, v, host, 0),
+                2 => self.b.ins().istore16(fl, v, host, 0),
+                4 => self.b.ins().istore32(fl, v, host, 0),
+                _ => self.b.ins().store(fl, v, host, 0),
+            };
+            let ok = self.iconst(STORE_OK as i64);
+            self.b.ins().jump(merge, &[ok.into()]);
+            self.b.switch_to_block(code);
+            let sz = self.iconst(i64::from(size));
             let callee = self.iconst(helper_store_ram as *const () as usize as i64);
             let call = self.b.ins().call_indirect(
                 self.sigs.store_ram,
                 callee,
-                &[self.ctx, self.plat, off, sz, v],
+                &[self.ctx, self.plat, ram, sz, v],
             );
             let st = self.b.inst_results(call)[0];
             self.b.ins().jump(merge, &[st.into()]);
@@ -784,9 +830,10 @@ impl<'a> Translator<'a> {
         self.stored = true;
     }
 
-    /// Soft-TLB probe: (hit, entry address). A hit needs the last byte on the tagged page,
-    /// so an access crossing a page always takes the slow path.
-    fn tlb_probe(&mut self, ea: Value, size: u32, table: i32) -> (Value, Value) {
+    /// Soft-TLB probe of the table at `table` with entries of `1 << shift` bytes: (hit, entry
+    /// address minus `table`). A hit needs the last byte on the tagged page, so an access
+    /// crossing a page always takes the slow path.
+    fn tlb_probe(&mut self, ea: Value, size: u32, table: i32, shift: i64) -> (Value, Value) {
         let last = self.b.ins().iadd_imm_s(ea, i64::from(size) - 1);
         let want = self.b.ins().band_imm_s(last, !0xFFF);
         let slot = self.b.ins().ushr_imm_s(ea, 12);
@@ -794,7 +841,7 @@ impl<'a> Translator<'a> {
             .b
             .ins()
             .band_imm_s(slot, (crate::ctx::TLB_SIZE - 1) as i64);
-        let off = self.b.ins().ishl_imm_s(slot, 4);
+        let off = self.b.ins().ishl_imm_s(slot, shift);
         let entry = self.b.ins().iadd(self.ctx, off);
         let tag = self
             .b
