@@ -435,6 +435,9 @@ pub(crate) struct Translator<'a> {
     /// A register was read that was neither loaded nor written ([`entry_loads`] missed it):
     /// Cranelift would read it as zero, so the block is not compiled.
     undefined_read: bool,
+    /// Values known to be zero-extended from fewer than 8 bytes: `narrow[v]` = that size in
+    /// bytes (0: unknown), so [`Self::trunc`] leaves them alone.
+    narrow: Vec<u8>,
     /// 64-bit code (REX registers, 64-bit stack and addresses, FS/GS bases).
     long: bool,
     flags: Flags,
@@ -485,6 +488,7 @@ impl<'a> Translator<'a> {
             dirty: 0,
             defined: 0,
             undefined_read: false,
+            narrow: Vec::new(),
             long,
             flags: Flags::Mat(entry_flags),
             entry_flags,
@@ -599,6 +603,35 @@ impl<'a> Translator<'a> {
 
     // --- Registers. ---
 
+    /// Remember that `v` is below 2^(8 * size).
+    fn note_narrow(&mut self, v: Value, size: u32) {
+        let i = v.as_u32() as usize;
+        if self.narrow.len() <= i {
+            self.narrow.resize(i + 1, 0);
+        }
+        self.narrow[i] = size as u8;
+    }
+
+    /// The low `size` bytes of `v`, zero-extended (a 32-bit truncation is one `mov r32, r32`
+    /// rather than an AND with a 64-bit constant); nothing at all when `v` is known to fit.
+    fn trunc(&mut self, v: Value, size: u32) -> Value {
+        if size >= 8 {
+            return v;
+        }
+        let known = self.narrow.get(v.as_u32() as usize).copied().unwrap_or(0);
+        if known != 0 && u32::from(known) <= size {
+            return v;
+        }
+        let r = if size == 4 {
+            let w = self.b.ins().ireduce(types::I32, v);
+            self.b.ins().uextend(I64, w)
+        } else {
+            self.b.ins().band_imm_s(v, mask(size))
+        };
+        self.note_narrow(r, size);
+        r
+    }
+
     fn iconst(&mut self, v: i64) -> Value {
         self.b.ins().iconst(I64, v)
     }
@@ -629,7 +662,7 @@ impl<'a> Translator<'a> {
         } else {
             v
         };
-        Ok(self.b.ins().band_imm_s(v, mask(size)))
+        Ok(self.trunc(v, size))
     }
 
     fn write_reg(&mut self, r: Register, v: Value) -> Tr<()> {
@@ -640,12 +673,12 @@ impl<'a> Translator<'a> {
         let new = if size == 8 {
             v
         } else if size == 4 {
-            self.b.ins().band_imm_s(v, mask(4))
+            self.trunc(v, 4)
         } else {
             let old = self.use_reg(n);
             let m = mask(size) << shift;
             let keep = self.b.ins().band_imm_s(old, !m);
-            let part = self.b.ins().band_imm_s(v, mask(size));
+            let part = self.trunc(v, size);
             let part = if shift != 0 {
                 self.b.ins().ishl_imm_s(part, i64::from(shift))
             } else {
@@ -705,7 +738,7 @@ impl<'a> Translator<'a> {
         Ok(if asize >= 8 {
             v
         } else {
-            self.b.ins().band_imm_s(v, mask(asize as u32))
+            self.trunc(v, asize as u32)
         })
     }
 
@@ -769,6 +802,7 @@ impl<'a> Translator<'a> {
                 4 => self.b.ins().uload32(fl, host, 0),
                 _ => self.b.ins().load(I64, fl, host, 0),
             };
+            self.note_narrow(v, size);
             self.b.ins().jump(merge, &[v.into()]);
         } else {
             self.b.ins().jump(slow, &[]);
@@ -799,7 +833,10 @@ impl<'a> Translator<'a> {
         self.b.ins().jump(merge, &[v.into()]);
         self.b.seal_block(merge);
         self.b.switch_to_block(merge);
-        self.b.block_params(merge)[0]
+        // Both paths give `size` bytes zero-extended.
+        let v = self.b.block_params(merge)[0];
+        self.note_narrow(v, size);
+        v
     }
 
     /// Store the low `size` bytes of `v` at `seg:ea`.
@@ -943,7 +980,11 @@ impl<'a> Translator<'a> {
         match insn.op_kind(i) {
             OpKind::Register => self.read_reg(insn.op_register(i)),
             OpKind::Memory => Ok(self.load_mem(insn, size, false)?.0),
-            k if is_imm(k) => Ok(self.iconst(insn.immediate(i) as i64 & mask(size))),
+            k if is_imm(k) => {
+                let v = self.iconst(insn.immediate(i) as i64 & mask(size));
+                self.note_narrow(v, size);
+                Ok(v)
+            }
             _ => Err(Unsupported),
         }
     }
@@ -1068,28 +1109,6 @@ impl<'a> Translator<'a> {
         }
     }
 
-    fn af(&mut self) -> Value {
-        match self.flags {
-            Flags::Mat(f) => self.bit(f, 4),
-            Flags::Lazy { op, a, b, res, .. } => match op {
-                FlagOp::Add | FlagOp::Sub { .. } => {
-                    let x = self.b.ins().bxor(a, b);
-                    let x = self.b.ins().bxor(x, res);
-                    self.bit(x, 4)
-                }
-                FlagOp::Logic => self.b.ins().iconst(I8, 0),
-                FlagOp::Inc => {
-                    let l = self.b.ins().band_imm_s(res, 0xF);
-                    self.b.ins().icmp_imm_s(IntCC::Equal, l, 0)
-                }
-                FlagOp::Dec => {
-                    let l = self.b.ins().band_imm_s(res, 0xF);
-                    self.b.ins().icmp_imm_s(IntCC::Equal, l, 0xF)
-                }
-            },
-        }
-    }
-
     /// RFLAGS from the entry value's system bits and the given arithmetic flags (i8 each).
     fn compose(
         &mut self,
@@ -1114,19 +1133,65 @@ impl<'a> Translator<'a> {
     }
 
     /// The full RFLAGS value now (not cached: may be emitted on a side path).
+    ///
+    /// Lazy flags are built in place with shifts and masks rather than one i8 per flag (this
+    /// runs at every block exit): AF is bit 4 of `a ^ b ^ res` (the carry or borrow into bit
+    /// 4) and OF the top bit of `(a ^ res) & (b ^ res)` for additions or `(a ^ b) & (a ^ res)`
+    /// for subtractions, moved to bit 11. INC and DEC are the addition and subtraction of 1
+    /// (their `b`), so the same formulas give their AF and OF.
     fn flags_value(&mut self) -> Value {
-        match self.flags {
-            Flags::Mat(f) => f,
-            Flags::Lazy { .. } => {
-                let cf = self.cf();
-                let pf = self.pf();
-                let af = self.af();
-                let zf = self.zf();
-                let sf = self.sf();
-                let of = self.of();
-                self.compose(cf, pf, af, zf, sf, of)
-            }
-        }
+        let (op, bits, a, b, res, cf) = match self.flags {
+            Flags::Mat(f) => return f,
+            Flags::Lazy {
+                op,
+                bits,
+                a,
+                b,
+                res,
+                cf,
+            } => (op, bits, a, b, res, cf),
+        };
+        let top = i64::from(bits) - 1;
+        let base = self.b.ins().band_imm_s(self.entry_flags, !ARITH);
+        let c = self.b.ins().uextend(I64, cf);
+        let mut f = self.b.ins().bor(base, c);
+        // PF: the low byte has an even number of set bits.
+        let low = self.b.ins().band_imm_s(res, 0xFF);
+        let n = self.b.ins().popcnt(low);
+        let n = self.b.ins().band_imm_s(n, 1);
+        let p = self.b.ins().bxor_imm_s(n, 1);
+        let p = self.b.ins().ishl_imm_s(p, 2);
+        f = self.b.ins().bor(f, p);
+        let z = self.b.ins().icmp_imm_s(IntCC::Equal, res, 0);
+        let z = self.b.ins().uextend(I64, z);
+        let z = self.b.ins().ishl_imm_s(z, 6);
+        f = self.b.ins().bor(f, z);
+        // SF: bit `top` of the result (the higher ones are clear) to bit 7.
+        let sf = self.b.ins().ushr_imm_s(res, top - 7);
+        let sf = self.b.ins().band_imm_s(sf, 0x80);
+        f = self.b.ins().bor(f, sf);
+        let add = match op {
+            FlagOp::Logic => return f,
+            FlagOp::Add | FlagOp::Inc => true,
+            FlagOp::Sub { .. } | FlagOp::Dec => false,
+        };
+        let x = self.b.ins().bxor(a, b);
+        let x = self.b.ins().bxor(x, res);
+        let af = self.b.ins().band_imm_s(x, 0x10);
+        f = self.b.ins().bor(f, af);
+        let (x, y) = if add {
+            (self.b.ins().bxor(a, res), self.b.ins().bxor(b, res))
+        } else {
+            (self.b.ins().bxor(a, b), self.b.ins().bxor(a, res))
+        };
+        let o = self.b.ins().band(x, y);
+        let o = if top >= 11 {
+            self.b.ins().ushr_imm_s(o, top - 11)
+        } else {
+            self.b.ins().ishl_imm_s(o, 11 - top)
+        };
+        let o = self.b.ins().band_imm_s(o, 0x800);
+        self.b.ins().bor(f, o)
     }
 
     /// Condition code `cc` as an i8 (SDM Vol. 1 App. B).
@@ -1219,7 +1284,7 @@ impl<'a> Translator<'a> {
                 } else {
                     self.b.ins().iadd_imm_s(a, -1)
                 };
-                let r = self.b.ins().band_imm_s(r, mask(size));
+                let r = self.trunc(r, size);
                 self.write_op0(insn, ea, size, r)?;
                 let cf = self.cf();
                 let one = self.iconst(1);
@@ -1241,7 +1306,7 @@ impl<'a> Translator<'a> {
                 let (a, ea) = self.read_op0_rmw(insn, size, true)?;
                 let zero = self.iconst(0);
                 let r = self.b.ins().isub(zero, a);
-                let r = self.b.ins().band_imm_s(r, mask(size));
+                let r = self.trunc(r, size);
                 self.write_op0(insn, ea, size, r)?;
                 let cf = self.b.ins().icmp_imm_s(IntCC::NotEqual, a, 0);
                 self.flags = Flags::Lazy {
@@ -1335,7 +1400,7 @@ impl<'a> Translator<'a> {
                     let sign = self.b.ins().sshr_imm_s(r, 63);
                     (r, self.b.ins().icmp(IntCC::NotEqual, hi, sign))
                 } else {
-                    let low = self.b.ins().band_imm_s(r, mask(size));
+                    let low = self.trunc(r, size);
                     let back = self.sext(low, bits);
                     (low, self.b.ins().icmp(IntCC::NotEqual, back, r))
                 };
@@ -1416,7 +1481,7 @@ impl<'a> Translator<'a> {
                 let b = self.read_reg(insn.op1_register())?;
                 let (a, ea) = self.read_op0_rmw(insn, size, true)?;
                 let full = self.b.ins().iadd(a, b);
-                let r = self.b.ins().band_imm_s(full, mask(size));
+                let r = self.trunc(full, size);
                 self.write_op0(insn, ea, size, r)?;
                 self.write_reg(insn.op1_register(), a)?;
                 if insn.op0_kind() == OpKind::Register {
@@ -1471,7 +1536,7 @@ impl<'a> Translator<'a> {
                 let v = self.b.ins().select(equal, old, new);
                 self.set_reg64(0, v);
                 let diff = self.b.ins().isub(acc, dst);
-                let res = self.b.ins().band_imm_s(diff, mask(size));
+                let res = self.trunc(diff, size);
                 let cf = self.b.ins().icmp(IntCC::UnsignedLessThan, acc, dst);
                 self.flags = Flags::Lazy {
                     op: FlagOp::Sub { plain: true },
@@ -1524,11 +1589,7 @@ impl<'a> Translator<'a> {
                 // RSP ← RBP, then POP RBP; nothing changes if the pop faults.
                 let w = self.branch_size();
                 let rbp = self.reg64(5);
-                let sp = if self.long {
-                    rbp
-                } else {
-                    self.b.ins().band_imm_s(rbp, mask(4))
-                };
+                let sp = if self.long { rbp } else { self.trunc(rbp, 4) };
                 let v = self.load_at(Self::STACK, sp, w, false);
                 let rsp = if self.long {
                     self.b.ins().iadd_imm_s(rbp, 8)
@@ -1536,7 +1597,7 @@ impl<'a> Translator<'a> {
                     let old = self.reg64(4);
                     let hi = self.b.ins().band_imm_s(old, !mask(4));
                     let lo = self.b.ins().iadd_imm_s(rbp, 4);
-                    let lo = self.b.ins().band_imm_s(lo, mask(4));
+                    let lo = self.trunc(lo, 4);
                     self.b.ins().bor(hi, lo)
                 };
                 self.set_reg64(4, rsp);
@@ -1614,11 +1675,7 @@ impl<'a> Translator<'a> {
                 let (n, _, _) = gpr(insn.op0_register()).ok_or(Unsupported)?;
                 let old = self.reg64(n);
                 // A 32-bit CMOV writes (zero-extends) its destination either way.
-                let old = if size == 4 {
-                    self.b.ins().band_imm_s(old, mask(4))
-                } else {
-                    old
-                };
+                let old = if size == 4 { self.trunc(old, 4) } else { old };
                 self.write_reg(insn.op0_register(), src)?;
                 let new = self.reg64(n);
                 let v = self.b.ins().select(c, new, old);
@@ -1645,7 +1702,7 @@ impl<'a> Translator<'a> {
         if self.long {
             sp
         } else {
-            self.b.ins().band_imm_s(sp, mask(4))
+            self.trunc(sp, 4)
         }
     }
 
@@ -1675,7 +1732,7 @@ impl<'a> Translator<'a> {
             self.b.ins().iadd_imm_s(rsp, delta)
         } else {
             let sp = self.b.ins().iadd_imm_s(rsp, delta);
-            let sp = self.b.ins().band_imm_s(sp, mask(4));
+            let sp = self.trunc(sp, 4);
             let hi = self.b.ins().band_imm_s(rsp, !mask(4));
             self.b.ins().bor(hi, sp)
         };
@@ -1712,9 +1769,9 @@ impl<'a> Translator<'a> {
                 (a, s)
             };
             let r = self.b.ins().imul(x, y);
-            let low = self.b.ins().band_imm_s(r, mask(size));
+            let low = self.trunc(r, size);
             let high = self.b.ins().ushr_imm_s(r, i64::from(bits));
-            let high = self.b.ins().band_imm_s(high, mask(size));
+            let high = self.trunc(high, size);
             let over = if signed {
                 let back = self.sext(low, bits);
                 self.b.ins().icmp(IntCC::NotEqual, back, r)
@@ -1769,7 +1826,7 @@ impl<'a> Translator<'a> {
             M::Or => (self.b.ins().bor(a, b), FlagOp::Logic),
             _ => (self.b.ins().bxor(a, b), FlagOp::Logic),
         };
-        let res = self.b.ins().band_imm_s(full, mask(size));
+        let res = self.trunc(full, size);
         if writes {
             self.write_op0(insn, ea, size, res)?;
         }
@@ -1842,7 +1899,7 @@ impl<'a> Translator<'a> {
         let (r, cf, of) = match m {
             M::Shl | M::Sal => {
                 let wide = self.b.ins().ishl_imm_s(a, i64::from(n));
-                let r = self.b.ins().band_imm_s(wide, mask(size));
+                let r = self.trunc(wide, size);
                 let cf = if bits == 64 {
                     self.bit(a, 64 - i64::from(n))
                 } else {
@@ -1869,7 +1926,7 @@ impl<'a> Translator<'a> {
             _ => {
                 let s = self.sext(a, bits);
                 let r = self.b.ins().sshr_imm_s(s, i64::from(n.min(63)));
-                let r = self.b.ins().band_imm_s(r, mask(size));
+                let r = self.trunc(r, size);
                 let cf = self.bit(s, i64::from((n - 1).min(63)));
                 (r, cf, zero8)
             }
@@ -1915,7 +1972,7 @@ impl<'a> Translator<'a> {
         let (r, f) = match m {
             M::Shl | M::Sal => {
                 let wide = self.b.ins().ishl(a, n);
-                let r = self.b.ins().band_imm_s(wide, mask(size));
+                let r = self.trunc(wide, size);
                 let cf = if bits == 64 {
                     let k = self.b.ins().isub(bits_v, n);
                     let t = self.b.ins().ushr(a, k);
@@ -1941,7 +1998,7 @@ impl<'a> Translator<'a> {
             M::Sar => {
                 let s = self.sext(a, bits);
                 let r = self.b.ins().sshr(s, n);
-                let r = self.b.ins().band_imm_s(r, mask(size));
+                let r = self.trunc(r, size);
                 let t = self.b.ins().sshr(s, n1);
                 let cf = self.b.ins().band_imm_s(t, 1);
                 let zero = self.iconst(0);
@@ -1969,7 +2026,7 @@ impl<'a> Translator<'a> {
                     };
                     self.b.ins().bor(x, y)
                 };
-                let r = self.b.ins().band_imm_s(r, mask(size));
+                let r = self.trunc(r, size);
                 let msb = self.b.ins().ushr_imm_s(r, top);
                 let (cf, of) = if m == M::Rol {
                     let cf = self.b.ins().band_imm_s(r, 1);
@@ -2090,7 +2147,7 @@ impl<'a> Translator<'a> {
             let t = self.b.ins().ushr(a, n1);
             (self.b.ins().bor(x, y), self.b.ins().band_imm_s(t, 1))
         };
-        let r = self.b.ins().band_imm_s(r, mask(size));
+        let r = self.trunc(r, size);
         let x = self.b.ins().bxor(r, a);
         let of = self.b.ins().ushr_imm_s(x, i64::from(bits) - 1);
         let f0 = self.flags_value();
@@ -2173,7 +2230,7 @@ impl<'a> Translator<'a> {
         };
         let f0 = self.flags_value();
         if let Some(nv) = nv {
-            let nv = self.b.ins().band_imm_s(nv, mask(size));
+            let nv = self.trunc(nv, size);
             self.write_op0(insn, ea, size, nv)?;
         }
         let f = self.b.ins().band_imm_s(f0, !1);
