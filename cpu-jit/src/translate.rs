@@ -25,8 +25,8 @@ use iced_x86::{Code, Instruction, InstructionInfoFactory, Mnemonic, OpAccess, Op
 use crate::ctx::{
     helper_load, helper_store, helper_store_ram, ACC_FILL, ACC_RMW, OFF_CODE_DIRTY, OFF_EXECUTED,
     OFF_FAULT, OFF_GPR, OFF_RFLAGS, OFF_RIP, OFF_SEG_BASE, OFF_TLB_READ, OFF_TLB_WRITE,
-    STORE_FAULT, STORE_OK, STORE_STOP, TLB_READ_SHIFT, TLB_WRITE_SHIFT, WTLB_ADDEND,
-    WTLB_CODE_WORD, WTLB_RAM_ADDEND,
+    STORE_FAULT, STORE_STOP, TLB_READ_SHIFT, TLB_WRITE_SHIFT, WTLB_ADDEND, WTLB_CODE_WORD,
+    WTLB_RAM_ADDEND,
 };
 
 /// Exit code: the block ran to its end.
@@ -849,8 +849,12 @@ impl<'a> Translator<'a> {
     /// was filled, so a page that becomes code later (the interpreter or the JIT decoding
     /// from it) while its write-TLB entry lives is still caught.
     fn store_at(&mut self, seg: (i64, SegKind), ea: Value, size: u32, v: Value) {
+        // The helpers' status goes to `merge`; the inline store, which can neither fault nor
+        // hit code, goes straight on to `done`.
         let merge = self.b.create_block();
         self.b.append_block_param(merge, I64);
+        self.b.set_cold_block(merge);
+        let done = self.b.create_block();
         let slow = self.b.create_block();
         self.b.set_cold_block(slow);
         if let Some(lin) = self.fast_linear(seg.1, ea) {
@@ -899,8 +903,7 @@ impl<'a> Translator<'a> {
                 4 => self.b.ins().istore32(fl, v, host, 0),
                 _ => self.b.ins().store(fl, v, host, 0),
             };
-            let ok = self.iconst(STORE_OK as i64);
-            self.b.ins().jump(merge, &[ok.into()]);
+            self.b.ins().jump(done, &[]);
             self.b.switch_to_block(code);
             let sz = self.iconst(i64::from(size));
             let callee = self.iconst(helper_store_ram as *const () as usize as i64);
@@ -943,6 +946,9 @@ impl<'a> Translator<'a> {
         let old = self.b.use_var(self.stop);
         let new = self.b.ins().bor(old, stop);
         self.b.def_var(self.stop, new);
+        self.b.ins().jump(done, &[]);
+        self.b.seal_block(done);
+        self.b.switch_to_block(done);
         self.stored = true;
     }
 
