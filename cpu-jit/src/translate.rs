@@ -16,7 +16,7 @@
 //! Flag results, including the ones the SDM leaves undefined, match the interpreter's choices
 //! (checked by the interpreter-vs-JIT differential test).
 
-use cranelift_codegen::ir::condcodes::IntCC;
+use cranelift_codegen::ir::condcodes::{CondCode as _, IntCC};
 use cranelift_codegen::ir::{types, AbiParam, InstBuilder, MemFlagsData, SigRef, Signature, Value};
 use cranelift_codegen::isa::{CallConv, TargetFrontendConfig};
 use cranelift_frontend::{FunctionBuilder, Variable};
@@ -1203,6 +1203,9 @@ impl<'a> Translator<'a> {
     /// Condition code `cc` as an i8 (SDM Vol. 1 App. B).
     fn cond(&mut self, cc: u8) -> Value {
         let neg = cc & 1 != 0;
+        // One comparison, negated in place for the odd codes (a compare feeding a branch
+        // becomes cmp + jcc).
+        let cmp = |c: IntCC| if neg { c.complement() } else { c };
         let direct = match self.flags {
             Flags::Lazy {
                 op: FlagOp::Sub { plain: true },
@@ -1211,9 +1214,9 @@ impl<'a> Translator<'a> {
                 b,
                 ..
             } => match cc >> 1 {
-                1 => Some(self.b.ins().icmp(IntCC::UnsignedLessThan, a, b)),
-                2 => Some(self.b.ins().icmp(IntCC::Equal, a, b)),
-                3 => Some(self.b.ins().icmp(IntCC::UnsignedLessThanOrEqual, a, b)),
+                1 => Some(self.b.ins().icmp(cmp(IntCC::UnsignedLessThan), a, b)),
+                2 => Some(self.b.ins().icmp(cmp(IntCC::Equal), a, b)),
+                3 => Some(self.b.ins().icmp(cmp(IntCC::UnsignedLessThanOrEqual), a, b)),
                 6 | 7 => {
                     let sa = self.sext(a, bits);
                     let sb = self.sext(b, bits);
@@ -1222,38 +1225,41 @@ impl<'a> Translator<'a> {
                     } else {
                         IntCC::SignedLessThanOrEqual
                     };
-                    Some(self.b.ins().icmp(c, sa, sb))
+                    Some(self.b.ins().icmp(cmp(c), sa, sb))
                 }
                 _ => None,
             },
+            Flags::Lazy { res, .. } if cc >> 1 == 2 => {
+                Some(self.b.ins().icmp_imm_s(cmp(IntCC::Equal), res, 0))
+            }
             _ => None,
         };
-        let r = match direct {
-            Some(v) => v,
-            None => match cc >> 1 {
-                0 => self.of(),
-                1 => self.cf(),
-                2 => self.zf(),
-                3 => {
-                    let c = self.cf();
-                    let z = self.zf();
-                    self.b.ins().bor(c, z)
-                }
-                4 => self.sf(),
-                5 => self.pf(),
-                6 => {
-                    let s = self.sf();
-                    let o = self.of();
-                    self.b.ins().bxor(s, o)
-                }
-                _ => {
-                    let s = self.sf();
-                    let o = self.of();
-                    let x = self.b.ins().bxor(s, o);
-                    let z = self.zf();
-                    self.b.ins().bor(x, z)
-                }
-            },
+        if let Some(v) = direct {
+            return v;
+        }
+        let r = match cc >> 1 {
+            0 => self.of(),
+            1 => self.cf(),
+            2 => self.zf(),
+            3 => {
+                let c = self.cf();
+                let z = self.zf();
+                self.b.ins().bor(c, z)
+            }
+            4 => self.sf(),
+            5 => self.pf(),
+            6 => {
+                let s = self.sf();
+                let o = self.of();
+                self.b.ins().bxor(s, o)
+            }
+            _ => {
+                let s = self.sf();
+                let o = self.of();
+                let x = self.b.ins().bxor(s, o);
+                let z = self.zf();
+                self.b.ins().bor(x, z)
+            }
         };
         if neg {
             self.b.ins().bxor_imm_s(r, 1)
