@@ -95,6 +95,102 @@ pub(crate) struct JitCtx {
     /// The platform's guest memory (valid while generated code runs), so the RAM store
     /// helper needs no call through the platform.
     pub mem: *const GuestMemory,
+    // --- Native chaining: a block's exit to a constant target jumps straight into the
+    // compiled successor its [`Link`] names, under the same conditions the dispatcher checks
+    // between blocks. The dispatcher sets these before each call of generated code. ---
+    /// The [`Link::gen`] valid now, or [`NO_LINK`] while the dispatcher must see every
+    /// boundary (an interrupt is requested, I/O happened, the context changed).
+    pub link_gen: u64,
+    /// Chaining stops once this many instructions have retired in the call (the next poll).
+    pub poll_room: u64,
+    /// Instructions the run may still retire: a successor runs only if it fits.
+    pub budget: u64,
+    /// Instructions retired by the blocks before the last one in this call.
+    pub chained: u64,
+    /// Block-to-block jumps taken natively in this call.
+    pub chained_blocks: u64,
+    /// Index of the block that ran last.
+    pub last: u64,
+    /// Address of the [`Link`] whose miss ended the call (0: none) for the dispatcher to fill.
+    pub miss_link: u64,
+    /// Interpreter context generation at the start of the call.
+    pub chain_ctx_gen: u64,
+    // --- Lazy arithmetic flags between blocks (SDM Vol. 1 §3.4.3.1): a block exit leaves
+    // the last flag-setting operation here instead of computing six flags nobody may read.
+    /// 0 when `rflags` holds the arithmetic flags; else a `FLAGS_*` code | operand bits << 8
+    /// (the other RFLAGS bits are always in `rflags`).
+    pub flags_op: u64,
+    /// Its operands and result (masked to the operand size) and carry/borrow out (0 or 1).
+    pub flags_a: u64,
+    pub flags_b: u64,
+    pub flags_res: u64,
+    pub flags_cf: u64,
+}
+
+/// `JitCtx::flags_op` codes: ADD/ADC (CF from `flags_cf`).
+pub(crate) const FLAGS_ADD: u64 = 1;
+/// SUB/SBB/CMP/NEG with a borrow in (CF from `flags_cf`).
+pub(crate) const FLAGS_SUB: u64 = 2;
+/// SUB/CMP/NEG without a borrow in.
+pub(crate) const FLAGS_SUB_PLAIN: u64 = 3;
+/// AND/OR/XOR/TEST: CF = OF = AF = 0.
+pub(crate) const FLAGS_LOGIC: u64 = 4;
+/// INC (CF kept in `flags_cf`).
+pub(crate) const FLAGS_INC: u64 = 5;
+/// DEC (CF kept in `flags_cf`).
+pub(crate) const FLAGS_DEC: u64 = 6;
+
+/// The six arithmetic flags (CF PF AF ZF SF OF).
+const ARITH_FLAGS: u64 = 0x8D5;
+
+/// [`JitCtx::link_gen`] while native chaining is off: no link carries it.
+pub(crate) const NO_LINK: u64 = u64::MAX;
+
+/// One exit's native successor: valid while `gen` equals [`JitCtx::link_gen`] (a generation
+/// that changes whenever a block is dropped, the context changes, or blocks need re-checking
+/// against guest RAM). Generated code reads it at the exit it belongs to; only the dispatcher
+/// writes it, between calls.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Link {
+    pub gen: u64,
+    /// The successor's code (tail calling convention).
+    pub func: u64,
+    /// Its instruction count (it runs only if it fits [`JitCtx::budget`]).
+    pub insns: u64,
+    /// Its block index.
+    pub idx: u64,
+    /// In the indirect-branch cache: the RIP it is the successor for.
+    pub tag: u64,
+}
+
+/// Links per block: the constant-target exits of one block (taken and not-taken).
+pub(crate) const LINKS_PER_BLOCK: usize = 2;
+
+impl Link {
+    /// A link no generation matches.
+    pub(crate) const EMPTY: Link = Link {
+        gen: 0,
+        func: 0,
+        insns: 0,
+        idx: 0,
+        tag: u64::MAX,
+    };
+}
+
+pub(crate) const LINK_GEN: i32 = std::mem::offset_of!(Link, gen) as i32;
+pub(crate) const LINK_FUNC: i32 = std::mem::offset_of!(Link, func) as i32;
+pub(crate) const LINK_INSNS: i32 = std::mem::offset_of!(Link, insns) as i32;
+pub(crate) const LINK_IDX: i32 = std::mem::offset_of!(Link, idx) as i32;
+pub(crate) const LINK_TAG: i32 = std::mem::offset_of!(Link, tag) as i32;
+
+/// Entries of the indirect-branch cache (RET and indirect JMP/CALL targets → successor), a
+/// power of two.
+pub(crate) const IND_CACHE_SIZE: usize = 4096;
+
+/// The indirect-branch cache slot of target `rip` (generated code computes the same).
+pub(crate) fn ind_cache_slot(rip: u64) -> usize {
+    ((rip ^ (rip >> 12)) as usize) & (IND_CACHE_SIZE - 1)
 }
 
 // SAFETY: the raw `interp` and `mem` pointers are only used while the owning backend runs
@@ -113,6 +209,18 @@ pub(crate) const OFF_TLB_READ: i32 = std::mem::offset_of!(JitCtx, tlb_read) as i
 pub(crate) const OFF_TLB_WRITE: i32 = std::mem::offset_of!(JitCtx, tlb_write) as i32;
 pub(crate) const OFF_CODE_DIRTY: i32 = std::mem::offset_of!(JitCtx, code_dirty) as i32;
 pub(crate) const OFF_SEG_BASE: i32 = std::mem::offset_of!(JitCtx, seg_base) as i32;
+pub(crate) const OFF_LINK_GEN: i32 = std::mem::offset_of!(JitCtx, link_gen) as i32;
+pub(crate) const OFF_POLL_ROOM: i32 = std::mem::offset_of!(JitCtx, poll_room) as i32;
+pub(crate) const OFF_BUDGET: i32 = std::mem::offset_of!(JitCtx, budget) as i32;
+pub(crate) const OFF_CHAINED: i32 = std::mem::offset_of!(JitCtx, chained) as i32;
+pub(crate) const OFF_CHAINED_BLOCKS: i32 = std::mem::offset_of!(JitCtx, chained_blocks) as i32;
+pub(crate) const OFF_LAST: i32 = std::mem::offset_of!(JitCtx, last) as i32;
+pub(crate) const OFF_MISS_LINK: i32 = std::mem::offset_of!(JitCtx, miss_link) as i32;
+pub(crate) const OFF_FLAGS_OP: i32 = std::mem::offset_of!(JitCtx, flags_op) as i32;
+pub(crate) const OFF_FLAGS_A: i32 = std::mem::offset_of!(JitCtx, flags_a) as i32;
+pub(crate) const OFF_FLAGS_B: i32 = std::mem::offset_of!(JitCtx, flags_b) as i32;
+pub(crate) const OFF_FLAGS_RES: i32 = std::mem::offset_of!(JitCtx, flags_res) as i32;
+pub(crate) const OFF_FLAGS_CF: i32 = std::mem::offset_of!(JitCtx, flags_cf) as i32;
 
 impl JitCtx {
     pub(crate) fn new() -> Box<JitCtx> {
@@ -137,6 +245,19 @@ impl JitCtx {
             tlb_gen: u64::MAX,
             seg_base: [0; 2],
             mem: std::ptr::null(),
+            link_gen: NO_LINK,
+            poll_room: 0,
+            budget: 0,
+            chained: 0,
+            chained_blocks: 0,
+            last: 0,
+            miss_link: 0,
+            chain_ctx_gen: 0,
+            flags_op: 0,
+            flags_a: 0,
+            flags_b: 0,
+            flags_res: 0,
+            flags_cf: 0,
         })
     }
 
@@ -156,6 +277,46 @@ impl JitCtx {
         let gen = interp.jit_ctx_gen();
         if gen != self.tlb_gen {
             self.flush_tlb(gen);
+        }
+    }
+
+    /// Compute `rflags` from lazy flags, if a block left them lazy. The formulas are the
+    /// translator's own (translate.rs `cf`..`of`), which the differential test holds to the
+    /// interpreter's.
+    pub(crate) fn materialize_flags(&mut self) -> u64 {
+        let op = self.flags_op;
+        if op == 0 {
+            return self.rflags;
+        }
+        let bits = ((op >> 8) & 0x7F).clamp(8, 64) as u32;
+        let top = bits - 1;
+        let (a, b, res) = (self.flags_a, self.flags_b, self.flags_res);
+        let bit = |v: u64, n: u32| (v >> n) & 1;
+        let cf = self.flags_cf & 1;
+        let pf = u64::from((res & 0xFF).count_ones() % 2 == 0);
+        let zf = u64::from(res == 0);
+        let sf = bit(res, top);
+        let (of, af) = match op & 0xFF {
+            FLAGS_ADD => (bit((a ^ res) & (b ^ res), top), bit(a ^ b ^ res, 4)),
+            FLAGS_SUB | FLAGS_SUB_PLAIN => (bit((a ^ b) & (a ^ res), top), bit(a ^ b ^ res, 4)),
+            FLAGS_INC => (u64::from(res == 1 << top), u64::from(res & 0xF == 0)),
+            FLAGS_DEC => (
+                u64::from(res == (1 << top) - 1),
+                u64::from(res & 0xF == 0xF),
+            ),
+            _ => (0, 0),
+        };
+        self.rflags =
+            (self.rflags & !ARITH_FLAGS) | cf | pf << 2 | af << 4 | zf << 6 | sf << 7 | of << 11;
+        self.flags_op = 0;
+        self.rflags
+    }
+
+    /// After a slow access: I/O or a context change means the dispatcher must look at the
+    /// next boundary, so native chaining stops.
+    fn check_chain(&mut self, interp: &Interpreter) {
+        if interp.jit_io_pending() || interp.jit_ctx_gen() != self.chain_ctx_gen {
+            self.link_gen = NO_LINK;
         }
     }
 
@@ -223,6 +384,13 @@ pub(crate) fn seg_from(n: u64) -> SegReg {
 /// The dispatcher's platform reference as generated code passes it through.
 pub(crate) type PlatRef<'a> = &'a mut dyn Platform;
 
+/// Materialize lazy flags a previous block left (see [`JitCtx::materialize_flags`]).
+pub(crate) extern "C" fn helper_flags(ctx: *mut JitCtx) -> u64 {
+    // SAFETY: generated code passes the context pointer it was called with; the dispatcher
+    // keeps it alive and unaliased for the whole call of the block.
+    unsafe { &mut *ctx }.materialize_flags()
+}
+
 /// Slow-path load: any segment, any memory type. Sets `ctx.fault` if the access faults.
 pub(crate) extern "C" fn helper_load(
     ctx: *mut JitCtx,
@@ -240,6 +408,7 @@ pub(crate) extern "C" fn helper_load(
     match interp.jit_read(p, seg_from(seg), offset, size, flags & ACC_RMW != 0) {
         Ok(v) => {
             ctx.check_tlb_gen(interp);
+            ctx.check_chain(interp);
             if flags & ACC_FILL != 0 {
                 ctx.fill(interp, p, seg_from(seg), offset, false);
             }
@@ -268,6 +437,7 @@ pub(crate) extern "C" fn helper_store(
     match interp.jit_write(p, seg, offset, size, value) {
         Ok(()) => {
             ctx.check_tlb_gen(interp);
+            ctx.check_chain(interp);
             if flags & ACC_FILL != 0 {
                 ctx.fill(interp, p, seg, offset, true);
             }

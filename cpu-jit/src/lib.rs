@@ -34,7 +34,8 @@ pub use error::{Error, Result};
 use std::collections::HashMap;
 use std::time::Instant;
 
-use cranelift_codegen::ir::{types, AbiParam};
+use cranelift_codegen::ir::{types, AbiParam, InstBuilder};
+use cranelift_codegen::isa::CallConv;
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_jit::{JITBuilder, JITModule};
@@ -45,7 +46,7 @@ use pcvm_core::{
 };
 use pcvm_cpu_interp::Interpreter;
 
-use ctx::JitCtx;
+use ctx::{ind_cache_slot, JitCtx, Link, IND_CACHE_SIZE, LINKS_PER_BLOCK, NO_LINK};
 use translate::{supported, Translator, EXIT_FAULT, EXIT_NEXT, EXIT_STOP};
 
 /// Executions of a block before it is compiled (a Linux boot compiles ~40% fewer blocks at
@@ -73,8 +74,14 @@ const IF: u64 = 1 << 9;
 /// Entries of the linear-EIP lookup cache.
 const JMP_CACHE_SIZE: usize = 1 << 16;
 
-/// Compiled code: `fn(ctx, &mut &mut dyn Platform) -> exit code`.
-type BlockFn = unsafe extern "C" fn(*mut JitCtx, *mut u8) -> u64;
+/// A compiled block: `fn(ctx, &mut &mut dyn Platform) -> exit code` in Cranelift's tail
+/// calling convention (so blocks can jump into each other), entered through [`Trampoline`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct BlockFn(std::num::NonZeroUsize);
+
+/// The C-convention entry into compiled code: `fn(ctx, plat, block) -> exit code` calls
+/// `block(ctx, plat)`.
+type Trampoline = unsafe extern "C" fn(*mut JitCtx, *mut u8, *const u8) -> u64;
 
 /// One compiled block (its per-run part is a [`HotBlock`]).
 struct CompiledBlock {
@@ -143,6 +150,8 @@ struct Compiler {
     cl_ctx: cranelift_codegen::Context,
     fctx: FunctionBuilderContext,
     code_bytes: usize,
+    /// This module's entry into compiled blocks.
+    trampoline: Trampoline,
 }
 
 fn new_module() -> Result<JITModule> {
@@ -152,16 +161,16 @@ fn new_module() -> Result<JITModule> {
     };
     set(&mut flags, "use_colocated_libcalls", "false")?;
     set(&mut flags, "is_pic", "false")?;
-    // Blocks are many (tens of thousands while Linux boots) and each runs a few times to a
-    // few million times: compile time matters more than the last redundant instruction (a
-    // Linux boot spends half as long compiling, and no longer running). The register
-    // allocator is the backtracking one all the same: the single-pass one keeps every value
-    // live across a block boundary in a stack slot, and translated blocks are full of them
-    // (every memory access and exit); a Linux gzip run costs ~30% more compile time and runs
-    // 1.3-1.8 times faster.
-    set(&mut flags, "opt_level", "none")?;
+    // With blocks chained natively, hot loops spend their time in generated code, so code
+    // quality pays: the optimizing pipeline and backtracking register allocator halved the
+    // user CPU of a Linux boot plus gzip/sha256 workload against `none`/`single_pass` (whose
+    // spills and reloads of every value dominated the blocks), without costing more
+    // compile time overall.
+    set(&mut flags, "opt_level", "speed")?;
     set(&mut flags, "regalloc_algorithm", "backtracking")?;
     set(&mut flags, "enable_verifier", "false")?;
+    // Cranelift's x86-64 tail calls (block chaining) rely on frame pointers.
+    set(&mut flags, "preserve_frame_pointers", "true")?;
     let isa = cranelift_native::builder()
         .map_err(|e| Error::Codegen(e.to_string()))?
         .finish(settings::Flags::new(flags))
@@ -174,22 +183,83 @@ fn new_module() -> Result<JITModule> {
 
 impl Compiler {
     fn new() -> Result<Self> {
-        let module = new_module()?;
+        let mut module = new_module()?;
+        let mut cl_ctx = module.make_context();
+        let mut fctx = FunctionBuilderContext::new();
+        let trampoline = Self::build_trampoline(&mut module, &mut cl_ctx, &mut fctx)?;
         Ok(Compiler {
-            cl_ctx: module.make_context(),
+            cl_ctx,
             module,
-            fctx: FunctionBuilderContext::new(),
+            fctx,
             code_bytes: 0,
+            trampoline,
         })
     }
 
-    /// Compile `insns` (all supported; 64-bit code when `long`) into a native function.
-    fn compile(&mut self, insns: &[Instruction], long: bool) -> Result<BlockFn> {
-        let ptr = self.module.target_config().pointer_type();
-        let mut sig = self.module.make_signature();
+    /// The signature of compiled blocks: (ctx, plat) -> exit code, tail calling convention.
+    fn block_signature(module: &JITModule) -> cranelift_codegen::ir::Signature {
+        let ptr = module.target_config().pointer_type();
+        let mut sig = cranelift_codegen::ir::Signature::new(CallConv::Tail);
         sig.params.push(AbiParam::new(ptr));
         sig.params.push(AbiParam::new(ptr));
         sig.returns.push(AbiParam::new(types::I64));
+        sig
+    }
+
+    /// Compile the [`Trampoline`]: Rust cannot call the tail convention directly.
+    fn build_trampoline(
+        module: &mut JITModule,
+        cl_ctx: &mut cranelift_codegen::Context,
+        fctx: &mut FunctionBuilderContext,
+    ) -> Result<Trampoline> {
+        let ptr = module.target_config().pointer_type();
+        let mut sig = module.make_signature();
+        for _ in 0..3 {
+            sig.params.push(AbiParam::new(ptr));
+        }
+        sig.returns.push(AbiParam::new(types::I64));
+        let id = module
+            .declare_anonymous_function(&sig)
+            .map_err(|e| Error::Codegen(e.to_string()))?;
+        cl_ctx.func.signature = sig;
+        {
+            let mut b = FunctionBuilder::new(&mut cl_ctx.func, fctx);
+            let entry = b.create_block();
+            b.append_block_params_for_function_params(entry);
+            b.switch_to_block(entry);
+            b.seal_block(entry);
+            let params = b.block_params(entry).to_vec();
+            let block_sig = b.import_signature(Self::block_signature(module));
+            let call = b
+                .ins()
+                .call_indirect(block_sig, params[2], &[params[0], params[1]]);
+            let code = b.inst_results(call)[0];
+            b.ins().return_(&[code]);
+            b.finalize(module.target_config());
+        }
+        let r = module.define_function(id, cl_ctx);
+        module.clear_context(cl_ctx);
+        r.map_err(|e| Error::Codegen(format!("{e:?}")))?;
+        module
+            .finalize_definitions()
+            .map_err(|e| Error::Codegen(e.to_string()))?;
+        let code = module.get_finalized_function(id);
+        // SAFETY: `code` is the finalized machine code of a function declared with three
+        // pointer parameters and an i64 result in the host's default (C) calling convention,
+        // which is `Trampoline`; it stays mapped until this module is freed.
+        Ok(unsafe { std::mem::transmute::<*const u8, Trampoline>(code) })
+    }
+
+    /// Compile `insns` (all supported; 64-bit code when `long`) into a native function;
+    /// `links` is the block's link array when its constant-target exits may chain.
+    fn compile(
+        &mut self,
+        insns: &[Instruction],
+        long: bool,
+        links: Option<*const [Link; LINKS_PER_BLOCK]>,
+        ind_cache: *const Link,
+    ) -> Result<BlockFn> {
+        let sig = Self::block_signature(&self.module);
         let id = self
             .module
             .declare_anonymous_function(&sig)
@@ -198,14 +268,25 @@ impl Compiler {
         let call_conv = self.module.isa().default_call_conv();
         let cfg = self.module.target_config();
         let b = FunctionBuilder::new(&mut self.cl_ctx.func, &mut self.fctx);
-        let built = Translator::new(b, call_conv, long).block(insns, cfg);
+        let built = Translator::new(b, call_conv, long, links, ind_cache).block(insns, cfg);
         if built.is_err() {
             self.module.clear_context(&mut self.cl_ctx);
             return Err(Error::Untranslatable);
         }
+        // RUST_LOG=pcvm_cpu_jit::code=trace prints each block's machine code.
+        let dump = tracing::enabled!(target: "pcvm_cpu_jit::code", tracing::Level::TRACE);
+        self.cl_ctx.set_disasm(dump);
         let r = self.module.define_function(id, &mut self.cl_ctx);
         if let Some(code) = self.cl_ctx.compiled_code() {
             self.code_bytes += code.code_buffer().len();
+            if dump {
+                tracing::trace!(
+                    target: "pcvm_cpu_jit::code",
+                    "block at {:#x}:\n{}",
+                    insns.first().map_or(0, Instruction::ip),
+                    code.vcode.as_deref().unwrap_or("")
+                );
+            }
         }
         self.module.clear_context(&mut self.cl_ctx);
         r.map_err(|e| Error::Codegen(format!("{e:?}")))?;
@@ -213,10 +294,9 @@ impl Compiler {
             .finalize_definitions()
             .map_err(|e| Error::Codegen(e.to_string()))?;
         let code = self.module.get_finalized_function(id);
-        // SAFETY: `code` is the finalized machine code of a function declared with the
-        // signature (pointer, pointer) -> i64 in the host's default (C) calling convention,
-        // which is `BlockFn`; it stays mapped until this module is freed.
-        Ok(unsafe { std::mem::transmute::<*const u8, BlockFn>(code) })
+        std::num::NonZeroUsize::new(code as usize)
+            .map(BlockFn)
+            .ok_or(Error::Untranslatable)
     }
 }
 
@@ -250,6 +330,16 @@ pub struct JitBackend {
     drop_gen: u64,
     /// Compiled-block runs.
     blocks_run: u64,
+    /// Per compiled block (same indices): its exits' native successors. Boxed so generated
+    /// code can hold their addresses; freed only with the code cache.
+    #[allow(clippy::vec_box)] // the boxes keep each block's links at a fixed address
+    links: Vec<Box<[Link; LINKS_PER_BLOCK]>>,
+    /// What the current link generation was made for: (linear-RIP cache tag, epoch).
+    link_key: (u64, u64),
+    /// The current link generation (links of older ones are void).
+    link_gen: u64,
+    /// Indirect-branch targets' successors (see `ctx::ind_cache_slot`), same generations.
+    ind_cache: Box<[Link]>,
 }
 
 /// Linear-RIP cache entry of code that stays interpreted.
@@ -308,6 +398,10 @@ impl JitBackend {
             mode_cache: (u64::MAX, false),
             drop_gen: 0,
             blocks_run: 0,
+            links: Vec::new(),
+            link_key: (u64::MAX, u64::MAX),
+            link_gen: 0,
+            ind_cache: vec![Link::EMPTY; IND_CACHE_SIZE].into_boxed_slice(),
         })
     }
 
@@ -335,6 +429,7 @@ impl JitBackend {
     fn flush_code(&mut self) {
         self.blocks.clear();
         self.hot.clear();
+        self.links.clear();
         self.map.clear();
         self.pages.clear();
         self.drops.clear();
@@ -478,8 +573,14 @@ impl JitBackend {
         let insns = &insns[..n];
         let len: usize = insns.iter().map(Instruction::len).sum();
         let bytes = all[..len].to_vec();
+        // Constant-target exits chain natively only when the translation is the whole of the
+        // interpreter's block (otherwise its end is where the interpreter takes over).
+        let links = Box::new([Link::EMPTY; LINKS_PER_BLOCK]);
+        let chainable = n == block.insns.len();
+        let links_ptr = chainable.then_some(&*links as *const [Link; LINKS_PER_BLOCK]);
         let t0 = Instant::now();
-        let func = match self.compiler.compile(insns, long) {
+        let ind_cache = self.ind_cache.as_ptr();
+        let func = match self.compiler.compile(insns, long, links_ptr, ind_cache) {
             Ok(f) => f,
             Err(e) => {
                 tracing::debug!("JIT: block at {:#x} not compiled: {e}", key.1);
@@ -491,6 +592,7 @@ impl JitBackend {
         self.stats.insns_translated += n as u64;
         p.memory().mark_code_page(block.ram_offset);
         let idx = self.blocks.len() as u32;
+        self.links.push(links);
         self.blocks.push(Some(CompiledBlock {
             ram_offset: block.ram_offset,
             bytes,
@@ -570,34 +672,65 @@ impl JitBackend {
         let gen = self.interp.jit_ctx_gen();
         let jgen = self.jmp_gen();
         let drop_gen = self.drop_gen;
+        // Links are valid for one (linear-RIP cache tag, epoch): dropped blocks, another
+        // context or blocks needing a re-check void them all.
+        let key = (jgen, self.epoch);
+        if key != self.link_key {
+            self.link_key = key;
+            self.link_gen += 1;
+        }
+        let trampoline = self.compiler.trampoline;
         let ctx = &mut *self.ctx;
         ctx.check_tlb_gen(&self.interp);
         ctx.mem = p.memory();
         ctx.gpr = self.interp.jit_gprs();
         ctx.rflags = self.interp.jit_rflags();
+        ctx.flags_op = 0;
         ctx.seg_base = [
             self.interp.jit_linear(SegReg::Fs, 0),
             self.interp.jit_linear(SegReg::Gs, 0),
         ];
+        ctx.chain_ctx_gen = gen;
+        // Translated code never changes IF, and only polls and I/O (which stop the chain)
+        // raise interrupt requests: with one requested now, every boundary is the
+        // dispatcher's to look at.
+        let requested = ctx.rflags & IF != 0 && p.intr();
+        ctx.link_gen = if requested || self.interp.jit_io_pending() {
+            NO_LINK
+        } else {
+            self.link_gen
+        };
         let mut total = 0u64;
         let (last, code, pure_len) = loop {
             let ctx = &mut *self.ctx;
             ctx.fault = 0;
             ctx.interp = &mut self.interp;
+            ctx.poll_room = poll_room - total;
+            ctx.budget = budget - total;
+            ctx.chained = 0;
+            ctx.chained_blocks = 0;
+            ctx.last = u64::from(idx);
+            ctx.miss_link = 0;
             let mut plat: &mut dyn Platform = p;
             let plat_ptr = (&mut plat as *mut &mut dyn Platform).cast::<u8>();
-            // SAFETY: `func` is live compiled code (`ready` took it from `self.hot`, so the
-            // module holding it has not been freed) with the `BlockFn` ABI. It reads and
-            // writes only `*ctx` (exclusively borrowed here) and guest RAM through host
-            // pointers that the soft TLB took from `GuestMemory`'s mapping, which outlives the
-            // call; its helpers reach the interpreter through `ctx.interp` and the platform
-            // through `plat_ptr`, both valid and otherwise unused until the call returns.
-            let code = unsafe { func(ctx, plat_ptr) };
+            // SAFETY: `trampoline` is this module's entry (C convention) into compiled code
+            // and `func` live compiled code of the same module (`ready` took it from
+            // `self.hot`, so the module holding it has not been freed), as are the blocks it
+            // chains to (their links are current: no block was dropped and the code cache
+            // was not flushed since they were filled). Generated code reads and writes only
+            // `*ctx` (exclusively borrowed here), the links (boxed in `self.links`, written
+            // only between calls) and guest RAM through host pointers that the soft TLB
+            // took from `GuestMemory`'s mapping, which outlives the call; its helpers reach
+            // the interpreter through `ctx.interp` and the platform through `plat_ptr`,
+            // both valid and otherwise unused until the call returns.
+            let code = unsafe { trampoline(ctx, plat_ptr, func.0.get() as *const u8) };
             let ctx = &mut *self.ctx;
             ctx.interp = std::ptr::null_mut();
             let n = ctx.executed;
-            total += n;
-            self.blocks_run += 1;
+            total += ctx.chained + n;
+            self.blocks_run += 1 + ctx.chained_blocks;
+            idx = ctx.last as u32;
+            let miss_link = ctx.miss_link;
             let Some(h) = self.hot.get(idx as usize) else {
                 break (n, code, n);
             };
@@ -636,19 +769,73 @@ impl JitBackend {
             };
             match self.ready(p, next, budget - total) {
                 Some(f) => {
+                    if self.drop_gen == drop_gen {
+                        if miss_link != 0 {
+                            self.fill_link(idx, miss_link, next, f);
+                        } else {
+                            self.fill_ind_cache(lin, next, f);
+                        }
+                    }
                     func = f;
                     idx = next;
                 }
                 None => break (n, code, pure_len),
             }
         };
-        let ctx = &*self.ctx;
+        let ctx = &mut *self.ctx;
+        let rflags = ctx.materialize_flags();
         self.interp.jit_set_gprs(&ctx.gpr);
-        self.interp.jit_set_rflags(ctx.rflags);
+        self.interp.jit_set_rflags(rflags);
         self.interp.jit_set_rip(ctx.rip);
         self.interp.jit_retire(total);
         self.stats.insns_native += total;
         Some((total, last, code, pure_len))
+    }
+
+    /// Make block `next` (ready in this link generation) the indirect-branch cache's
+    /// successor for target `rip`.
+    fn fill_ind_cache(&mut self, rip: u64, next: u32, func: BlockFn) {
+        let Some(h) = self.hot.get(next as usize) else {
+            return;
+        };
+        let entry = Link {
+            gen: self.link_gen,
+            func: func.0.get() as u64,
+            insns: h.insns,
+            idx: u64::from(next),
+            tag: rip,
+        };
+        if let Some(e) = self.ind_cache.get_mut(ind_cache_slot(rip)) {
+            *e = entry;
+        }
+    }
+
+    /// Point the link at address `addr` (one of block `owner`'s, as its generated code
+    /// reported it) at block `next`, ready in this link generation.
+    fn fill_link(&mut self, owner: u32, addr: u64, next: u32, func: BlockFn) {
+        let Some(h) = self.hot.get(next as usize) else {
+            return;
+        };
+        let insns = h.insns;
+        let gen = self.link_gen;
+        let size = std::mem::size_of::<Link>() as u64;
+        // Find the link by address among the block's own (never write through a raw address).
+        let Some(links) = self.links.get_mut(owner as usize) else {
+            return;
+        };
+        let base = links.as_ptr() as u64;
+        if addr < base || !(addr - base).is_multiple_of(size) {
+            return;
+        }
+        if let Some(link) = links.get_mut(((addr - base) / size) as usize) {
+            *link = Link {
+                gen,
+                func: func.0.get() as u64,
+                insns,
+                idx: u64::from(next),
+                tag: 0,
+            };
+        }
     }
 
     /// The mode allows translated code: 32-bit flat protected mode, or 64-bit code, and not

@@ -23,10 +23,13 @@ use cranelift_frontend::{FunctionBuilder, Variable};
 use iced_x86::{Code, Instruction, InstructionInfoFactory, Mnemonic, OpAccess, OpKind, Register};
 
 use crate::ctx::{
-    helper_load, helper_store, helper_store_ram, ACC_FILL, ACC_RMW, OFF_CODE_DIRTY, OFF_EXECUTED,
-    OFF_FAULT, OFF_GPR, OFF_RFLAGS, OFF_RIP, OFF_SEG_BASE, OFF_TLB_READ, OFF_TLB_WRITE,
-    STORE_FAULT, STORE_STOP, TLB_READ_SHIFT, TLB_WRITE_SHIFT, WTLB_ADDEND, WTLB_CODE_WORD,
-    WTLB_RAM_ADDEND,
+    helper_flags, helper_load, helper_store, helper_store_ram, Link, ACC_FILL, ACC_RMW, FLAGS_ADD,
+    FLAGS_DEC, FLAGS_INC, FLAGS_LOGIC, FLAGS_SUB, FLAGS_SUB_PLAIN, IND_CACHE_SIZE, LINKS_PER_BLOCK,
+    LINK_FUNC, LINK_GEN, LINK_IDX, LINK_INSNS, LINK_TAG, OFF_BUDGET, OFF_CHAINED,
+    OFF_CHAINED_BLOCKS, OFF_CODE_DIRTY, OFF_EXECUTED, OFF_FAULT, OFF_FLAGS_A, OFF_FLAGS_B,
+    OFF_FLAGS_CF, OFF_FLAGS_OP, OFF_FLAGS_RES, OFF_GPR, OFF_LAST, OFF_LINK_GEN, OFF_MISS_LINK,
+    OFF_POLL_ROOM, OFF_RFLAGS, OFF_RIP, OFF_SEG_BASE, OFF_TLB_READ, OFF_TLB_WRITE, STORE_FAULT,
+    STORE_STOP, TLB_READ_SHIFT, TLB_WRITE_SHIFT, WTLB_ADDEND, WTLB_CODE_WORD, WTLB_RAM_ADDEND,
 };
 
 /// Exit code: the block ran to its end.
@@ -398,10 +401,26 @@ enum FlagOp {
     Dec,
 }
 
+impl FlagOp {
+    /// The operation's code in `JitCtx::flags_op` (with the operand bits << 8).
+    fn code(self) -> u64 {
+        match self {
+            FlagOp::Add => FLAGS_ADD,
+            FlagOp::Sub { plain: false } => FLAGS_SUB,
+            FlagOp::Sub { plain: true } => FLAGS_SUB_PLAIN,
+            FlagOp::Logic => FLAGS_LOGIC,
+            FlagOp::Inc => FLAGS_INC,
+            FlagOp::Dec => FLAGS_DEC,
+        }
+    }
+}
+
 /// The arithmetic flags as known at a point of the block.
 #[derive(Clone, Copy)]
 enum Flags {
-    /// Full RFLAGS value.
+    /// Full RFLAGS value. `Mat(entry_flags)` stands for the flags as the block found them
+    /// in the context: RFLAGS, or the previous block's lazy flags (materialized by a helper
+    /// call at the first read, never at an exit).
     Mat(Value),
     /// The last flag-setting operation: operands and result masked to `bits`, CF as an i8.
     Lazy {
@@ -419,6 +438,9 @@ struct Sigs {
     load: SigRef,
     store: SigRef,
     store_ram: SigRef,
+    /// A compiled block's own signature (tail calling convention), for chaining.
+    block: SigRef,
+    flags: SigRef,
 }
 
 /// Translation state of one block.
@@ -450,6 +472,11 @@ pub(crate) struct Translator<'a> {
     cur_ip: u64,
     /// The current instruction stored to memory (checked for a self-modifying-code stop).
     stored: bool,
+    /// Host address of the block's [`Link`]s when its exits to constant targets may chain
+    /// natively (the translation covers the interpreter's whole block).
+    links: Option<u64>,
+    /// Host address of the indirect-branch cache ([`IND_CACHE_SIZE`] [`Link`]s).
+    ind_cache: u64,
 }
 
 fn sig(call_conv: CallConv, params: usize) -> Signature {
@@ -463,7 +490,17 @@ fn sig(call_conv: CallConv, params: usize) -> Signature {
 
 impl<'a> Translator<'a> {
     /// Start a function `fn(ctx, plat) -> exit code` in `b`.
-    pub(crate) fn new(mut b: FunctionBuilder<'a>, call_conv: CallConv, long: bool) -> Self {
+    ///
+    /// Helpers are called in `call_conv`; the block itself has the tail calling convention
+    /// so its exits can jump into a successor block. `links` is the block's [`Link`] array
+    /// when it may chain.
+    pub(crate) fn new(
+        mut b: FunctionBuilder<'a>,
+        call_conv: CallConv,
+        long: bool,
+        links: Option<*const [Link; LINKS_PER_BLOCK]>,
+        ind_cache: *const Link,
+    ) -> Self {
         let entry = b.create_block();
         b.append_block_params_for_function_params(entry);
         b.switch_to_block(entry);
@@ -479,6 +516,8 @@ impl<'a> Translator<'a> {
             load: b.import_signature(sig(call_conv, 5)),
             store: b.import_signature(sig(call_conv, 6)),
             store_ram: b.import_signature(sig(call_conv, 5)),
+            block: b.import_signature(sig(CallConv::Tail, 2)),
+            flags: b.import_signature(sig(call_conv, 1)),
         };
         Translator {
             b,
@@ -497,6 +536,8 @@ impl<'a> Translator<'a> {
             executed: 0,
             cur_ip: 0,
             stored: false,
+            links: links.map(|p| p as u64),
+            ind_cache: ind_cache as u64,
         }
     }
 
@@ -536,8 +577,7 @@ impl<'a> Translator<'a> {
         }
         if !ended {
             let rip = insns.last().map_or(self.cur_ip, |i| i.next_ip());
-            let v = self.b.ins().iconst(I64, rip as i64);
-            self.exit(v, self.executed, EXIT_NEXT);
+            self.exit_linked(rip, self.executed, 0);
         }
         self.b.seal_all_blocks();
         // Finished even when it is thrown away, so the builder context is left clean.
@@ -557,6 +597,113 @@ impl<'a> Translator<'a> {
 
     /// Store registers, flags, RIP and the count; return `code`.
     fn exit(&mut self, rip: Value, executed: u32, code: i64) {
+        self.store_state(rip);
+        let n = self.b.ins().iconst(I64, i64::from(executed));
+        self.b
+            .ins()
+            .store(MemFlagsData::trusted(), n, self.ctx, OFF_EXECUTED);
+        let c = self.b.ins().iconst(I64, code);
+        self.b.ins().return_(&[c]);
+    }
+
+    /// The block ran to its end and continues at the constant `rip`: store the state like
+    /// [`Self::exit`], then, if link `slot` names a compiled successor valid now, the chain
+    /// may go on (no poll due: fewer than `poll_room` retired; the successor fits `budget`),
+    /// jump into it; otherwise return `EXIT_NEXT`, naming the link for the dispatcher to fill.
+    fn exit_linked(&mut self, rip: u64, executed: u32, slot: usize) {
+        let Some(links) = self.links else {
+            let v = self.iconst(rip as i64);
+            self.exit(v, executed, EXIT_NEXT);
+            return;
+        };
+        let r = self.iconst(rip as i64);
+        self.store_state(r);
+        let link = self.b.ins().iconst(
+            I64,
+            (links + (slot * std::mem::size_of::<Link>()) as u64) as i64,
+        );
+        self.chain_or_return(link, None, executed, true);
+    }
+
+    /// The block ran to its end and continues at the computed `rip` (RET, indirect JMP and
+    /// CALL): like [`Self::exit_linked`], with the successor looked up in the indirect-branch
+    /// cache (the entry whose tag is `rip`); the dispatcher fills the cache after a miss.
+    fn exit_dynamic(&mut self, rip: Value, executed: u32) {
+        if self.links.is_none() {
+            self.exit(rip, executed, EXIT_NEXT);
+            return;
+        }
+        self.store_state(rip);
+        let hashed = self.b.ins().ushr_imm_s(rip, 12);
+        let hashed = self.b.ins().bxor(hashed, rip);
+        let slot = self.b.ins().band_imm_s(hashed, (IND_CACHE_SIZE - 1) as i64);
+        let offset = self
+            .b
+            .ins()
+            .imul_imm_s(slot, std::mem::size_of::<Link>() as i64);
+        let link = self.b.ins().iadd_imm_s(offset, self.ind_cache as i64);
+        let tag = self
+            .b
+            .ins()
+            .load(I64, MemFlagsData::trusted(), link, LINK_TAG);
+        let hit = self.b.ins().icmp(IntCC::Equal, tag, rip);
+        self.chain_or_return(link, Some(hit), executed, false);
+    }
+
+    /// Jump into the successor `link` names when it is valid now (and `cond`, if given,
+    /// holds), no poll is due (fewer than `poll_room` retired) and it fits `budget`;
+    /// otherwise return `EXIT_NEXT` (naming `link` for the dispatcher to fill if `report`).
+    /// The state is already stored.
+    fn chain_or_return(&mut self, link: Value, cond: Option<Value>, executed: u32, report: bool) {
+        let f = MemFlagsData::trusted();
+        let before = self.b.ins().load(I64, f, self.ctx, OFF_CHAINED);
+        let total = self.b.ins().iadd_imm_s(before, i64::from(executed));
+        let gen = self.b.ins().load(I64, f, link, LINK_GEN);
+        let want = self.b.ins().load(I64, f, self.ctx, OFF_LINK_GEN);
+        let valid = self.b.ins().icmp(IntCC::Equal, gen, want);
+        let room = self.b.ins().load(I64, f, self.ctx, OFF_POLL_ROOM);
+        let no_poll = self.b.ins().icmp(IntCC::UnsignedLessThan, total, room);
+        let insns = self.b.ins().load(I64, f, link, LINK_INSNS);
+        let after = self.b.ins().iadd(total, insns);
+        let budget = self.b.ins().load(I64, f, self.ctx, OFF_BUDGET);
+        let fits = self
+            .b
+            .ins()
+            .icmp(IntCC::UnsignedLessThanOrEqual, after, budget);
+        let ok = self.b.ins().band(valid, no_poll);
+        let mut ok = self.b.ins().band(ok, fits);
+        if let Some(c) = cond {
+            ok = self.b.ins().band(ok, c);
+        }
+        let chain = self.b.create_block();
+        let miss = self.b.create_block();
+        self.b.ins().brif(ok, chain, &[], miss, &[]);
+        self.b.seal_block(chain);
+        self.b.seal_block(miss);
+        self.b.switch_to_block(chain);
+        self.b.ins().store(f, total, self.ctx, OFF_CHAINED);
+        let idx = self.b.ins().load(I64, f, link, LINK_IDX);
+        self.b.ins().store(f, idx, self.ctx, OFF_LAST);
+        let jumps = self.b.ins().load(I64, f, self.ctx, OFF_CHAINED_BLOCKS);
+        let jumps = self.b.ins().iadd_imm_s(jumps, 1);
+        self.b.ins().store(f, jumps, self.ctx, OFF_CHAINED_BLOCKS);
+        let func = self.b.ins().load(I64, f, link, LINK_FUNC);
+        let (ctx, plat) = (self.ctx, self.plat);
+        self.b
+            .ins()
+            .return_call_indirect(self.sigs.block, func, &[ctx, plat]);
+        self.b.switch_to_block(miss);
+        let n = self.iconst(i64::from(executed));
+        self.b.ins().store(f, n, self.ctx, OFF_EXECUTED);
+        if report {
+            self.b.ins().store(f, link, self.ctx, OFF_MISS_LINK);
+        }
+        let c = self.iconst(EXIT_NEXT);
+        self.b.ins().return_(&[c]);
+    }
+
+    /// Store the dirty registers, the flags and RIP to the context.
+    fn store_state(&mut self, rip: Value) {
         for i in 0..16 {
             if self.dirty & (1 << i) != 0 {
                 let v = self.b.use_var(self.regs[i]);
@@ -565,19 +712,60 @@ impl<'a> Translator<'a> {
                     .store(MemFlagsData::trusted(), v, self.ctx, OFF_GPR + 8 * i as i32);
             }
         }
-        let f = self.flags_value();
-        self.b
-            .ins()
-            .store(MemFlagsData::trusted(), f, self.ctx, OFF_RFLAGS);
-        self.b
-            .ins()
-            .store(MemFlagsData::trusted(), rip, self.ctx, OFF_RIP);
-        let n = self.b.ins().iconst(I64, i64::from(executed));
-        self.b
-            .ins()
-            .store(MemFlagsData::trusted(), n, self.ctx, OFF_EXECUTED);
-        let c = self.b.ins().iconst(I64, code);
-        self.b.ins().return_(&[c]);
+        let m = MemFlagsData::trusted();
+        match self.flags {
+            // The context still holds them.
+            Flags::Mat(f) if f == self.entry_flags => {}
+            Flags::Mat(f) => {
+                self.b.ins().store(m, f, self.ctx, OFF_RFLAGS);
+                let zero = self.iconst(0);
+                self.b.ins().store(m, zero, self.ctx, OFF_FLAGS_OP);
+            }
+            // Left lazy for the next block (or the dispatcher) to materialize if it reads them.
+            Flags::Lazy {
+                op,
+                bits,
+                a,
+                b,
+                res,
+                cf,
+            } => {
+                let code = self.iconst((op.code() | u64::from(bits) << 8) as i64);
+                self.b.ins().store(m, code, self.ctx, OFF_FLAGS_OP);
+                self.b.ins().store(m, a, self.ctx, OFF_FLAGS_A);
+                self.b.ins().store(m, b, self.ctx, OFF_FLAGS_B);
+                self.b.ins().store(m, res, self.ctx, OFF_FLAGS_RES);
+                let cf = self.b.ins().uextend(I64, cf);
+                self.b.ins().store(m, cf, self.ctx, OFF_FLAGS_CF);
+            }
+        }
+        self.b.ins().store(m, rip, self.ctx, OFF_RIP);
+    }
+
+    /// The flags, with the block's entry flags materialized (a helper call) if still lazy.
+    fn flags_now(&mut self) -> Flags {
+        if matches!(self.flags, Flags::Mat(f) if f == self.entry_flags) {
+            let helper = self.iconst(helper_flags as *const () as usize as i64);
+            let call = self
+                .b
+                .ins()
+                .call_indirect(self.sigs.flags, helper, &[self.ctx]);
+            let f = self.b.inst_results(call)[0];
+            self.flags = Flags::Mat(f);
+        }
+        self.flags
+    }
+
+    /// [`Self::exit_linked`] when `cond` (i8) holds; continue in a fresh block otherwise.
+    fn side_exit_linked(&mut self, cond: Value, rip: u64, executed: u32, slot: usize) {
+        let out = self.b.create_block();
+        let cont = self.b.create_block();
+        self.b.ins().brif(cond, out, &[], cont, &[]);
+        self.b.seal_block(out);
+        self.b.seal_block(cont);
+        self.b.switch_to_block(out);
+        self.exit_linked(rip, executed, slot);
+        self.b.switch_to_block(cont);
     }
 
     /// Exit to `rip` when `cond` (i8) holds; continue in a fresh block otherwise.
@@ -1044,21 +1232,21 @@ impl<'a> Translator<'a> {
     }
 
     fn cf(&mut self) -> Value {
-        match self.flags {
+        match self.flags_now() {
             Flags::Mat(f) => self.bit(f, 0),
             Flags::Lazy { cf, .. } => cf,
         }
     }
 
     fn zf(&mut self) -> Value {
-        match self.flags {
+        match self.flags_now() {
             Flags::Mat(f) => self.bit(f, 6),
             Flags::Lazy { res, .. } => self.b.ins().icmp_imm_s(IntCC::Equal, res, 0),
         }
     }
 
     fn sf(&mut self) -> Value {
-        match self.flags {
+        match self.flags_now() {
             Flags::Mat(f) => self.bit(f, 7),
             Flags::Lazy { res, bits, .. } => self.bit(res, i64::from(bits) - 1),
         }
@@ -1072,14 +1260,14 @@ impl<'a> Translator<'a> {
     }
 
     fn pf(&mut self) -> Value {
-        match self.flags {
+        match self.flags_now() {
             Flags::Mat(f) => self.bit(f, 2),
             Flags::Lazy { res, .. } => self.pf_of(res),
         }
     }
 
     fn of(&mut self) -> Value {
-        match self.flags {
+        match self.flags_now() {
             Flags::Mat(f) => self.bit(f, 11),
             Flags::Lazy {
                 op,
@@ -1146,7 +1334,7 @@ impl<'a> Translator<'a> {
     /// for subtractions, moved to bit 11. INC and DEC are the addition and subtraction of 1
     /// (their `b`), so the same formulas give their AF and OF.
     fn flags_value(&mut self) -> Value {
-        let (op, bits, a, b, res, cf) = match self.flags {
+        let (op, bits, a, b, res, cf) = match self.flags_now() {
             Flags::Mat(f) => return f,
             Flags::Lazy {
                 op,
@@ -1206,7 +1394,7 @@ impl<'a> Translator<'a> {
         // One comparison, negated in place for the odd codes (a compare feeding a branch
         // becomes cmp + jcc).
         let cmp = |c: IntCC| if neg { c.complement() } else { c };
-        let direct = match self.flags {
+        let direct = match self.flags_now() {
             Flags::Lazy {
                 op: FlagOp::Sub { plain: true },
                 bits,
@@ -1447,7 +1635,11 @@ impl<'a> Translator<'a> {
                 let ret = self.iconst(insn.next_ip() as i64);
                 self.push(ret, w);
                 let n = self.executed + 1;
-                self.exit(target, n, EXIT_NEXT);
+                if matches!(insn.code(), Code::Call_rm32 | Code::Call_rm64) {
+                    self.exit_dynamic(target, n);
+                } else {
+                    self.exit_linked(insn.near_branch_target(), n, 0);
+                }
                 return Ok(true);
             }
             M::Ret => {
@@ -1462,20 +1654,19 @@ impl<'a> Translator<'a> {
                 };
                 self.adjust_sp(i64::from(w) + extra);
                 let n = self.executed + 1;
-                self.exit(v, n, EXIT_NEXT);
+                self.exit_dynamic(v, n);
                 return Ok(true);
             }
             M::Jmp => {
-                let target = if matches!(insn.code(), Code::Jmp_rm32 | Code::Jmp_rm64) {
+                let n = self.executed + 1;
+                if matches!(insn.code(), Code::Jmp_rm32 | Code::Jmp_rm64) {
                     let w = self.branch_size();
                     let t = self.read_op(insn, 0, w)?;
                     self.check_target(t);
-                    t
+                    self.exit_dynamic(t, n);
                 } else {
-                    self.iconst(insn.near_branch_target() as i64)
-                };
-                let n = self.executed + 1;
-                self.exit(target, n, EXIT_NEXT);
+                    self.exit_linked(insn.near_branch_target(), n, 0);
+                }
                 return Ok(true);
             }
             M::Nop
@@ -1670,9 +1861,8 @@ impl<'a> Translator<'a> {
                 let c = self.cond(cc_nibble(insn));
                 let n = self.executed + 1;
                 let taken = insn.near_branch_target();
-                self.side_exit(c, taken, n, EXIT_NEXT);
-                let next = self.iconst(insn.next_ip() as i64);
-                self.exit(next, n, EXIT_NEXT);
+                self.side_exit_linked(c, taken, n, 0);
+                self.exit_linked(insn.next_ip(), n, 1);
                 return Ok(true);
             }
             _ if is_setcc(insn) => {
@@ -2273,7 +2463,9 @@ mod tests {
         let mut func = Function::with_name_signature(UserFuncName::default(), sig);
         let mut fctx = FunctionBuilderContext::new();
         let b = FunctionBuilder::new(&mut func, &mut fctx);
-        Translator::new(b, isa.default_call_conv(), long).block(insns, isa.frontend_config())
+        // Unchained exits (no link array): the exits' form does not change register use.
+        Translator::new(b, isa.default_call_conv(), long, None, std::ptr::null())
+            .block(insns, isa.frontend_config())
     }
 
     /// Every register a translation reads is loaded at block entry or written before: random
