@@ -434,6 +434,14 @@ impl GuestMemory {
         self.code_dirty.load(Ordering::Relaxed)
     }
 
+    /// The code-page bitmap (bit `page % 64` of word `page / 64` for RAM page `offset >> 12`)
+    /// and the "some code page was written" flag, for a JIT's inline store check: a store
+    /// may bypass [`Self::write_ram`] only while its page's bit and the flag are both clear
+    /// (a set bit or flag must take `write_ram`, which reports the write).
+    pub fn code_tracking(&self) -> (&[AtomicU64], &AtomicBool) {
+        (&self.code_pages, &self.code_dirty)
+    }
+
     /// RAM offsets (page-aligned) of code pages written since the last call.
     pub fn take_code_invalidations(&self) -> Vec<u64> {
         self.code_dirty.store(false, Ordering::Release);
@@ -563,5 +571,22 @@ mod tests {
             !m.code_dirty(),
             "page unmarked after the first invalidation"
         );
+    }
+
+    #[test]
+    fn code_tracking_shows_marks_and_writes() {
+        let m = GuestMemory::pc(4 << 20).unwrap();
+        let (bits, dirty) = m.code_tracking();
+        assert_eq!(bits.len(), (4 << 20) / 4096 / 64);
+        m.mark_code_page(0x43000);
+        assert_eq!(
+            bits[1].load(Ordering::Relaxed),
+            1 << 3,
+            "page 0x43 is bit 3 of word 1"
+        );
+        assert!(!dirty.load(Ordering::Relaxed));
+        assert!(m.write_ram(0x43010, &[7]));
+        assert_eq!(bits[1].load(Ordering::Relaxed), 0);
+        assert!(dirty.load(Ordering::Relaxed));
     }
 }

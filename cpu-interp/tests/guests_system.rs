@@ -356,3 +356,34 @@ fn local_apic_msrs_reach_the_board() {
         "a refused write #GPs"
     );
 }
+
+/// Self-modifying code through a store that ran before its page held code: a loop patches
+/// the immediate of a function on another page (`mov eax, imm32; ret`) and calls it. The
+/// first patch happens before the function was ever run, so on the JIT the store's page is
+/// already in its write soft-TLB when the page becomes code; every later patch must still be
+/// seen (it ends the block, as the interpreter does, and drops the stale translation), so the
+/// function returns each new value.
+#[test]
+fn patched_function_returns_each_new_value() {
+    const FUNC: u32 = 0x3_0000;
+    let (_, s) = run(|a| {
+        // mov eax, 0; ret
+        a.mov(dword_ptr(FUNC), 0x0000_00B8u32)?;
+        a.mov(dword_ptr(FUNC + 4), 0xC300u32)?;
+        a.xor(ebx, ebx)?;
+        a.xor(ecx, ecx)?;
+        let mut top = a.create_label();
+        a.set_label(&mut top)?;
+        a.mov(dword_ptr(FUNC + 1), ecx)?;
+        a.mov(edx, FUNC)?;
+        a.call(edx)?;
+        a.add(ebx, eax)?;
+        a.inc(ecx)?;
+        a.cmp(ecx, 200)?;
+        a.jne(top)?;
+        a.hlt()?;
+        Ok(())
+    });
+    assert_eq!(s.gpr[3], (0..200).sum::<u64>(), "sum of the patched values");
+    assert_eq!(s.gpr[1], 200);
+}

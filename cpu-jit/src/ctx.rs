@@ -6,6 +6,8 @@
 //! everything else (MMIO, page walks, A/D bits, faults, segment checks); the helpers reach the
 //! interpreter through `JitCtx::interp`, so every slow access has the interpreter's semantics.
 
+use std::sync::atomic::{AtomicBool, AtomicU64};
+
 use pcvm_core::{GuestMemory, Platform, SegReg};
 use pcvm_cpu_interp::{Interpreter, JitCacheKey};
 use vm_memory_host::host_page;
@@ -16,14 +18,39 @@ pub(crate) const TLB_SIZE: usize = 256;
 /// A tag that matches no page-aligned address.
 pub(crate) const TLB_EMPTY: u64 = u64::MAX;
 
-/// One soft-TLB entry: `tag` is the page-aligned linear address; for the read TLB
-/// `linear + addend` is the host address, for the write TLB the RAM offset.
+/// One read soft-TLB entry: `tag` is the page-aligned linear address, `linear + addend` the
+/// host address.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct TlbEntry {
     pub tag: u64,
     pub addend: u64,
 }
+
+/// One write soft-TLB entry: `tag` is the page-aligned linear address, `linear + addend` the
+/// host address and `linear + ram_addend` the RAM offset; `code_word` points at the word of
+/// the guest memory's code-page bitmap holding the page's bit (`(ram offset >> 12) % 64`),
+/// so generated code can tell a store into a code page (out of line, to report it) from a
+/// plain one (inline).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct WriteTlbEntry {
+    pub tag: u64,
+    pub addend: u64,
+    pub ram_addend: u64,
+    pub code_word: *const AtomicU64,
+}
+
+/// log2 of the entry sizes, for generated code's slot arithmetic.
+pub(crate) const TLB_READ_SHIFT: i64 = 4;
+pub(crate) const TLB_WRITE_SHIFT: i64 = 5;
+const _: () = assert!(std::mem::size_of::<TlbEntry>() == 1 << TLB_READ_SHIFT);
+const _: () = assert!(std::mem::size_of::<WriteTlbEntry>() == 1 << TLB_WRITE_SHIFT);
+
+/// Field offsets inside a write-TLB entry.
+pub(crate) const WTLB_ADDEND: i32 = std::mem::offset_of!(WriteTlbEntry, addend) as i32;
+pub(crate) const WTLB_RAM_ADDEND: i32 = std::mem::offset_of!(WriteTlbEntry, ram_addend) as i32;
+pub(crate) const WTLB_CODE_WORD: i32 = std::mem::offset_of!(WriteTlbEntry, code_word) as i32;
 
 /// Status a store helper returns.
 pub(crate) const STORE_OK: u64 = 0;
@@ -52,7 +79,12 @@ pub(crate) struct JitCtx {
     /// Set by a load helper whose access faulted.
     pub fault: u64,
     pub tlb_read: [TlbEntry; TLB_SIZE],
-    pub tlb_write: [TlbEntry; TLB_SIZE],
+    pub tlb_write: [WriteTlbEntry; TLB_SIZE],
+    /// The code-written flag of the guest memory the write-TLB entries came from (set by
+    /// `fill` with the first entry; null before): an inline store with the flag set goes out
+    /// of line, as `GuestMemory::write_ram` then reports a code write (the interpreter ends
+    /// its block after any RAM store while the flag is set).
+    pub code_dirty: *const AtomicBool,
     /// The interpreter holding the rest of the state (valid while generated code runs).
     pub interp: *mut Interpreter,
     /// Cache generation ([`CacheGen`]) the soft TLBs were filled in.
@@ -194,8 +226,9 @@ pub(crate) fn ind_cache_slot(rip: u64) -> usize {
 
 // SAFETY: the raw `interp` and `mem` pointers are only used while the owning backend runs
 // generated code on its thread (`interp` is null between calls; `mem` is re-set before each
-// chain and never dereferenced outside one), so moving the context to another thread moves
-// no live borrow.
+// chain and never dereferenced outside one); `code_dirty` and the write TLB's `code_word`
+// point into the guest memory's atomics, read only by generated code on that thread like the
+// soft TLBs' host addresses. Moving the context to another thread moves no live borrow.
 unsafe impl Send for JitCtx {}
 
 pub(crate) const OFF_GPR: i32 = std::mem::offset_of!(JitCtx, gpr) as i32;
@@ -205,6 +238,7 @@ pub(crate) const OFF_EXECUTED: i32 = std::mem::offset_of!(JitCtx, executed) as i
 pub(crate) const OFF_FAULT: i32 = std::mem::offset_of!(JitCtx, fault) as i32;
 pub(crate) const OFF_TLB_READ: i32 = std::mem::offset_of!(JitCtx, tlb_read) as i32;
 pub(crate) const OFF_TLB_WRITE: i32 = std::mem::offset_of!(JitCtx, tlb_write) as i32;
+pub(crate) const OFF_CODE_DIRTY: i32 = std::mem::offset_of!(JitCtx, code_dirty) as i32;
 pub(crate) const OFF_SEG_BASE: i32 = std::mem::offset_of!(JitCtx, seg_base) as i32;
 pub(crate) const OFF_LINK_GEN: i32 = std::mem::offset_of!(JitCtx, link_gen) as i32;
 pub(crate) const OFF_POLL_ROOM: i32 = std::mem::offset_of!(JitCtx, poll_room) as i32;
@@ -231,10 +265,13 @@ impl JitCtx {
                 tag: TLB_EMPTY,
                 addend: 0,
             }; TLB_SIZE],
-            tlb_write: [TlbEntry {
+            tlb_write: [WriteTlbEntry {
                 tag: TLB_EMPTY,
                 addend: 0,
+                ram_addend: 0,
+                code_word: std::ptr::null(),
             }; TLB_SIZE],
+            code_dirty: std::ptr::null(),
             interp: std::ptr::null_mut(),
             tlb_gen: u64::MAX,
             cache_gen: CacheGen::default(),
@@ -258,7 +295,10 @@ impl JitCtx {
 
     /// Empty both soft TLBs.
     pub(crate) fn flush_tlb(&mut self, gen: u64) {
-        for e in self.tlb_read.iter_mut().chain(self.tlb_write.iter_mut()) {
+        for e in self.tlb_read.iter_mut() {
+            e.tag = TLB_EMPTY;
+        }
+        for e in self.tlb_write.iter_mut() {
             e.tag = TLB_EMPTY;
         }
         self.tlb_gen = gen;
@@ -312,8 +352,9 @@ impl JitCtx {
         }
     }
 
-    /// Remember the RAM page of `seg:offset` for inline loads (host pointer) or stores (RAM
-    /// offset), if the interpreter's TLB proves the access allowed without a walk. Called
+    /// Remember the RAM page of `seg:offset` for inline loads or stores (host pointer; for
+    /// stores also the RAM offset and code-page bit), if the interpreter's TLB proves the
+    /// access allowed without a walk. Called
     /// only after the access succeeded (so the address passed the segment and canonical
     /// checks) and only for segments whose linear address generated code forms itself.
     fn fill(
@@ -332,9 +373,18 @@ impl JitCtx {
         let off_page = off & !0xFFF;
         let slot = ((linear >> 12) as usize) & (TLB_SIZE - 1);
         if write {
-            self.tlb_write[slot] = TlbEntry {
+            let (bits, dirty) = p.memory().code_tracking();
+            let (Some(word), Some(host)) =
+                (bits.get((off_page >> 18) as usize), host_page(p, off_page))
+            else {
+                return;
+            };
+            self.code_dirty = dirty;
+            self.tlb_write[slot] = WriteTlbEntry {
                 tag: page,
-                addend: off_page.wrapping_sub(page),
+                addend: (host as u64).wrapping_sub(page),
+                ram_addend: off_page.wrapping_sub(page),
+                code_word: word,
             };
         } else if let Some(host) = host_page(p, off_page) {
             self.tlb_read[slot] = TlbEntry {
@@ -435,9 +485,10 @@ pub(crate) extern "C" fn helper_store(
     }
 }
 
-/// Fast-path store to a RAM page found in the write TLB: goes through `GuestMemory` so code
-/// pages are tracked, and stops the block if it wrote a page holding decoded code (as the
-/// interpreter does). The context argument keeps the helpers' common calling shape.
+/// Store to a RAM page found in the write TLB that holds code (or while some code page was
+/// written): goes through `GuestMemory` so the write is reported, and stops the block if it
+/// wrote a page holding decoded code (as the interpreter does). The context argument keeps
+/// the helpers' common calling shape.
 pub(crate) extern "C" fn helper_store_ram(
     ctx: *mut JitCtx,
     _plat: *mut PlatRef<'_>,
