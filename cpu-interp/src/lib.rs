@@ -47,13 +47,13 @@ use pcvm_core::{
 use access::AccessKind;
 use decode_cache::{block_key, Block, MAX_BLOCK_INSNS};
 use exception::EventKind;
-use exec::{Decoded, END, SNAP};
+use exec::{Decoded, CTX, END, SNAP};
 
 /// Instructions between calls to `Platform::poll` (timers), kicker and NMI checks.
 const POLL_INTERVAL: u64 = 2048;
 
 /// Entries of the linear-address block lookup cache.
-const JMP_CACHE_SIZE: usize = 1024;
+const JMP_CACHE_SIZE: usize = 4096;
 
 /// [`Interpreter::fetch_insns`]'s slot for instructions that belong to no `jmp_cache` entry.
 const NO_SLOT: usize = usize::MAX;
@@ -121,8 +121,9 @@ pub struct Interpreter {
     /// `--trace` output: one line per executed instruction.
     trace: Option<Box<dyn Write + Send>>,
     snapshot: Snapshot,
-    /// Bumped whenever CS, the mode or the paging context may have changed (system and far
-    /// instructions, segment loads, event delivery, state loads): invalidates `jmp_cache`.
+    /// Bumped whenever CS, the mode or the paging context may have changed (instructions
+    /// marked `CTX`: system and far instructions, segment loads; event delivery, state
+    /// loads): invalidates `jmp_cache`.
     pub(crate) ctx_gen: u64,
     /// Linear RIP → block, valid for one `ctx_gen` and decode-cache generation.
     jmp_cache: Vec<JmpEntry>,
@@ -638,7 +639,7 @@ impl Interpreter {
             self.take_snapshot();
         }
         let r = (d.handler)(self, p, d);
-        if d.flags & SNAP != 0 {
+        if d.flags & CTX != 0 {
             // Far/system instructions and segment loads may change CS, the mode or paging.
             self.ctx_gen += 1;
         }
