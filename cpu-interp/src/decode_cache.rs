@@ -9,6 +9,7 @@
 //! two compares.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use crate::exec::Decoded;
 
@@ -22,8 +23,9 @@ const FAST_SIZE: usize = 4096;
 pub(crate) struct Block {
     /// Lookup key ([`block_key`]), `u64::MAX` while the slot is free.
     pub key: u64,
-    /// The instructions; moved out while the block runs.
-    pub insns: Vec<Decoded>,
+    /// The instructions, shared with the run loop's lookup cache (a block invalidated while
+    /// it runs stays alive until that run ends).
+    pub insns: Arc<[Decoded]>,
     /// Bytes covered, for the CS-limit check of an aliased entry.
     pub byte_len: u32,
     /// RAM page (RAM offset >> 12) the block was decoded from.
@@ -34,14 +36,6 @@ pub(crate) struct Block {
 
 /// [`Block::rip`] of a block that runs at any RIP.
 pub(crate) const ANY_RIP: u64 = u64::MAX;
-
-static FREE_BLOCK: Block = Block {
-    key: u64::MAX,
-    insns: Vec::new(),
-    byte_len: 0,
-    ram_page: u64::MAX,
-    rip: ANY_RIP,
-};
 
 /// The cache key of code at physical address `phys` executed with `bitness`-bit defaults.
 #[inline]
@@ -61,6 +55,9 @@ pub(crate) struct DecodeCache {
     map: HashMap<u64, u32>,
     fast: Vec<(u64, u32)>,
     pages: HashMap<u64, Vec<u32>>,
+    /// Bumped whenever a block is dropped: lookups cached outside (the run loop's
+    /// linear-address table) are valid for one value.
+    generation: u64,
 }
 
 impl Default for DecodeCache {
@@ -71,6 +68,7 @@ impl Default for DecodeCache {
             map: HashMap::new(),
             fast: vec![(u64::MAX, 0); FAST_SIZE],
             pages: HashMap::new(),
+            generation: 0,
         }
     }
 }
@@ -94,25 +92,17 @@ impl DecodeCache {
         Some(idx)
     }
 
-    /// The block at `idx` (a free placeholder if `idx` is stale after a flush).
+    /// The block at `idx`, if `idx` is live (not stale after a flush or invalidation).
     #[inline]
-    pub(crate) fn block(&self, idx: u32) -> &Block {
-        self.slab.get(idx as usize).unwrap_or(&FREE_BLOCK)
+    pub(crate) fn block(&self, idx: u32) -> Option<&Block> {
+        self.slab.get(idx as usize).filter(|b| b.key != u64::MAX)
     }
 
-    /// Move the instructions of block `idx` out to run them.
+    /// The generation of the cache contents: changes whenever a block is dropped, so lookups
+    /// remembered elsewhere can tell they may be stale.
     #[inline]
-    pub(crate) fn take_insns(&mut self, idx: u32) -> Vec<Decoded> {
-        std::mem::take(&mut self.slab[idx as usize].insns)
-    }
-
-    /// Give the instructions back after running, unless the block was invalidated meanwhile.
-    #[inline]
-    pub(crate) fn put_insns(&mut self, idx: u32, key: u64, insns: Vec<Decoded>) {
-        let b = &mut self.slab[idx as usize];
-        if b.key == key && b.insns.is_empty() {
-            b.insns = insns;
-        }
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// Add a block; returns its slab index.
@@ -144,8 +134,9 @@ impl DecodeCache {
         let b = &mut self.slab[idx as usize];
         if b.key != u64::MAX {
             b.key = u64::MAX;
-            b.insns = Vec::new();
+            b.insns = Arc::from(Vec::new());
             self.free.push(idx);
+            self.generation += 1;
         }
     }
 
@@ -168,6 +159,7 @@ impl DecodeCache {
 
     /// Drop everything.
     pub(crate) fn flush(&mut self) {
+        self.generation += 1;
         self.slab.clear();
         self.free.clear();
         self.map.clear();

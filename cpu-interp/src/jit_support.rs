@@ -245,7 +245,7 @@ impl Interpreter {
         };
         match self.fetch_block(p).ok()? {
             Source::Cached(idx, _) => {
-                let insns = &self.cache.block(idx).insns;
+                let insns = &self.cache.block(idx)?.insns;
                 Some(BlockPeek {
                     count: insns.len(),
                     rep_end: insns.last().is_some_and(|d| last_rep(&d.insn)),
@@ -268,7 +268,7 @@ impl Interpreter {
         let PhysRegion::Ram(ram_offset) = p.memory().classify(phys, false) else {
             return None;
         };
-        let b = self.cache.block(idx);
+        let b = self.cache.block(idx)?;
         Some(JitBlock {
             phys,
             ram_offset,
@@ -287,9 +287,12 @@ impl Interpreter {
             smc: false,
             shutdown: false,
         };
-        let first = match self.fetch_block(p) {
-            Ok(Source::Cached(idx, _)) => self.cache.block(idx).insns.first().cloned(),
-            Ok(Source::Fresh(v)) => v.into_iter().next(),
+        let first = match self.fetch_insns(p) {
+            Ok((insns, slot)) => {
+                let first = insns.first().cloned();
+                self.return_insns(insns, slot);
+                first
+            }
             Err(f) => {
                 out.faulted = true;
                 out.shutdown = self.fault(p, f).is_some();
@@ -350,7 +353,7 @@ impl Interpreter {
             smc: false,
             exit: None,
         };
-        let source = match self.fetch_block(p) {
+        let (insns, slot) = match self.fetch_insns(p) {
             Ok(s) => s,
             Err(f) => {
                 out.exit = self.fault(p, f);
@@ -361,10 +364,6 @@ impl Interpreter {
             16 => 0xFFFF,
             32 => 0xFFFF_FFFF,
             _ => u64::MAX,
-        };
-        let (insns, cached) = match source {
-            Source::Cached(idx, key) => (self.cache.take_insns(idx), Some((idx, key))),
-            Source::Fresh(v) => (v, None),
         };
         self.rep_limit = budget.max(1);
         self.rep_extra = 0;
@@ -377,9 +376,7 @@ impl Interpreter {
             (insns.len() as u64).min(budget) as usize
         };
         let (mut executed, fault) = self.exec_run(p, &insns[..n], budget, ip_mask, !shadowed);
-        if let Some((idx, key)) = cached {
-            self.cache.put_insns(idx, key, insns);
-        }
+        self.return_insns(insns, slot);
         executed += std::mem::take(&mut self.rep_extra);
         self.retired += executed;
         out.retired = executed;

@@ -34,6 +34,7 @@ pub use jit_support::{BlockPeek, JitBlock, JitCacheKey, JitMode, JitStep, JitSyn
 
 use std::collections::HashSet;
 use std::io::Write;
+use std::sync::Arc;
 
 use iced_x86::{Decoder, DecoderError, DecoderOptions, Formatter, Instruction, IntelFormatter};
 use pcvm_core::cpu_state::flags as fl;
@@ -46,13 +47,33 @@ use pcvm_core::{
 use access::AccessKind;
 use decode_cache::{block_key, Block, MAX_BLOCK_INSNS};
 use exception::EventKind;
-use exec::{Decoded, END, SNAP};
+use exec::{Decoded, CTX, END, SNAP};
 
 /// Instructions between calls to `Platform::poll` (timers), kicker and NMI checks.
 const POLL_INTERVAL: u64 = 2048;
 
 /// Entries of the linear-address block lookup cache.
-const JMP_CACHE_SIZE: usize = 1024;
+const JMP_CACHE_SIZE: usize = 4096;
+
+/// [`Interpreter::fetch_insns`]'s slot for instructions that belong to no `jmp_cache` entry.
+const NO_SLOT: usize = usize::MAX;
+
+/// One entry of the linear-address block lookup cache (`Interpreter::jmp_cache`): valid while
+/// both the context generation and the decode cache's generation are unchanged.
+#[derive(Clone, Default)]
+struct JmpEntry {
+    /// Linear address of the block's first byte (`u64::MAX` when empty).
+    linear: u64,
+    ctx_gen: u64,
+    code_gen: u64,
+    /// The block's [`Block::rip`] restriction.
+    rip: u64,
+    /// Slab index and key of the block in the decode cache.
+    idx: u32,
+    key: u64,
+    /// The block's instructions (`None` when empty).
+    insns: Option<Arc<[Decoded]>>,
+}
 
 /// Registers saved before an instruction marked `SNAP`, restored if it faults.
 #[derive(Clone, Copy, Default)]
@@ -100,11 +121,12 @@ pub struct Interpreter {
     /// `--trace` output: one line per executed instruction.
     trace: Option<Box<dyn Write + Send>>,
     snapshot: Snapshot,
-    /// Bumped whenever CS, the mode or the paging context may have changed (system and far
-    /// instructions, segment loads, event delivery, state loads): invalidates `jmp_cache`.
+    /// Bumped whenever CS, the mode or the paging context may have changed (instructions
+    /// marked `CTX`: system and far instructions, segment loads; event delivery, state
+    /// loads): invalidates `jmp_cache`.
     pub(crate) ctx_gen: u64,
-    /// Linear RIP → block, valid for one `ctx_gen`: (linear, ctx_gen, slab index, key).
-    jmp_cache: Vec<(u64, u64, u32, u64)>,
+    /// Linear RIP → block, valid for one `ctx_gen` and decode-cache generation.
+    jmp_cache: Vec<JmpEntry>,
     /// Debugging or tracing is on: run one instruction at a time.
     debug_active: bool,
     /// Linear page → RAM offset for reads and writes (see `access::RamEntry`).
@@ -159,7 +181,13 @@ impl Interpreter {
             trace: None,
             snapshot: Snapshot::default(),
             ctx_gen: 1,
-            jmp_cache: vec![(u64::MAX, 0, 0, 0); JMP_CACHE_SIZE],
+            jmp_cache: vec![
+                JmpEntry {
+                    linear: u64::MAX,
+                    ..JmpEntry::default()
+                };
+                JMP_CACHE_SIZE
+            ],
             debug_active: false,
             rd_cache: vec![access::RAM_ENTRY_EMPTY; access::RAM_CACHE_SIZE],
             wr_cache: vec![access::RAM_ENTRY_EMPTY; access::RAM_CACHE_SIZE],
@@ -256,24 +284,103 @@ impl Interpreter {
         }
     }
 
-    /// Decode the instructions starting at the current CS:RIP. The `jmp_cache` hit is
-    /// inlined into the run loop so its result stays in registers; misses go out of line.
+    /// The linear address of CS:RIP, its `jmp_cache` slot, and whether the slot holds the
+    /// block to run there.
     #[inline(always)]
-    fn fetch_block(&mut self, p: &mut dyn Platform) -> std::result::Result<Source, Fault> {
+    fn jmp_lookup(&mut self) -> (u64, usize, bool) {
         let linear = self.state.seg(SegReg::Cs).base.wrapping_add(self.state.rip);
         let slot = ((linear ^ (linear >> 10)) as usize) & (JMP_CACHE_SIZE - 1);
-        let (tag, gen, idx, key) = self.jmp_cache[slot];
-        if tag == linear && gen == self.ctx_gen {
-            let b = self.cache.block(idx);
-            if b.key == key && (b.rip == decode_cache::ANY_RIP || b.rip == self.state.rip) {
-                return Ok(Source::Cached(idx, key));
+        let e = &self.jmp_cache[slot];
+        let mut hit = e.linear == linear
+            && e.ctx_gen == self.ctx_gen
+            && (e.rip == decode_cache::ANY_RIP || e.rip == self.state.rip);
+        if hit && e.code_gen != self.cache.generation() {
+            hit = self.jmp_revalidate(slot);
+        }
+        (linear, slot, hit)
+    }
+
+    /// Some block was dropped since `jmp_cache` slot `slot` was filled: it is still valid if
+    /// its block is still the live one at the same slab index.
+    #[cold]
+    fn jmp_revalidate(&mut self, slot: usize) -> bool {
+        let generation = self.cache.generation();
+        let e = &mut self.jmp_cache[slot];
+        let live = match (self.cache.block(e.idx), &e.insns) {
+            (Some(b), Some(insns)) => b.key == e.key && Arc::ptr_eq(&b.insns, insns),
+            _ => false,
+        };
+        if live {
+            e.code_gen = generation;
+        }
+        live
+    }
+
+    /// The instructions to run at the current CS:RIP and the `jmp_cache` slot they were taken
+    /// from ([`NO_SLOT`] for code decoded for this visit only); give them back with
+    /// [`Self::return_insns`]. Taking them out of the slot (a move, not a reference count
+    /// update) lets handlers borrow the interpreter mutably while the block runs. The hit
+    /// is inlined into the run loop so its result stays in registers; misses go out of line.
+    #[inline(always)]
+    fn fetch_insns(
+        &mut self,
+        p: &mut dyn Platform,
+    ) -> std::result::Result<(Arc<[Decoded]>, usize), Fault> {
+        let (linear, slot, hit) = self.jmp_lookup();
+        if hit {
+            if let Some(insns) = self.jmp_cache[slot].insns.take() {
+                return Ok((insns, slot));
             }
+        }
+        self.fetch_insns_miss(p, linear, slot)
+    }
+
+    /// [`Self::fetch_insns`] after a `jmp_cache` miss.
+    #[inline(never)]
+    fn fetch_insns_miss(
+        &mut self,
+        p: &mut dyn Platform,
+        linear: u64,
+        slot: usize,
+    ) -> std::result::Result<(Arc<[Decoded]>, usize), Fault> {
+        match self.fetch_block_miss(p, linear, slot)? {
+            Source::Cached(idx, _) => match self.jmp_cache[slot].insns.take() {
+                Some(insns) => Ok((insns, slot)),
+                // Not remembered (cannot happen for a live block): run the slab's copy.
+                None => Ok((
+                    self.cache
+                        .block(idx)
+                        .map_or_else(|| Arc::from(Vec::new()), |b| Arc::clone(&b.insns)),
+                    NO_SLOT,
+                )),
+            },
+            Source::Fresh(v) => Ok((Arc::from(v), NO_SLOT)),
+        }
+    }
+
+    /// Give instructions from [`Self::fetch_insns`] back to their `jmp_cache` slot.
+    #[inline(always)]
+    fn return_insns(&mut self, insns: Arc<[Decoded]>, slot: usize) {
+        if let Some(e) = self.jmp_cache.get_mut(slot) {
+            if e.insns.is_none() {
+                e.insns = Some(insns);
+            }
+        }
+    }
+
+    /// The block at the current CS:RIP: cached (slab index and key) or decoded for this visit.
+    #[inline]
+    fn fetch_block(&mut self, p: &mut dyn Platform) -> std::result::Result<Source, Fault> {
+        let (linear, slot, hit) = self.jmp_lookup();
+        if hit {
+            let e = &self.jmp_cache[slot];
+            return Ok(Source::Cached(e.idx, e.key));
         }
         self.fetch_block_miss(p, linear, slot)
     }
 
-    /// [`Self::fetch_block`] after a `jmp_cache` miss: look the block up or decode it, and
-    /// remember it in `jmp_cache` slot `slot` for `linear`.
+    /// Look the block at CS:RIP up or decode it, and remember a cached one in `jmp_cache`
+    /// slot `slot` for `linear`.
     #[inline(never)]
     fn fetch_block_miss(
         &mut self,
@@ -283,7 +390,17 @@ impl Interpreter {
     ) -> std::result::Result<Source, Fault> {
         let src = self.fetch_block_slow(p)?;
         if let Source::Cached(idx, key) = src {
-            self.jmp_cache[slot] = (linear, self.ctx_gen, idx, key);
+            if let Some(b) = self.cache.block(idx) {
+                self.jmp_cache[slot] = JmpEntry {
+                    linear,
+                    ctx_gen: self.ctx_gen,
+                    code_gen: self.cache.generation(),
+                    rip: b.rip,
+                    idx,
+                    key,
+                    insns: Some(Arc::clone(&b.insns)),
+                };
+            }
         }
         Ok(src)
     }
@@ -301,8 +418,11 @@ impl Interpreter {
         let linear = self.state.linear_rip();
         let phys = self.translate(p, linear, AccessKind::Execute)?;
         let key = block_key(phys, bitness);
-        if let Some(idx) = self.cache.lookup(key) {
-            let b = self.cache.block(idx);
+        if let Some((idx, b)) = self
+            .cache
+            .lookup(key)
+            .and_then(|idx| Some((idx, self.cache.block(idx)?)))
+        {
             let len = u64::from(b.byte_len);
             let end = rip.wrapping_add(len).wrapping_sub(1);
             let reusable = if bitness == 64 {
@@ -395,7 +515,7 @@ impl Interpreter {
             .any(|d| d.base == exec::RIP_BASE && d.flags & exec::INSN_ADDR != 0);
         let idx = self.cache.insert(Block {
             key,
-            insns,
+            insns: Arc::from(insns),
             byte_len: pos as u32,
             ram_page,
             rip: if rip_bound {
@@ -481,11 +601,17 @@ impl Interpreter {
         ip_mask: u64,
         rep_limit_at_end: bool,
     ) -> (u64, Option<Fault>) {
+        // Only a block's last instruction can end it (and be a REP string instruction): it
+        // runs after all the others, with what is left of the budget.
+        if rep_limit_at_end {
+            if let Some(last) = insns.last() {
+                if last.flags & END != 0 {
+                    self.rep_limit = (budget - (insns.len() as u64 - 1)).max(1);
+                }
+            }
+        }
         let mut executed = 0u64;
         for d in insns {
-            if rep_limit_at_end && d.flags & END != 0 {
-                self.rep_limit = (budget - executed).max(1);
-            }
             if let Err(f) = self.exec_one(p, d, ip_mask) {
                 return (executed, Some(f));
             }
@@ -513,7 +639,7 @@ impl Interpreter {
             self.take_snapshot();
         }
         let r = (d.handler)(self, p, d);
-        if d.flags & SNAP != 0 {
+        if d.flags & CTX != 0 {
             // Far/system instructions and segment loads may change CS, the mode or paging.
             self.ctx_gen += 1;
         }
@@ -606,7 +732,7 @@ impl Interpreter {
                 }
             }
             // --- Fetch. ---
-            let source = match self.fetch_block(p) {
+            let (insns, slot) = match self.fetch_insns(p) {
                 Ok(s) => s,
                 Err(f) => {
                     if let Some(exit) = self.fault(p, f) {
@@ -624,10 +750,6 @@ impl Interpreter {
                     _ => u64::MAX,
                 };
             }
-            let (insns, cached) = match source {
-                Source::Cached(idx, key) => (self.cache.take_insns(idx), Some((idx, key))),
-                Source::Fresh(v) => (v, None),
-            };
             // --- Execute. ---
             self.rep_limit = budget.max(1);
             let single = self.needs_single();
@@ -688,9 +810,7 @@ impl Interpreter {
                 let n = (insns.len() as u64).min(budget) as usize;
                 (executed, fault) = self.exec_run(p, &insns[..n], budget, ip_mask, true);
             }
-            if let Some((idx, key)) = cached {
-                self.cache.put_insns(idx, key, insns);
-            }
+            self.return_insns(insns, slot);
             executed += std::mem::take(&mut self.rep_extra);
             self.retired += executed;
             since_poll += executed;

@@ -42,6 +42,10 @@ pub(crate) const SNAP: u8 = 2;
 /// The handler computes memory addresses from the iced instruction, whose RIP-relative
 /// operands are absolute for the RIP it was decoded at (system and far instructions).
 pub(crate) const INSN_ADDR: u8 = 4;
+/// The instruction may change CS, the mode, the CPL, paging or a segment register (system
+/// and far instructions, segment loads): the run loop bumps the context generation after
+/// it, dropping every lookup cached for the old context.
+pub(crate) const CTX: u8 = 8;
 
 /// Operand location codes: 0–15 a GPR (low part of the operand's size), `HI | n` the high
 /// byte of GPR n (AH, CH, DH, BH), [`MEM`], [`IMM`] or [`NONE`].
@@ -525,13 +529,13 @@ fn select(insn: &Instruction, bitness: u32) -> (Handler, u8) {
 
         M::Mov => {
             if has_reg(0, |r| r.is_segment_register()) {
-                (data::mov_to_sreg, END | SNAP)
+                (data::mov_to_sreg, END | SNAP | CTX)
             } else if has_reg(1, |r| r.is_segment_register()) {
                 (data::mov_from_sreg, 0)
             } else if has_reg(0, |r| r.is_cr() || r.is_dr() || r.is_tr())
                 || has_reg(1, |r| r.is_cr() || r.is_dr() || r.is_tr())
             {
-                (sys, END | SNAP | INSN_ADDR)
+                (sys, END | SNAP | CTX | INSN_ADDR)
             } else {
                 (mov_form(insn), 0)
             }
@@ -591,7 +595,7 @@ fn select(insn: &Instruction, bitness: u32) -> (Handler, u8) {
         M::Lahf => (data::lahf, 0),
         M::Sahf => (data::sahf, 0),
         M::Salc => (data::salc, 0),
-        M::Lds | M::Les | M::Lfs | M::Lgs | M::Lss => (data::load_far_pointer, END | SNAP),
+        M::Lds | M::Les | M::Lfs | M::Lgs | M::Lss => (data::load_far_pointer, END | SNAP | CTX),
         // 0F 0D with a register operand is the PREFETCH group without a memory operand:
         // #UD, as on the AMD processors the differential harness runs against.
         M::Reservednop
@@ -628,7 +632,7 @@ fn select(insn: &Instruction, bitness: u32) -> (Handler, u8) {
         }
         M::Pop => {
             if has_reg(0, |r| r.is_segment_register()) {
-                (stack::pop_sreg, END | SNAP)
+                (stack::pop_sreg, END | SNAP | CTX)
             } else if insn.op0_kind() == OpKind::Memory {
                 (stack::pop, SNAP)
             } else {
@@ -679,13 +683,13 @@ fn select(insn: &Instruction, bitness: u32) -> (Handler, u8) {
             let cc = (insn.condition_code() as u8).wrapping_sub(1) & 0xF;
             (JCC[usize::from(cc)], END)
         }
-        M::Jmp if is_far => (far, END | SNAP | INSN_ADDR),
-        M::Call if is_far => (far, END | SNAP | INSN_ADDR),
+        M::Jmp if is_far => (far, END | SNAP | CTX | INSN_ADDR),
+        M::Call if is_far => (far, END | SNAP | CTX | INSN_ADDR),
         M::Jmp => (control::jmp, END),
         M::Call => (control::call, END),
         M::Ret => (control::ret, END),
         M::Retf | M::Iret | M::Iretd | M::Iretq | M::Int | M::Int3 | M::Into | M::Int1 => {
-            (far, END | SNAP | INSN_ADDR)
+            (far, END | SNAP | CTX | INSN_ADDR)
         }
         M::Loop | M::Loope | M::Loopne => (control::loop_, END),
         M::Jcxz | M::Jecxz | M::Jrcxz => (control::jcxz, END),
@@ -729,33 +733,35 @@ fn select(insn: &Instruction, bitness: u32) -> (Handler, u8) {
         | M::Lidt
         | M::Lldt
         | M::Ltr
-        | M::Sgdt
-        | M::Sidt
-        | M::Sldt
-        | M::Str
         | M::Lmsw
-        | M::Smsw
         | M::Clts
-        | M::Arpl
-        | M::Lar
-        | M::Lsl
-        | M::Verr
-        | M::Verw
         | M::Invlpg
-        | M::Wbinvd
-        | M::Invd
-        | M::Rdmsr
         | M::Wrmsr
-        | M::Rdtsc
-        | M::Rdpmc
-        | M::Cpuid
         | M::Sysenter
         | M::Sysexit
         | M::Sysexitq
         | M::Syscall
         | M::Sysret
         | M::Sysretq
-        | M::Swapgs
+        | M::Swapgs => (sys, END | SNAP | CTX | INSN_ADDR),
+        // System instructions that only read system state (or store it to memory): CS, the
+        // mode, paging and the segments stay as they were.
+        M::Sgdt
+        | M::Sidt
+        | M::Sldt
+        | M::Str
+        | M::Smsw
+        | M::Arpl
+        | M::Lar
+        | M::Lsl
+        | M::Verr
+        | M::Verw
+        | M::Wbinvd
+        | M::Invd
+        | M::Rdmsr
+        | M::Rdtsc
+        | M::Rdpmc
+        | M::Cpuid
         | M::Rdtscp
         | M::Clflush => (sys, END | SNAP | INSN_ADDR),
 
