@@ -28,6 +28,23 @@ pub struct JitBlock {
     pub insns: Vec<Instruction>,
 }
 
+/// What caches of linear addresses outside the interpreter (the JIT's code lookups, soft TLB
+/// and mode checks) depend on. The context generation moves on every fault, interrupt and
+/// system instruction; when this key is unchanged across such a bump, those caches are
+/// still valid (same paging structures and TLB contents, CPL, segments, memory map).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct JitCacheKey {
+    tlb_flushes: u64,
+    map_generation: u64,
+    cr0: u64,
+    cr3: u64,
+    cr4: u64,
+    efer: u64,
+    /// RFLAGS.AC and VM (alignment and SMAP checks, virtual-8086 mode).
+    rflags_ac_vm: u64,
+    segments: [Segment; 6],
+}
+
 /// What the interpreter would run next at CS:RIP: enough to size a fallback run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BlockPeek {
@@ -130,6 +147,21 @@ impl Interpreter {
     /// segments, memory map): translations keyed by linear address are valid for one value.
     pub fn jit_ctx_gen(&self) -> u64 {
         self.ctx_gen
+    }
+
+    /// The [`JitCacheKey`] now.
+    pub fn jit_cache_key(&self) -> JitCacheKey {
+        let s = &self.state;
+        JitCacheKey {
+            tlb_flushes: self.tlb.flushes,
+            map_generation: self.map_generation,
+            cr0: s.cr0,
+            cr3: s.cr3,
+            cr4: s.cr4,
+            efer: s.efer,
+            rflags_ac_vm: s.rflags & (1 << 18 | 1 << 17),
+            segments: s.segments,
+        }
     }
 
     /// The CPU is halted.

@@ -96,6 +96,9 @@ pub(crate) struct Tlb {
     /// PDPTE registers of PAE paging; `None` = reload from CR3 on the next walk (after a state
     /// load).
     pub(crate) pdptes: Option<[u64; 4]>,
+    /// Flushes and invalidations so far: caches of linear translations outside the TLB (the
+    /// JIT's) are valid while this is unchanged.
+    pub(crate) flushes: u64,
 }
 
 impl Default for Tlb {
@@ -104,6 +107,7 @@ impl Default for Tlb {
             entries: vec![EMPTY; TLB_ENTRIES],
             has_large: false,
             pdptes: None,
+            flushes: 0,
         }
     }
 }
@@ -111,6 +115,7 @@ impl Default for Tlb {
 impl Tlb {
     /// Drop every translation and the PDPTE registers (state load, memory map change).
     pub(crate) fn flush(&mut self) {
+        self.flushes += 1;
         self.entries.fill(EMPTY);
         self.has_large = false;
         self.pdptes = None;
@@ -118,6 +123,7 @@ impl Tlb {
 
     /// Drop every non-global translation (MOV CR3, task switch; SDM Vol. 3A §4.10.4.1).
     pub(crate) fn flush_non_global(&mut self) {
+        self.flushes += 1;
         for e in &mut self.entries {
             if !e.global {
                 *e = EMPTY;
@@ -127,6 +133,7 @@ impl Tlb {
 
     /// Drop the translation of the page holding `linear` (INVLPG).
     pub(crate) fn invalidate(&mut self, linear: u64) {
+        self.flushes += 1;
         if self.has_large {
             self.entries.fill(EMPTY);
             self.has_large = false;

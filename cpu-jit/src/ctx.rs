@@ -9,7 +9,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64};
 
 use pcvm_core::{GuestMemory, Platform, SegReg};
-use pcvm_cpu_interp::Interpreter;
+use pcvm_cpu_interp::{Interpreter, JitCacheKey};
 use vm_memory_host::host_page;
 
 /// Entries in each soft TLB (direct mapped by linear page number).
@@ -87,8 +87,10 @@ pub(crate) struct JitCtx {
     pub code_dirty: *const AtomicBool,
     /// The interpreter holding the rest of the state (valid while generated code runs).
     pub interp: *mut Interpreter,
-    /// Interpreter context generation the soft TLBs were filled in.
+    /// Cache generation ([`CacheGen`]) the soft TLBs were filled in.
     pub tlb_gen: u64,
+    /// The JIT's cache generation.
+    pub cache_gen: CacheGen,
     /// FS and GS bases for 64-bit code (constant while a block runs: translated code never
     /// changes them).
     pub seg_base: [u64; 2],
@@ -142,6 +144,35 @@ pub(crate) const FLAGS_DEC: u64 = 6;
 
 /// The six arithmetic flags (CF PF AF ZF SF OF).
 const ARITH_FLAGS: u64 = 0x8D5;
+
+/// The generation of the JIT's caches of linear addresses (linear-RIP lookups, links, soft
+/// TLB, mode checks). It follows the interpreter's context generation, which moves on every
+/// fault, interrupt and system instruction, but only moves itself when what those caches
+/// depend on ([`JitCacheKey`]) changed, so a Linux guest's interrupts, RDTSCs and POPFs no
+/// longer empty them.
+#[derive(Debug, Default)]
+pub(crate) struct CacheGen {
+    raw: u64,
+    key: Option<JitCacheKey>,
+    gen: u64,
+}
+
+impl CacheGen {
+    /// The generation now.
+    #[inline]
+    pub(crate) fn get(&mut self, interp: &Interpreter) -> u64 {
+        let raw = interp.jit_ctx_gen();
+        if raw != self.raw || self.key.is_none() {
+            self.raw = raw;
+            let key = interp.jit_cache_key();
+            if self.key != Some(key) {
+                self.key = Some(key);
+                self.gen += 1;
+            }
+        }
+        self.gen
+    }
+}
 
 /// [`JitCtx::link_gen`] while native chaining is off: no link carries it.
 pub(crate) const NO_LINK: u64 = u64::MAX;
@@ -243,6 +274,7 @@ impl JitCtx {
             code_dirty: std::ptr::null(),
             interp: std::ptr::null_mut(),
             tlb_gen: u64::MAX,
+            cache_gen: CacheGen::default(),
             seg_base: [0; 2],
             mem: std::ptr::null(),
             link_gen: NO_LINK,
@@ -272,9 +304,9 @@ impl JitCtx {
         self.tlb_gen = gen;
     }
 
-    /// Follow the interpreter's context generation: a change drops every soft-TLB entry.
+    /// Follow the cache generation: a change drops every soft-TLB entry.
     pub(crate) fn check_tlb_gen(&mut self, interp: &Interpreter) {
-        let gen = interp.jit_ctx_gen();
+        let gen = self.cache_gen.get(interp);
         if gen != self.tlb_gen {
             self.flush_tlb(gen);
         }
