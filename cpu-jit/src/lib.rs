@@ -158,6 +158,8 @@ struct Compiler {
     cl_ctx: cranelift_codegen::Context,
     fctx: FunctionBuilderContext,
     code_bytes: usize,
+    /// Machine-code bytes of the last compiled block.
+    last_size: usize,
     /// This module's entry into compiled blocks.
     trampoline: Trampoline,
 }
@@ -200,6 +202,7 @@ impl Compiler {
             module,
             fctx,
             code_bytes: 0,
+            last_size: 0,
             trampoline,
         })
     }
@@ -286,7 +289,8 @@ impl Compiler {
         self.cl_ctx.set_disasm(dump);
         let r = self.module.define_function(id, &mut self.cl_ctx);
         if let Some(code) = self.cl_ctx.compiled_code() {
-            self.code_bytes += code.code_buffer().len();
+            self.last_size = code.code_buffer().len();
+            self.code_bytes += self.last_size;
             if dump {
                 tracing::trace!(
                     target: "pcvm_cpu_jit::code",
@@ -348,6 +352,9 @@ pub struct JitBackend {
     link_gen: u64,
     /// Indirect-branch targets' successors (see `ctx::ind_cache_slot`), same generations.
     ind_cache: Box<[Link]>,
+    /// `PCVM_JIT_PERF_MAP=1`: /tmp/perf-PID.map, naming each block's code by its guest RIP
+    /// for `perf report` (the perf JIT map convention).
+    perf_map: Option<std::fs::File>,
 }
 
 /// A multiply-rotate hasher for the dispatcher's maps: their keys are guest addresses and
@@ -377,6 +384,19 @@ impl Hasher for AddressHasher {
 }
 
 type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<AddressHasher>>;
+
+/// The perf JIT map (/tmp/perf-PID.map) if `PCVM_JIT_PERF_MAP` is set and it can be created.
+fn open_perf_map() -> Option<std::fs::File> {
+    std::env::var_os("PCVM_JIT_PERF_MAP")?;
+    let path = format!("/tmp/perf-{}.map", std::process::id());
+    match std::fs::File::create(&path) {
+        Ok(f) => Some(f),
+        Err(e) => {
+            tracing::warn!("JIT: cannot create {path}: {e}");
+            None
+        }
+    }
+}
 
 /// Linear-RIP cache entry of code that stays interpreted.
 const NO_BLOCK: u32 = u32::MAX;
@@ -438,6 +458,7 @@ impl JitBackend {
             link_key: (u64::MAX, u64::MAX),
             link_gen: 0,
             ind_cache: vec![Link::EMPTY; IND_CACHE_SIZE].into_boxed_slice(),
+            perf_map: open_perf_map(),
         })
     }
 
@@ -624,6 +645,19 @@ impl JitBackend {
             }
         };
         self.stats.compile_ns += t0.elapsed().as_nanos() as u64;
+        if let Some(f) = self.perf_map.as_mut() {
+            use std::io::Write as _;
+            let line = format!(
+                "{:x} {:x} guest-{:x}{}\n",
+                func.0.get(),
+                self.compiler.last_size,
+                key.1,
+                if long { "" } else { "-32" }
+            );
+            if f.write_all(line.as_bytes()).is_err() {
+                self.perf_map = None;
+            }
+        }
         self.stats.blocks_compiled += 1;
         self.stats.insns_translated += n as u64;
         p.memory().mark_code_page(block.ram_offset);
