@@ -249,16 +249,7 @@ pub(crate) fn supported(insn: &Instruction, long: bool) -> bool {
                 | Code::Jmp_rel32_64
                 | Code::Jmp_rm64
         ),
-        M::Nop
-        | M::Endbr32
-        | M::Endbr64
-        | M::Pause
-        | M::Prefetch
-        | M::Prefetchnta
-        | M::Prefetcht0
-        | M::Prefetcht1
-        | M::Prefetcht2
-        | M::Prefetchw => true,
+        m if is_hint(m) => true,
         M::Xadd | M::Cmpxchg => n == 2 && insn.op_kind(1) == OpKind::Register && size0 <= max,
         M::Bswap => n == 1 && reg0 && size0 >= 4,
         M::Div | M::Idiv => n == 1 && size0 >= 4 && size0 <= max,
@@ -317,6 +308,25 @@ pub(crate) fn entry_loads(insns: &[Instruction]) -> u16 {
         }
     }
     need
+}
+
+/// Instructions with no architectural effect here (NOP, ENDBR, PAUSE, prefetches): the JIT
+/// only retires them.
+fn is_hint(m: Mnemonic) -> bool {
+    use Mnemonic as M;
+    matches!(
+        m,
+        M::Nop
+            | M::Endbr32
+            | M::Endbr64
+            | M::Pause
+            | M::Prefetch
+            | M::Prefetchnta
+            | M::Prefetcht0
+            | M::Prefetcht1
+            | M::Prefetcht2
+            | M::Prefetchw
+    )
 }
 
 /// SETcc r/m8.
@@ -1669,16 +1679,7 @@ impl<'a> Translator<'a> {
                 }
                 return Ok(true);
             }
-            M::Nop
-            | M::Endbr32
-            | M::Endbr64
-            | M::Pause
-            | M::Prefetch
-            | M::Prefetchnta
-            | M::Prefetcht0
-            | M::Prefetcht1
-            | M::Prefetcht2
-            | M::Prefetchw => {}
+            m if is_hint(m) => {}
             M::Xadd => {
                 let size = op_size(insn, 0);
                 let b = self.read_reg(insn.op1_register())?;
