@@ -52,6 +52,26 @@ fn destination(
     }
 }
 
+/// Store a shift's result `r` where [`destination`] read it (memory at `off`, or the
+/// register), then its flags `f`.
+#[inline(always)]
+fn write_back(
+    cpu: &mut Interpreter,
+    p: &mut dyn Platform,
+    d: &Decoded,
+    off: u64,
+    r: u64,
+    f: u64,
+) -> Result<(), Fault> {
+    if d.o0 == MEM {
+        cpu.write_mem(p, d.seg, off, d.size, r)?;
+    } else {
+        cpu.set_reg(d.o0, d.size, r);
+    }
+    cpu.set_rflags(f);
+    Ok(())
+}
+
 /// ROL ROR RCL RCR SHL SAL SHR SAR.
 pub(super) fn shift(cpu: &mut Interpreter, p: &mut dyn Platform, d: &Decoded) -> Result<(), Fault> {
     let n = count(cpu, d);
@@ -161,13 +181,7 @@ pub(super) fn shift(cpu: &mut Interpreter, p: &mut dyn Platform, d: &Decoded) ->
             (r, f)
         }
     };
-    if d.o0 == MEM {
-        cpu.write_mem(p, d.seg, off, size, r)?;
-    } else {
-        cpu.set_reg(d.o0, size, r);
-    }
-    cpu.set_rflags(f);
-    Ok(())
+    write_back(cpu, p, d, off, r, f)
 }
 
 /// [`shift_fast`] operation selectors.
@@ -224,13 +238,7 @@ pub(super) fn shift_fast<const OP: u8>(
     if of {
         f |= fl::OF;
     }
-    if d.o0 == MEM {
-        cpu.write_mem(p, d.seg, off, size, r)?;
-    } else {
-        cpu.set_reg(d.o0, size, r);
-    }
-    cpu.set_rflags(f);
-    Ok(())
+    write_back(cpu, p, d, off, r, f)
 }
 
 /// A shift by a masked count of 0 changes no flags and no value, but a 32-bit register
@@ -293,13 +301,7 @@ pub(super) fn shxd(cpu: &mut Interpreter, p: &mut dyn Platform, d: &Decoded) -> 
     if ((r ^ a) >> (bits - 1)) & 1 != 0 {
         f |= fl::OF;
     }
-    if d.o0 == MEM {
-        cpu.write_mem(p, d.seg, off, size, r)?;
-    } else {
-        cpu.set_reg(d.o0, size, r);
-    }
-    cpu.set_rflags(f);
-    Ok(())
+    write_back(cpu, p, d, off, r, f)
 }
 
 /// BT BTS BTR BTC: CF ← the selected bit; the others as the mnemonic says. With a register
