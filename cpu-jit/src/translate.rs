@@ -2217,7 +2217,7 @@ impl<'a> Translator<'a> {
                     let y = if bits == 64 {
                         self.b.ins().ushr(a, back)
                     } else {
-                        self.ushr_wide(a, back)
+                        self.shift_wide(a, back, false)
                     };
                     self.b.ins().bor(x, y)
                 } else {
@@ -2225,7 +2225,7 @@ impl<'a> Translator<'a> {
                     let y = if bits == 64 {
                         self.b.ins().ishl(a, back)
                     } else {
-                        self.ishl_wide(a, back)
+                        self.shift_wide(a, back, true)
                     };
                     self.b.ins().bor(x, y)
                 };
@@ -2363,24 +2363,18 @@ impl<'a> Translator<'a> {
         Ok(())
     }
 
-    /// `a >> k` for k in 0..=64 (64 gives 0), on values below 2^32.
-    fn ushr_wide(&mut self, a: Value, k: Value) -> Value {
+    /// `a >> k` (`left`: `a << k`) for k in 0..=64, where 64 gives 0 (Cranelift masks the
+    /// count to 6 bits).
+    fn shift_wide(&mut self, a: Value, k: Value, left: bool) -> Value {
         let is64 = self
             .b
             .ins()
             .icmp_imm_s(IntCC::UnsignedGreaterThanOrEqual, k, 64);
-        let v = self.b.ins().ushr(a, k);
-        let zero = self.iconst(0);
-        self.b.ins().select(is64, zero, v)
-    }
-
-    /// `a << k` for k in 0..=64 (64 gives 0).
-    fn ishl_wide(&mut self, a: Value, k: Value) -> Value {
-        let is64 = self
-            .b
-            .ins()
-            .icmp_imm_s(IntCC::UnsignedGreaterThanOrEqual, k, 64);
-        let v = self.b.ins().ishl(a, k);
+        let v = if left {
+            self.b.ins().ishl(a, k)
+        } else {
+            self.b.ins().ushr(a, k)
+        };
         let zero = self.iconst(0);
         self.b.ins().select(is64, zero, v)
     }
