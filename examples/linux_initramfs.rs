@@ -4,6 +4,9 @@
 //!
 //!     cargo run --release --example linux_initramfs -- BUSYBOX OUT.cpio.gz [poweroff|reboot]
 //!     cargo run --release --example linux_initramfs -- BUSYBOX OUT.cpio.gz workload LINES
+//!     cargo run --release --example linux_initramfs -- BUSYBOX OUT.cpio.gz script INIT.sh
+//!
+//! `script` packs your own /init (for profiling one program inside Linux).
 
 #[allow(dead_code)]
 #[path = "../tests/common/initramfs.rs"]
@@ -16,7 +19,7 @@ use anyhow::{bail, Context, Result};
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let usage = "usage: linux_initramfs BUSYBOX OUT.cpio.gz [poweroff|reboot|workload LINES]";
+    let usage = "usage: linux_initramfs BUSYBOX OUT.cpio.gz [poweroff|reboot|workload LINES|script INIT.sh]";
     let (busybox, out, end, script) = match args.as_slice() {
         [b, o] => (b, o, "poweroff", linux_guest::init_script()),
         [b, o, e] if e == "poweroff" || e == "reboot" => {
@@ -25,6 +28,11 @@ fn main() -> Result<()> {
         [b, o, w, n] if w == "workload" => {
             let lines = n.parse().with_context(|| format!("{usage}: bad LINES"))?;
             (b, o, "poweroff", linux_guest::workload_init_script(lines))
+        }
+        [b, o, s, path] if s == "script" => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("failed to read the init script {path}"))?;
+            (b, o, "poweroff", text)
         }
         _ => bail!("{usage}"),
     };

@@ -145,16 +145,69 @@ pub(crate) const FLAGS_DEC: u64 = 6;
 /// The six arithmetic flags (CF PF AF ZF SF OF).
 const ARITH_FLAGS: u64 = 0x8D5;
 
+/// Generations for the last few keys seen: a key that comes back gets its old generation
+/// again, so caches tagged with it stay valid across an excursion to another key. A new key
+/// (or one pushed out by [`GEN_TABLE_SIZE`] newer ones) gets a fresh generation, never used
+/// before, so nothing cached under an older one can match it.
+#[derive(Debug)]
+pub(crate) struct GenTable<K> {
+    entries: [Option<(K, u64)>; GEN_TABLE_SIZE],
+    /// Entry the next new key replaces (round robin).
+    victim: usize,
+    /// The last generation handed out.
+    last: u64,
+}
+
+/// Keys a [`GenTable`] remembers: enough for a kernel and a few processes' user modes.
+const GEN_TABLE_SIZE: usize = 8;
+
+impl<K: PartialEq + Copy> GenTable<K> {
+    pub(crate) fn new() -> Self {
+        Self {
+            entries: [None; GEN_TABLE_SIZE],
+            victim: 0,
+            last: 0,
+        }
+    }
+
+    /// The generation of `key`: its old one if it is still remembered, else a fresh one.
+    pub(crate) fn gen_for(&mut self, key: K) -> u64 {
+        if let Some((_, gen)) = self.entries.iter().flatten().find(|(k, _)| *k == key) {
+            return *gen;
+        }
+        self.last += 1;
+        if let Some(e) = self.entries.get_mut(self.victim) {
+            *e = Some((key, self.last));
+        }
+        self.victim = (self.victim + 1) % GEN_TABLE_SIZE;
+        self.last
+    }
+}
+
 /// The generation of the JIT's caches of linear addresses (linear-RIP lookups, links, soft
 /// TLB, mode checks). It follows the interpreter's context generation, which moves on every
 /// fault, interrupt and system instruction, but only moves itself when what those caches
 /// depend on ([`JitCacheKey`]) changed, so a Linux guest's interrupts, RDTSCs and POPFs no
-/// longer empty them.
-#[derive(Debug, Default)]
+/// longer empty them. A key seen recently gets its old generation back ([`GenTable`]): a
+/// system call's return to user mode finds the user-mode entries it left (the key holds the
+/// TLB-flush count, so entries never outlive a flush).
+#[derive(Debug)]
 pub(crate) struct CacheGen {
     raw: u64,
     key: Option<JitCacheKey>,
     gen: u64,
+    table: GenTable<JitCacheKey>,
+}
+
+impl Default for CacheGen {
+    fn default() -> Self {
+        Self {
+            raw: 0,
+            key: None,
+            gen: 0,
+            table: GenTable::new(),
+        }
+    }
 }
 
 impl CacheGen {
@@ -167,7 +220,7 @@ impl CacheGen {
             let key = interp.jit_cache_key();
             if self.key != Some(key) {
                 self.key = Some(key);
-                self.gen += 1;
+                self.gen = self.table.gen_for(key);
             }
         }
         self.gen
@@ -508,5 +561,31 @@ pub(crate) extern "C" fn helper_store_ram(
         STORE_STOP
     } else {
         STORE_OK
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{GenTable, GEN_TABLE_SIZE};
+
+    #[test]
+    fn a_returning_key_gets_its_generation_back_until_pushed_out() {
+        let mut t = GenTable::new();
+        let (user, kernel) = (t.gen_for(1u32), t.gen_for(2));
+        assert_ne!(user, kernel);
+        assert_eq!(t.gen_for(1), user, "back from the kernel: same generation");
+        assert_eq!(t.gen_for(2), kernel);
+        // Enough new keys push key 1 out: it comes back with a generation never used before.
+        let mut seen = vec![user, kernel];
+        for k in 3..3 + GEN_TABLE_SIZE as u32 {
+            let g = t.gen_for(k);
+            assert!(!seen.contains(&g), "fresh generations are new");
+            seen.push(g);
+        }
+        let again = t.gen_for(1);
+        assert!(
+            !seen.contains(&again),
+            "a forgotten key never revives old entries"
+        );
     }
 }

@@ -52,7 +52,7 @@ use pcvm_core::{
 };
 use pcvm_cpu_interp::Interpreter;
 
-use ctx::{ind_cache_slot, JitCtx, Link, IND_CACHE_SIZE, LINKS_PER_BLOCK, NO_LINK};
+use ctx::{ind_cache_slot, GenTable, JitCtx, Link, IND_CACHE_SIZE, LINKS_PER_BLOCK, NO_LINK};
 use translate::{supported, Translator, EXIT_FAULT, EXIT_NEXT, EXIT_STOP};
 
 /// Executions of a block before it is compiled. Optimized compilation costs about as much as
@@ -346,9 +346,10 @@ pub struct JitBackend {
     /// code can hold their addresses; freed only with the code cache.
     #[allow(clippy::vec_box)] // the boxes keep each block's links at a fixed address
     links: Vec<Box<[Link; LINKS_PER_BLOCK]>>,
-    /// What the current link generation was made for: (linear-RIP cache tag, epoch).
-    link_key: (u64, u64),
-    /// The current link generation (links of older ones are void).
+    /// Link generations by what they were made for: (linear-RIP cache tag, epoch). A tag
+    /// that comes back (user mode after a system call) finds its links still filled.
+    link_gens: GenTable<(u64, u64)>,
+    /// The current link generation (links of other ones are void).
     link_gen: u64,
     /// Indirect-branch targets' successors (see `ctx::ind_cache_slot`), same generations.
     ind_cache: Box<[Link]>,
@@ -455,7 +456,7 @@ impl JitBackend {
             drop_gen: 0,
             blocks_run: 0,
             links: Vec::new(),
-            link_key: (u64::MAX, u64::MAX),
+            link_gens: GenTable::new(),
             link_gen: 0,
             ind_cache: vec![Link::EMPTY; IND_CACHE_SIZE].into_boxed_slice(),
             perf_map: open_perf_map(),
@@ -744,11 +745,7 @@ impl JitBackend {
         let drop_gen = self.drop_gen;
         // Links are valid for one (linear-RIP cache tag, epoch): dropped blocks, another
         // context or blocks needing a re-check void them all.
-        let key = (jgen, self.epoch);
-        if key != self.link_key {
-            self.link_key = key;
-            self.link_gen += 1;
-        }
+        self.link_gen = self.link_gens.gen_for((jgen, self.epoch));
         let trampoline = self.compiler.trampoline;
         let ctx = &mut *self.ctx;
         ctx.check_tlb_gen(&self.interp);
