@@ -20,7 +20,9 @@ use cranelift_codegen::ir::condcodes::{CondCode as _, IntCC};
 use cranelift_codegen::ir::{types, AbiParam, InstBuilder, MemFlagsData, SigRef, Signature, Value};
 use cranelift_codegen::isa::{CallConv, TargetFrontendConfig};
 use cranelift_frontend::{FunctionBuilder, Variable};
-use iced_x86::{Code, Instruction, InstructionInfoFactory, Mnemonic, OpAccess, OpKind, Register};
+use iced_x86::{
+    Code, Instruction, InstructionInfoFactory, Mnemonic, OpAccess, OpKind, Register, RflagsBits,
+};
 
 use crate::ctx::{
     helper_flags, helper_load, helper_store, helper_store_ram, Link, ACC_FILL, ACC_RMW, FLAGS_ADD,
@@ -312,6 +314,75 @@ pub(crate) fn entry_loads(insns: &[Instruction]) -> u16 {
 
 /// Instructions with no architectural effect here (NOP, ENDBR, PAUSE, prefetches): the JIT
 /// only retires them.
+/// The six arithmetic flags in iced's `RflagsBits`.
+const ICED_ARITH: u32 = RflagsBits::OF
+    | RflagsBits::SF
+    | RflagsBits::ZF
+    | RflagsBits::AF
+    | RflagsBits::CF
+    | RflagsBits::PF;
+
+/// The instruction cannot leave the block or touch memory: no memory operand (explicit or
+/// implicit), no control transfer, no #DE, and translated. Only at such instructions may
+/// flag state differ from the interpreter's, since every exit (a fault before an access, a
+/// stop after a store, a branch) stores the flags of that point.
+fn stays_in_block(insn: &Instruction, long: bool) -> bool {
+    use iced_x86::FlowControl;
+    supported(insn, long)
+        && insn.flow_control() == FlowControl::Next
+        && !insn.is_stack_instruction()
+        && !insn.is_string_instruction()
+        && !matches!(insn.mnemonic(), Mnemonic::Div | Mnemonic::Idiv)
+        && (0..insn.op_count()).all(|i| {
+            let k = insn.op_kind(i);
+            k == OpKind::Register || is_imm(k)
+        })
+}
+
+/// Arithmetic flags (iced bits) the instruction always overwrites whatever they were: none
+/// for shifts and rotates whose count may be zero (they then change nothing); otherwise
+/// the flags written, cleared or set (never the undefined ones, which a translation may
+/// leave as they were).
+fn flags_killed(insn: &Instruction) -> u32 {
+    use Mnemonic as M;
+    let shift = matches!(
+        insn.mnemonic(),
+        M::Shl | M::Sal | M::Shr | M::Sar | M::Rol | M::Ror | M::Rcl | M::Rcr | M::Shld | M::Shrd
+    );
+    if shift {
+        let last = insn.op_count().saturating_sub(1);
+        let count_imm = insn.op_count() >= 2 && is_imm(insn.op_kind(last));
+        let one = insn.op_count() == 1;
+        let nonzero = one || (count_imm && insn.immediate8() & 0x1F != 0);
+        if !nonzero {
+            return 0;
+        }
+    }
+    (insn.rflags_written() | insn.rflags_cleared() | insn.rflags_set()) & ICED_ARITH
+}
+
+/// Per instruction: whether every arithmetic flag it may change is overwritten before
+/// anything reads it, inside the block and with no possible exit in between (exits store
+/// all flags). Such an instruction need not compute its flags, which for rotates and bit
+/// scans means not materializing the block's entry flags (a helper call).
+fn dead_flag_writes(insns: &[Instruction], long: bool) -> Vec<bool> {
+    let mut dead = vec![false; insns.len()];
+    let mut live = ICED_ARITH;
+    for (i, insn) in insns.iter().enumerate().rev() {
+        if !stays_in_block(insn, long) {
+            live = ICED_ARITH;
+            continue;
+        }
+        let changed = insn.rflags_modified() & ICED_ARITH;
+        let read = insn.rflags_read() & ICED_ARITH;
+        if let Some(d) = dead.get_mut(i) {
+            *d = read == 0 && changed & live == 0;
+        }
+        live = (live & !flags_killed(insn)) | read;
+    }
+    dead
+}
+
 fn is_hint(m: Mnemonic) -> bool {
     use Mnemonic as M;
     matches!(
@@ -487,6 +558,9 @@ pub(crate) struct Translator<'a> {
     links: Option<u64>,
     /// Host address of the indirect-branch cache ([`IND_CACHE_SIZE`] [`Link`]s).
     ind_cache: u64,
+    /// The current instruction's flag results are dead (see [`dead_flag_writes`]): it may
+    /// leave the flags as they were instead of computing them.
+    flags_dead: bool,
 }
 
 fn sig(call_conv: CallConv, params: usize) -> Signature {
@@ -548,6 +622,7 @@ impl<'a> Translator<'a> {
             stored: false,
             links: links.map(|p| p as u64),
             ind_cache: ind_cache as u64,
+            flags_dead: false,
         }
     }
 
@@ -569,10 +644,12 @@ impl<'a> Translator<'a> {
             }
         }
         self.defined = need;
+        let dead = dead_flag_writes(insns, self.long);
         let mut ended = false;
-        for insn in insns {
+        for (i, insn) in insns.iter().enumerate() {
             self.cur_ip = insn.ip();
             self.stored = false;
+            self.flags_dead = dead.get(i).copied().unwrap_or(false);
             ended = self.insn(insn)?;
             if ended {
                 break;
@@ -764,6 +841,24 @@ impl<'a> Translator<'a> {
             self.flags = Flags::Mat(f);
         }
         self.flags
+    }
+
+    /// The flags now for an instruction that changes some and keeps the others, or a
+    /// dummy if its flag results are dead (nothing is emitted that needs the entry flags).
+    fn flags_or_dummy(&mut self) -> Value {
+        if self.flags_dead {
+            self.iconst(0)
+        } else {
+            self.flags_value()
+        }
+    }
+
+    /// Make `f` the flags, unless the current instruction's flag results are dead: the
+    /// flags then stay as they were (differing only in flags nobody reads).
+    fn set_flags_unless_dead(&mut self, f: Value) {
+        if !self.flags_dead {
+            self.flags = Flags::Mat(f);
+        }
     }
 
     /// [`Self::exit_linked`] when `cond` (i8) holds; continue in a fresh block otherwise.
@@ -1584,11 +1679,11 @@ impl<'a> Translator<'a> {
                 let new = self.reg64(n);
                 let r = self.b.ins().select(zero, old, new);
                 self.set_reg64(n, r);
-                let f = self.flags_value();
+                let f = self.flags_or_dummy();
                 let set = self.b.ins().bor_imm_s(f, 0x40);
                 let clear = self.b.ins().band_imm_s(f, !0x40);
                 let f = self.b.ins().select(zero, set, clear);
-                self.flags = Flags::Mat(f);
+                self.set_flags_unless_dead(f);
             }
             M::Imul if insn.op_count() == 1 => self.mul1(insn, true)?,
             M::Mul => self.mul1(insn, false)?,
@@ -1777,7 +1872,7 @@ impl<'a> Translator<'a> {
                 let all = self.iconst(bits);
                 let n = self.b.ins().select(zero, all, cnt);
                 self.write_reg(insn.op0_register(), n)?;
-                let f0 = self.flags_value();
+                let f0 = self.flags_or_dummy();
                 let f = self.b.ins().band_imm_s(f0, !0x41);
                 let cf = self.b.ins().uextend(I64, zero);
                 let f = self.b.ins().bor(f, cf);
@@ -1785,7 +1880,7 @@ impl<'a> Translator<'a> {
                 let zf = self.b.ins().uextend(I64, nz);
                 let zf = self.b.ins().ishl_imm_s(zf, 6);
                 let f = self.b.ins().bor(f, zf);
-                self.flags = Flags::Mat(f);
+                self.set_flags_unless_dead(f);
             }
             M::Div | M::Idiv => self.divide(insn, m == M::Idiv)?,
             M::Shld | M::Shrd => self.double_shift(insn, m == M::Shld)?,
@@ -2171,7 +2266,7 @@ impl<'a> Translator<'a> {
         let bits_v = self.iconst(i64::from(bits));
         let one = self.iconst(1);
         let n1 = self.b.ins().isub(n, one);
-        let f0 = self.flags_value();
+        let f0 = self.flags_or_dummy();
         let (r, f) = match m {
             M::Shl | M::Sal => {
                 let wide = self.b.ins().ishl(a, n);
@@ -2250,7 +2345,7 @@ impl<'a> Translator<'a> {
         let r = self.b.ins().select(zero, a, r);
         let f = self.b.ins().select(zero, f0, f);
         self.write_op0(insn, ea, size, r)?;
-        self.flags = Flags::Mat(f);
+        self.set_flags_unless_dead(f);
         Ok(())
     }
 
@@ -2353,13 +2448,13 @@ impl<'a> Translator<'a> {
         let r = self.trunc(r, size);
         let x = self.b.ins().bxor(r, a);
         let of = self.b.ins().ushr_imm_s(x, i64::from(bits) - 1);
-        let f0 = self.flags_value();
+        let f0 = self.flags_or_dummy();
         let f = self.szp_flags(f0, r, bits, cf, of);
         let zero = self.b.ins().icmp_imm_s(IntCC::Equal, n, 0);
         let r = self.b.ins().select(zero, a, r);
         let f = self.b.ins().select(zero, f0, f);
         self.write_op0(insn, ea, size, r)?;
-        self.flags = Flags::Mat(f);
+        self.set_flags_unless_dead(f);
         Ok(())
     }
 
@@ -2425,14 +2520,14 @@ impl<'a> Translator<'a> {
             M::Btc => Some(self.b.ins().bxor(v, sel)),
             _ => None,
         };
-        let f0 = self.flags_value();
+        let f0 = self.flags_or_dummy();
         if let Some(nv) = nv {
             let nv = self.trunc(nv, size);
             self.write_op0(insn, ea, size, nv)?;
         }
         let f = self.b.ins().band_imm_s(f0, !1);
         let f = self.b.ins().bor(f, cf);
-        self.flags = Flags::Mat(f);
+        self.set_flags_unless_dead(f);
         Ok(())
     }
 }
