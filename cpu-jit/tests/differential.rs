@@ -1440,3 +1440,129 @@ fn interpreter_and_jit_agree_on_random_64bit_blocks() {
         ),
     );
 }
+
+/// A fixed program whose translated instructions write registers and leave lazy flags right
+/// before instructions the JIT runs through its interpreter helper, and read them right
+/// after (GPRs to and from XMM registers, LAHF/CMC/PUSHF on the flags, CPUID writing four
+/// registers, a REP STOSB with DF set and cleared).
+fn helper_program(long: bool) -> Vec<u8> {
+    use iced_x86::code_asm::*;
+    let bitness = if long { 64 } else { 32 };
+    asm(bitness, CODE, |a| {
+        if long {
+            a.add(rax, rbx)?;
+            a.mov(r8, rcx)?;
+            a.xor(r9d, edx)?;
+            a.lea(r10, qword_ptr(rbp + 8))?;
+            a.inc(r14)?;
+            a.movq(xmm0, rax)?;
+            a.adc(r15, r8)?;
+            a.cmc()?;
+            a.setb(cl)?;
+            a.movd(edx, xmm0)?;
+            a.add(rdx, rsi)?;
+            a.pushfq()?;
+            a.pop(rbx)?;
+            a.sub(rsi, rdi)?;
+            a.cvtsi2sd(xmm1, rsi)?;
+            a.cmovb(rdi, rax)?;
+            a.lahf()?;
+            a.adc(r11, r9)?;
+            a.cpuid()?;
+            a.mov(r11, rax)?;
+            a.xor(r11, rbx)?;
+            a.std()?;
+            a.mov(ecx, 5)?;
+            a.lea(rdi, qword_ptr(rbp + 0x40))?;
+            a.rep().stosb()?;
+            a.cld()?;
+            a.add(rax, rcx)?;
+            a.adc(rdi, rdx)?;
+        } else {
+            a.add(eax, ebx)?;
+            a.mov(esi, ecx)?;
+            a.xor(edi, edx)?;
+            a.movd(xmm0, eax)?;
+            a.adc(esi, edi)?;
+            a.cmc()?;
+            a.setb(cl)?;
+            a.movd(edx, xmm0)?;
+            a.add(edx, esi)?;
+            a.lahf()?;
+            a.sbb(ebx, eax)?;
+            a.pushfd()?;
+            a.pop(ebx)?;
+            a.sub(esi, edi)?;
+            a.cvtsi2sd(xmm1, esi)?;
+            a.cmovb(edi, eax)?;
+            a.cpuid()?;
+            a.xor(ebx, eax)?;
+            a.std()?;
+            a.mov(ecx, 5)?;
+            a.lea(edi, dword_ptr(ebp + 0x40))?;
+            a.rep().stosb()?;
+            a.cld()?;
+            a.add(eax, ecx)?;
+            a.adc(edi, edx)?;
+        }
+        a.hlt()
+    })
+}
+
+/// The helper path loses no register or flag: the fixed [`helper_program`] from random
+/// states, stopped at every instruction budget, ends in the interpreter's state on the JIT
+/// (which compiles every block on first sight and must have run instructions through the
+/// helper).
+#[test]
+fn interpreter_helper_keeps_registers_and_flags() {
+    for kind in [Kind::Pm32, Kind::Long64] {
+        let long = kind == Kind::Long64;
+        let m = || if long { machine64() } else { machine(false) };
+        let mut a = Side { m: m(), jit: None };
+        let mut j = JitBackend::new().expect("jit");
+        j.set_threshold(1);
+        let mut b = Side {
+            m: m(),
+            jit: Some(j),
+        };
+        let code = helper_program(long);
+        let mut r = Rng(0x5EED_0000 + u64::from(long));
+        for _ in 0..20 {
+            let mut s = if long {
+                random_state64(&mut r)
+            } else {
+                random_state(&mut r, false)
+            };
+            s.cr4 |= cr::CR4_OSFXSR;
+            let data: Vec<u8> = (0..DATA_LEN / 8)
+                .flat_map(|_| r.next().to_le_bytes())
+                .collect();
+            for budget in (1..=40).chain([10_000]) {
+                let limit = RunLimit::Instructions(budget);
+                setup(&mut a, &code, &data, &s);
+                setup(&mut b, &code, &data, &s);
+                let ra = a.run(limit);
+                let rb = b.run(limit);
+                assert!(
+                    ra == rb,
+                    "{}-bit helper program differs at budget {budget}\n{}",
+                    if long { 64 } else { 32 },
+                    first_divergence(&mut a, &mut b, &code, &data, &s, limit)
+                );
+            }
+        }
+        let jit = b.jit.as_ref().expect("jit side");
+        let interpreted = jit.interpreted_profile(16);
+        assert!(
+            [
+                iced_x86::Mnemonic::Movd,
+                iced_x86::Mnemonic::Cmc,
+                iced_x86::Mnemonic::Cpuid
+            ]
+            .iter()
+            .all(|m| interpreted.iter().any(|(i, _)| i == m)),
+            "the helper did not run the uncovered instructions: {interpreted:?}"
+        );
+        assert!(jit.stats().insns_native > 0);
+    }
+}
