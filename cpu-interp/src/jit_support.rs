@@ -13,6 +13,7 @@ use pcvm_core::memory::PhysRegion;
 use pcvm_core::{Platform, SegReg, Segment, VmExit};
 
 use crate::access::AccessKind;
+use crate::exec::Decoded;
 use crate::{Fault, Interpreter, Source};
 
 /// A cached, RAM-resident block of decoded instructions at the current CS:RIP.
@@ -72,10 +73,11 @@ pub struct JitMode {
     pub single: bool,
 }
 
-/// The outcome of [`Interpreter::jit_step`].
+/// The outcome of [`Interpreter::jit_step`] and [`Interpreter::jit_exec_insn`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct JitStep {
-    /// Instructions retired (REP iterations beyond the first included).
+    /// Instructions retired (REP iterations beyond the first included; after a fault, the
+    /// iterations beyond the first that a REP string instruction completed before it).
     pub retired: u64,
     /// The instruction (or its fetch) faulted and the fault was delivered.
     pub faulted: bool,
@@ -97,6 +99,17 @@ pub struct JitRun {
     pub smc: bool,
     /// Fault delivery ended the run (shutdown).
     pub exit: Option<VmExit>,
+}
+
+/// One instruction predecoded by [`Interpreter::jit_predecode`] for
+/// [`Interpreter::jit_exec_predecoded`].
+#[derive(Clone)]
+pub struct JitInsn(Decoded);
+
+impl std::fmt::Debug for JitInsn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("JitInsn").field(&self.0.insn.code()).finish()
+    }
 }
 
 /// What changed since the last [`Interpreter::jit_sync`].
@@ -281,12 +294,14 @@ impl Interpreter {
     /// delivery or polling before it; a fault is delivered but not counted). `rep_budget`
     /// bounds the iterations of a REP string instruction. Not for single-step mode.
     pub fn jit_step(&mut self, p: &mut dyn Platform, rep_budget: u64) -> JitStep {
-        let mut out = JitStep {
-            retired: 0,
-            faulted: false,
-            smc: false,
-            shutdown: false,
-        };
+        let out = self.jit_exec_insn(p, rep_budget);
+        self.retired += out.retired;
+        out
+    }
+
+    /// [`Self::jit_step`] without counting the instructions it retires (the caller counts
+    /// them with [`Self::jit_retire`]).
+    pub fn jit_exec_insn(&mut self, p: &mut dyn Platform, rep_budget: u64) -> JitStep {
         let first = match self.fetch_insns(p) {
             Ok((insns, slot)) => {
                 let first = insns.first().cloned();
@@ -294,32 +309,70 @@ impl Interpreter {
                 first
             }
             Err(f) => {
-                out.faulted = true;
-                out.shutdown = self.fault(p, f).is_some();
-                return out;
+                return JitStep {
+                    retired: 0,
+                    faulted: true,
+                    smc: false,
+                    shutdown: self.fault(p, f).is_some(),
+                };
             }
         };
-        let Some(d) = first else {
-            return out;
+        match first {
+            Some(d) => self.exec_decoded(p, &d, rep_budget),
+            None => JitStep {
+                retired: 0,
+                faulted: false,
+                smc: false,
+                shutdown: false,
+            },
+        }
+    }
+
+    /// Predecode `insn` (decoded from `bytes` in code of `bitness` bits at the RIP it will
+    /// run at) exactly as this interpreter's decode cache would, for
+    /// [`Self::jit_exec_predecoded`].
+    pub fn jit_predecode(&self, insn: &Instruction, bitness: u32, bytes: &[u8]) -> JitInsn {
+        JitInsn(self.predecode(insn, bitness, bytes))
+    }
+
+    /// Run `insn`, the instruction at CS:RIP (the caller guarantees its bytes are the
+    /// guest's there), as [`Self::jit_step`] would, without fetching it and without counting
+    /// it as retired: translated code runs an instruction it does not cover through this,
+    /// in the middle of its own run.
+    pub fn jit_exec_predecoded(
+        &mut self,
+        p: &mut dyn Platform,
+        insn: &JitInsn,
+        rep_budget: u64,
+    ) -> JitStep {
+        self.exec_decoded(p, &insn.0, rep_budget)
+    }
+
+    /// Execute `d` at CS:RIP as the middle of a block: REP iterations bounded by
+    /// `rep_budget`, a fault delivered, nothing counted as retired. As in the run loop, the
+    /// REP iterations a faulting string instruction completed before the fault count.
+    fn exec_decoded(&mut self, p: &mut dyn Platform, d: &Decoded, rep_budget: u64) -> JitStep {
+        let mut out = JitStep {
+            retired: 0,
+            faulted: false,
+            smc: false,
+            shutdown: false,
         };
-        let ip_mask = if self.state.code_bitness() == 16 {
-            0xFFFF
-        } else if self.state.code_bitness() == 32 {
-            0xFFFF_FFFF
-        } else {
-            u64::MAX
+        let ip_mask = match self.state.code_bitness() {
+            16 => 0xFFFF,
+            32 => 0xFFFF_FFFF,
+            _ => u64::MAX,
         };
         self.rep_limit = rep_budget.max(1);
         self.rep_extra = 0;
         self.smc = false;
-        match self.exec_one(p, &d, ip_mask) {
+        match self.exec_one(p, d, ip_mask) {
             Ok(()) => {
                 out.retired = 1 + std::mem::take(&mut self.rep_extra);
-                self.retired += out.retired;
                 out.smc = self.smc;
             }
             Err(f) => {
-                self.rep_extra = 0;
+                out.retired = std::mem::take(&mut self.rep_extra);
                 out.faulted = true;
                 out.shutdown = self.fault(p, f).is_some();
             }

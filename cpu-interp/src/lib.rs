@@ -30,7 +30,7 @@ mod x87;
 
 pub use error::{Error, Result};
 pub use fault::Fault;
-pub use jit_support::{BlockPeek, JitBlock, JitCacheKey, JitMode, JitStep, JitSync};
+pub use jit_support::{BlockPeek, JitBlock, JitCacheKey, JitInsn, JitMode, JitStep, JitSync};
 
 use std::collections::HashSet;
 use std::io::Write;

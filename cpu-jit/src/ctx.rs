@@ -9,7 +9,9 @@
 use std::sync::atomic::{AtomicBool, AtomicU64};
 
 use pcvm_core::{GuestMemory, Platform, SegReg};
-use pcvm_cpu_interp::{Interpreter, JitCacheKey};
+use pcvm_cpu_interp::{Interpreter, JitCacheKey, JitInsn};
+
+use crate::translate::{EXIT_DELIVERED, EXIT_NEXT, EXIT_SHUTDOWN, EXIT_STOP};
 use vm_memory_host::host_page;
 
 /// Entries in each soft TLB (direct mapped by linear page number).
@@ -78,6 +80,10 @@ pub(crate) struct JitCtx {
     pub executed: u64,
     /// Set by a load helper whose access faulted.
     pub fault: u64,
+    /// Set by [`helper_interp`] when the instruction it ran faulted as the first of its block
+    /// with nothing retired: the run loop charges such a fault one instruction of budget (and
+    /// of the poll interval and clock) without retiring it.
+    pub fault_charge: u64,
     pub tlb_read: [TlbEntry; TLB_SIZE],
     pub tlb_write: [WriteTlbEntry; TLB_SIZE],
     /// The code-written flag of the guest memory the write-TLB entries came from (set by
@@ -107,7 +113,10 @@ pub(crate) struct JitCtx {
     pub poll_room: u64,
     /// Instructions the run may still retire: a successor runs only if it fits.
     pub budget: u64,
-    /// Instructions retired by the blocks before the last one in this call.
+    /// Instructions retired in this call that the last block's `executed` does not count: by
+    /// the blocks before it, and the REP iterations beyond the first of the instructions
+    /// [`helper_interp`] ran (so `chained + executed` is what the call retired, `executed`
+    /// the position reached in the interpreter's block).
     pub chained: u64,
     /// Block-to-block jumps taken natively in this call.
     pub chained_blocks: u64,
@@ -127,6 +136,9 @@ pub(crate) struct JitCtx {
     pub flags_b: u64,
     pub flags_res: u64,
     pub flags_cf: u64,
+    /// Per mnemonic (`iced_x86::Mnemonic as usize`): instructions [`helper_interp`] ran, for
+    /// the fallback profile.
+    pub interp_runs: Box<[u64]>,
 }
 
 /// `JitCtx::flags_op` codes: ADD/ADC (CF from `flags_cf`).
@@ -183,6 +195,14 @@ impl<K: PartialEq + Copy> GenTable<K> {
         self.last
     }
 }
+
+/// RFLAGS.IF and DF.
+const FLAG_IF: u64 = 1 << 9;
+const FLAG_DF: u64 = 1 << 10;
+
+/// [`helper_interp`]'s result when the block goes on natively (any other value is the exit
+/// code the block returns at once).
+pub(crate) const INTERP_GO_ON: u64 = u64::MAX;
 
 /// The generation of the JIT's caches of linear addresses (linear-RIP lookups, links, soft
 /// TLB, mode checks). It follows the interpreter's context generation, which moves on every
@@ -314,6 +334,7 @@ impl JitCtx {
             rip: 0,
             executed: 0,
             fault: 0,
+            fault_charge: 0,
             tlb_read: [TlbEntry {
                 tag: TLB_EMPTY,
                 addend: 0,
@@ -343,6 +364,7 @@ impl JitCtx {
             flags_b: 0,
             flags_res: 0,
             flags_cf: 0,
+            interp_runs: vec![0; iced_x86::Mnemonic::values().len()].into_boxed_slice(),
         })
     }
 
@@ -562,6 +584,84 @@ pub(crate) extern "C" fn helper_store_ram(
     } else {
         STORE_OK
     }
+}
+
+/// Run one instruction the translator does not cover (`insn`, predecoded by the
+/// interpreter), `index` (the low half of `index_mnemonic`; its mnemonic in the high half)
+/// instructions into the interpreter's block, through the interpreter (issue 7: "anything the translator does not
+/// cover calls an interpreter helper per instruction"). Generated code stored its state (RIP
+/// of the instruction, the registers it wrote, lazy flags) before the call; the interpreter
+/// runs the instruction as the middle of its own block would, and the context gets its
+/// registers, RFLAGS and RIP back, for generated code to reload.
+///
+/// Returns [`INTERP_GO_ON`] when the block may go on natively at `next_ip`; otherwise the
+/// exit code for the block to return, with `executed` set: [`EXIT_DELIVERED`] (a fault was
+/// delivered, RIP is its handler), [`EXIT_SHUTDOWN`], [`EXIT_STOP`] (a store into code: the
+/// interpreter's block ends here) or [`EXIT_NEXT`] when what the translated code relies on
+/// may have changed: the context generation (CR, segment, mode, TLB flush, MMIO write), the
+/// RFLAGS bits other than the arithmetic flags, DF and a cleared IF (an enabled IF may let
+/// an interrupt in), one-at-a-time mode (TF, an STI or MOV SS shadow), HLT, or RIP not at
+/// `next_ip` (a REP string instruction stopped by its chunk or the budget, a control
+/// transfer). REP iterations beyond the first are added to `chained`, so budget, poll and
+/// clock see every retired instruction while `executed` stays the position in the block;
+/// REP iterations are bounded by what is left of the call's budget.
+pub(crate) extern "C" fn helper_interp(
+    ctx: *mut JitCtx,
+    plat: *mut PlatRef<'_>,
+    insn: *const JitInsn,
+    index_mnemonic: u64,
+    next_ip: u64,
+) -> u64 {
+    // SAFETY: as in `helper_load`; `insn` is the instruction's predecoded copy, which the
+    // backend keeps (unchanged, at a fixed address) as long as the code that passes it.
+    let (ctx, p, interp, insn) = unsafe { (&mut *ctx, &mut **plat, &mut *(*ctx).interp, &*insn) };
+    let index = index_mnemonic & 0xFFFF_FFFF;
+    if let Some(c) = ctx.interp_runs.get_mut((index_mnemonic >> 32) as usize) {
+        *c += 1;
+    }
+    let before = ctx.materialize_flags();
+    interp.jit_set_gprs(&ctx.gpr);
+    interp.jit_set_rflags(before);
+    interp.jit_set_rip(ctx.rip);
+    let gen = interp.jit_ctx_gen();
+    let room = ctx.budget.saturating_sub(ctx.chained + index);
+    let step = interp.jit_exec_predecoded(p, insn, room);
+    ctx.gpr = interp.jit_gprs();
+    let after = interp.jit_rflags();
+    ctx.rflags = after;
+    ctx.rip = interp.jit_rip();
+    ctx.seg_base = [
+        interp.jit_linear(SegReg::Fs, 0),
+        interp.jit_linear(SegReg::Gs, 0),
+    ];
+    ctx.check_tlb_gen(interp);
+    ctx.check_chain(interp);
+    if step.faulted || step.shutdown {
+        ctx.executed = index;
+        ctx.chained += step.retired;
+        ctx.fault_charge = u64::from(index == 0 && step.retired == 0);
+        return if step.shutdown {
+            EXIT_SHUTDOWN as u64
+        } else {
+            EXIT_DELIVERED as u64
+        };
+    }
+    ctx.executed = index + 1;
+    ctx.chained += step.retired.saturating_sub(1);
+    if step.smc {
+        return EXIT_STOP as u64;
+    }
+    let changed = before ^ after;
+    if interp.jit_ctx_gen() != gen
+        || changed & !(ARITH_FLAGS | FLAG_DF | FLAG_IF) != 0
+        || after & changed & FLAG_IF != 0
+        || ctx.rip != next_ip
+        || interp.jit_halted()
+        || interp.jit_single()
+    {
+        return EXIT_NEXT as u64;
+    }
+    INTERP_GO_ON
 }
 
 #[cfg(test)]

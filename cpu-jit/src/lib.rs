@@ -3,8 +3,8 @@
 //!
 //! Structure:
 //! - [`JitBackend`] (this file): the `CpuBackend` and its dispatcher. It owns an
-//!   [`Interpreter`] that holds the CPU state, runs cold code, uncovered instructions and
-//!   faulting instructions, and delivers interrupts; translated blocks run between its
+//!   [`Interpreter`] that holds the CPU state, runs cold code, uncovered instructions (called
+//!   from compiled blocks, one at a time) and faulting instructions, and delivers interrupts; translated blocks run between its
 //!   instruction boundaries. Tiering: a block (keyed by guest-physical address, RIP and code
 //!   bitness) is compiled after [`DEFAULT_THRESHOLD`] executions. Compiled blocks chain into
 //!   each other for as long as the interpreter would do nothing but fetch at the boundaries
@@ -17,13 +17,17 @@
 //!   64-bit integer code; lazy flags, also across blocks; inline soft-TLB loads, FS/GS bases
 //!   in 64-bit code).
 //! - `ctx`: the context block generated code runs against and the out-of-line helpers
-//!   (slow memory path through the interpreter, RAM stores with code-page tracking).
+//!   (slow memory path through the interpreter, RAM stores with code-page tracking, and one
+//!   uncovered instruction run by the interpreter in the middle of a block).
 //!
 //! Correctness rules: a translated block runs only in the mode it was compiled for (32-bit
 //! code with flat CS/DS/ES/SS and a 32-bit stack, or 64-bit code; never one instruction at a
 //! time, never under a debugger); the interpreter's block structure is kept exactly (the same
-//! block boundaries, budget charges for faults, and event/poll points), with uncovered
-//! instructions finishing the interpreter's block one at a time; code-page write notices from
+//! block boundaries, budget charges for faults, and event/poll points): an uncovered
+//! instruction runs through the interpreter from inside the block, which goes on natively
+//! unless that instruction ended it (a fault, a store into code, a context or RFLAGS-system
+//! change, a REP stopped early); the dispatcher then finishes the interpreter's block one
+//! instruction at a time; code-page write notices from
 //! `GuestMemory` drop blocks, a store into a code page ends the block where the interpreter's
 //! would, and after the interpreter's own run loop ran (it takes those notices itself) every
 //! block is compared with guest RAM once more before it runs; the memory map generation
@@ -50,10 +54,13 @@ use iced_x86::{Decoder, DecoderOptions, Instruction, Mnemonic};
 use pcvm_core::{
     CpuBackend, CpuState, DebugConfig, Kicker, Platform, RunLimit, SegReg, SystemRequest, VmExit,
 };
-use pcvm_cpu_interp::Interpreter;
+use pcvm_cpu_interp::{Interpreter, JitInsn};
 
 use ctx::{ind_cache_slot, GenTable, JitCtx, Link, IND_CACHE_SIZE, LINKS_PER_BLOCK, NO_LINK};
-use translate::{supported, Translator, EXIT_FAULT, EXIT_NEXT, EXIT_STOP};
+use translate::{
+    interpretable, supported, Translator, EXIT_DELIVERED, EXIT_FAULT, EXIT_NEXT, EXIT_SHUTDOWN,
+    EXIT_STOP,
+};
 
 /// Executions of a block before it is compiled. Optimized compilation costs about as much as
 /// interpreting a short block a few thousand times: a Linux boot plus gzip/sha256 workload
@@ -93,8 +100,8 @@ type Trampoline = unsafe extern "C" fn(*mut JitCtx, *mut u8, *const u8) -> u64;
 
 /// One compiled block (its per-run part is a [`HotBlock`]).
 struct CompiledBlock {
-    /// The first instruction of the interpreter's block left untranslated (for the
-    /// fallback profile).
+    /// The first instruction of the interpreter's block left out of the translation (for
+    /// the fallback profile).
     stop: Option<Mnemonic>,
     /// RAM offset and the guest bytes it was compiled from.
     ram_offset: u64,
@@ -108,10 +115,12 @@ struct CompiledBlock {
 struct HotBlock {
     /// `None` once the block is dropped.
     func: Option<BlockFn>,
-    /// Guest instructions translated (the most one run retires).
+    /// Guest instructions translated, natively or through the interpreter helper (what one
+    /// run retires, REP iterations beyond the first aside: those are bounded by the budget
+    /// left when the REP runs).
     insns: u64,
     /// Instructions of the interpreter's block at the same address (`insns` or more when the
-    /// translation stops before an instruction it does not cover).
+    /// translation stops before an instruction it cannot run).
     pure_len: u64,
     /// The `JitBackend::epoch` its bytes and code-page mark were last checked in.
     checked: u64,
@@ -266,6 +275,7 @@ impl Compiler {
     fn compile(
         &mut self,
         insns: &[Instruction],
+        predecoded: &[u64],
         long: bool,
         links: Option<*const [Link; LINKS_PER_BLOCK]>,
         ind_cache: *const Link,
@@ -279,7 +289,8 @@ impl Compiler {
         let call_conv = self.module.isa().default_call_conv();
         let cfg = self.module.target_config();
         let b = FunctionBuilder::new(&mut self.cl_ctx.func, &mut self.fctx);
-        let built = Translator::new(b, call_conv, long, links, ind_cache).block(insns, cfg);
+        let built =
+            Translator::new(b, call_conv, long, links, ind_cache).block(insns, predecoded, cfg);
         if built.is_err() {
             self.module.clear_context(&mut self.cl_ctx);
             return Err(Error::Untranslatable);
@@ -346,6 +357,10 @@ pub struct JitBackend {
     /// code can hold their addresses; freed only with the code cache.
     #[allow(clippy::vec_box)] // the boxes keep each block's links at a fixed address
     links: Vec<Box<[Link; LINKS_PER_BLOCK]>>,
+    /// Per compiled block (same indices): the interpreter's predecoded copies of the
+    /// instructions its code runs through `helper_interp` (whose addresses the code holds),
+    /// freed only with the code cache.
+    predecoded: Vec<Box<[JitInsn]>>,
     /// Link generations by what they were made for: (linear-RIP cache tag, epoch). A tag
     /// that comes back (user mode after a system call) finds its links still filled.
     link_gens: GenTable<(u64, u64)>,
@@ -399,6 +414,17 @@ fn open_perf_map() -> Option<std::fs::File> {
     }
 }
 
+/// The `top` largest of per-mnemonic `counts`, most first.
+fn top_counts(counts: &[u64], top: usize) -> Vec<(Mnemonic, u64)> {
+    let mut v: Vec<(Mnemonic, u64)> = Mnemonic::values()
+        .zip(counts.iter().copied())
+        .filter(|&(_, c)| c > 0)
+        .collect();
+    v.sort_by_key(|e| std::cmp::Reverse(e.1));
+    v.truncate(top);
+    v
+}
+
 /// Linear-RIP cache entry of code that stays interpreted.
 const NO_BLOCK: u32 = u32::MAX;
 
@@ -411,10 +437,12 @@ impl Drop for JitBackend {
     fn drop(&mut self) {
         if tracing::enabled!(tracing::Level::DEBUG) {
             tracing::debug!(
-                "JIT: {:?}, {} block runs; fallbacks by mnemonic: {:?}",
+                "JIT: {:?}, {} block runs; fallbacks by mnemonic: {:?}; interpreted in compiled \
+                 blocks: {:?}",
                 self.stats,
                 self.blocks_run,
-                self.fallback_profile(40)
+                self.fallback_profile(40),
+                self.interpreted_profile(40)
             );
         }
     }
@@ -456,6 +484,7 @@ impl JitBackend {
             drop_gen: 0,
             blocks_run: 0,
             links: Vec::new(),
+            predecoded: Vec::new(),
             link_gens: GenTable::new(),
             link_gen: 0,
             ind_cache: vec![Link::EMPTY; IND_CACHE_SIZE].into_boxed_slice(),
@@ -488,6 +517,7 @@ impl JitBackend {
         self.blocks.clear();
         self.hot.clear();
         self.links.clear();
+        self.predecoded.clear();
         self.map.clear();
         self.pages.clear();
         self.drops.clear();
@@ -616,14 +646,19 @@ impl JitBackend {
             }
             insns.push(insn);
         }
+        // Instructions the translator does not cover run through the interpreter helper in
+        // the middle of the block; a block needs at least one it does cover.
         let n = insns
             .iter()
             .take(MAX_TRANSLATED)
-            .take_while(|i| supported(i, long))
+            .take_while(|i| supported(i, long) || interpretable(i))
             .count();
         let stop = insns.get(n).map(Instruction::mnemonic);
-        if n == 0 {
-            return Err(stop);
+        if !insns[..n].iter().any(|i| supported(i, long)) {
+            return Err(insns
+                .iter()
+                .find(|i| !supported(i, long))
+                .map(Instruction::mnemonic));
         }
         if self.blocks.len() >= MAX_BLOCKS || self.compiler.code_bytes >= MAX_CODE_BYTES {
             self.flush_code();
@@ -636,9 +671,34 @@ impl JitBackend {
         let links = Box::new([Link::EMPTY; LINKS_PER_BLOCK]);
         let chainable = n == block.insns.len();
         let links_ptr = chainable.then_some(&*links as *const [Link; LINKS_PER_BLOCK]);
+        // The interpreter's own decode of each instruction the code leaves to it (from the
+        // same bytes at the same RIP).
+        let mut off = 0usize;
+        let mut interp_insns = Vec::new();
+        let mut at = Vec::with_capacity(n);
+        for insn in insns {
+            if supported(insn, long) {
+                at.push(None);
+            } else {
+                at.push(Some(interp_insns.len()));
+                interp_insns.push(self.interp.jit_predecode(insn, bitness, &all[off..]));
+            }
+            off += insn.len();
+        }
+        let interp_insns = interp_insns.into_boxed_slice();
+        let predecoded: Vec<u64> = at
+            .iter()
+            .map(|i| {
+                i.and_then(|i| interp_insns.get(i))
+                    .map_or(0, |d| d as *const JitInsn as u64)
+            })
+            .collect();
         let t0 = Instant::now();
         let ind_cache = self.ind_cache.as_ptr();
-        let func = match self.compiler.compile(insns, long, links_ptr, ind_cache) {
+        let func = match self
+            .compiler
+            .compile(insns, &predecoded, long, links_ptr, ind_cache)
+        {
             Ok(f) => f,
             Err(e) => {
                 tracing::debug!("JIT: block at {:#x} not compiled: {e}", key.1);
@@ -664,6 +724,7 @@ impl JitBackend {
         p.memory().mark_code_page(block.ram_offset);
         let idx = self.blocks.len() as u32;
         self.links.push(links);
+        self.predecoded.push(interp_insns);
         self.blocks.push(Some(CompiledBlock {
             ram_offset: block.ram_offset,
             bytes,
@@ -771,6 +832,7 @@ impl JitBackend {
         let (last, code, pure_len) = loop {
             let ctx = &mut *self.ctx;
             ctx.fault = 0;
+            ctx.fault_charge = 0;
             ctx.interp = &mut self.interp;
             ctx.poll_room = poll_room - total;
             ctx.budget = budget - total;
@@ -933,13 +995,13 @@ impl JitBackend {
     /// The mnemonics translated code most often stopped before, with counts (most first):
     /// what to translate next. Also logged at `debug` level when the backend is dropped.
     pub fn fallback_profile(&self, top: usize) -> Vec<(Mnemonic, u64)> {
-        let mut v: Vec<(Mnemonic, u64)> = Mnemonic::values()
-            .zip(self.fallbacks.iter().copied())
-            .filter(|&(_, c)| c > 0)
-            .collect();
-        v.sort_by_key(|e| std::cmp::Reverse(e.1));
-        v.truncate(top);
-        v
+        top_counts(&self.fallbacks, top)
+    }
+
+    /// The mnemonics compiled blocks most often ran through the interpreter helper, with
+    /// counts (most first): what to translate natively next.
+    pub fn interpreted_profile(&self, top: usize) -> Vec<(Mnemonic, u64)> {
+        top_counts(&self.ctx.interp_runs, top)
     }
 
     /// The dispatcher: the interpreter's run loop at block granularity, with compiled blocks
@@ -1007,10 +1069,27 @@ impl JitBackend {
                                 // The interpreter re-runs the faulting instruction, the n+1st
                                 // of its block.
                                 c if c == EXIT_FAULT as u64 => (pure_len - n).max(1),
-                                // The interpreter also ends a block after a store into it.
-                                c if c == EXIT_STOP as u64 => 0,
+                                // The interpreter also ends a block after a store into it,
+                                // and at a fault it delivered.
+                                c if c == EXIT_STOP as u64
+                                    || c == EXIT_DELIVERED as u64
+                                    || c == EXIT_SHUTDOWN as u64 =>
+                                {
+                                    0
+                                }
                                 _ => pure_len - n.min(pure_len),
                             };
+                            if code == EXIT_SHUTDOWN as u64 {
+                                p.clock().add_instructions(clock_pending);
+                                return Ok(VmExit::Shutdown);
+                            }
+                            if code == EXIT_DELIVERED as u64 && self.ctx.fault_charge != 0 {
+                                // A fault on the first instruction of the interpreter's
+                                // block with nothing retired costs one instruction there.
+                                budget = budget.saturating_sub(1);
+                                since_poll += 1;
+                                clock_pending += 1;
+                            }
                             if code == EXIT_STOP as u64 {
                                 // Drop the decodes the store made stale before the next fetch.
                                 self.sync(p);

@@ -1,8 +1,11 @@
 //! Guest block → Cranelift IR: 32-bit flat protected-mode and 64-bit integer code.
 //!
 //! A block is the interpreter's block at one CS:RIP (decoded again at that RIP, so iced's
-//! absolute branch targets and RIP-relative addresses are right), cut before the first
-//! instruction [`supported`] rejects. In 64-bit code the translation follows the interpreter
+//! absolute branch targets and RIP-relative addresses are right). Instructions [`supported`]
+//! rejects run through the interpreter from inside the block ([`helper_interp`]: the state is
+//! stored as at an exit, the helper runs the one instruction, and the block reloads registers
+//! and flags or exits); the translation stops before the first one that is not even
+//! [`interpretable`]. In 64-bit code the translation follows the interpreter
 //! for REX registers, 32-bit writes that zero-extend, 64-bit stack operations, canonical
 //! branch targets (a non-canonical one exits for the interpreter's #GP) and FS/GS bases;
 //! the soft TLB only ever holds canonical pages, so a hit proves the access canonical. Guest GPRs live in Cranelift variables loaded from `JitCtx::gpr` at
@@ -25,13 +28,14 @@ use iced_x86::{
 };
 
 use crate::ctx::{
-    helper_flags, helper_load, helper_store, helper_store_ram, Link, ACC_FILL, ACC_RMW, FLAGS_ADD,
-    FLAGS_DEC, FLAGS_INC, FLAGS_LOGIC, FLAGS_SUB, FLAGS_SUB_PLAIN, IND_CACHE_SIZE, LINKS_PER_BLOCK,
-    LINK_FUNC, LINK_GEN, LINK_IDX, LINK_INSNS, LINK_TAG, OFF_BUDGET, OFF_CHAINED,
-    OFF_CHAINED_BLOCKS, OFF_CODE_DIRTY, OFF_EXECUTED, OFF_FAULT, OFF_FLAGS_A, OFF_FLAGS_B,
-    OFF_FLAGS_CF, OFF_FLAGS_OP, OFF_FLAGS_RES, OFF_GPR, OFF_LAST, OFF_LINK_GEN, OFF_MISS_LINK,
-    OFF_POLL_ROOM, OFF_RFLAGS, OFF_RIP, OFF_SEG_BASE, OFF_TLB_READ, OFF_TLB_WRITE, STORE_FAULT,
-    STORE_STOP, TLB_READ_SHIFT, TLB_WRITE_SHIFT, WTLB_ADDEND, WTLB_CODE_WORD, WTLB_RAM_ADDEND,
+    helper_flags, helper_interp, helper_load, helper_store, helper_store_ram, Link, ACC_FILL,
+    ACC_RMW, FLAGS_ADD, FLAGS_DEC, FLAGS_INC, FLAGS_LOGIC, FLAGS_SUB, FLAGS_SUB_PLAIN,
+    IND_CACHE_SIZE, INTERP_GO_ON, LINKS_PER_BLOCK, LINK_FUNC, LINK_GEN, LINK_IDX, LINK_INSNS,
+    LINK_TAG, OFF_BUDGET, OFF_CHAINED, OFF_CHAINED_BLOCKS, OFF_CODE_DIRTY, OFF_EXECUTED, OFF_FAULT,
+    OFF_FLAGS_A, OFF_FLAGS_B, OFF_FLAGS_CF, OFF_FLAGS_OP, OFF_FLAGS_RES, OFF_GPR, OFF_LAST,
+    OFF_LINK_GEN, OFF_MISS_LINK, OFF_POLL_ROOM, OFF_RFLAGS, OFF_RIP, OFF_SEG_BASE, OFF_TLB_READ,
+    OFF_TLB_WRITE, STORE_FAULT, STORE_STOP, TLB_READ_SHIFT, TLB_WRITE_SHIFT, WTLB_ADDEND,
+    WTLB_CODE_WORD, WTLB_RAM_ADDEND,
 };
 
 /// Exit code: the block ran to its end.
@@ -40,6 +44,11 @@ pub(crate) const EXIT_NEXT: i64 = 0;
 pub(crate) const EXIT_FAULT: i64 = 1;
 /// Exit code: a store wrote the block's own bytes; stopped after that instruction.
 pub(crate) const EXIT_STOP: i64 = 2;
+/// Exit code: an instruction run by [`helper_interp`] faulted and the interpreter delivered
+/// the fault (RIP is the handler's); `executed` instructions of the block completed before.
+pub(crate) const EXIT_DELIVERED: i64 = 3;
+/// Exit code: delivering a fault in [`helper_interp`] shut the CPU down.
+pub(crate) const EXIT_SHUTDOWN: i64 = 4;
 
 const I64: types::Type = types::I64;
 const I8: types::Type = types::I8;
@@ -275,6 +284,17 @@ pub(crate) fn supported(insn: &Instruction, long: bool) -> bool {
             }
         }
     }
+}
+
+/// The instruction may run inside a translated block through [`helper_interp`] when
+/// [`supported`] rejects it: it does not transfer control (those end the interpreter's
+/// blocks anyway, so there is nothing to go on with) and is not HLT. Everything else the
+/// helper runs exactly as the interpreter would, ending the block at run time when the
+/// instruction changed what translated code relies on (see [`helper_interp`]).
+pub(crate) fn interpretable(insn: &Instruction) -> bool {
+    !insn.is_invalid()
+        && insn.flow_control() == iced_x86::FlowControl::Next
+        && insn.mnemonic() != Mnemonic::Hlt
 }
 
 /// The GPRs (bit per register) a block of `insns` must load from `JitCtx::gpr` at entry:
@@ -522,6 +542,7 @@ struct Sigs {
     /// A compiled block's own signature (tail calling convention), for chaining.
     block: SigRef,
     flags: SigRef,
+    interp: SigRef,
 }
 
 /// Translation state of one block.
@@ -544,7 +565,12 @@ pub(crate) struct Translator<'a> {
     /// 64-bit code (REX registers, 64-bit stack and addresses, FS/GS bases).
     long: bool,
     flags: Flags,
+    /// RFLAGS as the context holds them: at entry (with the previous block's lazy flags, if
+    /// `entry_lazy`) or as [`helper_interp`] left them (materialized). Its system bits are
+    /// the block's.
     entry_flags: Value,
+    /// The context may hold lazy flags under `entry_flags` (no [`helper_interp`] call yet).
+    entry_lazy: bool,
     stop: Variable,
     sigs: Sigs,
     /// Instructions completed before the current one.
@@ -602,6 +628,7 @@ impl<'a> Translator<'a> {
             store_ram: b.import_signature(sig(call_conv, 5)),
             block: b.import_signature(sig(CallConv::Tail, 2)),
             flags: b.import_signature(sig(call_conv, 1)),
+            interp: b.import_signature(sig(call_conv, 5)),
         };
         Translator {
             b,
@@ -615,6 +642,7 @@ impl<'a> Translator<'a> {
             long,
             flags: Flags::Mat(entry_flags),
             entry_flags,
+            entry_lazy: true,
             stop,
             sigs,
             executed: 0,
@@ -626,30 +654,36 @@ impl<'a> Translator<'a> {
         }
     }
 
-    /// Translate `insns` (all [`supported`]); the block then exits at `end_ip` unless the last
-    /// instruction transferred control.
-    pub(crate) fn block(mut self, insns: &[Instruction], cfg: TargetFrontendConfig) -> Tr<()> {
-        // Still in the entry block: load the registers the block needs.
-        let live = if self.long { 0xFFFF } else { 0xFF };
-        let need = entry_loads(insns) & live;
-        for (i, r) in self.regs.iter().enumerate() {
-            if need & (1 << i) != 0 {
-                let v = self.b.ins().load(
-                    I64,
-                    MemFlagsData::trusted(),
-                    self.ctx,
-                    OFF_GPR + 8 * i as i32,
-                );
-                self.b.def_var(*r, v);
-            }
-        }
-        self.defined = need;
-        let dead = dead_flag_writes(insns, self.long);
+    /// Translate `insns` (each [`supported`], or else [`interpretable`]: run through
+    /// [`helper_interp`], which gets the address in `predecoded` at the same index of the
+    /// interpreter's predecoded copy, kept alive as long as the code); the block then exits
+    /// after the last one unless it transferred control.
+    pub(crate) fn block(
+        mut self,
+        insns: &[Instruction],
+        predecoded: &[u64],
+        cfg: TargetFrontendConfig,
+    ) -> Tr<()> {
+        let long = self.long;
+        let native = |i: &Instruction| supported(i, long);
+        // Still in the entry block: load the registers the block needs up to its first
+        // interpreted instruction.
+        let first = insns.iter().position(|i| !native(i)).unwrap_or(insns.len());
+        self.load_regs(&insns[..first]);
+        let dead = dead_flag_writes(insns, long);
         let mut ended = false;
-        for (i, insn) in insns.iter().enumerate() {
+        for (k, insn) in insns.iter().enumerate() {
             self.cur_ip = insn.ip();
             self.stored = false;
-            self.flags_dead = dead.get(i).copied().unwrap_or(false);
+            self.flags_dead = dead.get(k).copied().unwrap_or(false);
+            if !native(insn) {
+                let rest = insns.get(k + 1..).unwrap_or(&[]);
+                let until = rest.iter().position(|i| !native(i)).unwrap_or(rest.len());
+                let d = predecoded.get(k).copied().unwrap_or(0);
+                self.interp_insn(insn, d, &rest[..until]);
+                self.executed += 1;
+                continue;
+            }
             ended = self.insn(insn)?;
             if ended {
                 break;
@@ -678,6 +712,68 @@ impl<'a> Translator<'a> {
             return Err(Unsupported);
         }
         Ok(())
+    }
+
+    /// Load the GPRs that `insns` (translated natively) need from the context, as their
+    /// values at this point.
+    fn load_regs(&mut self, insns: &[Instruction]) {
+        let live = if self.long { 0xFFFF } else { 0xFF };
+        let need = entry_loads(insns) & live;
+        for (i, r) in self.regs.iter().enumerate() {
+            if need & (1 << i) != 0 {
+                let v = self.b.ins().load(
+                    I64,
+                    MemFlagsData::trusted(),
+                    self.ctx,
+                    OFF_GPR + 8 * i as i32,
+                );
+                self.b.def_var(*r, v);
+            }
+        }
+        self.defined = need;
+    }
+
+    /// Run `insn` through [`helper_interp`]: store the state an exit before it would (its
+    /// RIP, the registers written so far, the flags), call the helper, return its exit code
+    /// unless it says go on, then reload the registers the native instructions up to the
+    /// next interpreted one (`next`) use, and the flags, from the context it updated.
+    fn interp_insn(&mut self, insn: &Instruction, predecoded: u64, next: &[Instruction]) {
+        let rip = self.iconst(insn.ip() as i64);
+        self.store_state(rip);
+        let callee = self.iconst(helper_interp as *const () as usize as i64);
+        let d = self.iconst(predecoded as i64);
+        let index = self.iconst((u64::from(self.executed) | (insn.mnemonic() as u64) << 32) as i64);
+        let next_ip = self.iconst(insn.next_ip() as i64);
+        let call = self.b.ins().call_indirect(
+            self.sigs.interp,
+            callee,
+            &[self.ctx, self.plat, d, index, next_ip],
+        );
+        let r = self.b.inst_results(call)[0];
+        let go_on = self
+            .b
+            .ins()
+            .icmp_imm_s(IntCC::Equal, r, INTERP_GO_ON as i64);
+        let out = self.b.create_block();
+        let cont = self.b.create_block();
+        self.b.set_cold_block(out);
+        self.b.ins().brif(go_on, cont, &[], out, &[]);
+        self.b.seal_block(out);
+        self.b.seal_block(cont);
+        // The helper stored everything, `executed` included.
+        self.b.switch_to_block(out);
+        self.b.ins().return_(&[r]);
+        self.b.switch_to_block(cont);
+        // The context holds every register now.
+        self.dirty = 0;
+        self.load_regs(next);
+        let f = self
+            .b
+            .ins()
+            .load(I64, MemFlagsData::trusted(), self.ctx, OFF_RFLAGS);
+        self.entry_flags = f;
+        self.entry_lazy = false;
+        self.flags = Flags::Mat(f);
     }
 
     // --- Exits. ---
@@ -831,7 +927,7 @@ impl<'a> Translator<'a> {
 
     /// The flags, with the block's entry flags materialized (a helper call) if still lazy.
     fn flags_now(&mut self) -> Flags {
-        if matches!(self.flags, Flags::Mat(f) if f == self.entry_flags) {
+        if self.entry_lazy && matches!(self.flags, Flags::Mat(f) if f == self.entry_flags) {
             let helper = self.iconst(helper_flags as *const () as usize as i64);
             let call = self
                 .b
@@ -2554,15 +2650,19 @@ mod tests {
         let mut fctx = FunctionBuilderContext::new();
         let b = FunctionBuilder::new(&mut func, &mut fctx);
         // Unchained exits (no link array): the exits' form does not change register use.
-        Translator::new(b, isa.default_call_conv(), long, None, std::ptr::null())
-            .block(insns, isa.frontend_config())
+        Translator::new(b, isa.default_call_conv(), long, None, std::ptr::null()).block(
+            insns,
+            &vec![0; insns.len()],
+            isa.frontend_config(),
+        )
     }
 
-    /// Every register a translation reads is loaded at block entry or written before: random
-    /// runs of supported instructions (random bytes decoded in 32- and 64-bit code, so all
-    /// operand forms, sub-registers and idioms such as `xor r, r` turn up) all translate.
-    #[test]
-    fn translations_read_only_loaded_or_written_registers() {
+    /// Translate random blocks: random bytes decoded in 32- and 64-bit code, so all operand
+    /// forms, sub-registers and idioms such as `xor r, r` turn up, cut at the first
+    /// instruction that is neither [`supported`] nor (with `helper`) [`interpretable`].
+    /// Returns (blocks translated, blocks with an interpreted instruction between
+    /// translated ones).
+    fn translate_random_blocks(helper: bool) -> (u32, u32) {
         let mut seed = 0x9E37_79B9_7F4A_7C15u64;
         let mut next = move || {
             seed ^= seed << 13;
@@ -2570,7 +2670,7 @@ mod tests {
             seed ^= seed << 17;
             seed
         };
-        let mut blocks = 0;
+        let (mut blocks, mut mixed) = (0, 0);
         for round in 0..6000 {
             let long = round % 2 == 1;
             let bytes: Vec<u8> = (0..8).flat_map(|_| next().to_le_bytes()).collect();
@@ -2579,24 +2679,55 @@ mod tests {
             let mut insns = Vec::new();
             while decoder.can_decode() && insns.len() < 6 {
                 let insn = decoder.decode();
-                if !supported(&insn, long) {
+                if !(supported(&insn, long) || (helper && interpretable(&insn))) {
                     break;
                 }
+                let ends = insn.flow_control() != iced_x86::FlowControl::Next;
                 insns.push(insn);
+                if ends {
+                    break;
+                }
             }
-            if insns.is_empty() {
+            let native: Vec<bool> = insns.iter().map(|i| supported(i, long)).collect();
+            if !native.contains(&true) {
                 continue;
             }
             blocks += 1;
+            let first = native.iter().position(|&n| n);
+            let last = native.iter().rposition(|&n| n);
+            if let (Some(a), Some(b)) = (first, last) {
+                if native[a..b].contains(&false) {
+                    mixed += 1;
+                }
+            }
             let text: Vec<String> = insns.iter().map(ToString::to_string).collect();
             assert!(
                 translate(&insns, long).is_ok(),
                 "{bitness}-bit block not translated: {text:?}"
             );
         }
+        (blocks, mixed)
+    }
+
+    /// Every register a translation reads is loaded at block entry or written before.
+    #[test]
+    fn translations_read_only_loaded_or_written_registers() {
+        let (blocks, _) = translate_random_blocks(false);
         assert!(
             blocks > 1000,
             "only {blocks} blocks of supported instructions"
+        );
+    }
+
+    /// The same after instructions run through the interpreter helper: the registers the
+    /// native instructions after one use are reloaded from the context it updated.
+    #[test]
+    fn translations_reload_registers_after_interpreted_instructions() {
+        let (blocks, mixed) = translate_random_blocks(true);
+        assert!(blocks > 1000, "only {blocks} blocks");
+        assert!(
+            mixed > 200,
+            "only {mixed} blocks with an interpreted instruction between translated ones"
         );
     }
 }

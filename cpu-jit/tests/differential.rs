@@ -111,7 +111,7 @@ fn insn(r: &mut Rng) -> Vec<u8> {
     let mut o = Vec::new();
     let reg = r.below(8) as u8;
     let dreg = r.pick(&DEST);
-    match r.below(30) {
+    match r.below(33) {
         0..=5 => {
             // ALU r/m,r / r,r/m in 8/16/32 bits.
             let op = r.below(8) as u8;
@@ -333,6 +333,48 @@ fn insn(r: &mut Rng) -> Vec<u8> {
                 _ => o.push(r.pick(&[0xF8, 0xF9, 0xF5])),
             }
         }
+        30 | 31 => {
+            // Run by the interpreter helper inside compiled blocks: SSE moves and conversions
+            // between GPRs, memory and XMM registers (#UD without CR4.OSFXSR), POPF of
+            // changed arithmetic flags, CLD/STD, CMPXCHG8B, CPUID.
+            let xmm = r.below(8) as u8;
+            match r.below(9) {
+                0 => {
+                    o.extend_from_slice(&[0x66, 0x0F, 0x6E]);
+                    modrm(r, xmm, &mut o, false);
+                }
+                1 => {
+                    o.extend_from_slice(&[0x66, 0x0F, 0x7E]);
+                    modrm(r, xmm, &mut o, true);
+                }
+                2 => {
+                    o.extend_from_slice(&[0xF2, 0x0F, 0x2A]);
+                    modrm(r, xmm, &mut o, false);
+                }
+                3 => o.extend_from_slice(&[0xF2, 0x0F, 0x2C, 0xC0 | (dreg << 3) | xmm]),
+                4 => {
+                    o.extend_from_slice(&[0x9C, 0x80, 0x34, 0x24]);
+                    imm(r, 1, &mut o);
+                    o.push(0x9D);
+                }
+                5 => o.push(r.pick(&[0xFC, 0xFD])),
+                6 => {
+                    let mut m = Vec::new();
+                    while m.is_empty() || m[0] >= 0xC0 {
+                        m.clear();
+                        modrm(r, 1, &mut m, false);
+                    }
+                    o.extend_from_slice(&[0x0F, 0xC7]);
+                    o.extend_from_slice(&m);
+                }
+                7 => o.extend_from_slice(&[0x0F, 0xA2]),
+                _ => {
+                    o.extend_from_slice(&[0xF2, 0x0F, r.pick(&[0x10, 0x11])]);
+                    modrm(r, xmm, &mut o, false);
+                }
+            }
+        }
+        32 => o.extend_from_slice(&string_op(r, false)),
         _ => {
             // Plain ALU reg,reg for dense flag chains.
             let op = r.below(8) as u8;
@@ -340,6 +382,40 @@ fn insn(r: &mut Rng) -> Vec<u8> {
             o.push(0xC0 | (reg << 3) | dreg);
         }
     }
+    o
+}
+
+/// A string instruction (REP or not; MOVS, STOS, LODS, CMPS, SCAS) with a small count in
+/// ECX and ESI/EDI set up in the data area (64-bit: RCX, RSI, RDI), sometimes reaching the
+/// read-only or not-present page so a REP faults part-way. Always the end of the
+/// interpreter's block: the helper runs it and the compiled block goes on to its successor.
+fn string_op(r: &mut Rng, long: bool) -> Vec<u8> {
+    let mut o = vec![0xB9];
+    o.extend_from_slice(&(r.below(33) as u32).to_le_bytes());
+    let disp = |r: &mut Rng| match r.below(8) {
+        0 => 0x1000 - r.below(0x40) as u32,
+        1 => 0x2000 - r.below(0x40) as u32,
+        _ => 0x80 + r.below(0x80) as u32,
+    };
+    for modrm in [0xBD, 0xB5] {
+        if long {
+            o.push(0x48);
+        }
+        o.extend_from_slice(&[0x8D, modrm]);
+        o.extend_from_slice(&disp(r).to_le_bytes());
+    }
+    let w = if long && r.below(2) == 0 { 0x48 } else { 0 };
+    let op = r.pick(&[0xA4, 0xA5, 0xAA, 0xAB, 0xAC, 0xAD, 0xA6, 0xAE]);
+    match r.below(6) {
+        0 => {}
+        1 => o.push(0xF2),
+        2 => o.extend_from_slice(&[0xF3, 0x66]),
+        _ => o.push(0xF3),
+    }
+    if w != 0 {
+        o.push(w);
+    }
+    o.push(op);
     o
 }
 
@@ -534,7 +610,7 @@ fn insn64(r: &mut Rng) -> Enc {
         _ => {}
     };
     let imm_n = if osz == 2 { 2 } else { 4 };
-    match r.below(34) {
+    match r.below(37) {
         0..=5 => {
             // ALU r/m,r / r,r/m: byte forms (REX selects SPL..DIL, R8B..) or sized.
             let op = r.below(8) as u8;
@@ -880,6 +956,69 @@ fn insn64(r: &mut Rng) -> Enc {
                 }
             }
         }
+        34 | 35 => {
+            // Run by the interpreter helper inside compiled blocks: SSE moves and conversions
+            // (MOVD/MOVQ, CVTSI2SD, CVTTSD2SI, MOVSD), POPFQ of changed arithmetic flags,
+            // CLD/STD, CMPXCHG8B/16B (16B faults when misaligned), CPUID.
+            let xmm = r.below(16) as u8;
+            match r.below(9) {
+                0 | 1 => {
+                    e.prefixes.push(0x66);
+                    if r.below(2) == 0 {
+                        e.w();
+                    }
+                    e.opcode
+                        .extend_from_slice(&[0x0F, if r.below(2) == 0 { 0x6E } else { 0x7E }]);
+                    e.modrm(r, xmm, true);
+                }
+                2 => {
+                    e.prefixes.push(0xF2);
+                    if r.below(2) == 0 {
+                        e.w();
+                    }
+                    e.opcode.extend_from_slice(&[0x0F, 0x2A]);
+                    e.modrm(r, xmm, false);
+                }
+                3 => {
+                    e.prefixes.push(0xF2);
+                    if r.below(2) == 0 {
+                        e.w();
+                    }
+                    e.opcode.extend_from_slice(&[0x0F, 0x2C]);
+                    let rf = e.reg(dreg);
+                    if xmm & 8 != 0 {
+                        e.rex |= 1;
+                    }
+                    e.modrm.push(0xC0 | rf | (xmm & 7));
+                }
+                4 => {
+                    e.opcode.extend_from_slice(&[0x9C, 0x80, 0x34, 0x24]);
+                    e.opcode.extend_from_slice(&imm_bytes(r, 1));
+                    e.opcode.push(0x9D);
+                }
+                5 => e.opcode.push(r.pick(&[0xFC, 0xFD])),
+                6 => {
+                    if r.below(2) == 0 {
+                        e.w();
+                    }
+                    e.opcode.extend_from_slice(&[0x0F, 0xC7]);
+                    while e.modrm.is_empty() || e.is_reg_rm() {
+                        e.modrm.clear();
+                        e.prefixes.clear();
+                        e.rip_target = None;
+                        e.rex &= 8;
+                        e.modrm(r, 1, false);
+                    }
+                }
+                7 => e.opcode.extend_from_slice(&[0x0F, 0xA2]),
+                _ => {
+                    e.prefixes.push(0xF2);
+                    e.opcode.extend_from_slice(&[0x0F, r.pick(&[0x10, 0x11])]);
+                    e.modrm(r, xmm, false);
+                }
+            }
+        }
+        36 => e.opcode = string_op(r, true),
         _ => {
             // Plain ALU reg,reg for dense flag chains.
             sized(&mut e);
@@ -999,6 +1138,9 @@ fn random_state64(r: &mut Rng) -> CpuState {
     s.seg_mut(pcvm_core::SegReg::Gs).base = HIGH_ALIAS + u64::from(DATA);
     s.cr0 |= cr::CR0_WP;
     s.rflags = 0x2 | (r.next() & 0x8D5);
+    if r.below(4) != 0 {
+        s.cr4 |= cr::CR4_OSFXSR;
+    }
     s
 }
 
@@ -1037,6 +1179,9 @@ fn random_state(r: &mut Rng, paging: bool) -> CpuState {
     }
     s.gpr[5] = u64::from(DATA) + r.below(0x100);
     s.rflags = 0x2 | (r.next() & 0x8D5);
+    if r.below(4) != 0 {
+        s.cr4 |= cr::CR4_OSFXSR;
+    }
     if paging {
         s.cr3 = PD;
         s.cr0 |= cr::CR0_PG | cr::CR0_WP;
@@ -1267,9 +1412,14 @@ fn differential(kind: Kind, runs: u64) {
         .iter()
         .filter_map(|(_, j)| j.jit.as_ref().map(|j| j.fallback_profile(8)))
         .collect();
+    let interpreted: Vec<_> = sides
+        .iter()
+        .filter_map(|(_, j)| j.jit.as_ref().map(|j| j.interpreted_profile(8)))
+        .collect();
     eprintln!(
         "{total} runs agree ({blocks} compiled-block runs, {native} instructions native); \
-         JIT stats: {stats:?}; top fallbacks: {fallbacks:?}"
+         JIT stats: {stats:?}; top fallbacks: {fallbacks:?}; interpreted in compiled blocks: \
+         {interpreted:?}"
     );
     assert!(total >= runs);
     assert!(native > 0, "the JIT never ran compiled code");
@@ -1289,4 +1439,130 @@ fn interpreter_and_jit_agree_on_random_64bit_blocks() {
             env_u64("PCVM_JIT_DIFF_RUNS", 100_000),
         ),
     );
+}
+
+/// A fixed program whose translated instructions write registers and leave lazy flags right
+/// before instructions the JIT runs through its interpreter helper, and read them right
+/// after (GPRs to and from XMM registers, LAHF/CMC/PUSHF on the flags, CPUID writing four
+/// registers, a REP STOSB with DF set and cleared).
+fn helper_program(long: bool) -> Vec<u8> {
+    use iced_x86::code_asm::*;
+    let bitness = if long { 64 } else { 32 };
+    asm(bitness, CODE, |a| {
+        if long {
+            a.add(rax, rbx)?;
+            a.mov(r8, rcx)?;
+            a.xor(r9d, edx)?;
+            a.lea(r10, qword_ptr(rbp + 8))?;
+            a.inc(r14)?;
+            a.movq(xmm0, rax)?;
+            a.adc(r15, r8)?;
+            a.cmc()?;
+            a.setb(cl)?;
+            a.movd(edx, xmm0)?;
+            a.add(rdx, rsi)?;
+            a.pushfq()?;
+            a.pop(rbx)?;
+            a.sub(rsi, rdi)?;
+            a.cvtsi2sd(xmm1, rsi)?;
+            a.cmovb(rdi, rax)?;
+            a.lahf()?;
+            a.adc(r11, r9)?;
+            a.cpuid()?;
+            a.mov(r11, rax)?;
+            a.xor(r11, rbx)?;
+            a.std()?;
+            a.mov(ecx, 5)?;
+            a.lea(rdi, qword_ptr(rbp + 0x40))?;
+            a.rep().stosb()?;
+            a.cld()?;
+            a.add(rax, rcx)?;
+            a.adc(rdi, rdx)?;
+        } else {
+            a.add(eax, ebx)?;
+            a.mov(esi, ecx)?;
+            a.xor(edi, edx)?;
+            a.movd(xmm0, eax)?;
+            a.adc(esi, edi)?;
+            a.cmc()?;
+            a.setb(cl)?;
+            a.movd(edx, xmm0)?;
+            a.add(edx, esi)?;
+            a.lahf()?;
+            a.sbb(ebx, eax)?;
+            a.pushfd()?;
+            a.pop(ebx)?;
+            a.sub(esi, edi)?;
+            a.cvtsi2sd(xmm1, esi)?;
+            a.cmovb(edi, eax)?;
+            a.cpuid()?;
+            a.xor(ebx, eax)?;
+            a.std()?;
+            a.mov(ecx, 5)?;
+            a.lea(edi, dword_ptr(ebp + 0x40))?;
+            a.rep().stosb()?;
+            a.cld()?;
+            a.add(eax, ecx)?;
+            a.adc(edi, edx)?;
+        }
+        a.hlt()
+    })
+}
+
+/// The helper path loses no register or flag: the fixed [`helper_program`] from random
+/// states, stopped at every instruction budget, ends in the interpreter's state on the JIT
+/// (which compiles every block on first sight and must have run instructions through the
+/// helper).
+#[test]
+fn interpreter_helper_keeps_registers_and_flags() {
+    for kind in [Kind::Pm32, Kind::Long64] {
+        let long = kind == Kind::Long64;
+        let m = || if long { machine64() } else { machine(false) };
+        let mut a = Side { m: m(), jit: None };
+        let mut j = JitBackend::new().expect("jit");
+        j.set_threshold(1);
+        let mut b = Side {
+            m: m(),
+            jit: Some(j),
+        };
+        let code = helper_program(long);
+        let mut r = Rng(0x5EED_0000 + u64::from(long));
+        for _ in 0..20 {
+            let mut s = if long {
+                random_state64(&mut r)
+            } else {
+                random_state(&mut r, false)
+            };
+            s.cr4 |= cr::CR4_OSFXSR;
+            let data: Vec<u8> = (0..DATA_LEN / 8)
+                .flat_map(|_| r.next().to_le_bytes())
+                .collect();
+            for budget in (1..=40).chain([10_000]) {
+                let limit = RunLimit::Instructions(budget);
+                setup(&mut a, &code, &data, &s);
+                setup(&mut b, &code, &data, &s);
+                let ra = a.run(limit);
+                let rb = b.run(limit);
+                assert!(
+                    ra == rb,
+                    "{}-bit helper program differs at budget {budget}\n{}",
+                    if long { 64 } else { 32 },
+                    first_divergence(&mut a, &mut b, &code, &data, &s, limit)
+                );
+            }
+        }
+        let jit = b.jit.as_ref().expect("jit side");
+        let interpreted = jit.interpreted_profile(16);
+        assert!(
+            [
+                iced_x86::Mnemonic::Movd,
+                iced_x86::Mnemonic::Cmc,
+                iced_x86::Mnemonic::Cpuid
+            ]
+            .iter()
+            .all(|m| interpreted.iter().any(|(i, _)| i == m)),
+            "the helper did not run the uncovered instructions: {interpreted:?}"
+        );
+        assert!(jit.stats().insns_native > 0);
+    }
 }
