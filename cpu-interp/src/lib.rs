@@ -59,12 +59,13 @@ const JMP_CACHE_SIZE: usize = 4096;
 const NO_SLOT: usize = usize::MAX;
 
 /// One entry of the linear-address block lookup cache (`Interpreter::jmp_cache`): valid while
-/// both the context generation and the decode cache's generation are unchanged.
+/// both the code context generation (`Interpreter::jmp_gen`) and the decode cache's
+/// generation are unchanged.
 #[derive(Clone, Default)]
 struct JmpEntry {
     /// Linear address of the block's first byte (`u64::MAX` when empty).
     linear: u64,
-    ctx_gen: u64,
+    gen: u64,
     code_gen: u64,
     /// The block's [`Block::rip`] restriction.
     rip: u64,
@@ -73,6 +74,31 @@ struct JmpEntry {
     key: u64,
     /// The block's instructions (`None` when empty).
     insns: Option<Arc<[Decoded]>>,
+}
+
+/// What finding a block by its linear address depends on, besides the decode cache: the
+/// code segment (bitness, limit), the privilege level, the mode and paging controls, whole
+/// TLB flushes and the physical memory map. `jmp_cache` survives a context generation bump
+/// (an IRET, interrupt or SWAPGS within the kernel) when none of these changed.
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+struct CodeContext {
+    cs: Segment,
+    cpl: u8,
+    rflags_vm: bool,
+    cr0: u64,
+    cr3: u64,
+    cr4: u64,
+    efer: u64,
+    tlb_full_flushes: u64,
+    map_generation: u64,
+}
+
+/// The `Interpreter::jmp_regions` bit of the 1 GiB region holding `linear`: the largest page
+/// an INVLPG can drop lies within one such region.
+#[inline]
+fn jmp_region_bit(linear: u64) -> u64 {
+    let r = linear >> 30;
+    1 << ((r ^ (r >> 6) ^ (r >> 12) ^ (r >> 18) ^ (r >> 24)) & 63)
 }
 
 /// Registers saved before an instruction marked `SNAP`, restored if it faults.
@@ -125,8 +151,17 @@ pub struct Interpreter {
     /// marked `CTX`: system and far instructions, segment loads; event delivery, state
     /// loads): invalidates `jmp_cache`.
     pub(crate) ctx_gen: u64,
-    /// Linear RIP → block, valid for one `ctx_gen` and decode-cache generation.
+    /// Linear RIP → block, valid for one `jmp_gen` and decode-cache generation.
     jmp_cache: Vec<JmpEntry>,
+    /// Generation of `jmp_cache`: bumped when the [`CodeContext`] changes or an INVLPG hits a
+    /// region holding cached code.
+    jmp_gen: u64,
+    /// The `ctx_gen` at which `jmp_context` was last compared with the state.
+    jmp_ctx_seen: u64,
+    /// The code context `jmp_cache` entries of `jmp_gen` were made in.
+    jmp_context: CodeContext,
+    /// 1 GiB regions (see [`jmp_region_bit`]) holding `jmp_cache` entries of `jmp_gen`.
+    jmp_regions: u64,
     /// Debugging or tracing is on: run one instruction at a time.
     debug_active: bool,
     /// Linear page → RAM offset for reads and writes (see `access::RamEntry`).
@@ -188,6 +223,10 @@ impl Interpreter {
                 };
                 JMP_CACHE_SIZE
             ],
+            jmp_gen: 1,
+            jmp_ctx_seen: 0,
+            jmp_context: CodeContext::default(),
+            jmp_regions: 0,
             debug_active: false,
             rd_cache: vec![access::RAM_ENTRY_EMPTY; access::RAM_CACHE_SIZE],
             wr_cache: vec![access::RAM_ENTRY_EMPTY; access::RAM_CACHE_SIZE],
@@ -288,16 +327,54 @@ impl Interpreter {
     /// block to run there.
     #[inline(always)]
     fn jmp_lookup(&mut self) -> (u64, usize, bool) {
+        if self.jmp_ctx_seen != self.ctx_gen {
+            self.jmp_check_context();
+        }
         let linear = self.state.seg(SegReg::Cs).base.wrapping_add(self.state.rip);
         let slot = ((linear ^ (linear >> 10)) as usize) & (JMP_CACHE_SIZE - 1);
         let e = &self.jmp_cache[slot];
         let mut hit = e.linear == linear
-            && e.ctx_gen == self.ctx_gen
+            && e.gen == self.jmp_gen
             && (e.rip == decode_cache::ANY_RIP || e.rip == self.state.rip);
         if hit && e.code_gen != self.cache.generation() {
             hit = self.jmp_revalidate(slot);
         }
         (linear, slot, hit)
+    }
+
+    /// The context generation moved: drop `jmp_cache` if the code context really changed.
+    #[inline(never)]
+    fn jmp_check_context(&mut self) {
+        self.jmp_ctx_seen = self.ctx_gen;
+        let s = &self.state;
+        let now = CodeContext {
+            cs: *s.seg(SegReg::Cs),
+            cpl: s.cpl(),
+            rflags_vm: s.rflags & fl::VM != 0,
+            cr0: s.cr0,
+            cr3: s.cr3,
+            cr4: s.cr4,
+            efer: s.efer,
+            tlb_full_flushes: self.tlb.full_flushes,
+            map_generation: self.map_generation,
+        };
+        if now != self.jmp_context {
+            self.jmp_context = now;
+            self.jmp_drop_all();
+        }
+    }
+
+    /// Invalidate every `jmp_cache` entry.
+    fn jmp_drop_all(&mut self) {
+        self.jmp_gen += 1;
+        self.jmp_regions = 0;
+    }
+
+    /// INVLPG of `linear`: drop `jmp_cache` if it may hold code translated through that page.
+    pub(crate) fn jmp_invalidate(&mut self, linear: u64) {
+        if self.jmp_regions & jmp_region_bit(linear) != 0 {
+            self.jmp_drop_all();
+        }
     }
 
     /// Some block was dropped since `jmp_cache` slot `slot` was filled: it is still valid if
@@ -391,9 +468,10 @@ impl Interpreter {
         let src = self.fetch_block_slow(p)?;
         if let Source::Cached(idx, key) = src {
             if let Some(b) = self.cache.block(idx) {
+                self.jmp_regions |= jmp_region_bit(linear);
                 self.jmp_cache[slot] = JmpEntry {
                     linear,
-                    ctx_gen: self.ctx_gen,
+                    gen: self.jmp_gen,
                     code_gen: self.cache.generation(),
                     rip: b.rip,
                     idx,

@@ -99,6 +99,9 @@ pub(crate) struct Tlb {
     /// Flushes and invalidations so far: caches of linear translations outside the TLB (the
     /// JIT's) are valid while this is unchanged.
     pub(crate) flushes: u64,
+    /// Whole-TLB flushes so far (not single-page INVLPG): the interpreter's code lookup
+    /// cache is valid while this is unchanged.
+    pub(crate) full_flushes: u64,
 }
 
 impl Default for Tlb {
@@ -108,6 +111,7 @@ impl Default for Tlb {
             has_large: false,
             pdptes: None,
             flushes: 0,
+            full_flushes: 0,
         }
     }
 }
@@ -116,6 +120,7 @@ impl Tlb {
     /// Drop every translation and the PDPTE registers (state load, memory map change).
     pub(crate) fn flush(&mut self) {
         self.flushes += 1;
+        self.full_flushes += 1;
         self.entries.fill(EMPTY);
         self.has_large = false;
         self.pdptes = None;
@@ -124,6 +129,7 @@ impl Tlb {
     /// Drop every non-global translation (MOV CR3, task switch; SDM Vol. 3A §4.10.4.1).
     pub(crate) fn flush_non_global(&mut self) {
         self.flushes += 1;
+        self.full_flushes += 1;
         for e in &mut self.entries {
             if !e.global {
                 *e = EMPTY;

@@ -377,6 +377,7 @@ impl Interpreter {
                 };
                 let linear = self.wrap_linear(base.wrapping_add(off));
                 self.tlb.invalidate(linear);
+                self.jmp_invalidate(linear);
                 Ok(())
             }
             Mnemonic::Wbinvd | Mnemonic::Invd => ring0(),
