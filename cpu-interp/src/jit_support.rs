@@ -35,6 +35,7 @@ pub struct JitBlock {
 /// still valid (same paging structures and TLB contents, CPL, segments, memory map).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct JitCacheKey {
+    /// Whole-TLB flushes (an INVLPG is not one: see [`Interpreter::jit_invlpg`]).
     tlb_flushes: u64,
     map_generation: u64,
     cr0: u64,
@@ -166,7 +167,7 @@ impl Interpreter {
     pub fn jit_cache_key(&self) -> JitCacheKey {
         let s = &self.state;
         JitCacheKey {
-            tlb_flushes: self.tlb.flushes,
+            tlb_flushes: self.tlb.full_flushes,
             map_generation: self.map_generation,
             cr0: s.cr0,
             cr3: s.cr3,
@@ -175,6 +176,21 @@ impl Interpreter {
             rflags_ac_vm: s.rflags & (1 << 18 | 1 << 17),
             segments: s.segments,
         }
+    }
+
+    /// INVLPGs executed so far ([`JitCacheKey`] does not change on one).
+    pub fn jit_invlpgs(&self) -> u64 {
+        self.tlb.invlpgs
+    }
+
+    /// The linear address of INVLPG number `n` (counting from 0), if it is among the last
+    /// few; `None` once it was forgotten (the JIT then drops everything).
+    pub fn jit_invlpg(&self, n: u64) -> Option<u64> {
+        let ring = crate::mmu::INVLPG_RING as u64;
+        if n >= self.tlb.invlpgs || self.tlb.invlpgs - n > ring {
+            return None;
+        }
+        self.tlb.invlpg_ring.get((n % ring) as usize).copied()
     }
 
     /// The CPU is halted.

@@ -102,7 +102,15 @@ pub(crate) struct Tlb {
     /// Whole-TLB flushes so far (not single-page INVLPG): the interpreter's code lookup
     /// cache is valid while this is unchanged.
     pub(crate) full_flushes: u64,
+    /// INVLPGs so far, and the linear addresses of the last [`INVLPG_RING`] of them (the
+    /// n-th at `invlpg_ring[n % INVLPG_RING]`): the JIT keeps its caches across an INVLPG
+    /// of a region it holds no code from.
+    pub(crate) invlpgs: u64,
+    pub(crate) invlpg_ring: [u64; INVLPG_RING],
 }
+
+/// INVLPG addresses [`Tlb`] remembers.
+pub(crate) const INVLPG_RING: usize = 16;
 
 impl Default for Tlb {
     fn default() -> Self {
@@ -112,6 +120,8 @@ impl Default for Tlb {
             pdptes: None,
             flushes: 0,
             full_flushes: 0,
+            invlpgs: 0,
+            invlpg_ring: [0; INVLPG_RING],
         }
     }
 }
@@ -140,6 +150,13 @@ impl Tlb {
     /// Drop the translation of the page holding `linear` (INVLPG).
     pub(crate) fn invalidate(&mut self, linear: u64) {
         self.flushes += 1;
+        if let Some(slot) = self
+            .invlpg_ring
+            .get_mut((self.invlpgs % INVLPG_RING as u64) as usize)
+        {
+            *slot = linear;
+        }
+        self.invlpgs += 1;
         if self.has_large {
             self.entries.fill(EMPTY);
             self.has_large = false;

@@ -239,6 +239,88 @@ fn invlpg_makes_a_changed_mapping_visible() {
     assert_eq!(m.read_u32(RESULT + 24), 0xAAAA_0000);
 }
 
+/// Code reached through a linear page whose mapping changes: after the PTE is rewritten
+/// and the page INVLPG'd, a call to the same linear address runs the new frame's code,
+/// however many times (and however hot) the old one ran before.
+#[test]
+fn invlpg_of_a_code_page_runs_the_new_frame() {
+    const FUNC: u32 = 0x3F_0000;
+    let pte = PT_LOW + 4 * u64::from(FUNC >> 12);
+    let code = asm(32, CODE, |a| {
+        enable_paging(a, 0, 0)?;
+        a.xor(ebx, ebx)?;
+        a.mov(ecx, 3000)?;
+        let mut old = a.create_label();
+        a.set_label(&mut old)?;
+        a.call(u64::from(FUNC))?;
+        a.add(ebx, eax)?;
+        a.dec(ecx)?;
+        a.jnz(old)?;
+        a.mov(dword_ptr(RESULT as u32 + 16), ebx)?;
+        // Point FUNC's page at the other frame.
+        a.mov(dword_ptr(pte as u32), (0x3F_1000 | P | RW | US) as u32)?;
+        a.invlpg(ptr(FUNC))?;
+        a.xor(ebx, ebx)?;
+        a.mov(ecx, 3000)?;
+        let mut new = a.create_label();
+        a.set_label(&mut new)?;
+        a.call(u64::from(FUNC))?;
+        a.add(ebx, eax)?;
+        a.dec(ecx)?;
+        a.jnz(new)?;
+        a.mov(dword_ptr(RESULT as u32 + 20), ebx)?;
+        a.hlt()
+    });
+    let old_func = asm(32, u64::from(FUNC), |a| {
+        a.mov(eax, 1)?;
+        a.ret()
+    });
+    let new_func = asm(32, u64::from(FUNC), |a| {
+        a.mov(eax, 2)?;
+        a.ret()
+    });
+    let mut m = machine(&code);
+    m.load(u64::from(FUNC), &old_func);
+    m.load(u64::from(FUNC) + 0x1000, &new_func);
+    m.run_to_halt();
+    assert_eq!(m.read_u32(RESULT + 16), 3000, "the old frame's code");
+    assert_eq!(
+        m.read_u32(RESULT + 20),
+        6000,
+        "the new frame's code after INVLPG"
+    );
+}
+
+/// Data read in a hot loop through a linear page in another 1 GiB region than the code:
+/// after the PTE is rewritten and the page INVLPG'd, the loop reads the new frame.
+#[test]
+fn invlpg_of_a_data_page_far_from_code_reads_the_new_frame() {
+    let code = asm(32, CODE, |a| {
+        enable_paging(a, 0, 0)?;
+        for (result, frame) in [(16u32, 0x20_0000u64), (20, 0x20_4000)] {
+            if frame != 0x20_0000 {
+                a.mov(dword_ptr(PT_HIGH as u32), (frame | P | RW) as u32)?;
+                a.invlpg(ptr(WIN))?;
+            }
+            a.xor(ebx, ebx)?;
+            a.mov(ecx, 3000)?;
+            let mut again = a.create_label();
+            a.set_label(&mut again)?;
+            a.add(ebx, dword_ptr(WIN))?;
+            a.dec(ecx)?;
+            a.jnz(again)?;
+            a.mov(dword_ptr(RESULT as u32 + result), ebx)?;
+        }
+        a.hlt()
+    });
+    let mut m = machine(&code);
+    m.write_u32(0x20_0000, 3);
+    m.write_u32(0x20_4000, 5);
+    m.run_to_halt();
+    assert_eq!(m.read_u32(RESULT + 16), 9000);
+    assert_eq!(m.read_u32(RESULT + 20), 15000);
+}
+
 const PDPT: u64 = 0x13000;
 const PAE_PD: u64 = 0x14000;
 const PAE_PT: u64 = 0x15000;

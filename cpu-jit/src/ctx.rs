@@ -210,13 +210,31 @@ pub(crate) const INTERP_GO_ON: u64 = u64::MAX;
 /// depend on ([`JitCacheKey`]) changed, so a Linux guest's interrupts, RDTSCs and POPFs no
 /// longer empty them. A key seen recently gets its old generation back ([`GenTable`]): a
 /// system call's return to user mode finds the user-mode entries it left (the key holds the
-/// TLB-flush count, so entries never outlive a flush).
+/// whole-TLB flush count, and an INVLPG near cached code salts it, so entries never outlive
+/// a flush).
 #[derive(Debug)]
 pub(crate) struct CacheGen {
     raw: u64,
-    key: Option<JitCacheKey>,
+    key: Option<(JitCacheKey, u64)>,
     gen: u64,
-    table: GenTable<JitCacheKey>,
+    table: GenTable<(JitCacheKey, u64)>,
+    /// Bumped by an INVLPG in a region holding cached code: with the key, it makes a fresh
+    /// generation (INVLPG is not in [`JitCacheKey`]).
+    salt: u64,
+    /// INVLPGs accounted for.
+    invlpgs_seen: u64,
+    /// Regions ([`region_bit`]) that linear-RIP cache entries, links and indirect-branch
+    /// entries were made in: an INVLPG there voids them all.
+    code_regions: u64,
+    /// Regions whose soft-TLB entries an INVLPG voided, for [`JitCtx::check_tlb_gen`].
+    pub purge_regions: u64,
+}
+
+/// A linear address's bit in the region masks of [`CacheGen`]: its 1 GiB region (the
+/// largest page an INVLPG may drop), folded onto 64 bits (a shared bit only costs a
+/// needless invalidation).
+pub(crate) fn region_bit(linear: u64) -> u64 {
+    1 << ((linear >> 30) & 63)
 }
 
 impl Default for CacheGen {
@@ -226,6 +244,10 @@ impl Default for CacheGen {
             key: None,
             gen: 0,
             table: GenTable::new(),
+            salt: 0,
+            invlpgs_seen: 0,
+            code_regions: 0,
+            purge_regions: 0,
         }
     }
 }
@@ -235,15 +257,49 @@ impl CacheGen {
     #[inline]
     pub(crate) fn get(&mut self, interp: &Interpreter) -> u64 {
         let raw = interp.jit_ctx_gen();
+        if interp.jit_invlpgs() != self.invlpgs_seen {
+            self.absorb_invlpgs(interp);
+        }
         if raw != self.raw || self.key.is_none() {
             self.raw = raw;
-            let key = interp.jit_cache_key();
+            let key = (interp.jit_cache_key(), self.salt);
             if self.key != Some(key) {
                 self.key = Some(key);
                 self.gen = self.table.gen_for(key);
             }
         }
         self.gen
+    }
+
+    /// Cached code is about to depend on the translation of `linear..=last`.
+    pub(crate) fn note_code(&mut self, linear: u64, last: u64) {
+        self.code_regions |= region_bit(linear) | region_bit(last);
+    }
+
+    /// Account for the INVLPGs since the last call (SDM Vol. 3A §4.10.4.1: each drops the
+    /// translations of one page, of whatever size): one in a region with cached code voids
+    /// the generation; any other only the soft-TLB entries of its region. Linux's early
+    /// boot remaps its fixmap pages tens of thousands of times, far from any code.
+    #[cold]
+    fn absorb_invlpgs(&mut self, interp: &Interpreter) {
+        let now = interp.jit_invlpgs();
+        while self.invlpgs_seen < now {
+            let Some(linear) = interp.jit_invlpg(self.invlpgs_seen) else {
+                // Forgotten: assume the worst.
+                self.salt += 1;
+                self.purge_regions = u64::MAX;
+                break;
+            };
+            let bit = region_bit(linear);
+            if self.code_regions & bit != 0 {
+                self.salt += 1;
+            }
+            self.purge_regions |= bit;
+            self.invlpgs_seen += 1;
+        }
+        self.invlpgs_seen = now;
+        // Force the key comparison (the salt may have moved).
+        self.key = None;
     }
 }
 
@@ -384,6 +440,19 @@ impl JitCtx {
         let gen = self.cache_gen.get(interp);
         if gen != self.tlb_gen {
             self.flush_tlb(gen);
+            self.cache_gen.purge_regions = 0;
+        } else if self.cache_gen.purge_regions != 0 {
+            let purge = std::mem::take(&mut self.cache_gen.purge_regions);
+            for e in self.tlb_read.iter_mut() {
+                if e.tag != TLB_EMPTY && region_bit(e.tag) & purge != 0 {
+                    e.tag = TLB_EMPTY;
+                }
+            }
+            for e in self.tlb_write.iter_mut() {
+                if e.tag != TLB_EMPTY && region_bit(e.tag) & purge != 0 {
+                    e.tag = TLB_EMPTY;
+                }
+            }
         }
     }
 

@@ -599,6 +599,7 @@ impl JitBackend {
             Entry::Compiled(idx) => idx,
             Entry::Never(m) => {
                 self.note_fallback(m, 1);
+                self.ctx.cache_gen.note_code(lin, lin);
                 self.jmp[slot] = (lin, gen, NO_BLOCK);
                 return None;
             }
@@ -614,6 +615,14 @@ impl JitBackend {
                 }
             },
         };
+        let len = self
+            .blocks
+            .get(idx as usize)
+            .and_then(|b| Some(b.as_ref()?.bytes.len() as u64))
+            .unwrap_or(0x1000);
+        self.ctx
+            .cache_gen
+            .note_code(lin, lin.wrapping_add(len.max(1) - 1));
         self.jmp[slot] = (lin, gen, idx);
         Some(idx)
     }
