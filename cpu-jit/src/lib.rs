@@ -646,18 +646,15 @@ impl JitBackend {
             insns.push(insn);
         }
         // Instructions the translator does not cover run through the interpreter helper in
-        // the middle of the block; a block needs at least one it does cover.
+        // the middle of the block (even all of them: such a block still chains).
         let n = insns
             .iter()
             .take(MAX_TRANSLATED)
             .take_while(|i| supported(i, long) || interpretable(i))
             .count();
         let stop = insns.get(n).map(Instruction::mnemonic);
-        if !insns[..n].iter().any(|i| supported(i, long)) {
-            return Err(insns
-                .iter()
-                .find(|i| !supported(i, long))
-                .map(Instruction::mnemonic));
+        if n == 0 {
+            return Err(stop);
         }
         if self.blocks.len() >= MAX_BLOCKS || self.compiler.code_bytes >= MAX_CODE_BYTES {
             self.flush_code();
