@@ -593,6 +593,17 @@ impl JitBackend {
         }
         let phys = self.interp.jit_code_phys(p)?;
         let key = (phys, self.interp.jit_rip(), self.interp.jit_mode().bitness);
+        if tag == lin && idx != NO_BLOCK {
+            // The same linear RIP in another cache generation (with PTI, every kernel entry
+            // and exit switches CR3): still the same block if it is live under the same
+            // key, which is what the map would answer, without probing it.
+            if let Some(Some(b)) = self.blocks.get(idx as usize) {
+                if b.key == key {
+                    self.jmp[slot] = (lin, gen, idx);
+                    return Some(idx);
+                }
+            }
+        }
         let entry = self.map.get(&key).copied().unwrap_or(Entry::Cold(0));
         let idx = match entry {
             Entry::Compiled(idx) => idx,
