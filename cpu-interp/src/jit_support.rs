@@ -107,6 +107,18 @@ pub struct JitRun {
 #[derive(Clone)]
 pub struct JitInsn(Decoded);
 
+impl JitInsn {
+    /// Its length in bytes.
+    pub fn byte_len(&self) -> u64 {
+        u64::from(self.0.len)
+    }
+
+    /// Its mnemonic.
+    pub fn mnemonic(&self) -> iced_x86::Mnemonic {
+        self.0.insn.mnemonic()
+    }
+}
+
 impl std::fmt::Debug for JitInsn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_tuple("JitInsn").field(&self.0.insn.code()).finish()

@@ -655,49 +655,89 @@ pub(crate) extern "C" fn helper_store_ram(
     }
 }
 
-/// Run one instruction the translator does not cover (`insn`, predecoded by the
-/// interpreter), `index` (the low half of `index_mnemonic`; its mnemonic in the high half)
-/// instructions into the interpreter's block, through the interpreter (issue 7: "anything the translator does not
-/// cover calls an interpreter helper per instruction"). Generated code stored its state (RIP
-/// of the instruction, the registers it wrote, lazy flags) before the call; the interpreter
-/// runs the instruction as the middle of its own block would, and the context gets its
-/// registers, RFLAGS and RIP back, for generated code to reload.
+/// Run `count` consecutive instructions the translator does not cover (`insns`, predecoded
+/// by the interpreter), the first `index` instructions into the interpreter's block,
+/// through the interpreter (issue 7: "anything the translator does not cover calls an
+/// interpreter helper per instruction"). Generated code stored its state (RIP of the first,
+/// the registers it wrote, lazy flags) before the call; the interpreter runs each as the
+/// middle of its own block would, and the context gets its registers, RFLAGS and RIP back,
+/// for generated code to reload.
 ///
-/// Returns [`INTERP_GO_ON`] when the block may go on natively at `next_ip`; otherwise the
+/// Returns [`INTERP_GO_ON`] when the block may go on natively after them; otherwise the
 /// exit code for the block to return, with `executed` set: [`EXIT_DELIVERED`] (a fault was
 /// delivered, RIP is its handler), [`EXIT_SHUTDOWN`], [`EXIT_STOP`] (a store into code: the
-/// interpreter's block ends here) or [`EXIT_NEXT`] when what the translated code relies on
-/// may have changed: the context generation (CR, segment, mode, TLB flush, MMIO write), the
-/// RFLAGS bits other than the arithmetic flags, DF and a cleared IF (an enabled IF may let
-/// an interrupt in), one-at-a-time mode (TF, an STI or MOV SS shadow), HLT, or RIP not at
-/// `next_ip` (a REP string instruction stopped by its chunk or the budget, a control
-/// transfer). REP iterations beyond the first are added to `chained`, so budget, poll and
+/// interpreter's block ends there) or [`EXIT_NEXT`] after an instruction that may have
+/// changed what translated code relies on: the context generation (CR, segment, mode, TLB
+/// flush, MMIO write), the RFLAGS bits other than the arithmetic flags, DF and a cleared IF
+/// (an enabled IF may let an interrupt in), one-at-a-time mode (TF, an STI or MOV SS
+/// shadow), HLT, or RIP not just after it (a REP string instruction stopped by its chunk or
+/// the budget). REP iterations beyond the first are added to `chained`, so budget, poll and
 /// clock see every retired instruction while `executed` stays the position in the block;
 /// REP iterations are bounded by what is left of the call's budget.
 pub(crate) extern "C" fn helper_interp(
     ctx: *mut JitCtx,
     plat: *mut PlatRef<'_>,
-    insn: *const JitInsn,
-    index_mnemonic: u64,
-    next_ip: u64,
+    insns: *const JitInsn,
+    index: u64,
+    count: u64,
 ) -> u64 {
-    // SAFETY: as in `helper_load`; `insn` is the instruction's predecoded copy, which the
-    // backend keeps (unchanged, at a fixed address) as long as the code that passes it.
-    let (ctx, p, interp, insn) = unsafe { (&mut *ctx, &mut **plat, &mut *(*ctx).interp, &*insn) };
-    let index = index_mnemonic & 0xFFFF_FFFF;
-    if let Some(c) = ctx.interp_runs.get_mut((index_mnemonic >> 32) as usize) {
-        *c += 1;
-    }
-    let before = ctx.materialize_flags();
+    // SAFETY: as in `helper_load`; `insns` points at `count` consecutive predecoded
+    // instructions in a boxed slice the backend keeps, unchanged, as long as the code that
+    // passes it.
+    let (ctx, p, interp, insns) = unsafe {
+        (
+            &mut *ctx,
+            &mut **plat,
+            &mut *(*ctx).interp,
+            std::slice::from_raw_parts(insns, count as usize),
+        )
+    };
+    let mut flags = ctx.materialize_flags();
     interp.jit_set_gprs(&ctx.gpr);
-    interp.jit_set_rflags(before);
+    interp.jit_set_rflags(flags);
     interp.jit_set_rip(ctx.rip);
     let gen = interp.jit_ctx_gen();
-    let room = ctx.budget.saturating_sub(ctx.chained + index);
-    let step = interp.jit_exec_predecoded(p, insn, room);
+    let mut code = INTERP_GO_ON;
+    for (pos, insn) in (index..).zip(insns) {
+        if let Some(c) = ctx.interp_runs.get_mut(insn.mnemonic() as usize) {
+            *c += 1;
+        }
+        let rip = interp.jit_rip();
+        let room = ctx.budget.saturating_sub(ctx.chained + pos);
+        let step = interp.jit_exec_predecoded(p, insn, room);
+        if step.faulted || step.shutdown {
+            ctx.executed = pos;
+            ctx.chained += step.retired;
+            ctx.fault_charge = u64::from(pos == 0 && step.retired == 0);
+            code = if step.shutdown {
+                EXIT_SHUTDOWN
+            } else {
+                EXIT_DELIVERED
+            } as u64;
+            break;
+        }
+        ctx.executed = pos + 1;
+        ctx.chained += step.retired.saturating_sub(1);
+        if step.smc {
+            code = EXIT_STOP as u64;
+            break;
+        }
+        let after = interp.jit_rflags();
+        let changed = flags ^ after;
+        flags = after;
+        if interp.jit_ctx_gen() != gen
+            || changed & !(ARITH_FLAGS | FLAG_DF | FLAG_IF) != 0
+            || after & changed & FLAG_IF != 0
+            || interp.jit_rip() != rip.wrapping_add(insn.byte_len())
+            || interp.jit_halted()
+            || interp.jit_single()
+        {
+            code = EXIT_NEXT as u64;
+            break;
+        }
+    }
     ctx.gpr = interp.jit_gprs();
-    let after = interp.jit_rflags();
-    ctx.rflags = after;
+    ctx.rflags = interp.jit_rflags();
     ctx.rip = interp.jit_rip();
     ctx.seg_base = [
         interp.jit_linear(SegReg::Fs, 0),
@@ -705,32 +745,7 @@ pub(crate) extern "C" fn helper_interp(
     ];
     ctx.check_tlb_gen(interp);
     ctx.check_chain(interp);
-    if step.faulted || step.shutdown {
-        ctx.executed = index;
-        ctx.chained += step.retired;
-        ctx.fault_charge = u64::from(index == 0 && step.retired == 0);
-        return if step.shutdown {
-            EXIT_SHUTDOWN as u64
-        } else {
-            EXIT_DELIVERED as u64
-        };
-    }
-    ctx.executed = index + 1;
-    ctx.chained += step.retired.saturating_sub(1);
-    if step.smc {
-        return EXIT_STOP as u64;
-    }
-    let changed = before ^ after;
-    if interp.jit_ctx_gen() != gen
-        || changed & !(ARITH_FLAGS | FLAG_DF | FLAG_IF) != 0
-        || after & changed & FLAG_IF != 0
-        || ctx.rip != next_ip
-        || interp.jit_halted()
-        || interp.jit_single()
-    {
-        return EXIT_NEXT as u64;
-    }
-    INTERP_GO_ON
+    code
 }
 
 #[cfg(test)]

@@ -594,6 +594,17 @@ impl JitBackend {
         }
         let phys = self.interp.jit_code_phys(p)?;
         let key = (phys, self.interp.jit_rip(), self.interp.jit_mode().bitness);
+        if tag == lin && idx != NO_BLOCK {
+            // The same linear RIP in another cache generation (with PTI, every kernel entry
+            // and exit switches CR3): still the same block if it is live under the same
+            // key, which is what the map would answer, without probing it.
+            if let Some(Some(b)) = self.blocks.get(idx as usize) {
+                if b.key == key {
+                    self.jmp[slot] = (lin, gen, idx);
+                    return Some(idx);
+                }
+            }
+        }
         let entry = self.map.get(&key).copied().unwrap_or(Entry::Cold(0));
         let idx = match entry {
             Entry::Compiled(idx) => idx,
@@ -656,18 +667,15 @@ impl JitBackend {
             insns.push(insn);
         }
         // Instructions the translator does not cover run through the interpreter helper in
-        // the middle of the block; a block needs at least one it does cover.
+        // the middle of the block (even all of them: such a block still chains).
         let n = insns
             .iter()
             .take(MAX_TRANSLATED)
             .take_while(|i| supported(i, long) || interpretable(i))
             .count();
         let stop = insns.get(n).map(Instruction::mnemonic);
-        if !insns[..n].iter().any(|i| supported(i, long)) {
-            return Err(insns
-                .iter()
-                .find(|i| !supported(i, long))
-                .map(Instruction::mnemonic));
+        if n == 0 {
+            return Err(stop);
         }
         if self.blocks.len() >= MAX_BLOCKS || self.compiler.code_bytes >= MAX_CODE_BYTES {
             self.flush_code();

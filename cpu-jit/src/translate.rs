@@ -26,6 +26,7 @@ use cranelift_frontend::{FunctionBuilder, Variable};
 use iced_x86::{
     Code, Instruction, InstructionInfoFactory, Mnemonic, OpAccess, OpKind, Register, RflagsBits,
 };
+use pcvm_cpu_interp::JitInsn;
 
 use crate::ctx::{
     helper_flags, helper_interp, helper_load, helper_store, helper_store_ram, Link, ACC_FILL,
@@ -672,18 +673,30 @@ impl<'a> Translator<'a> {
         self.load_regs(&insns[..first]);
         let dead = dead_flag_writes(insns, long);
         let mut ended = false;
-        for (k, insn) in insns.iter().enumerate() {
+        let size = std::mem::size_of::<JitInsn>() as u64;
+        let mut k = 0;
+        while let Some(insn) = insns.get(k) {
             self.cur_ip = insn.ip();
             self.stored = false;
             self.flags_dead = dead.get(k).copied().unwrap_or(false);
             if !native(insn) {
-                let rest = insns.get(k + 1..).unwrap_or(&[]);
-                let until = rest.iter().position(|i| !native(i)).unwrap_or(rest.len());
+                // A run of interpreted instructions is one call (their predecoded copies are
+                // consecutive).
                 let d = predecoded.get(k).copied().unwrap_or(0);
-                self.interp_insn(insn, d, &rest[..until]);
-                self.executed += 1;
+                let mut count = 1;
+                while insns.get(k + count).is_some_and(|i| !native(i))
+                    && predecoded.get(k + count) == Some(&(d + size * count as u64))
+                {
+                    count += 1;
+                }
+                let rest = insns.get(k + count..).unwrap_or(&[]);
+                let until = rest.iter().position(|i| !native(i)).unwrap_or(rest.len());
+                self.interp_insns(insn, d, count as u32, &rest[..until]);
+                self.executed += count as u32;
+                k += count;
                 continue;
             }
+            k += 1;
             ended = self.insn(insn)?;
             if ended {
                 break;
@@ -733,21 +746,29 @@ impl<'a> Translator<'a> {
         self.defined = need;
     }
 
-    /// Run `insn` through [`helper_interp`]: store the state an exit before it would (its
-    /// RIP, the registers written so far, the flags), call the helper, return its exit code
-    /// unless it says go on, then reload the registers the native instructions up to the
-    /// next interpreted one (`next`) use, and the flags, from the context it updated.
-    fn interp_insn(&mut self, insn: &Instruction, predecoded: u64, next: &[Instruction]) {
-        let rip = self.iconst(insn.ip() as i64);
+    /// Run `count` instructions from `first` on through [`helper_interp`] (their
+    /// predecoded copies consecutive from address `predecoded`): store the state an exit
+    /// before `first` would (its RIP, the registers written so far, the flags), call the
+    /// helper, return its exit code unless it says go on, then reload the registers the
+    /// native instructions up to the next interpreted one (`next`) use, and the flags, from
+    /// the context it updated.
+    fn interp_insns(
+        &mut self,
+        first: &Instruction,
+        predecoded: u64,
+        count: u32,
+        next: &[Instruction],
+    ) {
+        let rip = self.iconst(first.ip() as i64);
         self.store_state(rip);
         let callee = self.iconst(helper_interp as *const () as usize as i64);
         let d = self.iconst(predecoded as i64);
-        let index = self.iconst((u64::from(self.executed) | (insn.mnemonic() as u64) << 32) as i64);
-        let next_ip = self.iconst(insn.next_ip() as i64);
+        let index = self.iconst(i64::from(self.executed));
+        let count = self.iconst(i64::from(count));
         let call = self.b.ins().call_indirect(
             self.sigs.interp,
             callee,
-            &[self.ctx, self.plat, d, index, next_ip],
+            &[self.ctx, self.plat, d, index, count],
         );
         let r = self.b.inst_results(call)[0];
         let go_on = self
