@@ -307,13 +307,19 @@ pub(crate) fn interpretable(insn: &Instruction) -> bool {
 pub(crate) fn entry_loads(insns: &[Instruction]) -> u16 {
     let mut factory = InstructionInfoFactory::new();
     let mut need = 0u16;
+    // Registers fully written by an earlier instruction of the block: later reads see that
+    // value, not the context's.
+    let mut written = 0u16;
     for insn in insns {
+        let mut writes = 0u16;
         for u in factory.info(insn).used_registers() {
             let Some((n, _, size)) = gpr(u.register()) else {
                 continue;
             };
             if u.access() != OpAccess::Write || size < 4 || n == 4 {
-                need |= 1 << n;
+                need |= (1 << n) & !written;
+            } else {
+                writes |= 1 << n;
             }
         }
         // iced lists the zeroing idioms (XOR/SUB/SBB r, r) as writes only; the translation
@@ -324,10 +330,11 @@ pub(crate) fn entry_loads(insns: &[Instruction]) -> u16 {
         {
             if let (Some(a), Some(b)) = (gpr(insn.op0_register()), gpr(insn.op1_register())) {
                 if a.0 == b.0 {
-                    need |= 1 << a.0;
+                    need |= (1 << a.0) & !written;
                 }
             }
         }
+        written |= writes;
     }
     need
 }
