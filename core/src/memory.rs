@@ -380,7 +380,7 @@ impl GuestMemory {
     }
 
     /// Write `buf` to RAM at `offset`; false if the range is not all RAM.
-    #[inline]
+    #[inline(always)]
     pub fn write_ram(&self, offset: u64, buf: &[u8]) -> bool {
         match self.ram_ptr(offset, buf.len()) {
             Some(p) => {
@@ -408,7 +408,7 @@ impl GuestMemory {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn note_write(&self, offset: u64, len: u64) {
         let first = offset / PAGE_SIZE;
         let last = (offset + len.max(1) - 1) / PAGE_SIZE;
@@ -417,14 +417,22 @@ impl GuestMemory {
                 continue;
             };
             let bit = 1u64 << (page % 64);
-            if word.load(Ordering::Relaxed) & bit != 0
-                && word.fetch_and(!bit, Ordering::AcqRel) & bit != 0
-            {
-                if let Ok(mut v) = self.invalidated.lock() {
-                    v.push(page * PAGE_SIZE);
-                }
-                self.code_dirty.store(true, Ordering::Release);
+            if word.load(Ordering::Relaxed) & bit != 0 {
+                self.note_code_write(word, bit, page);
             }
+        }
+    }
+
+    /// A write hit a code page (bit `bit` of `word` for page `page`): record it, out of line
+    /// so [`Self::write_ram`]'s common path stays small enough to inline.
+    #[cold]
+    #[inline(never)]
+    fn note_code_write(&self, word: &AtomicU64, bit: u64, page: u64) {
+        if word.fetch_and(!bit, Ordering::AcqRel) & bit != 0 {
+            if let Ok(mut v) = self.invalidated.lock() {
+                v.push(page * PAGE_SIZE);
+            }
+            self.code_dirty.store(true, Ordering::Release);
         }
     }
 

@@ -64,7 +64,7 @@ impl Interpreter {
     /// and to shutdown per SDM Vol. 3A §6.15 Table 6-5. The run loop calls this for every
     /// [`Fault`]; on `Err(Shutdown)` it returns `VmExit::Shutdown`.
     pub(crate) fn raise(&mut self, p: &mut dyn Platform, fault: Fault) -> Result<(), Shutdown> {
-        self.raise_event(p, fault.vector, fault.error_code, EventKind::Exception)
+        self.raise_event(p, fault.vector, fault.error_code(), EventKind::Exception)
     }
 
     /// Deliver any event (exception, software or external interrupt); a fault during delivery
@@ -109,7 +109,7 @@ impl Interpreter {
                         cur = (vector::DF, Some(0), EventKind::Exception);
                         first = Class::DoubleFault;
                     } else {
-                        cur = (f.vector, f.error_code, EventKind::Exception);
+                        cur = (f.vector, f.error_code(), EventKind::Exception);
                         first = second;
                     }
                 }
@@ -550,7 +550,7 @@ fn is_fault(v: u8) -> bool {
 /// Add the EXT bit to a selector error code raised while delivering an event
 /// (SDM Vol. 3A §6.13).
 pub(crate) fn with_ext(f: Fault, ext: u32) -> Fault {
-    match (f.vector, f.error_code) {
+    match (f.vector, f.error_code()) {
         (vector::TS | vector::NP | vector::SS | vector::GP, Some(c)) => {
             Fault::with_code(f.vector, c | ext)
         }

@@ -22,10 +22,15 @@ pub mod vector {
 
 /// An exception raised by an instruction (a fault: RIP still points at the instruction, the
 /// state is as before it, except for documented partial effects like REP progress).
+///
+/// Eight bytes, so that `Result<(), Fault>` — what every instruction handler returns — comes
+/// back in a register instead of through memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Fault {
     pub vector: u8,
-    pub error_code: Option<u32>,
+    has_code: bool,
+    /// The error code if `has_code`, else 0.
+    code: u32,
 }
 
 impl Fault {
@@ -33,14 +38,25 @@ impl Fault {
     pub const fn new(vector: u8) -> Self {
         Fault {
             vector,
-            error_code: None,
+            has_code: false,
+            code: 0,
         }
     }
     /// A fault with an error code.
     pub const fn with_code(vector: u8, code: u32) -> Self {
         Fault {
             vector,
-            error_code: Some(code),
+            has_code: true,
+            code,
+        }
+    }
+    /// The error code pushed with the exception, if it has one.
+    #[inline]
+    pub const fn error_code(&self) -> Option<u32> {
+        if self.has_code {
+            Some(self.code)
+        } else {
+            None
         }
     }
     /// #UD.
@@ -58,5 +74,17 @@ impl Fault {
     /// #DE.
     pub const fn de() -> Self {
         Self::new(vector::DE)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Fault;
+
+    #[test]
+    fn handler_result_fits_a_register() {
+        assert_eq!(std::mem::size_of::<Result<(), Fault>>(), 8);
+        assert_eq!(Fault::gp(5).error_code(), Some(5));
+        assert_eq!(Fault::ud().error_code(), None);
     }
 }

@@ -33,6 +33,9 @@ pub(crate) enum FlagOp {
     Inc,
     /// DEC: CF preserved.
     Dec,
+    /// CF and OF given in `a` (bit 0 CF, bit 1 OF), SF/ZF/PF from `res`, AF = 0: MUL/IMUL
+    /// (SF/ZF/PF of the low half, undefined per the SDM) and SHL/SHR/SAR.
+    CfOf,
 }
 
 /// The last flag-setting operation, evaluated only when a flag is read.
@@ -117,6 +120,14 @@ impl LazyFlags {
                 }
             }
             FlagOp::Logic => {}
+            FlagOp::CfOf => {
+                if self.a & 1 != 0 {
+                    f |= fl::CF;
+                }
+                if self.a & 2 != 0 {
+                    f |= fl::OF;
+                }
+            }
             FlagOp::Inc => {
                 if self.cf_in {
                     f |= fl::CF;
@@ -206,6 +217,7 @@ impl Interpreter {
             FlagOp::Add => l.res < l.a,
             FlagOp::Sub => l.a < l.b,
             FlagOp::Logic => false,
+            FlagOp::CfOf => l.a & 1 != 0,
             FlagOp::Inc | FlagOp::Dec => l.cf_in,
             FlagOp::Adc | FlagOp::Sbb => l.compute() & fl::CF != 0,
         }
@@ -239,6 +251,7 @@ impl Interpreter {
         match l.op {
             FlagOp::None => self.state.rflags & fl::OF != 0,
             FlagOp::Logic => false,
+            FlagOp::CfOf => l.a & 2 != 0,
             // The same formulas as `compute`, without the other five flags.
             FlagOp::Add | FlagOp::Adc => (((l.a ^ l.res) & (l.b ^ l.res)) >> top) & 1 != 0,
             FlagOp::Sub | FlagOp::Sbb => (((l.a ^ l.b) & (l.a ^ l.res)) >> top) & 1 != 0,
@@ -345,6 +358,20 @@ mod tests {
                 assert_eq!(cpu.cond(cc), slow, "{op:?} {bits} {a:#x} {b:#x} cc {cc}");
             }
         }
+    }
+
+    #[test]
+    fn lazy_cf_of_flags() {
+        let mut cpu = crate::Interpreter::new();
+        cpu.set_lazy(FlagOp::CfOf, 16, 3, 0, 0x8000);
+        assert_eq!(cpu.rflags() & ARITH, fl::CF | fl::OF | fl::SF | fl::PF);
+        assert!(cpu.cf() && cpu.of() && cpu.sf() && !cpu.zf());
+        cpu.set_lazy(FlagOp::CfOf, 32, 0, 0, 0);
+        assert_eq!(cpu.rflags() & ARITH, fl::ZF | fl::PF);
+        assert!(!cpu.cf() && !cpu.of());
+        cpu.set_lazy(FlagOp::CfOf, 8, 2, 0, 1);
+        assert_eq!(cpu.rflags() & ARITH, fl::OF);
+        assert!(!cpu.cf() && cpu.of());
     }
 
     #[test]

@@ -238,7 +238,7 @@ impl Interpreter {
 
     /// Deliver a fault detected after the commit point in the context of the new task.
     fn task_fault(&mut self, p: &mut dyn Platform, f: Fault, ext: u32) -> Result<(), Fault> {
-        let code = f.error_code.map(|c| c | ext);
+        let code = f.error_code().map(|c| c | ext);
         self.deliver_event(p, f.vector, code, EventKind::Exception)
     }
 

@@ -5,7 +5,7 @@ use pcvm_core::cpu_state::{flags as fl, gpr};
 use pcvm_core::Platform;
 
 use super::{mask, Decoded, MEM};
-use crate::flags::{szp, FlagOp};
+use crate::flags::FlagOp;
 use crate::{Fault, Interpreter};
 
 pub(super) const ADD: u8 = 0;
@@ -184,13 +184,11 @@ pub(super) fn not(cpu: &mut Interpreter, p: &mut dyn Platform, d: &Decoded) -> R
     Ok(())
 }
 
-/// Set CF and OF together, SF/ZF/PF from `low` (undefined by the SDM), AF clear.
+/// Set CF and OF together, SF/ZF/PF from `low` (undefined by the SDM), AF clear (lazily).
+#[inline]
 fn mul_flags(cpu: &mut Interpreter, overflow: bool, low: u64, bits: u8) {
-    let mut f = szp(low, bits);
-    if overflow {
-        f |= fl::CF | fl::OF;
-    }
-    cpu.set_arith_flags(f);
+    let cf_of = if overflow { 3 } else { 0 };
+    cpu.set_lazy(FlagOp::CfOf, bits, cf_of, 0, low);
 }
 
 /// Read the r/m source operand of the one-operand MUL/IMUL/DIV/IDIV forms.

@@ -11,7 +11,7 @@ use pcvm_core::cpu_state::flags as fl;
 use pcvm_core::Platform;
 
 use super::{mask, Decoded, IMM, MEM, NONE};
-use crate::flags::szp;
+use crate::flags::{szp, FlagOp};
 use crate::{Fault, Interpreter};
 
 /// Count mask: 6 bits for 64-bit operands, 5 otherwise.
@@ -191,8 +191,8 @@ pub(super) const SAR: u8 = 2;
 
 /// SHL/SAL, SHR and SAR with the count form resolved at decode time (`d.o1`: [`IMM`], CL,
 /// or [`NONE`] for the implicit 1). These write all six arithmetic flags (AF cleared, as the
-/// generic [`shift`] does), so the lazy flags never need materializing: only the system bits
-/// of `state.rflags` are kept.
+/// generic [`shift`] does), recorded lazily: CF and OF now, SF/ZF/PF from the result when
+/// read.
 pub(super) fn shift_fast<const OP: u8>(
     cpu: &mut Interpreter,
     p: &mut dyn Platform,
@@ -212,7 +212,6 @@ pub(super) fn shift_fast<const OP: u8>(
         zero_count_write(cpu, d, a);
         return Ok(());
     }
-    let sys = cpu.state.rflags & !crate::flags::ARITH;
     let (r, cf, of) = match OP {
         SHL => {
             let wide = u128::from(a) << n;
@@ -231,14 +230,14 @@ pub(super) fn shift_fast<const OP: u8>(
             (r, (s >> (n - 1).min(63)) & 1 != 0, false)
         }
     };
-    let mut f = sys | szp(r, bits as u8);
-    if cf {
-        f |= fl::CF;
+    if d.o0 == MEM {
+        cpu.write_mem(p, d.seg, off, d.size, r)?;
+    } else {
+        cpu.set_reg(d.o0, d.size, r);
     }
-    if of {
-        f |= fl::OF;
-    }
-    write_back(cpu, p, d, off, r, f)
+    let cf_of = u64::from(cf) | (u64::from(of) << 1);
+    cpu.set_lazy(FlagOp::CfOf, bits as u8, cf_of, 0, r);
+    Ok(())
 }
 
 /// A shift by a masked count of 0 changes no flags and no value, but a 32-bit register
