@@ -100,8 +100,6 @@ pub(crate) struct JitCtx {
     /// FS and GS bases for 64-bit code (constant while a block runs: translated code never
     /// changes them).
     pub seg_base: [u64; 2],
-    /// The platform (a `*mut &mut dyn Platform`) while generated code runs, for helpers.
-    pub plat: *mut u8,
     /// The platform's guest memory (valid while generated code runs), so the RAM store
     /// helper needs no call through the platform.
     pub mem: *const GuestMemory,
@@ -365,7 +363,6 @@ unsafe impl Send for JitCtx {}
 pub(crate) const OFF_GPR: i32 = std::mem::offset_of!(JitCtx, gpr) as i32;
 pub(crate) const OFF_RFLAGS: i32 = std::mem::offset_of!(JitCtx, rflags) as i32;
 pub(crate) const OFF_RIP: i32 = std::mem::offset_of!(JitCtx, rip) as i32;
-pub(crate) const OFF_PLAT: i32 = std::mem::offset_of!(JitCtx, plat) as i32;
 pub(crate) const OFF_EXECUTED: i32 = std::mem::offset_of!(JitCtx, executed) as i32;
 pub(crate) const OFF_FAULT: i32 = std::mem::offset_of!(JitCtx, fault) as i32;
 pub(crate) const OFF_TLB_READ: i32 = std::mem::offset_of!(JitCtx, tlb_read) as i32;
@@ -410,7 +407,6 @@ impl JitCtx {
             cache_gen: CacheGen::default(),
             seg_base: [0; 2],
             mem: std::ptr::null(),
-            plat: std::ptr::null_mut(),
             link_gen: NO_LINK,
             poll_room: 0,
             budget: 0,

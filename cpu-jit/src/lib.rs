@@ -44,7 +44,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::time::Instant;
 
-use cranelift_codegen::ir::{types, AbiParam, InstBuilder, MemFlagsData};
+use cranelift_codegen::ir::{types, AbiParam, InstBuilder};
 use cranelift_codegen::isa::CallConv;
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
@@ -190,9 +190,6 @@ fn new_module() -> Result<JITModule> {
     set(&mut flags, "enable_verifier", "false")?;
     // Cranelift's x86-64 tail calls (block chaining) rely on frame pointers.
     set(&mut flags, "preserve_frame_pointers", "true")?;
-    // The context pointer lives in the pinned register (r15) for the whole chain, so blocks
-    // neither spill it nor save r15; the trampoline keeps the caller's r15.
-    set(&mut flags, "enable_pinned_reg", "true")?;
     let isa = cranelift_native::builder()
         .map_err(|e| Error::Codegen(e.to_string()))?
         .finish(settings::Flags::new(flags))
@@ -219,10 +216,12 @@ impl Compiler {
         })
     }
 
-    /// The signature of compiled blocks: () -> exit code, tail calling convention; the
-    /// context is in the pinned register and the platform in the context.
-    fn block_signature() -> cranelift_codegen::ir::Signature {
+    /// The signature of compiled blocks: (ctx, plat) -> exit code, tail calling convention.
+    fn block_signature(module: &JITModule) -> cranelift_codegen::ir::Signature {
+        let ptr = module.target_config().pointer_type();
         let mut sig = cranelift_codegen::ir::Signature::new(CallConv::Tail);
+        sig.params.push(AbiParam::new(ptr));
+        sig.params.push(AbiParam::new(ptr));
         sig.returns.push(AbiParam::new(types::I64));
         sig
     }
@@ -250,16 +249,11 @@ impl Compiler {
             b.switch_to_block(entry);
             b.seal_block(entry);
             let params = b.block_params(entry).to_vec();
-            let block_sig = b.import_signature(Self::block_signature());
-            // (ctx, plat, func): the platform goes into the context, the context into the
-            // pinned register (the caller's r15 is kept and put back).
-            let caller_r15 = b.ins().get_pinned_reg(ptr);
-            b.ins()
-                .store(MemFlagsData::trusted(), params[1], params[0], ctx::OFF_PLAT);
-            b.ins().set_pinned_reg(params[0]);
-            let call = b.ins().call_indirect(block_sig, params[2], &[]);
+            let block_sig = b.import_signature(Self::block_signature(module));
+            let call = b
+                .ins()
+                .call_indirect(block_sig, params[2], &[params[0], params[1]]);
             let code = b.inst_results(call)[0];
-            b.ins().set_pinned_reg(caller_r15);
             b.ins().return_(&[code]);
             b.finalize(module.target_config());
         }
@@ -286,7 +280,7 @@ impl Compiler {
         links: Option<*const [Link; LINKS_PER_BLOCK]>,
         ind_cache: *const Link,
     ) -> Result<BlockFn> {
-        let sig = Self::block_signature();
+        let sig = Self::block_signature(&self.module);
         let id = self
             .module
             .declare_anonymous_function(&sig)

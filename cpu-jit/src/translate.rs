@@ -34,9 +34,9 @@ use crate::ctx::{
     IND_CACHE_SIZE, INTERP_GO_ON, LINKS_PER_BLOCK, LINK_FUNC, LINK_GEN, LINK_IDX, LINK_INSNS,
     LINK_TAG, OFF_BUDGET, OFF_CHAINED, OFF_CHAINED_BLOCKS, OFF_CODE_DIRTY, OFF_EXECUTED, OFF_FAULT,
     OFF_FLAGS_A, OFF_FLAGS_B, OFF_FLAGS_CF, OFF_FLAGS_OP, OFF_FLAGS_RES, OFF_GPR, OFF_LAST,
-    OFF_LINK_GEN, OFF_MISS_LINK, OFF_PLAT, OFF_POLL_ROOM, OFF_RFLAGS, OFF_RIP, OFF_SEG_BASE,
-    OFF_TLB_READ, OFF_TLB_WRITE, STORE_FAULT, STORE_STOP, TLB_READ_SHIFT, TLB_WRITE_SHIFT,
-    WTLB_ADDEND, WTLB_CODE_WORD, WTLB_RAM_ADDEND,
+    OFF_LINK_GEN, OFF_MISS_LINK, OFF_POLL_ROOM, OFF_RFLAGS, OFF_RIP, OFF_SEG_BASE, OFF_TLB_READ,
+    OFF_TLB_WRITE, STORE_FAULT, STORE_STOP, TLB_READ_SHIFT, TLB_WRITE_SHIFT, WTLB_ADDEND,
+    WTLB_CODE_WORD, WTLB_RAM_ADDEND,
 };
 
 /// Exit code: the block ran to its end.
@@ -556,6 +556,8 @@ struct Sigs {
 /// Translation state of one block.
 pub(crate) struct Translator<'a> {
     b: FunctionBuilder<'a>,
+    ctx: Value,
+    plat: Value,
     regs: [Variable; 16],
     /// Registers written so far (bit per GPR): stored back at exits.
     dirty: u16,
@@ -590,9 +592,6 @@ pub(crate) struct Translator<'a> {
     links: Option<u64>,
     /// Host address of the indirect-branch cache ([`IND_CACHE_SIZE`] [`Link`]s).
     ind_cache: u64,
-    /// The context pointer read from the pinned register in the current block since the
-    /// last call (see [`Self::ctx`]).
-    ctx_cache: Option<Value>,
     /// The current instruction's flag results are dead (see [`dead_flag_writes`]): it may
     /// leave the flags as they were instead of computing them.
     flags_dead: bool,
@@ -608,7 +607,7 @@ fn sig(call_conv: CallConv, params: usize) -> Signature {
 }
 
 impl<'a> Translator<'a> {
-    /// Start a function `fn() -> exit code` in `b`; the context is in the pinned register.
+    /// Start a function `fn(ctx, plat) -> exit code` in `b`.
     ///
     /// Helpers are called in `call_conv`; the block itself has the tail calling convention
     /// so its exits can jump into a successor block. `links` is the block's [`Link`] array
@@ -624,7 +623,8 @@ impl<'a> Translator<'a> {
         b.append_block_params_for_function_params(entry);
         b.switch_to_block(entry);
         b.seal_block(entry);
-        let ctx = b.ins().get_pinned_reg(I64);
+        let ctx = b.block_params(entry)[0];
+        let plat = b.block_params(entry)[1];
         let regs: [Variable; 16] = std::array::from_fn(|_| b.declare_var(I64));
         let entry_flags = b.ins().load(I64, MemFlagsData::trusted(), ctx, OFF_RFLAGS);
         let stop = b.declare_var(I64);
@@ -634,12 +634,14 @@ impl<'a> Translator<'a> {
             load: b.import_signature(sig(call_conv, 5)),
             store: b.import_signature(sig(call_conv, 6)),
             store_ram: b.import_signature(sig(call_conv, 5)),
-            block: b.import_signature(sig(CallConv::Tail, 0)),
+            block: b.import_signature(sig(CallConv::Tail, 2)),
             flags: b.import_signature(sig(call_conv, 1)),
             interp: b.import_signature(sig(call_conv, 5)),
         };
         Translator {
             b,
+            ctx,
+            plat,
             regs,
             dirty: 0,
             defined: 0,
@@ -657,35 +659,7 @@ impl<'a> Translator<'a> {
             links: links.map(|p| p as u64),
             ind_cache: ind_cache as u64,
             flags_dead: false,
-            ctx_cache: None,
         }
-    }
-
-    /// The [`JitCtx`](crate::ctx::JitCtx) pointer, which lives in the pinned register (set
-    /// by the trampoline, kept by chained blocks and by helpers, which preserve it as a
-    /// callee-saved register): read at each use, so it is never spilled and reloaded.
-    fn ctx(&mut self) -> Value {
-        if let Some(v) = self.ctx_cache {
-            return v;
-        }
-        let v = self.b.ins().get_pinned_reg(I64);
-        self.ctx_cache = Some(v);
-        v
-    }
-
-    /// Continue emitting in `block`. The cached context value is not used across blocks or
-    /// calls, so it never lives across a slow path's helper call.
-    fn switch_to(&mut self, block: cranelift_codegen::ir::Block) {
-        self.b.switch_to_block(block);
-        self.ctx_cache = None;
-    }
-
-    /// The platform pointer for helper calls, from the context.
-    fn plat(&mut self) -> Value {
-        let cx = self.ctx();
-        self.b
-            .ins()
-            .load(I64, MemFlagsData::trusted(), cx, OFF_PLAT)
     }
 
     /// Translate `insns` (each [`supported`], or else [`interpretable`]: run through
@@ -765,13 +739,14 @@ impl<'a> Translator<'a> {
     fn load_regs(&mut self, insns: &[Instruction]) {
         let live = if self.long { 0xFFFF } else { 0xFF };
         let need = entry_loads(insns) & live;
-        let cx = self.ctx();
         for (i, r) in self.regs.iter().enumerate() {
             if need & (1 << i) != 0 {
-                let v = self
-                    .b
-                    .ins()
-                    .load(I64, MemFlagsData::trusted(), cx, OFF_GPR + 8 * i as i32);
+                let v = self.b.ins().load(
+                    I64,
+                    MemFlagsData::trusted(),
+                    self.ctx,
+                    OFF_GPR + 8 * i as i32,
+                );
                 self.b.def_var(*r, v);
             }
         }
@@ -797,13 +772,11 @@ impl<'a> Translator<'a> {
         let d = self.iconst(predecoded as i64);
         let index = self.iconst(i64::from(self.executed));
         let count = self.iconst(i64::from(count));
-        let cx = self.ctx();
-        let pl = self.plat();
-        let call = self
-            .b
-            .ins()
-            .call_indirect(self.sigs.interp, callee, &[cx, pl, d, index, count]);
-        self.ctx_cache = None;
+        let call = self.b.ins().call_indirect(
+            self.sigs.interp,
+            callee,
+            &[self.ctx, self.plat, d, index, count],
+        );
         let r = self.b.inst_results(call)[0];
         let go_on = self
             .b
@@ -816,17 +789,16 @@ impl<'a> Translator<'a> {
         self.b.seal_block(out);
         self.b.seal_block(cont);
         // The helper stored everything, `executed` included.
-        self.switch_to(out);
+        self.b.switch_to_block(out);
         self.b.ins().return_(&[r]);
-        self.switch_to(cont);
+        self.b.switch_to_block(cont);
         // The context holds every register now.
         self.dirty = 0;
         self.load_regs(next);
-        let cx = self.ctx();
         let f = self
             .b
             .ins()
-            .load(I64, MemFlagsData::trusted(), cx, OFF_RFLAGS);
+            .load(I64, MemFlagsData::trusted(), self.ctx, OFF_RFLAGS);
         self.entry_flags = f;
         self.entry_lazy = false;
         self.flags = Flags::Mat(f);
@@ -838,10 +810,9 @@ impl<'a> Translator<'a> {
     fn exit(&mut self, rip: Value, executed: u32, code: i64) {
         self.store_state(rip);
         let n = self.b.ins().iconst(I64, i64::from(executed));
-        let cx = self.ctx();
         self.b
             .ins()
-            .store(MemFlagsData::trusted(), n, cx, OFF_EXECUTED);
+            .store(MemFlagsData::trusted(), n, self.ctx, OFF_EXECUTED);
         let c = self.b.ins().iconst(I64, code);
         self.b.ins().return_(&[c]);
     }
@@ -896,20 +867,16 @@ impl<'a> Translator<'a> {
     /// The state is already stored.
     fn chain_or_return(&mut self, link: Value, cond: Option<Value>, executed: u32, report: bool) {
         let f = MemFlagsData::trusted();
-        let cx = self.ctx();
-        let before = self.b.ins().load(I64, f, cx, OFF_CHAINED);
+        let before = self.b.ins().load(I64, f, self.ctx, OFF_CHAINED);
         let total = self.b.ins().iadd_imm_s(before, i64::from(executed));
         let gen = self.b.ins().load(I64, f, link, LINK_GEN);
-        let cx = self.ctx();
-        let want = self.b.ins().load(I64, f, cx, OFF_LINK_GEN);
+        let want = self.b.ins().load(I64, f, self.ctx, OFF_LINK_GEN);
         let valid = self.b.ins().icmp(IntCC::Equal, gen, want);
-        let cx = self.ctx();
-        let room = self.b.ins().load(I64, f, cx, OFF_POLL_ROOM);
+        let room = self.b.ins().load(I64, f, self.ctx, OFF_POLL_ROOM);
         let no_poll = self.b.ins().icmp(IntCC::UnsignedLessThan, total, room);
         let insns = self.b.ins().load(I64, f, link, LINK_INSNS);
         let after = self.b.ins().iadd(total, insns);
-        let cx = self.ctx();
-        let budget = self.b.ins().load(I64, f, cx, OFF_BUDGET);
+        let budget = self.b.ins().load(I64, f, self.ctx, OFF_BUDGET);
         let fits = self
             .b
             .ins()
@@ -924,28 +891,23 @@ impl<'a> Translator<'a> {
         self.b.ins().brif(ok, chain, &[], miss, &[]);
         self.b.seal_block(chain);
         self.b.seal_block(miss);
-        self.switch_to(chain);
-        let cx = self.ctx();
-        self.b.ins().store(f, total, cx, OFF_CHAINED);
+        self.b.switch_to_block(chain);
+        self.b.ins().store(f, total, self.ctx, OFF_CHAINED);
         let idx = self.b.ins().load(I64, f, link, LINK_IDX);
-        let cx = self.ctx();
-        self.b.ins().store(f, idx, cx, OFF_LAST);
-        let cx = self.ctx();
-        let jumps = self.b.ins().load(I64, f, cx, OFF_CHAINED_BLOCKS);
+        self.b.ins().store(f, idx, self.ctx, OFF_LAST);
+        let jumps = self.b.ins().load(I64, f, self.ctx, OFF_CHAINED_BLOCKS);
         let jumps = self.b.ins().iadd_imm_s(jumps, 1);
-        let cx = self.ctx();
-        self.b.ins().store(f, jumps, cx, OFF_CHAINED_BLOCKS);
+        self.b.ins().store(f, jumps, self.ctx, OFF_CHAINED_BLOCKS);
         let func = self.b.ins().load(I64, f, link, LINK_FUNC);
+        let (ctx, plat) = (self.ctx, self.plat);
         self.b
             .ins()
-            .return_call_indirect(self.sigs.block, func, &[]);
-        self.switch_to(miss);
+            .return_call_indirect(self.sigs.block, func, &[ctx, plat]);
+        self.b.switch_to_block(miss);
         let n = self.iconst(i64::from(executed));
-        let cx = self.ctx();
-        self.b.ins().store(f, n, cx, OFF_EXECUTED);
+        self.b.ins().store(f, n, self.ctx, OFF_EXECUTED);
         if report {
-            let cx = self.ctx();
-            self.b.ins().store(f, link, cx, OFF_MISS_LINK);
+            self.b.ins().store(f, link, self.ctx, OFF_MISS_LINK);
         }
         let c = self.iconst(EXIT_NEXT);
         self.b.ins().return_(&[c]);
@@ -956,10 +918,9 @@ impl<'a> Translator<'a> {
         for i in 0..16 {
             if self.dirty & (1 << i) != 0 {
                 let v = self.b.use_var(self.regs[i]);
-                let cx = self.ctx();
                 self.b
                     .ins()
-                    .store(MemFlagsData::trusted(), v, cx, OFF_GPR + 8 * i as i32);
+                    .store(MemFlagsData::trusted(), v, self.ctx, OFF_GPR + 8 * i as i32);
             }
         }
         let m = MemFlagsData::trusted();
@@ -967,11 +928,9 @@ impl<'a> Translator<'a> {
             // The context still holds them.
             Flags::Mat(f) if f == self.entry_flags => {}
             Flags::Mat(f) => {
-                let cx = self.ctx();
-                self.b.ins().store(m, f, cx, OFF_RFLAGS);
+                self.b.ins().store(m, f, self.ctx, OFF_RFLAGS);
                 let zero = self.iconst(0);
-                let cx = self.ctx();
-                self.b.ins().store(m, zero, cx, OFF_FLAGS_OP);
+                self.b.ins().store(m, zero, self.ctx, OFF_FLAGS_OP);
             }
             // Left lazy for the next block (or the dispatcher) to materialize if it reads them.
             Flags::Lazy {
@@ -983,30 +942,25 @@ impl<'a> Translator<'a> {
                 cf,
             } => {
                 let code = self.iconst((op.code() | u64::from(bits) << 8) as i64);
-                let cx = self.ctx();
-                self.b.ins().store(m, code, cx, OFF_FLAGS_OP);
-                let cx = self.ctx();
-                self.b.ins().store(m, a, cx, OFF_FLAGS_A);
-                let cx = self.ctx();
-                self.b.ins().store(m, b, cx, OFF_FLAGS_B);
-                let cx = self.ctx();
-                self.b.ins().store(m, res, cx, OFF_FLAGS_RES);
+                self.b.ins().store(m, code, self.ctx, OFF_FLAGS_OP);
+                self.b.ins().store(m, a, self.ctx, OFF_FLAGS_A);
+                self.b.ins().store(m, b, self.ctx, OFF_FLAGS_B);
+                self.b.ins().store(m, res, self.ctx, OFF_FLAGS_RES);
                 let cf = self.b.ins().uextend(I64, cf);
-                let cx = self.ctx();
-                self.b.ins().store(m, cf, cx, OFF_FLAGS_CF);
+                self.b.ins().store(m, cf, self.ctx, OFF_FLAGS_CF);
             }
         }
-        let cx = self.ctx();
-        self.b.ins().store(m, rip, cx, OFF_RIP);
+        self.b.ins().store(m, rip, self.ctx, OFF_RIP);
     }
 
     /// The flags, with the block's entry flags materialized (a helper call) if still lazy.
     fn flags_now(&mut self) -> Flags {
         if self.entry_lazy && matches!(self.flags, Flags::Mat(f) if f == self.entry_flags) {
             let helper = self.iconst(helper_flags as *const () as usize as i64);
-            let cx = self.ctx();
-            let call = self.b.ins().call_indirect(self.sigs.flags, helper, &[cx]);
-            self.ctx_cache = None;
+            let call = self
+                .b
+                .ins()
+                .call_indirect(self.sigs.flags, helper, &[self.ctx]);
             let f = self.b.inst_results(call)[0];
             self.flags = Flags::Mat(f);
         }
@@ -1038,9 +992,9 @@ impl<'a> Translator<'a> {
         self.b.ins().brif(cond, out, &[], cont, &[]);
         self.b.seal_block(out);
         self.b.seal_block(cont);
-        self.switch_to(out);
+        self.b.switch_to_block(out);
         self.exit_linked(rip, executed, slot);
-        self.switch_to(cont);
+        self.b.switch_to_block(cont);
     }
 
     /// Exit to `rip` when `cond` (i8) holds; continue in a fresh block otherwise.
@@ -1053,10 +1007,10 @@ impl<'a> Translator<'a> {
         // local instead of growing block parameters across the whole function.
         self.b.seal_block(out);
         self.b.seal_block(cont);
-        self.switch_to(out);
+        self.b.switch_to_block(out);
         let r = self.b.ins().iconst(I64, rip as i64);
         self.exit(r, executed, code);
-        self.switch_to(cont);
+        self.b.switch_to_block(cont);
     }
 
     /// Exit before the current instruction for the interpreter to re-run it (a fault).
@@ -1230,8 +1184,10 @@ impl<'a> Translator<'a> {
         match seg {
             SegKind::Flat => Some(ea),
             SegKind::Based(off) => {
-                let cx = self.ctx();
-                let base = self.b.ins().load(I64, MemFlagsData::trusted(), cx, off);
+                let base = self
+                    .b
+                    .ins()
+                    .load(I64, MemFlagsData::trusted(), self.ctx, off);
                 Some(self.b.ins().iadd(ea, base))
             }
             SegKind::Slow => None,
@@ -1250,7 +1206,7 @@ impl<'a> Translator<'a> {
             self.b.ins().brif(hit, fast, &[], slow, &[]);
             self.b.seal_block(fast);
             self.b.seal_block(slow);
-            self.switch_to(fast);
+            self.b.switch_to_block(fast);
             let addend = self
                 .b
                 .ins()
@@ -1269,7 +1225,7 @@ impl<'a> Translator<'a> {
             self.b.ins().jump(slow, &[]);
             self.b.seal_block(slow);
         }
-        self.switch_to(slow);
+        self.b.switch_to_block(slow);
         let mut flags = u64::from(size);
         if rmw {
             flags |= ACC_RMW;
@@ -1280,24 +1236,20 @@ impl<'a> Translator<'a> {
         let callee = self.iconst(helper_load as *const () as usize as i64);
         let s = self.iconst(seg.0);
         let f = self.iconst(flags as i64);
-        let cx = self.ctx();
-        let pl = self.plat();
-        let call = self
-            .b
-            .ins()
-            .call_indirect(self.sigs.load, callee, &[cx, pl, s, ea, f]);
-        self.ctx_cache = None;
+        let call =
+            self.b
+                .ins()
+                .call_indirect(self.sigs.load, callee, &[self.ctx, self.plat, s, ea, f]);
         let v = self.b.inst_results(call)[0];
-        let cx = self.ctx();
         let fault = self
             .b
             .ins()
-            .load(I64, MemFlagsData::trusted(), cx, OFF_FAULT);
+            .load(I64, MemFlagsData::trusted(), self.ctx, OFF_FAULT);
         let c = self.b.ins().icmp_imm_s(IntCC::NotEqual, fault, 0);
         self.fault_exit_if(c);
         self.b.ins().jump(merge, &[v.into()]);
         self.b.seal_block(merge);
-        self.switch_to(merge);
+        self.b.switch_to_block(merge);
         // Both paths give `size` bytes zero-extended.
         let v = self.b.block_params(merge)[0];
         self.note_narrow(v, size);
@@ -1331,7 +1283,7 @@ impl<'a> Translator<'a> {
             self.b.ins().brif(hit, hit_block, &[], slow, &[]);
             self.b.seal_block(hit_block);
             self.b.seal_block(slow);
-            self.switch_to(hit_block);
+            self.b.switch_to_block(hit_block);
             let t = MemFlagsData::trusted();
             let ram_addend = self
                 .b
@@ -1349,14 +1301,13 @@ impl<'a> Translator<'a> {
             // Cranelift takes shift amounts modulo the width: bit `page % 64`.
             let bit = self.b.ins().ushr(word, page);
             let bit = self.b.ins().band_imm_s(bit, 1);
-            let cx = self.ctx();
-            let dirty_ptr = self.b.ins().load(I64, t, cx, OFF_CODE_DIRTY);
+            let dirty_ptr = self.b.ins().load(I64, t, self.ctx, OFF_CODE_DIRTY);
             let dirty = self.b.ins().uload8(I64, t, dirty_ptr, 0);
             let either = self.b.ins().bor(bit, dirty);
             self.b.ins().brif(either, code, &[], plain, &[]);
             self.b.seal_block(code);
             self.b.seal_block(plain);
-            self.switch_to(plain);
+            self.b.switch_to_block(plain);
             let addend = self
                 .b
                 .ins()
@@ -1370,23 +1321,21 @@ impl<'a> Translator<'a> {
                 _ => self.b.ins().store(fl, v, host, 0),
             };
             self.b.ins().jump(done, &[]);
-            self.switch_to(code);
+            self.b.switch_to_block(code);
             let sz = self.iconst(i64::from(size));
             let callee = self.iconst(helper_store_ram as *const () as usize as i64);
-            let cx = self.ctx();
-            let pl = self.plat();
-            let call =
-                self.b
-                    .ins()
-                    .call_indirect(self.sigs.store_ram, callee, &[cx, pl, ram, sz, v]);
-            self.ctx_cache = None;
+            let call = self.b.ins().call_indirect(
+                self.sigs.store_ram,
+                callee,
+                &[self.ctx, self.plat, ram, sz, v],
+            );
             let st = self.b.inst_results(call)[0];
             self.b.ins().jump(merge, &[st.into()]);
         } else {
             self.b.ins().jump(slow, &[]);
             self.b.seal_block(slow);
         }
-        self.switch_to(slow);
+        self.b.switch_to_block(slow);
         let mut flags = u64::from(size);
         if seg.1 != SegKind::Slow {
             flags |= ACC_FILL;
@@ -1394,17 +1343,15 @@ impl<'a> Translator<'a> {
         let callee = self.iconst(helper_store as *const () as usize as i64);
         let s = self.iconst(seg.0);
         let f = self.iconst(flags as i64);
-        let cx = self.ctx();
-        let pl = self.plat();
-        let call = self
-            .b
-            .ins()
-            .call_indirect(self.sigs.store, callee, &[cx, pl, s, ea, f, v]);
-        self.ctx_cache = None;
+        let call = self.b.ins().call_indirect(
+            self.sigs.store,
+            callee,
+            &[self.ctx, self.plat, s, ea, f, v],
+        );
         let st = self.b.inst_results(call)[0];
         self.b.ins().jump(merge, &[st.into()]);
         self.b.seal_block(merge);
-        self.switch_to(merge);
+        self.b.switch_to_block(merge);
         let st = self.b.block_params(merge)[0];
         let c = self
             .b
@@ -1418,7 +1365,7 @@ impl<'a> Translator<'a> {
         self.b.def_var(self.stop, new);
         self.b.ins().jump(done, &[]);
         self.b.seal_block(done);
-        self.switch_to(done);
+        self.b.switch_to_block(done);
         self.stored = true;
     }
 
@@ -1434,8 +1381,7 @@ impl<'a> Translator<'a> {
             .ins()
             .band_imm_s(slot, (crate::ctx::TLB_SIZE - 1) as i64);
         let off = self.b.ins().ishl_imm_s(slot, shift);
-        let cx = self.ctx();
-        let entry = self.b.ins().iadd(cx, off);
+        let entry = self.b.ins().iadd(self.ctx, off);
         let tag = self
             .b
             .ins()
