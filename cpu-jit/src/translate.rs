@@ -778,18 +778,12 @@ impl<'a> Translator<'a> {
             &[self.ctx, self.plat, d, index, count],
         );
         let r = self.b.inst_results(call)[0];
-        let go_on = self
+        let stop = self
             .b
             .ins()
-            .icmp_imm_s(IntCC::Equal, r, INTERP_GO_ON as i64);
-        let out = self.b.create_block();
-        let cont = self.b.create_block();
-        self.b.set_cold_block(out);
-        self.b.ins().brif(go_on, cont, &[], out, &[]);
-        self.b.seal_block(out);
-        self.b.seal_block(cont);
+            .icmp_imm_s(IntCC::NotEqual, r, INTERP_GO_ON as i64);
+        let cont = self.branch_out(stop, true);
         // The helper stored everything, `executed` included.
-        self.b.switch_to_block(out);
         self.b.ins().return_(&[r]);
         self.b.switch_to_block(cont);
         // The context holds every register now.
@@ -987,30 +981,34 @@ impl<'a> Translator<'a> {
 
     /// [`Self::exit_linked`] when `cond` (i8) holds; continue in a fresh block otherwise.
     fn side_exit_linked(&mut self, cond: Value, rip: u64, executed: u32, slot: usize) {
-        let out = self.b.create_block();
-        let cont = self.b.create_block();
-        self.b.ins().brif(cond, out, &[], cont, &[]);
-        self.b.seal_block(out);
-        self.b.seal_block(cont);
-        self.b.switch_to_block(out);
+        let cont = self.branch_out(cond, false);
         self.exit_linked(rip, executed, slot);
         self.b.switch_to_block(cont);
     }
 
     /// Exit to `rip` when `cond` (i8) holds; continue in a fresh block otherwise.
     fn side_exit(&mut self, cond: Value, rip: u64, executed: u32, code: i64) {
-        let out = self.b.create_block();
-        let cont = self.b.create_block();
-        self.b.set_cold_block(out);
-        self.b.ins().brif(cond, out, &[], cont, &[]);
-        // Blocks are sealed as soon as their predecessors are known, so variable lookups stay
-        // local instead of growing block parameters across the whole function.
-        self.b.seal_block(out);
-        self.b.seal_block(cont);
-        self.b.switch_to_block(out);
+        let cont = self.branch_out(cond, true);
         let r = self.b.ins().iconst(I64, rip as i64);
         self.exit(r, executed, code);
         self.b.switch_to_block(cont);
+    }
+
+    /// Branch on `cond` (i8) to a fresh exit path (`cold`: placed out of line) and switch to
+    /// it; returns the fresh block where the code goes on otherwise. Both are sealed at once:
+    /// their predecessors are known, so variable lookups stay local instead of growing block
+    /// parameters across the whole function.
+    fn branch_out(&mut self, cond: Value, cold: bool) -> cranelift_codegen::ir::Block {
+        let out = self.b.create_block();
+        let cont = self.b.create_block();
+        if cold {
+            self.b.set_cold_block(out);
+        }
+        self.b.ins().brif(cond, out, &[], cont, &[]);
+        self.b.seal_block(out);
+        self.b.seal_block(cont);
+        self.b.switch_to_block(out);
+        cont
     }
 
     /// Exit before the current instruction for the interpreter to re-run it (a fault).
