@@ -289,8 +289,17 @@ impl Compiler {
         let call_conv = self.module.isa().default_call_conv();
         let cfg = self.module.target_config();
         let b = FunctionBuilder::new(&mut self.cl_ctx.func, &mut self.fctx);
-        let built =
+        let mut built =
             Translator::new(b, call_conv, long, links, ind_cache).block(insns, predecoded, cfg);
+        if built.is_err() && links.is_some() {
+            // Once more without a self loop (refused when iced's write lists fell short).
+            self.cl_ctx.func.clear();
+            self.cl_ctx.func.signature = Self::block_signature(&self.module);
+            let b = FunctionBuilder::new(&mut self.cl_ctx.func, &mut self.fctx);
+            built = Translator::new(b, call_conv, long, links, ind_cache)
+                .without_self_loop()
+                .block(insns, predecoded, cfg);
+        }
         if built.is_err() {
             self.module.clear_context(&mut self.cl_ctx);
             return Err(Error::Untranslatable);

@@ -32,11 +32,11 @@ use crate::ctx::{
     helper_flags, helper_interp, helper_load, helper_store, helper_store_ram, Link, ACC_FILL,
     ACC_RMW, FLAGS_ADD, FLAGS_DEC, FLAGS_INC, FLAGS_LOGIC, FLAGS_SUB, FLAGS_SUB_PLAIN,
     IND_CACHE_SIZE, INTERP_GO_ON, LINKS_PER_BLOCK, LINK_FUNC, LINK_GEN, LINK_IDX, LINK_INSNS,
-    LINK_TAG, OFF_BUDGET, OFF_CHAINED, OFF_CHAINED_BLOCKS, OFF_CODE_DIRTY, OFF_EXECUTED, OFF_FAULT,
-    OFF_FLAGS_A, OFF_FLAGS_B, OFF_FLAGS_CF, OFF_FLAGS_OP, OFF_FLAGS_RES, OFF_GPR, OFF_LAST,
-    OFF_LINK_GEN, OFF_MISS_LINK, OFF_POLL_ROOM, OFF_RFLAGS, OFF_RIP, OFF_SEG_BASE, OFF_TLB_READ,
-    OFF_TLB_WRITE, STORE_FAULT, STORE_STOP, TLB_READ_SHIFT, TLB_WRITE_SHIFT, WTLB_ADDEND,
-    WTLB_CODE_WORD, WTLB_RAM_ADDEND,
+    LINK_TAG, NO_LINK, OFF_BUDGET, OFF_CHAINED, OFF_CHAINED_BLOCKS, OFF_CODE_DIRTY, OFF_EXECUTED,
+    OFF_FAULT, OFF_FLAGS_A, OFF_FLAGS_B, OFF_FLAGS_CF, OFF_FLAGS_OP, OFF_FLAGS_RES, OFF_GPR,
+    OFF_LAST, OFF_LINK_GEN, OFF_MISS_LINK, OFF_POLL_ROOM, OFF_RFLAGS, OFF_RIP, OFF_SEG_BASE,
+    OFF_TLB_READ, OFF_TLB_WRITE, STORE_FAULT, STORE_STOP, TLB_READ_SHIFT, TLB_WRITE_SHIFT,
+    WTLB_ADDEND, WTLB_CODE_WORD, WTLB_RAM_ADDEND,
 };
 
 /// Exit code: the block ran to its end.
@@ -340,6 +340,29 @@ pub(crate) fn entry_loads(insns: &[Instruction]) -> u16 {
     need
 }
 
+/// The GPRs (bit per register) some instruction of `insns` may write, in whole or in part,
+/// by iced's used-register lists (implicit operands included).
+fn written_gprs(insns: &[Instruction]) -> u16 {
+    let mut factory = InstructionInfoFactory::new();
+    let mut writes = 0u16;
+    for insn in insns {
+        for u in factory.info(insn).used_registers() {
+            if matches!(
+                u.access(),
+                OpAccess::Write
+                    | OpAccess::ReadWrite
+                    | OpAccess::CondWrite
+                    | OpAccess::ReadCondWrite
+            ) {
+                if let Some((n, _, _)) = gpr(u.register()) {
+                    writes |= 1 << n;
+                }
+            }
+        }
+    }
+    writes
+}
+
 /// Instructions with no architectural effect here (NOP, ENDBR, PAUSE, prefetches): the JIT
 /// only retires them.
 /// The six arithmetic flags in iced's `RflagsBits`.
@@ -595,6 +618,21 @@ pub(crate) struct Translator<'a> {
     /// The current instruction's flag results are dead (see [`dead_flag_writes`]): it may
     /// leave the flags as they were instead of computing them.
     flags_dead: bool,
+    /// A block that branches back to its own start loops inside the function: the header
+    /// (after the register loads) its back edges jump to, the start RIP, the block's
+    /// instruction count, and the registers it may write (stored back at every exit).
+    self_loop: Option<SelfLoop>,
+    /// Self loops may be formed (see [`Self::without_self_loop`]).
+    loop_allowed: bool,
+}
+
+/// The in-function loop of a block whose branch targets its own first instruction.
+#[derive(Clone, Copy)]
+struct SelfLoop {
+    header: cranelift_codegen::ir::Block,
+    start: u64,
+    len: u32,
+    writes: u16,
 }
 
 fn sig(call_conv: CallConv, params: usize) -> Signature {
@@ -659,7 +697,16 @@ impl<'a> Translator<'a> {
             links: links.map(|p| p as u64),
             ind_cache: ind_cache as u64,
             flags_dead: false,
+            self_loop: None,
+            loop_allowed: true,
         }
+    }
+
+    /// Translate a block that branches back to its start as straight code with exits
+    /// (no in-function loop): the fallback when the loop's translation was refused.
+    pub(crate) fn without_self_loop(mut self) -> Self {
+        self.loop_allowed = false;
+        self
     }
 
     /// Translate `insns` (each [`supported`], or else [`interpretable`]: run through
@@ -678,6 +725,9 @@ impl<'a> Translator<'a> {
         // interpreted instruction.
         let first = insns.iter().position(|i| !native(i)).unwrap_or(insns.len());
         self.load_regs(&insns[..first]);
+        if first == insns.len() && self.links.is_some() && self.loop_allowed {
+            self.start_self_loop(insns);
+        }
         let dead = dead_flag_writes(insns, long);
         let mut ended = false;
         let size = std::mem::size_of::<JitInsn>() as u64;
@@ -723,6 +773,11 @@ impl<'a> Translator<'a> {
         self.b.seal_all_blocks();
         // Finished even when it is thrown away, so the builder context is left clean.
         self.b.finalize(cfg);
+        if self.self_loop.is_some_and(|l| self.dirty & !l.writes != 0) {
+            // iced's lists missed a write: an exit early in the second pass would not
+            // store it. The caller translates the block again without the loop.
+            return Err(Unsupported);
+        }
         if self.undefined_read {
             debug_assert!(false, "a GPR read was not loaded at block entry");
             tracing::warn!(
@@ -732,6 +787,100 @@ impl<'a> Translator<'a> {
             return Err(Unsupported);
         }
         Ok(())
+    }
+
+    /// If the block (all native, chainable) branches back to its first instruction, load
+    /// every register it may write as well, and open the loop header: the back edges jump
+    /// there with the registers in variables, while the flags go through the context as at
+    /// a chained exit (RFLAGS is read again at the header).
+    fn start_self_loop(&mut self, insns: &[Instruction]) {
+        let Some(start) = insns.first().map(Instruction::ip) else {
+            return;
+        };
+        let back = insns.iter().any(|i| {
+            matches!(
+                i.op0_kind(),
+                OpKind::NearBranch16 | OpKind::NearBranch32 | OpKind::NearBranch64
+            ) && i.near_branch_target() == start
+        });
+        if !back {
+            return;
+        }
+        let live = if self.long { 0xFFFF } else { 0xFF };
+        let writes = written_gprs(insns) & live;
+        for (i, r) in self.regs.iter().enumerate() {
+            if writes & !self.defined & (1 << i) != 0 {
+                let v = self.b.ins().load(
+                    I64,
+                    MemFlagsData::trusted(),
+                    self.ctx,
+                    OFF_GPR + 8 * i as i32,
+                );
+                self.b.def_var(*r, v);
+            }
+        }
+        self.defined |= writes;
+        let header = self.b.create_block();
+        self.b.ins().jump(header, &[]);
+        self.b.switch_to_block(header);
+        // Every pass after the first may have changed them: stored at every exit.
+        self.dirty = writes;
+        let f = self
+            .b
+            .ins()
+            .load(I64, MemFlagsData::trusted(), self.ctx, OFF_RFLAGS);
+        self.entry_flags = f;
+        self.entry_lazy = true;
+        self.flags = Flags::Mat(f);
+        let zero = self.iconst(0);
+        self.b.def_var(self.stop, zero);
+        self.self_loop = Some(SelfLoop {
+            header,
+            start,
+            len: insns.len() as u32,
+            writes,
+        });
+    }
+
+    /// The back edge of a self loop, `executed` instructions into the pass: go round again
+    /// when a chained jump into the block would be allowed (chaining on, no poll due, the
+    /// next pass fits the budget), counting the pass as a chained block run; otherwise exit
+    /// as [`Self::exit_linked`] would.
+    fn loop_back(&mut self, l: SelfLoop, executed: u32, slot: usize) {
+        let f = MemFlagsData::trusted();
+        let before = self.b.ins().load(I64, f, self.ctx, OFF_CHAINED);
+        let total = self.b.ins().iadd_imm_s(before, i64::from(executed));
+        let gen = self.b.ins().load(I64, f, self.ctx, OFF_LINK_GEN);
+        let chaining = self
+            .b
+            .ins()
+            .icmp_imm_s(IntCC::NotEqual, gen, NO_LINK as i64);
+        let room = self.b.ins().load(I64, f, self.ctx, OFF_POLL_ROOM);
+        let no_poll = self.b.ins().icmp(IntCC::UnsignedLessThan, total, room);
+        let after = self.b.ins().iadd_imm_s(total, i64::from(l.len));
+        let budget = self.b.ins().load(I64, f, self.ctx, OFF_BUDGET);
+        let fits = self
+            .b
+            .ins()
+            .icmp(IntCC::UnsignedLessThanOrEqual, after, budget);
+        let ok = self.b.ins().band(chaining, no_poll);
+        let ok = self.b.ins().band(ok, fits);
+        let out = self.branch_out(ok, false);
+        self.b.ins().store(f, total, self.ctx, OFF_CHAINED);
+        let jumps = self.b.ins().load(I64, f, self.ctx, OFF_CHAINED_BLOCKS);
+        let jumps = self.b.ins().iadd_imm_s(jumps, 1);
+        self.b.ins().store(f, jumps, self.ctx, OFF_CHAINED_BLOCKS);
+        self.store_flags();
+        self.b.ins().jump(l.header, &[]);
+        self.b.switch_to_block(out);
+        let r = self.iconst(l.start as i64);
+        self.store_state(r);
+        let links = self.links.unwrap_or(0);
+        let link = self.b.ins().iconst(
+            I64,
+            (links + (slot * std::mem::size_of::<Link>()) as u64) as i64,
+        );
+        self.chain_or_return(link, None, executed, true);
     }
 
     /// Load the GPRs that `insns` (translated natively) need from the context, as their
@@ -816,6 +965,10 @@ impl<'a> Translator<'a> {
     /// may go on (no poll due: fewer than `poll_room` retired; the successor fits `budget`),
     /// jump into it; otherwise return `EXIT_NEXT`, naming the link for the dispatcher to fill.
     fn exit_linked(&mut self, rip: u64, executed: u32, slot: usize) {
+        if let Some(l) = self.self_loop.filter(|l| l.start == rip) {
+            self.loop_back(l, executed, slot);
+            return;
+        }
         let Some(links) = self.links else {
             let v = self.iconst(rip as i64);
             self.exit(v, executed, EXIT_NEXT);
@@ -917,6 +1070,13 @@ impl<'a> Translator<'a> {
                     .store(MemFlagsData::trusted(), v, self.ctx, OFF_GPR + 8 * i as i32);
             }
         }
+        self.store_flags();
+        let m = MemFlagsData::trusted();
+        self.b.ins().store(m, rip, self.ctx, OFF_RIP);
+    }
+
+    /// Store the flags to the context (lazily, as they are), unless it still holds them.
+    fn store_flags(&mut self) {
         let m = MemFlagsData::trusted();
         match self.flags {
             // The context still holds them.
@@ -944,7 +1104,6 @@ impl<'a> Translator<'a> {
                 self.b.ins().store(m, cf, self.ctx, OFF_FLAGS_CF);
             }
         }
-        self.b.ins().store(m, rip, self.ctx, OFF_RIP);
     }
 
     /// The flags, with the block's entry flags materialized (a helper call) if still lazy.
