@@ -422,10 +422,17 @@ impl Machine {
         };
         let cpu: Box<dyn CpuBackend> = match config.accel {
             Accel::Interp => Box::new(interpreter()?),
-            Accel::Jit => Box::new(
-                pcvm_cpu_jit::JitBackend::with_interpreter(interpreter()?)
-                    .context("failed to create the JIT backend")?,
-            ),
+            Accel::Jit => {
+                let mut jit = pcvm_cpu_jit::JitBackend::with_interpreter(interpreter()?)
+                    .context("failed to create the JIT backend")?;
+                // Cranelift works on a thread of its own while the guest goes on in the
+                // interpreter; PCVM_JIT_COMPILE_THREAD=0 compiles on the vCPU thread instead.
+                let background =
+                    std::env::var("PCVM_JIT_COMPILE_THREAD").map_or(true, |v| v != "0");
+                jit.set_background_compile(background)
+                    .context("failed to start the JIT's compile thread")?;
+                Box::new(jit)
+            }
             Accel::Kvm => {
                 if config.trace.is_some() {
                     bail!("--trace needs --accel interp: KVM runs guest code natively");

@@ -37,6 +37,7 @@
 mod ctx;
 mod error;
 mod translate;
+mod worker;
 
 pub use error::{Error, Result};
 
@@ -61,6 +62,7 @@ use translate::{
     interpretable, supported, Translator, EXIT_DELIVERED, EXIT_FAULT, EXIT_NEXT, EXIT_SHUTDOWN,
     EXIT_STOP,
 };
+use worker::CompileWorker;
 
 /// Executions of a block before it is compiled. Optimized compilation costs about as much as
 /// interpreting a short block a few thousand times: a Linux boot plus gzip/sha256 workload
@@ -109,6 +111,22 @@ struct CompiledBlock {
     key: BlockKey,
 }
 
+/// A translated block on its way to the code cache: what [`CompiledBlock`] and [`HotBlock`]
+/// will hold, and what its code refers to (its links, the interpreter's predecoded copies).
+struct Prepared {
+    key: BlockKey,
+    ram_offset: u64,
+    bytes: Vec<u8>,
+    stop: Option<Mnemonic>,
+    links: Box<[Link; LINKS_PER_BLOCK]>,
+    interp_insns: Box<[JitInsn]>,
+    insns: u64,
+    pure_len: u64,
+}
+
+/// Blocks queued for the compile thread at most (more stay cold until there is room).
+const MAX_IN_FLIGHT: usize = 256;
+
 /// What the dispatcher touches of a block on every run, kept apart from the rest so chained
 /// runs stay in cache.
 #[derive(Clone, Copy)]
@@ -139,6 +157,8 @@ type BlockKey = (u64, u64, u32);
 enum Entry {
     /// Executions so far (interpreted).
     Cold(u32),
+    /// Translated and being compiled by the compile thread (interpreted meanwhile).
+    Pending,
     Compiled(u32),
     /// Its first instruction (this mnemonic, if any) cannot be translated.
     Never(Option<Mnemonic>),
@@ -173,7 +193,8 @@ struct Compiler {
     trampoline: Trampoline,
 }
 
-fn new_module() -> Result<JITModule> {
+/// The code generator for this host, with the JIT's settings.
+fn make_isa() -> Result<cranelift_codegen::isa::OwnedTargetIsa> {
     let mut flags = settings::builder();
     let set = |f: &mut settings::Builder, k: &str, v: &str| {
         f.set(k, v).map_err(|e| Error::Codegen(e.to_string()))
@@ -190,12 +211,15 @@ fn new_module() -> Result<JITModule> {
     set(&mut flags, "enable_verifier", "false")?;
     // Cranelift's x86-64 tail calls (block chaining) rely on frame pointers.
     set(&mut flags, "preserve_frame_pointers", "true")?;
-    let isa = cranelift_native::builder()
+    cranelift_native::builder()
         .map_err(|e| Error::Codegen(e.to_string()))?
         .finish(settings::Flags::new(flags))
-        .map_err(|e| Error::Codegen(e.to_string()))?;
+        .map_err(|e| Error::Codegen(e.to_string()))
+}
+
+fn new_module() -> Result<JITModule> {
     Ok(JITModule::new(JITBuilder::with_isa(
-        isa,
+        make_isa()?,
         default_libcall_names(),
     )))
 }
@@ -285,25 +309,7 @@ impl Compiler {
             .module
             .declare_anonymous_function(&sig)
             .map_err(|e| Error::Codegen(e.to_string()))?;
-        self.cl_ctx.func.signature = sig;
-        let call_conv = self.module.isa().default_call_conv();
-        let cfg = self.module.target_config();
-        let b = FunctionBuilder::new(&mut self.cl_ctx.func, &mut self.fctx);
-        let mut built =
-            Translator::new(b, call_conv, long, links, ind_cache).block(insns, predecoded, cfg);
-        if built.is_err() && links.is_some() {
-            // Once more without a self loop (refused when iced's write lists fell short).
-            self.cl_ctx.func.clear();
-            self.cl_ctx.func.signature = Self::block_signature(&self.module);
-            let b = FunctionBuilder::new(&mut self.cl_ctx.func, &mut self.fctx);
-            built = Translator::new(b, call_conv, long, links, ind_cache)
-                .without_self_loop()
-                .block(insns, predecoded, cfg);
-        }
-        if built.is_err() {
-            self.module.clear_context(&mut self.cl_ctx);
-            return Err(Error::Untranslatable);
-        }
+        self.build(insns, predecoded, long, links, ind_cache)?;
         // RUST_LOG=pcvm_cpu_jit::code=trace prints each block's machine code.
         let dump = tracing::enabled!(target: "pcvm_cpu_jit::code", tracing::Level::TRACE);
         self.cl_ctx.set_disasm(dump);
@@ -322,6 +328,76 @@ impl Compiler {
         }
         self.module.clear_context(&mut self.cl_ctx);
         r.map_err(|e| Error::Codegen(format!("{e:?}")))?;
+        self.finish(id)
+    }
+
+    /// Translate `insns` into Cranelift IR (`self.cl_ctx.func`), as [`Self::compile`] does.
+    fn build(
+        &mut self,
+        insns: &[Instruction],
+        predecoded: &[u64],
+        long: bool,
+        links: Option<*const [Link; LINKS_PER_BLOCK]>,
+        ind_cache: *const Link,
+    ) -> Result<()> {
+        self.cl_ctx.func.signature = Self::block_signature(&self.module);
+        let call_conv = self.module.isa().default_call_conv();
+        let cfg = self.module.target_config();
+        let b = FunctionBuilder::new(&mut self.cl_ctx.func, &mut self.fctx);
+        let mut built =
+            Translator::new(b, call_conv, long, links, ind_cache).block(insns, predecoded, cfg);
+        if built.is_err() && links.is_some() {
+            // Once more without a self loop (refused when iced's write lists fell short).
+            self.cl_ctx.func.clear();
+            self.cl_ctx.func.signature = Self::block_signature(&self.module);
+            let b = FunctionBuilder::new(&mut self.cl_ctx.func, &mut self.fctx);
+            built = Translator::new(b, call_conv, long, links, ind_cache)
+                .without_self_loop()
+                .block(insns, predecoded, cfg);
+        }
+        if built.is_err() {
+            self.module.clear_context(&mut self.cl_ctx);
+            return Err(Error::Untranslatable);
+        }
+        Ok(())
+    }
+
+    /// Translate `insns` into Cranelift IR for the compile thread (see [`Self::compile`]).
+    fn translate(
+        &mut self,
+        insns: &[Instruction],
+        predecoded: &[u64],
+        long: bool,
+        links: Option<*const [Link; LINKS_PER_BLOCK]>,
+        ind_cache: *const Link,
+    ) -> Result<cranelift_codegen::ir::Function> {
+        self.build(insns, predecoded, long, links, ind_cache)?;
+        let func = std::mem::replace(
+            &mut self.cl_ctx.func,
+            cranelift_codegen::ir::Function::new(),
+        );
+        self.module.clear_context(&mut self.cl_ctx);
+        Ok(func)
+    }
+
+    /// Place machine code the compile thread made (position independent, no relocations)
+    /// in this module's code memory.
+    fn install(&mut self, bytes: &[u8], align: u64) -> Result<BlockFn> {
+        let sig = Self::block_signature(&self.module);
+        let id = self
+            .module
+            .declare_anonymous_function(&sig)
+            .map_err(|e| Error::Codegen(e.to_string()))?;
+        self.module
+            .define_function_bytes(id, align, bytes, &[])
+            .map_err(|e| Error::Codegen(e.to_string()))?;
+        self.last_size = bytes.len();
+        self.code_bytes += bytes.len();
+        self.finish(id)
+    }
+
+    /// Make the defined function `id` executable and return it.
+    fn finish(&mut self, id: cranelift_module::FuncId) -> Result<BlockFn> {
         self.module
             .finalize_definitions()
             .map_err(|e| Error::Codegen(e.to_string()))?;
@@ -380,6 +456,12 @@ pub struct JitBackend {
     /// `PCVM_JIT_PERF_MAP=1`: /tmp/perf-PID.map, naming each block's code by its guest RIP
     /// for `perf report` (the perf JIT map convention).
     perf_map: Option<std::fs::File>,
+    /// The compile thread, when blocks are compiled in the background.
+    worker: Option<CompileWorker>,
+    /// Blocks the compile thread is working on, by job number.
+    pending: FastMap<u64, Prepared>,
+    /// The next job number.
+    next_seq: u64,
 }
 
 /// A multiply-rotate hasher for the dispatcher's maps: their keys are guest addresses and
@@ -498,6 +580,9 @@ impl JitBackend {
             link_gen: 0,
             ind_cache: vec![Link::EMPTY; IND_CACHE_SIZE].into_boxed_slice(),
             perf_map: open_perf_map(),
+            worker: None,
+            pending: FastMap::default(),
+            next_seq: 0,
         })
     }
 
@@ -523,6 +608,8 @@ impl JitBackend {
 
     /// Drop every compiled block and the code memory.
     fn flush_code(&mut self) {
+        // Blocks still compiling are dropped with the map (their results are ignored).
+        self.pending.clear();
         self.blocks.clear();
         self.hot.clear();
         self.links.clear();
@@ -594,6 +681,9 @@ impl JitBackend {
 
     /// The compiled block to run at CS:EIP, compiling it if it became hot.
     fn lookup(&mut self, p: &mut dyn Platform) -> Option<u32> {
+        if self.worker.as_ref().is_some_and(CompileWorker::has_done) {
+            self.install_done(p);
+        }
         let lin = self.interp.jit_linear_rip();
         let gen = self.jmp_gen();
         let slot = jmp_slot(lin);
@@ -627,8 +717,10 @@ impl JitBackend {
                 self.map.insert(key, Entry::Cold(n + 1));
                 return None;
             }
+            Entry::Pending => return None,
             Entry::Cold(_) => match self.compile(p, key) {
-                Ok(idx) => idx,
+                Ok(Some(idx)) => idx,
+                Ok(None) => return None,
                 Err(m) => {
                     self.map.insert(key, Entry::Never(m));
                     return None;
@@ -647,12 +739,20 @@ impl JitBackend {
         Some(idx)
     }
 
-    /// Translate the block at CS:EIP.
+    /// Translate the block at CS:EIP, and compile it here or queue it for the compile thread
+    /// (`Ok(None)`: queued, or the queue is full and it stays cold for now).
     fn compile(
         &mut self,
         p: &mut dyn Platform,
         key: BlockKey,
-    ) -> std::result::Result<u32, Option<Mnemonic>> {
+    ) -> std::result::Result<Option<u32>, Option<Mnemonic>> {
+        if self
+            .worker
+            .as_ref()
+            .is_some_and(|w| w.in_flight >= MAX_IN_FLIGHT)
+        {
+            return Ok(None);
+        }
         let block = self.interp.jit_block(p).ok_or(None)?;
         if block.phys != key.0 {
             return Err(None);
@@ -721,6 +821,39 @@ impl JitBackend {
             .collect();
         let t0 = Instant::now();
         let ind_cache = self.ind_cache.as_ptr();
+        let prepared = Prepared {
+            key,
+            ram_offset: block.ram_offset,
+            bytes,
+            stop,
+            links,
+            interp_insns,
+            insns: n as u64,
+            pure_len: block.insns.len() as u64,
+        };
+        if self.worker.is_some() {
+            let func = match self
+                .compiler
+                .translate(insns, &predecoded, long, links_ptr, ind_cache)
+            {
+                Ok(f) => f,
+                Err(e) => {
+                    tracing::debug!("JIT: block at {:#x} not translated: {e}", key.1);
+                    return Err(insns.first().map(Instruction::mnemonic));
+                }
+            };
+            self.stats.compile_ns += t0.elapsed().as_nanos() as u64;
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            if self.worker.as_mut().is_some_and(|w| w.submit(seq, func)) {
+                self.pending.insert(seq, prepared);
+                self.map.insert(key, Entry::Pending);
+            } else {
+                tracing::warn!("JIT: the compile thread is gone; compiling on this one");
+                self.stop_worker();
+            }
+            return Ok(None);
+        }
         let func = match self
             .compiler
             .compile(insns, &predecoded, long, links_ptr, ind_cache)
@@ -732,6 +865,91 @@ impl JitBackend {
             }
         };
         self.stats.compile_ns += t0.elapsed().as_nanos() as u64;
+        Ok(Some(self.register(p, prepared, func)))
+    }
+
+    /// Stop compiling on the compile thread: blocks queued there go back to cold.
+    fn stop_worker(&mut self) {
+        self.worker = None;
+        self.pending.clear();
+        for e in self.map.values_mut() {
+            if matches!(e, Entry::Pending) {
+                *e = Entry::Cold(0);
+            }
+        }
+    }
+
+    /// Compile blocks on a thread of their own (`on`), so the dispatcher goes on
+    /// interpreting while Cranelift works; or on the dispatcher's thread when they become
+    /// hot (the default: deterministic, for tests).
+    pub fn set_background_compile(&mut self, on: bool) -> Result<()> {
+        if !on {
+            self.stop_worker();
+        } else if self.worker.is_none() {
+            let isa = make_isa()?;
+            self.worker =
+                Some(CompileWorker::spawn(isa).map_err(|e| Error::Codegen(e.to_string()))?);
+        }
+        Ok(())
+    }
+
+    /// Install the blocks the compile thread finished whose guest bytes are unchanged.
+    #[cold]
+    fn install_done(&mut self, p: &mut dyn Platform) {
+        while let Some(done) = self.worker.as_mut().and_then(CompileWorker::take) {
+            self.stats.compile_ns += done.ns;
+            let Some(prep) = self.pending.remove(&done.seq) else {
+                continue;
+            };
+            if !matches!(self.map.get(&prep.key), Some(Entry::Pending)) {
+                continue;
+            }
+            let (code, align) = match done.code {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::debug!("JIT: block at {:#x} not compiled: {e}", prep.key.1);
+                    self.map.insert(prep.key, Entry::Never(None));
+                    continue;
+                }
+            };
+            // The guest may have rewritten the code while it was compiled.
+            self.buf.resize(prep.bytes.len(), 0);
+            if !(p.memory().read_ram(prep.ram_offset, &mut self.buf)
+                && self.buf[..] == prep.bytes[..])
+            {
+                self.map.insert(prep.key, Entry::Cold(0));
+                continue;
+            }
+            if self.blocks.len() >= MAX_BLOCKS || self.compiler.code_bytes >= MAX_CODE_BYTES {
+                // Drops this block and every other pending one with the map.
+                self.flush_code();
+                continue;
+            }
+            match self.compiler.install(&code, align) {
+                Ok(func) => {
+                    self.register(p, prep, func);
+                }
+                Err(e) => {
+                    tracing::debug!("JIT: block at {:#x} not installed: {e}", prep.key.1);
+                    self.map.insert(prep.key, Entry::Never(None));
+                }
+            }
+        }
+    }
+
+    /// Record compiled block `prep` (its code is `func`) and return its index.
+    fn register(&mut self, p: &dyn Platform, prep: Prepared, func: BlockFn) -> u32 {
+        let Prepared {
+            key,
+            ram_offset,
+            bytes,
+            stop,
+            links,
+            interp_insns,
+            insns: n,
+            pure_len,
+        } = prep;
+        let long = key.2 == 64;
         if let Some(f) = self.perf_map.as_mut() {
             use std::io::Write as _;
             let line = format!(
@@ -746,30 +964,27 @@ impl JitBackend {
             }
         }
         self.stats.blocks_compiled += 1;
-        self.stats.insns_translated += n as u64;
-        p.memory().mark_code_page(block.ram_offset);
+        self.stats.insns_translated += n;
+        p.memory().mark_code_page(ram_offset);
         let idx = self.blocks.len() as u32;
         self.links.push(links);
         self.predecoded.push(interp_insns);
         self.blocks.push(Some(CompiledBlock {
-            ram_offset: block.ram_offset,
+            ram_offset,
             bytes,
             key,
             stop,
         }));
         self.hot.push(HotBlock {
             func: Some(func),
-            insns: n as u64,
-            pure_len: block.insns.len() as u64,
+            insns: n,
+            pure_len,
             checked: self.epoch,
             succ: [(u64::MAX, 0, NO_BLOCK); 2],
         });
         self.map.insert(key, Entry::Compiled(idx));
-        self.pages
-            .entry(block.ram_offset >> 12)
-            .or_default()
-            .push(idx);
-        Ok(idx)
+        self.pages.entry(ram_offset >> 12).or_default().push(idx);
+        idx
     }
 
     /// Make sure compiled block `idx` may run: it fits `budget`, and if code-page tracking may

@@ -1656,3 +1656,53 @@ fn self_loop_matches_the_interpreter_at_every_budget() {
         assert!(jit.stats().insns_native > 0);
     }
 }
+
+/// Blocks compiled on the compile thread run like the ones compiled inline: a long loop
+/// (interpreted until its block is installed, then native) ends in the interpreter's state,
+/// and some of it did run natively.
+#[test]
+fn background_compiled_blocks_match_the_interpreter() {
+    use iced_x86::code_asm::*;
+    let code = asm(32, CODE, |a| {
+        let mut top = a.create_label();
+        a.mov(ecx, 400_000)?;
+        a.set_label(&mut top)?;
+        a.add(eax, ebx)?;
+        a.xor(ebx, eax)?;
+        a.rol(ebx, 5)?;
+        a.mov(dword_ptr(ebp + 0x20), eax)?;
+        a.dec(ecx)?;
+        a.jne(top)?;
+        a.hlt()
+    });
+    let mut a = Side {
+        m: machine(false),
+        jit: None,
+    };
+    let mut j = JitBackend::new().expect("jit");
+    j.set_threshold(1);
+    j.set_background_compile(true).expect("compile thread");
+    let mut b = Side {
+        m: machine(false),
+        jit: Some(j),
+    };
+    let mut r = Rng(0xB6_0000);
+    let limit = RunLimit::Instructions(10_000_000);
+    // The compile thread's timing varies: run until some of the loop ran natively (its
+    // block is installed within the first run unless the host is starved).
+    for run in 0..20 {
+        let s = random_state(&mut r, false);
+        let data: Vec<u8> = (0..DATA_LEN / 8)
+            .flat_map(|_| r.next().to_le_bytes())
+            .collect();
+        setup(&mut a, &code, &data, &s);
+        setup(&mut b, &code, &data, &s);
+        let ra = a.run(limit);
+        let rb = b.run(limit);
+        assert!(ra == rb, "background-compiled loop differs in run {run}");
+        if b.jit.as_ref().is_some_and(|j| j.stats().insns_native > 0) {
+            return;
+        }
+    }
+    panic!("no block compiled on the compile thread ever ran");
+}
