@@ -431,6 +431,12 @@ impl Machine {
                     std::env::var("PCVM_JIT_COMPILE_THREAD").map_or(true, |v| v != "0");
                 jit.set_background_compile(background)
                     .context("failed to start the JIT's compile thread")?;
+                if let Some(n) = std::env::var("PCVM_JIT_THRESHOLD")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                {
+                    jit.set_threshold(n);
+                }
                 Box::new(jit)
             }
             Accel::Kvm => {

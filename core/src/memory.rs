@@ -133,6 +133,8 @@ pub struct GuestMemory {
     generation: AtomicU64,
     code_pages: Vec<AtomicU64>,
     code_dirty: AtomicBool,
+    /// Pages that became code pages so far (see [`Self::code_marks`]).
+    code_marks: AtomicU64,
     invalidated: Mutex<Vec<u64>>,
 }
 
@@ -178,6 +180,7 @@ impl GuestMemory {
             generation: AtomicU64::new(0),
             code_pages: (0..pages.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
             code_dirty: AtomicBool::new(false),
+            code_marks: AtomicU64::new(0),
             invalidated: Mutex::new(Vec::new()),
         })
     }
@@ -404,8 +407,27 @@ impl GuestMemory {
     pub fn mark_code_page(&self, offset: u64) {
         let page = offset / PAGE_SIZE;
         if let Some(word) = self.code_pages.get((page / 64) as usize) {
-            word.fetch_or(1 << (page % 64), Ordering::AcqRel);
+            let bit = 1 << (page % 64);
+            if word.fetch_or(bit, Ordering::AcqRel) & bit == 0 {
+                self.code_marks.fetch_add(1, Ordering::Release);
+            }
         }
+    }
+
+    /// The page holding RAM offset `offset` is marked as holding translated code.
+    #[inline]
+    pub fn is_code_page(&self, offset: u64) -> bool {
+        let page = offset / PAGE_SIZE;
+        self.code_pages
+            .get((page / 64) as usize)
+            .is_some_and(|w| w.load(Ordering::Acquire) & (1 << (page % 64)) != 0)
+    }
+
+    /// How many times a page became a code page: a JIT that lets stores to non-code pages
+    /// bypass [`Self::write_ram`] re-checks its shortcuts when this changes.
+    #[inline]
+    pub fn code_marks(&self) -> u64 {
+        self.code_marks.load(Ordering::Acquire)
     }
 
     #[inline(always)]
@@ -440,14 +462,6 @@ impl GuestMemory {
     #[inline]
     pub fn code_dirty(&self) -> bool {
         self.code_dirty.load(Ordering::Relaxed)
-    }
-
-    /// The code-page bitmap (bit `page % 64` of word `page / 64` for RAM page `offset >> 12`)
-    /// and the "some code page was written" flag, for a JIT's inline store check: a store
-    /// may bypass [`Self::write_ram`] only while its page's bit and the flag are both clear
-    /// (a set bit or flag must take `write_ram`, which reports the write).
-    pub fn code_tracking(&self) -> (&[AtomicU64], &AtomicBool) {
-        (&self.code_pages, &self.code_dirty)
     }
 
     /// RAM offsets (page-aligned) of code pages written since the last call.
@@ -582,19 +596,21 @@ mod tests {
     }
 
     #[test]
-    fn code_tracking_shows_marks_and_writes() {
+    fn code_marks_count_pages_becoming_code() {
         let m = GuestMemory::pc(4 << 20).unwrap();
-        let (bits, dirty) = m.code_tracking();
-        assert_eq!(bits.len(), (4 << 20) / 4096 / 64);
+        assert_eq!(m.code_marks(), 0);
         m.mark_code_page(0x43000);
+        m.mark_code_page(0x43800);
+        assert!(m.is_code_page(0x43fff) && !m.is_code_page(0x44000));
         assert_eq!(
-            bits[1].load(Ordering::Relaxed),
-            1 << 3,
-            "page 0x43 is bit 3 of word 1"
+            m.code_marks(),
+            1,
+            "marking a code page again is no new mark"
         );
-        assert!(!dirty.load(Ordering::Relaxed));
         assert!(m.write_ram(0x43010, &[7]));
-        assert_eq!(bits[1].load(Ordering::Relaxed), 0);
-        assert!(dirty.load(Ordering::Relaxed));
+        assert!(!m.is_code_page(0x43000) && m.code_dirty());
+        m.mark_code_page(0x43000);
+        assert_eq!(m.code_marks(), 2, "a written page marked again counts");
+        assert!(!m.is_code_page(u64::MAX), "beyond RAM is no code page");
     }
 }

@@ -6,8 +6,6 @@
 //! everything else (MMIO, page walks, A/D bits, faults, segment checks); the helpers reach the
 //! interpreter through `JitCtx::interp`, so every slow access has the interpreter's semantics.
 
-use std::sync::atomic::{AtomicBool, AtomicU64};
-
 use pcvm_core::{GuestMemory, Platform, SegReg};
 use pcvm_cpu_interp::{Interpreter, JitCacheKey, JitInsn};
 
@@ -30,17 +28,18 @@ pub(crate) struct TlbEntry {
 }
 
 /// One write soft-TLB entry: `tag` is the page-aligned linear address, `linear + addend` the
-/// host address and `linear + ram_addend` the RAM offset; `code_word` points at the word of
-/// the guest memory's code-page bitmap holding the page's bit (`(ram offset >> 12) % 64`),
-/// so generated code can tell a store into a code page (out of line, to report it) from a
-/// plain one (inline).
+/// host address and `linear + ram_addend` the RAM offset. Only pages that hold no translated
+/// code get one (QEMU's "not dirty" idea): a store that hits may bypass `GuestMemory`'s code
+/// tracking, and a page that becomes code loses its entry before generated code runs again
+/// ([`JitCtx::drop_new_code_pages`]), so stores into code always take the helper.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct WriteTlbEntry {
     pub tag: u64,
     pub addend: u64,
     pub ram_addend: u64,
-    pub code_word: *const AtomicU64,
+    /// Keeps the entry a power of two in size for generated code's slot arithmetic.
+    pub unused: u64,
 }
 
 /// log2 of the entry sizes, for generated code's slot arithmetic.
@@ -51,8 +50,6 @@ const _: () = assert!(std::mem::size_of::<WriteTlbEntry>() == 1 << TLB_WRITE_SHI
 
 /// Field offsets inside a write-TLB entry.
 pub(crate) const WTLB_ADDEND: i32 = std::mem::offset_of!(WriteTlbEntry, addend) as i32;
-pub(crate) const WTLB_RAM_ADDEND: i32 = std::mem::offset_of!(WriteTlbEntry, ram_addend) as i32;
-pub(crate) const WTLB_CODE_WORD: i32 = std::mem::offset_of!(WriteTlbEntry, code_word) as i32;
 
 /// Status a store helper returns.
 pub(crate) const STORE_OK: u64 = 0;
@@ -86,11 +83,8 @@ pub(crate) struct JitCtx {
     pub fault_charge: u64,
     pub tlb_read: [TlbEntry; TLB_SIZE],
     pub tlb_write: [WriteTlbEntry; TLB_SIZE],
-    /// The code-written flag of the guest memory the write-TLB entries came from (set by
-    /// `fill` with the first entry; null before): an inline store with the flag set goes out
-    /// of line, as `GuestMemory::write_ram` then reports a code write (the interpreter ends
-    /// its block after any RAM store while the flag is set).
-    pub code_dirty: *const AtomicBool,
+    /// `GuestMemory::code_marks` when the write TLB was last cleared of code pages.
+    pub code_marks_seen: u64,
     /// The interpreter holding the rest of the state (valid while generated code runs).
     pub interp: *mut Interpreter,
     /// Cache generation ([`CacheGen`]) the soft TLBs were filled in.
@@ -355,9 +349,8 @@ pub(crate) fn ind_cache_slot(rip: u64) -> usize {
 
 // SAFETY: the raw `interp` and `mem` pointers are only used while the owning backend runs
 // generated code on its thread (`interp` is null between calls; `mem` is re-set before each
-// chain and never dereferenced outside one); `code_dirty` and the write TLB's `code_word`
-// point into the guest memory's atomics, read only by generated code on that thread like the
-// soft TLBs' host addresses. Moving the context to another thread moves no live borrow.
+// chain and never dereferenced outside one); the soft TLBs' host addresses are used only by
+// generated code on that thread. Moving the context to another thread moves no live borrow.
 unsafe impl Send for JitCtx {}
 
 pub(crate) const OFF_GPR: i32 = std::mem::offset_of!(JitCtx, gpr) as i32;
@@ -367,7 +360,6 @@ pub(crate) const OFF_EXECUTED: i32 = std::mem::offset_of!(JitCtx, executed) as i
 pub(crate) const OFF_FAULT: i32 = std::mem::offset_of!(JitCtx, fault) as i32;
 pub(crate) const OFF_TLB_READ: i32 = std::mem::offset_of!(JitCtx, tlb_read) as i32;
 pub(crate) const OFF_TLB_WRITE: i32 = std::mem::offset_of!(JitCtx, tlb_write) as i32;
-pub(crate) const OFF_CODE_DIRTY: i32 = std::mem::offset_of!(JitCtx, code_dirty) as i32;
 pub(crate) const OFF_SEG_BASE: i32 = std::mem::offset_of!(JitCtx, seg_base) as i32;
 pub(crate) const OFF_LINK_GEN: i32 = std::mem::offset_of!(JitCtx, link_gen) as i32;
 pub(crate) const OFF_POLL_ROOM: i32 = std::mem::offset_of!(JitCtx, poll_room) as i32;
@@ -399,9 +391,9 @@ impl JitCtx {
                 tag: TLB_EMPTY,
                 addend: 0,
                 ram_addend: 0,
-                code_word: std::ptr::null(),
+                unused: 0,
             }; TLB_SIZE],
-            code_dirty: std::ptr::null(),
+            code_marks_seen: 0,
             interp: std::ptr::null_mut(),
             tlb_gen: u64::MAX,
             cache_gen: CacheGen::default(),
@@ -436,6 +428,23 @@ impl JitCtx {
     }
 
     /// Follow the cache generation: a change drops every soft-TLB entry.
+    /// Drop the write-TLB entries of pages that became code pages since the last call (pages
+    /// become code only between chains: when the dispatcher or the interpreter decodes from
+    /// them), so no inline store reaches translated code.
+    #[inline]
+    pub(crate) fn drop_new_code_pages(&mut self, mem: &GuestMemory) {
+        let marks = mem.code_marks();
+        if marks == self.code_marks_seen {
+            return;
+        }
+        self.code_marks_seen = marks;
+        for e in self.tlb_write.iter_mut() {
+            if e.tag != TLB_EMPTY && mem.is_code_page(e.tag.wrapping_add(e.ram_addend)) {
+                e.tag = TLB_EMPTY;
+            }
+        }
+    }
+
     pub(crate) fn check_tlb_gen(&mut self, interp: &Interpreter) {
         let gen = self.cache_gen.get(interp);
         if gen != self.tlb_gen {
@@ -517,18 +526,18 @@ impl JitCtx {
         let off_page = off & !0xFFF;
         let slot = ((linear >> 12) as usize) & (TLB_SIZE - 1);
         if write {
-            let (bits, dirty) = p.memory().code_tracking();
-            let (Some(word), Some(host)) =
-                (bits.get((off_page >> 18) as usize), host_page(p, off_page))
-            else {
+            // Stores into code pages stay out of line: `GuestMemory` reports them.
+            if p.memory().is_code_page(off_page) {
+                return;
+            }
+            let Some(host) = host_page(p, off_page) else {
                 return;
             };
-            self.code_dirty = dirty;
             self.tlb_write[slot] = WriteTlbEntry {
                 tag: page,
                 addend: (host as u64).wrapping_sub(page),
                 ram_addend: off_page.wrapping_sub(page),
-                code_word: word,
+                unused: 0,
             };
         } else if let Some(host) = host_page(p, off_page) {
             self.tlb_read[slot] = TlbEntry {
@@ -626,32 +635,6 @@ pub(crate) extern "C" fn helper_store(
             }
         }
         Err(_) => STORE_FAULT,
-    }
-}
-
-/// Store to a RAM page found in the write TLB that holds code (or while some code page was
-/// written): goes through `GuestMemory` so the write is reported, and stops the block if it
-/// wrote a page holding decoded code (as the interpreter does). The context argument keeps
-/// the helpers' common calling shape.
-pub(crate) extern "C" fn helper_store_ram(
-    ctx: *mut JitCtx,
-    _plat: *mut PlatRef<'_>,
-    ram_off: u64,
-    size: u64,
-    value: u64,
-) -> u64 {
-    // SAFETY: generated code passes the context pointer it was called with; the dispatcher
-    // set `mem` to the platform's guest memory, which outlives the block's run, before
-    // calling it.
-    let mem = unsafe { &*(*ctx).mem };
-    let n = (size as usize).clamp(1, 8);
-    if !mem.write_ram(ram_off, &value.to_le_bytes()[..n]) {
-        return STORE_FAULT;
-    }
-    if mem.code_dirty() {
-        STORE_STOP
-    } else {
-        STORE_OK
     }
 }
 

@@ -1081,6 +1081,9 @@ impl JitBackend {
             ctx.chained_blocks = 0;
             ctx.last = u64::from(idx);
             ctx.miss_link = 0;
+            // Pages that became code since the last chain (this one's own included) lose
+            // their inline stores.
+            ctx.drop_new_code_pages(p.memory());
             let mut plat: &mut dyn Platform = p;
             let plat_ptr = (&mut plat as *mut &mut dyn Platform).cast::<u8>();
             // SAFETY: `trampoline` is this module's entry (C convention) into compiled code

@@ -29,14 +29,13 @@ use iced_x86::{
 use pcvm_cpu_interp::JitInsn;
 
 use crate::ctx::{
-    helper_flags, helper_interp, helper_load, helper_store, helper_store_ram, Link, ACC_FILL,
-    ACC_RMW, FLAGS_ADD, FLAGS_DEC, FLAGS_INC, FLAGS_LOGIC, FLAGS_SUB, FLAGS_SUB_PLAIN,
-    IND_CACHE_SIZE, INTERP_GO_ON, LINKS_PER_BLOCK, LINK_FUNC, LINK_GEN, LINK_IDX, LINK_INSNS,
-    LINK_TAG, NO_LINK, OFF_BUDGET, OFF_CHAINED, OFF_CHAINED_BLOCKS, OFF_CODE_DIRTY, OFF_EXECUTED,
-    OFF_FAULT, OFF_FLAGS_A, OFF_FLAGS_B, OFF_FLAGS_CF, OFF_FLAGS_OP, OFF_FLAGS_RES, OFF_GPR,
-    OFF_LAST, OFF_LINK_GEN, OFF_MISS_LINK, OFF_POLL_ROOM, OFF_RFLAGS, OFF_RIP, OFF_SEG_BASE,
-    OFF_TLB_READ, OFF_TLB_WRITE, STORE_FAULT, STORE_STOP, TLB_READ_SHIFT, TLB_WRITE_SHIFT,
-    WTLB_ADDEND, WTLB_CODE_WORD, WTLB_RAM_ADDEND,
+    helper_flags, helper_interp, helper_load, helper_store, Link, ACC_FILL, ACC_RMW, FLAGS_ADD,
+    FLAGS_DEC, FLAGS_INC, FLAGS_LOGIC, FLAGS_SUB, FLAGS_SUB_PLAIN, IND_CACHE_SIZE, INTERP_GO_ON,
+    LINKS_PER_BLOCK, LINK_FUNC, LINK_GEN, LINK_IDX, LINK_INSNS, LINK_TAG, NO_LINK, OFF_BUDGET,
+    OFF_CHAINED, OFF_CHAINED_BLOCKS, OFF_EXECUTED, OFF_FAULT, OFF_FLAGS_A, OFF_FLAGS_B,
+    OFF_FLAGS_CF, OFF_FLAGS_OP, OFF_FLAGS_RES, OFF_GPR, OFF_LAST, OFF_LINK_GEN, OFF_MISS_LINK,
+    OFF_POLL_ROOM, OFF_RFLAGS, OFF_RIP, OFF_SEG_BASE, OFF_TLB_READ, OFF_TLB_WRITE, STORE_FAULT,
+    STORE_STOP, TLB_READ_SHIFT, TLB_WRITE_SHIFT, WTLB_ADDEND,
 };
 
 /// Exit code: the block ran to its end.
@@ -569,7 +568,6 @@ enum Flags {
 struct Sigs {
     load: SigRef,
     store: SigRef,
-    store_ram: SigRef,
     /// A compiled block's own signature (tail calling convention), for chaining.
     block: SigRef,
     flags: SigRef,
@@ -671,7 +669,6 @@ impl<'a> Translator<'a> {
         let sigs = Sigs {
             load: b.import_signature(sig(call_conv, 5)),
             store: b.import_signature(sig(call_conv, 6)),
-            store_ram: b.import_signature(sig(call_conv, 5)),
             block: b.import_signature(sig(CallConv::Tail, 2)),
             flags: b.import_signature(sig(call_conv, 1)),
             interp: b.import_signature(sig(call_conv, 5)),
@@ -1415,13 +1412,10 @@ impl<'a> Translator<'a> {
 
     /// Store the low `size` bytes of `v` at `seg:ea`.
     ///
-    /// A write-TLB hit on a page that holds no code stores straight to host memory; a hit on
-    /// a code page (or while some code write is pending report) calls `helper_store_ram`,
-    /// which writes through `GuestMemory` so the write is reported and the block stops after
-    /// this instruction as the interpreter's would; a miss (or a store crossing a page) takes
-    /// the interpreter's path. The code-page bit is read on every store, not when the entry
-    /// was filled, so a page that becomes code later (the interpreter or the JIT decoding
-    /// from it) while its write-TLB entry lives is still caught.
+    /// A write-TLB hit stores straight to host memory: the write TLB only holds pages without
+    /// translated code (see `ctx::WriteTlbEntry`). A miss (a code page, MMIO, a store
+    /// crossing a page) takes the interpreter's path, which reports a write into code so the
+    /// block stops after this instruction as the interpreter's would.
     fn store_at(&mut self, seg: (i64, SegKind), ea: Value, size: u32, v: Value) {
         // The helpers' status goes to `merge`; the inline store, which can neither fault nor
         // hit code, goes straight on to `done`.
@@ -1432,43 +1426,18 @@ impl<'a> Translator<'a> {
         let slow = self.b.create_block();
         self.b.set_cold_block(slow);
         if let Some(lin) = self.fast_linear(seg.1, ea) {
-            let hit_block = self.b.create_block();
             let plain = self.b.create_block();
-            let code = self.b.create_block();
-            self.b.set_cold_block(code);
             let (hit, entry) = self.tlb_probe(lin, size, OFF_TLB_WRITE, TLB_WRITE_SHIFT);
-            self.b.ins().brif(hit, hit_block, &[], slow, &[]);
-            self.b.seal_block(hit_block);
-            self.b.seal_block(slow);
-            self.b.switch_to_block(hit_block);
-            let t = MemFlagsData::trusted();
-            let ram_addend = self
-                .b
-                .ins()
-                .load(I64, t, entry, OFF_TLB_WRITE + WTLB_RAM_ADDEND);
-            let ram = self.b.ins().iadd(lin, ram_addend);
-            let word_ptr = self
-                .b
-                .ins()
-                .load(I64, t, entry, OFF_TLB_WRITE + WTLB_CODE_WORD);
-            // A plain (relaxed) read of the atomics: only this thread sets code bits, and a
-            // racing DMA write to a code page is reported by its own `write_ram` call.
-            let word = self.b.ins().load(I64, t, word_ptr, 0);
-            let page = self.b.ins().ushr_imm_s(ram, 12);
-            // Cranelift takes shift amounts modulo the width: bit `page % 64`.
-            let bit = self.b.ins().ushr(word, page);
-            let bit = self.b.ins().band_imm_s(bit, 1);
-            let dirty_ptr = self.b.ins().load(I64, t, self.ctx, OFF_CODE_DIRTY);
-            let dirty = self.b.ins().uload8(I64, t, dirty_ptr, 0);
-            let either = self.b.ins().bor(bit, dirty);
-            self.b.ins().brif(either, code, &[], plain, &[]);
-            self.b.seal_block(code);
+            self.b.ins().brif(hit, plain, &[], slow, &[]);
             self.b.seal_block(plain);
+            self.b.seal_block(slow);
             self.b.switch_to_block(plain);
-            let addend = self
-                .b
-                .ins()
-                .load(I64, t, entry, OFF_TLB_WRITE + WTLB_ADDEND);
+            let addend = self.b.ins().load(
+                I64,
+                MemFlagsData::trusted(),
+                entry,
+                OFF_TLB_WRITE + WTLB_ADDEND,
+            );
             let host = self.b.ins().iadd(lin, addend);
             let fl = MemFlagsData::new().with_notrap();
             match size {
@@ -1478,16 +1447,6 @@ impl<'a> Translator<'a> {
                 _ => self.b.ins().store(fl, v, host, 0),
             };
             self.b.ins().jump(done, &[]);
-            self.b.switch_to_block(code);
-            let sz = self.iconst(i64::from(size));
-            let callee = self.iconst(helper_store_ram as *const () as usize as i64);
-            let call = self.b.ins().call_indirect(
-                self.sigs.store_ram,
-                callee,
-                &[self.ctx, self.plat, ram, sz, v],
-            );
-            let st = self.b.inst_results(call)[0];
-            self.b.ins().jump(merge, &[st.into()]);
         } else {
             self.b.ins().jump(slow, &[]);
             self.b.seal_block(slow);
