@@ -1576,7 +1576,34 @@ impl<'a> Translator<'a> {
         self.b.ins().sshr_imm_s(t, sh)
     }
 
+    /// The flags are still the block's entry flags, which the context may hold lazily.
+    fn entry_pending(&self) -> bool {
+        self.entry_lazy && matches!(self.flags, Flags::Mat(f) if f == self.entry_flags)
+    }
+
+    /// CF or ZF (`zf`) of the entry flags, read inline from the context without
+    /// materializing the rest: lazy flags keep CF in `flags_cf` and the masked result in
+    /// `flags_res`; otherwise RFLAGS holds them.
+    fn entry_flag(&mut self, zf: bool) -> Value {
+        let t = MemFlagsData::trusted();
+        let op = self.b.ins().load(I64, t, self.ctx, OFF_FLAGS_OP);
+        let lazy = self.b.ins().icmp_imm_s(IntCC::NotEqual, op, 0);
+        let (from_lazy, from_rflags) = if zf {
+            let res = self.b.ins().load(I64, t, self.ctx, OFF_FLAGS_RES);
+            let z = self.b.ins().icmp_imm_s(IntCC::Equal, res, 0);
+            (z, self.bit(self.entry_flags, 6))
+        } else {
+            let c = self.b.ins().load(I64, t, self.ctx, OFF_FLAGS_CF);
+            let c = self.b.ins().icmp_imm_s(IntCC::NotEqual, c, 0);
+            (c, self.bit(self.entry_flags, 0))
+        };
+        self.b.ins().select(lazy, from_lazy, from_rflags)
+    }
+
     fn cf(&mut self) -> Value {
+        if self.entry_pending() {
+            return self.entry_flag(false);
+        }
         match self.flags_now() {
             Flags::Mat(f) => self.bit(f, 0),
             Flags::Lazy { cf, .. } => cf,
@@ -1584,6 +1611,9 @@ impl<'a> Translator<'a> {
     }
 
     fn zf(&mut self) -> Value {
+        if self.entry_pending() {
+            return self.entry_flag(true);
+        }
         match self.flags_now() {
             Flags::Mat(f) => self.bit(f, 6),
             Flags::Lazy { res, .. } => self.b.ins().icmp_imm_s(IntCC::Equal, res, 0),
@@ -1739,6 +1769,23 @@ impl<'a> Translator<'a> {
         // One comparison, negated in place for the odd codes (a compare feeding a branch
         // becomes cmp + jcc).
         let cmp = |c: IntCC| if neg { c.complement() } else { c };
+        if self.entry_pending() && matches!(cc >> 1, 1..=3) {
+            // B, E, BE and their negations need only CF and ZF: read inline.
+            let r = match cc >> 1 {
+                1 => self.cf(),
+                2 => self.zf(),
+                _ => {
+                    let c = self.cf();
+                    let z = self.zf();
+                    self.b.ins().bor(c, z)
+                }
+            };
+            return if neg {
+                self.b.ins().bxor_imm_s(r, 1)
+            } else {
+                r
+            };
+        }
         let direct = match self.flags_now() {
             Flags::Lazy {
                 op: FlagOp::Sub { plain: true },
