@@ -2592,26 +2592,31 @@ impl<'a> Translator<'a> {
             _ => {
                 // ROL/ROR: k = n mod bits; for 8/16 bits a zero k rotates by nothing (the
                 // out-shifted half is empty because `a` < 2^bits).
+                // Cranelift's rotates work modulo the width of their type: one ROL/ROR.
                 let k = self.b.ins().band_imm_s(n, i64::from(bits) - 1);
-                let back = self.b.ins().isub(bits_v, k);
-                let r = if m == M::Rol {
-                    let x = self.b.ins().ishl(a, k);
-                    let y = if bits == 64 {
-                        self.b.ins().ushr(a, back)
-                    } else {
-                        self.shift_wide(a, back, false)
-                    };
-                    self.b.ins().bor(x, y)
-                } else {
-                    let x = self.b.ins().ushr(a, k);
-                    let y = if bits == 64 {
-                        self.b.ins().ishl(a, back)
-                    } else {
-                        self.shift_wide(a, back, true)
-                    };
-                    self.b.ins().bor(x, y)
+                let ty = match bits {
+                    8 => I8,
+                    16 => types::I16,
+                    32 => types::I32,
+                    _ => I64,
                 };
-                let r = self.trunc(r, size);
+                let x = if bits == 64 {
+                    a
+                } else {
+                    self.b.ins().ireduce(ty, a)
+                };
+                let rot = if m == M::Rol {
+                    self.b.ins().rotl(x, k)
+                } else {
+                    self.b.ins().rotr(x, k)
+                };
+                let r = if bits == 64 {
+                    rot
+                } else {
+                    let r = self.b.ins().uextend(I64, rot);
+                    self.note_narrow(r, size);
+                    r
+                };
                 let msb = self.b.ins().ushr_imm_s(r, top);
                 let (cf, of) = if m == M::Rol {
                     let cf = self.b.ins().band_imm_s(r, 1);
@@ -2743,22 +2748,6 @@ impl<'a> Translator<'a> {
         self.write_op0(insn, ea, size, r)?;
         self.set_flags_unless_dead(f);
         Ok(())
-    }
-
-    /// `a >> k` (`left`: `a << k`) for k in 0..=64, where 64 gives 0 (Cranelift masks the
-    /// count to 6 bits).
-    fn shift_wide(&mut self, a: Value, k: Value, left: bool) -> Value {
-        let is64 = self
-            .b
-            .ins()
-            .icmp_imm_s(IntCC::UnsignedGreaterThanOrEqual, k, 64);
-        let v = if left {
-            self.b.ins().ishl(a, k)
-        } else {
-            self.b.ins().ushr(a, k)
-        };
-        let zero = self.iconst(0);
-        self.b.ins().select(is64, zero, v)
     }
 
     /// RFLAGS `f0` with CF/OF (0/1 as i64) given, SZP from `res`, AF clear.
