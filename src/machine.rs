@@ -431,10 +431,11 @@ impl Machine {
                     std::env::var("PCVM_JIT_COMPILE_THREAD").map_or(true, |v| v != "0");
                 jit.set_background_compile(background)
                     .context("failed to start the JIT's compile thread")?;
-                if let Some(n) = std::env::var("PCVM_JIT_THRESHOLD")
-                    .ok()
-                    .and_then(|v| v.parse().ok())
-                {
+                // PCVM_JIT_THRESHOLD=N compiles blocks after N runs (for tuning).
+                if let Ok(v) = std::env::var("PCVM_JIT_THRESHOLD") {
+                    let n: u32 = v.trim().parse().ok().filter(|&n| n > 0).with_context(|| {
+                        format!("PCVM_JIT_THRESHOLD={v:?}: want a number of runs, at least 1")
+                    })?;
                     jit.set_threshold(n);
                 }
                 Box::new(jit)
