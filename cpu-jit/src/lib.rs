@@ -831,41 +831,36 @@ impl JitBackend {
             insns: n as u64,
             pure_len: block.insns.len() as u64,
         };
-        if self.worker.is_some() {
-            let func = match self
-                .compiler
+        // With a compile thread, only the translation to IR happens here.
+        let built = if self.worker.is_some() {
+            self.compiler
                 .translate(insns, &predecoded, long, links_ptr, ind_cache)
-            {
-                Ok(f) => f,
-                Err(e) => {
-                    tracing::debug!("JIT: block at {:#x} not translated: {e}", key.1);
-                    return Err(insns.first().map(Instruction::mnemonic));
-                }
-            };
-            self.stats.compile_ns += t0.elapsed().as_nanos() as u64;
-            let seq = self.next_seq;
-            self.next_seq += 1;
-            if self.worker.as_mut().is_some_and(|w| w.submit(seq, func)) {
-                self.pending.insert(seq, prepared);
-                self.map.insert(key, Entry::Pending);
-            } else {
-                tracing::warn!("JIT: the compile thread is gone; compiling on this one");
-                self.stop_worker();
-            }
-            return Ok(None);
-        }
-        let func = match self
-            .compiler
-            .compile(insns, &predecoded, long, links_ptr, ind_cache)
-        {
-            Ok(f) => f,
-            Err(e) => {
-                tracing::debug!("JIT: block at {:#x} not compiled: {e}", key.1);
-                return Err(insns.first().map(Instruction::mnemonic));
-            }
+                .map(Err)
+        } else {
+            self.compiler
+                .compile(insns, &predecoded, long, links_ptr, ind_cache)
+                .map(Ok)
         };
         self.stats.compile_ns += t0.elapsed().as_nanos() as u64;
-        Ok(Some(self.register(p, prepared, func)))
+        match built {
+            Ok(Ok(func)) => Ok(Some(self.register(p, prepared, func))),
+            Ok(Err(ir)) => {
+                let seq = self.next_seq;
+                self.next_seq += 1;
+                if self.worker.as_mut().is_some_and(|w| w.submit(seq, ir)) {
+                    self.pending.insert(seq, prepared);
+                    self.map.insert(key, Entry::Pending);
+                } else {
+                    tracing::warn!("JIT: the compile thread is gone; compiling on this one");
+                    self.stop_worker();
+                }
+                Ok(None)
+            }
+            Err(e) => {
+                tracing::debug!("JIT: block at {:#x} not compiled: {e}", key.1);
+                Err(insns.first().map(Instruction::mnemonic))
+            }
+        }
     }
 
     /// Stop compiling on the compile thread: blocks queued there go back to cold.

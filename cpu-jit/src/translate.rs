@@ -805,17 +805,7 @@ impl<'a> Translator<'a> {
         }
         let live = if self.long { 0xFFFF } else { 0xFF };
         let writes = written_gprs(insns) & live;
-        for (i, r) in self.regs.iter().enumerate() {
-            if writes & !self.defined & (1 << i) != 0 {
-                let v = self.b.ins().load(
-                    I64,
-                    MemFlagsData::trusted(),
-                    self.ctx,
-                    OFF_GPR + 8 * i as i32,
-                );
-                self.b.def_var(*r, v);
-            }
-        }
+        self.load_gprs(writes & !self.defined);
         self.defined |= writes;
         let header = self.b.create_block();
         self.b.ins().jump(header, &[]);
@@ -885,8 +875,14 @@ impl<'a> Translator<'a> {
     fn load_regs(&mut self, insns: &[Instruction]) {
         let live = if self.long { 0xFFFF } else { 0xFF };
         let need = entry_loads(insns) & live;
+        self.load_gprs(need);
+        self.defined = need;
+    }
+
+    /// Load the GPRs in `mask` (bit per register) from the context into their variables.
+    fn load_gprs(&mut self, mask: u16) {
         for (i, r) in self.regs.iter().enumerate() {
-            if need & (1 << i) != 0 {
+            if mask & (1 << i) != 0 {
                 let v = self.b.ins().load(
                     I64,
                     MemFlagsData::trusted(),
@@ -896,7 +892,6 @@ impl<'a> Translator<'a> {
                 self.b.def_var(*r, v);
             }
         }
-        self.defined = need;
     }
 
     /// Run `count` instructions from `first` on through [`helper_interp`] (their

@@ -1515,43 +1515,11 @@ fn helper_program(long: bool) -> Vec<u8> {
 /// helper).
 #[test]
 fn interpreter_helper_keeps_registers_and_flags() {
-    for kind in [Kind::Pm32, Kind::Long64] {
-        let long = kind == Kind::Long64;
-        let m = || if long { machine64() } else { machine(false) };
-        let mut a = Side { m: m(), jit: None };
-        let mut j = JitBackend::new().expect("jit");
-        j.set_threshold(1);
-        let mut b = Side {
-            m: m(),
-            jit: Some(j),
-        };
-        let code = helper_program(long);
-        let mut r = Rng(0x5EED_0000 + u64::from(long));
-        for _ in 0..20 {
-            let mut s = if long {
-                random_state64(&mut r)
-            } else {
-                random_state(&mut r, false)
-            };
-            s.cr4 |= cr::CR4_OSFXSR;
-            let data: Vec<u8> = (0..DATA_LEN / 8)
-                .flat_map(|_| r.next().to_le_bytes())
-                .collect();
-            for budget in (1..=40).chain([10_000]) {
-                let limit = RunLimit::Instructions(budget);
-                setup(&mut a, &code, &data, &s);
-                setup(&mut b, &code, &data, &s);
-                let ra = a.run(limit);
-                let rb = b.run(limit);
-                assert!(
-                    ra == rb,
-                    "{}-bit helper program differs at budget {budget}\n{}",
-                    if long { 64 } else { 32 },
-                    first_divergence(&mut a, &mut b, &code, &data, &s, limit)
-                );
-            }
-        }
-        let jit = b.jit.as_ref().expect("jit side");
+    let jits =
+        program_matches_the_interpreter_at_every_budget(helper_program, 0x5EED_0000, 40, |s| {
+            s.cr4 |= cr::CR4_OSFXSR
+        });
+    for jit in &jits {
         let interpreted = jit.interpreted_profile(16);
         assert!(
             [
@@ -1565,6 +1533,57 @@ fn interpreter_helper_keeps_registers_and_flags() {
         );
         assert!(jit.stats().insns_native > 0);
     }
+}
+
+/// `program` (32- and 64-bit) from 20 random states (each adjusted by `adjust`), stopped at
+/// every instruction budget from 1 to `budgets` and at 10,000, ends in the same state on the
+/// interpreter and on the JIT, which compiles every block on first sight. Returns the JITs.
+fn program_matches_the_interpreter_at_every_budget(
+    program: fn(bool) -> Vec<u8>,
+    seed: u64,
+    budgets: u64,
+    adjust: fn(&mut CpuState),
+) -> Vec<JitBackend> {
+    let mut jits = Vec::new();
+    for kind in [Kind::Pm32, Kind::Long64] {
+        let long = kind == Kind::Long64;
+        let m = || if long { machine64() } else { machine(false) };
+        let mut a = Side { m: m(), jit: None };
+        let mut j = JitBackend::new().expect("jit");
+        j.set_threshold(1);
+        let mut b = Side {
+            m: m(),
+            jit: Some(j),
+        };
+        let code = program(long);
+        let mut r = Rng(seed + u64::from(long));
+        for _ in 0..20 {
+            let mut s = if long {
+                random_state64(&mut r)
+            } else {
+                random_state(&mut r, false)
+            };
+            adjust(&mut s);
+            let data: Vec<u8> = (0..DATA_LEN / 8)
+                .flat_map(|_| r.next().to_le_bytes())
+                .collect();
+            for budget in (1..=budgets).chain([10_000]) {
+                let limit = RunLimit::Instructions(budget);
+                setup(&mut a, &code, &data, &s);
+                setup(&mut b, &code, &data, &s);
+                let ra = a.run(limit);
+                let rb = b.run(limit);
+                assert!(
+                    ra == rb,
+                    "{}-bit program differs at budget {budget}\n{}",
+                    if long { 64 } else { 32 },
+                    first_divergence(&mut a, &mut b, &code, &data, &s, limit)
+                );
+            }
+        }
+        jits.extend(b.jit);
+    }
+    jits
 }
 
 /// A loop whose body is one block branching back to its own start, which the JIT runs as a
@@ -1617,44 +1636,13 @@ fn self_loop_program(long: bool) -> Vec<u8> {
 /// the interpreter's state on the JIT.
 #[test]
 fn self_loop_matches_the_interpreter_at_every_budget() {
-    for kind in [Kind::Pm32, Kind::Long64] {
-        let long = kind == Kind::Long64;
-        let m = || if long { machine64() } else { machine(false) };
-        let mut a = Side { m: m(), jit: None };
-        let mut j = JitBackend::new().expect("jit");
-        j.set_threshold(1);
-        let mut b = Side {
-            m: m(),
-            jit: Some(j),
-        };
-        let code = self_loop_program(long);
-        let mut r = Rng(0x100B_0000 + u64::from(long));
-        for _ in 0..20 {
-            let s = if long {
-                random_state64(&mut r)
-            } else {
-                random_state(&mut r, false)
-            };
-            let data: Vec<u8> = (0..DATA_LEN / 8)
-                .flat_map(|_| r.next().to_le_bytes())
-                .collect();
-            for budget in (1..=100).chain([10_000]) {
-                let limit = RunLimit::Instructions(budget);
-                setup(&mut a, &code, &data, &s);
-                setup(&mut b, &code, &data, &s);
-                let ra = a.run(limit);
-                let rb = b.run(limit);
-                assert!(
-                    ra == rb,
-                    "{}-bit self loop differs at budget {budget}\n{}",
-                    if long { 64 } else { 32 },
-                    first_divergence(&mut a, &mut b, &code, &data, &s, limit)
-                );
-            }
-        }
-        let jit = b.jit.as_ref().expect("jit side");
-        assert!(jit.stats().insns_native > 0);
-    }
+    let jits = program_matches_the_interpreter_at_every_budget(
+        self_loop_program,
+        0x100B_0000,
+        100,
+        |_| {},
+    );
+    assert!(jits.iter().all(|j| j.stats().insns_native > 0));
 }
 
 /// Blocks compiled on the compile thread run like the ones compiled inline: a long loop
