@@ -181,6 +181,18 @@ pub struct JitStats {
     pub flushes: u64,
 }
 
+/// What a block's translation is made from: its instructions (each supported, or else run
+/// through the interpreter helper from its predecoded copy at the same index), 64-bit code
+/// or not, its link array when its constant-target exits may chain, and the indirect-branch
+/// cache.
+struct BlockSource<'a> {
+    insns: &'a [Instruction],
+    predecoded: &'a [u64],
+    long: bool,
+    links: Option<*const [Link; LINKS_PER_BLOCK]>,
+    ind_cache: *const Link,
+}
+
 /// Cranelift state for compiling blocks.
 struct Compiler {
     module: JITModule,
@@ -294,22 +306,14 @@ impl Compiler {
         Ok(unsafe { std::mem::transmute::<*const u8, Trampoline>(code) })
     }
 
-    /// Compile `insns` (all supported; 64-bit code when `long`) into a native function;
-    /// `links` is the block's link array when its constant-target exits may chain.
-    fn compile(
-        &mut self,
-        insns: &[Instruction],
-        predecoded: &[u64],
-        long: bool,
-        links: Option<*const [Link; LINKS_PER_BLOCK]>,
-        ind_cache: *const Link,
-    ) -> Result<BlockFn> {
+    /// Compile the block `src` describes into a native function.
+    fn compile(&mut self, src: &BlockSource<'_>) -> Result<BlockFn> {
         let sig = Self::block_signature(&self.module);
         let id = self
             .module
             .declare_anonymous_function(&sig)
             .map_err(|e| Error::Codegen(e.to_string()))?;
-        self.build(insns, predecoded, long, links, ind_cache)?;
+        self.build(src)?;
         // RUST_LOG=pcvm_cpu_jit::code=trace prints each block's machine code.
         let dump = tracing::enabled!(target: "pcvm_cpu_jit::code", tracing::Level::TRACE);
         self.cl_ctx.set_disasm(dump);
@@ -321,7 +325,7 @@ impl Compiler {
                 tracing::trace!(
                     target: "pcvm_cpu_jit::code",
                     "block at {:#x}:\n{}",
-                    insns.first().map_or(0, Instruction::ip),
+                    src.insns.first().map_or(0, Instruction::ip),
                     code.vcode.as_deref().unwrap_or("")
                 );
             }
@@ -331,29 +335,25 @@ impl Compiler {
         self.finish(id)
     }
 
-    /// Translate `insns` into Cranelift IR (`self.cl_ctx.func`), as [`Self::compile`] does.
-    fn build(
-        &mut self,
-        insns: &[Instruction],
-        predecoded: &[u64],
-        long: bool,
-        links: Option<*const [Link; LINKS_PER_BLOCK]>,
-        ind_cache: *const Link,
-    ) -> Result<()> {
+    /// Translate `src` into Cranelift IR (`self.cl_ctx.func`), as [`Self::compile`] does.
+    fn build(&mut self, src: &BlockSource<'_>) -> Result<()> {
         self.cl_ctx.func.signature = Self::block_signature(&self.module);
         let call_conv = self.module.isa().default_call_conv();
         let cfg = self.module.target_config();
         let b = FunctionBuilder::new(&mut self.cl_ctx.func, &mut self.fctx);
-        let mut built =
-            Translator::new(b, call_conv, long, links, ind_cache).block(insns, predecoded, cfg);
-        if built.is_err() && links.is_some() {
+        let mut built = Translator::new(b, call_conv, src.long, src.links, src.ind_cache).block(
+            src.insns,
+            src.predecoded,
+            cfg,
+        );
+        if built.is_err() && src.links.is_some() {
             // Once more without a self loop (refused when iced's write lists fell short).
             self.cl_ctx.func.clear();
             self.cl_ctx.func.signature = Self::block_signature(&self.module);
             let b = FunctionBuilder::new(&mut self.cl_ctx.func, &mut self.fctx);
-            built = Translator::new(b, call_conv, long, links, ind_cache)
+            built = Translator::new(b, call_conv, src.long, src.links, src.ind_cache)
                 .without_self_loop()
-                .block(insns, predecoded, cfg);
+                .block(src.insns, src.predecoded, cfg);
         }
         if built.is_err() {
             self.module.clear_context(&mut self.cl_ctx);
@@ -362,16 +362,9 @@ impl Compiler {
         Ok(())
     }
 
-    /// Translate `insns` into Cranelift IR for the compile thread (see [`Self::compile`]).
-    fn translate(
-        &mut self,
-        insns: &[Instruction],
-        predecoded: &[u64],
-        long: bool,
-        links: Option<*const [Link; LINKS_PER_BLOCK]>,
-        ind_cache: *const Link,
-    ) -> Result<cranelift_codegen::ir::Function> {
-        self.build(insns, predecoded, long, links, ind_cache)?;
+    /// Translate `src` into Cranelift IR for the compile thread (see [`Self::compile`]).
+    fn translate(&mut self, src: &BlockSource<'_>) -> Result<cranelift_codegen::ir::Function> {
+        self.build(src)?;
         let func = std::mem::replace(
             &mut self.cl_ctx.func,
             cranelift_codegen::ir::Function::new(),
@@ -832,14 +825,17 @@ impl JitBackend {
             pure_len: block.insns.len() as u64,
         };
         // With a compile thread, only the translation to IR happens here.
+        let src = BlockSource {
+            insns,
+            predecoded: &predecoded,
+            long,
+            links: links_ptr,
+            ind_cache,
+        };
         let built = if self.worker.is_some() {
-            self.compiler
-                .translate(insns, &predecoded, long, links_ptr, ind_cache)
-                .map(Err)
+            self.compiler.translate(&src).map(Err)
         } else {
-            self.compiler
-                .compile(insns, &predecoded, long, links_ptr, ind_cache)
-                .map(Ok)
+            self.compiler.compile(&src).map(Ok)
         };
         self.stats.compile_ns += t0.elapsed().as_nanos() as u64;
         match built {
