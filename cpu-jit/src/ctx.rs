@@ -81,6 +81,14 @@ pub(crate) struct JitCtx {
     /// with nothing retired: the run loop charges such a fault one instruction of budget (and
     /// of the poll interval and clock) without retiring it.
     pub fault_charge: u64,
+    /// The result of the last slow-path load or store (see `Compiler`'s slow-path wrappers,
+    /// which cannot return values in their calling convention).
+    pub slow_result: u64,
+    /// A slow path's arguments (segment, offset, flags, value), stored by generated code
+    /// so that calls to it pin no registers.
+    pub slow_args: [u64; 4],
+    /// The platform pointer of the running chain (set by the trampoline), for slow paths.
+    pub slow_plat: u64,
     pub tlb_read: [TlbEntry; TLB_SIZE],
     pub tlb_write: [WriteTlbEntry; TLB_SIZE],
     /// `GuestMemory::code_marks` when the write TLB was last cleared of code pages.
@@ -103,16 +111,21 @@ pub(crate) struct JitCtx {
     /// The [`Link::gen`] valid now, or [`NO_LINK`] while the dispatcher must see every
     /// boundary (an interrupt is requested, I/O happened, the context changed).
     pub link_gen: u64,
-    /// Chaining stops once this many instructions have retired in the call (the next poll).
-    pub poll_room: u64,
-    /// Instructions the run may still retire: a successor runs only if it fits.
+    /// Instructions the run may still retire (the budget, for [`helper_interp`]'s REP
+    /// iterations).
     pub budget: u64,
+    /// A successor runs natively only if the call's retired instructions with it stay within
+    /// this: the lesser of the budget and the room before the next poll. (The dispatcher
+    /// itself goes on into a successor while fewer than the poll room retired, so polls
+    /// land where they would without native chaining; one limit keeps the check short.)
+    pub limit: u64,
     /// Instructions retired in this call that the last block's `executed` does not count: by
     /// the blocks before it, and the REP iterations beyond the first of the instructions
     /// [`helper_interp`] ran (so `chained + executed` is what the call retired, `executed`
     /// the position reached in the interpreter's block).
     pub chained: u64,
-    /// Block-to-block jumps taken natively in this call.
+    /// Block-to-block jumps taken natively in this call, counted only by blocks compiled
+    /// with run counting on (see `JitBackend::count_block_runs`).
     pub chained_blocks: u64,
     /// Index of the block that ran last.
     pub last: u64,
@@ -358,12 +371,14 @@ pub(crate) const OFF_RFLAGS: i32 = std::mem::offset_of!(JitCtx, rflags) as i32;
 pub(crate) const OFF_RIP: i32 = std::mem::offset_of!(JitCtx, rip) as i32;
 pub(crate) const OFF_EXECUTED: i32 = std::mem::offset_of!(JitCtx, executed) as i32;
 pub(crate) const OFF_FAULT: i32 = std::mem::offset_of!(JitCtx, fault) as i32;
+pub(crate) const OFF_SLOW_RESULT: i32 = std::mem::offset_of!(JitCtx, slow_result) as i32;
+pub(crate) const OFF_SLOW_ARGS: i32 = std::mem::offset_of!(JitCtx, slow_args) as i32;
+pub(crate) const OFF_SLOW_PLAT: i32 = std::mem::offset_of!(JitCtx, slow_plat) as i32;
 pub(crate) const OFF_TLB_READ: i32 = std::mem::offset_of!(JitCtx, tlb_read) as i32;
 pub(crate) const OFF_TLB_WRITE: i32 = std::mem::offset_of!(JitCtx, tlb_write) as i32;
 pub(crate) const OFF_SEG_BASE: i32 = std::mem::offset_of!(JitCtx, seg_base) as i32;
 pub(crate) const OFF_LINK_GEN: i32 = std::mem::offset_of!(JitCtx, link_gen) as i32;
-pub(crate) const OFF_POLL_ROOM: i32 = std::mem::offset_of!(JitCtx, poll_room) as i32;
-pub(crate) const OFF_BUDGET: i32 = std::mem::offset_of!(JitCtx, budget) as i32;
+pub(crate) const OFF_LIMIT: i32 = std::mem::offset_of!(JitCtx, limit) as i32;
 pub(crate) const OFF_CHAINED: i32 = std::mem::offset_of!(JitCtx, chained) as i32;
 pub(crate) const OFF_CHAINED_BLOCKS: i32 = std::mem::offset_of!(JitCtx, chained_blocks) as i32;
 pub(crate) const OFF_LAST: i32 = std::mem::offset_of!(JitCtx, last) as i32;
@@ -382,6 +397,9 @@ impl JitCtx {
             rip: 0,
             executed: 0,
             fault: 0,
+            slow_result: 0,
+            slow_args: [0; 4],
+            slow_plat: 0,
             fault_charge: 0,
             tlb_read: [TlbEntry {
                 tag: TLB_EMPTY,
@@ -400,7 +418,7 @@ impl JitCtx {
             seg_base: [0; 2],
             mem: std::ptr::null(),
             link_gen: NO_LINK,
-            poll_room: 0,
+            limit: 0,
             budget: 0,
             chained: 0,
             chained_blocks: 0,

@@ -59,8 +59,8 @@ use pcvm_cpu_interp::{Interpreter, JitInsn};
 
 use ctx::{ind_cache_slot, GenTable, JitCtx, Link, IND_CACHE_SIZE, LINKS_PER_BLOCK, NO_LINK};
 use translate::{
-    interpretable, supported, Translator, EXIT_DELIVERED, EXIT_FAULT, EXIT_NEXT, EXIT_SHUTDOWN,
-    EXIT_STOP,
+    interpretable, supported, SlowPaths, Translator, EXIT_DELIVERED, EXIT_FAULT, EXIT_NEXT,
+    EXIT_SHUTDOWN, EXIT_STOP,
 };
 use worker::CompileWorker;
 
@@ -203,6 +203,10 @@ struct Compiler {
     last_size: usize,
     /// This module's entry into compiled blocks.
     trampoline: Trampoline,
+    /// This module's soft-TLB miss paths, which generated code calls.
+    slow: SlowPaths,
+    /// Blocks count their native jumps (see [`JitBackend::count_block_runs`]).
+    count_runs: bool,
 }
 
 /// The code generator for this host, with the JIT's settings.
@@ -221,6 +225,8 @@ fn make_isa() -> Result<cranelift_codegen::isa::OwnedTargetIsa> {
     set(&mut flags, "opt_level", "speed")?;
     set(&mut flags, "regalloc_algorithm", "backtracking")?;
     set(&mut flags, "enable_verifier", "false")?;
+    // The context pointer lives in the pinned register (r15) for the whole chain.
+    set(&mut flags, "enable_pinned_reg", "true")?;
     // Cranelift's x86-64 tail calls (block chaining) rely on frame pointers.
     set(&mut flags, "preserve_frame_pointers", "true")?;
     cranelift_native::builder()
@@ -241,7 +247,7 @@ impl Compiler {
         let mut module = new_module()?;
         let mut cl_ctx = module.make_context();
         let mut fctx = FunctionBuilderContext::new();
-        let trampoline = Self::build_trampoline(&mut module, &mut cl_ctx, &mut fctx)?;
+        let (trampoline, slow) = Self::build_entry_points(&mut module, &mut cl_ctx, &mut fctx)?;
         Ok(Compiler {
             cl_ctx,
             module,
@@ -249,31 +255,127 @@ impl Compiler {
             code_bytes: 0,
             last_size: 0,
             trampoline,
+            slow,
+            count_runs: false,
         })
     }
 
-    /// The signature of compiled blocks: (ctx, plat) -> exit code, tail calling convention.
-    fn block_signature(module: &JITModule) -> cranelift_codegen::ir::Signature {
-        let ptr = module.target_config().pointer_type();
+    /// The signature of compiled blocks: () -> exit code, tail calling convention (the
+    /// context is in the pinned register, the platform in the context).
+    fn block_signature() -> cranelift_codegen::ir::Signature {
         let mut sig = cranelift_codegen::ir::Signature::new(CallConv::Tail);
-        sig.params.push(AbiParam::new(ptr));
-        sig.params.push(AbiParam::new(ptr));
         sig.returns.push(AbiParam::new(types::I64));
         sig
     }
 
-    /// Compile the [`Trampoline`]: Rust cannot call the tail convention directly.
-    fn build_trampoline(
+    /// Compile the module's fixed functions: the [`Trampoline`] (Rust cannot call the tail
+    /// convention directly) and the [`SlowPaths`].
+    fn build_entry_points(
         module: &mut JITModule,
         cl_ctx: &mut cranelift_codegen::Context,
         fctx: &mut FunctionBuilderContext,
-    ) -> Result<Trampoline> {
+    ) -> Result<(Trampoline, SlowPaths)> {
         let ptr = module.target_config().pointer_type();
         let mut sig = module.make_signature();
         for _ in 0..3 {
             sig.params.push(AbiParam::new(ptr));
         }
         sig.returns.push(AbiParam::new(types::I64));
+        let block_sig = Self::block_signature();
+        let id = Self::define_fixed(module, cl_ctx, fctx, sig, |b, params| {
+            let block_sig = b.import_signature(block_sig);
+            // The pinned register is the caller's callee-saved r15: kept and given back.
+            let saved = b.ins().get_pinned_reg(ptr);
+            b.ins().set_pinned_reg(params[0]);
+            b.ins().store(
+                cranelift_codegen::ir::MemFlagsData::trusted(),
+                params[1],
+                params[0],
+                ctx::OFF_SLOW_PLAT,
+            );
+            let call = b.ins().call_indirect(block_sig, params[2], &[]);
+            let code = b.inst_results(call)[0];
+            b.ins().set_pinned_reg(saved);
+            b.ins().return_(&[code]);
+        })?;
+        let load = Self::build_slow_path(
+            module,
+            cl_ctx,
+            fctx,
+            ctx::helper_load as *const () as usize,
+            5,
+        )?;
+        let store = Self::build_slow_path(
+            module,
+            cl_ctx,
+            fctx,
+            ctx::helper_store as *const () as usize,
+            6,
+        )?;
+        module
+            .finalize_definitions()
+            .map_err(|e| Error::Codegen(e.to_string()))?;
+        let code = module.get_finalized_function(id);
+        let slow = SlowPaths {
+            load: module.get_finalized_function(load) as u64,
+            store: module.get_finalized_function(store) as u64,
+        };
+        // SAFETY: `code` is the finalized machine code of a function declared with three
+        // pointer parameters and an i64 result in the host's default (C) calling convention,
+        // which is `Trampoline`; it stays mapped until this module is freed.
+        Ok((
+            unsafe { std::mem::transmute::<*const u8, Trampoline>(code) },
+            slow,
+        ))
+    }
+
+    /// A soft-TLB miss path: a `preserve_all` function without parameters that calls the
+    /// Rust `helper` (C convention: context, platform, then the `args` words of
+    /// `JitCtx::slow_args`; one result) and leaves its result in `JitCtx::slow_result`. The
+    /// context is the pinned register. Its calls cost the block no spills: with C-convention
+    /// calls, each guest register live across a load or store had to sit in a callee-saved
+    /// register or a stack slot, and argument registers pinned more, so the hot paths of
+    /// decompression loops were mostly reloads.
+    fn build_slow_path(
+        module: &mut JITModule,
+        cl_ctx: &mut cranelift_codegen::Context,
+        fctx: &mut FunctionBuilderContext,
+        helper: usize,
+        args: usize,
+    ) -> Result<cranelift_module::FuncId> {
+        let sig = translate::slow_path_signature();
+        let call_conv = module.isa().default_call_conv();
+        Self::define_fixed(module, cl_ctx, fctx, sig, |b, _| {
+            let t = cranelift_codegen::ir::MemFlagsData::trusted();
+            let mut helper_sig = cranelift_codegen::ir::Signature::new(call_conv);
+            for _ in 0..args + 2 {
+                helper_sig.params.push(AbiParam::new(types::I64));
+            }
+            helper_sig.returns.push(AbiParam::new(types::I64));
+            let helper_sig = b.import_signature(helper_sig);
+            let ctx = b.ins().get_pinned_reg(types::I64);
+            let mut call_args = vec![ctx, b.ins().load(types::I64, t, ctx, ctx::OFF_SLOW_PLAT)];
+            for i in 0..args {
+                let off = ctx::OFF_SLOW_ARGS + 8 * i as i32;
+                call_args.push(b.ins().load(types::I64, t, ctx, off));
+            }
+            let callee = b.ins().iconst(types::I64, helper as i64);
+            let call = b.ins().call_indirect(helper_sig, callee, &call_args);
+            let v = b.inst_results(call)[0];
+            b.ins().store(t, v, ctx, ctx::OFF_SLOW_RESULT);
+            b.ins().return_(&[]);
+        })
+    }
+
+    /// Define one of the module's fixed functions: `sig`, with the body `body` emits given
+    /// the parameters.
+    fn define_fixed(
+        module: &mut JITModule,
+        cl_ctx: &mut cranelift_codegen::Context,
+        fctx: &mut FunctionBuilderContext,
+        sig: cranelift_codegen::ir::Signature,
+        body: impl FnOnce(&mut FunctionBuilder<'_>, &[cranelift_codegen::ir::Value]),
+    ) -> Result<cranelift_module::FuncId> {
         let id = module
             .declare_anonymous_function(&sig)
             .map_err(|e| Error::Codegen(e.to_string()))?;
@@ -285,30 +387,18 @@ impl Compiler {
             b.switch_to_block(entry);
             b.seal_block(entry);
             let params = b.block_params(entry).to_vec();
-            let block_sig = b.import_signature(Self::block_signature(module));
-            let call = b
-                .ins()
-                .call_indirect(block_sig, params[2], &[params[0], params[1]]);
-            let code = b.inst_results(call)[0];
-            b.ins().return_(&[code]);
+            body(&mut b, &params);
             b.finalize(module.target_config());
         }
         let r = module.define_function(id, cl_ctx);
         module.clear_context(cl_ctx);
         r.map_err(|e| Error::Codegen(format!("{e:?}")))?;
-        module
-            .finalize_definitions()
-            .map_err(|e| Error::Codegen(e.to_string()))?;
-        let code = module.get_finalized_function(id);
-        // SAFETY: `code` is the finalized machine code of a function declared with three
-        // pointer parameters and an i64 result in the host's default (C) calling convention,
-        // which is `Trampoline`; it stays mapped until this module is freed.
-        Ok(unsafe { std::mem::transmute::<*const u8, Trampoline>(code) })
+        Ok(id)
     }
 
     /// Compile the block `src` describes into a native function.
     fn compile(&mut self, src: &BlockSource<'_>) -> Result<BlockFn> {
-        let sig = Self::block_signature(&self.module);
+        let sig = Self::block_signature();
         let id = self
             .module
             .declare_anonymous_function(&sig)
@@ -337,21 +427,21 @@ impl Compiler {
 
     /// Translate `src` into Cranelift IR (`self.cl_ctx.func`), as [`Self::compile`] does.
     fn build(&mut self, src: &BlockSource<'_>) -> Result<()> {
-        self.cl_ctx.func.signature = Self::block_signature(&self.module);
+        self.cl_ctx.func.signature = Self::block_signature();
         let call_conv = self.module.isa().default_call_conv();
         let cfg = self.module.target_config();
         let b = FunctionBuilder::new(&mut self.cl_ctx.func, &mut self.fctx);
-        let mut built = Translator::new(b, call_conv, src.long, src.links, src.ind_cache).block(
-            src.insns,
-            src.predecoded,
-            cfg,
-        );
+        let mut built =
+            Translator::new(b, call_conv, self.slow, src.long, src.links, src.ind_cache)
+                .counting_runs(self.count_runs)
+                .block(src.insns, src.predecoded, cfg);
         if built.is_err() && src.links.is_some() {
             // Once more without a self loop (refused when iced's write lists fell short).
             self.cl_ctx.func.clear();
-            self.cl_ctx.func.signature = Self::block_signature(&self.module);
+            self.cl_ctx.func.signature = Self::block_signature();
             let b = FunctionBuilder::new(&mut self.cl_ctx.func, &mut self.fctx);
-            built = Translator::new(b, call_conv, src.long, src.links, src.ind_cache)
+            built = Translator::new(b, call_conv, self.slow, src.long, src.links, src.ind_cache)
+                .counting_runs(self.count_runs)
                 .without_self_loop()
                 .block(src.insns, src.predecoded, cfg);
         }
@@ -376,7 +466,7 @@ impl Compiler {
     /// Place machine code the compile thread made (position independent, no relocations)
     /// in this module's code memory.
     fn install(&mut self, bytes: &[u8], align: u64) -> Result<BlockFn> {
-        let sig = Self::block_signature(&self.module);
+        let sig = Self::block_signature();
         let id = self
             .module
             .declare_anonymous_function(&sig)
@@ -429,7 +519,7 @@ pub struct JitBackend {
     mode_cache: (u64, bool),
     /// Bumped when compiled blocks are dropped: older linear-RIP cache entries are void.
     drop_gen: u64,
-    /// Compiled-block runs.
+    /// Compiled-block runs (see [`Self::blocks_run`]).
     blocks_run: u64,
     /// Per compiled block (same indices): its exits' native successors. Boxed so generated
     /// code can hold their addresses; freed only with the code cache.
@@ -589,7 +679,14 @@ impl JitBackend {
         self.stats
     }
 
-    /// Compiled-block runs since creation (chained runs count one each).
+    /// Count compiled-block runs, native jumps between blocks included (off by default: it
+    /// costs every jump a load, add and store). Affects blocks compiled from now on.
+    pub fn count_block_runs(&mut self, on: bool) {
+        self.compiler.count_runs = on;
+    }
+
+    /// Compiled-block runs counted since creation: one per call from the dispatcher, plus
+    /// the native jumps of blocks compiled while [`Self::count_block_runs`] was on.
     pub fn blocks_run(&self) -> u64 {
         self.blocks_run
     }
@@ -613,7 +710,8 @@ impl JitBackend {
         self.drop_gen += 1;
         self.stats.flushes += 1;
         match Compiler::new() {
-            Ok(fresh) => {
+            Ok(mut fresh) => {
+                fresh.count_runs = self.compiler.count_runs;
                 let old = std::mem::replace(&mut self.compiler, fresh);
                 // SAFETY: every function pointer into the old module was in `self.hot`,
                 // cleared above (the linear-RIP cache and successor caches hold indices, voided
@@ -1066,8 +1164,8 @@ impl JitBackend {
             ctx.fault = 0;
             ctx.fault_charge = 0;
             ctx.interp = &mut self.interp;
-            ctx.poll_room = poll_room - total;
             ctx.budget = budget - total;
+            ctx.limit = ctx.budget.min(poll_room.saturating_sub(total));
             ctx.chained = 0;
             ctx.chained_blocks = 0;
             ctx.last = u64::from(idx);

@@ -29,12 +29,12 @@ use iced_x86::{
 use pcvm_cpu_interp::JitInsn;
 
 use crate::ctx::{
-    helper_flags, helper_interp, helper_load, helper_store, Link, ACC_FILL, ACC_RMW, FLAGS_ADD,
-    FLAGS_DEC, FLAGS_INC, FLAGS_LOGIC, FLAGS_SUB, FLAGS_SUB_PLAIN, IND_CACHE_SIZE, INTERP_GO_ON,
-    LINKS_PER_BLOCK, LINK_FUNC, LINK_GEN, LINK_IDX, LINK_INSNS, LINK_TAG, NO_LINK, OFF_BUDGET,
-    OFF_CHAINED, OFF_CHAINED_BLOCKS, OFF_EXECUTED, OFF_FAULT, OFF_FLAGS_A, OFF_FLAGS_B,
-    OFF_FLAGS_CF, OFF_FLAGS_OP, OFF_FLAGS_RES, OFF_GPR, OFF_LAST, OFF_LINK_GEN, OFF_MISS_LINK,
-    OFF_POLL_ROOM, OFF_RFLAGS, OFF_RIP, OFF_SEG_BASE, OFF_TLB_READ, OFF_TLB_WRITE, STORE_FAULT,
+    helper_flags, helper_interp, Link, ACC_FILL, ACC_RMW, FLAGS_ADD, FLAGS_DEC, FLAGS_INC,
+    FLAGS_LOGIC, FLAGS_SUB, FLAGS_SUB_PLAIN, IND_CACHE_SIZE, INTERP_GO_ON, LINKS_PER_BLOCK,
+    LINK_FUNC, LINK_GEN, LINK_IDX, LINK_INSNS, LINK_TAG, NO_LINK, OFF_CHAINED, OFF_CHAINED_BLOCKS,
+    OFF_EXECUTED, OFF_FAULT, OFF_FLAGS_A, OFF_FLAGS_B, OFF_FLAGS_CF, OFF_FLAGS_OP, OFF_FLAGS_RES,
+    OFF_GPR, OFF_LAST, OFF_LIMIT, OFF_LINK_GEN, OFF_MISS_LINK, OFF_RFLAGS, OFF_RIP, OFF_SEG_BASE,
+    OFF_SLOW_ARGS, OFF_SLOW_PLAT, OFF_SLOW_RESULT, OFF_TLB_READ, OFF_TLB_WRITE, STORE_FAULT,
     STORE_STOP, TLB_READ_SHIFT, TLB_WRITE_SHIFT, WTLB_ADDEND,
 };
 
@@ -574,11 +574,26 @@ struct Sigs {
     interp: SigRef,
 }
 
+/// Host addresses of a code module's soft-TLB miss paths (`preserve_all` functions taking
+/// the helper's arguments and leaving its result in `JitCtx::slow_result`).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct SlowPaths {
+    /// Wraps [`helper_load`].
+    pub load: u64,
+    /// Wraps [`helper_store`].
+    pub store: u64,
+}
+
+/// The signature of a slow path: every register preserved, no parameters (they are in
+/// `JitCtx::slow_args`) and no results (the convention has none).
+pub(crate) fn slow_path_signature() -> Signature {
+    Signature::new(CallConv::PreserveAll)
+}
+
 /// Translation state of one block.
 pub(crate) struct Translator<'a> {
     b: FunctionBuilder<'a>,
-    ctx: Value,
-    plat: Value,
+    slow: SlowPaths,
     regs: [Variable; 16],
     /// Registers written so far (bit per GPR): stored back at exits.
     dirty: u16,
@@ -622,6 +637,9 @@ pub(crate) struct Translator<'a> {
     self_loop: Option<SelfLoop>,
     /// Self loops may be formed (see [`Self::without_self_loop`]).
     loop_allowed: bool,
+    /// Count native block-to-block jumps in `JitCtx::chained_blocks` (see
+    /// [`Self::counting_runs`]).
+    count_runs: bool,
 }
 
 /// The in-function loop of a block whose branch targets its own first instruction.
@@ -643,7 +661,8 @@ fn sig(call_conv: CallConv, params: usize) -> Signature {
 }
 
 impl<'a> Translator<'a> {
-    /// Start a function `fn(ctx, plat) -> exit code` in `b`.
+    /// Start a function `fn() -> exit code` in `b`: the context is in the pinned register
+    /// and the platform pointer in `JitCtx::slow_plat` (both set by the trampoline).
     ///
     /// Helpers are called in `call_conv`; the block itself has the tail calling convention
     /// so its exits can jump into a successor block. `links` is the block's [`Link`] array
@@ -651,6 +670,7 @@ impl<'a> Translator<'a> {
     pub(crate) fn new(
         mut b: FunctionBuilder<'a>,
         call_conv: CallConv,
+        slow: SlowPaths,
         long: bool,
         links: Option<*const [Link; LINKS_PER_BLOCK]>,
         ind_cache: *const Link,
@@ -659,24 +679,22 @@ impl<'a> Translator<'a> {
         b.append_block_params_for_function_params(entry);
         b.switch_to_block(entry);
         b.seal_block(entry);
-        let ctx = b.block_params(entry)[0];
-        let plat = b.block_params(entry)[1];
+        let ctx = b.ins().get_pinned_reg(I64);
         let regs: [Variable; 16] = std::array::from_fn(|_| b.declare_var(I64));
         let entry_flags = b.ins().load(I64, MemFlagsData::trusted(), ctx, OFF_RFLAGS);
         let stop = b.declare_var(I64);
         let zero = b.ins().iconst(I64, 0);
         b.def_var(stop, zero);
         let sigs = Sigs {
-            load: b.import_signature(sig(call_conv, 5)),
-            store: b.import_signature(sig(call_conv, 6)),
-            block: b.import_signature(sig(CallConv::Tail, 2)),
+            load: b.import_signature(slow_path_signature()),
+            store: b.import_signature(slow_path_signature()),
+            block: b.import_signature(sig(CallConv::Tail, 0)),
             flags: b.import_signature(sig(call_conv, 1)),
             interp: b.import_signature(sig(call_conv, 5)),
         };
         Translator {
             b,
-            ctx,
-            plat,
+            slow,
             regs,
             dirty: 0,
             defined: 0,
@@ -696,7 +714,14 @@ impl<'a> Translator<'a> {
             flags_dead: false,
             self_loop: None,
             loop_allowed: true,
+            count_runs: false,
         }
+    }
+
+    /// The context pointer, read from the pinned register the trampoline set (so it never
+    /// occupies an allocatable register or a spill slot across the block).
+    fn ctx(&mut self) -> Value {
+        self.b.ins().get_pinned_reg(I64)
     }
 
     /// Translate a block that branches back to its start as straight code with exits
@@ -704,6 +729,25 @@ impl<'a> Translator<'a> {
     pub(crate) fn without_self_loop(mut self) -> Self {
         self.loop_allowed = false;
         self
+    }
+
+    /// Count each native jump into a successor (or round a self loop) in
+    /// `JitCtx::chained_blocks`: a load, add and store per jump, for tests that report how
+    /// many compiled-block runs they compared.
+    pub(crate) fn counting_runs(mut self, on: bool) -> Self {
+        self.count_runs = on;
+        self
+    }
+
+    /// Count a native jump if [`Self::counting_runs`].
+    fn count_chained_block(&mut self) {
+        if self.count_runs {
+            let f = MemFlagsData::trusted();
+            let ctx = self.ctx();
+            let jumps = self.b.ins().load(I64, f, ctx, OFF_CHAINED_BLOCKS);
+            let jumps = self.b.ins().iadd_imm_s(jumps, 1);
+            self.b.ins().store(f, jumps, ctx, OFF_CHAINED_BLOCKS);
+        }
     }
 
     /// Translate `insns` (each [`supported`], or else [`interpretable`]: run through
@@ -812,10 +856,11 @@ impl<'a> Translator<'a> {
         self.b.switch_to_block(header);
         // Every pass after the first may have changed them: stored at every exit.
         self.dirty = writes;
+        let ctx = self.ctx();
         let f = self
             .b
             .ins()
-            .load(I64, MemFlagsData::trusted(), self.ctx, OFF_RFLAGS);
+            .load(I64, MemFlagsData::trusted(), ctx, OFF_RFLAGS);
         self.entry_flags = f;
         self.entry_lazy = true;
         self.flags = Flags::Mat(f);
@@ -835,28 +880,24 @@ impl<'a> Translator<'a> {
     /// as [`Self::exit_linked`] would.
     fn loop_back(&mut self, l: SelfLoop, executed: u32, slot: usize) {
         let f = MemFlagsData::trusted();
-        let before = self.b.ins().load(I64, f, self.ctx, OFF_CHAINED);
+        let ctx = self.ctx();
+        let before = self.b.ins().load(I64, f, ctx, OFF_CHAINED);
         let total = self.b.ins().iadd_imm_s(before, i64::from(executed));
-        let gen = self.b.ins().load(I64, f, self.ctx, OFF_LINK_GEN);
+        let gen = self.b.ins().load(I64, f, ctx, OFF_LINK_GEN);
         let chaining = self
             .b
             .ins()
             .icmp_imm_s(IntCC::NotEqual, gen, NO_LINK as i64);
-        let room = self.b.ins().load(I64, f, self.ctx, OFF_POLL_ROOM);
-        let no_poll = self.b.ins().icmp(IntCC::UnsignedLessThan, total, room);
         let after = self.b.ins().iadd_imm_s(total, i64::from(l.len));
-        let budget = self.b.ins().load(I64, f, self.ctx, OFF_BUDGET);
+        let limit = self.b.ins().load(I64, f, ctx, OFF_LIMIT);
         let fits = self
             .b
             .ins()
-            .icmp(IntCC::UnsignedLessThanOrEqual, after, budget);
-        let ok = self.b.ins().band(chaining, no_poll);
-        let ok = self.b.ins().band(ok, fits);
+            .icmp(IntCC::UnsignedLessThanOrEqual, after, limit);
+        let ok = self.b.ins().band(chaining, fits);
         let out = self.branch_out(ok, false);
-        self.b.ins().store(f, total, self.ctx, OFF_CHAINED);
-        let jumps = self.b.ins().load(I64, f, self.ctx, OFF_CHAINED_BLOCKS);
-        let jumps = self.b.ins().iadd_imm_s(jumps, 1);
-        self.b.ins().store(f, jumps, self.ctx, OFF_CHAINED_BLOCKS);
+        self.b.ins().store(f, total, ctx, OFF_CHAINED);
+        self.count_chained_block();
         self.store_flags();
         self.b.ins().jump(l.header, &[]);
         self.b.switch_to_block(out);
@@ -881,14 +922,13 @@ impl<'a> Translator<'a> {
 
     /// Load the GPRs in `mask` (bit per register) from the context into their variables.
     fn load_gprs(&mut self, mask: u16) {
+        let ctx = self.ctx();
         for (i, r) in self.regs.iter().enumerate() {
             if mask & (1 << i) != 0 {
-                let v = self.b.ins().load(
-                    I64,
-                    MemFlagsData::trusted(),
-                    self.ctx,
-                    OFF_GPR + 8 * i as i32,
-                );
+                let v =
+                    self.b
+                        .ins()
+                        .load(I64, MemFlagsData::trusted(), ctx, OFF_GPR + 8 * i as i32);
                 self.b.def_var(*r, v);
             }
         }
@@ -913,11 +953,15 @@ impl<'a> Translator<'a> {
         let d = self.iconst(predecoded as i64);
         let index = self.iconst(i64::from(self.executed));
         let count = self.iconst(i64::from(count));
-        let call = self.b.ins().call_indirect(
-            self.sigs.interp,
-            callee,
-            &[self.ctx, self.plat, d, index, count],
-        );
+        let ctx = self.ctx();
+        let plat = self
+            .b
+            .ins()
+            .load(I64, MemFlagsData::trusted(), ctx, OFF_SLOW_PLAT);
+        let call =
+            self.b
+                .ins()
+                .call_indirect(self.sigs.interp, callee, &[ctx, plat, d, index, count]);
         let r = self.b.inst_results(call)[0];
         let stop = self
             .b
@@ -930,10 +974,11 @@ impl<'a> Translator<'a> {
         // The context holds every register now.
         self.dirty = 0;
         self.load_regs(next);
+        let ctx = self.ctx();
         let f = self
             .b
             .ins()
-            .load(I64, MemFlagsData::trusted(), self.ctx, OFF_RFLAGS);
+            .load(I64, MemFlagsData::trusted(), ctx, OFF_RFLAGS);
         self.entry_flags = f;
         self.entry_lazy = false;
         self.flags = Flags::Mat(f);
@@ -945,16 +990,17 @@ impl<'a> Translator<'a> {
     fn exit(&mut self, rip: Value, executed: u32, code: i64) {
         self.store_state(rip);
         let n = self.b.ins().iconst(I64, i64::from(executed));
+        let ctx = self.ctx();
         self.b
             .ins()
-            .store(MemFlagsData::trusted(), n, self.ctx, OFF_EXECUTED);
+            .store(MemFlagsData::trusted(), n, ctx, OFF_EXECUTED);
         let c = self.b.ins().iconst(I64, code);
         self.b.ins().return_(&[c]);
     }
 
     /// The block ran to its end and continues at the constant `rip`: store the state like
     /// [`Self::exit`], then, if link `slot` names a compiled successor valid now, the chain
-    /// may go on (no poll due: fewer than `poll_room` retired; the successor fits `budget`),
+    /// may go on (with the successor, the call stays within `JitCtx::limit`: budget and poll),
     /// jump into it; otherwise return `EXIT_NEXT`, naming the link for the dispatcher to fill.
     fn exit_linked(&mut self, rip: u64, executed: u32, slot: usize) {
         if let Some(l) = self.self_loop.filter(|l| l.start == rip) {
@@ -1001,27 +1047,25 @@ impl<'a> Translator<'a> {
     }
 
     /// Jump into the successor `link` names when it is valid now (and `cond`, if given,
-    /// holds), no poll is due (fewer than `poll_room` retired) and it fits `budget`;
+    /// holds) and the call with it stays within `JitCtx::limit` (budget and next poll);
     /// otherwise return `EXIT_NEXT` (naming `link` for the dispatcher to fill if `report`).
     /// The state is already stored.
     fn chain_or_return(&mut self, link: Value, cond: Option<Value>, executed: u32, report: bool) {
         let f = MemFlagsData::trusted();
-        let before = self.b.ins().load(I64, f, self.ctx, OFF_CHAINED);
+        let ctx = self.ctx();
+        let before = self.b.ins().load(I64, f, ctx, OFF_CHAINED);
         let total = self.b.ins().iadd_imm_s(before, i64::from(executed));
         let gen = self.b.ins().load(I64, f, link, LINK_GEN);
-        let want = self.b.ins().load(I64, f, self.ctx, OFF_LINK_GEN);
+        let want = self.b.ins().load(I64, f, ctx, OFF_LINK_GEN);
         let valid = self.b.ins().icmp(IntCC::Equal, gen, want);
-        let room = self.b.ins().load(I64, f, self.ctx, OFF_POLL_ROOM);
-        let no_poll = self.b.ins().icmp(IntCC::UnsignedLessThan, total, room);
         let insns = self.b.ins().load(I64, f, link, LINK_INSNS);
         let after = self.b.ins().iadd(total, insns);
-        let budget = self.b.ins().load(I64, f, self.ctx, OFF_BUDGET);
+        let limit = self.b.ins().load(I64, f, ctx, OFF_LIMIT);
         let fits = self
             .b
             .ins()
-            .icmp(IntCC::UnsignedLessThanOrEqual, after, budget);
-        let ok = self.b.ins().band(valid, no_poll);
-        let mut ok = self.b.ins().band(ok, fits);
+            .icmp(IntCC::UnsignedLessThanOrEqual, after, limit);
+        let mut ok = self.b.ins().band(valid, fits);
         if let Some(c) = cond {
             ok = self.b.ins().band(ok, c);
         }
@@ -1031,22 +1075,22 @@ impl<'a> Translator<'a> {
         self.b.seal_block(chain);
         self.b.seal_block(miss);
         self.b.switch_to_block(chain);
-        self.b.ins().store(f, total, self.ctx, OFF_CHAINED);
+        let ctx = self.ctx();
+        self.b.ins().store(f, total, ctx, OFF_CHAINED);
         let idx = self.b.ins().load(I64, f, link, LINK_IDX);
-        self.b.ins().store(f, idx, self.ctx, OFF_LAST);
-        let jumps = self.b.ins().load(I64, f, self.ctx, OFF_CHAINED_BLOCKS);
-        let jumps = self.b.ins().iadd_imm_s(jumps, 1);
-        self.b.ins().store(f, jumps, self.ctx, OFF_CHAINED_BLOCKS);
+        self.b.ins().store(f, idx, ctx, OFF_LAST);
+        self.count_chained_block();
         let func = self.b.ins().load(I64, f, link, LINK_FUNC);
-        let (ctx, plat) = (self.ctx, self.plat);
         self.b
             .ins()
-            .return_call_indirect(self.sigs.block, func, &[ctx, plat]);
+            .return_call_indirect(self.sigs.block, func, &[]);
         self.b.switch_to_block(miss);
         let n = self.iconst(i64::from(executed));
-        self.b.ins().store(f, n, self.ctx, OFF_EXECUTED);
+        let ctx = self.ctx();
+        self.b.ins().store(f, n, ctx, OFF_EXECUTED);
         if report {
-            self.b.ins().store(f, link, self.ctx, OFF_MISS_LINK);
+            let ctx = self.ctx();
+            self.b.ins().store(f, link, ctx, OFF_MISS_LINK);
         }
         let c = self.iconst(EXIT_NEXT);
         self.b.ins().return_(&[c]);
@@ -1057,14 +1101,16 @@ impl<'a> Translator<'a> {
         for i in 0..16 {
             if self.dirty & (1 << i) != 0 {
                 let v = self.b.use_var(self.regs[i]);
+                let ctx = self.ctx();
                 self.b
                     .ins()
-                    .store(MemFlagsData::trusted(), v, self.ctx, OFF_GPR + 8 * i as i32);
+                    .store(MemFlagsData::trusted(), v, ctx, OFF_GPR + 8 * i as i32);
             }
         }
         self.store_flags();
         let m = MemFlagsData::trusted();
-        self.b.ins().store(m, rip, self.ctx, OFF_RIP);
+        let ctx = self.ctx();
+        self.b.ins().store(m, rip, ctx, OFF_RIP);
     }
 
     /// Store the flags to the context (lazily, as they are), unless it still holds them.
@@ -1074,9 +1120,10 @@ impl<'a> Translator<'a> {
             // The context still holds them.
             Flags::Mat(f) if f == self.entry_flags => {}
             Flags::Mat(f) => {
-                self.b.ins().store(m, f, self.ctx, OFF_RFLAGS);
+                let ctx = self.ctx();
+                self.b.ins().store(m, f, ctx, OFF_RFLAGS);
                 let zero = self.iconst(0);
-                self.b.ins().store(m, zero, self.ctx, OFF_FLAGS_OP);
+                self.b.ins().store(m, zero, ctx, OFF_FLAGS_OP);
             }
             // Left lazy for the next block (or the dispatcher) to materialize if it reads them.
             Flags::Lazy {
@@ -1088,12 +1135,13 @@ impl<'a> Translator<'a> {
                 cf,
             } => {
                 let code = self.iconst((op.code() | u64::from(bits) << 8) as i64);
-                self.b.ins().store(m, code, self.ctx, OFF_FLAGS_OP);
-                self.b.ins().store(m, a, self.ctx, OFF_FLAGS_A);
-                self.b.ins().store(m, b, self.ctx, OFF_FLAGS_B);
-                self.b.ins().store(m, res, self.ctx, OFF_FLAGS_RES);
+                let ctx = self.ctx();
+                self.b.ins().store(m, code, ctx, OFF_FLAGS_OP);
+                self.b.ins().store(m, a, ctx, OFF_FLAGS_A);
+                self.b.ins().store(m, b, ctx, OFF_FLAGS_B);
+                self.b.ins().store(m, res, ctx, OFF_FLAGS_RES);
                 let cf = self.b.ins().uextend(I64, cf);
-                self.b.ins().store(m, cf, self.ctx, OFF_FLAGS_CF);
+                self.b.ins().store(m, cf, ctx, OFF_FLAGS_CF);
             }
         }
     }
@@ -1102,10 +1150,8 @@ impl<'a> Translator<'a> {
     fn flags_now(&mut self) -> Flags {
         if self.entry_lazy && matches!(self.flags, Flags::Mat(f) if f == self.entry_flags) {
             let helper = self.iconst(helper_flags as *const () as usize as i64);
-            let call = self
-                .b
-                .ins()
-                .call_indirect(self.sigs.flags, helper, &[self.ctx]);
+            let ctx = self.ctx();
+            let call = self.b.ins().call_indirect(self.sigs.flags, helper, &[ctx]);
             let f = self.b.inst_results(call)[0];
             self.flags = Flags::Mat(f);
         }
@@ -1333,10 +1379,8 @@ impl<'a> Translator<'a> {
         match seg {
             SegKind::Flat => Some(ea),
             SegKind::Based(off) => {
-                let base = self
-                    .b
-                    .ins()
-                    .load(I64, MemFlagsData::trusted(), self.ctx, off);
+                let ctx = self.ctx();
+                let base = self.b.ins().load(I64, MemFlagsData::trusted(), ctx, off);
                 Some(self.b.ins().iadd(ea, base))
             }
             SegKind::Slow => None,
@@ -1382,18 +1426,18 @@ impl<'a> Translator<'a> {
         if seg.1 != SegKind::Slow {
             flags |= ACC_FILL;
         }
-        let callee = self.iconst(helper_load as *const () as usize as i64);
-        let s = self.iconst(seg.0);
-        let f = self.iconst(flags as i64);
-        let call =
-            self.b
-                .ins()
-                .call_indirect(self.sigs.load, callee, &[self.ctx, self.plat, s, ea, f]);
-        let v = self.b.inst_results(call)[0];
+        let callee = self.iconst(self.slow.load as i64);
+        let ctx = self.ctx();
+        self.slow_args(ctx, &[seg.0, 0, flags as i64], &[(1, ea)]);
+        self.b.ins().call_indirect(self.sigs.load, callee, &[]);
+        let v = self
+            .b
+            .ins()
+            .load(I64, MemFlagsData::trusted(), ctx, OFF_SLOW_RESULT);
         let fault = self
             .b
             .ins()
-            .load(I64, MemFlagsData::trusted(), self.ctx, OFF_FAULT);
+            .load(I64, MemFlagsData::trusted(), ctx, OFF_FAULT);
         let c = self.b.ins().icmp_imm_s(IntCC::NotEqual, fault, 0);
         self.fault_exit_if(c);
         self.b.ins().jump(merge, &[v.into()]);
@@ -1451,15 +1495,14 @@ impl<'a> Translator<'a> {
         if seg.1 != SegKind::Slow {
             flags |= ACC_FILL;
         }
-        let callee = self.iconst(helper_store as *const () as usize as i64);
-        let s = self.iconst(seg.0);
-        let f = self.iconst(flags as i64);
-        let call = self.b.ins().call_indirect(
-            self.sigs.store,
-            callee,
-            &[self.ctx, self.plat, s, ea, f, v],
-        );
-        let st = self.b.inst_results(call)[0];
+        let callee = self.iconst(self.slow.store as i64);
+        let ctx = self.ctx();
+        self.slow_args(ctx, &[seg.0, 0, flags as i64, 0], &[(1, ea), (3, v)]);
+        self.b.ins().call_indirect(self.sigs.store, callee, &[]);
+        let st = self
+            .b
+            .ins()
+            .load(I64, MemFlagsData::trusted(), ctx, OFF_SLOW_RESULT);
         self.b.ins().jump(merge, &[st.into()]);
         self.b.seal_block(merge);
         self.b.switch_to_block(merge);
@@ -1480,6 +1523,20 @@ impl<'a> Translator<'a> {
         self.stored = true;
     }
 
+    /// Store a slow path's arguments: constants `consts` (in order, where `values` has no
+    /// value), and `values` at their indices.
+    fn slow_args(&mut self, ctx: Value, consts: &[i64], values: &[(usize, Value)]) {
+        let t = MemFlagsData::trusted();
+        for (i, &c) in consts.iter().enumerate() {
+            let off = OFF_SLOW_ARGS + 8 * i as i32;
+            let v = match values.iter().find(|&&(j, _)| j == i) {
+                Some(&(_, v)) => v,
+                None => self.iconst(c),
+            };
+            self.b.ins().store(t, v, ctx, off);
+        }
+    }
+
     /// Soft-TLB probe of the table at `table` with entries of `1 << shift` bytes: (hit, entry
     /// address minus `table`). A hit needs the last byte on the tagged page, so an access
     /// crossing a page always takes the slow path.
@@ -1492,7 +1549,8 @@ impl<'a> Translator<'a> {
             .ins()
             .band_imm_s(slot, (crate::ctx::TLB_SIZE - 1) as i64);
         let off = self.b.ins().ishl_imm_s(slot, shift);
-        let entry = self.b.ins().iadd(self.ctx, off);
+        let ctx = self.ctx();
+        let entry = self.b.ins().iadd(ctx, off);
         let tag = self
             .b
             .ins()
@@ -1581,14 +1639,17 @@ impl<'a> Translator<'a> {
     /// `flags_res`; otherwise RFLAGS holds them.
     fn entry_flag(&mut self, zf: bool) -> Value {
         let t = MemFlagsData::trusted();
-        let op = self.b.ins().load(I64, t, self.ctx, OFF_FLAGS_OP);
+        let ctx = self.ctx();
+        let op = self.b.ins().load(I64, t, ctx, OFF_FLAGS_OP);
         let lazy = self.b.ins().icmp_imm_s(IntCC::NotEqual, op, 0);
         let (from_lazy, from_rflags) = if zf {
-            let res = self.b.ins().load(I64, t, self.ctx, OFF_FLAGS_RES);
+            let ctx = self.ctx();
+            let res = self.b.ins().load(I64, t, ctx, OFF_FLAGS_RES);
             let z = self.b.ins().icmp_imm_s(IntCC::Equal, res, 0);
             (z, self.bit(self.entry_flags, 6))
         } else {
-            let c = self.b.ins().load(I64, t, self.ctx, OFF_FLAGS_CF);
+            let ctx = self.ctx();
+            let c = self.b.ins().load(I64, t, ctx, OFF_FLAGS_CF);
             let c = self.b.ins().icmp_imm_s(IntCC::NotEqual, c, 0);
             (c, self.bit(self.entry_flags, 0))
         };
@@ -2825,11 +2886,15 @@ mod tests {
         let mut fctx = FunctionBuilderContext::new();
         let b = FunctionBuilder::new(&mut func, &mut fctx);
         // Unchained exits (no link array): the exits' form does not change register use.
-        Translator::new(b, isa.default_call_conv(), long, None, std::ptr::null()).block(
-            insns,
-            &vec![0; insns.len()],
-            isa.frontend_config(),
+        Translator::new(
+            b,
+            isa.default_call_conv(),
+            SlowPaths::default(),
+            long,
+            None,
+            std::ptr::null(),
         )
+        .block(insns, &vec![0; insns.len()], isa.frontend_config())
     }
 
     /// Translate random blocks: random bytes decoded in 32- and 64-bit code, so all operand

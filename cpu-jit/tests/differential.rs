@@ -1343,6 +1343,8 @@ fn differential(kind: Kind, runs: u64) {
         let interp = Side { m: m(), jit: None };
         let mut j = JitBackend::new().expect("jit");
         j.set_threshold(1);
+        // The report counts every compiled-block run, native jumps included.
+        j.count_block_runs(true);
         let jit = Side {
             m: m(),
             jit: Some(j),
