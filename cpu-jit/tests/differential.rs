@@ -1696,3 +1696,52 @@ fn background_compiled_blocks_match_the_interpreter() {
     }
     panic!("no block compiled on the compile thread ever ran");
 }
+
+/// Code stays interpreted until its block has run as many times as the threshold says, and is
+/// compiled on the run after: the run counts the dispatcher keeps for cold code (in its
+/// linear-RIP cache and its block map) add up exactly while nothing else runs.
+#[test]
+fn blocks_compile_once_they_ran_threshold_times() {
+    use iced_x86::code_asm::*;
+    const THRESHOLD: u64 = 40;
+    let code = asm(32, CODE, |a| {
+        let mut top = a.create_label();
+        a.mov(ecx, 1000)?;
+        a.set_label(&mut top)?;
+        a.add(eax, ebx)?;
+        a.xor(ebx, eax)?;
+        a.dec(ecx)?;
+        a.jne(top)?;
+        a.hlt()
+    });
+    let mut j = JitBackend::new().expect("jit");
+    j.set_threshold(THRESHOLD as u32);
+    let mut b = Side {
+        m: machine(false),
+        jit: Some(j),
+    };
+    let mut a = Side {
+        m: machine(false),
+        jit: None,
+    };
+    let mut r = Rng(0xC0_1D00);
+    let s = random_state(&mut r, false);
+    let data = vec![0u8; DATA_LEN];
+    setup(&mut a, &code, &data, &s);
+    setup(&mut b, &code, &data, &s);
+    let compiled = |b: &Side| b.jit.as_ref().map_or(0, |j| j.stats().blocks_compiled);
+    // The first block (MOV and the first pass) is 5 instructions, each later pass 4: the
+    // loop's own block has run THRESHOLD - 1 times.
+    let first = 5 + 4 * (THRESHOLD - 1);
+    let limit = RunLimit::Instructions(first);
+    assert!(a.run(limit) == b.run(limit));
+    assert_eq!(compiled(&b), 0, "compiled before the threshold");
+    let limit = RunLimit::Instructions(4 * 10);
+    assert!(a.run(limit) == b.run(limit), "the compiled loop differs");
+    assert_eq!(
+        compiled(&b),
+        1,
+        "the loop's block was not compiled at the threshold"
+    );
+    assert!(b.jit.as_ref().is_some_and(|j| j.stats().insns_native > 0));
+}
