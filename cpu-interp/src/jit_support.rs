@@ -314,7 +314,7 @@ impl Interpreter {
             phys,
             ram_offset,
             byte_len: b.byte_len,
-            insns: b.insns.iter().map(|d| d.insn).collect(),
+            insns: b.insns.iter().map(|d| *d.insn).collect(),
         })
     }
 

@@ -91,7 +91,7 @@ pub(crate) struct Decoded {
     /// Condition code nibble of Jcc/SETcc/CMOVcc/LOOPcc (SDM Vol. 1 App. B).
     pub cc: u8,
     /// The full decoded instruction for the less common handlers.
-    pub insn: Instruction,
+    pub insn: Box<Instruction>,
 }
 
 /// GPR location of an iced register (see [`HI`]), or `None` for non-GPRs.
@@ -260,7 +260,7 @@ impl Decoded {
             imm,
             osize,
             cc: (insn.condition_code() as u8).wrapping_sub(1) & 0xF,
-            insn: *insn,
+            insn: Box::new(*insn),
         }
     }
 }
