@@ -29,8 +29,9 @@ pub(crate) struct RamEntry {
     ram: u64,
 }
 
-/// Entries in each of the read and write RAM caches.
-pub(crate) const RAM_CACHE_SIZE: usize = 256;
+/// Entries in each of the read and write RAM caches (direct mapped by linear page number,
+/// so pages 4 MiB apart share a slot).
+pub(crate) const RAM_CACHE_SIZE: usize = 1024;
 
 /// An empty cache entry.
 pub(crate) const RAM_ENTRY_EMPTY: RamEntry = RamEntry {

@@ -12,8 +12,10 @@ use pcvm_cpu_interp::{Interpreter, JitCacheKey, JitInsn};
 use crate::translate::{EXIT_DELIVERED, EXIT_NEXT, EXIT_SHUTDOWN, EXIT_STOP};
 use vm_memory_host::host_page;
 
-/// Entries in each soft TLB (direct mapped by linear page number).
-pub(crate) const TLB_SIZE: usize = 256;
+/// Entries in each soft TLB (direct mapped by linear page number). With 256, pages 1 MiB
+/// apart shared a slot, and a gzip loop whose stack and data pages did so took the slow path
+/// (a page walk) on most of its loads.
+pub(crate) const TLB_SIZE: usize = 1024;
 
 /// A tag that matches no page-aligned address.
 pub(crate) const TLB_EMPTY: u64 = u64::MAX;
