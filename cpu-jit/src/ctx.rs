@@ -17,6 +17,10 @@ use vm_memory_host::host_page;
 /// (a page walk) on most of its loads.
 pub(crate) const TLB_SIZE: usize = 1024;
 
+/// Words of `JitCtx::slow_args`: the most arguments a slow path passes on after the context
+/// and platform (`helper_store`'s segment, offset, flags and value).
+pub(crate) const SLOW_ARGS: usize = 4;
+
 /// A tag that matches no page-aligned address.
 pub(crate) const TLB_EMPTY: u64 = u64::MAX;
 
@@ -88,7 +92,7 @@ pub(crate) struct JitCtx {
     pub slow_result: u64,
     /// A slow path's arguments (segment, offset, flags, value), stored by generated code
     /// so that calls to it pin no registers.
-    pub slow_args: [u64; 4],
+    pub slow_args: [u64; SLOW_ARGS],
     /// The platform pointer of the running chain (set by the trampoline), for slow paths.
     pub slow_plat: u64,
     pub tlb_read: [TlbEntry; TLB_SIZE],
@@ -400,7 +404,7 @@ impl JitCtx {
             executed: 0,
             fault: 0,
             slow_result: 0,
-            slow_args: [0; 4],
+            slow_args: [0; SLOW_ARGS],
             slow_plat: 0,
             fault_charge: 0,
             tlb_read: [TlbEntry {

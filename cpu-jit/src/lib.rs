@@ -307,19 +307,20 @@ impl Compiler {
             b.ins().set_pinned_reg(saved);
             b.ins().return_(&[code]);
         })?;
+        // helper_load(ctx, plat, seg, offset, flags); helper_store(…, flags, value).
         let load = Self::build_slow_path(
             module,
             cl_ctx,
             fctx,
             ctx::helper_load as *const () as usize,
-            5,
+            3,
         )?;
         let store = Self::build_slow_path(
             module,
             cl_ctx,
             fctx,
             ctx::helper_store as *const () as usize,
-            6,
+            4,
         )?;
         module
             .finalize_definitions()
@@ -352,6 +353,12 @@ impl Compiler {
         helper: usize,
         args: usize,
     ) -> Result<cranelift_module::FuncId> {
+        if args > ctx::SLOW_ARGS {
+            return Err(Error::Codegen(format!(
+                "a slow path takes at most {} arguments",
+                ctx::SLOW_ARGS
+            )));
+        }
         let sig = translate::slow_path_signature();
         let call_conv = module.isa().default_call_conv();
         Self::define_fixed(module, cl_ctx, fctx, sig, |b, _| {
