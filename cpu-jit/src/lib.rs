@@ -621,6 +621,9 @@ const NO_BLOCK: u32 = u32::MAX;
 /// `entry - COLD_BASE` times: counted there, cold code costs the dispatcher no page walk or
 /// hash-map probe per run (those two were 40% of the dispatcher's time in a Linux boot).
 const COLD_BASE: u32 = 0xF000_0000;
+/// The most runs such an entry counts; beyond it runs take the slow lookup, which counts them
+/// in the block map.
+const COLD_MAX_RUNS: u32 = NO_BLOCK - 1 - COLD_BASE;
 
 /// The compiled block a linear-RIP cache entry names, if it names one.
 fn entry_block(idx: u32) -> Option<u32> {
@@ -811,7 +814,7 @@ impl JitBackend {
                 return entry_block(idx);
             }
             runs = idx - COLD_BASE + 1;
-            if runs < self.threshold && runs < NO_BLOCK - 1 - COLD_BASE {
+            if runs < self.threshold && runs < COLD_MAX_RUNS {
                 self.jmp[slot].2 = COLD_BASE + runs;
                 return None;
             }
@@ -841,7 +844,7 @@ impl JitBackend {
             Entry::Cold(n) if n.max(runs) + 1 < self.threshold => {
                 let n = n.max(runs) + 1;
                 self.map.insert(key, Entry::Cold(n));
-                self.jmp[slot] = (lin, gen, COLD_BASE + n.min(NO_BLOCK - 1 - COLD_BASE));
+                self.jmp[slot] = (lin, gen, COLD_BASE + n.min(COLD_MAX_RUNS));
                 return None;
             }
             Entry::Pending => return None,

@@ -1089,7 +1089,6 @@ impl<'a> Translator<'a> {
         let ctx = self.ctx();
         self.b.ins().store(f, n, ctx, OFF_EXECUTED);
         if report {
-            let ctx = self.ctx();
             self.b.ins().store(f, link, ctx, OFF_MISS_LINK);
         }
         let c = self.iconst(EXIT_NEXT);
@@ -1098,19 +1097,19 @@ impl<'a> Translator<'a> {
 
     /// Store the dirty registers, the flags and RIP to the context.
     fn store_state(&mut self, rip: Value) {
+        let ctx = self.ctx();
         for i in 0..16 {
             if self.dirty & (1 << i) != 0 {
                 let v = self.b.use_var(self.regs[i]);
-                let ctx = self.ctx();
                 self.b
                     .ins()
                     .store(MemFlagsData::trusted(), v, ctx, OFF_GPR + 8 * i as i32);
             }
         }
         self.store_flags();
-        let m = MemFlagsData::trusted();
-        let ctx = self.ctx();
-        self.b.ins().store(m, rip, ctx, OFF_RIP);
+        self.b
+            .ins()
+            .store(MemFlagsData::trusted(), rip, ctx, OFF_RIP);
     }
 
     /// Store the flags to the context (lazily, as they are), unless it still holds them.
@@ -1427,9 +1426,11 @@ impl<'a> Translator<'a> {
             flags |= ACC_FILL;
         }
         let callee = self.iconst(self.slow.load as i64);
-        let ctx = self.ctx();
-        self.slow_args(ctx, &[seg.0, 0, flags as i64], &[(1, ea)]);
+        let s = self.iconst(seg.0);
+        let f = self.iconst(flags as i64);
+        self.slow_args(&[s, ea, f]);
         self.b.ins().call_indirect(self.sigs.load, callee, &[]);
+        let ctx = self.ctx();
         let v = self
             .b
             .ins()
@@ -1496,9 +1497,11 @@ impl<'a> Translator<'a> {
             flags |= ACC_FILL;
         }
         let callee = self.iconst(self.slow.store as i64);
-        let ctx = self.ctx();
-        self.slow_args(ctx, &[seg.0, 0, flags as i64, 0], &[(1, ea), (3, v)]);
+        let s = self.iconst(seg.0);
+        let f = self.iconst(flags as i64);
+        self.slow_args(&[s, ea, f, v]);
         self.b.ins().call_indirect(self.sigs.store, callee, &[]);
+        let ctx = self.ctx();
         let st = self
             .b
             .ins()
@@ -1523,17 +1526,13 @@ impl<'a> Translator<'a> {
         self.stored = true;
     }
 
-    /// Store a slow path's arguments: constants `consts` (in order, where `values` has no
-    /// value), and `values` at their indices.
-    fn slow_args(&mut self, ctx: Value, consts: &[i64], values: &[(usize, Value)]) {
-        let t = MemFlagsData::trusted();
-        for (i, &c) in consts.iter().enumerate() {
+    /// Store a slow path's arguments (after the context and platform) to
+    /// `JitCtx::slow_args`.
+    fn slow_args(&mut self, args: &[Value]) {
+        let ctx = self.ctx();
+        for (i, &v) in args.iter().enumerate() {
             let off = OFF_SLOW_ARGS + 8 * i as i32;
-            let v = match values.iter().find(|&&(j, _)| j == i) {
-                Some(&(_, v)) => v,
-                None => self.iconst(c),
-            };
-            self.b.ins().store(t, v, ctx, off);
+            self.b.ins().store(MemFlagsData::trusted(), v, ctx, off);
         }
     }
 
