@@ -396,6 +396,46 @@ impl GuestMemory {
         }
     }
 
+    /// Copy `len` bytes of RAM from offset `src` to offset `dst` (the ranges may overlap, as
+    /// with `memmove`); false if either range is not all RAM. REP MOVS's bulk path: no bounce
+    /// buffer between guest pages.
+    pub fn copy_ram(&self, src: u64, dst: u64, len: usize) -> bool {
+        let (Some(from), Some(to)) = (self.ram_ptr(src, len), self.ram_ptr(dst, len)) else {
+            return false;
+        };
+        self.note_write(dst, len as u64);
+        // SAFETY: `ram_ptr` bounds-checked both ranges against live mappings owned by `self`
+        // (see `read_ram`); `ptr::copy` allows them to overlap.
+        unsafe { std::ptr::copy(from as *const u8, to, len) };
+        true
+    }
+
+    /// Fill `len` bytes of RAM at `offset` with the 8 little-endian bytes of `pattern`
+    /// repeated (byte `i` is `pattern`'s byte `i % 8`); false if the range is not all RAM.
+    /// REP STOS's bulk path: the caller replicates its element across the 8 bytes.
+    pub fn fill_ram(&self, offset: u64, len: usize, pattern: u64) -> bool {
+        let Some(to) = self.ram_ptr(offset, len) else {
+            return false;
+        };
+        self.note_write(offset, len as u64);
+        let bytes = pattern.to_le_bytes();
+        if pattern == u64::from(bytes[0]) * 0x0101_0101_0101_0101 {
+            // SAFETY: as in `read_ram`: the range was bounds-checked against a live mapping.
+            unsafe { std::ptr::write_bytes(to, bytes[0], len) };
+            return true;
+        }
+        let words = len / 8;
+        for i in 0..words {
+            // SAFETY: word `i` lies inside the checked range; unaligned stores are allowed.
+            unsafe { std::ptr::write_unaligned(to.add(i * 8) as *mut u64, pattern) };
+        }
+        for (i, b) in bytes.iter().enumerate().take(len % 8) {
+            // SAFETY: byte `words * 8 + i` < `len` lies inside the checked range.
+            unsafe { to.add(words * 8 + i).write(*b) };
+        }
+        true
+    }
+
     /// Read a little-endian value of N bytes from RAM.
     #[inline]
     pub fn read_ram_le<const N: usize>(&self, offset: u64) -> Option<[u8; N]> {
@@ -559,6 +599,40 @@ mod tests {
         assert_eq!(b[0], 0x90);
         assert_eq!(m.classify(0xFFFF0, true), PhysRegion::Dropped);
         assert_eq!(m.classify(0xB8000, false), PhysRegion::Mmio);
+    }
+
+    #[test]
+    fn bulk_copy_and_fill_stay_in_ram_and_track_code_pages() {
+        let m = GuestMemory::pc(16 << 20).unwrap();
+        let src: Vec<u8> = (0..100u8).collect();
+        assert!(m.write_ram(0x1000, &src));
+        // Overlapping forward copy behaves as memmove.
+        assert!(m.copy_ram(0x1000, 0x1010, 100));
+        let mut b = [0u8; 100];
+        assert!(m.read_ram(0x1010, &mut b));
+        assert_eq!(&b[..], &src[..]);
+        // A 4-byte element replicated over 8 bytes, with a 3-byte tail.
+        assert!(m.fill_ram(0x2001, 11, 0xDDCC_BBAA_DDCC_BBAA));
+        let mut f = [0u8; 13];
+        assert!(m.read_ram(0x2000, &mut f));
+        assert_eq!(
+            f,
+            [0, 0xAA, 0xBB, 0xCC, 0xDD, 0xAA, 0xBB, 0xCC, 0xDD, 0xAA, 0xBB, 0xCC, 0]
+        );
+        assert!(m.fill_ram(0x3000, 5, 0));
+        // Ranges past the end of RAM are refused whole.
+        let end = 16 << 20;
+        assert!(!m.copy_ram(0x1000, end - 4, 8));
+        assert!(!m.copy_ram(end - 4, 0x1000, 8));
+        assert!(!m.fill_ram(end - 4, 8, 0));
+        // Writes into a code page are reported.
+        m.mark_code_page(0x5000);
+        assert!(m.fill_ram(0x5FF0, 0x20, 0x0101_0101_0101_0101));
+        assert!(m.code_dirty());
+        assert_eq!(m.take_code_invalidations(), vec![0x5000]);
+        m.mark_code_page(0x7000);
+        assert!(m.copy_ram(0x1000, 0x7000, 4));
+        assert_eq!(m.take_code_invalidations(), vec![0x7000]);
     }
 
     #[test]

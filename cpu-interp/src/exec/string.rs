@@ -267,9 +267,7 @@ impl Interpreter {
         if dof > so && dof < so + bytes {
             return Ok(None);
         }
-        let mut buf = [0u8; 4096];
-        let b = &mut buf[..bytes as usize];
-        if !mem.read_ram(so, b) || !mem.write_ram(dof, b) {
+        if !mem.copy_ram(so, dof, bytes as usize) {
             return Ok(None);
         }
         if mem.code_dirty() {
@@ -319,12 +317,14 @@ impl Interpreter {
         let pcvm_core::PhysRegion::Ram(dof) = mem.classify(dst_phys, true) else {
             return Ok(None);
         };
-        let mut buf = [0u8; 4096];
-        let pat = v.to_le_bytes();
-        for (i, b) in buf[..bytes as usize].iter_mut().enumerate() {
-            *b = pat[i % usize::from(size)];
-        }
-        if !mem.write_ram(dof, &buf[..bytes as usize]) {
+        // The element repeated over 8 bytes (sizes are 1, 2, 4 or 8).
+        let pattern = match size {
+            1 => (v & 0xFF) * 0x0101_0101_0101_0101,
+            2 => (v & 0xFFFF) * 0x0001_0001_0001_0001,
+            4 => (v & 0xFFFF_FFFF) * 0x0000_0001_0000_0001,
+            _ => v,
+        };
+        if !mem.fill_ram(dof, bytes as usize, pattern) {
             return Ok(None);
         }
         if mem.code_dirty() {
