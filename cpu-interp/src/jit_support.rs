@@ -35,6 +35,15 @@ pub struct JitBlock {
 /// still valid (same paging structures and TLB contents, CPL, segments, memory map).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct JitCacheKey {
+    tlb: JitTlbKey,
+    segments: [Segment; 6],
+}
+
+/// What the JIT's soft TLBs (linear page -> host page, permission-checked at fill time)
+/// depend on: the part of [`JitCacheKey`] besides the segments, which matter to them only
+/// through the CPL (the soft TLBs are indexed by linear address; segmentation comes first).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct JitTlbKey {
     /// Whole-TLB flushes (an INVLPG is not one: see [`Interpreter::jit_invlpg`]).
     tlb_flushes: u64,
     map_generation: u64,
@@ -44,7 +53,28 @@ pub struct JitCacheKey {
     efer: u64,
     /// RFLAGS.AC and VM (alignment and SMAP checks, virtual-8086 mode).
     rflags_ac_vm: u64,
-    segments: [Segment; 6],
+    cpl: u8,
+}
+
+impl JitTlbKey {
+    /// The CPL went from 3 to 0-2 and nothing else changed: every translation cached for
+    /// user mode allows the same access from supervisor mode (user pages are supervisor
+    /// accessible, no SMAP is modelled; a write entry exists only for writable pages, so
+    /// CR0.WP cannot make it wrong), SDM Vol. 3A §4.6.1.
+    pub fn entered_supervisor_from(&self, before: &JitTlbKey) -> bool {
+        before.cpl == 3 && self.cpl < 3 && JitTlbKey { cpl: 3, ..*self } == *before
+    }
+
+    /// The CPL went from 0-2 to 3 and nothing else changed: only translations cached in
+    /// supervisor mode may be wrong now.
+    pub fn returned_to_user_from(&self, before: &JitTlbKey) -> bool {
+        before.cpl < 3 && self.cpl == 3 && JitTlbKey { cpl: 3, ..*before } == *self
+    }
+
+    /// Translations cached under this key were checked for user mode.
+    pub fn user(&self) -> bool {
+        self.cpl == 3
+    }
 }
 
 /// What the interpreter would run next at CS:RIP: enough to size a fallback run.
@@ -177,8 +207,16 @@ impl Interpreter {
 
     /// The [`JitCacheKey`] now.
     pub fn jit_cache_key(&self) -> JitCacheKey {
-        let s = &self.state;
         JitCacheKey {
+            tlb: self.jit_tlb_key(),
+            segments: self.state.segments,
+        }
+    }
+
+    /// The [`JitTlbKey`] now.
+    pub fn jit_tlb_key(&self) -> JitTlbKey {
+        let s = &self.state;
+        JitTlbKey {
             tlb_flushes: self.tlb.full_flushes,
             map_generation: self.map_generation,
             cr0: s.cr0,
@@ -186,7 +224,7 @@ impl Interpreter {
             cr4: s.cr4,
             efer: s.efer,
             rflags_ac_vm: s.rflags & (1 << 18 | 1 << 17),
-            segments: s.segments,
+            cpl: s.cpl(),
         }
     }
 

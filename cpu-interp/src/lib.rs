@@ -30,7 +30,9 @@ mod x87;
 
 pub use error::{Error, Result};
 pub use fault::Fault;
-pub use jit_support::{BlockPeek, JitBlock, JitCacheKey, JitInsn, JitMode, JitStep, JitSync};
+pub use jit_support::{
+    BlockPeek, JitBlock, JitCacheKey, JitInsn, JitMode, JitStep, JitSync, JitTlbKey,
+};
 
 use std::collections::HashSet;
 use std::io::Write;

@@ -7,7 +7,7 @@
 //! interpreter through `JitCtx::interp`, so every slow access has the interpreter's semantics.
 
 use pcvm_core::{GuestMemory, Platform, SegReg};
-use pcvm_cpu_interp::{Interpreter, JitCacheKey, JitInsn};
+use pcvm_cpu_interp::{Interpreter, JitCacheKey, JitInsn, JitTlbKey};
 
 use crate::translate::{EXIT_DELIVERED, EXIT_NEXT, EXIT_SHUTDOWN, EXIT_STOP};
 use vm_memory_host::host_page;
@@ -16,6 +16,31 @@ use vm_memory_host::host_page;
 /// apart shared a slot, and a gzip loop whose stack and data pages did so took the slow path
 /// (a page walk) on most of its loads.
 pub(crate) const TLB_SIZE: usize = 1024;
+
+/// Filled soft-TLB slots remembered per mode before a flush clears everything instead.
+const TLB_FILLS: usize = 128;
+/// [`TlbFills::slots`] entry: the slot number, and this bit for the write TLB.
+const TLB_FILL_WRITE: u16 = 0x8000;
+const TLB_FILL_SLOT: u16 = 0x7FFF;
+
+/// Soft-TLB slots filled since the last flush in one mode.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct TlbFills {
+    slots: [u16; TLB_FILLS],
+    len: usize,
+    /// More than [`TLB_FILLS`] were filled: a flush must clear everything.
+    overflow: bool,
+}
+
+impl Default for TlbFills {
+    fn default() -> Self {
+        TlbFills {
+            slots: [0; TLB_FILLS],
+            len: 0,
+            overflow: false,
+        }
+    }
+}
 
 /// Words of `JitCtx::slow_args`: the most arguments a slow path passes on after the context
 /// and platform (`helper_store`'s segment, offset, flags and value).
@@ -101,8 +126,14 @@ pub(crate) struct JitCtx {
     pub code_marks_seen: u64,
     /// The interpreter holding the rest of the state (valid while generated code runs).
     pub interp: *mut Interpreter,
-    /// Cache generation ([`CacheGen`]) the soft TLBs were filled in.
-    pub tlb_gen: u64,
+    /// What the soft TLBs' entries were checked against, and the interpreter context
+    /// generation it was last compared at.
+    pub tlb_key: Option<JitTlbKey>,
+    pub tlb_raw: u64,
+    /// Soft-TLB slots filled since the last flush, in user and in supervisor mode, so a
+    /// flush clears only those (a system call flushes twice: clearing all 2048 entries each
+    /// time was 3% of a Linux guest's `sha256sum` of a file).
+    pub tlb_fills: [TlbFills; 2],
     /// The JIT's cache generation.
     pub cache_gen: CacheGen,
     /// FS and GS bases for 64-bit code (constant while a block runs: translated code never
@@ -419,7 +450,9 @@ impl JitCtx {
             }; TLB_SIZE],
             code_marks_seen: 0,
             interp: std::ptr::null_mut(),
-            tlb_gen: u64::MAX,
+            tlb_key: None,
+            tlb_raw: u64::MAX,
+            tlb_fills: [TlbFills::default(), TlbFills::default()],
             cache_gen: CacheGen::default(),
             seg_base: [0; 2],
             mem: std::ptr::null(),
@@ -441,14 +474,47 @@ impl JitCtx {
     }
 
     /// Empty both soft TLBs.
-    pub(crate) fn flush_tlb(&mut self, gen: u64) {
+    pub(crate) fn flush_tlb(&mut self) {
+        if self.tlb_fills.iter().any(|f| f.overflow) {
+            for e in self.tlb_read.iter_mut() {
+                e.tag = TLB_EMPTY;
+            }
+            for e in self.tlb_write.iter_mut() {
+                e.tag = TLB_EMPTY;
+            }
+            self.tlb_fills = [TlbFills::default(), TlbFills::default()];
+        } else {
+            self.clear_fills(0);
+            self.clear_fills(1);
+        }
+    }
+
+    /// Empty the soft-TLB slots filled in user (`which` 0) or supervisor (1) mode since the
+    /// last flush, or every slot if there were too many to remember.
+    fn clear_fills(&mut self, which: usize) {
+        let fills = std::mem::take(&mut self.tlb_fills[which]);
+        if fills.overflow {
+            self.tlb_fills = [TlbFills::default(), TlbFills::default()];
+            self.flush_tlb_all();
+            return;
+        }
+        for &slot in &fills.slots[..fills.len] {
+            let i = usize::from(slot & TLB_FILL_SLOT);
+            if slot & TLB_FILL_WRITE != 0 {
+                self.tlb_write[i].tag = TLB_EMPTY;
+            } else {
+                self.tlb_read[i].tag = TLB_EMPTY;
+            }
+        }
+    }
+
+    fn flush_tlb_all(&mut self) {
         for e in self.tlb_read.iter_mut() {
             e.tag = TLB_EMPTY;
         }
         for e in self.tlb_write.iter_mut() {
             e.tag = TLB_EMPTY;
         }
-        self.tlb_gen = gen;
     }
 
     /// Follow the cache generation: a change drops every soft-TLB entry.
@@ -470,11 +536,17 @@ impl JitCtx {
     }
 
     pub(crate) fn check_tlb_gen(&mut self, interp: &Interpreter) {
-        let gen = self.cache_gen.get(interp);
-        if gen != self.tlb_gen {
-            self.flush_tlb(gen);
-            self.cache_gen.purge_regions = 0;
-        } else if self.cache_gen.purge_regions != 0 {
+        // Absorbs INVLPGs into `purge_regions`.
+        self.cache_gen.get(interp);
+        let raw = interp.jit_ctx_gen();
+        if raw != self.tlb_raw {
+            self.tlb_raw = raw;
+            if self.follow_tlb_key(interp.jit_tlb_key()) {
+                self.cache_gen.purge_regions = 0;
+                return;
+            }
+        }
+        if self.cache_gen.purge_regions != 0 {
             let purge = std::mem::take(&mut self.cache_gen.purge_regions);
             for e in self.tlb_read.iter_mut() {
                 if e.tag != TLB_EMPTY && region_bit(e.tag) & purge != 0 {
@@ -534,6 +606,36 @@ impl JitCtx {
     /// access allowed without a walk. Called
     /// only after the access succeeded (so the address passed the segment and canonical
     /// checks) and only for segments whose linear address generated code forms itself.
+    /// Drop what soft-TLB entries `key` voids; true if that was all of them. Entries filled
+    /// in user mode survive a system call or interrupt into the kernel and back (only the
+    /// kernel's own are dropped on the way out), as a hardware TLB keeps them.
+    fn follow_tlb_key(&mut self, key: JitTlbKey) -> bool {
+        match self.tlb_key.replace(key) {
+            Some(old) if old == key || key.entered_supervisor_from(&old) => false,
+            Some(old) if key.returned_to_user_from(&old) => {
+                self.clear_fills(1);
+                false
+            }
+            _ => {
+                self.flush_tlb();
+                true
+            }
+        }
+    }
+
+    /// Remember a filled slot for the next flush.
+    fn note_fill(&mut self, slot: u16) {
+        let user = self.tlb_key.is_some_and(|k| k.user());
+        let fills = &mut self.tlb_fills[usize::from(!user)];
+        match fills.slots.get_mut(fills.len) {
+            Some(s) => {
+                *s = slot;
+                fills.len += 1;
+            }
+            None => fills.overflow = true,
+        }
+    }
+
     fn fill(
         &mut self,
         interp: &Interpreter,
@@ -563,11 +665,13 @@ impl JitCtx {
                 ram_addend: off_page.wrapping_sub(page),
                 unused: 0,
             };
+            self.note_fill(slot as u16 | TLB_FILL_WRITE);
         } else if let Some(host) = host_page(p, off_page) {
             self.tlb_read[slot] = TlbEntry {
                 tag: page,
                 addend: (host as u64).wrapping_sub(page),
             };
+            self.note_fill(slot as u16);
         }
     }
 }
@@ -757,7 +861,73 @@ pub(crate) extern "C" fn helper_interp(
 
 #[cfg(test)]
 mod tests {
-    use super::{GenTable, GEN_TABLE_SIZE};
+    use super::{GenTable, JitCtx, GEN_TABLE_SIZE, TLB_EMPTY, TLB_FILLS, TLB_FILL_WRITE};
+    use pcvm_core::cpu_state::cr;
+    use pcvm_core::{CpuBackend, CpuState, SegReg};
+    use pcvm_cpu_interp::{Interpreter, JitTlbKey};
+
+    /// The soft-TLB key of a protected-mode CPU at `cpl` with page tables at `cr3`.
+    fn key(cpl: u8, cr3: u64) -> JitTlbKey {
+        let mut state = CpuState::default();
+        state.cr0 |= cr::CR0_PE;
+        state.cr3 = cr3;
+        let ss = state.seg_mut(SegReg::Ss);
+        ss.attributes = (ss.attributes & !(3 << 5)) | (u32::from(cpl) << 5);
+        let mut interp = Interpreter::new();
+        interp.set_state(&state).unwrap();
+        interp.jit_tlb_key()
+    }
+
+    fn fill(ctx: &mut JitCtx, slot: usize, write: bool) {
+        if write {
+            ctx.tlb_write[slot].tag = (slot as u64) << 12;
+            ctx.note_fill(slot as u16 | TLB_FILL_WRITE);
+        } else {
+            ctx.tlb_read[slot].tag = (slot as u64) << 12;
+            ctx.note_fill(slot as u16);
+        }
+    }
+
+    #[test]
+    fn user_tlb_entries_survive_a_system_call_and_the_kernels_do_not() {
+        let (user, kernel, other) = (key(3, 0x1000), key(0, 0x1000), key(3, 0x2000));
+        assert!(user.user() && !kernel.user());
+        let mut ctx = JitCtx::new();
+        assert!(ctx.follow_tlb_key(user));
+        fill(&mut ctx, 5, false);
+        fill(&mut ctx, 7, true);
+        // Into the kernel: user entries stay valid.
+        assert!(!ctx.follow_tlb_key(kernel));
+        assert_eq!(ctx.tlb_read[5].tag, 5 << 12);
+        fill(&mut ctx, 6, true);
+        fill(&mut ctx, 9, false);
+        // Back to user mode: only the kernel's entries go.
+        assert!(!ctx.follow_tlb_key(user));
+        assert_eq!(ctx.tlb_read[5].tag, 5 << 12);
+        assert_eq!(ctx.tlb_write[7].tag, 7 << 12);
+        assert_eq!(ctx.tlb_write[6].tag, TLB_EMPTY);
+        assert_eq!(ctx.tlb_read[9].tag, TLB_EMPTY);
+        // Another address space: everything goes.
+        assert!(ctx.follow_tlb_key(other));
+        assert_eq!(ctx.tlb_read[5].tag, TLB_EMPTY);
+        assert_eq!(ctx.tlb_write[7].tag, TLB_EMPTY);
+        // More fills than remembered: a flush still clears every one of them.
+        for slot in 0..TLB_FILLS + 10 {
+            fill(&mut ctx, slot, slot % 2 == 0);
+        }
+        assert!(ctx.follow_tlb_key(user));
+        assert!(ctx.tlb_read.iter().all(|e| e.tag == TLB_EMPTY));
+        assert!(ctx.tlb_write.iter().all(|e| e.tag == TLB_EMPTY));
+        assert!(ctx.tlb_fills.iter().all(|f| f.len == 0 && !f.overflow));
+        // A kernel excursion that fills too many: the way out clears everything.
+        fill(&mut ctx, 3, false);
+        assert!(!ctx.follow_tlb_key(kernel));
+        for slot in 100..100 + TLB_FILLS + 1 {
+            fill(&mut ctx, slot, false);
+        }
+        assert!(!ctx.follow_tlb_key(user));
+        assert!(ctx.tlb_read.iter().all(|e| e.tag == TLB_EMPTY));
+    }
 
     #[test]
     fn a_returning_key_gets_its_generation_back_until_pushed_out() {
