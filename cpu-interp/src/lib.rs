@@ -61,8 +61,8 @@ const JMP_CACHE_SIZE: usize = 4096;
 const NO_SLOT: usize = usize::MAX;
 
 /// One entry of the linear-address block lookup cache (`Interpreter::jmp_cache`): valid while
-/// both the code context generation (`Interpreter::jmp_gen`) and the decode cache's
-/// generation are unchanged.
+/// both the code context generation (`Interpreter::jmp_gen`, or `jmp_gen_global` for code
+/// on a global page) and the decode cache's generation are unchanged.
 #[derive(Clone, Default)]
 struct JmpEntry {
     /// Linear address of the block's first byte (`u64::MAX` when empty).
@@ -79,8 +79,8 @@ struct JmpEntry {
 }
 
 /// What finding a block by its linear address depends on, besides the decode cache: the
-/// code segment (bitness, limit), the privilege level, the mode and paging controls, whole
-/// TLB flushes and the physical memory map. `jmp_cache` survives a context generation bump
+/// code segment (bitness, limit), the privilege level, the mode and paging controls, TLB
+/// flushes and the physical memory map. `jmp_cache` survives a context generation bump
 /// (an IRET, interrupt or SWAPGS within the kernel) when none of these changed.
 #[derive(Clone, Copy, Default, PartialEq, Eq)]
 struct CodeContext {
@@ -88,11 +88,22 @@ struct CodeContext {
     cpl: u8,
     rflags_vm: bool,
     cr0: u64,
-    cr3: u64,
     cr4: u64,
     efer: u64,
-    tlb_full_flushes: u64,
+    /// Flushes of global translations too.
+    tlb_global_flushes: u64,
     map_generation: u64,
+    /// What only code reached through non-global translations depends on as well: a MOV
+    /// CR3 leaves global TLB entries in place (SDM Vol. 3A §4.10.4.1), so Linux's switches to
+    /// and from the text-poking address space keep the kernel's code lookups.
+    local: LocalCodeContext,
+}
+
+/// The part of [`CodeContext`] a MOV CR3 changes.
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+struct LocalCodeContext {
+    cr3: u64,
+    tlb_full_flushes: u64,
 }
 
 /// The `Interpreter::jmp_regions` bit of the 1 GiB region holding `linear`: the largest page
@@ -157,7 +168,10 @@ pub struct Interpreter {
     jmp_cache: Vec<JmpEntry>,
     /// Generation of `jmp_cache`: bumped when the [`CodeContext`] changes or an INVLPG hits a
     /// region holding cached code.
+    /// Even: entries for code reached through non-global translations.
     jmp_gen: u64,
+    /// Odd: entries for code on global pages (or with paging off), which a MOV CR3 keeps.
+    jmp_gen_global: u64,
     /// The `ctx_gen` at which `jmp_context` was last compared with the state.
     jmp_ctx_seen: u64,
     /// The code context `jmp_cache` entries of `jmp_gen` were made in.
@@ -225,7 +239,8 @@ impl Interpreter {
                 };
                 JMP_CACHE_SIZE
             ],
-            jmp_gen: 1,
+            jmp_gen: 2,
+            jmp_gen_global: 3,
             jmp_ctx_seen: 0,
             jmp_context: CodeContext::default(),
             jmp_regions: 0,
@@ -336,7 +351,7 @@ impl Interpreter {
         let slot = ((linear ^ (linear >> 10)) as usize) & (JMP_CACHE_SIZE - 1);
         let e = &self.jmp_cache[slot];
         let mut hit = e.linear == linear
-            && e.gen == self.jmp_gen
+            && (e.gen == self.jmp_gen || e.gen == self.jmp_gen_global)
             && (e.rip == decode_cache::ANY_RIP || e.rip == self.state.rip);
         if hit && e.code_gen != self.cache.generation() {
             hit = self.jmp_revalidate(slot);
@@ -354,22 +369,41 @@ impl Interpreter {
             cpl: s.cpl(),
             rflags_vm: s.rflags & fl::VM != 0,
             cr0: s.cr0,
-            cr3: s.cr3,
             cr4: s.cr4,
             efer: s.efer,
-            tlb_full_flushes: self.tlb.full_flushes,
+            tlb_global_flushes: self.tlb.global_flushes,
             map_generation: self.map_generation,
+            local: LocalCodeContext {
+                cr3: s.cr3,
+                tlb_full_flushes: self.tlb.full_flushes,
+            },
         };
         if now != self.jmp_context {
+            let global_same = CodeContext {
+                local: self.jmp_context.local,
+                ..now
+            } == self.jmp_context;
             self.jmp_context = now;
-            self.jmp_drop_all();
+            if global_same {
+                // Entries for code on non-global pages only.
+                self.jmp_gen += 2;
+            } else {
+                self.jmp_drop_all();
+            }
         }
     }
 
     /// Invalidate every `jmp_cache` entry.
     fn jmp_drop_all(&mut self) {
-        self.jmp_gen += 1;
+        self.jmp_gen += 2;
+        self.jmp_gen_global += 2;
         self.jmp_regions = 0;
+    }
+
+    /// The translation of the code page holding `linear` outlives a MOV CR3: paging is off,
+    /// or the TLB holds it as a global translation.
+    fn code_page_global(&self, linear: u64) -> bool {
+        self.state.cr0 & pcvm_core::cpu_state::cr::CR0_PG == 0 || self.tlb.is_global(linear)
     }
 
     /// INVLPG of `linear`: drop `jmp_cache` if it may hold code translated through that page.
@@ -473,7 +507,11 @@ impl Interpreter {
                 self.jmp_regions |= jmp_region_bit(linear);
                 self.jmp_cache[slot] = JmpEntry {
                     linear,
-                    gen: self.jmp_gen,
+                    gen: if self.code_page_global(linear) {
+                        self.jmp_gen_global
+                    } else {
+                        self.jmp_gen
+                    },
                     code_gen: self.cache.generation(),
                     rip: b.rip,
                     idx,

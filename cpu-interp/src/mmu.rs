@@ -102,6 +102,8 @@ pub(crate) struct Tlb {
     /// Whole-TLB flushes so far (not single-page INVLPG): the interpreter's code lookup
     /// cache is valid while this is unchanged.
     pub(crate) full_flushes: u64,
+    /// Flushes that dropped global translations too (a subset of `full_flushes`).
+    pub(crate) global_flushes: u64,
     /// INVLPGs so far, and the linear addresses of the last [`INVLPG_RING`] of them (the
     /// n-th at `invlpg_ring[n % INVLPG_RING]`): the JIT keeps its caches across an INVLPG
     /// of a region it holds no code from.
@@ -120,6 +122,7 @@ impl Default for Tlb {
             pdptes: None,
             flushes: 0,
             full_flushes: 0,
+            global_flushes: 0,
             invlpgs: 0,
             invlpg_ring: [0; INVLPG_RING],
         }
@@ -131,6 +134,7 @@ impl Tlb {
     pub(crate) fn flush(&mut self) {
         self.flushes += 1;
         self.full_flushes += 1;
+        self.global_flushes += 1;
         self.entries.fill(EMPTY);
         self.has_large = false;
         self.pdptes = None;
@@ -167,6 +171,13 @@ impl Tlb {
         if e.tag == page {
             *e = EMPTY;
         }
+    }
+
+    /// The TLB holds a global translation of the page holding `linear`.
+    pub(crate) fn is_global(&self, linear: u64) -> bool {
+        let page = linear >> 12;
+        let e = &self.entries[(page as usize) & (TLB_ENTRIES - 1)];
+        e.tag == page && e.global
     }
 
     /// The cached physical address for an access of `kind` at `linear` by a user-mode

@@ -291,6 +291,70 @@ fn invlpg_of_a_code_page_runs_the_new_frame() {
     );
 }
 
+/// A MOV CR3 to tables mapping two hot functions' pages elsewhere: the function on a
+/// non-global page runs from its new frame, the one on a global page (CR4.PGE) keeps its
+/// cached translation, as the TLB keeps it (SDM Vol. 3A §4.10.2.4, §4.10.4.1).
+#[test]
+fn mov_cr3_drops_code_lookups_of_non_global_pages_only() {
+    const FUNC: u32 = 0x3F_0000;
+    const GFUNC: u32 = 0x3E_0000;
+    const G: u64 = 1 << 8;
+    const PD2: u64 = 0x13000;
+    const PT2: u64 = 0x14000;
+    let code = asm(32, CODE, |a| {
+        enable_paging(a, 0x80, 0)?;
+        for result in [RESULT as u32 + 16, RESULT as u32 + 20] {
+            a.xor(ebx, ebx)?;
+            a.mov(ecx, 3000)?;
+            let mut top = a.create_label();
+            a.set_label(&mut top)?;
+            a.call(u64::from(FUNC))?;
+            a.add(ebx, eax)?;
+            a.call(u64::from(GFUNC))?;
+            a.add(ebx, eax)?;
+            a.dec(ecx)?;
+            a.jnz(top)?;
+            a.mov(dword_ptr(result), ebx)?;
+            a.mov(eax, PD2 as u32)?;
+            a.mov(cr3, eax)?;
+        }
+        a.hlt()
+    });
+    let func = |value: u32, at: u32| {
+        asm(32, u64::from(at), |a| {
+            a.mov(eax, value)?;
+            a.ret()
+        })
+    };
+    let mut m = machine(&code);
+    m.write_u32(
+        PT_LOW + 4 * u64::from(GFUNC >> 12),
+        (u64::from(GFUNC) | P | RW | US | G) as u32,
+    );
+    // The second address space: the same, but both functions' pages on the next frame.
+    m.write_u32(PD2, (PT2 | P | RW | US) as u32);
+    for i in 0..1024u64 {
+        m.write_u32(PT2 + 4 * i, ((i << 12) | P | RW | US) as u32);
+    }
+    for f in [FUNC, GFUNC] {
+        m.write_u32(
+            PT2 + 4 * u64::from(f >> 12),
+            ((u64::from(f) + 0x1000) | P | RW | US) as u32,
+        );
+    }
+    m.load(u64::from(FUNC), &func(1, FUNC));
+    m.load(u64::from(FUNC) + 0x1000, &func(2, FUNC));
+    m.load(u64::from(GFUNC), &func(10, GFUNC));
+    m.load(u64::from(GFUNC) + 0x1000, &func(20, GFUNC));
+    m.run_to_halt();
+    assert_eq!(m.read_u32(RESULT + 16), 3000 * 11, "both old frames");
+    assert_eq!(
+        m.read_u32(RESULT + 20),
+        3000 * 12,
+        "the non-global page's new frame, the global page's old one"
+    );
+}
+
 /// Data read in a hot loop through a linear page in another 1 GiB region than the code:
 /// after the PTE is rewritten and the page INVLPG'd, the loop reads the new frame.
 #[test]
