@@ -44,8 +44,10 @@ pub struct JitCacheKey {
 /// through the CPL (the soft TLBs are indexed by linear address; segmentation comes first).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct JitTlbKey {
-    /// Whole-TLB flushes (an INVLPG is not one: see [`Interpreter::jit_invlpg`]).
+    /// Whole-TLB flushes (an INVLPG is not one: see [`Interpreter::jit_invlpg`]), and those
+    /// that dropped global translations too.
     tlb_flushes: u64,
+    tlb_global_flushes: u64,
     map_generation: u64,
     cr0: u64,
     cr3: u64,
@@ -56,19 +58,47 @@ pub struct JitTlbKey {
     cpl: u8,
 }
 
-impl JitTlbKey {
-    /// The CPL went from 3 to 0-2 and nothing else changed: every translation cached for
-    /// user mode allows the same access from supervisor mode (user pages are supervisor
-    /// accessible, no SMAP is modelled; a write entry exists only for writable pages, so
-    /// CR0.WP cannot make it wrong), SDM Vol. 3A §4.6.1.
-    pub fn entered_supervisor_from(&self, before: &JitTlbKey) -> bool {
-        before.cpl == 3 && self.cpl < 3 && JitTlbKey { cpl: 3, ..*self } == *before
-    }
+/// What a [`JitTlbKey`] change voids of the soft TLBs' entries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TlbChange {
+    /// Everything.
+    pub flush_all: bool,
+    /// Entries filled in supervisor mode (back in user mode).
+    pub drop_supervisor: bool,
+    /// Entries of non-global translations (a MOV CR3 keeps global ones, SDM Vol. 3A
+    /// §4.10.4.1).
+    pub drop_non_global: bool,
+}
 
-    /// The CPL went from 0-2 to 3 and nothing else changed: only translations cached in
-    /// supervisor mode may be wrong now.
-    pub fn returned_to_user_from(&self, before: &JitTlbKey) -> bool {
-        before.cpl < 3 && self.cpl == 3 && JitTlbKey { cpl: 3, ..*before } == *self
+impl TlbChange {
+    pub const FLUSH: TlbChange = TlbChange {
+        flush_all: true,
+        drop_supervisor: true,
+        drop_non_global: true,
+    };
+}
+
+impl JitTlbKey {
+    /// What the change from `before` to this key voids. Entries filled in user mode allow
+    /// the same access from supervisor mode (user pages are supervisor accessible, no SMAP
+    /// is modelled, and a write entry exists only for a writable page, so CR0.WP cannot
+    /// make it wrong; SDM Vol. 3A §4.6.1), so entering the kernel keeps them; leaving it
+    /// drops what the kernel filled.
+    pub fn change_from(&self, before: &JitTlbKey) -> TlbChange {
+        let rest = JitTlbKey {
+            cr3: before.cr3,
+            tlb_flushes: before.tlb_flushes,
+            cpl: before.cpl,
+            ..*self
+        };
+        if rest != *before {
+            return TlbChange::FLUSH;
+        }
+        TlbChange {
+            flush_all: false,
+            drop_supervisor: before.cpl < 3 && self.cpl == 3,
+            drop_non_global: self.cr3 != before.cr3 || self.tlb_flushes != before.tlb_flushes,
+        }
     }
 
     /// Translations cached under this key were checked for user mode.
@@ -218,6 +248,7 @@ impl Interpreter {
         let s = &self.state;
         JitTlbKey {
             tlb_flushes: self.tlb.full_flushes,
+            tlb_global_flushes: self.tlb.global_flushes,
             map_generation: self.map_generation,
             cr0: s.cr0,
             cr3: s.cr3,
@@ -550,21 +581,28 @@ impl Interpreter {
     }
 
     /// RAM offset of `linear` if the TLB already holds a translation allowing this access
-    /// (read, or write with the dirty bit set) and the page is RAM; no walk, no side effects.
-    /// Valid until [`Self::jit_ctx_gen`] changes (every TLB flush, CPL or map change bumps it).
-    pub fn jit_ram_offset(&self, p: &dyn Platform, linear: u64, write: bool) -> Option<u64> {
-        let phys = if self.state.cr0 & pcvm_core::cpu_state::cr::CR0_PG == 0 {
-            linear & 0xFFFF_FFFF
+    /// (read, or write with the dirty bit set) and the page is RAM, and whether that
+    /// translation is global (or paging is off): no walk, no side effects. Valid while
+    /// [`JitTlbKey`] stays the same, or changes as [`JitTlbKey::change_from`] allows.
+    pub fn jit_ram_offset(
+        &self,
+        p: &dyn Platform,
+        linear: u64,
+        write: bool,
+    ) -> Option<(u64, bool)> {
+        let (phys, global) = if self.state.cr0 & pcvm_core::cpu_state::cr::CR0_PG == 0 {
+            (linear & 0xFFFF_FFFF, true)
         } else {
             let kind = if write {
                 AccessKind::Write
             } else {
                 AccessKind::Read
             };
-            self.tlb.lookup(linear, kind, self.state.cpl() == 3)?
+            let phys = self.tlb.lookup(linear, kind, self.state.cpl() == 3)?;
+            (phys, self.tlb.is_global(linear))
         };
         match p.memory().classify(phys, write) {
-            PhysRegion::Ram(off) => Some(off),
+            PhysRegion::Ram(off) => Some((off, global)),
             _ => None,
         }
     }

@@ -31,7 +31,7 @@ mod x87;
 pub use error::{Error, Result};
 pub use fault::Fault;
 pub use jit_support::{
-    BlockPeek, JitBlock, JitCacheKey, JitInsn, JitMode, JitStep, JitSync, JitTlbKey,
+    BlockPeek, JitBlock, JitCacheKey, JitInsn, JitMode, JitStep, JitSync, JitTlbKey, TlbChange,
 };
 
 use std::collections::HashSet;

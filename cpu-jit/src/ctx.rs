@@ -7,7 +7,7 @@
 //! interpreter through `JitCtx::interp`, so every slow access has the interpreter's semantics.
 
 use pcvm_core::{GuestMemory, Platform, SegReg};
-use pcvm_cpu_interp::{Interpreter, JitCacheKey, JitInsn, JitTlbKey};
+use pcvm_cpu_interp::{Interpreter, JitCacheKey, JitInsn, JitTlbKey, TlbChange};
 
 use crate::translate::{EXIT_DELIVERED, EXIT_NEXT, EXIT_SHUTDOWN, EXIT_STOP};
 use vm_memory_host::host_page;
@@ -17,16 +17,23 @@ use vm_memory_host::host_page;
 /// (a page walk) on most of its loads.
 pub(crate) const TLB_SIZE: usize = 1024;
 
-/// Filled soft-TLB slots remembered per mode before a flush clears everything instead.
-const TLB_FILLS: usize = 128;
-/// [`TlbFills::slots`] entry: the slot number, and this bit for the write TLB.
+/// Filled soft-TLB slots remembered before a flush clears everything instead.
+const TLB_FILLS: usize = 256;
+/// [`TlbFills`] record bits besides the slot number: the write TLB, a global translation
+/// (kept by a MOV CR3), filled in user mode.
 const TLB_FILL_WRITE: u16 = 0x8000;
-const TLB_FILL_SLOT: u16 = 0x7FFF;
+const TLB_FILL_GLOBAL: u16 = 0x4000;
+const TLB_FILL_USER: u16 = 0x2000;
+const TLB_FILL_SLOT: u16 = 0x03FF;
+const _: () = assert!(TLB_SIZE - 1 <= TLB_FILL_SLOT as usize);
 
-/// Soft-TLB slots filled since the last flush in one mode.
+/// Soft-TLB slots filled since the last flush, so that a flush clears only those (a Linux
+/// system call changes the key twice, a text poke four times: clearing all 2048 entries
+/// each time was 3% of a guest's `sha256sum` of a file) and a partial one only those it
+/// voids.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct TlbFills {
-    slots: [u16; TLB_FILLS],
+    records: [u16; TLB_FILLS],
     len: usize,
     /// More than [`TLB_FILLS`] were filled: a flush must clear everything.
     overflow: bool,
@@ -35,7 +42,7 @@ pub(crate) struct TlbFills {
 impl Default for TlbFills {
     fn default() -> Self {
         TlbFills {
-            slots: [0; TLB_FILLS],
+            records: [0; TLB_FILLS],
             len: 0,
             overflow: false,
         }
@@ -130,10 +137,8 @@ pub(crate) struct JitCtx {
     /// generation it was last compared at.
     pub tlb_key: Option<JitTlbKey>,
     pub tlb_raw: u64,
-    /// Soft-TLB slots filled since the last flush, in user and in supervisor mode, so a
-    /// flush clears only those (a system call flushes twice: clearing all 2048 entries each
-    /// time was 3% of a Linux guest's `sha256sum` of a file).
-    pub tlb_fills: [TlbFills; 2],
+    /// Soft-TLB slots filled since the last flush.
+    pub tlb_fills: TlbFills,
     /// The JIT's cache generation.
     pub cache_gen: CacheGen,
     /// FS and GS bases for 64-bit code (constant while a block runs: translated code never
@@ -452,7 +457,7 @@ impl JitCtx {
             interp: std::ptr::null_mut(),
             tlb_key: None,
             tlb_raw: u64::MAX,
-            tlb_fills: [TlbFills::default(), TlbFills::default()],
+            tlb_fills: TlbFills::default(),
             cache_gen: CacheGen::default(),
             seg_base: [0; 2],
             mem: std::ptr::null(),
@@ -475,37 +480,34 @@ impl JitCtx {
 
     /// Empty both soft TLBs.
     pub(crate) fn flush_tlb(&mut self) {
-        if self.tlb_fills.iter().any(|f| f.overflow) {
-            for e in self.tlb_read.iter_mut() {
-                e.tag = TLB_EMPTY;
-            }
-            for e in self.tlb_write.iter_mut() {
-                e.tag = TLB_EMPTY;
-            }
-            self.tlb_fills = [TlbFills::default(), TlbFills::default()];
-        } else {
-            self.clear_fills(0);
-            self.clear_fills(1);
-        }
+        self.clear_fills(|_| true);
     }
 
-    /// Empty the soft-TLB slots filled in user (`which` 0) or supervisor (1) mode since the
-    /// last flush, or every slot if there were too many to remember.
-    fn clear_fills(&mut self, which: usize) {
-        let fills = std::mem::take(&mut self.tlb_fills[which]);
+    /// Empty the soft-TLB slots of the fills `void` picks (by their [`TlbFills`] record),
+    /// or every slot if there were too many fills to remember.
+    fn clear_fills(&mut self, void: impl Fn(u16) -> bool) {
+        let mut fills = std::mem::take(&mut self.tlb_fills);
         if fills.overflow {
-            self.tlb_fills = [TlbFills::default(), TlbFills::default()];
             self.flush_tlb_all();
             return;
         }
-        for &slot in &fills.slots[..fills.len] {
-            let i = usize::from(slot & TLB_FILL_SLOT);
-            if slot & TLB_FILL_WRITE != 0 {
-                self.tlb_write[i].tag = TLB_EMPTY;
+        let mut kept = 0;
+        for i in 0..fills.len {
+            let record = fills.records[i];
+            if void(record) {
+                let slot = usize::from(record & TLB_FILL_SLOT);
+                if record & TLB_FILL_WRITE != 0 {
+                    self.tlb_write[slot].tag = TLB_EMPTY;
+                } else {
+                    self.tlb_read[slot].tag = TLB_EMPTY;
+                }
             } else {
-                self.tlb_read[i].tag = TLB_EMPTY;
+                fills.records[kept] = record;
+                kept += 1;
             }
         }
+        fills.len = kept;
+        self.tlb_fills = fills;
     }
 
     fn flush_tlb_all(&mut self) {
@@ -610,26 +612,34 @@ impl JitCtx {
     /// in user mode survive a system call or interrupt into the kernel and back (only the
     /// kernel's own are dropped on the way out), as a hardware TLB keeps them.
     fn follow_tlb_key(&mut self, key: JitTlbKey) -> bool {
-        match self.tlb_key.replace(key) {
-            Some(old) if old == key || key.entered_supervisor_from(&old) => false,
-            Some(old) if key.returned_to_user_from(&old) => {
-                self.clear_fills(1);
-                false
-            }
-            _ => {
-                self.flush_tlb();
-                true
-            }
+        let change = match self.tlb_key.replace(key) {
+            Some(old) if old == key => return false,
+            Some(old) => key.change_from(&old),
+            None => TlbChange::FLUSH,
+        };
+        if change.flush_all {
+            self.flush_tlb();
+            return true;
         }
+        self.clear_fills(|record| {
+            (change.drop_supervisor && record & TLB_FILL_USER == 0)
+                || (change.drop_non_global && record & TLB_FILL_GLOBAL == 0)
+        });
+        false
     }
 
-    /// Remember a filled slot for the next flush.
-    fn note_fill(&mut self, slot: u16) {
-        let user = self.tlb_key.is_some_and(|k| k.user());
-        let fills = &mut self.tlb_fills[usize::from(!user)];
-        match fills.slots.get_mut(fills.len) {
-            Some(s) => {
-                *s = slot;
+    /// Remember a filled slot (a [`TlbFills`] record without the user bit) for the next
+    /// flush.
+    fn note_fill(&mut self, record: u16) {
+        let user = if self.tlb_key.is_some_and(|k| k.user()) {
+            TLB_FILL_USER
+        } else {
+            0
+        };
+        let fills = &mut self.tlb_fills;
+        match fills.records.get_mut(fills.len) {
+            Some(r) => {
+                *r = record | user;
                 fills.len += 1;
             }
             None => fills.overflow = true,
@@ -645,9 +655,10 @@ impl JitCtx {
         write: bool,
     ) {
         let linear = interp.jit_linear(seg, offset);
-        let Some(off) = interp.jit_ram_offset(p, linear, write) else {
+        let Some((off, global)) = interp.jit_ram_offset(p, linear, write) else {
             return;
         };
+        let global = if global { TLB_FILL_GLOBAL } else { 0 };
         let page = linear & !0xFFF;
         let off_page = off & !0xFFF;
         let slot = ((linear >> 12) as usize) & (TLB_SIZE - 1);
@@ -665,13 +676,13 @@ impl JitCtx {
                 ram_addend: off_page.wrapping_sub(page),
                 unused: 0,
             };
-            self.note_fill(slot as u16 | TLB_FILL_WRITE);
+            self.note_fill(slot as u16 | TLB_FILL_WRITE | global);
         } else if let Some(host) = host_page(p, off_page) {
             self.tlb_read[slot] = TlbEntry {
                 tag: page,
                 addend: (host as u64).wrapping_sub(page),
             };
-            self.note_fill(slot as u16);
+            self.note_fill(slot as u16 | global);
         }
     }
 }
@@ -861,7 +872,9 @@ pub(crate) extern "C" fn helper_interp(
 
 #[cfg(test)]
 mod tests {
-    use super::{GenTable, JitCtx, GEN_TABLE_SIZE, TLB_EMPTY, TLB_FILLS, TLB_FILL_WRITE};
+    use super::{
+        GenTable, JitCtx, GEN_TABLE_SIZE, TLB_EMPTY, TLB_FILLS, TLB_FILL_GLOBAL, TLB_FILL_WRITE,
+    };
     use pcvm_core::cpu_state::cr;
     use pcvm_core::{CpuBackend, CpuState, SegReg};
     use pcvm_cpu_interp::{Interpreter, JitTlbKey};
@@ -878,52 +891,73 @@ mod tests {
         interp.jit_tlb_key()
     }
 
-    fn fill(ctx: &mut JitCtx, slot: usize, write: bool) {
+    fn fill(ctx: &mut JitCtx, slot: usize, write: bool, global: bool) {
+        let global = if global { TLB_FILL_GLOBAL } else { 0 };
         if write {
             ctx.tlb_write[slot].tag = (slot as u64) << 12;
-            ctx.note_fill(slot as u16 | TLB_FILL_WRITE);
+            ctx.note_fill(slot as u16 | TLB_FILL_WRITE | global);
         } else {
             ctx.tlb_read[slot].tag = (slot as u64) << 12;
-            ctx.note_fill(slot as u16);
+            ctx.note_fill(slot as u16 | global);
         }
     }
 
     #[test]
-    fn user_tlb_entries_survive_a_system_call_and_the_kernels_do_not() {
-        let (user, kernel, other) = (key(3, 0x1000), key(0, 0x1000), key(3, 0x2000));
+    fn soft_tlb_entries_survive_what_a_hardware_tlb_keeps() {
+        let (user, kernel) = (key(3, 0x1000), key(0, 0x1000));
+        let (kernel2, other_user) = (key(0, 0x2000), key(3, 0x2000));
         assert!(user.user() && !kernel.user());
         let mut ctx = JitCtx::new();
         assert!(ctx.follow_tlb_key(user));
-        fill(&mut ctx, 5, false);
-        fill(&mut ctx, 7, true);
+        fill(&mut ctx, 5, false, false);
+        fill(&mut ctx, 7, true, false);
         // Into the kernel: user entries stay valid.
         assert!(!ctx.follow_tlb_key(kernel));
         assert_eq!(ctx.tlb_read[5].tag, 5 << 12);
-        fill(&mut ctx, 6, true);
-        fill(&mut ctx, 9, false);
+        fill(&mut ctx, 6, true, false);
+        fill(&mut ctx, 9, false, false);
+        fill(&mut ctx, 11, false, true);
         // Back to user mode: only the kernel's entries go.
         assert!(!ctx.follow_tlb_key(user));
         assert_eq!(ctx.tlb_read[5].tag, 5 << 12);
         assert_eq!(ctx.tlb_write[7].tag, 7 << 12);
         assert_eq!(ctx.tlb_write[6].tag, TLB_EMPTY);
         assert_eq!(ctx.tlb_read[9].tag, TLB_EMPTY);
-        // Another address space: everything goes.
-        assert!(ctx.follow_tlb_key(other));
-        assert_eq!(ctx.tlb_read[5].tag, TLB_EMPTY);
-        assert_eq!(ctx.tlb_write[7].tag, TLB_EMPTY);
+        assert_eq!(ctx.tlb_read[11].tag, TLB_EMPTY);
+        // A MOV CR3 in the kernel: global entries stay, the rest go.
+        assert!(!ctx.follow_tlb_key(kernel));
+        fill(&mut ctx, 12, false, true);
+        fill(&mut ctx, 13, true, false);
+        assert!(!ctx.follow_tlb_key(kernel2));
+        assert_eq!(ctx.tlb_read[12].tag, 12 << 12);
+        assert_eq!(ctx.tlb_write[13].tag, TLB_EMPTY);
+        assert_eq!(
+            ctx.tlb_read[5].tag, TLB_EMPTY,
+            "the user entry was not global"
+        );
+        // Back in user mode in the new address space, then a full flush (CR0 changes).
+        assert!(!ctx.follow_tlb_key(other_user));
+        assert_eq!(ctx.tlb_read[12].tag, TLB_EMPTY, "filled in supervisor mode");
+        fill(&mut ctx, 14, false, true);
+        let mut state = CpuState::default();
+        state.cr0 |= cr::CR0_PE | cr::CR0_WP;
+        let mut interp = Interpreter::new();
+        interp.set_state(&state).unwrap();
+        assert!(ctx.follow_tlb_key(interp.jit_tlb_key()));
+        assert_eq!(ctx.tlb_read[14].tag, TLB_EMPTY);
         // More fills than remembered: a flush still clears every one of them.
         for slot in 0..TLB_FILLS + 10 {
-            fill(&mut ctx, slot, slot % 2 == 0);
+            fill(&mut ctx, slot % 1024, slot % 2 == 0, true);
         }
         assert!(ctx.follow_tlb_key(user));
         assert!(ctx.tlb_read.iter().all(|e| e.tag == TLB_EMPTY));
         assert!(ctx.tlb_write.iter().all(|e| e.tag == TLB_EMPTY));
-        assert!(ctx.tlb_fills.iter().all(|f| f.len == 0 && !f.overflow));
+        assert!(ctx.tlb_fills.len == 0 && !ctx.tlb_fills.overflow);
         // A kernel excursion that fills too many: the way out clears everything.
-        fill(&mut ctx, 3, false);
+        fill(&mut ctx, 3, false, false);
         assert!(!ctx.follow_tlb_key(kernel));
         for slot in 100..100 + TLB_FILLS + 1 {
-            fill(&mut ctx, slot, false);
+            fill(&mut ctx, slot % 1024, false, false);
         }
         assert!(!ctx.follow_tlb_key(user));
         assert!(ctx.tlb_read.iter().all(|e| e.tag == TLB_EMPTY));
