@@ -99,6 +99,28 @@ struct CodeContext {
     local: LocalCodeContext,
 }
 
+impl CodeContext {
+    /// The same apart from the [`LocalCodeContext`]: entries for code on global pages made
+    /// in one are valid in the other.
+    fn same_global(&self, other: &CodeContext) -> bool {
+        CodeContext {
+            local: other.local,
+            ..*self
+        } == *other
+    }
+}
+
+/// Code contexts remembered with their `jmp_cache` generations.
+const JMP_RECENT: usize = 4;
+
+/// A code context and the generations its `jmp_cache` entries carry.
+#[derive(Clone, Copy)]
+struct JmpGens {
+    context: CodeContext,
+    local: u64,
+    global: u64,
+}
+
 /// The part of [`CodeContext`] a MOV CR3 changes.
 #[derive(Clone, Copy, Default, PartialEq, Eq)]
 struct LocalCodeContext {
@@ -166,8 +188,8 @@ pub struct Interpreter {
     pub(crate) ctx_gen: u64,
     /// Linear RIP → block, valid for one `jmp_gen` and decode-cache generation.
     jmp_cache: Vec<JmpEntry>,
-    /// Generation of `jmp_cache`: bumped when the [`CodeContext`] changes or an INVLPG hits a
-    /// region holding cached code.
+    /// Generations of `jmp_cache` entries valid now: new ones when the [`CodeContext`]
+    /// changes to one not seen recently or an INVLPG hits a region holding cached code.
     /// Even: entries for code reached through non-global translations.
     jmp_gen: u64,
     /// Odd: entries for code on global pages (or with paging off), which a MOV CR3 keeps.
@@ -176,6 +198,11 @@ pub struct Interpreter {
     jmp_ctx_seen: u64,
     /// The code context `jmp_cache` entries of `jmp_gen` were made in.
     jmp_context: CodeContext,
+    /// The contexts before it, newest first: one that comes back (the kernel after a system
+    /// call, a process after a task switch) gets its generations and so its entries back.
+    jmp_recent: [Option<JmpGens>; JMP_RECENT],
+    /// The next unused (even) generation.
+    jmp_fresh: u64,
     /// 1 GiB regions (see [`jmp_region_bit`]) holding `jmp_cache` entries of `jmp_gen`.
     jmp_regions: u64,
     /// Debugging or tracing is on: run one instruction at a time.
@@ -241,6 +268,8 @@ impl Interpreter {
             ],
             jmp_gen: 2,
             jmp_gen_global: 3,
+            jmp_recent: [None; JMP_RECENT],
+            jmp_fresh: 4,
             jmp_ctx_seen: 0,
             jmp_context: CodeContext::default(),
             jmp_regions: 0,
@@ -378,25 +407,58 @@ impl Interpreter {
                 tlb_full_flushes: self.tlb.full_flushes,
             },
         };
-        if now != self.jmp_context {
-            let global_same = CodeContext {
-                local: self.jmp_context.local,
-                ..now
-            } == self.jmp_context;
-            self.jmp_context = now;
-            if global_same {
-                // Entries for code on non-global pages only.
-                self.jmp_gen += 2;
-            } else {
-                self.jmp_drop_all();
+        if now == self.jmp_context {
+            return;
+        }
+        let old = JmpGens {
+            context: self.jmp_context,
+            local: self.jmp_gen,
+            global: self.jmp_gen_global,
+        };
+        // Contexts with the same global part share their global generation (a new one is
+        // made only when none is remembered); the local one needs the very same context.
+        let known = std::iter::once(old).chain(self.jmp_recent.iter().flatten().copied());
+        let (mut local, mut global) = (None, None);
+        for g in known {
+            if g.context.same_global(&now) {
+                global = global.or(Some(g.global));
+                if g.context.local == now.local {
+                    local = local.or(Some(g.local));
+                }
             }
         }
+        let fresh = self.jmp_fresh;
+        match (local, global) {
+            (Some(l), Some(g)) => (self.jmp_gen, self.jmp_gen_global) = (l, g),
+            (_, Some(g)) => {
+                // Code on non-global pages was made in another address space.
+                self.jmp_fresh += 2;
+                (self.jmp_gen, self.jmp_gen_global) = (fresh, g);
+            }
+            _ => {
+                self.jmp_fresh += 2;
+                (self.jmp_gen, self.jmp_gen_global) = (fresh, fresh + 1);
+            }
+        }
+        let mut recent = [None; JMP_RECENT];
+        let kept = self
+            .jmp_recent
+            .iter()
+            .flatten()
+            .filter(|g| g.context != old.context && g.context != now);
+        for (slot, g) in recent.iter_mut().zip(std::iter::once(&old).chain(kept)) {
+            *slot = Some(*g);
+        }
+        self.jmp_recent = recent;
+        self.jmp_context = now;
     }
 
-    /// Invalidate every `jmp_cache` entry.
+    /// Invalidate every `jmp_cache` entry, of every remembered context too.
     fn jmp_drop_all(&mut self) {
-        self.jmp_gen += 2;
-        self.jmp_gen_global += 2;
+        self.jmp_gen = self.jmp_fresh;
+        self.jmp_gen_global = self.jmp_fresh + 1;
+        self.jmp_fresh += 2;
+        self.jmp_recent = [None; JMP_RECENT];
         self.jmp_regions = 0;
     }
 

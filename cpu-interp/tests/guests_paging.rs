@@ -355,6 +355,67 @@ fn mov_cr3_drops_code_lookups_of_non_global_pages_only() {
     );
 }
 
+/// User code calls a function in a loop with a system call (INT 0x1E) per pass, so the
+/// code lookups of user and kernel mode are remembered across each switch; a system call
+/// (INT 0x1D) then moves the function's page and INVLPGs it, and the next passes must run
+/// the new frame although user mode's remembered lookups were made before. (Vectors below
+/// 32: the test IDT has 32 gates.)
+#[test]
+fn invlpg_in_the_kernel_voids_the_code_lookups_user_mode_left() {
+    const UF: u32 = 0x3F_0000;
+    let pte = PT_LOW + 4 * u64::from(UF >> 12);
+    let user = asm(32, 0x9000, |a| {
+        for (syscall, result) in [(0x1D, RESULT as u32 + 16), (0x1F, RESULT as u32 + 20)] {
+            a.xor(ebx, ebx)?;
+            a.mov(ecx, 2000)?;
+            let mut top = a.create_label();
+            a.set_label(&mut top)?;
+            a.call(u64::from(UF))?;
+            a.add(ebx, eax)?;
+            a.int(0x1E)?;
+            a.dec(ecx)?;
+            a.jnz(top)?;
+            a.mov(dword_ptr(result), ebx)?;
+            a.int(syscall)?;
+        }
+        Ok(())
+    });
+    let code = asm(32, CODE, |a| {
+        enable_paging(a, 0, 0)?;
+        iret_to_ring3(a, 0x9000)
+    });
+    let mut m = machine(&code);
+    m.load(0x9000, &user);
+    for (value, at) in [(1u32, UF), (2, UF + 0x1000)] {
+        let f = asm(32, u64::from(at), |a| {
+            a.mov(eax, value)?;
+            a.ret()
+        });
+        m.load(u64::from(at), &f);
+    }
+    type Body<'a> = &'a dyn Fn(&mut CodeAssembler) -> Result<(), IcedError>;
+    let handlers: [(u8, Body); 3] = [
+        (0x1D, &|a| {
+            a.mov(dword_ptr(pte as u32), (0x3F_1000 | P | RW | US) as u32)?;
+            a.invlpg(ptr(UF))?;
+            a.iretd()
+        }),
+        (0x1E, &|a| a.iretd()),
+        (0x1F, &|a| a.hlt()),
+    ];
+    for (vector, body) in handlers {
+        let at = HANDLERS + 0x1000 + u64::from(vector) * 0x40;
+        m.load(at, &asm(32, at, body));
+        m.set_idt(
+            vector,
+            gate_desc(SEL_CODE0, at as u32, ACC_INT_GATE32 | 0x60, 0),
+        );
+    }
+    m.run_to_halt();
+    assert_eq!(m.read_u32(RESULT + 16), 2000, "the old frame's code");
+    assert_eq!(m.read_u32(RESULT + 20), 4000, "the new frame's code");
+}
+
 /// Data read in a hot loop through a linear page in another 1 GiB region than the code:
 /// after the PTE is rewritten and the page INVLPG'd, the loop reads the new frame.
 #[test]
