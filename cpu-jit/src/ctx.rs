@@ -272,18 +272,68 @@ pub(crate) struct CacheGen {
     salt: u64,
     /// INVLPGs accounted for.
     invlpgs_seen: u64,
-    /// Regions ([`region_bit`]) that linear-RIP cache entries, links and indirect-branch
-    /// entries were made in: an INVLPG there voids them all.
-    code_regions: u64,
+    /// Regions that linear-RIP cache entries, links and indirect-branch entries were made
+    /// in: an INVLPG there voids them all.
+    code_regions: RegionSet,
     /// Regions whose soft-TLB entries an INVLPG voided, for [`JitCtx::check_tlb_gen`].
-    pub purge_regions: u64,
+    pub purge: RegionSet,
 }
 
-/// A linear address's bit in the region masks of [`CacheGen`]: its 1 GiB region (the
-/// largest page an INVLPG may drop), folded onto 64 bits (a shared bit only costs a
-/// needless invalidation).
-pub(crate) fn region_bit(linear: u64) -> u64 {
-    1 << ((linear >> 30) & 63)
+/// Regions a [`RegionSet`] names exactly; more are kept as bits folded by address.
+const REGIONS: usize = 8;
+
+/// A set of 1 GiB regions of linear addresses (the largest page an INVLPG may drop): the
+/// first [`REGIONS`] exactly, more as bits of a 64-bit mask (a shared bit only costs a
+/// needless invalidation). Exact regions keep Linux's direct map apart from a process's
+/// low addresses: folded, every INVLPG of a direct-map page voided a `gzip`'s soft-TLB
+/// entries and code lookups.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct RegionSet {
+    regions: [u64; REGIONS],
+    len: usize,
+    folded: u64,
+    all: bool,
+}
+
+impl RegionSet {
+    /// Every region.
+    const ALL: RegionSet = RegionSet {
+        regions: [0; REGIONS],
+        len: 0,
+        folded: 0,
+        all: true,
+    };
+
+    fn bit(region: u64) -> u64 {
+        1 << (region & 63)
+    }
+
+    /// Add the region holding `linear`.
+    pub(crate) fn insert(&mut self, linear: u64) {
+        let region = linear >> 30;
+        if self.contains(linear) {
+            return;
+        }
+        match self.regions.get_mut(self.len) {
+            Some(r) => {
+                *r = region;
+                self.len += 1;
+            }
+            None => self.folded |= Self::bit(region),
+        }
+    }
+
+    /// The region holding `linear` is in the set.
+    pub(crate) fn contains(&self, linear: u64) -> bool {
+        let region = linear >> 30;
+        self.all
+            || self.regions[..self.len].contains(&region)
+            || self.folded & Self::bit(region) != 0
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        !self.all && self.len == 0 && self.folded == 0
+    }
 }
 
 impl Default for CacheGen {
@@ -295,8 +345,8 @@ impl Default for CacheGen {
             table: GenTable::new(),
             salt: 0,
             invlpgs_seen: 0,
-            code_regions: 0,
-            purge_regions: 0,
+            code_regions: RegionSet::default(),
+            purge: RegionSet::default(),
         }
     }
 }
@@ -322,7 +372,8 @@ impl CacheGen {
 
     /// Cached code is about to depend on the translation of `linear..=last`.
     pub(crate) fn note_code(&mut self, linear: u64, last: u64) {
-        self.code_regions |= region_bit(linear) | region_bit(last);
+        self.code_regions.insert(linear);
+        self.code_regions.insert(last);
     }
 
     /// Account for the INVLPGs since the last call (SDM Vol. 3A §4.10.4.1: each drops the
@@ -336,14 +387,13 @@ impl CacheGen {
             let Some(linear) = interp.jit_invlpg(self.invlpgs_seen) else {
                 // Forgotten: assume the worst.
                 self.salt += 1;
-                self.purge_regions = u64::MAX;
+                self.purge = RegionSet::ALL;
                 break;
             };
-            let bit = region_bit(linear);
-            if self.code_regions & bit != 0 {
+            if self.code_regions.contains(linear) {
                 self.salt += 1;
             }
-            self.purge_regions |= bit;
+            self.purge.insert(linear);
             self.invlpgs_seen += 1;
         }
         self.invlpgs_seen = now;
@@ -510,6 +560,34 @@ impl JitCtx {
         self.tlb_fills = fills;
     }
 
+    /// Empty the soft-TLB entries of the regions in `purge` (INVLPGs there).
+    fn purge_tlb(&mut self, purge: &RegionSet) {
+        if purge.all {
+            self.flush_tlb();
+            return;
+        }
+        let void = |tag: &mut u64| {
+            if *tag != TLB_EMPTY && purge.contains(*tag) {
+                *tag = TLB_EMPTY;
+            }
+        };
+        if self.tlb_fills.overflow {
+            self.tlb_read.iter_mut().for_each(|e| void(&mut e.tag));
+            self.tlb_write.iter_mut().for_each(|e| void(&mut e.tag));
+            return;
+        }
+        // Only filled slots can hold entries.
+        let fills = self.tlb_fills;
+        for &record in &fills.records[..fills.len] {
+            let slot = usize::from(record & TLB_FILL_SLOT);
+            if record & TLB_FILL_WRITE != 0 {
+                void(&mut self.tlb_write[slot].tag);
+            } else {
+                void(&mut self.tlb_read[slot].tag);
+            }
+        }
+    }
+
     fn flush_tlb_all(&mut self) {
         for e in self.tlb_read.iter_mut() {
             e.tag = TLB_EMPTY;
@@ -538,28 +616,19 @@ impl JitCtx {
     }
 
     pub(crate) fn check_tlb_gen(&mut self, interp: &Interpreter) {
-        // Absorbs INVLPGs into `purge_regions`.
+        // Absorbs INVLPGs into `purge`.
         self.cache_gen.get(interp);
         let raw = interp.jit_ctx_gen();
         if raw != self.tlb_raw {
             self.tlb_raw = raw;
             if self.follow_tlb_key(interp.jit_tlb_key()) {
-                self.cache_gen.purge_regions = 0;
+                self.cache_gen.purge = RegionSet::default();
                 return;
             }
         }
-        if self.cache_gen.purge_regions != 0 {
-            let purge = std::mem::take(&mut self.cache_gen.purge_regions);
-            for e in self.tlb_read.iter_mut() {
-                if e.tag != TLB_EMPTY && region_bit(e.tag) & purge != 0 {
-                    e.tag = TLB_EMPTY;
-                }
-            }
-            for e in self.tlb_write.iter_mut() {
-                if e.tag != TLB_EMPTY && region_bit(e.tag) & purge != 0 {
-                    e.tag = TLB_EMPTY;
-                }
-            }
+        if !self.cache_gen.purge.is_empty() {
+            let purge = std::mem::take(&mut self.cache_gen.purge);
+            self.purge_tlb(&purge);
         }
     }
 
@@ -873,7 +942,8 @@ pub(crate) extern "C" fn helper_interp(
 #[cfg(test)]
 mod tests {
     use super::{
-        GenTable, JitCtx, GEN_TABLE_SIZE, TLB_EMPTY, TLB_FILLS, TLB_FILL_GLOBAL, TLB_FILL_WRITE,
+        GenTable, JitCtx, RegionSet, GEN_TABLE_SIZE, REGIONS, TLB_EMPTY, TLB_FILLS,
+        TLB_FILL_GLOBAL, TLB_FILL_WRITE,
     };
     use pcvm_core::cpu_state::cr;
     use pcvm_core::{CpuBackend, CpuState, SegReg};
@@ -900,6 +970,45 @@ mod tests {
             ctx.tlb_read[slot].tag = (slot as u64) << 12;
             ctx.note_fill(slot as u16 | global);
         }
+    }
+
+    #[test]
+    fn region_sets_keep_the_direct_map_apart_from_low_addresses() {
+        let mut set = RegionSet::default();
+        assert!(set.is_empty());
+        set.insert(0x40_0000);
+        // Linux's direct map folds onto the same bit as the first GiB; it is not in the set.
+        assert!(set.contains(0x3FFF_F000) && !set.contains(0xFFFF_8880_0000_1000));
+        // Past REGIONS exact regions, more are kept folded: none is ever lost.
+        for i in 1..=REGIONS as u64 + 3 {
+            set.insert(i << 30);
+        }
+        assert!((0..=REGIONS as u64 + 3).all(|i| set.contains(i << 30)));
+        assert!(!set.is_empty() && !RegionSet::ALL.is_empty() && RegionSet::ALL.contains(0));
+    }
+
+    #[test]
+    fn invlpg_purges_soft_tlb_entries_of_its_region_only() {
+        let mut ctx = JitCtx::new();
+        assert!(ctx.follow_tlb_key(key(3, 0x1000)));
+        fill(&mut ctx, 4, false, false);
+        ctx.tlb_read[4].tag = 0x40_4000;
+        fill(&mut ctx, 8, true, false);
+        ctx.tlb_write[8].tag = 0xFFFF_8880_0000_8000;
+        let mut purge = RegionSet::default();
+        purge.insert(0xFFFF_8880_0123_4000);
+        ctx.purge_tlb(&purge);
+        assert_eq!(ctx.tlb_read[4].tag, 0x40_4000);
+        assert_eq!(ctx.tlb_write[8].tag, TLB_EMPTY);
+        // With more fills than remembered, the whole tables are searched.
+        for slot in 0..TLB_FILLS + 1 {
+            fill(&mut ctx, 100 + slot % 800, false, false);
+        }
+        ctx.tlb_read[4].tag = 0x40_4000;
+        purge = RegionSet::default();
+        purge.insert(0x40_0000);
+        ctx.purge_tlb(&purge);
+        assert_eq!(ctx.tlb_read[4].tag, TLB_EMPTY);
     }
 
     #[test]
