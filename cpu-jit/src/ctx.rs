@@ -18,7 +18,7 @@ use vm_memory_host::host_page;
 pub(crate) const TLB_SIZE: usize = 1024;
 
 /// Filled soft-TLB slots remembered before a flush clears everything instead.
-const TLB_FILLS: usize = 256;
+const TLB_FILLS: usize = 1024;
 /// [`TlbFills`] record bits besides the slot number: the write TLB, a global translation
 /// (kept by a MOV CR3), filled in user mode.
 const TLB_FILL_WRITE: u16 = 0x8000;
@@ -536,14 +536,16 @@ impl JitCtx {
     /// Empty the soft-TLB slots of the fills `void` picks (by their [`TlbFills`] record),
     /// or every slot if there were too many fills to remember.
     fn clear_fills(&mut self, void: impl Fn(u16) -> bool) {
-        let mut fills = std::mem::take(&mut self.tlb_fills);
-        if fills.overflow {
+        // In place: the record list is 2 KiB.
+        if self.tlb_fills.overflow {
+            self.tlb_fills.overflow = false;
+            self.tlb_fills.len = 0;
             self.flush_tlb_all();
             return;
         }
         let mut kept = 0;
-        for i in 0..fills.len {
-            let record = fills.records[i];
+        for i in 0..self.tlb_fills.len {
+            let record = self.tlb_fills.records[i];
             if void(record) {
                 let slot = usize::from(record & TLB_FILL_SLOT);
                 if record & TLB_FILL_WRITE != 0 {
@@ -552,12 +554,11 @@ impl JitCtx {
                     self.tlb_read[slot].tag = TLB_EMPTY;
                 }
             } else {
-                fills.records[kept] = record;
+                self.tlb_fills.records[kept] = record;
                 kept += 1;
             }
         }
-        fills.len = kept;
-        self.tlb_fills = fills;
+        self.tlb_fills.len = kept;
     }
 
     /// Empty the soft-TLB entries of the regions in `purge` (INVLPGs there).
@@ -577,8 +578,8 @@ impl JitCtx {
             return;
         }
         // Only filled slots can hold entries.
-        let fills = self.tlb_fills;
-        for &record in &fills.records[..fills.len] {
+        for i in 0..self.tlb_fills.len {
+            let record = self.tlb_fills.records[i];
             let slot = usize::from(record & TLB_FILL_SLOT);
             if record & TLB_FILL_WRITE != 0 {
                 void(&mut self.tlb_write[slot].tag);
