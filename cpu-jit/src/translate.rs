@@ -1394,8 +1394,8 @@ impl<'a> Translator<'a> {
         self.b.set_cold_block(slow);
         if let Some(lin) = self.fast_linear(seg.1, ea) {
             let fast = self.b.create_block();
-            let (hit, entry) = self.tlb_probe(lin, size, OFF_TLB_READ, TLB_READ_SHIFT);
-            self.b.ins().brif(hit, fast, &[], slow, &[]);
+            let entry = self.b.append_block_param(fast, I64);
+            self.tlb_probe(lin, size, OFF_TLB_READ, TLB_READ_SHIFT, fast, slow);
             self.b.seal_block(fast);
             self.b.seal_block(slow);
             self.b.switch_to_block(fast);
@@ -1467,8 +1467,8 @@ impl<'a> Translator<'a> {
         self.b.set_cold_block(slow);
         if let Some(lin) = self.fast_linear(seg.1, ea) {
             let plain = self.b.create_block();
-            let (hit, entry) = self.tlb_probe(lin, size, OFF_TLB_WRITE, TLB_WRITE_SHIFT);
-            self.b.ins().brif(hit, plain, &[], slow, &[]);
+            let entry = self.b.append_block_param(plain, I64);
+            self.tlb_probe(lin, size, OFF_TLB_WRITE, TLB_WRITE_SHIFT, plain, slow);
             self.b.seal_block(plain);
             self.b.seal_block(slow);
             self.b.switch_to_block(plain);
@@ -1536,25 +1536,61 @@ impl<'a> Translator<'a> {
         }
     }
 
-    /// Soft-TLB probe of the table at `table` with entries of `1 << shift` bytes: (hit, entry
-    /// address minus `table`). A hit needs the last byte on the tagged page, so an access
-    /// crossing a page always takes the slow path.
-    fn tlb_probe(&mut self, ea: Value, size: u32, table: i32, shift: i64) -> (Value, Value) {
+    /// Soft-TLB probe of the table at `table` with entries of `1 << shift` bytes, in the
+    /// page's two slots (`ctx::tlb_slots`): on a hit, jump to `hit` with the entry's address
+    /// minus `table`, else to `miss`. A hit needs the last byte on the tagged page, so an
+    /// access crossing a page always misses.
+    fn tlb_probe(
+        &mut self,
+        ea: Value,
+        size: u32,
+        table: i32,
+        shift: i64,
+        hit: cranelift_codegen::ir::Block,
+        miss: cranelift_codegen::ir::Block,
+    ) {
         let last = self.b.ins().iadd_imm_s(ea, i64::from(size) - 1);
         let want = self.b.ins().band_imm_s(last, !0xFFF);
-        let slot = self.b.ins().ushr_imm_s(ea, 12);
-        let slot = self
+        let page = self.b.ins().ushr_imm_s(ea, 12);
+        let first = self
             .b
             .ins()
-            .band_imm_s(slot, (crate::ctx::TLB_SIZE - 1) as i64);
-        let off = self.b.ins().ishl_imm_s(slot, shift);
-        let ctx = self.ctx();
-        let entry = self.b.ins().iadd(ctx, off);
+            .band_imm_s(page, (crate::ctx::TLB_SIZE - 1) as i64);
+        let entry = self.tlb_entry(first, shift);
         let tag = self
             .b
             .ins()
             .load(I64, MemFlagsData::trusted(), entry, table);
-        (self.b.ins().icmp(IntCC::Equal, tag, want), entry)
+        let found = self.b.ins().icmp(IntCC::Equal, tag, want);
+        let second = self.b.create_block();
+        self.b.ins().brif(found, hit, &[entry.into()], second, &[]);
+        self.b.seal_block(second);
+        self.b.switch_to_block(second);
+        let high = self.b.ins().ushr_imm_s(ea, 22);
+        let mixed = self.b.ins().bxor(page, high);
+        let mixed = self
+            .b
+            .ins()
+            .bxor_imm_s(mixed, crate::ctx::TLB_SECOND_SALT as i64);
+        let other = self
+            .b
+            .ins()
+            .band_imm_s(mixed, (crate::ctx::TLB_SIZE - 1) as i64);
+        let entry = self.tlb_entry(other, shift);
+        let tag = self
+            .b
+            .ins()
+            .load(I64, MemFlagsData::trusted(), entry, table);
+        let found = self.b.ins().icmp(IntCC::Equal, tag, want);
+        self.b.ins().brif(found, hit, &[entry.into()], miss, &[]);
+    }
+
+    /// Address of soft-TLB slot `slot`'s entry (entries of `1 << shift` bytes) minus the
+    /// table's offset.
+    fn tlb_entry(&mut self, slot: Value, shift: i64) -> Value {
+        let off = self.b.ins().ishl_imm_s(slot, shift);
+        let ctx = self.ctx();
+        self.b.ins().iadd(ctx, off)
     }
 
     fn load_mem(&mut self, insn: &Instruction, size: u32, rmw: bool) -> Tr<(Value, Value)> {
