@@ -1552,18 +1552,8 @@ impl<'a> Translator<'a> {
         let last = self.b.ins().iadd_imm_s(ea, i64::from(size) - 1);
         let want = self.b.ins().band_imm_s(last, !0xFFF);
         let page = self.b.ins().ushr_imm_s(ea, 12);
-        let first = self
-            .b
-            .ins()
-            .band_imm_s(page, (crate::ctx::TLB_SIZE - 1) as i64);
-        let entry = self.tlb_entry(first, shift);
-        let tag = self
-            .b
-            .ins()
-            .load(I64, MemFlagsData::trusted(), entry, table);
-        let found = self.b.ins().icmp(IntCC::Equal, tag, want);
         let second = self.b.create_block();
-        self.b.ins().brif(found, hit, &[entry.into()], second, &[]);
+        self.tlb_try_slot(page, want, table, shift, hit, second);
         self.b.seal_block(second);
         self.b.switch_to_block(second);
         let high = self.b.ins().ushr_imm_s(ea, 22);
@@ -1572,25 +1562,33 @@ impl<'a> Translator<'a> {
             .b
             .ins()
             .bxor_imm_s(mixed, crate::ctx::TLB_SECOND_SALT as i64);
-        let other = self
+        self.tlb_try_slot(mixed, want, table, shift, hit, miss);
+    }
+
+    /// Probe the soft-TLB slot in the low bits of `index` for tag `want`: jump to `hit`
+    /// with the entry's address minus the table's offset, or to `miss`.
+    fn tlb_try_slot(
+        &mut self,
+        index: Value,
+        want: Value,
+        table: i32,
+        shift: i64,
+        hit: cranelift_codegen::ir::Block,
+        miss: cranelift_codegen::ir::Block,
+    ) {
+        let slot = self
             .b
             .ins()
-            .band_imm_s(mixed, (crate::ctx::TLB_SIZE - 1) as i64);
-        let entry = self.tlb_entry(other, shift);
+            .band_imm_s(index, (crate::ctx::TLB_SIZE - 1) as i64);
+        let off = self.b.ins().ishl_imm_s(slot, shift);
+        let ctx = self.ctx();
+        let entry = self.b.ins().iadd(ctx, off);
         let tag = self
             .b
             .ins()
             .load(I64, MemFlagsData::trusted(), entry, table);
         let found = self.b.ins().icmp(IntCC::Equal, tag, want);
         self.b.ins().brif(found, hit, &[entry.into()], miss, &[]);
-    }
-
-    /// Address of soft-TLB slot `slot`'s entry (entries of `1 << shift` bytes) minus the
-    /// table's offset.
-    fn tlb_entry(&mut self, slot: Value, shift: i64) -> Value {
-        let off = self.b.ins().ishl_imm_s(slot, shift);
-        let ctx = self.ctx();
-        self.b.ins().iadd(ctx, off)
     }
 
     fn load_mem(&mut self, insn: &Instruction, size: u32, rmw: bool) -> Tr<(Value, Value)> {
