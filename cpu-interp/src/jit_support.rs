@@ -71,6 +71,7 @@ pub struct TlbChange {
 }
 
 impl TlbChange {
+    /// Everything goes.
     pub const FLUSH: TlbChange = TlbChange {
         flush_all: true,
         drop_supervisor: true,

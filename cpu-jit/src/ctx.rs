@@ -23,8 +23,8 @@ pub(crate) const TLB_SECOND_SALT: u64 = 0x200;
 /// The two soft-TLB slots a linear page may sit in (generated code probes both, in this
 /// order): its low bits, and those mixed with the bits above them. Pages that share the
 /// first slot (4 MiB apart, say a stack page and a heap page ASLR put there) almost never
-/// share the second; with one slot such a pair missed on every access, which was 40% of a
-/// guest gzip's time in runs where ASLR put its buffers so.
+/// share the second; with one slot such a pair missed on every access (about 30% of a
+/// guest gzip's samples went to the misses in a run where ASLR put its buffers so).
 pub(crate) fn tlb_slots(linear: u64) -> [usize; 2] {
     let page = linear >> 12;
     let mask = TLB_SIZE as u64 - 1;
