@@ -60,8 +60,8 @@ use pcvm_cpu_interp::{Interpreter, JitInsn};
 
 use ctx::{ind_cache_slot, GenTable, JitCtx, Link, IND_CACHE_SIZE, LINKS_PER_BLOCK, NO_LINK};
 use translate::{
-    interpretable, supported, SlowPaths, Translator, EXIT_DELIVERED, EXIT_FAULT, EXIT_NEXT,
-    EXIT_SHUTDOWN, EXIT_STOP,
+    interpretable, supported, RegionBlock, SlowPaths, Translator, EXIT_DELIVERED, EXIT_FAULT,
+    EXIT_NEXT, EXIT_SHUTDOWN, EXIT_STOP,
 };
 use worker::CompileWorker;
 
@@ -131,6 +131,44 @@ struct Prepared {
     interp_insns: Box<[JitInsn]>,
     insns: u64,
     pure_len: u64,
+    /// The compiled block this translation replaces (a loop region rooted at it).
+    replaces: Option<u32>,
+}
+
+/// Most other blocks joining a block's function as a loop region.
+const MAX_REGION_BLOCKS: usize = 8;
+
+/// Most guest instructions in a loop region.
+const MAX_REGION_INSNS: usize = 96;
+
+/// The constant RIPs a translated block's exits go to: its last instruction's direct branch
+/// target (JMP, Jcc, CALL, LOOP) and the fall-through unless it is an unconditional transfer.
+fn exit_targets(insns: &[Instruction]) -> Vec<u64> {
+    use iced_x86::FlowControl as F;
+    let Some(last) = insns.last() else {
+        return Vec::new();
+    };
+    let mut t = Vec::new();
+    if matches!(
+        last.op0_kind(),
+        iced_x86::OpKind::NearBranch16
+            | iced_x86::OpKind::NearBranch32
+            | iced_x86::OpKind::NearBranch64
+    ) {
+        t.push(last.near_branch_target());
+    }
+    if !matches!(
+        last.flow_control(),
+        F::UnconditionalBranch
+            | F::IndirectBranch
+            | F::Return
+            | F::Call
+            | F::IndirectCall
+            | F::Interrupt
+    ) {
+        t.push(last.next_ip());
+    }
+    t
 }
 
 /// Blocks queued for the compile thread at most (more stay cold until there is room).
@@ -188,6 +226,8 @@ pub struct JitStats {
     pub invalidations: u64,
     /// Whole code-cache flushes.
     pub flushes: u64,
+    /// Blocks translated together with other compiled blocks as one loop region.
+    pub loop_regions: u64,
 }
 
 /// What a block's translation is made from: its instructions (each supported, or else run
@@ -200,6 +240,8 @@ struct BlockSource<'a> {
     long: bool,
     links: Option<*const [Link; LINKS_PER_BLOCK]>,
     ind_cache: *const Link,
+    /// Other compiled blocks translated into the same function as a loop region.
+    region: &'a [RegionBlock<'a>],
 }
 
 /// Cranelift state for compiling blocks.
@@ -450,7 +492,7 @@ impl Compiler {
         let mut built =
             Translator::new(b, call_conv, self.slow, src.long, src.links, src.ind_cache)
                 .counting_runs(self.count_runs)
-                .block(src.insns, src.predecoded, cfg);
+                .block(src.insns, src.predecoded, cfg, src.region);
         if built.is_err() && src.links.is_some() {
             // Once more without a self loop (refused when iced's write lists fell short).
             self.cl_ctx.func.clear();
@@ -459,7 +501,7 @@ impl Compiler {
             built = Translator::new(b, call_conv, self.slow, src.long, src.links, src.ind_cache)
                 .counting_runs(self.count_runs)
                 .without_self_loop()
-                .block(src.insns, src.predecoded, cfg);
+                .block(src.insns, src.predecoded, cfg, &[]);
         }
         if built.is_err() {
             self.module.clear_context(&mut self.cl_ctx);
@@ -561,6 +603,8 @@ pub struct JitBackend {
     pending: FastMap<u64, Prepared>,
     /// The next job number.
     next_seq: u64,
+    /// Blocks translated as loop regions, or tried as one (at most once each).
+    region_tried: std::collections::HashSet<BlockKey, BuildHasherDefault<AddressHasher>>,
 }
 
 /// A multiply-rotate hasher for the dispatcher's maps: their keys are guest addresses and
@@ -694,6 +738,7 @@ impl JitBackend {
             worker: None,
             pending: FastMap::default(),
             next_seq: 0,
+            region_tried: Default::default(),
         })
     }
 
@@ -728,6 +773,7 @@ impl JitBackend {
     fn flush_code(&mut self) {
         // Blocks still compiling are dropped with the map (their results are ignored).
         self.pending.clear();
+        self.region_tried.clear();
         self.blocks.clear();
         self.hot.clear();
         self.links.clear();
@@ -950,24 +996,81 @@ impl JitBackend {
             })
             .collect();
         let t0 = Instant::now();
-        let ind_cache = self.ind_cache.as_ptr();
+        // Compiled blocks on the same page that this one leads to and that lead back to it
+        // join its function as one loop (all native and whole, like this one).
+        let members = if chainable && insns.iter().all(|i| supported(i, long)) {
+            self.loop_region(p, key, insns, block.ram_offset)
+        } else {
+            Vec::new()
+        };
+        let region: Vec<RegionBlock<'_>> = members
+            .iter()
+            .filter_map(|(idx, list)| {
+                Some(RegionBlock {
+                    insns: list,
+                    links: &**self.links.get(*idx as usize)? as *const [Link; LINKS_PER_BLOCK]
+                        as u64,
+                    idx: *idx,
+                })
+            })
+            .collect();
+        if !region.is_empty() {
+            self.stats.loop_regions += 1;
+        }
+        // The bytes kept for re-checks cover every block of the region (one page).
+        let (mut lo, mut hi) = (block.ram_offset, block.ram_offset + len as u64);
+        for (idx, _) in &members {
+            if let Some(Some(b)) = self.blocks.get(*idx as usize) {
+                lo = lo.min(b.ram_offset);
+                hi = hi.max(b.ram_offset + b.bytes.len() as u64);
+            }
+        }
+        let mut bytes = bytes;
+        if lo != block.ram_offset || hi != block.ram_offset + len as u64 {
+            bytes = vec![0u8; (hi - lo) as usize];
+            if !p.memory().read_ram(lo, &mut bytes) {
+                return Err(None);
+            }
+        }
         let prepared = Prepared {
             key,
-            ram_offset: block.ram_offset,
+            ram_offset: lo,
             bytes,
             stop,
             links,
             interp_insns,
             insns: n as u64,
             pure_len: block.insns.len() as u64,
+            replaces: None,
         };
+        if !region.is_empty() {
+            self.region_tried.insert(key);
+        }
+        self.build_block(p, prepared, insns, &predecoded, links_ptr, &region, t0)
+    }
+
+    /// Translate `insns` (with `region`) for `prepared`, then queue its IR for the compile
+    /// thread or compile and register it here.
+    #[allow(clippy::too_many_arguments)]
+    fn build_block(
+        &mut self,
+        p: &mut dyn Platform,
+        prepared: Prepared,
+        insns: &[Instruction],
+        predecoded: &[u64],
+        links_ptr: Option<*const [Link; LINKS_PER_BLOCK]>,
+        region: &[RegionBlock<'_>],
+        t0: Instant,
+    ) -> std::result::Result<Option<u32>, Option<Mnemonic>> {
+        let key = prepared.key;
         // With a compile thread, only the translation to IR happens here.
         let src = BlockSource {
             insns,
-            predecoded: &predecoded,
-            long,
+            predecoded,
+            long: key.2 == 64,
             links: links_ptr,
-            ind_cache,
+            ind_cache: self.ind_cache.as_ptr(),
+            region,
         };
         let built = if self.worker.is_some() {
             self.compiler.translate(&src).map(Err)
@@ -980,9 +1083,12 @@ impl JitBackend {
             Ok(Err(ir)) => {
                 let seq = self.next_seq;
                 self.next_seq += 1;
+                let upgrade = prepared.replaces.is_some();
                 if self.worker.as_mut().is_some_and(|w| w.submit(seq, ir)) {
                     self.pending.insert(seq, prepared);
-                    self.map.insert(key, Entry::Pending);
+                    if !upgrade {
+                        self.map.insert(key, Entry::Pending);
+                    }
                 } else {
                     tracing::warn!("JIT: the compile thread is gone; compiling on this one");
                     self.stop_worker();
@@ -993,6 +1099,172 @@ impl JitBackend {
                 tracing::debug!("JIT: block at {:#x} not compiled: {e}", key.1);
                 Err(insns.first().map(Instruction::mnemonic))
             }
+        }
+    }
+
+    /// The compiled blocks that join the block at `key` (translated as `insns`, at RAM offset
+    /// `ram_offset`) in one function: reached from its constant exits (directly or through
+    /// each other), on its page, native and whole, and leading back to it, so the loop they
+    /// form runs without leaving the function. Each comes with its index and instructions.
+    fn loop_region(
+        &self,
+        p: &dyn Platform,
+        key: BlockKey,
+        insns: &[Instruction],
+        ram_offset: u64,
+    ) -> Vec<(u32, Vec<Instruction>)> {
+        let (phys, rip, bitness) = key;
+        let long = bitness == 64;
+        let page_ram = ram_offset & !0xFFF;
+        let mut cand: Vec<(u64, u32, Vec<Instruction>)> = Vec::new();
+        let mut total = insns.len();
+        let mut queue = exit_targets(insns);
+        let mut buf = Vec::new();
+        let mut page = vec![0u8; 0x1000];
+        if !p.memory().read_ram(page_ram, &mut page) {
+            return Vec::new();
+        }
+        while let Some(t) = queue.pop() {
+            if cand.len() >= MAX_REGION_BLOCKS {
+                break;
+            }
+            if t == rip || t >> 12 != rip >> 12 || cand.iter().any(|c| c.0 == t) {
+                continue;
+            }
+            let k = ((phys & !0xFFF) | (t & 0xFFF), t, bitness);
+            let Some(Entry::Compiled(idx)) = self.map.get(&k).copied() else {
+                continue;
+            };
+            let (Some(Some(b)), Some(h)) =
+                (self.blocks.get(idx as usize), self.hot.get(idx as usize))
+            else {
+                continue;
+            };
+            let end = b.ram_offset + b.bytes.len() as u64;
+            if h.func.is_none()
+                || h.insns != h.pure_len
+                || b.ram_offset & !0xFFF != page_ram
+                || end > page_ram + 0x1000
+                || total + h.insns as usize > MAX_REGION_INSNS
+            {
+                continue;
+            }
+            // Its compiled code is current (so its instruction count is), and its own
+            // instructions are decoded from the page (a block's kept bytes may be a whole
+            // region's).
+            buf.resize(b.bytes.len(), 0);
+            if !(p.memory().read_ram(b.ram_offset, &mut buf) && buf == b.bytes) {
+                continue;
+            }
+            let from = page.get((t & 0xFFF) as usize..).unwrap_or(&[]);
+            let mut decoder = Decoder::with_ip(bitness, from, t, DecoderOptions::NONE);
+            let list: Vec<Instruction> = (0..h.insns).map(|_| decoder.decode()).collect();
+            if list.iter().any(|i| i.is_invalid() || !supported(i, long)) {
+                continue;
+            }
+            total += list.len();
+            queue.extend(exit_targets(&list));
+            cand.push((t, idx, list));
+        }
+        // Keep the blocks from which this one is reached again.
+        let mut back = vec![rip];
+        loop {
+            let before = back.len();
+            for c in &cand {
+                if !back.contains(&c.0) && exit_targets(&c.2).iter().any(|t| back.contains(t)) {
+                    back.push(c.0);
+                }
+            }
+            if back.len() == before {
+                break;
+            }
+        }
+        cand.into_iter()
+            .filter(|c| back.contains(&c.0))
+            .map(|(_, idx, list)| (idx, list))
+            .collect()
+    }
+
+    /// Take compiled block `idx` out of use (a newer translation of the same code replaces
+    /// it): links and linear-RIP cache entries naming it are voided with the drop generation.
+    fn retire_block(&mut self, idx: u32) {
+        if self
+            .blocks
+            .get_mut(idx as usize)
+            .and_then(Option::take)
+            .is_some()
+        {
+            if let Some(h) = self.hot.get_mut(idx as usize) {
+                h.func = None;
+            }
+            self.drop_gen += 1;
+        }
+    }
+
+    /// Compiled block `idx` was just installed: if it now closes a loop with other compiled
+    /// blocks (they became hot together, so none found the others compiled when it was
+    /// translated), translate it again with them as one function, to replace it.
+    fn try_loop_region(&mut self, p: &mut dyn Platform, idx: u32) {
+        let (Some(Some(b)), Some(h)) = (self.blocks.get(idx as usize), self.hot.get(idx as usize))
+        else {
+            return;
+        };
+        let (key, ram_offset, stop) = (b.key, b.ram_offset, b.stop);
+        if h.insns != h.pure_len || h.func.is_none() || self.region_tried.contains(&key) {
+            return;
+        }
+        let long = key.2 == 64;
+        let mut decoder = Decoder::with_ip(key.2, &b.bytes, key.1, DecoderOptions::NONE);
+        let insns: Vec<Instruction> = (0..h.insns).map(|_| decoder.decode()).collect();
+        let (n, pure_len) = (h.insns, h.pure_len);
+        if insns.iter().any(|i| i.is_invalid() || !supported(i, long)) {
+            return;
+        }
+        let members = self.loop_region(p, key, &insns, ram_offset);
+        if members.is_empty() {
+            return;
+        }
+        self.region_tried.insert(key);
+        let region: Vec<RegionBlock<'_>> = members
+            .iter()
+            .filter_map(|(i, list)| {
+                Some(RegionBlock {
+                    insns: list,
+                    links: &**self.links.get(*i as usize)? as *const [Link; LINKS_PER_BLOCK] as u64,
+                    idx: *i,
+                })
+            })
+            .collect();
+        let len: u64 = insns.iter().map(|i| i.len() as u64).sum();
+        let (mut lo, mut hi) = (ram_offset, ram_offset + len);
+        for (i, _) in &members {
+            if let Some(Some(m)) = self.blocks.get(*i as usize) {
+                lo = lo.min(m.ram_offset);
+                hi = hi.max(m.ram_offset + m.bytes.len() as u64);
+            }
+        }
+        let mut bytes = vec![0u8; (hi - lo) as usize];
+        if !p.memory().read_ram(lo, &mut bytes) {
+            return;
+        }
+        self.stats.loop_regions += 1;
+        let links = Box::new([Link::EMPTY; LINKS_PER_BLOCK]);
+        let links_ptr = Some(&*links as *const [Link; LINKS_PER_BLOCK]);
+        let prepared = Prepared {
+            key,
+            ram_offset: lo,
+            bytes,
+            stop,
+            links,
+            interp_insns: Box::new([]),
+            insns: n,
+            pure_len,
+            replaces: Some(idx),
+        };
+        let predecoded = vec![0; insns.len()];
+        let t0 = Instant::now();
+        if let Err(m) = self.build_block(p, prepared, &insns, &predecoded, links_ptr, &region, t0) {
+            tracing::debug!("JIT: loop region at {:#x} not built ({m:?})", key.1);
         }
     }
 
@@ -1029,14 +1301,21 @@ impl JitBackend {
             let Some(prep) = self.pending.remove(&done.seq) else {
                 continue;
             };
-            if !matches!(self.map.get(&prep.key), Some(Entry::Pending)) {
+            let current = match self.map.get(&prep.key).copied() {
+                Some(Entry::Pending) => prep.replaces.is_none(),
+                Some(Entry::Compiled(i)) => prep.replaces == Some(i),
+                _ => false,
+            };
+            if !current {
                 continue;
             }
             let (code, align) = match done.code {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::debug!("JIT: block at {:#x} not compiled: {e}", prep.key.1);
-                    self.map.insert(prep.key, Entry::Never(None));
+                    if prep.replaces.is_none() {
+                        self.map.insert(prep.key, Entry::Never(None));
+                    }
                     continue;
                 }
             };
@@ -1045,7 +1324,9 @@ impl JitBackend {
             if !(p.memory().read_ram(prep.ram_offset, &mut self.buf)
                 && self.buf[..] == prep.bytes[..])
             {
-                self.map.insert(prep.key, Entry::Cold(0));
+                if prep.replaces.is_none() {
+                    self.map.insert(prep.key, Entry::Cold(0));
+                }
                 continue;
             }
             if self.blocks.len() >= MAX_BLOCKS || self.compiler.code_bytes >= MAX_CODE_BYTES {
@@ -1053,13 +1334,19 @@ impl JitBackend {
                 self.flush_code();
                 continue;
             }
+            let upgrade = prep.replaces.is_some();
             match self.compiler.install(&code, align) {
                 Ok(func) => {
-                    self.register(p, prep, func);
+                    let idx = self.register(p, prep, func);
+                    if !upgrade {
+                        self.try_loop_region(p, idx);
+                    }
                 }
                 Err(e) => {
                     tracing::debug!("JIT: block at {:#x} not installed: {e}", prep.key.1);
-                    self.map.insert(prep.key, Entry::Never(None));
+                    if !upgrade {
+                        self.map.insert(prep.key, Entry::Never(None));
+                    }
                 }
             }
         }
@@ -1076,7 +1363,11 @@ impl JitBackend {
             interp_insns,
             insns: n,
             pure_len,
+            replaces,
         } = prep;
+        if let Some(old) = replaces {
+            self.retire_block(old);
+        }
         let long = key.2 == 64;
         if let Some(f) = self.perf_map.as_mut() {
             use std::io::Write as _;

@@ -362,6 +362,21 @@ fn written_gprs(insns: &[Instruction]) -> u16 {
     writes
 }
 
+/// The GPRs (bit per register) some instruction of `insns` reads or writes, by iced's
+/// used-register lists.
+fn used_gprs(insns: &[Instruction]) -> u16 {
+    let mut factory = InstructionInfoFactory::new();
+    let mut used = 0u16;
+    for insn in insns {
+        for u in factory.info(insn).used_registers() {
+            if let Some((n, _, _)) = gpr(u.register()) {
+                used |= 1 << n;
+            }
+        }
+    }
+    used
+}
+
 /// Instructions with no architectural effect here (NOP, ENDBR, PAUSE, prefetches): the JIT
 /// only retires them.
 /// The six arithmetic flags in iced's `RflagsBits`.
@@ -642,13 +657,34 @@ pub(crate) struct Translator<'a> {
     count_runs: bool,
 }
 
-/// The in-function loop of a block whose branch targets its own first instruction.
-#[derive(Clone, Copy)]
+/// The in-function loop of a block whose branch targets its own first instruction, or of a
+/// region of blocks that branch to each other ([`RegionBlock`]).
+#[derive(Clone)]
 struct SelfLoop {
+    /// The registers some block of the loop may write.
+    writes: u16,
+    /// Where each block (the translated one first) starts.
+    entries: Vec<LoopEntry>,
+}
+
+/// One block of an in-function loop: its header, start RIP, instruction count and what
+/// `JitCtx::last` names while it runs (the compiled block's index, or for the function's own
+/// block the value it was entered with).
+#[derive(Clone, Copy)]
+struct LoopEntry {
     header: cranelift_codegen::ir::Block,
     start: u64,
     len: u32,
-    writes: u16,
+    last: Value,
+}
+
+/// Another compiled block translated into the same function (a loop region): its
+/// instructions (all native, the interpreter's whole block), its link array's host address
+/// and its index, which `JitCtx::last` holds while its copy runs, so its exits are its own.
+pub(crate) struct RegionBlock<'i> {
+    pub insns: &'i [Instruction],
+    pub links: u64,
+    pub idx: u32,
 }
 
 fn sig(call_conv: CallConv, params: usize) -> Signature {
@@ -759,6 +795,7 @@ impl<'a> Translator<'a> {
         insns: &[Instruction],
         predecoded: &[u64],
         cfg: TargetFrontendConfig,
+        region: &[RegionBlock<'_>],
     ) -> Tr<()> {
         let long = self.long;
         let native = |i: &Instruction| supported(i, long);
@@ -766,8 +803,9 @@ impl<'a> Translator<'a> {
         // interpreted instruction.
         let first = insns.iter().position(|i| !native(i)).unwrap_or(insns.len());
         self.load_regs(&insns[..first]);
+        let region = if self.loop_allowed { region } else { &[] };
         if first == insns.len() && self.links.is_some() && self.loop_allowed {
-            self.start_self_loop(insns);
+            self.start_self_loop(insns, region);
         }
         let dead = dead_flag_writes(insns, long);
         let mut ended = false;
@@ -811,10 +849,46 @@ impl<'a> Translator<'a> {
             let rip = insns.last().map_or(self.cur_ip, |i| i.next_ip());
             self.exit_linked(rip, self.executed, 0);
         }
+        // The region's other blocks, each from its header (reached only by in-function
+        // branches), exiting through its own links as its own compiled copy would.
+        let entries = self
+            .self_loop
+            .as_ref()
+            .map(|l| l.entries.clone())
+            .unwrap_or_default();
+        for (m, e) in region.iter().zip(entries.iter().skip(1)) {
+            self.b.switch_to_block(e.header);
+            self.enter_loop_block(m.links);
+            let dead = dead_flag_writes(m.insns, long);
+            let mut ended = false;
+            for (k, insn) in m.insns.iter().enumerate() {
+                self.cur_ip = insn.ip();
+                self.stored = false;
+                self.flags_dead = dead.get(k).copied().unwrap_or(false);
+                ended = self.insn(insn)?;
+                if ended {
+                    break;
+                }
+                self.executed += 1;
+                if self.stored {
+                    let s = self.b.use_var(self.stop);
+                    let c = self.b.ins().icmp_imm_s(IntCC::NotEqual, s, 0);
+                    self.side_exit(c, insn.next_ip(), self.executed, EXIT_STOP);
+                }
+            }
+            if !ended {
+                let rip = m.insns.last().map_or(self.cur_ip, |i| i.next_ip());
+                self.exit_linked(rip, self.executed, 0);
+            }
+        }
         self.b.seal_all_blocks();
         // Finished even when it is thrown away, so the builder context is left clean.
         self.b.finalize(cfg);
-        if self.self_loop.is_some_and(|l| self.dirty & !l.writes != 0) {
+        if self
+            .self_loop
+            .as_ref()
+            .is_some_and(|l| self.dirty & !l.writes != 0)
+        {
             // iced's lists missed a write: an exit early in the second pass would not
             // store it. The caller translates the block again without the loop.
             return Err(Unsupported);
@@ -830,32 +904,81 @@ impl<'a> Translator<'a> {
         Ok(())
     }
 
-    /// If the block (all native, chainable) branches back to its first instruction, load
-    /// every register it may write as well, and open the loop header: the back edges jump
-    /// there with the registers in variables, while the flags go through the context as at
-    /// a chained exit (RFLAGS is read again at the header).
-    fn start_self_loop(&mut self, insns: &[Instruction]) {
+    /// If the block (all native, chainable) branches back to its first instruction, or
+    /// `region` (blocks it leads to that lead back to it) is given, load every register the
+    /// loop uses, and open a header per block: in-function branches jump there with the
+    /// registers in variables, while the flags go through the context as at a chained exit
+    /// (RFLAGS is read again at each header).
+    fn start_self_loop(&mut self, insns: &[Instruction], region: &[RegionBlock<'_>]) {
         let Some(start) = insns.first().map(Instruction::ip) else {
             return;
         };
-        let back = insns.iter().any(|i| {
-            matches!(
-                i.op0_kind(),
-                OpKind::NearBranch16 | OpKind::NearBranch32 | OpKind::NearBranch64
-            ) && i.near_branch_target() == start
-        });
-        if !back {
+        let starts: Vec<u64> = std::iter::once(start)
+            .chain(
+                region
+                    .iter()
+                    .filter_map(|m| m.insns.first().map(Instruction::ip)),
+            )
+            .collect();
+        let branches_in = |list: &[Instruction]| {
+            list.iter().any(|i| {
+                matches!(
+                    i.op0_kind(),
+                    OpKind::NearBranch16 | OpKind::NearBranch32 | OpKind::NearBranch64
+                ) && starts.contains(&i.near_branch_target())
+            })
+        };
+        if !branches_in(insns) && !region.iter().any(|m| branches_in(m.insns)) {
             return;
         }
         let live = if self.long { 0xFFFF } else { 0xFF };
-        let writes = written_gprs(insns) & live;
-        self.load_gprs(writes & !self.defined);
-        self.defined |= writes;
+        let mut writes = written_gprs(insns);
+        let mut used = 0u16;
+        for m in region {
+            writes |= written_gprs(m.insns);
+            used |= used_gprs(m.insns);
+        }
+        let writes = writes & live;
+        // Every register a block of the loop may read or write has a value at every header.
+        let load = (writes | used) & live;
+        self.load_gprs(load & !self.defined);
+        self.defined |= load;
+        // The index the function was entered under names it again at its back edges.
+        let ctx = self.ctx();
+        let entered = self
+            .b
+            .ins()
+            .load(I64, MemFlagsData::trusted(), ctx, OFF_LAST);
         let header = self.b.create_block();
+        let mut entries = vec![LoopEntry {
+            header,
+            start,
+            len: insns.len() as u32,
+            last: entered,
+        }];
+        for m in region {
+            let h = self.b.create_block();
+            let idx = self.b.ins().iconst(I64, i64::from(m.idx));
+            entries.push(LoopEntry {
+                header: h,
+                start: m.insns.first().map_or(0, Instruction::ip),
+                len: m.insns.len() as u32,
+                last: idx,
+            });
+        }
         self.b.ins().jump(header, &[]);
         self.b.switch_to_block(header);
-        // Every pass after the first may have changed them: stored at every exit.
-        self.dirty = writes;
+        self.self_loop = Some(SelfLoop { writes, entries });
+        let links = self.links.unwrap_or(0);
+        self.enter_loop_block(links);
+    }
+
+    /// At a loop header: the state a block starts with (its links, nothing retired, every
+    /// register the loop writes to be stored at exits, the flags in the context).
+    fn enter_loop_block(&mut self, links: u64) {
+        self.links = Some(links);
+        self.executed = 0;
+        self.dirty = self.self_loop.as_ref().map_or(0, |l| l.writes);
         let ctx = self.ctx();
         let f = self
             .b
@@ -866,19 +989,13 @@ impl<'a> Translator<'a> {
         self.flags = Flags::Mat(f);
         let zero = self.iconst(0);
         self.b.def_var(self.stop, zero);
-        self.self_loop = Some(SelfLoop {
-            header,
-            start,
-            len: insns.len() as u32,
-            writes,
-        });
     }
 
     /// The back edge of a self loop, `executed` instructions into the pass: go round again
     /// when a chained jump into the block would be allowed (chaining on, no poll due, the
     /// next pass fits the budget), counting the pass as a chained block run; otherwise exit
     /// as [`Self::exit_linked`] would.
-    fn loop_back(&mut self, l: SelfLoop, executed: u32, slot: usize) {
+    fn loop_back(&mut self, l: LoopEntry, executed: u32, slot: usize) {
         let f = MemFlagsData::trusted();
         let ctx = self.ctx();
         let before = self.b.ins().load(I64, f, ctx, OFF_CHAINED);
@@ -897,6 +1014,7 @@ impl<'a> Translator<'a> {
         let ok = self.b.ins().band(chaining, fits);
         let out = self.branch_out(ok, false);
         self.b.ins().store(f, total, ctx, OFF_CHAINED);
+        self.b.ins().store(f, l.last, ctx, OFF_LAST);
         self.count_chained_block();
         self.store_flags();
         self.b.ins().jump(l.header, &[]);
@@ -1003,8 +1121,12 @@ impl<'a> Translator<'a> {
     /// may go on (with the successor, the call stays within `JitCtx::limit`: budget and poll),
     /// jump into it; otherwise return `EXIT_NEXT`, naming the link for the dispatcher to fill.
     fn exit_linked(&mut self, rip: u64, executed: u32, slot: usize) {
-        if let Some(l) = self.self_loop.filter(|l| l.start == rip) {
-            self.loop_back(l, executed, slot);
+        let entry = self
+            .self_loop
+            .as_ref()
+            .and_then(|l| l.entries.iter().find(|e| e.start == rip).copied());
+        if let Some(e) = entry {
+            self.loop_back(e, executed, slot);
             return;
         }
         let Some(links) = self.links else {
@@ -2927,7 +3049,7 @@ mod tests {
             None,
             std::ptr::null(),
         )
-        .block(insns, &vec![0; insns.len()], isa.frontend_config())
+        .block(insns, &vec![0; insns.len()], isa.frontend_config(), &[])
     }
 
     /// Translate random blocks: random bytes decoded in 32- and 64-bit code, so all operand

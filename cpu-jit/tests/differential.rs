@@ -1647,6 +1647,65 @@ fn self_loop_matches_the_interpreter_at_every_budget() {
     assert!(jits.iter().all(|j| j.stats().insns_native > 0));
 }
 
+/// A loop of three blocks (one branching around another), which the JIT compiles into one
+/// function once its blocks are compiled: carries, partial registers, memory and a moving
+/// address register across its in-function branches.
+fn region_loop_program(long: bool) -> Vec<u8> {
+    use iced_x86::code_asm::*;
+    let bitness = if long { 64 } else { 32 };
+    asm(bitness, CODE, |a| {
+        let mut top = a.create_label();
+        let mut skip = a.create_label();
+        a.mov(ecx, 11)?;
+        a.set_label(&mut top)?;
+        if long {
+            a.mov(rbx, qword_ptr(rbp + 8))?;
+            a.add(rax, rbx)?;
+            a.cmp(rax, qword_ptr(rbp + 0x10))?;
+            a.jb(skip)?;
+            a.mov(qword_ptr(rbp + 0x20), rax)?;
+            a.adc(r10, 3)?;
+            a.mov(r9b, al)?;
+            a.set_label(&mut skip)?;
+            a.rol(rdi, 3)?;
+            a.mov(dh, cl)?;
+            a.sbb(r11d, esi)?;
+        } else {
+            a.mov(ebx, dword_ptr(ebp + 8))?;
+            a.add(eax, ebx)?;
+            a.cmp(eax, dword_ptr(ebp + 0x10))?;
+            a.jb(skip)?;
+            a.mov(dword_ptr(ebp + 0x20), eax)?;
+            a.adc(edx, 3)?;
+            a.mov(bl, al)?;
+            a.set_label(&mut skip)?;
+            a.rol(edi, 3)?;
+            a.mov(dh, cl)?;
+            a.sbb(esi, ebx)?;
+        }
+        a.inc(ebp)?;
+        a.dec(ecx)?;
+        a.jne(top)?;
+        a.hlt()
+    })
+}
+
+/// A loop region keeps every register, flag and memory write: [`region_loop_program`] from
+/// random states, stopped at every instruction budget, ends in the interpreter's state.
+#[test]
+fn loop_region_matches_the_interpreter_at_every_budget() {
+    let jits = program_matches_the_interpreter_at_every_budget(
+        region_loop_program,
+        0x4E61_0000,
+        160,
+        |_| {},
+    );
+    for j in &jits {
+        assert!(j.stats().insns_native > 0);
+        assert!(j.stats().loop_regions > 0, "no loop region was formed");
+    }
+}
+
 /// Blocks compiled on the compile thread run like the ones compiled inline: a long loop
 /// (interpreted until its block is installed, then native) ends in the interpreter's state,
 /// and some of it did run natively.

@@ -132,6 +132,7 @@ static TOTALS: Mutex<JitStats> = Mutex::new(JitStats {
     insns_native: 0,
     invalidations: 0,
     flushes: 0,
+    loop_regions: 0,
 });
 
 /// Add one JIT's counters to [`TOTALS`].
@@ -143,6 +144,7 @@ fn add_totals(s: &JitStats) {
     t.insns_native += s.insns_native;
     t.invalidations += s.invalidations;
     t.flushes += s.flushes;
+    t.loop_regions += s.loop_regions;
 }
 
 /// The summed counters of every JIT CPU dropped so far (plus `live`, e.g. a CPU still in use).
@@ -155,6 +157,7 @@ pub fn jit_totals(live: Option<&TestCpu>) -> JitStats {
         t.insns_native += s.insns_native;
         t.invalidations += s.invalidations;
         t.flushes += s.flushes;
+        t.loop_regions += s.loop_regions;
     }
     t
 }
@@ -163,13 +166,14 @@ pub fn jit_totals(live: Option<&TestCpu>) -> JitStats {
 pub fn describe(s: &JitStats) -> String {
     format!(
         "JIT: {} blocks compiled ({} instructions, {:.1} ms), {} instructions run natively, \
-         {} invalidations, {} flushes",
+         {} invalidations, {} flushes, {} loop regions",
         s.blocks_compiled,
         s.insns_translated,
         s.compile_ns as f64 / 1e6,
         s.insns_native,
         s.invalidations,
-        s.flushes
+        s.flushes,
+        s.loop_regions
     )
 }
 
