@@ -655,6 +655,38 @@ pub(crate) struct Translator<'a> {
     /// Count native block-to-block jumps in `JitCtx::chained_blocks` (see
     /// [`Self::counting_runs`]).
     count_runs: bool,
+    /// In an in-function loop, the flags the context would hold, carried in variables
+    /// across its back edges instead of stored and loaded again at each.
+    flag_vars: Option<FlagVars>,
+    /// `entry_flags` (with the lazy state) is the loop header's, in `flag_vars`, not the
+    /// context's: exits store it, and reads of it take the variables.
+    flags_in_vars: bool,
+}
+
+/// The flags in the context's form (RFLAGS and the lazy `flags_op`, `flags_a`, `flags_b`,
+/// `flags_res`, `flags_cf`), as variables of an in-function loop.
+#[derive(Clone, Copy)]
+struct FlagVars {
+    rflags: Variable,
+    op: Variable,
+    a: Variable,
+    b: Variable,
+    res: Variable,
+    cf: Variable,
+}
+
+impl FlagVars {
+    /// The variables with their context offsets, RFLAGS first.
+    fn fields(self) -> [(Variable, i32); 6] {
+        [
+            (self.rflags, OFF_RFLAGS),
+            (self.op, OFF_FLAGS_OP),
+            (self.a, OFF_FLAGS_A),
+            (self.b, OFF_FLAGS_B),
+            (self.res, OFF_FLAGS_RES),
+            (self.cf, OFF_FLAGS_CF),
+        ]
+    }
 }
 
 /// The in-function loop of a block whose branch targets its own first instruction, or of a
@@ -751,6 +783,8 @@ impl<'a> Translator<'a> {
             self_loop: None,
             loop_allowed: true,
             count_runs: false,
+            flag_vars: None,
+            flags_in_vars: false,
         }
     }
 
@@ -966,6 +1000,21 @@ impl<'a> Translator<'a> {
                 last: idx,
             });
         }
+        // The flags as the context holds them now, into the loop's variables.
+        let vars = FlagVars {
+            rflags: self.b.declare_var(I64),
+            op: self.b.declare_var(I64),
+            a: self.b.declare_var(I64),
+            b: self.b.declare_var(I64),
+            res: self.b.declare_var(I64),
+            cf: self.b.declare_var(I64),
+        };
+        for (var, off) in vars.fields() {
+            let ctx = self.ctx();
+            let v = self.b.ins().load(I64, MemFlagsData::trusted(), ctx, off);
+            self.b.def_var(var, v);
+        }
+        self.flag_vars = Some(vars);
         self.b.ins().jump(header, &[]);
         self.b.switch_to_block(header);
         self.self_loop = Some(SelfLoop { writes, entries });
@@ -979,11 +1028,15 @@ impl<'a> Translator<'a> {
         self.links = Some(links);
         self.executed = 0;
         self.dirty = self.self_loop.as_ref().map_or(0, |l| l.writes);
-        let ctx = self.ctx();
-        let f = self
-            .b
-            .ins()
-            .load(I64, MemFlagsData::trusted(), ctx, OFF_RFLAGS);
+        let f = if let Some(vars) = self.flag_vars {
+            self.flags_in_vars = true;
+            self.b.use_var(vars.rflags)
+        } else {
+            let ctx = self.ctx();
+            self.b
+                .ins()
+                .load(I64, MemFlagsData::trusted(), ctx, OFF_RFLAGS)
+        };
         self.entry_flags = f;
         self.entry_lazy = true;
         self.flags = Flags::Mat(f);
@@ -1016,7 +1069,7 @@ impl<'a> Translator<'a> {
         self.b.ins().store(f, total, ctx, OFF_CHAINED);
         self.b.ins().store(f, l.last, ctx, OFF_LAST);
         self.count_chained_block();
-        self.store_flags();
+        self.flags_to_vars();
         self.b.ins().jump(l.header, &[]);
         self.b.switch_to_block(out);
         let r = self.iconst(l.start as i64);
@@ -1099,6 +1152,7 @@ impl<'a> Translator<'a> {
             .load(I64, MemFlagsData::trusted(), ctx, OFF_RFLAGS);
         self.entry_flags = f;
         self.entry_lazy = false;
+        self.flags_in_vars = false;
         self.flags = Flags::Mat(f);
     }
 
@@ -1236,17 +1290,34 @@ impl<'a> Translator<'a> {
 
     /// Store the flags to the context (lazily, as they are), unless it still holds them.
     fn store_flags(&mut self) {
-        let m = MemFlagsData::trusted();
-        match self.flags {
-            // The context still holds them.
-            Flags::Mat(f) if f == self.entry_flags => {}
-            Flags::Mat(f) => {
-                let ctx = self.ctx();
-                self.b.ins().store(m, f, ctx, OFF_RFLAGS);
-                let zero = self.iconst(0);
-                self.b.ins().store(m, zero, ctx, OFF_FLAGS_OP);
+        if self.entry_pending_any() {
+            if self.flags_in_vars {
+                // A loop header's flags, in variables.
+                self.store_flag_vars();
             }
-            // Left lazy for the next block (or the dispatcher) to materialize if it reads them.
+            // Otherwise the context still holds them.
+            return;
+        }
+        for (off, v) in self.flag_writes() {
+            let ctx = self.ctx();
+            self.b.ins().store(MemFlagsData::trusted(), v, ctx, off);
+        }
+    }
+
+    /// The flags are the entry flags (the context's, or a loop header's), lazy or not.
+    fn entry_pending_any(&self) -> bool {
+        matches!(self.flags, Flags::Mat(f) if f == self.entry_flags)
+    }
+
+    /// The flags, other than the entry flags, in the context's form: (context offset, value)
+    /// for each field to write. A full value clears `flags_op`; lazy ones are left for the
+    /// next block (or the dispatcher) to materialize if it reads them.
+    fn flag_writes(&mut self) -> Vec<(i32, Value)> {
+        match self.flags {
+            Flags::Mat(f) => {
+                let zero = self.iconst(0);
+                vec![(OFF_RFLAGS, f), (OFF_FLAGS_OP, zero)]
+            }
             Flags::Lazy {
                 op,
                 bits,
@@ -1256,13 +1327,14 @@ impl<'a> Translator<'a> {
                 cf,
             } => {
                 let code = self.iconst((op.code() | u64::from(bits) << 8) as i64);
-                let ctx = self.ctx();
-                self.b.ins().store(m, code, ctx, OFF_FLAGS_OP);
-                self.b.ins().store(m, a, ctx, OFF_FLAGS_A);
-                self.b.ins().store(m, b, ctx, OFF_FLAGS_B);
-                self.b.ins().store(m, res, ctx, OFF_FLAGS_RES);
                 let cf = self.b.ins().uextend(I64, cf);
-                self.b.ins().store(m, cf, ctx, OFF_FLAGS_CF);
+                vec![
+                    (OFF_FLAGS_OP, code),
+                    (OFF_FLAGS_A, a),
+                    (OFF_FLAGS_B, b),
+                    (OFF_FLAGS_RES, res),
+                    (OFF_FLAGS_CF, cf),
+                ]
             }
         }
     }
@@ -1270,6 +1342,10 @@ impl<'a> Translator<'a> {
     /// The flags, with the block's entry flags materialized (a helper call) if still lazy.
     fn flags_now(&mut self) -> Flags {
         if self.entry_lazy && matches!(self.flags, Flags::Mat(f) if f == self.entry_flags) {
+            if self.flags_in_vars {
+                // The helper materializes them from the context.
+                self.store_flag_vars();
+            }
             let helper = self.iconst(helper_flags as *const () as usize as i64);
             let ctx = self.ctx();
             let call = self.b.ins().call_indirect(self.sigs.flags, helper, &[ctx]);
@@ -1793,22 +1869,70 @@ impl<'a> Translator<'a> {
     /// materializing the rest: lazy flags keep CF in `flags_cf` and the masked result in
     /// `flags_res`; otherwise RFLAGS holds them.
     fn entry_flag(&mut self, zf: bool) -> Value {
-        let t = MemFlagsData::trusted();
-        let ctx = self.ctx();
-        let op = self.b.ins().load(I64, t, ctx, OFF_FLAGS_OP);
+        let op = self.entry_field(OFF_FLAGS_OP);
         let lazy = self.b.ins().icmp_imm_s(IntCC::NotEqual, op, 0);
         let (from_lazy, from_rflags) = if zf {
-            let ctx = self.ctx();
-            let res = self.b.ins().load(I64, t, ctx, OFF_FLAGS_RES);
+            let res = self.entry_field(OFF_FLAGS_RES);
             let z = self.b.ins().icmp_imm_s(IntCC::Equal, res, 0);
             (z, self.bit(self.entry_flags, 6))
         } else {
-            let ctx = self.ctx();
-            let c = self.b.ins().load(I64, t, ctx, OFF_FLAGS_CF);
+            let c = self.entry_field(OFF_FLAGS_CF);
             let c = self.b.ins().icmp_imm_s(IntCC::NotEqual, c, 0);
             (c, self.bit(self.entry_flags, 0))
         };
         self.b.ins().select(lazy, from_lazy, from_rflags)
+    }
+
+    /// A field of the entry flags' lazy state (`off`, its context offset): from the loop's
+    /// variables after a loop header, else loaded from the context.
+    fn entry_field(&mut self, off: i32) -> Value {
+        let var = self
+            .flag_vars
+            .filter(|_| self.flags_in_vars)
+            .and_then(|v| v.fields().into_iter().find(|f| f.1 == off));
+        if let Some((var, _)) = var {
+            return self.b.use_var(var);
+        }
+        let ctx = self.ctx();
+        self.b.ins().load(I64, MemFlagsData::trusted(), ctx, off)
+    }
+
+    /// Store a loop header's flags from the loop's variables to the context.
+    fn store_flag_vars(&mut self) {
+        let Some(vars) = self.flag_vars else {
+            return;
+        };
+        for (var, off) in vars.fields() {
+            let v = self.b.use_var(var);
+            let ctx = self.ctx();
+            self.b.ins().store(MemFlagsData::trusted(), v, ctx, off);
+        }
+    }
+
+    /// At a loop's back edge: put the flags in the loop's variables, in the context's form
+    /// ([`Self::store_flags`] without the stores).
+    fn flags_to_vars(&mut self) {
+        let Some(vars) = self.flag_vars else {
+            self.store_flags();
+            return;
+        };
+        if self.entry_pending_any() {
+            if !self.flags_in_vars {
+                // Still the context's (no header passed yet): into the variables.
+                for (var, off) in vars.fields() {
+                    let ctx = self.ctx();
+                    let v = self.b.ins().load(I64, MemFlagsData::trusted(), ctx, off);
+                    self.b.def_var(var, v);
+                }
+            }
+            // Otherwise still the header's: the variables hold them.
+            return;
+        }
+        for (off, v) in self.flag_writes() {
+            if let Some((var, _)) = vars.fields().into_iter().find(|f| f.1 == off) {
+                self.b.def_var(var, v);
+            }
+        }
     }
 
     fn cf(&mut self) -> Value {
