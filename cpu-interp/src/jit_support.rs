@@ -322,6 +322,20 @@ impl Interpreter {
         self.state.gpr = *gpr;
     }
 
+    /// Where XMM0–XMM15 live, for translated SSE code that reads and writes them in place
+    /// while it runs (the interpreter is not otherwise used meanwhile, and not moved).
+    pub fn jit_xmm_ptr(&mut self) -> *mut [[u8; 16]; 16] {
+        &mut self.state.fpu.xmm
+    }
+
+    /// SSE instructions execute rather than fault: CR0.EM clear, CR4.OSFXSR set and CR0.TS
+    /// clear (otherwise #UD or #NM, SDM Vol. 1 §13.1.3 and Vol. 3A §2.5). Changing CR0 or
+    /// CR4 changes [`Self::jit_ctx_gen`].
+    pub fn jit_sse_usable(&self) -> bool {
+        use pcvm_core::cpu_state::cr;
+        self.state.cr0 & (cr::CR0_EM | cr::CR0_TS) == 0 && self.state.cr4 & cr::CR4_OSFXSR != 0
+    }
+
     /// RFLAGS with the arithmetic flags materialized.
     pub fn jit_rflags(&self) -> u64 {
         self.rflags()

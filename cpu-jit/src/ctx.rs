@@ -150,6 +150,12 @@ pub(crate) struct JitCtx {
     pub code_marks_seen: u64,
     /// The interpreter holding the rest of the state (valid while generated code runs).
     pub interp: *mut Interpreter,
+    /// The interpreter's XMM0–XMM15, which translated SSE code reads and writes in place
+    /// (valid while generated code runs).
+    pub xmm: *mut [[u8; 16]; 16],
+    /// 1 when SSE instructions execute (see `Interpreter::jit_sse_usable`), for the chain:
+    /// changing CR0 or CR4 ends it. Translated SSE code leaves them to the interpreter at 0.
+    pub sse_ok: u64,
     /// What the soft TLBs' entries were checked against, and the interpreter context
     /// generation it was last compared at.
     pub tlb_key: Option<JitTlbKey>,
@@ -497,6 +503,8 @@ pub(crate) const OFF_FLAGS_A: i32 = std::mem::offset_of!(JitCtx, flags_a) as i32
 pub(crate) const OFF_FLAGS_B: i32 = std::mem::offset_of!(JitCtx, flags_b) as i32;
 pub(crate) const OFF_FLAGS_RES: i32 = std::mem::offset_of!(JitCtx, flags_res) as i32;
 pub(crate) const OFF_FLAGS_CF: i32 = std::mem::offset_of!(JitCtx, flags_cf) as i32;
+pub(crate) const OFF_XMM: i32 = std::mem::offset_of!(JitCtx, xmm) as i32;
+pub(crate) const OFF_SSE_OK: i32 = std::mem::offset_of!(JitCtx, sse_ok) as i32;
 
 impl JitCtx {
     pub(crate) fn new() -> Box<JitCtx> {
@@ -522,6 +530,8 @@ impl JitCtx {
             }; TLB_SIZE],
             code_marks_seen: 0,
             interp: std::ptr::null_mut(),
+            xmm: std::ptr::null_mut(),
+            sse_ok: 0,
             tlb_key: None,
             tlb_raw: u64::MAX,
             tlb_fills: TlbFills::default(),

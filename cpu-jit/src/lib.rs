@@ -1474,6 +1474,8 @@ impl JitBackend {
         ctx.gpr = self.interp.jit_gprs();
         ctx.rflags = self.interp.jit_rflags();
         ctx.flags_op = 0;
+        ctx.xmm = self.interp.jit_xmm_ptr();
+        ctx.sse_ok = u64::from(self.interp.jit_sse_usable());
         ctx.seg_base = [
             self.interp.jit_linear(SegReg::Fs, 0),
             self.interp.jit_linear(SegReg::Gs, 0),

@@ -34,8 +34,8 @@ use crate::ctx::{
     LINK_FUNC, LINK_GEN, LINK_IDX, LINK_INSNS, LINK_TAG, NO_LINK, OFF_CHAINED, OFF_CHAINED_BLOCKS,
     OFF_EXECUTED, OFF_FAULT, OFF_FLAGS_A, OFF_FLAGS_B, OFF_FLAGS_CF, OFF_FLAGS_OP, OFF_FLAGS_RES,
     OFF_GPR, OFF_LAST, OFF_LIMIT, OFF_LINK_GEN, OFF_MISS_LINK, OFF_RFLAGS, OFF_RIP, OFF_SEG_BASE,
-    OFF_SLOW_ARGS, OFF_SLOW_PLAT, OFF_SLOW_RESULT, OFF_TLB_READ, OFF_TLB_WRITE, STORE_FAULT,
-    STORE_STOP, TLB_READ_SHIFT, TLB_WRITE_SHIFT, WTLB_ADDEND,
+    OFF_SLOW_ARGS, OFF_SLOW_PLAT, OFF_SLOW_RESULT, OFF_SSE_OK, OFF_TLB_READ, OFF_TLB_WRITE,
+    OFF_XMM, STORE_FAULT, STORE_STOP, TLB_READ_SHIFT, TLB_WRITE_SHIFT, WTLB_ADDEND,
 };
 
 /// Exit code: the block ran to its end.
@@ -152,7 +152,13 @@ pub(crate) fn supported(insn: &Instruction, long: bool) -> bool {
     } else {
         OpKind::NearBranch32
     };
-    if !(0..n).all(|i| plain_op(insn, i, long) || insn.op_kind(i) == branch_kind) {
+    let sse = sse_form(insn).is_some();
+    let operand_ok = |i: u32| {
+        plain_op(insn, i, long)
+            || insn.op_kind(i) == branch_kind
+            || (sse && insn.op_kind(i) == OpKind::Register && insn.op_register(i).is_xmm())
+    };
+    if !(0..n).all(operand_ok) {
         return false;
     }
     if long
@@ -184,6 +190,12 @@ pub(crate) fn supported(insn: &Instruction, long: bool) -> bool {
                 return false;
             }
         }
+    }
+    if sse {
+        // The linear address of a memory operand (for the alignment rule) is the offset
+        // plus a base known inline: not CS, FS or GS outside 64-bit code.
+        let seg = insn.memory_segment();
+        return !has_mem || long || !matches!(seg, Register::CS | Register::FS | Register::GS);
     }
     let max = if long { 8 } else { 4 };
     let size0 = if n > 0 { op_size(insn, 0) } else { 0 };
@@ -284,6 +296,97 @@ pub(crate) fn supported(insn: &Instruction, long: bool) -> bool {
             }
         }
     }
+}
+
+/// How the translator runs an SSE instruction natively on the XMM registers (two 64-bit
+/// halves each, read and written in the interpreter's state through `JitCtx::xmm`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum SseForm {
+    /// MOVDQU/MOVDQA/MOVUPS/MOVAPS/MOVUPD/MOVAPD, either direction.
+    Move,
+    /// 128-bit AND, ANDN (NOT the destination), OR and XOR, integer or floating-point.
+    And,
+    AndNot,
+    Or,
+    Xor,
+    /// PCMPEQB/W/D: lanes of this many bits.
+    CmpEq(u32),
+    /// PADDB/W/D/Q and PSUBB/W/D/Q: lanes of this many bits.
+    Add(u32),
+    Sub(u32),
+    /// PMOVMSKB r32/r64, xmm.
+    MoveMask,
+    /// MOVD/MOVQ between a GPR or memory and an XMM register (zero-extended into it), or
+    /// MOVQ between XMM registers and memory (the high half cleared).
+    MoveLow,
+    /// PSHUFD xmm, xmm/m128, imm8.
+    ShuffleDwords,
+    /// PUNPCKLDQ, PUNPCKLQDQ, PUNPCKHQDQ.
+    UnpackLowDwords,
+    UnpackLowQwords,
+    UnpackHighQwords,
+}
+
+/// The native form of an SSE instruction (legacy encodings with XMM operands only; MMX and
+/// VEX forms are left to the interpreter), if the translator has one.
+fn sse_form(insn: &Instruction) -> Option<SseForm> {
+    use Code as C;
+    use SseForm as F;
+    Some(match insn.code() {
+        C::Movdqu_xmm_xmmm128
+        | C::Movdqu_xmmm128_xmm
+        | C::Movdqa_xmm_xmmm128
+        | C::Movdqa_xmmm128_xmm
+        | C::Movups_xmm_xmmm128
+        | C::Movups_xmmm128_xmm
+        | C::Movaps_xmm_xmmm128
+        | C::Movaps_xmmm128_xmm
+        | C::Movupd_xmm_xmmm128
+        | C::Movupd_xmmm128_xmm
+        | C::Movapd_xmm_xmmm128
+        | C::Movapd_xmmm128_xmm => F::Move,
+        C::Pand_xmm_xmmm128 | C::Andps_xmm_xmmm128 | C::Andpd_xmm_xmmm128 => F::And,
+        C::Pandn_xmm_xmmm128 | C::Andnps_xmm_xmmm128 | C::Andnpd_xmm_xmmm128 => F::AndNot,
+        C::Por_xmm_xmmm128 | C::Orps_xmm_xmmm128 | C::Orpd_xmm_xmmm128 => F::Or,
+        C::Pxor_xmm_xmmm128 | C::Xorps_xmm_xmmm128 | C::Xorpd_xmm_xmmm128 => F::Xor,
+        C::Pcmpeqb_xmm_xmmm128 => F::CmpEq(8),
+        C::Pcmpeqw_xmm_xmmm128 => F::CmpEq(16),
+        C::Pcmpeqd_xmm_xmmm128 => F::CmpEq(32),
+        C::Paddb_xmm_xmmm128 => F::Add(8),
+        C::Paddw_xmm_xmmm128 => F::Add(16),
+        C::Paddd_xmm_xmmm128 => F::Add(32),
+        C::Paddq_xmm_xmmm128 => F::Add(64),
+        C::Psubb_xmm_xmmm128 => F::Sub(8),
+        C::Psubw_xmm_xmmm128 => F::Sub(16),
+        C::Psubd_xmm_xmmm128 => F::Sub(32),
+        C::Psubq_xmm_xmmm128 => F::Sub(64),
+        C::Pmovmskb_r32_xmm | C::Pmovmskb_r64_xmm => F::MoveMask,
+        C::Movd_xmm_rm32
+        | C::Movq_xmm_rm64
+        | C::Movd_rm32_xmm
+        | C::Movq_rm64_xmm
+        | C::Movq_xmm_xmmm64
+        | C::Movq_xmmm64_xmm => F::MoveLow,
+        C::Pshufd_xmm_xmmm128_imm8 => F::ShuffleDwords,
+        C::Punpckldq_xmm_xmmm128 => F::UnpackLowDwords,
+        C::Punpcklqdq_xmm_xmmm128 => F::UnpackLowQwords,
+        C::Punpckhqdq_xmm_xmmm128 => F::UnpackHighQwords,
+        _ => return None,
+    })
+}
+
+/// A 16-byte memory operand of `insn` must be 16-byte aligned (#GP(0) otherwise): every
+/// legacy SSE form but the explicitly unaligned moves (SDM Vol. 1 §11.4.1, §12.10.3).
+fn sse_aligned(insn: &Instruction) -> bool {
+    !matches!(
+        insn.mnemonic(),
+        Mnemonic::Movdqu | Mnemonic::Movups | Mnemonic::Movupd
+    )
+}
+
+/// Bit `w - 1` of each `w`-bit lane of a 64-bit value.
+fn lane_high_bits(w: u32) -> i64 {
+    (0..64 / w).fold(0u64, |m, i| m | 1 << (i * w + w - 1)) as i64
 }
 
 /// The instruction may run inside a translated block through [`helper_interp`] when
@@ -661,6 +764,9 @@ pub(crate) struct Translator<'a> {
     /// `entry_flags` (with the lazy state) is the loop header's, in `flag_vars`, not the
     /// context's: exits store it, and reads of it take the variables.
     flags_in_vars: bool,
+    /// `JitCtx::sse_ok` was tested on every path to this point (since the last loop header
+    /// or interpreter call).
+    sse_checked: bool,
 }
 
 /// The flags in the context's form (RFLAGS and the lazy `flags_op`, `flags_a`, `flags_b`,
@@ -785,6 +891,7 @@ impl<'a> Translator<'a> {
             count_runs: false,
             flag_vars: None,
             flags_in_vars: false,
+            sse_checked: false,
         }
     }
 
@@ -1028,6 +1135,7 @@ impl<'a> Translator<'a> {
         self.links = Some(links);
         self.executed = 0;
         self.dirty = self.self_loop.as_ref().map_or(0, |l| l.writes);
+        self.sse_checked = false;
         let f = if let Some(vars) = self.flag_vars {
             self.flags_in_vars = true;
             self.b.use_var(vars.rflags)
@@ -1153,6 +1261,7 @@ impl<'a> Translator<'a> {
         self.entry_flags = f;
         self.entry_lazy = false;
         self.flags_in_vars = false;
+        self.sse_checked = false;
         self.flags = Flags::Mat(f);
     }
 
@@ -2198,6 +2307,10 @@ impl<'a> Translator<'a> {
     /// Emit one instruction. Returns true if it ended the block (control transfer exit).
     fn insn(&mut self, insn: &Instruction) -> Tr<bool> {
         use Mnemonic as M;
+        if let Some(form) = sse_form(insn) {
+            self.sse(insn, form)?;
+            return Ok(false);
+        }
         let m = insn.mnemonic();
         match m {
             M::Add | M::Or | M::Adc | M::Sbb | M::And | M::Sub | M::Xor | M::Cmp | M::Test => {
@@ -2604,6 +2717,280 @@ impl<'a> Translator<'a> {
             _ => return Err(Unsupported),
         }
         Ok(false)
+    }
+
+    // --- SSE. ---
+
+    /// Leave the instruction to the interpreter (which raises #UD or #NM) unless SSE
+    /// instructions execute now; tested once per straight stretch of code.
+    fn sse_check(&mut self) {
+        if self.sse_checked {
+            return;
+        }
+        let ctx = self.ctx();
+        let ok = self
+            .b
+            .ins()
+            .load(I64, MemFlagsData::trusted(), ctx, OFF_SSE_OK);
+        let off = self.b.ins().icmp_imm_s(IntCC::Equal, ok, 0);
+        self.fault_exit_if(off);
+        self.sse_checked = true;
+    }
+
+    /// The host address of the XMM registers and the offset of `r` there.
+    fn xmm_slot(&mut self, r: Register) -> (Value, i32) {
+        let ctx = self.ctx();
+        let base = self
+            .b
+            .ins()
+            .load(I64, MemFlagsData::trusted(), ctx, OFF_XMM);
+        (base, 16 * (r.number() & 15) as i32)
+    }
+
+    /// XMM register `r` as (low, high) 64-bit halves.
+    fn xmm_read(&mut self, r: Register) -> (Value, Value) {
+        let (base, off) = self.xmm_slot(r);
+        let fl = MemFlagsData::new().with_notrap();
+        let lo = self.b.ins().load(I64, fl, base, off);
+        let hi = self.b.ins().load(I64, fl, base, off + 8);
+        (lo, hi)
+    }
+
+    fn xmm_write(&mut self, r: Register, lo: Value, hi: Value) {
+        let (base, off) = self.xmm_slot(r);
+        let fl = MemFlagsData::new().with_notrap();
+        self.b.ins().store(fl, lo, base, off);
+        self.b.ins().store(fl, hi, base, off + 8);
+    }
+
+    /// The memory operand's offset and linear address, leaving the instruction to the
+    /// interpreter when `len` bytes there would wrap past 4 GiB outside 64-bit code, are
+    /// not aligned to `align` bytes (#GP(0)), or (`whole_page`) cross a page: a store of two
+    /// halves must not write one and then fault on the other.
+    fn sse_address(
+        &mut self,
+        insn: &Instruction,
+        len: u32,
+        align: bool,
+        whole_page: bool,
+    ) -> Tr<Value> {
+        let ea = self.ea(insn)?;
+        let seg = self.mem_seg(insn);
+        let lin = self.fast_linear(seg.1, ea).ok_or(Unsupported)?;
+        if !self.long {
+            let wraps = self.b.ins().icmp_imm_s(
+                IntCC::UnsignedGreaterThan,
+                ea,
+                0x1_0000_0000 - i64::from(len),
+            );
+            self.fault_exit_if(wraps);
+        }
+        if align {
+            let low = self.b.ins().band_imm_s(lin, 15);
+            let bad = self.b.ins().icmp_imm_s(IntCC::NotEqual, low, 0);
+            self.fault_exit_if(bad);
+        } else if whole_page {
+            let low = self.b.ins().band_imm_s(lin, 0xFFF);
+            let bad =
+                self.b
+                    .ins()
+                    .icmp_imm_s(IntCC::UnsignedGreaterThan, low, 0x1000 - i64::from(len));
+            self.fault_exit_if(bad);
+        }
+        Ok(ea)
+    }
+
+    /// Operand `i` of 16 bytes: an XMM register or memory (all 16 bytes read, aligned per
+    /// the legacy-SSE rule).
+    fn xmm_operand(&mut self, insn: &Instruction, i: u32) -> Tr<(Value, Value)> {
+        match insn.op_kind(i) {
+            OpKind::Register => Ok(self.xmm_read(insn.op_register(i))),
+            OpKind::Memory => {
+                let align = sse_aligned(insn);
+                let ea = self.sse_address(insn, 16, align, false)?;
+                let seg = self.mem_seg(insn);
+                let lo = self.load_at(seg, ea, 8, false);
+                let ea8 = self.b.ins().iadd_imm_s(ea, 8);
+                let hi = self.load_at(seg, ea8, 8, false);
+                Ok((lo, hi))
+            }
+            _ => Err(Unsupported),
+        }
+    }
+
+    /// Lanes of `w` bits that are equal in `a` and `b` all ones, the others zero (per 64-bit
+    /// half: a lane of `a ^ b` is zero when adding the low bits' carry sets no top bit).
+    fn lanes_equal(&mut self, a: Value, b: Value, w: u32) -> Value {
+        let h = lane_high_bits(w);
+        let x = self.b.ins().bxor(a, b);
+        let low = self.b.ins().band_imm_s(x, !h);
+        let t = self.b.ins().iadd_imm_s(low, !h);
+        let t = self.b.ins().bor(t, x);
+        let nz = self.b.ins().bnot(t);
+        let z = self.b.ins().band_imm_s(nz, h);
+        let z = self.b.ins().ushr_imm_s(z, i64::from(w) - 1);
+        let ones = if w == 64 { -1 } else { (1i64 << w) - 1 };
+        self.b.ins().imul_imm_s(z, ones)
+    }
+
+    /// Lane-wise `a + b` (or `a - b`) in lanes of `w` bits, carries kept inside each lane.
+    fn lanes_add(&mut self, a: Value, b: Value, w: u32, sub: bool) -> Value {
+        if w == 64 {
+            return if sub {
+                self.b.ins().isub(a, b)
+            } else {
+                self.b.ins().iadd(a, b)
+            };
+        }
+        let h = lane_high_bits(w);
+        if sub {
+            // ((a | H) - (b & !H)) ^ ((a ^ !b) & H)
+            let ah = self.b.ins().bor_imm_s(a, h);
+            let bl = self.b.ins().band_imm_s(b, !h);
+            let d = self.b.ins().isub(ah, bl);
+            let nb = self.b.ins().bnot(b);
+            let x = self.b.ins().bxor(a, nb);
+            let x = self.b.ins().band_imm_s(x, h);
+            self.b.ins().bxor(d, x)
+        } else {
+            // ((a & !H) + (b & !H)) ^ ((a ^ b) & H)
+            let al = self.b.ins().band_imm_s(a, !h);
+            let bl = self.b.ins().band_imm_s(b, !h);
+            let s = self.b.ins().iadd(al, bl);
+            let x = self.b.ins().bxor(a, b);
+            let x = self.b.ins().band_imm_s(x, h);
+            self.b.ins().bxor(s, x)
+        }
+    }
+
+    /// The top bit of each byte of `v`, gathered into its low 8 bits.
+    fn byte_signs(&mut self, v: Value) -> Value {
+        let t = self.b.ins().band_imm_s(v, 0x8080_8080_8080_8080u64 as i64);
+        let t = self.b.ins().imul_imm_s(t, 0x0002_0408_1020_4081);
+        self.b.ins().ushr_imm_s(t, 56)
+    }
+
+    /// An SSE instruction of `form` (see [`sse_form`]).
+    fn sse(&mut self, insn: &Instruction, form: SseForm) -> Tr<()> {
+        use SseForm as F;
+        self.sse_check();
+        let dst = insn.op0_register();
+        match form {
+            F::Move => {
+                if insn.op0_kind() == OpKind::Memory {
+                    let (lo, hi) = self.xmm_read(insn.op1_register());
+                    let align = sse_aligned(insn);
+                    let ea = self.sse_address(insn, 16, align, true)?;
+                    let seg = self.mem_seg(insn);
+                    self.store_at(seg, ea, 8, lo);
+                    let ea8 = self.b.ins().iadd_imm_s(ea, 8);
+                    self.store_at(seg, ea8, 8, hi);
+                } else {
+                    let (lo, hi) = self.xmm_operand(insn, 1)?;
+                    self.xmm_write(dst, lo, hi);
+                }
+            }
+            F::And | F::AndNot | F::Or | F::Xor => {
+                let (blo, bhi) = self.xmm_operand(insn, 1)?;
+                let (alo, ahi) = self.xmm_read(dst);
+                let mut op = |a: Value, b: Value| match form {
+                    F::And => self.b.ins().band(a, b),
+                    F::AndNot => self.b.ins().band_not(b, a),
+                    F::Or => self.b.ins().bor(a, b),
+                    _ => self.b.ins().bxor(a, b),
+                };
+                let lo = op(alo, blo);
+                let hi = op(ahi, bhi);
+                self.xmm_write(dst, lo, hi);
+            }
+            F::CmpEq(w) | F::Add(w) | F::Sub(w) => {
+                let (blo, bhi) = self.xmm_operand(insn, 1)?;
+                let (alo, ahi) = self.xmm_read(dst);
+                let (lo, hi) = match form {
+                    F::CmpEq(_) => (self.lanes_equal(alo, blo, w), self.lanes_equal(ahi, bhi, w)),
+                    F::Add(_) => (
+                        self.lanes_add(alo, blo, w, false),
+                        self.lanes_add(ahi, bhi, w, false),
+                    ),
+                    _ => (
+                        self.lanes_add(alo, blo, w, true),
+                        self.lanes_add(ahi, bhi, w, true),
+                    ),
+                };
+                self.xmm_write(dst, lo, hi);
+            }
+            F::MoveMask => {
+                let (lo, hi) = self.xmm_read(insn.op1_register());
+                let l = self.byte_signs(lo);
+                let h = self.byte_signs(hi);
+                let h = self.b.ins().ishl_imm_s(h, 8);
+                let m = self.b.ins().bor(l, h);
+                self.note_narrow(m, 2);
+                self.write_reg(dst, m)?;
+            }
+            F::MoveLow => {
+                let zero = self.iconst(0);
+                let to_xmm = insn.op0_kind() == OpKind::Register && dst.is_xmm();
+                let from_xmm = insn.op1_kind() == OpKind::Register && insn.op1_register().is_xmm();
+                let size = if matches!(insn.code(), Code::Movd_xmm_rm32 | Code::Movd_rm32_xmm) {
+                    4
+                } else {
+                    8
+                };
+                let v = if from_xmm {
+                    let (lo, _) = self.xmm_read(insn.op1_register());
+                    self.trunc(lo, size)
+                } else if insn.op1_kind() == OpKind::Memory {
+                    let ea = self.sse_address(insn, size, false, false)?;
+                    let seg = self.mem_seg(insn);
+                    self.load_at(seg, ea, size, false)
+                } else {
+                    self.read_op(insn, 1, size)?
+                };
+                if to_xmm {
+                    self.xmm_write(dst, v, zero);
+                } else if insn.op0_kind() == OpKind::Memory {
+                    let ea = self.sse_address(insn, size, false, false)?;
+                    let seg = self.mem_seg(insn);
+                    self.store_at(seg, ea, size, v);
+                } else {
+                    self.write_reg(dst, v)?;
+                }
+            }
+            F::ShuffleDwords => {
+                let (lo, hi) = self.xmm_operand(insn, 1)?;
+                let l0 = self.trunc(lo, 4);
+                let l1 = self.b.ins().ushr_imm_s(lo, 32);
+                let l2 = self.trunc(hi, 4);
+                let l3 = self.b.ins().ushr_imm_s(hi, 32);
+                let lanes = [l0, l1, l2, l3];
+                let imm = insn.immediate8();
+                let pick = |k: u32| lanes[usize::from((imm >> (2 * k)) & 3)];
+                let (p0, p1, p2, p3) = (pick(0), pick(1), pick(2), pick(3));
+                let p1 = self.b.ins().ishl_imm_s(p1, 32);
+                let p3 = self.b.ins().ishl_imm_s(p3, 32);
+                let nlo = self.b.ins().bor(p0, p1);
+                let nhi = self.b.ins().bor(p2, p3);
+                self.xmm_write(dst, nlo, nhi);
+            }
+            F::UnpackLowDwords | F::UnpackLowQwords | F::UnpackHighQwords => {
+                let (blo, bhi) = self.xmm_operand(insn, 1)?;
+                let (alo, ahi) = self.xmm_read(dst);
+                let (lo, hi) = match form {
+                    F::UnpackLowDwords => {
+                        let a0 = self.trunc(alo, 4);
+                        let b0 = self.b.ins().ishl_imm_s(blo, 32);
+                        let a1 = self.b.ins().ushr_imm_s(alo, 32);
+                        let b1 = self.b.ins().band_imm_s(blo, !0xFFFF_FFFF);
+                        (self.b.ins().bor(a0, b0), self.b.ins().bor(a1, b1))
+                    }
+                    F::UnpackLowQwords => (alo, blo),
+                    _ => (ahi, bhi),
+                };
+                self.xmm_write(dst, lo, hi);
+            }
+        }
+        Ok(())
     }
 
     /// Operand size of near branches and return addresses: 8 in 64-bit code, else 4.
