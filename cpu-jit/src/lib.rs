@@ -853,13 +853,19 @@ impl JitBackend {
         let gen = self.jmp_gen();
         let slot = jmp_slot(lin);
         let (tag, g, idx) = self.jmp[slot];
-        // Runs counted in the cache entry of cold code.
-        let mut runs = 0;
+        // Runs counted in the cache entry of cold code, also under an older generation: the
+        // map holds only the count of the last slow lookup, and code entered once per
+        // context switch (system calls, interrupts, with PTI a CR3 switch each way) would
+        // otherwise start again from it every time and stay interpreted.
+        let runs = if tag == lin && idx >= COLD_BASE && idx != NO_BLOCK {
+            idx - COLD_BASE + 1
+        } else {
+            0
+        };
         if tag == lin && g == gen {
             if idx < COLD_BASE || idx == NO_BLOCK {
                 return entry_block(idx);
             }
-            runs = idx - COLD_BASE + 1;
             if runs < self.threshold && runs < COLD_MAX_RUNS {
                 self.jmp[slot].2 = COLD_BASE + runs;
                 return None;
