@@ -501,6 +501,8 @@ fn stays_in_block(insn: &Instruction, long: bool) -> bool {
         && !insn.is_stack_instruction()
         && !insn.is_string_instruction()
         && !matches!(insn.mnemonic(), Mnemonic::Div | Mnemonic::Idiv)
+        // SSE instructions leave to the interpreter when SSE is unusable.
+        && sse_form(insn).is_none()
         && (0..insn.op_count()).all(|i| {
             let k = insn.op_kind(i);
             k == OpKind::Register || is_imm(k)
