@@ -1544,6 +1544,40 @@ fn interpreter_and_jit_agree_on_random_64bit_blocks() {
     );
 }
 
+/// A rotate whose flags the next instructions overwrite, with a native SSE instruction in
+/// between that leaves the block when SSE is unusable: the interpreter then delivers #UD
+/// with the rotate's flags, so they must be computed (the case the 2,000,000-run random
+/// differential found).
+fn sse_exit_program(long: bool) -> Vec<u8> {
+    use iced_x86::code_asm::*;
+    let bitness = if long { 64 } else { 32 };
+    asm(bitness, CODE, |a| {
+        a.imul_3(ax, ax, -0x80)?;
+        a.rol(esi, 1)?;
+        a.pmovmskb(ebx, xmm6)?;
+        a.cmove(edi, eax)?;
+        a.or(edx, eax)?;
+        a.movdqa(xmm1, xmm6)?;
+        a.pxor(xmm1, xmmword_ptr(ebp + 0x10))?;
+        a.hlt()
+    })
+}
+
+/// Native SSE instructions leave the block with the right flags whether SSE is usable or
+/// not (CR4.OSFXSR set in half the states): [`sse_exit_program`] at every budget.
+#[test]
+fn sse_exits_keep_the_flags() {
+    let jits =
+        program_matches_the_interpreter_at_every_budget(sse_exit_program, 0x55E0_0000, 12, |s| {
+            if s.gpr[1] & 1 == 0 {
+                s.cr4 &= !cr::CR4_OSFXSR;
+            } else {
+                s.cr4 |= cr::CR4_OSFXSR;
+            }
+        });
+    assert!(jits.iter().all(|j| j.stats().insns_native > 0));
+}
+
 /// A fixed program whose translated instructions write registers and leave lazy flags right
 /// before instructions the JIT runs through its interpreter helper, and read them right
 /// after (GPRs to and from XMM registers, LAHF/CMC/PUSHF on the flags, CPUID writing four
