@@ -242,46 +242,56 @@ fn invlpg_makes_a_changed_mapping_visible() {
 /// Code reached through a linear page whose mapping changes: after the PTE is rewritten
 /// and the page INVLPG'd, a call to the same linear address runs the new frame's code,
 /// however many times (and however hot) the old one ran before.
+/// `count` passes that call each of `funcs` (each returns a value in EAX) and add the
+/// values up in EBX, with an `INT int_per_pass` at the end of each pass if given; the sum is
+/// stored at `result`. Uses EAX, EBX and ECX.
+fn sum_calls(
+    a: &mut CodeAssembler,
+    funcs: &[u32],
+    count: u32,
+    int_per_pass: Option<u32>,
+    result: u32,
+) -> Result<(), IcedError> {
+    a.xor(ebx, ebx)?;
+    a.mov(ecx, count)?;
+    let mut top = a.create_label();
+    a.set_label(&mut top)?;
+    for &f in funcs {
+        a.call(u64::from(f))?;
+        a.add(ebx, eax)?;
+    }
+    if let Some(vector) = int_per_pass {
+        a.int(vector)?;
+    }
+    a.dec(ecx)?;
+    a.jnz(top)?;
+    a.mov(dword_ptr(result), ebx)
+}
+
+/// A function at `at` that returns `value` in EAX.
+fn returns(value: u32, at: u32) -> Vec<u8> {
+    asm(32, u64::from(at), |a| {
+        a.mov(eax, value)?;
+        a.ret()
+    })
+}
+
 #[test]
 fn invlpg_of_a_code_page_runs_the_new_frame() {
     const FUNC: u32 = 0x3F_0000;
     let pte = PT_LOW + 4 * u64::from(FUNC >> 12);
     let code = asm(32, CODE, |a| {
         enable_paging(a, 0, 0)?;
-        a.xor(ebx, ebx)?;
-        a.mov(ecx, 3000)?;
-        let mut old = a.create_label();
-        a.set_label(&mut old)?;
-        a.call(u64::from(FUNC))?;
-        a.add(ebx, eax)?;
-        a.dec(ecx)?;
-        a.jnz(old)?;
-        a.mov(dword_ptr(RESULT as u32 + 16), ebx)?;
+        sum_calls(a, &[FUNC], 3000, None, RESULT as u32 + 16)?;
         // Point FUNC's page at the other frame.
         a.mov(dword_ptr(pte as u32), (0x3F_1000 | P | RW | US) as u32)?;
         a.invlpg(ptr(FUNC))?;
-        a.xor(ebx, ebx)?;
-        a.mov(ecx, 3000)?;
-        let mut new = a.create_label();
-        a.set_label(&mut new)?;
-        a.call(u64::from(FUNC))?;
-        a.add(ebx, eax)?;
-        a.dec(ecx)?;
-        a.jnz(new)?;
-        a.mov(dword_ptr(RESULT as u32 + 20), ebx)?;
+        sum_calls(a, &[FUNC], 3000, None, RESULT as u32 + 20)?;
         a.hlt()
     });
-    let old_func = asm(32, u64::from(FUNC), |a| {
-        a.mov(eax, 1)?;
-        a.ret()
-    });
-    let new_func = asm(32, u64::from(FUNC), |a| {
-        a.mov(eax, 2)?;
-        a.ret()
-    });
     let mut m = machine(&code);
-    m.load(u64::from(FUNC), &old_func);
-    m.load(u64::from(FUNC) + 0x1000, &new_func);
+    m.load(u64::from(FUNC), &returns(1, FUNC));
+    m.load(u64::from(FUNC) + 0x1000, &returns(2, FUNC));
     m.run_to_halt();
     assert_eq!(m.read_u32(RESULT + 16), 3000, "the old frame's code");
     assert_eq!(
@@ -304,28 +314,12 @@ fn mov_cr3_drops_code_lookups_of_non_global_pages_only() {
     let code = asm(32, CODE, |a| {
         enable_paging(a, 0x80, 0)?;
         for result in [RESULT as u32 + 16, RESULT as u32 + 20] {
-            a.xor(ebx, ebx)?;
-            a.mov(ecx, 3000)?;
-            let mut top = a.create_label();
-            a.set_label(&mut top)?;
-            a.call(u64::from(FUNC))?;
-            a.add(ebx, eax)?;
-            a.call(u64::from(GFUNC))?;
-            a.add(ebx, eax)?;
-            a.dec(ecx)?;
-            a.jnz(top)?;
-            a.mov(dword_ptr(result), ebx)?;
+            sum_calls(a, &[FUNC, GFUNC], 3000, None, result)?;
             a.mov(eax, PD2 as u32)?;
             a.mov(cr3, eax)?;
         }
         a.hlt()
     });
-    let func = |value: u32, at: u32| {
-        asm(32, u64::from(at), |a| {
-            a.mov(eax, value)?;
-            a.ret()
-        })
-    };
     let mut m = machine(&code);
     m.write_u32(
         PT_LOW + 4 * u64::from(GFUNC >> 12),
@@ -342,10 +336,10 @@ fn mov_cr3_drops_code_lookups_of_non_global_pages_only() {
             ((u64::from(f) + 0x1000) | P | RW | US) as u32,
         );
     }
-    m.load(u64::from(FUNC), &func(1, FUNC));
-    m.load(u64::from(FUNC) + 0x1000, &func(2, FUNC));
-    m.load(u64::from(GFUNC), &func(10, GFUNC));
-    m.load(u64::from(GFUNC) + 0x1000, &func(20, GFUNC));
+    m.load(u64::from(FUNC), &returns(1, FUNC));
+    m.load(u64::from(FUNC) + 0x1000, &returns(2, FUNC));
+    m.load(u64::from(GFUNC), &returns(10, GFUNC));
+    m.load(u64::from(GFUNC) + 0x1000, &returns(20, GFUNC));
     m.run_to_halt();
     assert_eq!(m.read_u32(RESULT + 16), 3000 * 11, "both old frames");
     assert_eq!(
@@ -366,16 +360,7 @@ fn invlpg_in_the_kernel_voids_the_code_lookups_user_mode_left() {
     let pte = PT_LOW + 4 * u64::from(UF >> 12);
     let user = asm(32, 0x9000, |a| {
         for (syscall, result) in [(0x1D, RESULT as u32 + 16), (0x1F, RESULT as u32 + 20)] {
-            a.xor(ebx, ebx)?;
-            a.mov(ecx, 2000)?;
-            let mut top = a.create_label();
-            a.set_label(&mut top)?;
-            a.call(u64::from(UF))?;
-            a.add(ebx, eax)?;
-            a.int(0x1E)?;
-            a.dec(ecx)?;
-            a.jnz(top)?;
-            a.mov(dword_ptr(result), ebx)?;
+            sum_calls(a, &[UF], 2000, Some(0x1E), result)?;
             a.int(syscall)?;
         }
         Ok(())
@@ -386,13 +371,8 @@ fn invlpg_in_the_kernel_voids_the_code_lookups_user_mode_left() {
     });
     let mut m = machine(&code);
     m.load(0x9000, &user);
-    for (value, at) in [(1u32, UF), (2, UF + 0x1000)] {
-        let f = asm(32, u64::from(at), |a| {
-            a.mov(eax, value)?;
-            a.ret()
-        });
-        m.load(u64::from(at), &f);
-    }
+    m.load(u64::from(UF), &returns(1, UF));
+    m.load(u64::from(UF) + 0x1000, &returns(2, UF));
     type Body<'a> = &'a dyn Fn(&mut CodeAssembler) -> Result<(), IcedError>;
     let handlers: [(u8, Body); 3] = [
         (0x1D, &|a| {
