@@ -1009,28 +1009,11 @@ impl JitBackend {
         } else {
             Vec::new()
         };
-        let region: Vec<RegionBlock<'_>> = members
-            .iter()
-            .filter_map(|(idx, list)| {
-                Some(RegionBlock {
-                    insns: list,
-                    links: &**self.links.get(*idx as usize)? as *const [Link; LINKS_PER_BLOCK]
-                        as u64,
-                    idx: *idx,
-                })
-            })
-            .collect();
+        let region = self.region_blocks(&members);
         if !region.is_empty() {
             self.stats.loop_regions += 1;
         }
-        // The bytes kept for re-checks cover every block of the region (one page).
-        let (mut lo, mut hi) = (block.ram_offset, block.ram_offset + len as u64);
-        for (idx, _) in &members {
-            if let Some(Some(b)) = self.blocks.get(*idx as usize) {
-                lo = lo.min(b.ram_offset);
-                hi = hi.max(b.ram_offset + b.bytes.len() as u64);
-            }
-        }
+        let (lo, hi) = self.region_range(block.ram_offset, len as u64, &members);
         let mut bytes = bytes;
         if lo != block.ram_offset || hi != block.ram_offset + len as u64 {
             bytes = vec![0u8; (hi - lo) as usize];
@@ -1191,6 +1174,40 @@ impl JitBackend {
             .collect()
     }
 
+    /// A loop region's other blocks (index and instructions, from [`Self::loop_region`]) as
+    /// the translator takes them: with the host address of each one's links.
+    fn region_blocks<'m>(&self, members: &'m [(u32, Vec<Instruction>)]) -> Vec<RegionBlock<'m>> {
+        members
+            .iter()
+            .filter_map(|(idx, list)| {
+                Some(RegionBlock {
+                    insns: list,
+                    links: &**self.links.get(*idx as usize)? as *const [Link; LINKS_PER_BLOCK]
+                        as u64,
+                    idx: *idx,
+                })
+            })
+            .collect()
+    }
+
+    /// The RAM range a region's translation is checked against: the block at `ram_offset`
+    /// (`len` bytes) and every member's bytes (all on one page).
+    fn region_range(
+        &self,
+        ram_offset: u64,
+        len: u64,
+        members: &[(u32, Vec<Instruction>)],
+    ) -> (u64, u64) {
+        let (mut lo, mut hi) = (ram_offset, ram_offset + len);
+        for (idx, _) in members {
+            if let Some(Some(b)) = self.blocks.get(*idx as usize) {
+                lo = lo.min(b.ram_offset);
+                hi = hi.max(b.ram_offset + b.bytes.len() as u64);
+            }
+        }
+        (lo, hi)
+    }
+
     /// Take compiled block `idx` out of use (a newer translation of the same code replaces
     /// it): links and linear-RIP cache entries naming it are voided with the drop generation.
     fn retire_block(&mut self, idx: u32) {
@@ -1231,24 +1248,9 @@ impl JitBackend {
             return;
         }
         self.region_tried.insert(key);
-        let region: Vec<RegionBlock<'_>> = members
-            .iter()
-            .filter_map(|(i, list)| {
-                Some(RegionBlock {
-                    insns: list,
-                    links: &**self.links.get(*i as usize)? as *const [Link; LINKS_PER_BLOCK] as u64,
-                    idx: *i,
-                })
-            })
-            .collect();
+        let region = self.region_blocks(&members);
         let len: u64 = insns.iter().map(|i| i.len() as u64).sum();
-        let (mut lo, mut hi) = (ram_offset, ram_offset + len);
-        for (i, _) in &members {
-            if let Some(Some(m)) = self.blocks.get(*i as usize) {
-                lo = lo.min(m.ram_offset);
-                hi = hi.max(m.ram_offset + m.bytes.len() as u64);
-            }
-        }
+        let (lo, hi) = self.region_range(ram_offset, len, &members);
         let mut bytes = vec![0u8; (hi - lo) as usize];
         if !p.memory().read_ram(lo, &mut bytes) {
             return;

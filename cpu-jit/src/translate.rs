@@ -976,16 +976,9 @@ impl<'a> Translator<'a> {
                 continue;
             }
             k += 1;
-            ended = self.insn(insn)?;
+            ended = self.native_step(insn)?;
             if ended {
                 break;
-            }
-            self.executed += 1;
-            if self.stored {
-                let s = self.b.use_var(self.stop);
-                let c = self.b.ins().icmp_imm_s(IntCC::NotEqual, s, 0);
-                let rip = insn.next_ip();
-                self.side_exit(c, rip, self.executed, EXIT_STOP);
             }
         }
         if !ended {
@@ -1008,15 +1001,9 @@ impl<'a> Translator<'a> {
                 self.cur_ip = insn.ip();
                 self.stored = false;
                 self.flags_dead = dead.get(k).copied().unwrap_or(false);
-                ended = self.insn(insn)?;
+                ended = self.native_step(insn)?;
                 if ended {
                     break;
-                }
-                self.executed += 1;
-                if self.stored {
-                    let s = self.b.use_var(self.stop);
-                    let c = self.b.ins().icmp_imm_s(IntCC::NotEqual, s, 0);
-                    self.side_exit(c, insn.next_ip(), self.executed, EXIT_STOP);
                 }
             }
             if !ended {
@@ -1045,6 +1032,22 @@ impl<'a> Translator<'a> {
             return Err(Unsupported);
         }
         Ok(())
+    }
+
+    /// Translate native instruction `insn` (`cur_ip`, `stored` and `flags_dead` set for it)
+    /// and count it; after a store, leave if it wrote into translated code (the interpreter
+    /// would end its block there). Returns whether it ended the block (a control transfer).
+    fn native_step(&mut self, insn: &Instruction) -> Tr<bool> {
+        if self.insn(insn)? {
+            return Ok(true);
+        }
+        self.executed += 1;
+        if self.stored {
+            let s = self.b.use_var(self.stop);
+            let c = self.b.ins().icmp_imm_s(IntCC::NotEqual, s, 0);
+            self.side_exit(c, insn.next_ip(), self.executed, EXIT_STOP);
+        }
+        Ok(false)
     }
 
     /// If the block (all native, chainable) branches back to its first instruction, or
