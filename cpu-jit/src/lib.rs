@@ -1013,14 +1013,9 @@ impl JitBackend {
         if !region.is_empty() {
             self.stats.loop_regions += 1;
         }
-        let (lo, hi) = self.region_range(block.ram_offset, len as u64, &members);
-        let mut bytes = bytes;
-        if lo != block.ram_offset || hi != block.ram_offset + len as u64 {
-            bytes = vec![0u8; (hi - lo) as usize];
-            if !p.memory().read_ram(lo, &mut bytes) {
-                return Err(None);
-            }
-        }
+        let Some((lo, bytes)) = self.region_bytes(p, block.ram_offset, bytes, &members) else {
+            return Err(None);
+        };
         let prepared = Prepared {
             key,
             ram_offset: lo,
@@ -1190,22 +1185,28 @@ impl JitBackend {
             .collect()
     }
 
-    /// The RAM range a region's translation is checked against: the block at `ram_offset`
-    /// (`len` bytes) and every member's bytes (all on one page).
-    fn region_range(
+    /// The RAM offset and bytes a region's translation is checked against: the block's own
+    /// (`own`, at `ram_offset`) widened to every member's (all on one page), read again from
+    /// RAM when they reach further. `None` if RAM cannot be read there.
+    fn region_bytes(
         &self,
+        p: &dyn Platform,
         ram_offset: u64,
-        len: u64,
+        own: Vec<u8>,
         members: &[(u32, Vec<Instruction>)],
-    ) -> (u64, u64) {
-        let (mut lo, mut hi) = (ram_offset, ram_offset + len);
+    ) -> Option<(u64, Vec<u8>)> {
+        let (mut lo, mut hi) = (ram_offset, ram_offset + own.len() as u64);
         for (idx, _) in members {
             if let Some(Some(b)) = self.blocks.get(*idx as usize) {
                 lo = lo.min(b.ram_offset);
                 hi = hi.max(b.ram_offset + b.bytes.len() as u64);
             }
         }
-        (lo, hi)
+        if (lo, hi) == (ram_offset, ram_offset + own.len() as u64) {
+            return Some((lo, own));
+        }
+        let mut bytes = vec![0u8; (hi - lo) as usize];
+        p.memory().read_ram(lo, &mut bytes).then_some((lo, bytes))
     }
 
     /// Take compiled block `idx` out of use (a newer translation of the same code replaces
@@ -1249,12 +1250,11 @@ impl JitBackend {
         }
         self.region_tried.insert(key);
         let region = self.region_blocks(&members);
-        let len: u64 = insns.iter().map(|i| i.len() as u64).sum();
-        let (lo, hi) = self.region_range(ram_offset, len, &members);
-        let mut bytes = vec![0u8; (hi - lo) as usize];
-        if !p.memory().read_ram(lo, &mut bytes) {
+        let len = insns.iter().map(Instruction::len).sum();
+        let own = b.bytes.get(..len).unwrap_or(&b.bytes).to_vec();
+        let Some((lo, bytes)) = self.region_bytes(p, ram_offset, own, &members) else {
             return;
-        }
+        };
         self.stats.loop_regions += 1;
         let links = Box::new([Link::EMPTY; LINKS_PER_BLOCK]);
         let links_ptr = Some(&*links as *const [Link; LINKS_PER_BLOCK]);
