@@ -28,7 +28,14 @@ fn main() -> ExitCode {
         Ok(m) => m,
         Err(e) => return fail(&e, EXIT_BAD_INPUT),
     };
+    let started = std::time::Instant::now();
     let result = machine.run();
+    let seconds = started.elapsed().as_secs_f64();
+    let instructions = machine.instructions();
+    tracing::info!(
+        "the guest retired {instructions} instructions in {seconds:.3} s ({:.1} million per second)",
+        instructions as f64 / seconds.max(1e-9) / 1e6
+    );
     let code = match result {
         Ok(Exit::TripleFault(state)) => {
             eprintln!("pcvm: triple fault; CPU state:\n{}", format_state(&state));
