@@ -755,6 +755,9 @@ pub(crate) struct Translator<'a> {
     /// (after the register loads) its back edges jump to, the start RIP, the block's
     /// instruction count, and the registers it may write (stored back at every exit).
     self_loop: Option<SelfLoop>,
+    /// In an in-function loop, the start RIP of the block being translated: `JitCtx::last`
+    /// already names it, so a back edge to its own header need not store it again.
+    loop_block: u64,
     /// Self loops may be formed (see [`Self::without_self_loop`]).
     loop_allowed: bool,
     /// Count native block-to-block jumps in `JitCtx::chained_blocks` (see
@@ -889,6 +892,7 @@ impl<'a> Translator<'a> {
             ind_cache: ind_cache as u64,
             flags_dead: false,
             self_loop: None,
+            loop_block: 0,
             loop_allowed: true,
             count_runs: false,
             flag_vars: None,
@@ -994,6 +998,7 @@ impl<'a> Translator<'a> {
             .unwrap_or_default();
         for (m, e) in region.iter().zip(entries.iter().skip(1)) {
             self.b.switch_to_block(e.header);
+            self.loop_block = e.start;
             self.enter_loop_block(m.links);
             let dead = dead_flag_writes(m.insns, long);
             let mut ended = false;
@@ -1131,6 +1136,7 @@ impl<'a> Translator<'a> {
         self.b.switch_to_block(header);
         self.self_loop = Some(SelfLoop { writes, entries });
         let links = self.links.unwrap_or(0);
+        self.loop_block = start;
         self.enter_loop_block(links);
     }
 
@@ -1180,7 +1186,9 @@ impl<'a> Translator<'a> {
         let ok = self.b.ins().band(chaining, fits);
         let out = self.branch_out(ok, false);
         self.b.ins().store(f, total, ctx, OFF_CHAINED);
-        self.b.ins().store(f, l.last, ctx, OFF_LAST);
+        if l.start != self.loop_block {
+            self.b.ins().store(f, l.last, ctx, OFF_LAST);
+        }
         self.count_chained_block();
         self.flags_to_vars();
         self.b.ins().jump(l.header, &[]);
