@@ -24,7 +24,7 @@ pub enum Error {
         reason: String,
     },
     /// Writing device output to the host failed.
-    #[error("failed to write {device} output: {source}")]
+    #[error("failed to write {device} output")]
     Output {
         device: &'static str,
         #[source]

@@ -8,7 +8,7 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 pub enum Error {
     /// The image file could not be read (missing, unreadable, a directory).
-    #[error("failed to read {what} {path}: {source}")]
+    #[error("failed to read {what} {path}")]
     Read {
         what: &'static str,
         path: PathBuf,
@@ -43,7 +43,7 @@ pub enum Error {
     #[error("failed to place {what}: {reason}")]
     KernelPlacement { what: &'static str, reason: String },
     /// Mapping the image into guest memory failed.
-    #[error("failed to map {what}: {source}")]
+    #[error("failed to map {what}")]
     Map {
         what: &'static str,
         #[source]

@@ -389,6 +389,13 @@ pub fn assert_bad_input(args: &[&str], needle: &str) {
         "{args:?}: expected {needle:?} in {stderr}"
     );
     assert!(!stderr.contains("panicked"), "{stderr}");
+    // Each cause once: an error that both prints its source and returns it from `source()`
+    // reads "…: No such file or directory (os error 2): No such file or directory (os error 2)".
+    let parts: Vec<&str> = stderr.trim_end().split(": ").collect();
+    assert!(
+        parts.windows(2).all(|w| w[0] != w[1]),
+        "{args:?}: a cause repeats in {stderr}"
+    );
 }
 
 /// Debian's kernel from the fixtures and its release string (from the file name
