@@ -123,6 +123,10 @@ pub struct Cli {
     #[arg(long, value_enum, value_name = "BACKEND", default_value = "auto")]
     pub accel: AccelArg,
 
+    /// The same as --accel kvm (QEMU's spelling).
+    #[arg(long = "enable-kvm")]
+    pub enable_kvm: bool,
+
     /// Where KVM's interrupt controllers live: userspace (pcvm's PIC, I/O APIC and local APIC
     /// decide what KVM injects; the default) or kernel (KVM's in-kernel PIC/IOAPIC/LAPIC/PIT).
     #[arg(long, value_enum, value_name = "WHERE")]
@@ -186,7 +190,9 @@ pub enum AccelArg {
     Auto,
     /// The reference interpreter.
     Interp,
-    /// The Cranelift JIT: hot guest blocks compiled to native code, the rest interpreted.
+    /// The Cranelift JIT: hot guest blocks compiled to native code, the rest interpreted
+    /// (`tcg`, QEMU's name for its translator, selects it too).
+    #[value(alias = "tcg")]
     Jit,
     /// KVM (/dev/kvm), with pcvm's device model in userspace.
     Kvm,
@@ -361,7 +367,15 @@ impl Cli {
             "1" | "cpus=1" => {}
             other => bail!("invalid -smp '{other}': only 1 CPU is supported"),
         }
-        let accel = match self.accel {
+        let accel = match (self.accel, self.enable_kvm) {
+            (AccelArg::Auto | AccelArg::Kvm, true) => AccelArg::Kvm,
+            (other, true) => bail!(
+                "-enable-kvm conflicts with --accel {}",
+                format!("{other:?}").to_lowercase()
+            ),
+            (a, false) => a,
+        };
+        let accel = match accel {
             AccelArg::Auto => Accel::auto(),
             AccelArg::Interp => Accel::Interp,
             AccelArg::Jit => Accel::Jit,
@@ -756,13 +770,18 @@ enum IsaDevice {
     DebugExit(DebugExitConfig),
 }
 
+/// A device property number as QEMU writes them: decimal or 0x-prefixed hexadecimal.
+fn parse_number(v: &str) -> Option<u64> {
+    match v.strip_prefix("0x").or_else(|| v.strip_prefix("0X")) {
+        Some(h) => u64::from_str_radix(h, 16).ok(),
+        None => v.parse().ok(),
+    }
+}
+
 fn parse_port(spec: &str, v: &str) -> Result<u16> {
-    let n = if let Some(h) = v.strip_prefix("0x").or_else(|| v.strip_prefix("0X")) {
-        u16::from_str_radix(h, 16).ok()
-    } else {
-        v.parse().ok()
-    };
-    n.ok_or_else(|| anyhow!("invalid -device '{spec}': iobase must be a port number 0..=0xffff"))
+    parse_number(v)
+        .and_then(|n| u16::try_from(n).ok())
+        .ok_or_else(|| anyhow!("invalid -device '{spec}': iobase must be a port number 0..=0xffff"))
 }
 
 fn parse_device(spec: &str, chardevs: &HashMap<String, CharSpec>) -> Result<IsaDevice> {
@@ -795,11 +814,9 @@ fn parse_device(spec: &str, chardevs: &HashMap<String, CharSpec>) -> Result<IsaD
                 Some(v) => parse_port(spec, &v)?,
                 None => 0x501,
             };
-            let size = match take("iosize").as_deref() {
+            let size = match take("iosize").as_deref().map(parse_number) {
                 None => 1,
-                Some("1" | "0x1") => 1,
-                Some("2" | "0x2") => 2,
-                Some("4" | "0x4") => 4,
+                Some(Some(n @ (1 | 2 | 4))) => n as u8,
                 Some(_) => bail!("invalid -device '{spec}': iosize must be 1, 2 or 4"),
             };
             IsaDevice::DebugExit(DebugExitConfig { port, size })
@@ -958,6 +975,44 @@ mod tests {
         assert!(parse(&["-device", "e1000"]).is_err());
         assert!(parse(&["-boot", "x"]).is_err());
         assert!(parse(&["-serial", "pty"]).is_err());
+    }
+
+    #[test]
+    fn device_numbers_in_qemus_forms() {
+        let exit = |spec: &str| parse(&["-device", spec]).map(|c| c.debug_exit);
+        let cfg = |port, size| Some(DebugExitConfig { port, size });
+        assert_eq!(
+            exit("isa-debug-exit,iobase=0xf4,iosize=0x04").unwrap(),
+            cfg(0xF4, 4)
+        );
+        assert_eq!(
+            exit("isa-debug-exit,iobase=244,iosize=2").unwrap(),
+            cfg(0xF4, 2)
+        );
+        assert_eq!(exit("isa-debug-exit").unwrap(), cfg(0x501, 1));
+        for bad in [
+            "iosize=3",
+            "iosize=0x8",
+            "iosize=",
+            "iosize=x",
+            "iobase=0x10000",
+        ] {
+            assert!(exit(&format!("isa-debug-exit,{bad}")).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn accel_takes_qemus_names() {
+        let accel = |args: &[&str]| parse(args).map(|c| c.accel);
+        assert_eq!(accel(&["-accel", "tcg"]).unwrap(), Accel::Jit);
+        assert_eq!(accel(&["-accel", "interp"]).unwrap(), Accel::Interp);
+        assert_eq!(accel(&["-enable-kvm"]).unwrap(), Accel::Kvm);
+        assert_eq!(
+            accel(&["-enable-kvm", "-accel", "kvm"]).unwrap(),
+            Accel::Kvm
+        );
+        assert!(accel(&["-enable-kvm", "-accel", "tcg"]).is_err());
+        assert!(accel(&["-accel", "hax"]).is_err());
     }
 
     #[test]
