@@ -135,11 +135,20 @@ struct Prepared {
     replaces: Option<u32>,
 }
 
+/// A compiled block joining another's function as part of a loop region.
+struct RegionMember {
+    idx: u32,
+    /// Its instructions, decoded again from guest RAM.
+    insns: Vec<Instruction>,
+    /// It lies on another page than the function's own block.
+    other_page: bool,
+}
+
 /// Most other blocks joining a block's function as a loop region.
-const MAX_REGION_BLOCKS: usize = 8;
+const MAX_REGION_BLOCKS: usize = 16;
 
 /// Most guest instructions in a loop region.
-const MAX_REGION_INSNS: usize = 96;
+const MAX_REGION_INSNS: usize = 192;
 
 /// The constant RIPs a translated block's exits go to: its last instruction's direct branch
 /// target (JMP, Jcc, CALL, LOOP) and the fall-through unless it is an unconditional transfer.
@@ -169,6 +178,20 @@ fn exit_targets(insns: &[Instruction]) -> Vec<u64> {
         t.push(last.next_ip());
     }
     t
+}
+
+/// The return address of a block ending in a direct near CALL, if it lies on the page of
+/// `root` (a loop region's first block): a RET there goes on in the region's function.
+pub(crate) fn return_site(insns: &[Instruction], root: u64) -> Option<u64> {
+    let last = insns.last()?;
+    let direct_call = last.mnemonic() == Mnemonic::Call
+        && matches!(
+            last.op0_kind(),
+            iced_x86::OpKind::NearBranch16
+                | iced_x86::OpKind::NearBranch32
+                | iced_x86::OpKind::NearBranch64
+        );
+    (direct_call && last.next_ip() >> 12 == root >> 12).then(|| last.next_ip())
 }
 
 /// Blocks queued for the compile thread at most (more stay cold until there is room).
@@ -1088,56 +1111,84 @@ impl JitBackend {
 
     /// The compiled blocks that join the block at `key` (translated as `insns`, at RAM offset
     /// `ram_offset`) in one function: reached from its constant exits (directly or through
-    /// each other), on its page, native and whole, and leading back to it, so the loop they
-    /// form runs without leaving the function. Each comes with its index and instructions.
+    /// each other), native and whole, and leading back to it, so the loop they form runs
+    /// without leaving the function.
+    ///
+    /// Blocks on the block's own page are found by physical address: entering the function
+    /// proves the page's mapping. Blocks on other pages are found through the linear-RIP cache
+    /// and joined as [`RegionMember::other_page`]: their mapping may change while the block's
+    /// stays, so generated code enters their copies only while the exit's link names them
+    /// (see `RegionBlock::other_page`).
+    ///
+    /// A direct CALL's return address on the block's page counts as a successor of the CALL
+    /// (reached through the callee), and a block ending in RET as a predecessor of every such
+    /// return address: the translation goes on in the function when RET pops one of them.
     fn loop_region(
         &self,
         p: &dyn Platform,
         key: BlockKey,
         insns: &[Instruction],
         ram_offset: u64,
-    ) -> Vec<(u32, Vec<Instruction>)> {
+    ) -> Vec<RegionMember> {
         let (phys, rip, bitness) = key;
-        let long = bitness == 64;
-        let page_ram = ram_offset & !0xFFF;
-        let mut cand: Vec<(u64, u32, Vec<Instruction>)> = Vec::new();
-        let mut total = insns.len();
-        let mut queue = exit_targets(insns);
-        let mut buf = Vec::new();
-        let mut page = vec![0u8; 0x1000];
-        if !p.memory().read_ram(page_ram, &mut page) {
+        // RIPs on the block's page are on its linear page only with a page-aligned CS base
+        // (the block's physical and RIP page offsets agree).
+        if phys & 0xFFF != rip & 0xFFF {
             return Vec::new();
         }
+        let long = bitness == 64;
+        let page_ram = ram_offset & !0xFFF;
+        let mut cand: Vec<(u64, RegionMember)> = Vec::new();
+        let mut total = insns.len();
+        let mut queue = exit_targets(insns);
+        queue.extend(return_site(insns, rip));
+        let mut buf = Vec::new();
+        let mut page = vec![0u8; 0x1000];
         while let Some(t) = queue.pop() {
             if cand.len() >= MAX_REGION_BLOCKS {
                 break;
             }
-            if t == rip || t >> 12 != rip >> 12 || cand.iter().any(|c| c.0 == t) {
+            if t == rip || cand.iter().any(|c| c.0 == t) {
                 continue;
             }
-            let k = ((phys & !0xFFF) | (t & 0xFFF), t, bitness);
-            let Some(Entry::Compiled(idx)) = self.map.get(&k).copied() else {
-                continue;
+            let other_page = t >> 12 != rip >> 12;
+            let idx = if other_page {
+                let lin = self.interp.jit_linear(SegReg::Cs, t);
+                match self.jmp.get(jmp_slot(lin)).copied() {
+                    Some((tag, _, idx)) if tag == lin && idx < COLD_BASE => idx,
+                    _ => continue,
+                }
+            } else {
+                let k = ((phys & !0xFFF) | (t & 0xFFF), t, bitness);
+                let Some(Entry::Compiled(idx)) = self.map.get(&k).copied() else {
+                    continue;
+                };
+                idx
             };
             let (Some(Some(b)), Some(h)) =
                 (self.blocks.get(idx as usize), self.hot.get(idx as usize))
             else {
                 continue;
             };
+            let member_page = b.ram_offset & !0xFFF;
             let end = b.ram_offset + b.bytes.len() as u64;
             if h.func.is_none()
                 || h.insns != h.pure_len
-                || b.ram_offset & !0xFFF != page_ram
-                || end > page_ram + 0x1000
+                || (b.key.1, b.key.2) != (t, bitness)
+                || member_page != page_ram && !other_page
+                || end > member_page + 0x1000
                 || total + h.insns as usize > MAX_REGION_INSNS
             {
                 continue;
             }
             // Its compiled code is current (so its instruction count is), and its own
-            // instructions are decoded from the page (a block's kept bytes may be a whole
+            // instructions are decoded from its page (a block's kept bytes may be a whole
             // region's).
             buf.resize(b.bytes.len(), 0);
-            if !(p.memory().read_ram(b.ram_offset, &mut buf) && buf == b.bytes) {
+            if !(p.memory().read_ram(b.ram_offset, &mut buf)
+                && buf == b.bytes
+                && p.memory().read_ram(member_page, &mut page))
+            {
                 continue;
             }
             let from = page.get((t & 0xFFF) as usize..).unwrap_or(&[]);
@@ -1148,15 +1199,35 @@ impl JitBackend {
             }
             total += list.len();
             queue.extend(exit_targets(&list));
-            cand.push((t, idx, list));
+            queue.extend(return_site(&list, rip));
+            cand.push((
+                t,
+                RegionMember {
+                    idx,
+                    insns: list,
+                    other_page,
+                },
+            ));
         }
         // Keep the blocks from which this one is reached again.
+        let sites: Vec<u64> = return_site(insns, rip)
+            .into_iter()
+            .chain(cand.iter().filter_map(|(_, m)| return_site(&m.insns, rip)))
+            .collect();
+        let leads_to = |list: &[Instruction], back: &[u64]| {
+            let ends_in_ret = list.last().is_some_and(|i| i.mnemonic() == Mnemonic::Ret);
+            exit_targets(list)
+                .into_iter()
+                .chain(return_site(list, rip))
+                .chain(sites.iter().copied().filter(|_| ends_in_ret))
+                .any(|t| back.contains(&t))
+        };
         let mut back = vec![rip];
         loop {
             let before = back.len();
-            for c in &cand {
-                if !back.contains(&c.0) && exit_targets(&c.2).iter().any(|t| back.contains(t)) {
-                    back.push(c.0);
+            for (start, m) in &cand {
+                if !back.contains(start) && leads_to(&m.insns, &back) {
+                    back.push(*start);
                 }
             }
             if back.len() == before {
@@ -1164,40 +1235,42 @@ impl JitBackend {
             }
         }
         cand.into_iter()
-            .filter(|c| back.contains(&c.0))
-            .map(|(_, idx, list)| (idx, list))
+            .filter(|(start, _)| back.contains(start))
+            .map(|(_, m)| m)
             .collect()
     }
 
-    /// A loop region's other blocks (index and instructions, from [`Self::loop_region`]) as
-    /// the translator takes them: with the host address of each one's links.
-    fn region_blocks<'m>(&self, members: &'m [(u32, Vec<Instruction>)]) -> Vec<RegionBlock<'m>> {
+    /// A loop region's other blocks (from [`Self::loop_region`]) as the translator takes
+    /// them: with the host address of each one's links.
+    fn region_blocks<'m>(&self, members: &'m [RegionMember]) -> Vec<RegionBlock<'m>> {
         members
             .iter()
-            .filter_map(|(idx, list)| {
+            .filter_map(|m| {
                 Some(RegionBlock {
-                    insns: list,
-                    links: &**self.links.get(*idx as usize)? as *const [Link; LINKS_PER_BLOCK]
+                    insns: &m.insns,
+                    links: &**self.links.get(m.idx as usize)? as *const [Link; LINKS_PER_BLOCK]
                         as u64,
-                    idx: *idx,
+                    idx: m.idx,
+                    other_page: m.other_page,
                 })
             })
             .collect()
     }
 
     /// The RAM offset and bytes a region's translation is checked against: the block's own
-    /// (`own`, at `ram_offset`) widened to every member's (all on one page), read again from
-    /// RAM when they reach further. `None` if RAM cannot be read there.
+    /// (`own`, at `ram_offset`) widened to every member's on its page, read again from RAM
+    /// when they reach further. (Members on other pages are checked through their links as
+    /// the code runs.) `None` if RAM cannot be read there.
     fn region_bytes(
         &self,
         p: &dyn Platform,
         ram_offset: u64,
         own: Vec<u8>,
-        members: &[(u32, Vec<Instruction>)],
+        members: &[RegionMember],
     ) -> Option<(u64, Vec<u8>)> {
         let (mut lo, mut hi) = (ram_offset, ram_offset + own.len() as u64);
-        for (idx, _) in members {
-            if let Some(Some(b)) = self.blocks.get(*idx as usize) {
+        for m in members.iter().filter(|m| !m.other_page) {
+            if let Some(Some(b)) = self.blocks.get(m.idx as usize) {
                 lo = lo.min(b.ram_offset);
                 hi = hi.max(b.ram_offset + b.bytes.len() as u64);
             }

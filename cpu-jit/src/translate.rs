@@ -810,6 +810,15 @@ struct SelfLoop {
     entries: Vec<LoopEntry>,
 }
 
+/// How a back edge leaves the function when it may not go round: through the exit's link
+/// slot ([`Translator::exit_linked`]) or as a computed branch ([`Translator::exit_dynamic`],
+/// for a RET to a return site).
+#[derive(Clone, Copy)]
+enum LoopOut {
+    Link(usize),
+    Dynamic(Value),
+}
+
 /// One block of an in-function loop: its header, start RIP, instruction count and what
 /// `JitCtx::last` names while it runs (the compiled block's index, or for the function's own
 /// block the value it was entered with).
@@ -819,6 +828,12 @@ struct LoopEntry {
     start: u64,
     len: u32,
     last: Value,
+    /// For a block on another page than the function's own: its index, which the exit's
+    /// link must name for the branch to stay in the function.
+    linked: Option<u32>,
+    /// It starts at the return address of a direct CALL in the function, on the function's
+    /// page: a RET to that address goes on at its header.
+    return_site: bool,
 }
 
 /// Another compiled block translated into the same function (a loop region): its
@@ -828,6 +843,12 @@ pub(crate) struct RegionBlock<'i> {
     pub insns: &'i [Instruction],
     pub links: u64,
     pub idx: u32,
+    /// It lies on another page than the function's own block, so the linear address it was
+    /// found at may map elsewhere the next time: branches into its copy are taken only while
+    /// the exit's link is current and names it (the dispatcher filled that link from a lookup
+    /// under the present mapping, and a link outlives neither a change of mapping nor the
+    /// block: dropping or replacing any block voids every link).
+    pub other_page: bool,
 }
 
 fn sig(call_conv: CallConv, params: usize) -> Signature {
@@ -1101,11 +1122,21 @@ impl<'a> Translator<'a> {
             .ins()
             .load(I64, MemFlagsData::trusted(), ctx, OFF_LAST);
         let header = self.b.create_block();
+        let sites: Vec<u64> = crate::return_site(insns, start)
+            .into_iter()
+            .chain(
+                region
+                    .iter()
+                    .filter_map(|m| crate::return_site(m.insns, start)),
+            )
+            .collect();
         let mut entries = vec![LoopEntry {
             header,
             start,
             len: insns.len() as u32,
             last: entered,
+            linked: None,
+            return_site: sites.contains(&start),
         }];
         for m in region {
             let h = self.b.create_block();
@@ -1115,6 +1146,9 @@ impl<'a> Translator<'a> {
                 start: m.insns.first().map_or(0, Instruction::ip),
                 len: m.insns.len() as u32,
                 last: idx,
+                linked: m.other_page.then_some(m.idx),
+                return_site: !m.other_page
+                    && m.insns.first().is_some_and(|i| sites.contains(&i.ip())),
             });
         }
         // The flags as the context holds them now, into the loop's variables.
@@ -1165,18 +1199,38 @@ impl<'a> Translator<'a> {
 
     /// The back edge of a self loop, `executed` instructions into the pass: go round again
     /// when a chained jump into the block would be allowed (chaining on, no poll due, the
-    /// next pass fits the budget), counting the pass as a chained block run; otherwise exit
-    /// as [`Self::exit_linked`] would.
-    fn loop_back(&mut self, l: LoopEntry, executed: u32, slot: usize) {
+    /// next pass fits the budget; for a block on another page, the exit's link names it),
+    /// counting the pass as a chained block run; otherwise exit as `out` says.
+    fn loop_back(&mut self, l: LoopEntry, executed: u32, out: LoopOut) {
         let f = MemFlagsData::trusted();
         let ctx = self.ctx();
         let before = self.b.ins().load(I64, f, ctx, OFF_CHAINED);
         let total = self.b.ins().iadd_imm_s(before, i64::from(executed));
         let gen = self.b.ins().load(I64, f, ctx, OFF_LINK_GEN);
-        let chaining = self
-            .b
-            .ins()
-            .icmp_imm_s(IntCC::NotEqual, gen, NO_LINK as i64);
+        // The exit's link, if it has one.
+        let link_addr = match (out, self.links) {
+            (LoopOut::Link(slot), Some(links)) => {
+                Some((links + (slot * std::mem::size_of::<Link>()) as u64) as i64)
+            }
+            _ => None,
+        };
+        let chaining = match (l.linked, link_addr) {
+            (None, _) => self
+                .b
+                .ins()
+                .icmp_imm_s(IntCC::NotEqual, gen, NO_LINK as i64),
+            // No link to prove the mapping: never in the function.
+            (Some(_), None) => self.b.ins().iconst(I8, 0),
+            (Some(idx), Some(link_addr)) => {
+                // A current link carries the generation, never NO_LINK.
+                let link = self.b.ins().iconst(I64, link_addr);
+                let link_gen = self.b.ins().load(I64, f, link, LINK_GEN);
+                let current = self.b.ins().icmp(IntCC::Equal, link_gen, gen);
+                let named = self.b.ins().load(I64, f, link, LINK_IDX);
+                let same = self.b.ins().icmp_imm_s(IntCC::Equal, named, i64::from(idx));
+                self.b.ins().band(current, same)
+            }
+        };
         let after = self.b.ins().iadd_imm_s(total, i64::from(l.len));
         let limit = self.b.ins().load(I64, f, ctx, OFF_LIMIT);
         let fits = self
@@ -1184,7 +1238,7 @@ impl<'a> Translator<'a> {
             .ins()
             .icmp(IntCC::UnsignedLessThanOrEqual, after, limit);
         let ok = self.b.ins().band(chaining, fits);
-        let out = self.branch_out(ok, false);
+        let exit = self.branch_out(ok, false);
         self.b.ins().store(f, total, ctx, OFF_CHAINED);
         if l.start != self.loop_block {
             self.b.ins().store(f, l.last, ctx, OFF_LAST);
@@ -1192,15 +1246,21 @@ impl<'a> Translator<'a> {
         self.count_chained_block();
         self.flags_to_vars();
         self.b.ins().jump(l.header, &[]);
-        self.b.switch_to_block(out);
-        let r = self.iconst(l.start as i64);
-        self.store_state(r);
-        let links = self.links.unwrap_or(0);
-        let link = self.b.ins().iconst(
-            I64,
-            (links + (slot * std::mem::size_of::<Link>()) as u64) as i64,
-        );
-        self.chain_or_return(link, None, executed, true);
+        self.b.switch_to_block(exit);
+        match out {
+            LoopOut::Link(_) => {
+                let r = self.iconst(l.start as i64);
+                match link_addr {
+                    Some(addr) => {
+                        self.store_state(r);
+                        let link = self.b.ins().iconst(I64, addr);
+                        self.chain_or_return(link, None, executed, true);
+                    }
+                    None => self.exit(r, executed, EXIT_NEXT),
+                }
+            }
+            LoopOut::Dynamic(rip) => self.exit_dynamic(rip, executed),
+        }
     }
 
     /// Load the GPRs that `insns` (translated natively) need from the context, as their
@@ -1302,7 +1362,7 @@ impl<'a> Translator<'a> {
             .as_ref()
             .and_then(|l| l.entries.iter().find(|e| e.start == rip).copied());
         if let Some(e) = entry {
-            self.loop_back(e, executed, slot);
+            self.loop_back(e, executed, LoopOut::Link(slot));
             return;
         }
         let Some(links) = self.links else {
@@ -1317,6 +1377,29 @@ impl<'a> Translator<'a> {
             (links + (slot * std::mem::size_of::<Link>()) as u64) as i64,
         );
         self.chain_or_return(link, None, executed, true);
+    }
+
+    /// A RET to `rip`: at one of the function's return sites, go on at its header as a back
+    /// edge would; elsewhere leave as [`Self::exit_dynamic`].
+    fn exit_return(&mut self, rip: Value, executed: u32) {
+        let sites: Vec<LoopEntry> = self
+            .self_loop
+            .as_ref()
+            .map(|l| {
+                l.entries
+                    .iter()
+                    .filter(|e| e.return_site)
+                    .copied()
+                    .collect()
+            })
+            .unwrap_or_default();
+        for e in sites {
+            let hit = self.b.ins().icmp_imm_s(IntCC::Equal, rip, e.start as i64);
+            let other = self.branch_out(hit, false);
+            self.loop_back(e, executed, LoopOut::Dynamic(rip));
+            self.b.switch_to_block(other);
+        }
+        self.exit_dynamic(rip, executed);
     }
 
     /// The block ran to its end and continues at the computed `rip` (RET, indirect JMP and
@@ -2507,7 +2590,7 @@ impl<'a> Translator<'a> {
                 };
                 self.adjust_sp(i64::from(w) + extra);
                 let n = self.executed + 1;
-                self.exit_dynamic(v, n);
+                self.exit_return(v, n);
                 return Ok(true);
             }
             M::Jmp => {

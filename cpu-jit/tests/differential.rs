@@ -1335,6 +1335,28 @@ impl Side {
     }
 }
 
+/// Random contents for the data area.
+fn random_data(r: &mut Rng) -> Vec<u8> {
+    (0..DATA_LEN / 8)
+        .flat_map(|_| r.next().to_le_bytes())
+        .collect()
+}
+
+/// Start both sides from `s` with `code` and `data`, run them to `limit`, and say whether
+/// they agree (exit, state, instructions retired and memory).
+fn run_both(
+    a: &mut Side,
+    b: &mut Side,
+    code: &[u8],
+    data: &[u8],
+    s: &CpuState,
+    limit: RunLimit,
+) -> bool {
+    setup(a, code, data, s);
+    setup(b, code, data, s);
+    a.run(limit) == b.run(limit)
+}
+
 fn setup(side: &mut Side, code: &[u8], data: &[u8], s: &CpuState) {
     // Rewrite the code (and the compared bytes after it) only when it changed: a write drops
     // the page's compiled blocks.
@@ -1702,17 +1724,11 @@ fn program_matches_the_interpreter_at_every_budget(
                 random_state(&mut r, false)
             };
             adjust(&mut s);
-            let data: Vec<u8> = (0..DATA_LEN / 8)
-                .flat_map(|_| r.next().to_le_bytes())
-                .collect();
+            let data = random_data(&mut r);
             for budget in (1..=budgets).chain([10_000]) {
                 let limit = RunLimit::Instructions(budget);
-                setup(&mut a, &code, &data, &s);
-                setup(&mut b, &code, &data, &s);
-                let ra = a.run(limit);
-                let rb = b.run(limit);
                 assert!(
-                    ra == rb,
+                    run_both(&mut a, &mut b, &code, &data, &s, limit),
                     "{}-bit program differs at budget {budget}\n{}",
                     if long { 64 } else { 32 },
                     first_divergence(&mut a, &mut b, &code, &data, &s, limit)
@@ -1842,6 +1858,135 @@ fn loop_region_matches_the_interpreter_at_every_budget() {
     }
 }
 
+/// A loop that calls a function from two places: `func` (its RET returns to either) follows
+/// the loop's code at `CODE`, or starts on the next page with `other_page`.
+fn call_loop_program(long: bool, other_page: bool) -> Vec<u8> {
+    use iced_x86::code_asm::*;
+    let bitness = if long { 64 } else { 32 };
+    let func_at = CODE + 0x1000;
+    let body = |a: &mut CodeAssembler| -> Result<(), IcedError> {
+        a.rol(eax, 3)?;
+        if long {
+            a.add(rax, qword_ptr(rbp + 8))?;
+        } else {
+            a.add(eax, dword_ptr(ebp + 8))?;
+        }
+        a.sbb(edx, esi)?;
+        a.ret()
+    };
+    let mut code = asm(bitness, CODE, |a| {
+        let mut top = a.create_label();
+        let mut func = a.create_label();
+        a.mov(ecx, 9)?;
+        a.set_label(&mut top)?;
+        a.add(eax, ebx)?;
+        if other_page {
+            a.call(func_at)?;
+        } else {
+            a.call(func)?;
+        }
+        a.xor(ebx, eax)?;
+        if other_page {
+            a.call(func_at)?;
+        } else {
+            a.call(func)?;
+        }
+        a.sub(edx, eax)?;
+        if long {
+            a.mov(qword_ptr(rbp + 0x20), rbx)?;
+        } else {
+            a.mov(dword_ptr(ebp + 0x20), ebx)?;
+        }
+        a.dec(ecx)?;
+        a.jne(top)?;
+        a.hlt()?;
+        a.set_label(&mut func)?;
+        if other_page {
+            a.nop()
+        } else {
+            body(a)
+        }
+    });
+    if other_page {
+        code.resize(0x1000, 0xCC);
+        code.extend(asm(bitness, func_at, body));
+    }
+    code
+}
+
+/// A loop region takes in the function a loop calls, on the loop's page or the next: its
+/// RET goes on in the function, and every budget ends where the interpreter ends.
+#[test]
+fn call_region_matches_the_interpreter_at_every_budget() {
+    for other_page in [false, true] {
+        let program = if other_page {
+            |long| call_loop_program(long, true)
+        } else {
+            |long| call_loop_program(long, false)
+        };
+        let jits =
+            program_matches_the_interpreter_at_every_budget(program, 0xCA11_0000, 120, |_| {});
+        for j in &jits {
+            assert!(j.stats().insns_native > 0);
+            assert!(
+                j.stats().loop_regions > 0,
+                "no loop region was formed (callee on the next page: {other_page})"
+            );
+        }
+    }
+}
+
+/// A region's copy of a block on another page runs only while that page still maps where it
+/// did: the callee's page is mapped elsewhere (other code there) between runs, and the JIT
+/// follows the new mapping as the interpreter does.
+#[test]
+fn region_follows_a_remapped_callee_page() {
+    use iced_x86::code_asm::*;
+    let code = call_loop_program(false, true);
+    // The other physical page: the callee adding instead of rotating.
+    const OTHER: u64 = 0x2_0000;
+    let other = asm(32, CODE + 0x1000, |a| {
+        a.add(eax, 0x1234_5678)?;
+        a.add(eax, dword_ptr(ebp + 8))?;
+        a.sbb(edx, esi)?;
+        a.ret()
+    });
+    let callee_pte = PT + 4 * ((CODE + 0x1000) >> 12);
+    let mut a = Side {
+        m: machine(true),
+        jit: None,
+    };
+    let mut j = JitBackend::new().expect("jit");
+    j.set_threshold(1);
+    let mut b = Side {
+        m: machine(true),
+        jit: Some(j),
+    };
+    for side in [&mut a, &mut b] {
+        side.m.write(OTHER, &other);
+    }
+    let mut r = Rng(0x5EA_0000);
+    let limit = RunLimit::Instructions(10_000);
+    for round in 0..6 {
+        // Even rounds: the callee's page maps to itself; odd rounds: to OTHER.
+        let frame = if round % 2 == 0 { CODE + 0x1000 } else { OTHER };
+        for side in [&mut a, &mut b] {
+            side.m.write_u32(callee_pte, frame as u32 | 3);
+        }
+        for run in 0..4 {
+            let s = random_state(&mut r, true);
+            let data = random_data(&mut r);
+            assert!(
+                run_both(&mut a, &mut b, &code, &data, &s, limit),
+                "round {round} run {run} differs\n{}",
+                first_divergence(&mut a, &mut b, &code, &data, &s, limit)
+            );
+        }
+    }
+    let stats = b.jit.as_ref().map(JitBackend::stats).expect("jit");
+    assert!(stats.loop_regions > 0, "no loop region was formed");
+}
+
 /// Blocks compiled on the compile thread run like the ones compiled inline: a long loop
 /// (interpreted until its block is installed, then native) ends in the interpreter's state,
 /// and some of it did run natively.
@@ -1877,14 +2022,11 @@ fn background_compiled_blocks_match_the_interpreter() {
     // block is installed within the first run unless the host is starved).
     for run in 0..20 {
         let s = random_state(&mut r, false);
-        let data: Vec<u8> = (0..DATA_LEN / 8)
-            .flat_map(|_| r.next().to_le_bytes())
-            .collect();
-        setup(&mut a, &code, &data, &s);
-        setup(&mut b, &code, &data, &s);
-        let ra = a.run(limit);
-        let rb = b.run(limit);
-        assert!(ra == rb, "background-compiled loop differs in run {run}");
+        let data = random_data(&mut r);
+        assert!(
+            run_both(&mut a, &mut b, &code, &data, &s, limit),
+            "background-compiled loop differs in run {run}"
+        );
         if b.jit.as_ref().is_some_and(|j| j.stats().insns_native > 0) {
             return;
         }
