@@ -319,9 +319,14 @@ enum SseForm {
     /// MOVD/MOVQ between a GPR or memory and an XMM register (zero-extended into it), or
     /// MOVQ between XMM registers and memory (the high half cleared).
     MoveLow,
+    /// MOVSS/MOVSD (scalar moves of this many bytes): from memory the rest of the register
+    /// is cleared, between registers it is kept.
+    MoveScalar(u32),
     /// PSHUFD xmm, xmm/m128, imm8.
     ShuffleDwords,
-    /// PUNPCKLDQ, PUNPCKLQDQ, PUNPCKHQDQ.
+    /// PUNPCKLBW, PUNPCKLWD, PUNPCKLDQ, PUNPCKLQDQ, PUNPCKHQDQ.
+    UnpackLowBytes,
+    UnpackLowWords,
     UnpackLowDwords,
     UnpackLowQwords,
     UnpackHighQwords,
@@ -367,7 +372,11 @@ fn sse_form(insn: &Instruction) -> Option<SseForm> {
         | C::Movq_rm64_xmm
         | C::Movq_xmm_xmmm64
         | C::Movq_xmmm64_xmm => F::MoveLow,
+        C::Movss_xmm_xmmm32 | C::Movss_xmmm32_xmm => F::MoveScalar(4),
+        C::Movsd_xmm_xmmm64 | C::Movsd_xmmm64_xmm => F::MoveScalar(8),
         C::Pshufd_xmm_xmmm128_imm8 => F::ShuffleDwords,
+        C::Punpcklbw_xmm_xmmm128 => F::UnpackLowBytes,
+        C::Punpcklwd_xmm_xmmm128 => F::UnpackLowWords,
         C::Punpckldq_xmm_xmmm128 => F::UnpackLowDwords,
         C::Punpcklqdq_xmm_xmmm128 => F::UnpackLowQwords,
         C::Punpckhqdq_xmm_xmmm128 => F::UnpackHighQwords,
@@ -3053,6 +3062,34 @@ impl<'a> Translator<'a> {
                     self.write_reg(dst, v)?;
                 }
             }
+            F::MoveScalar(size) => {
+                let src = insn.op1_register();
+                if insn.op0_kind() == OpKind::Memory {
+                    let (lo, _) = self.xmm_read(src);
+                    let v = self.trunc(lo, size);
+                    let ea = self.sse_address(insn, size, false, false)?;
+                    let seg = self.mem_seg(insn);
+                    self.store_at(seg, ea, size, v);
+                } else if insn.op1_kind() == OpKind::Memory {
+                    let ea = self.sse_address(insn, size, false, false)?;
+                    let seg = self.mem_seg(insn);
+                    let v = self.load_at(seg, ea, size, false);
+                    let zero = self.iconst(0);
+                    self.xmm_write(dst, v, zero);
+                } else {
+                    // The low `size` bytes from the source, the rest of the destination kept.
+                    let (slo, _) = self.xmm_read(src);
+                    let (dlo, dhi) = self.xmm_read(dst);
+                    let lo = if size == 8 {
+                        slo
+                    } else {
+                        let low = self.trunc(slo, 4);
+                        let high = self.b.ins().band_imm_s(dlo, !0xFFFF_FFFF);
+                        self.b.ins().bor(low, high)
+                    };
+                    self.xmm_write(dst, lo, dhi);
+                }
+            }
             F::ShuffleDwords => {
                 let (lo, hi) = self.xmm_operand(insn, 1)?;
                 let l0 = self.trunc(lo, 4);
@@ -3069,10 +3106,24 @@ impl<'a> Translator<'a> {
                 let nhi = self.b.ins().bor(p2, p3);
                 self.xmm_write(dst, nlo, nhi);
             }
-            F::UnpackLowDwords | F::UnpackLowQwords | F::UnpackHighQwords => {
+            F::UnpackLowBytes
+            | F::UnpackLowWords
+            | F::UnpackLowDwords
+            | F::UnpackLowQwords
+            | F::UnpackHighQwords => {
                 let (blo, bhi) = self.xmm_operand(insn, 1)?;
                 let (alo, ahi) = self.xmm_read(dst);
                 let (lo, hi) = match form {
+                    F::UnpackLowBytes | F::UnpackLowWords => {
+                        // Each half of the result interleaves one 32-bit half of the low
+                        // quadwords: the destination's lanes in the even places.
+                        let bits = if form == F::UnpackLowBytes { 8 } else { 16 };
+                        let a1 = self.b.ins().ushr_imm_s(alo, 32);
+                        let b1 = self.b.ins().ushr_imm_s(blo, 32);
+                        let lo = self.interleave(alo, blo, bits);
+                        let hi = self.interleave(a1, b1, bits);
+                        (lo, hi)
+                    }
                     F::UnpackLowDwords => {
                         let a0 = self.trunc(alo, 4);
                         let b0 = self.b.ins().ishl_imm_s(blo, 32);
@@ -3087,6 +3138,30 @@ impl<'a> Translator<'a> {
             }
         }
         Ok(())
+    }
+
+    /// The low 32 bits of `a` and `b` interleaved in lanes of `bits` (8 or 16): `a`'s lanes
+    /// in the even places, `b`'s in the odd ones (PUNPCKLBW/PUNPCKLWD on one half).
+    fn interleave(&mut self, a: Value, b: Value, bits: u32) -> Value {
+        let a = self.spread(a, bits);
+        let b = self.spread(b, bits);
+        let b = self.b.ins().ishl_imm_s(b, i64::from(bits));
+        self.b.ins().bor(a, b)
+    }
+
+    /// The low 32 bits of `v` with each lane of `bits` (8 or 16) moved to twice its place,
+    /// zeros between.
+    fn spread(&mut self, v: Value, bits: u32) -> Value {
+        let v = self.trunc(v, 4);
+        let t = self.b.ins().ishl_imm_s(v, 16);
+        let v = self.b.ins().bor(v, t);
+        let v = self.b.ins().band_imm_s(v, 0x0000_FFFF_0000_FFFF);
+        if bits == 16 {
+            return v;
+        }
+        let t = self.b.ins().ishl_imm_s(v, 8);
+        let v = self.b.ins().bor(v, t);
+        self.b.ins().band_imm_s(v, 0x00FF_00FF_00FF_00FF)
     }
 
     /// Operand size of near branches and return addresses: 8 in 64-bit code, else 4.

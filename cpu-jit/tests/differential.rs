@@ -110,7 +110,7 @@ fn imm(r: &mut Rng, n: usize, out: &mut Vec<u8>) {
 /// PMOVMSKB, PSHUFD, unpacks, MOVQ): (mandatory prefix or 0, opcode bytes after 0F, the
 /// r/m operand is the destination, an imm8 follows, the r/m operand must be a register).
 fn sse_native_op(r: &mut Rng) -> (u8, u8, bool, bool, bool) {
-    const LOADS: [(u8, u8); 18] = [
+    const LOADS: [(u8, u8); 22] = [
         (0x66, 0x6F), // MOVDQA xmm, xmm/m128
         (0xF3, 0x6F), // MOVDQU
         (0x00, 0x10), // MOVUPS
@@ -125,10 +125,14 @@ fn sse_native_op(r: &mut Rng) -> (u8, u8, bool, bool, bool) {
         (0x66, 0x74), // PCMPEQB
         (0x66, 0x75), // PCMPEQW
         (0x66, 0x76), // PCMPEQD
+        (0x66, 0x60), // PUNPCKLBW
+        (0x66, 0x61), // PUNPCKLWD
         (0x66, 0x62), // PUNPCKLDQ
         (0x66, 0x6C), // PUNPCKLQDQ
         (0x66, 0x6D), // PUNPCKHQDQ
         (0xF3, 0x7E), // MOVQ xmm, xmm/m64
+        (0xF2, 0x10), // MOVSD xmm, xmm/m64
+        (0xF3, 0x10), // MOVSS xmm, xmm/m32
     ];
     const ADDS: [u8; 8] = [0xFC, 0xFD, 0xFE, 0xD4, 0xF8, 0xF9, 0xFA, 0xFB];
     match r.below(8) {
@@ -138,14 +142,16 @@ fn sse_native_op(r: &mut Rng) -> (u8, u8, bool, bool, bool) {
         }
         3 => (0x66, ADDS[r.below(8) as usize], false, false, false),
         4 => {
-            // MOVDQA/MOVDQU/MOVUPS/MOVAPS stores, MOVQ xmm/m64, xmm.
+            // MOVDQA/MOVDQU/MOVUPS/MOVAPS stores, MOVQ xmm/m64, xmm, MOVSD/MOVSS stores.
             let (p, o) = [
                 (0x66, 0x7F),
                 (0xF3, 0x7F),
                 (0x00, 0x11),
                 (0x00, 0x29),
                 (0x66, 0xD6),
-            ][r.below(5) as usize];
+                (0xF2, 0x11),
+                (0xF3, 0x11),
+            ][r.below(7) as usize];
             (p, o, true, false, false)
         }
         5 => (0x66, 0x70, false, true, false),  // PSHUFD
