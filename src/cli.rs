@@ -371,7 +371,9 @@ impl Cli {
             (AccelArg::Auto | AccelArg::Kvm, true) => AccelArg::Kvm,
             (other, true) => bail!(
                 "-enable-kvm conflicts with --accel {}",
-                format!("{other:?}").to_lowercase()
+                other
+                    .to_possible_value()
+                    .map_or_else(String::new, |v| v.get_name().to_string())
             ),
             (a, false) => a,
         };

@@ -31,11 +31,14 @@ fn main() -> ExitCode {
     let started = std::time::Instant::now();
     let result = machine.run();
     let seconds = started.elapsed().as_secs_f64();
+    // Backends that cannot count (KVM) report 0.
     let instructions = machine.instructions();
-    tracing::info!(
-        "the guest retired {instructions} instructions in {seconds:.3} s ({:.1} million per second)",
-        instructions as f64 / seconds.max(1e-9) / 1e6
-    );
+    if instructions > 0 {
+        tracing::info!(
+            "the guest retired {instructions} instructions in {seconds:.3} s ({:.1} million per second)",
+            instructions as f64 / seconds.max(1e-9) / 1e6
+        );
+    }
     let code = match result {
         Ok(Exit::TripleFault(state)) => {
             eprintln!("pcvm: triple fault; CPU state:\n{}", format_state(&state));
