@@ -1328,7 +1328,7 @@ impl Side {
         }
     }
 
-    fn run(&mut self, limit: RunLimit) -> (VmExit, CpuState, u64, Vec<u8>) {
+    fn run(&mut self, limit: RunLimit) -> Outcome {
         let before = self.cpu().instructions_retired();
         let exit = match &mut self.jit {
             Some(j) => j.run(&mut self.m.board, limit),
@@ -1348,8 +1348,10 @@ fn random_data(r: &mut Rng) -> Vec<u8> {
         .collect()
 }
 
-/// Start both sides from `s` with `code` and `data`, run them to `limit`, and say whether
-/// they agree (exit, state, instructions retired and memory).
+/// What a run gives: the exit, the state, instructions retired and the compared memory.
+type Outcome = (VmExit, CpuState, u64, Vec<u8>);
+
+/// Start both sides from `s` with `code` and `data` and run them to `limit`.
 fn run_both(
     a: &mut Side,
     b: &mut Side,
@@ -1357,10 +1359,10 @@ fn run_both(
     data: &[u8],
     s: &CpuState,
     limit: RunLimit,
-) -> bool {
+) -> (Outcome, Outcome) {
     setup(a, code, data, s);
     setup(b, code, data, s);
-    a.run(limit) == b.run(limit)
+    (a.run(limit), b.run(limit))
 }
 
 fn setup(side: &mut Side, code: &[u8], data: &[u8], s: &CpuState) {
@@ -1395,12 +1397,7 @@ fn first_divergence(
         return String::new();
     };
     let run = |a: &mut Side, b: &mut Side, n: u64| {
-        setup(a, code, data, s);
-        setup(b, code, data, s);
-        (
-            a.run(RunLimit::Instructions(n)),
-            b.run(RunLimit::Instructions(n)),
-        )
+        run_both(a, b, code, data, s, RunLimit::Instructions(n))
     };
     let Some(n) = (1..=max).find(|&n| {
         let (x, y) = run(a, b, n);
@@ -1408,7 +1405,7 @@ fn first_divergence(
     }) else {
         return "no budget below the run's own shows the difference".into();
     };
-    let show = |r: &(VmExit, CpuState, u64, Vec<u8>)| {
+    let show = |r: &Outcome| {
         format!(
             "exit {:?} retired {} rip {:#x} rflags {:#x} gpr {:x?}",
             r.0, r.2, r.1.rip, r.1.rflags, r.1.gpr
@@ -1733,8 +1730,9 @@ fn program_matches_the_interpreter_at_every_budget(
             let data = random_data(&mut r);
             for budget in (1..=budgets).chain([10_000]) {
                 let limit = RunLimit::Instructions(budget);
+                let (ra, rb) = run_both(&mut a, &mut b, &code, &data, &s, limit);
                 assert!(
-                    run_both(&mut a, &mut b, &code, &data, &s, limit),
+                    ra == rb,
                     "{}-bit program differs at budget {budget}\n{}",
                     if long { 64 } else { 32 },
                     first_divergence(&mut a, &mut b, &code, &data, &s, limit)
@@ -1982,8 +1980,9 @@ fn region_follows_a_remapped_callee_page() {
         for run in 0..4 {
             let s = random_state(&mut r, true);
             let data = random_data(&mut r);
+            let (ra, rb) = run_both(&mut a, &mut b, &code, &data, &s, limit);
             assert!(
-                run_both(&mut a, &mut b, &code, &data, &s, limit),
+                ra == rb,
                 "round {round} run {run} differs\n{}",
                 first_divergence(&mut a, &mut b, &code, &data, &s, limit)
             );
@@ -2029,10 +2028,8 @@ fn background_compiled_blocks_match_the_interpreter() {
     for run in 0..20 {
         let s = random_state(&mut r, false);
         let data = random_data(&mut r);
-        assert!(
-            run_both(&mut a, &mut b, &code, &data, &s, limit),
-            "background-compiled loop differs in run {run}"
-        );
+        let (ra, rb) = run_both(&mut a, &mut b, &code, &data, &s, limit);
+        assert!(ra == rb, "background-compiled loop differs in run {run}");
         if b.jit.as_ref().is_some_and(|j| j.stats().insns_native > 0) {
             return;
         }
